@@ -1,0 +1,1 @@
+//! Dockerfile frontend. See README.md.
