@@ -1,1 +1,13 @@
+//! kiln's content-addressed store, OCI image model and archive codecs (DESIGN.md §2, §5).
 
+pub mod digest;
+mod error;
+pub mod image;
+pub mod reference;
+pub mod store;
+
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub use image::Image;
+pub use reference::Reference;
+pub use store::{LockMode, Store};

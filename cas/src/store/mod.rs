@@ -1,0 +1,201 @@
+//! The content-addressed store on disk (DESIGN.md §2).
+//!
+//! ```text
+//! <root>/store.lock          flock: shared while a command uses the store, exclusive for prune
+//! <root>/blobs/sha256/<hex>  immutable blobs (layers by diffID, configs, manifests), mode 0444
+//! <root>/ingest/             where blobs are written before they are verified and linked into blobs/
+//! <root>/images.json         tags and images (see `index.rs`), replaced atomically under images.lock
+//! <root>/containers/<id>/    containers made by `run` (issue 4); read here so rmi can refuse
+//! ```
+
+mod blobs;
+mod fsck;
+mod gc;
+mod index;
+mod ingest;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+pub use blobs::BlobReader;
+pub use fsck::{FsckProblem, FsckReport};
+pub use gc::PruneReport;
+pub use index::{ImageIndex, ImageRecord};
+pub use ingest::BlobWriter;
+
+use crate::{Digest, Error, Result};
+
+/// How a process holds the store: builds, loads and reads share it; prune and GC take it alone so
+/// that no blob an in-flight command is about to reference is swept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+pub struct Store {
+    root: PathBuf,
+    // Held for the life of the Store; the kernel drops the flock when the process dies.
+    _lock: File,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`, holding the store lock in `mode`.
+    pub fn open(root: impl Into<PathBuf>, mode: LockMode) -> Result<Store> {
+        let root = root.into();
+        for dir in [root.clone(), root.join("blobs/sha256"), root.join("ingest"), root.join("containers")] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| Error::io("creating store directory", &dir, e))?;
+        }
+        let lock_path = root.join("store.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&lock_path)
+            .map_err(|e| Error::io("opening store lock", &lock_path, e))?;
+        lock_store(&lock, &lock_path, mode)?;
+        let store = Store { root, _lock: lock };
+        store.remove_stale_ingests()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    pub(crate) fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs/sha256")
+    }
+
+    pub(crate) fn ingest_dir(&self) -> PathBuf {
+        self.root.join("ingest")
+    }
+
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        fs::symlink_metadata(self.blob_path(digest)).map(|m| m.is_file()).unwrap_or(false)
+    }
+
+    /// Stores `bytes` as a blob and returns its digest; storing the same bytes again is a no-op.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
+        let mut writer = self.blob_writer()?;
+        writer.write_all(bytes).map_err(|e| Error::io("writing blob", self.ingest_dir(), e))?;
+        writer.commit(None)
+    }
+
+    /// Image IDs of containers (made by `kiln run`) that still use an image. Containers keep their
+    /// image in `containers/<id>/image`.
+    pub fn images_used_by_containers(&self) -> Result<Vec<(String, Digest)>> {
+        let dir = self.root.join("containers");
+        let mut used = Vec::new();
+        let entries = fs::read_dir(&dir).map_err(|e| Error::io("listing containers", &dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("listing containers", &dir, e))?;
+            let image_file = entry.path().join("image");
+            let Ok(text) = fs::read_to_string(&image_file) else { continue };
+            let digest = Digest::parse(text.trim())
+                .map_err(|e| Error::CorruptMetadata { file: image_file.clone(), why: e.to_string() })?;
+            used.push((entry.file_name().to_string_lossy().into_owned(), digest));
+        }
+        used.sort();
+        Ok(used)
+    }
+}
+
+fn lock_store(lock: &File, path: &Path, mode: LockMode) -> Result<()> {
+    let try_result = match mode {
+        LockMode::Shared => lock.try_lock_shared(),
+        LockMode::Exclusive => lock.try_lock(),
+    };
+    match try_result {
+        Ok(()) => return Ok(()),
+        Err(fs::TryLockError::WouldBlock) => {
+            let why = match mode {
+                LockMode::Shared => "a prune holds it",
+                LockMode::Exclusive => "other kiln commands are using it",
+            };
+            eprintln!("kiln: waiting for the store lock {} ({why})", path.display());
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(Error::io("locking store", path, e)),
+    }
+    let blocking = match mode {
+        LockMode::Shared => lock.lock_shared(),
+        LockMode::Exclusive => lock.lock(),
+    };
+    blocking.map_err(|e| Error::io("locking store", path, e))
+}
+
+/// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync of the directory.
+pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().expect("store files live in a directory");
+    let tmp =
+        dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io("creating", &tmp, e))?;
+        file.write_all(bytes).map_err(|e| Error::io("writing", &tmp, e))?;
+        file.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("syncing directory", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclusive_lock_waits_for_shared_holders() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Store::open(dir.path(), LockMode::Shared).unwrap();
+        let root = dir.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            let _exclusive = Store::open(&root, LockMode::Exclusive).unwrap();
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(),
+            "exclusive lock taken while shared held"
+        );
+        drop(shared);
+        rx.recv_timeout(std::time::Duration::from_secs(5)).expect("exclusive lock after shared released");
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn put_bytes_is_idempotent_and_named_by_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LockMode::Shared).unwrap();
+        let a = store.put_bytes(b"hello").unwrap();
+        let b = store.put_bytes(b"hello").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, Digest::of(b"hello"));
+        assert_eq!(fs::read(store.blob_path(&a)).unwrap(), b"hello");
+    }
+}
