@@ -1,0 +1,185 @@
+//! Command-line grammar. Flags follow docker's names so muscle memory carries over.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about = "Build, store and move container images without a daemon")]
+pub struct Cli {
+    /// Store directory (default: /var/lib/kiln as root, $XDG_DATA_HOME/kiln otherwise)
+    #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Import a rootfs tarball (plain, gzip or zstd) as a one-layer image
+    Import(ImportArgs),
+    /// Load images from a docker-archive or OCI archive (stdin by default)
+    Load(LoadArgs),
+    /// Save images to a docker-archive tarball (stdout by default)
+    Save(SaveArgs),
+    /// List images
+    #[command(alias = "ls")]
+    Images(ImagesArgs),
+    /// Create a tag TARGET that refers to SOURCE
+    Tag(TagArgs),
+    /// Remove one or more images
+    Rmi(RmiArgs),
+    /// Show low-level information about images, as JSON
+    Inspect(InspectArgs),
+    /// Show the history of an image
+    History(HistoryArgs),
+    /// Manage images
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Manage the store
+    System {
+        #[command(subcommand)]
+        command: SystemCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    Import(ImportArgs),
+    Load(LoadArgs),
+    Save(SaveArgs),
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    Tag(TagArgs),
+    #[command(alias = "remove")]
+    Rm(RmiArgs),
+    Inspect(InspectArgs),
+    History(HistoryArgs),
+    /// Remove unused images
+    Prune(PruneArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SystemCommand {
+    /// Show store disk usage
+    Df,
+    /// Check every blob against its digest and every image's closure
+    Fsck,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Rootfs tarball, or - for stdin
+    pub file: String,
+    /// Reference to tag the image as
+    pub reference: Option<String>,
+    /// Apply a Dockerfile instruction to the image config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR, STOPSIGNAL)
+    #[arg(short = 'c', long = "change")]
+    pub changes: Vec<String>,
+    /// Commit message (history comment)
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// Platform of the image (os/arch[/variant]); the host's by default
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Read from a tar archive file instead of stdin
+    #[arg(short = 'i', long = "input")]
+    pub input: Option<PathBuf>,
+    /// Suppress the load output
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SaveArgs {
+    /// Write to a file instead of stdout
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    /// Only images of this repository (and tag)
+    pub reference: Option<String>,
+    /// Show all images (including intermediate build images)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only show image IDs
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Show digests
+    #[arg(long)]
+    pub digests: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Filter output (dangling=true|false, reference=PATTERN, label=KEY[=VALUE], before=IMAGE, since=IMAGE)
+    #[arg(short = 'f', long = "filter")]
+    pub filters: Vec<String>,
+    /// Format output: "table", "json", or a Go-style template such as '{{.Repository}}:{{.Tag}}'
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    pub source: String,
+    pub target: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RmiArgs {
+    /// Force removal of the image
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Format the output using a Go-style template
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    /// Only "image" objects exist so far
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// Don't truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only show image IDs
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Print sizes and dates in human readable format
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub human: bool,
+    /// Format output: "table", "json", or a template
+    #[arg(long)]
+    pub format: Option<String>,
+    pub image: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Remove all images not used by a container, not just dangling ones
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}

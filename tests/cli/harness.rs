@@ -1,0 +1,135 @@
+//! Test helpers: a fresh store per test, the busybox rootfs fixture, the shared archives.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use assert_cmd::cargo::CommandCargoExt;
+
+/// A temp directory holding a store (`store/`) and whatever files a test makes.
+pub struct Kiln {
+    pub dir: tempfile::TempDir,
+}
+
+impl Kiln {
+    pub fn new() -> Kiln {
+        Kiln { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `kiln --root <store> ARGS…`, not yet run.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::cargo_bin("kiln").expect("kiln binary");
+        cmd.env_remove("KILN_ROOT").arg("--root").arg(self.root()).args(args);
+        cmd
+    }
+
+    /// Runs kiln and returns its output, whatever the exit status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run kiln")
+    }
+
+    /// Runs kiln, asserts success and returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// Runs kiln, asserts failure and returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "kiln {args:?} unexpectedly succeeded:\nstdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).expect("utf-8 stderr")
+    }
+
+    /// Imports the busybox rootfs as `tag` and returns the image ID.
+    pub fn import_busybox(&self, tag: &str) -> String {
+        let tar = busybox_rootfs();
+        self.ok(&["import", tar.to_str().unwrap(), tag]).trim().to_string()
+    }
+
+    /// `system fsck` must be clean.
+    pub fn assert_fsck_clean(&self) {
+        let out = self.run(&["system", "fsck"]);
+        assert!(
+            out.status.success(),
+            "fsck found problems:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Image ID of a reference, via inspect.
+    pub fn image_id(&self, reference: &str) -> String {
+        self.ok(&["inspect", "--format", "{{.Id}}", reference]).trim().to_string()
+    }
+
+    /// Tags and blob names in the store, to check a failed command changed nothing.
+    pub fn store_state(&self) -> (String, Vec<String>) {
+        let images = std::fs::read_to_string(self.root().join("images.json")).unwrap_or_default();
+        let mut blobs: Vec<String> = std::fs::read_dir(self.root().join("blobs/sha256"))
+            .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        blobs.sort();
+        (images, blobs)
+    }
+}
+
+/// The busybox rootfs tarball made once per test run by `fixtures/busybox-rootfs.sh`.
+pub fn busybox_rootfs() -> &'static Path {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("kiln-test-fixtures-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("busybox-rootfs.tar");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/busybox-rootfs.sh");
+        let status = Command::new("bash").arg(script).arg(&out).status().expect("run fixtures script");
+        assert!(status.success(), "fixtures/busybox-rootfs.sh failed: is busybox-static installed?");
+        out
+    })
+}
+
+/// `../shared/fixtures/archives/NAME`, or None (the test then skips with a message).
+pub fn shared_archive(name: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/archives").join(name);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!("skipping: {} not found (the shared fixtures sit beside the checkout)", path.display());
+        None
+    }
+}
+
+/// Whether an external tool is on PATH; tests that need one skip with a message without it.
+pub fn have_tool(name: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        eprintln!("skipping: {name} is not installed");
+    }
+    found
+}

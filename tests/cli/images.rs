@@ -1,0 +1,2 @@
+//! Tests of `kiln images`.
+use crate::harness::*;

@@ -1,0 +1,2 @@
+//! Tests of `kiln import`.
+use crate::harness::*;

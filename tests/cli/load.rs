@@ -1,0 +1,2 @@
+//! Tests of `kiln load`.
+use crate::harness::*;

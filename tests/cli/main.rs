@@ -1,0 +1,9 @@
+//! The one integration-test binary for the `kiln` CLI. Each test gets its own temp dir and store
+//! through `harness::Kiln`.
+
+mod harness;
+
+mod images;
+mod import;
+mod load;
+mod save;

@@ -1,0 +1,2 @@
+//! Tests of `kiln save`.
+use crate::harness::*;
