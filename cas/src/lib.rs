@@ -1,5 +1,6 @@
 //! kiln's content-addressed store, OCI image model and archive codecs (DESIGN.md §2, §5).
 
+pub mod archive;
 pub mod digest;
 mod error;
 pub mod image;

@@ -144,6 +144,25 @@ impl Store {
         Ok(result)
     }
 
+    /// Records an image whose blobs are all committed, and points `tags` at it. Returns, per tag,
+    /// the image it named before if that was a different one (which may now be dangling).
+    pub fn add_image(&self, id: &Digest, tags: &[Reference]) -> Result<Vec<Option<Digest>>> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        self.update_index(|index| {
+            let record = index
+                .images
+                .entry(id.clone())
+                .or_insert_with(|| ImageRecord { added: now.clone(), ..Default::default() });
+            if !tags.is_empty() {
+                record.last_tag_time = Some(now.clone());
+            }
+            Ok(tags
+                .iter()
+                .map(|tag| index.tags.insert(tag.to_string(), id.clone()).filter(|previous| previous != id))
+                .collect())
+        })
+    }
+
     /// Whether a temp file of an interrupted index write is left over (fsck reports it).
     pub(crate) fn stale_index_temps(&self) -> Vec<PathBuf> {
         let Ok(entries) = fs::read_dir(&self.root) else { return Vec::new() };

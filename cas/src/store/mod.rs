@@ -23,7 +23,7 @@ pub use blobs::BlobReader;
 pub use fsck::{FsckProblem, FsckReport};
 pub use gc::PruneReport;
 pub use index::{ImageIndex, ImageRecord};
-pub use ingest::BlobWriter;
+pub use ingest::{BlobWriter, StagedBlob};
 
 use crate::{Digest, Error, Result};
 
