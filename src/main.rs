@@ -3,6 +3,7 @@
 mod cli;
 mod cmd;
 mod output;
+mod view;
 
 use std::process::ExitCode;
 

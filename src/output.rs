@@ -136,6 +136,31 @@ impl Template {
         Ok(Template { parts, table })
     }
 
+    /// The header row of a `table` template: each field's name as docker titles it.
+    pub fn header(&self) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Field { path, .. } => out.push_str(&column_title(path.last().map(String::as_str).unwrap_or(""))),
+            }
+        }
+        out
+    }
+
+    /// Renders every row; a `table` template gets a header and tab-separated cells aligned.
+    pub fn print_rows(&self, values: &[Value]) {
+        if !self.table {
+            values.iter().for_each(|v| println!("{}", self.render(v)));
+            return;
+        }
+        let split = |line: String| line.split('\t').map(str::to_string).collect::<Vec<_>>();
+        let header = split(self.header());
+        let rows: Vec<Vec<String>> = values.iter().map(|v| split(self.render(v))).collect();
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        print_table(&header, &rows);
+    }
+
     pub fn render(&self, value: &Value) -> String {
         let mut out = String::new();
         for part in &self.parts {
@@ -155,6 +180,16 @@ impl Template {
             }
         }
         out
+    }
+}
+
+fn column_title(field: &str) -> String {
+    match field {
+        "ID" => "IMAGE ID".into(),
+        "CreatedSince" => "CREATED".into(),
+        "CreatedAt" => "CREATED AT".into(),
+        "CreatedBy" => "CREATED BY".into(),
+        other => other.to_uppercase(),
     }
 }
 

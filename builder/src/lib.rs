@@ -1,1 +1,3 @@
 //! Dockerfile frontend. See README.md.
+
+pub mod dockerfile;

@@ -1,7 +1,55 @@
-use crate::cli::PruneArgs;
-use anyhow::Result;
-use kiln_cas::Store;
+//! `kiln image prune`: removes dangling images (or, with -a, every image no container uses),
+//! then sweeps blobs nothing needs, including leftovers of interrupted commands.
+
+use std::io::{BufRead, Write};
 use std::process::ExitCode;
-pub fn run(_open: impl FnOnce() -> Result<Store>, _args: PruneArgs) -> Result<ExitCode> {
-    anyhow::bail!("todo")
+
+use anyhow::Result;
+use kiln_cas::store::PruneReport;
+use kiln_cas::{Digest, Reference, Store};
+
+use crate::cli::PruneArgs;
+use crate::output::human_size;
+
+pub fn run(open_exclusive: impl FnOnce() -> Result<Store>, args: PruneArgs) -> Result<ExitCode> {
+    if !args.force {
+        let warning = if args.all {
+            "WARNING! This will remove all images without at least one container associated to them."
+        } else {
+            "WARNING! This will remove all dangling images."
+        };
+        print!("{warning}\nAre you sure you want to continue? [y/N] ");
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    // Alone on the store: no load or build can be between committing blobs and tagging them.
+    let store = open_exclusive()?;
+    let index = store.index()?;
+    let in_use: Vec<Digest> = store.images_used_by_containers()?.into_iter().map(|(_, id)| id).collect();
+    let has_children = |id: &Digest| index.images.values().any(|r| r.parent.as_ref() == Some(id));
+    let victims: Vec<Digest> = index
+        .images
+        .keys()
+        .filter(|id| !in_use.contains(id) && !has_children(id))
+        .filter(|id| args.all || index.tags_of(id).is_empty())
+        .cloned()
+        .collect();
+    let mut report = PruneReport::default();
+    store.delete_images(&victims, &mut report)?;
+    if !report.deleted_images.is_empty() {
+        println!("Deleted Images:");
+        for tag in &report.untagged {
+            println!("untagged: {}", Reference::parse(tag).map(|r| r.familiar()).unwrap_or_else(|_| tag.clone()));
+        }
+        for id in &report.deleted_images {
+            println!("deleted: {id}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", human_size(report.reclaimed_bytes));
+    Ok(ExitCode::SUCCESS)
 }

@@ -95,6 +95,25 @@ impl Kiln {
     }
 }
 
+/// Feeds `input` to a command's stdin and returns its stdout (whatever the exit status).
+pub trait WriteStdin {
+    fn write_stdin_and_wait(&mut self, input: &str) -> String;
+}
+
+impl WriteStdin for Command {
+    fn write_stdin_and_wait(&mut self, input: &str) -> String {
+        use std::io::Write;
+        let mut child = self
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn kiln");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
 /// The busybox rootfs tarball made once per test run by `fixtures/busybox-rootfs.sh`.
 pub fn busybox_rootfs() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();

@@ -16,10 +16,7 @@ pub(super) struct DirectiveScanner {
 impl DirectiveScanner {
     /// Looks at one line (newline and leading whitespace already removed). Returns the
     /// directive it holds, if any.
-    pub(super) fn scan(
-        &mut self,
-        line: &str,
-    ) -> Result<Option<(DirectiveName, String)>, ParseErrorKind> {
+    pub(super) fn scan(&mut self, line: &str) -> Result<Option<(DirectiveName, String)>, ParseErrorKind> {
         if self.done {
             return Ok(None);
         }
@@ -32,15 +29,11 @@ impl DirectiveScanner {
             return Ok(None);
         };
         if self.seen.contains(&name) {
-            return Err(ParseErrorKind::DuplicateDirective {
-                name: name.as_str().to_string(),
-            });
+            return Err(ParseErrorKind::DuplicateDirective { name: name.as_str().to_string() });
         }
         self.seen.push(name);
         if name == DirectiveName::Escape && value != "\\" && value != "`" {
-            return Err(ParseErrorKind::InvalidEscapeToken {
-                token: value.to_string(),
-            });
+            return Err(ParseErrorKind::InvalidEscapeToken { token: value.to_string() });
         }
         Ok(Some((name, value.to_string())))
     }
@@ -84,10 +77,7 @@ mod tests {
     fn splits_key_and_value_with_spaces_around_equals() {
         assert_eq!(split_directive("# escape = `"), Some(("escape", "`")));
         assert_eq!(split_directive("#escape=\\"), Some(("escape", "\\")));
-        assert_eq!(
-            split_directive("# syntax=docker/dockerfile:1 "),
-            Some(("syntax", "docker/dockerfile:1"))
-        );
+        assert_eq!(split_directive("# syntax=docker/dockerfile:1 "), Some(("syntax", "docker/dockerfile:1")));
         assert_eq!(split_directive("# key="), None);
         assert_eq!(split_directive("# 1key=x"), None);
         assert_eq!(split_directive("# key value"), None);
@@ -105,14 +95,8 @@ mod tests {
     fn rejects_repeated_and_invalid_directives() {
         let mut scanner = DirectiveScanner::default();
         assert!(matches!(scanner.scan("# syntax=a"), Ok(Some((DirectiveName::Syntax, _)))));
-        assert!(matches!(
-            scanner.scan("# SYNTAX=b"),
-            Err(ParseErrorKind::DuplicateDirective { .. })
-        ));
+        assert!(matches!(scanner.scan("# SYNTAX=b"), Err(ParseErrorKind::DuplicateDirective { .. })));
         let mut scanner = DirectiveScanner::default();
-        assert!(matches!(
-            scanner.scan("# escape=x"),
-            Err(ParseErrorKind::InvalidEscapeToken { .. })
-        ));
+        assert!(matches!(scanner.scan("# escape=x"), Err(ParseErrorKind::InvalidEscapeToken { .. })));
     }
 }

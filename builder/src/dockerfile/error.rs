@@ -19,12 +19,7 @@ pub struct ParseError {
 impl ParseError {
     pub(crate) fn new(kind: ParseErrorKind, line: usize, end_line: usize) -> Self {
         let line = line.max(1);
-        ParseError {
-            file: "Dockerfile".to_string(),
-            line,
-            end_line: end_line.max(line),
-            kind,
-        }
+        ParseError { file: "Dockerfile".to_string(), line, end_line: end_line.max(line), kind }
     }
 
     /// Same error, reported against another file name (e.g. the `-f` argument).

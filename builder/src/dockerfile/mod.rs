@@ -59,19 +59,12 @@ impl Dockerfile {
     pub fn span(&self) -> Span {
         let first = self.instructions.first().map(|i| i.span).unwrap_or_default();
         let last = self.instructions.last().map(|i| i.span).unwrap_or_default();
-        Span {
-            start_line: first.start_line,
-            end_line: last.end_line,
-            column: first.column,
-        }
+        Span { start_line: first.start_line, end_line: last.end_line, column: first.column }
     }
 
     /// Value of a parser directive, if the file sets it.
     pub fn directive(&self, name: DirectiveName) -> Option<&str> {
-        self.directives
-            .iter()
-            .find(|d| d.name == name)
-            .map(|d| d.value.as_str())
+        self.directives.iter().find(|d| d.name == name).map(|d| d.value.as_str())
     }
 
     /// Fails on the first instruction (or ONBUILD trigger) whose keyword is not a Dockerfile
@@ -82,9 +75,7 @@ impl Dockerfile {
             while let Some(node) = current {
                 if node.keyword == Keyword::Unknown {
                     return Err(ParseError::new(
-                        ParseErrorKind::UnknownInstruction {
-                            name: node.name.clone(),
-                        },
+                        ParseErrorKind::UnknownInstruction { name: node.name.clone() },
                         instruction.span.start_line,
                         instruction.span.end_line,
                     ));
@@ -267,11 +258,7 @@ impl Instruction {
         }
         self.args
             .chunks_exact(3)
-            .map(|triple| KeyValue {
-                key: &triple[0],
-                value: &triple[1],
-                has_equals: triple[2] == "=",
-            })
+            .map(|triple| KeyValue { key: &triple[0], value: &triple[1], has_equals: triple[2] == "=" })
             .collect()
     }
 
@@ -309,17 +296,12 @@ impl Heredoc {
         if !self.chomp {
             return self.content.clone();
         }
-        self.content
-            .split_inclusive('\n')
-            .map(|line| line.trim_start_matches('\t'))
-            .collect()
+        self.content.split_inclusive('\n').map(|line| line.trim_start_matches('\t')).collect()
     }
 }
 
 /// Lower-cases like Go's `strings.ToLower` (one char for one char; `İ` becomes `i`), which
 /// BuildKit uses for keyword lookup and in its dump.
 pub(crate) fn go_to_lower(s: &str) -> String {
-    s.chars()
-        .map(|c| c.to_lowercase().next().unwrap_or(c))
-        .collect()
+    s.chars().map(|c| c.to_lowercase().next().unwrap_or(c)).collect()
 }
