@@ -27,7 +27,7 @@ pub fn df(store: &Store) -> Result<ExitCode> {
     let total: u64 = all_blobs.values().sum();
     let active: u64 = active_blobs.values().sum();
     let reclaimable = total - active;
-    let percent = if total == 0 { 0 } else { reclaimable * 100 / total };
+    let percent = (reclaimable * 100).checked_div(total).unwrap_or(0);
     let active_images = index.images.keys().filter(|id| in_use.contains(id)).count();
     let containers = store.images_used_by_containers()?.len();
     print_table(

@@ -6,4 +6,5 @@ mod harness;
 mod images;
 mod import;
 mod load;
+mod robustness;
 mod save;

@@ -62,7 +62,7 @@ impl ImageIndex {
             }
             if let Some(digest) = reference.digest() {
                 let wanted = format!("{}@{}", reference.repository(), digest);
-                if let Some((id, _)) = self.images.iter().find(|(_, r)| r.repo_digests.iter().any(|d| *d == wanted)) {
+                if let Some((id, _)) = self.images.iter().find(|(_, r)| r.repo_digests.contains(&wanted)) {
                     return Ok(id.clone());
                 }
             }
