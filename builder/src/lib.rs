@@ -1,3 +1,4 @@
 //! Dockerfile frontend. See README.md.
 
+pub mod context;
 pub mod dockerfile;

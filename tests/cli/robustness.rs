@@ -157,3 +157,62 @@ fn load_killed_at_random_points_leaves_fsck_clean_and_the_next_load_works() {
     assert_eq!(k.image_id("crash/test:1"), id);
     k.assert_fsck_clean();
 }
+
+/// A tmpfs of `size` mounted at `dir`, unmounted on drop; None (with a message) where mounting
+/// is not allowed, e.g. without root.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status();
+        if status.map(|s| s.success()).unwrap_or(false) {
+            Some(SmallDisk { dir: dir.to_path_buf() })
+        } else {
+            eprintln!("skipping: cannot mount a tmpfs (needs root)");
+            None
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+#[test]
+fn load_onto_a_full_disk_fails_with_one_line_and_leaves_the_store_as_it_was() {
+    let k = Kiln::new();
+    let Some(_disk) = SmallDisk::mount(&k.root(), "24m") else { return };
+    let small = k.path("small.tar");
+    let small_id = make_docker_archive(&small, "fits:1", 1, 1 << 20, 7);
+    k.ok(&["load", "-q", "-i", small.to_str().unwrap()]);
+    let before = k.store_state();
+
+    let big = k.path("big.tar");
+    make_docker_archive(&big, "too/big:1", 4, 8 << 20, 8);
+    let err = k.fails(&["load", "-i", big.to_str().unwrap()]);
+    assert_eq!(err.trim().lines().count(), 1, "one error line expected:\n{err}");
+    assert!(err.contains("no space left on device"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(k.store_state(), before, "a failed load changed the store");
+    let leftovers: Vec<_> = std::fs::read_dir(k.root().join("ingest"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != ".lock")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The store still works on the full disk: read, remove, and load again.
+    assert_eq!(k.image_id("fits:1"), small_id);
+    k.assert_fsck_clean();
+    k.ok(&["rmi", "fits:1"]);
+    k.ok(&["load", "-q", "-i", small.to_str().unwrap()]);
+    assert_eq!(k.image_id("fits:1"), small_id);
+}
