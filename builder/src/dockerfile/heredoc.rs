@@ -1,7 +1,8 @@
 //! Finding heredoc markers (`<<EOF`, `<<-EOF`, `3<<"EOF"`) on an instruction line.
 //!
 //! BuildKit splits the whole line into shell words (quotes and escapes kept, variables left
-//! alone) and treats every word matching `^(\d*)<<(-?)([^<]*)$` as a heredoc. The terminator
+//! alone, blanks after `<<` kept in the word) and treats every word matching
+//! `^(\d*)<<(-?)\s*([^<]*)$` as a heredoc. The terminator
 //! is that word with quotes removed; any quoting turns expansion of the body off. A marker
 //! glued to other text (`cat<<EOF`) or inside quotes is not a heredoc, and a line with an
 //! unterminated quote has none at all.
@@ -25,10 +26,12 @@ fn marker_from_word(word: &str) -> Option<HeredocMarker> {
     let digits_len = word.bytes().take_while(u8::is_ascii_digit).count();
     let (digits, after_digits) = word.split_at(digits_len);
     let after_arrows = after_digits.strip_prefix("<<")?;
-    let (chomp, rest) = match after_arrows.strip_prefix('-') {
+    let (chomp, after_dash) = match after_arrows.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, after_arrows),
     };
+    // The regex's `\s*` between `<<` and the word (Go's `\s` is ASCII-only, without `\v`).
+    let rest = after_dash.trim_start_matches(['\t', '\n', '\x0c', '\r', ' ']);
     if rest.is_empty() || rest.contains('<') {
         return None;
     }
@@ -51,7 +54,8 @@ struct Lexing {
 }
 
 /// Splits like BuildKit's shell lexer with an empty environment and unset variables kept:
-/// words end at unquoted whitespace, `\` escapes the next character, `${…}` is kept whole.
+/// words end at unquoted whitespace, `\` escapes the next character, `${…}` is kept whole,
+/// and blanks right after an unquoted `<<` belong to the word.
 /// `None` for an unterminated quote or `${`.
 fn shell_words(text: &str, lexing: Lexing) -> Option<Vec<String>> {
     let mut words = Vec::new();
@@ -124,6 +128,17 @@ fn shell_words(text: &str, lexing: Lexing) -> Option<Vec<String>> {
                     }
                 }
             }
+            '<' if chars.peek() == Some(&'<') => {
+                // BuildKit's lexer keeps blanks after `<<` in the word, so `<<  EOF` is one
+                // word (and one heredoc).
+                chars.next();
+                word.push_str("<<");
+                while let Some(&blank @ (' ' | '\t')) = chars.peek() {
+                    word.push(blank);
+                    chars.next();
+                }
+                in_word = true;
+            }
             c if c.is_whitespace() => {
                 if in_word {
                     words.push(std::mem::take(&mut word));
@@ -165,12 +180,23 @@ mod tests {
     }
 
     #[test]
+    fn blanks_after_the_arrows_belong_to_the_marker() {
+        assert_eq!(heredoc_markers("RUN <<  EOF"), vec![marker("EOF", true, false, 0)]);
+        assert_eq!(heredoc_markers("RUN <<  EOF  > foo"), vec![marker("EOF", true, false, 0)]);
+        assert_eq!(heredoc_markers("RUN << -EOF"), vec![marker("-EOF", true, false, 0)]);
+        // `-` stops the blank run, so `<<-` and `EOF` are two words and neither is a marker.
+        assert!(heredoc_markers("RUN <<- EOF").is_empty());
+        // As in BuildKit, a spaced shift in arithmetic reads as a marker.
+        assert_eq!(heredoc_markers("RUN echo $((1 << 2))"), vec![marker("2))", true, false, 0)]);
+    }
+
+    #[test]
     fn ignores_glued_quoted_and_escaped_markers() {
         assert!(heredoc_markers("RUN cat<<EOF").is_empty());
         assert!(heredoc_markers("RUN echo '<<EOF'").is_empty());
         assert!(heredoc_markers("RUN echo \\<<EOF").is_empty());
         assert!(heredoc_markers("RUN echo <<<EOF").is_empty());
-        assert!(heredoc_markers("RUN echo $((1 << 2))").is_empty());
+        assert!(heredoc_markers("RUN echo $((1<<2))").is_empty());
         assert!(heredoc_markers("RUN echo \"unterminated <<EOF").is_empty());
     }
 }

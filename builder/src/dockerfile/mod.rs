@@ -250,7 +250,26 @@ pub struct KeyValue<'a> {
     pub has_equals: bool,
 }
 
+/// One leading flag split into name and value: `--from=build` is `from` and `Some("build")`,
+/// `--link` is `link` and `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flag<'a> {
+    pub name: &'a str,
+    pub value: Option<&'a str>,
+}
+
 impl Instruction {
+    /// The flags split into name and value, in source order.
+    pub fn parsed_flags(&self) -> impl Iterator<Item = Flag<'_>> {
+        self.flags.iter().map(|flag| {
+            let flag = flag.strip_prefix("--").unwrap_or(flag);
+            match flag.split_once('=') {
+                Some((name, value)) => Flag { name, value: Some(value) },
+                None => Flag { name: flag, value: None },
+            }
+        })
+    }
+
     /// ENV/LABEL pairs; empty for other instructions.
     pub fn key_values(&self) -> Vec<KeyValue<'_>> {
         if !matches!(self.keyword, Keyword::Env | Keyword::Label) {

@@ -21,7 +21,8 @@ use super::{
 /// bytes; only arguments holding such bytes can differ).
 pub fn parse_bytes(source: &[u8]) -> Result<Dockerfile, ParseError> {
     check_file_size(source.len())?;
-    parse(&String::from_utf8_lossy(source))
+    // Checked before decoding: replacement characters may make the text longer.
+    FileParser::new(&String::from_utf8_lossy(source)).run()
 }
 
 /// Parses a Dockerfile.
@@ -331,7 +332,6 @@ fn extract_flags(line: &str) -> (Vec<String>, &str) {
                 if blank_ok || !word.is_empty() {
                     flags.push(std::mem::take(&mut word));
                 }
-                word.clear();
                 blank_ok = false;
                 i += 1;
                 continue;
@@ -422,7 +422,6 @@ fn split_quoted_words(text: &str, escape: char) -> Vec<String> {
                 if blank_ok || !word.is_empty() {
                     words.push(std::mem::take(&mut word));
                 }
-                word.clear();
                 blank_ok = false;
                 i += 1;
                 continue;
@@ -533,6 +532,7 @@ fn healthcheck_arguments(text: &str) -> Result<(Vec<String>, bool), ParseErrorKi
 
 #[cfg(test)]
 mod tests {
+    use super::super::Flag;
     use super::*;
 
     fn dump(source: &str) -> String {
@@ -590,6 +590,11 @@ mod tests {
         let dockerfile = parse("COPY --from=build --chmod=\"755\" -- a b\n").unwrap();
         let copy = &dockerfile.instructions[0];
         assert_eq!(copy.flags, ["--from=build", "--chmod=755"]);
+        let parsed: Vec<Flag> = copy.parsed_flags().collect();
+        assert_eq!(parsed[0], Flag { name: "from", value: Some("build") });
+        let link = parse("COPY --link a b\n").unwrap();
+        let parsed: Vec<Flag> = link.instructions[0].parsed_flags().collect();
+        assert_eq!(parsed, [Flag { name: "link", value: None }]);
         assert_eq!(copy.args, ["a", "b"]);
         assert_eq!(
             dump("RUN --mount=type=cache,target=/x echo hi\n"),
@@ -665,6 +670,45 @@ mod tests {
         // Exec form and other instructions do not read heredocs.
         let dockerfile = parse("RUN [\"cat\", \"<<EOF\"]\nCMD <<EOF\n").unwrap();
         assert_eq!(dockerfile.instructions.len(), 2);
+    }
+
+    #[test]
+    fn heredoc_terminators_follow_shell_quoting() {
+        let source = concat!(
+            "FROM a\n",
+            "USER <<NOTHERE\n",
+            "RUN \"<<NOTHERE\"\n",
+            "RUN <<-TABBED\n\tbody\n\tTABBED\n",
+            "RUN <<eo'f'\necho\neof\n",
+            "RUN <<eo\\'f\necho\neo'f\n",
+            "RUN <<'e'o\\'f\necho\neo'f\n",
+            "RUN <<'one two'\necho\none two\n",
+            "RUN <<$EOF\n$EOF\n",
+            "RUN <<  EOF  > out\n# kept\nEOF\n",
+            "COPY <<X <<Y /dest\nY\nX\nX\nY\n",
+        );
+        let dockerfile = parse(source).unwrap();
+        let heredocs: Vec<(String, bool, String)> = dockerfile
+            .instructions
+            .iter()
+            .flat_map(|i| &i.heredocs)
+            .map(|h| (h.name.clone(), h.expand, h.content.clone()))
+            .collect();
+        let expected = [
+            ("TABBED", true, "\tbody\n"),
+            ("eof", false, "echo\n"),
+            ("eo'f", true, "echo\n"),
+            ("eo'f", false, "echo\n"),
+            ("one two", false, "echo\n"),
+            ("$EOF", true, ""),
+            ("EOF", true, "# kept\n"),
+            ("X", true, "Y\n"),
+            ("Y", true, "X\n"),
+        ];
+        let expected: Vec<(String, bool, String)> =
+            expected.iter().map(|(n, e, c)| (n.to_string(), *e, c.to_string())).collect();
+        assert_eq!(heredocs, expected);
+        assert_eq!(dockerfile.instructions.len(), 11);
     }
 
     #[test]
