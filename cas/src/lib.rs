@@ -4,6 +4,7 @@ pub mod archive;
 pub mod digest;
 mod error;
 pub mod image;
+pub mod image_fs;
 pub mod reference;
 pub mod store;
 

@@ -1,0 +1,431 @@
+//! Reading an image's file system without unpacking it: the headers of every layer tar, merged
+//! bottom-up with whiteouts and opaque directories applied, give the final tree; file contents are
+//! read straight from the layer blob at the entry's offset.
+//!
+//! Builds use this to resolve `USER`/`--chown` names from the image's own `/etc/passwd` and
+//! `/etc/group`, and to see whether a COPY destination is an existing directory.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+
+use crate::store::Store;
+use crate::{Digest, Error, Image, Result};
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+const SYMLINK_LIMIT: usize = 40;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    Hardlink,
+    CharDevice,
+    BlockDevice,
+    Fifo,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsEntry {
+    pub kind: EntryKind,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub size: u64,
+    /// Modification time from the layer tar header (seconds since the epoch).
+    pub mtime: u64,
+    /// Symlink target, or the path a hardlink points at (relative to the root).
+    pub link: Option<String>,
+    layer: usize,
+    data_offset: u64,
+}
+
+/// The merged tree of an image: path (relative, no leading `/`, `""` for the root) → entry.
+#[derive(Clone)]
+pub struct ImageFs {
+    layers: Vec<Digest>,
+    entries: BTreeMap<String, FsEntry>,
+}
+
+impl ImageFs {
+    pub fn load(store: &Store, image: &Image) -> Result<ImageFs> {
+        let mut fs = ImageFs::empty();
+        for diff_id in image.diff_ids()? {
+            fs.push_layer(store, &diff_id)?;
+        }
+        Ok(fs)
+    }
+
+    /// The empty file system of `FROM scratch`.
+    pub fn empty() -> ImageFs {
+        ImageFs { layers: Vec::new(), entries: BTreeMap::new() }
+    }
+
+    /// Adds a layer on top, as a build step that made it would.
+    pub fn push_layer(&mut self, store: &Store, diff_id: &Digest) -> Result<()> {
+        let index = self.layers.len();
+        self.layers.push(diff_id.clone());
+        let applied = self.apply_layer(store, index, diff_id);
+        if applied.is_err() {
+            self.layers.pop();
+        }
+        applied
+    }
+
+    /// The layers, bottom first.
+    pub fn layers(&self) -> &[Digest] {
+        &self.layers
+    }
+
+    fn apply_layer(&mut self, store: &Store, index: usize, diff_id: &Digest) -> Result<()> {
+        let blob = store.open_blob(diff_id)?;
+        let what = format!("layer {diff_id}");
+        let bad = |e: std::io::Error| Error::invalid(what.clone(), format!("cannot read layer tar: {e}"));
+        let mut archive = tar::Archive::new(&blob.file);
+        let mut added: Vec<(String, FsEntry)> = Vec::new();
+        let mut whiteouts: Vec<String> = Vec::new();
+        let mut opaque: Vec<String> = Vec::new();
+        for entry in archive.entries().map_err(bad)? {
+            let entry = entry.map_err(bad)?;
+            let raw_path = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+            let Some(path) = normalize(&raw_path) else { continue };
+            let (parent, name) = split_parent(&path);
+            if name == OPAQUE_MARKER {
+                opaque.push(parent.to_string());
+                continue;
+            }
+            if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+                whiteouts.push(join(parent, hidden));
+                continue;
+            }
+            let header = entry.header();
+            let kind = match header.entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
+                tar::EntryType::Directory => EntryKind::Dir,
+                tar::EntryType::Symlink => EntryKind::Symlink,
+                tar::EntryType::Link => EntryKind::Hardlink,
+                tar::EntryType::Char => EntryKind::CharDevice,
+                tar::EntryType::Block => EntryKind::BlockDevice,
+                tar::EntryType::Fifo => EntryKind::Fifo,
+                _ => continue,
+            };
+            let link = entry.link_name().map_err(bad)?.map(|l| l.to_string_lossy().into_owned());
+            let link = match kind {
+                EntryKind::Hardlink => link.and_then(|l| normalize(&l)),
+                _ => link,
+            };
+            added.push((
+                path,
+                FsEntry {
+                    kind,
+                    mode: header.mode().map_err(bad)? & 0o7777,
+                    uid: header.uid().map_err(bad)?,
+                    gid: header.gid().map_err(bad)?,
+                    size: entry.size(),
+                    mtime: header.mtime().map_err(bad)?,
+                    link,
+                    layer: index,
+                    data_offset: entry.raw_file_position(),
+                },
+            ));
+        }
+        // Whiteouts and opaque markers hide what lower layers had; this layer's own entries stay.
+        for dir in opaque {
+            self.remove_children(&dir);
+        }
+        for path in whiteouts {
+            self.entries.remove(&path);
+            self.remove_children(&path);
+        }
+        for (path, entry) in added {
+            // A non-directory replacing a directory replaces its subtree too.
+            if entry.kind != EntryKind::Dir && self.entries.get(&path).is_some_and(|e| e.kind == EntryKind::Dir) {
+                self.remove_children(&path);
+            }
+            self.entries.insert(path, entry);
+        }
+        Ok(())
+    }
+
+    fn remove_children(&mut self, dir: &str) {
+        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let doomed: Vec<String> = self
+            .entries
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .filter(|k| !k.is_empty())
+            .collect();
+        for key in doomed {
+            self.entries.remove(&key);
+        }
+    }
+
+    /// The entry at `path` itself, without following symlinks.
+    pub fn entry(&self, path: &str) -> Option<&FsEntry> {
+        self.entries.get(normalize(path)?.as_str())
+    }
+
+    /// All paths, sorted.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Resolves `path` as the kernel would inside a chroot at the image root: symlinks in any
+    /// component are followed (absolute ones from the root, `..` stopping at the root). Returns
+    /// the resolved path and its entry, or None if it does not exist.
+    pub fn resolve(&self, path: &str) -> Result<Option<(String, &FsEntry)>> {
+        let mut pending: Vec<String> = components(path).into_iter().rev().collect();
+        let mut current: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(component) = pending.pop() {
+            match component.as_str() {
+                "." => continue,
+                ".." => {
+                    current.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            current.push(component);
+            let here = current.join("/");
+            let Some(entry) = self.entries.get(&here) else { return Ok(None) };
+            if entry.kind == EntryKind::Symlink {
+                hops += 1;
+                if hops > SYMLINK_LIMIT {
+                    return Err(Error::invalid(format!("path /{path}"), "too many levels of symbolic links"));
+                }
+                let target = entry.link.clone().unwrap_or_default();
+                current.pop();
+                if target.starts_with('/') {
+                    current.clear();
+                }
+                pending.extend(components(&target).into_iter().rev());
+            }
+        }
+        let resolved = current.join("/");
+        if resolved.is_empty() {
+            return Ok(Some((resolved, &ROOT_DIR)));
+        }
+        Ok(self.entries.get(&resolved).map(|e| (resolved, e)))
+    }
+
+    /// Reads a regular file (following symlinks and hardlinks), refusing files over `limit` bytes.
+    pub fn read_file(&self, store: &Store, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        let Some((resolved, mut entry)) = self.resolve(path)? else { return Ok(None) };
+        let mut hops = 0;
+        while entry.kind == EntryKind::Hardlink {
+            hops += 1;
+            let target = entry.link.as_deref().unwrap_or_default();
+            entry = match self.entries.get(target) {
+                Some(e) if hops <= SYMLINK_LIMIT => e,
+                _ => return Err(Error::invalid(format!("/{resolved}"), format!("hardlink to missing /{target}"))),
+            };
+        }
+        if entry.kind != EntryKind::File {
+            return Ok(None);
+        }
+        if entry.size > limit {
+            return Err(Error::invalid(
+                format!("/{resolved}"),
+                format!("{} bytes is over the {limit}-byte limit", entry.size),
+            ));
+        }
+        let diff_id = &self.layers[entry.layer];
+        let blob = store.open_blob(diff_id)?;
+        let mut file = &blob.file;
+        let mut bytes = vec![0u8; entry.size as usize];
+        file.seek(SeekFrom::Start(entry.data_offset))
+            .and_then(|_| file.read_exact(&mut bytes))
+            .map_err(|e| Error::io("reading layer", store.blob_path(diff_id), e))?;
+        Ok(Some(bytes))
+    }
+}
+
+impl ImageFs {
+    /// The direct children of the directory `dir` (relative path, `""` for the root), sorted by
+    /// name, without following symlinks.
+    pub fn children(&self, dir: &str) -> Vec<(&str, &FsEntry)> {
+        let prefix = match normalize(dir) {
+            Some(d) => format!("{d}/"),
+            None => String::new(),
+        };
+        self.entries
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| !k[prefix.len()..].is_empty() && !k[prefix.len()..].contains('/'))
+            .map(|(k, e)| (&k[prefix.len()..], e))
+            .collect()
+    }
+
+    /// A reader of a regular file's bytes straight from its layer blob, limited to the entry's
+    /// size, so large files are streamed rather than read whole. `entry` must be a `File` entry of
+    /// this file system (follow hardlinks with `entry()` on `link` first).
+    pub fn open_entry(&self, store: &Store, entry: &FsEntry) -> Result<std::io::Take<std::fs::File>> {
+        if entry.kind != EntryKind::File {
+            return Err(Error::invalid("image file system", "only regular files have content"));
+        }
+        let diff_id = self
+            .layers
+            .get(entry.layer)
+            .ok_or_else(|| Error::invalid("image file system", "entry of another image"))?;
+        let blob = store.open_blob(diff_id)?;
+        let mut file = blob.file;
+        file.seek(SeekFrom::Start(entry.data_offset))
+            .map_err(|e| Error::io("reading layer", store.blob_path(diff_id), e))?;
+        Ok(file.take(entry.size))
+    }
+}
+
+static ROOT_DIR: FsEntry = FsEntry {
+    kind: EntryKind::Dir,
+    mode: 0o755,
+    uid: 0,
+    gid: 0,
+    size: 0,
+    mtime: 0,
+    link: None,
+    layer: 0,
+    data_offset: 0,
+};
+
+/// `./a//b/` → `a/b`; `..` components are dropped at the root as tar paths cannot climb out of a
+/// layer. Returns None for the root itself.
+fn normalize(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    if parts.is_empty() {
+        None
+    } else {
+        Some(parts.join("/"))
+    }
+}
+
+fn components(path: &str) -> Vec<String> {
+    path.split('/').filter(|p| !p.is_empty()).map(str::to_string).collect()
+}
+
+fn split_parent(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("", path),
+    }
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LockMode;
+
+    enum Item<'a> {
+        File(&'a str, &'a [u8]),
+        Dir(&'a str),
+        Symlink(&'a str, &'a str),
+        Hardlink(&'a str, &'a str),
+    }
+
+    fn layer(items: &[Item]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for item in items {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            match item {
+                Item::File(p, data) => {
+                    h.set_size(data.len() as u64);
+                    h.set_cksum();
+                    b.append_data(&mut h, p, *data).unwrap();
+                }
+                Item::Dir(p) => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(0o755);
+                    h.set_size(0);
+                    h.set_cksum();
+                    b.append_data(&mut h, p, &[][..]).unwrap();
+                }
+                Item::Symlink(p, t) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    b.append_link(&mut h, p, t).unwrap();
+                }
+                Item::Hardlink(p, t) => {
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_size(0);
+                    b.append_link(&mut h, p, t).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn image_of(store: &Store, layers: &[Vec<u8>]) -> Image {
+        let diff_ids: Vec<String> = layers.iter().map(|l| store.put_bytes(l).unwrap().to_string()).collect();
+        let config = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+        Image::from_config_bytes(serde_json::to_vec(&config).unwrap(), "test").unwrap()
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_dirs_hide_lower_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LockMode::Shared).unwrap();
+        let lower = layer(&[
+            Item::Dir("etc"),
+            Item::File("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
+            Item::File("bin/false", b"x"),
+            Item::Dir("data"),
+            Item::File("data/old", b"old"),
+        ]);
+        let upper = layer(&[
+            Item::File("bin/.wh.false", b""),
+            Item::Dir("data"),
+            Item::File("data/.wh..wh..opq", b""),
+            Item::File("data/new", b"new"),
+        ]);
+        let image = image_of(&store, &[lower, upper]);
+        let fs = ImageFs::load(&store, &image).unwrap();
+        assert!(fs.entry("bin/false").is_none());
+        assert!(fs.entry("data/old").is_none());
+        assert_eq!(fs.read_file(&store, "/data/new", 100).unwrap().unwrap(), b"new");
+        assert_eq!(fs.read_file(&store, "/etc/passwd", 100).unwrap().unwrap(), b"root:x:0:0::/root:/bin/sh\n");
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LockMode::Shared).unwrap();
+        let l = layer(&[
+            Item::Dir("run"),
+            Item::File("run/x", b"in run"),
+            Item::Dir("var"),
+            Item::Symlink("var/run", "/run"),
+            Item::Symlink("escape", "../../../../run/x"),
+            Item::Symlink("loop", "loop"),
+            Item::Hardlink("hard", "run/x"),
+        ]);
+        let image = image_of(&store, &[l]);
+        let fs = ImageFs::load(&store, &image).unwrap();
+        assert_eq!(fs.read_file(&store, "var/run/x", 100).unwrap().unwrap(), b"in run");
+        assert_eq!(fs.read_file(&store, "escape", 100).unwrap().unwrap(), b"in run");
+        assert_eq!(fs.read_file(&store, "hard", 100).unwrap().unwrap(), b"in run");
+        assert!(fs.resolve("loop").is_err());
+        assert!(fs.resolve("nope/x").unwrap().is_none());
+        assert_eq!(fs.resolve("var/run").unwrap().unwrap().0, "run");
+        assert_eq!(fs.resolve("/").unwrap().unwrap().1.kind, EntryKind::Dir);
+    }
+}
