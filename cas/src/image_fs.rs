@@ -346,6 +346,9 @@ mod tests {
         for item in items {
             let mut h = tar::Header::new_gnu();
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             match item {
                 Item::File(p, data) => {
                     h.set_size(data.len() as u64);
