@@ -143,6 +143,12 @@ impl ImageFs {
             if entry.kind != EntryKind::Dir && self.entries.get(&path).is_some_and(|e| e.kind == EntryKind::Dir) {
                 self.remove_children(&path);
             }
+            // Tars may omit parent directories; the kernel would have made them, so the tree does.
+            let mut parent = split_parent(&path).0;
+            while !parent.is_empty() && !self.entries.contains_key(parent) {
+                self.entries.insert(parent.to_string(), FsEntry { layer: index, ..ROOT_DIR.clone() });
+                parent = split_parent(parent).0;
+            }
             self.entries.insert(path, entry);
         }
         Ok(())
@@ -257,6 +263,21 @@ impl ImageFs {
             .filter(|(k, _)| !k[prefix.len()..].is_empty() && !k[prefix.len()..].contains('/'))
             .map(|(k, e)| (&k[prefix.len()..], e))
             .collect()
+    }
+
+    /// Every path under the directory `dir` (not `dir` itself), sorted, with its entry. Layers
+    /// need not have an entry for each parent directory; this also finds such implicit ones'
+    /// contents.
+    pub fn descendants<'s>(&'s self, dir: &str) -> impl Iterator<Item = (&'s str, &'s FsEntry)> + 's {
+        let prefix = match normalize(dir) {
+            Some(d) => format!("{d}/"),
+            None => String::new(),
+        };
+        self.entries
+            .range(prefix.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| !k.is_empty())
+            .map(|(k, e)| (k.as_str(), e))
     }
 
     /// A reader of a regular file's bytes straight from its layer blob, limited to the entry's
@@ -430,5 +451,9 @@ mod tests {
         assert!(fs.resolve("nope/x").unwrap().is_none());
         assert_eq!(fs.resolve("var/run").unwrap().unwrap().0, "run");
         assert_eq!(fs.resolve("/").unwrap().unwrap().1.kind, EntryKind::Dir);
+        // `bin/false` came without a `bin/` entry of its own: the directory is implied.
+        let implied = layer(&[Item::File("bin/false", b"x")]);
+        let fs = ImageFs::load(&store, &image_of(&store, &[implied])).unwrap();
+        assert_eq!(fs.resolve("bin").unwrap().unwrap().1.kind, EntryKind::Dir);
     }
 }
