@@ -17,6 +17,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Build an image from a Dockerfile
+    Build(BuildArgs),
     /// Import a rootfs tarball (plain, gzip or zstd) as a one-layer image
     Import(ImportArgs),
     /// Load images from a docker-archive or OCI archive (stdin by default)
@@ -68,6 +70,51 @@ pub enum SystemCommand {
     Df,
     /// Check every blob against its digest and every image's closure
     Fsck,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Build context: a directory, or - to read a tar (or a lone Dockerfile) from stdin
+    pub context: String,
+    /// Name and optionally a tag (name:tag); may be repeated
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// Name of the Dockerfile (default: CONTEXT/Dockerfile; - for stdin)
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<String>,
+    /// Set a build-time variable (KEY=VALUE, or KEY to take it from the environment)
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Build this stage and stop
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Target platform (os/arch[/variant])
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Set a label on the image (KEY=VALUE); may be repeated
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Print only the image ID
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Progress output
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: crate::progress::ProgressMode,
+    /// Write the image ID to this file
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Write build result metadata (JSON) to this file
+    #[arg(long)]
+    pub metadata_file: Option<PathBuf>,
+    /// Do not use the build cache
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Always look for newer base images (no registry support yet: accepted and ignored)
+    #[arg(long)]
+    pub pull: bool,
+    /// Clamp timestamps to this Unix time (default: $SOURCE_DATE_EPOCH)
+    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    pub source_date_epoch: Option<i64>,
 }
 
 #[derive(Args, Debug)]

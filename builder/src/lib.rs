@@ -1,4 +1,9 @@
 //! Dockerfile frontend. See README.md.
 
 pub mod context;
+pub mod copy;
 pub mod dockerfile;
+pub mod frontend;
+pub mod plan;
+pub mod shell;
+pub mod solve;

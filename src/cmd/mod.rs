@@ -1,5 +1,6 @@
 //! One file per command; `run` opens the store the command needs and dispatches.
 
+mod build;
 mod history;
 mod images;
 mod import;
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     };
     let open = |mode| Store::open(&root, mode).with_context(|| format!("opening store {}", root.display()));
     match cli.command {
+        Command::Build(args) => build::run(&open(LockMode::Shared)?, args),
         Command::Import(args) | Command::Image { command: ImageCommand::Import(args) } => {
             import::run(&open(LockMode::Shared)?, args)
         }

@@ -454,3 +454,29 @@ fn parents_matches(
     }
     Ok(found.into_iter().collect())
 }
+
+/// The layer of a WORKDIR: `mkdir -p dir`, new directories owned by the stage's USER (BuildKit
+/// makes the working directory with a file operation, so it is a layer of its own).
+pub fn mkdir_layer(
+    store: &Store,
+    dest_fs: &ImageFs,
+    dir: &str,
+    user: Option<&str>,
+    source_date_epoch: Option<i64>,
+) -> Result<CopyResult, CopyError> {
+    let owner = user.filter(|u| !u.is_empty()).map(|u| chown::resolve(u, dest_fs, store)).transpose()?;
+    let (uid, gid) = owner.map(|o| (o.uid, o.gid)).unwrap_or((0, 0));
+    let made = Entry::dir(0o755, uid, gid, source_date_epoch.unwrap_or(0));
+    let dest = dest::resolve(dest_fs, dir)?;
+    if dest.existing.as_ref().is_some_and(|e| e.kind != kiln_cas::image_fs::EntryKind::Dir) {
+        return Err(CopyError::DestNotDir { path: format!("/{}", sources::display(&dest.path)) });
+    }
+    let mut layer = LayerTree::new();
+    add_dest_dirs(&mut layer, dest_fs, &dest.path, &made);
+    let content = ContentSources { image: None, spools: &[] };
+    let mut writer = store.blob_writer()?;
+    let entries = tarwriter::write_tar(&layer, &content, source_date_epoch, &mut writer)?;
+    let size = writer.bytes_written();
+    let diff_id = writer.commit(None)?;
+    Ok(CopyResult { diff_id, size, entries })
+}

@@ -1,0 +1,432 @@
+//! The solver: runs a `BuildPlan`. Each stage runs on its own thread as soon as the stages it
+//! needs are done, so independent stages overlap; steps within a stage run in order. The result
+//! is the same whatever order stages finish in, because each stage's output depends only on its
+//! inputs.
+
+mod config;
+pub mod progress;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::SystemTime;
+
+use kiln_cas::image_fs::ImageFs;
+use kiln_cas::{Digest, Image, Store};
+use serde_json::{json, Value};
+
+pub use config::{RunConfig, DEFAULT_PATH, HISTORY_COMMENT};
+pub use progress::{NoProgress, Progress, ProgressEvent};
+
+use crate::context::dockerignore::IgnoreMatcher;
+use crate::dockerfile::Span;
+use crate::frontend::history::{creates_layer, writes_history};
+use crate::frontend::{BaseImageConfig, ImageConfigSource};
+use crate::plan::{Base, BuildPlan, ConfigChange, CopyFrom, CopyOp, Op, Stage, Step};
+
+pub struct SolveOptions<'a> {
+    pub context_dir: &'a Path,
+    pub ignore: &'a IgnoreMatcher,
+    /// The Dockerfile's name in messages (`Dockerfile`, `build/Dockerfile.prod`).
+    pub file_name: &'a str,
+    /// SOURCE_DATE_EPOCH: `created` fields and new files' mtimes are clamped to it.
+    pub source_date_epoch: Option<i64>,
+    /// `--label`s, added to the output image's config.
+    pub labels: BTreeMap<String, String>,
+    pub progress: &'a dyn Progress,
+}
+
+/// The image a build made: its config is committed to the store; tagging is the caller's.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    pub image_id: Digest,
+    pub config: Vec<u8>,
+}
+
+/// A build failure, located at a Dockerfile line when it came from one.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{message}", location.as_ref().map(|l| format!("{l}: ")).unwrap_or_default())]
+pub struct SolveError {
+    pub location: Option<String>,
+    pub message: String,
+}
+
+impl SolveError {
+    fn at(file: &str, span: &Span, message: impl Into<String>) -> SolveError {
+        SolveError { location: Some(format!("{file}:{}", span.start_line)), message: message.into() }
+    }
+
+    fn plain(message: impl Into<String>) -> SolveError {
+        SolveError { location: None, message: message.into() }
+    }
+}
+
+/// What a finished stage hands to the stages that use it.
+#[derive(Clone)]
+struct StageResult {
+    /// The full image config (architecture, os, config, rootfs, history, …).
+    config: Value,
+    fs: ImageFs,
+}
+
+/// Base image configs for the planner, read from the store.
+pub struct StoreImages<'a> {
+    store: &'a Store,
+}
+
+impl<'a> StoreImages<'a> {
+    pub fn new(store: &'a Store) -> StoreImages<'a> {
+        StoreImages { store }
+    }
+}
+
+impl ImageConfigSource for StoreImages<'_> {
+    fn base_config(&self, reference: &str, _platform: &str) -> Result<BaseImageConfig, String> {
+        let id = self.store.index().map_err(|e| e.to_string())?.resolve(reference).map_err(|_| {
+            format!("base image \"{reference}\" is not in the store (load or import it first; kiln cannot pull yet)")
+        })?;
+        let image = self.store.image(&id).map_err(|e| e.to_string())?;
+        let config = RunConfig::from_value(image.config_json().get("config"));
+        Ok(BaseImageConfig {
+            env: config.env(),
+            working_dir: config.working_dir(),
+            shell: config.shell(),
+            user: config.user(),
+            onbuild: config.onbuild(),
+        })
+    }
+}
+
+/// Refuses plans that need what kiln cannot do yet, before anything runs.
+pub fn check_supported(plan: &BuildPlan, file_name: &str) -> Result<(), SolveError> {
+    for stage in &plan.stages {
+        for step in &stage.steps {
+            if let Op::Run(_) = step.op {
+                return Err(SolveError::at(file_name, &step.span, "RUN needs the container runtime (not built yet)"));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<BuildOutput, SolveError> {
+    check_supported(plan, options.file_name)?;
+    let created = created_timestamp(options.source_date_epoch);
+    let board = Board { results: Mutex::new(vec![None; plan.stages.len()]), changed: Condvar::new() };
+    let ids = StepIds::default();
+    std::thread::scope(|scope| {
+        for (position, stage) in plan.stages.iter().enumerate() {
+            let board = &board;
+            let ids = &ids;
+            let created = created.as_str();
+            scope.spawn(move || {
+                let result = run_stage(store, plan, stage, options, board, ids, created);
+                board.publish(position, result.map(Arc::new).map_err(Arc::new));
+            });
+        }
+    });
+    let target = board.take(plan.target).map_err(unwrap_error)?;
+    let mut config = target.config.clone();
+    if !options.labels.is_empty() {
+        let labels = config["config"].as_object_mut().map(|c| c.entry("Labels").or_insert_with(|| json!({})));
+        if let Some(Value::Object(map)) = labels {
+            for (k, v) in &options.labels {
+                map.insert(k.clone(), json!(v));
+            }
+        }
+    }
+    config["created"] = json!(created);
+    let bytes = serde_json::to_vec(&config).map_err(|e| SolveError::plain(format!("serialising image config: {e}")))?;
+    let image_id = store.put_bytes(&bytes).map_err(|e| SolveError::plain(format!("storing image config: {e}")))?;
+    Ok(BuildOutput { image_id, config: bytes })
+}
+
+fn unwrap_error(e: Arc<SolveError>) -> SolveError {
+    Arc::try_unwrap(e)
+        .unwrap_or_else(|shared| SolveError { location: shared.location.clone(), message: shared.message.clone() })
+}
+
+type Published = Result<Arc<StageResult>, Arc<SolveError>>;
+
+/// Where stages post their results and wait for each other's.
+struct Board {
+    results: Mutex<Vec<Option<Published>>>,
+    changed: Condvar,
+}
+
+impl Board {
+    fn publish(&self, position: usize, result: Published) {
+        let mut results = self.results.lock().unwrap_or_else(|p| p.into_inner());
+        results[position] = Some(result);
+        self.changed.notify_all();
+    }
+
+    /// Blocks until stage `position` is done.
+    fn wait(&self, position: usize) -> Published {
+        let mut results = self.results.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(result) = &results[position] {
+                return result.clone();
+            }
+            results = self.changed.wait(results).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn take(&self, position: usize) -> Published {
+        self.wait(position)
+    }
+}
+
+/// Progress IDs, unique across the build.
+#[derive(Default)]
+struct StepIds(Mutex<usize>);
+
+impl StepIds {
+    fn next(&self) -> usize {
+        let mut n = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *n += 1;
+        *n
+    }
+}
+
+fn run_stage(
+    store: &Store,
+    plan: &BuildPlan,
+    stage: &Stage,
+    options: &SolveOptions,
+    board: &Board,
+    ids: &StepIds,
+    created: &str,
+) -> Result<StageResult, SolveError> {
+    let file = options.file_name;
+    let total = stage.steps.len() + 1;
+    let label = |n: usize| match (&stage.name, plan.stages.len()) {
+        (_, 1) => format!("[{n}/{total}]"),
+        (Some(name), _) => format!("[{name} {n}/{total}]"),
+        (None, _) => format!("[stage-{} {n}/{total}]", stage.index),
+    };
+
+    // Wait for every stage this one reads before reporting anything, so a step's start time is
+    // when it could really start.
+    for needed in stage_inputs(stage) {
+        let _ = board.wait(needed);
+    }
+    let from_id = ids.next();
+    let from_name = match &stage.base {
+        Base::Scratch => "FROM scratch".to_string(),
+        Base::Image(reference) => format!("FROM {reference}"),
+        Base::Stage(i) => format!("FROM {}", stage_display_name(&plan.stages[*i])),
+    };
+    let reporter = StepReporter { progress: options.progress, id: from_id };
+    reporter.start(format!("{} {from_name}", label(1)));
+    let base = match &stage.base {
+        Base::Scratch => Ok(scratch_result(&stage.platform)),
+        Base::Image(reference) => load_image(store, reference).map_err(|m| SolveError::at(file, &stage.span, m)),
+        Base::Stage(i) => board.wait(*i).map(|r| (*r).clone()).map_err(|_| {
+            SolveError::at(file, &stage.span, format!("stage {} failed", stage_display_name(&plan.stages[*i])))
+        }),
+    };
+    let mut state = reporter.finish(base)?;
+    let mut run_config = RunConfig::from_value(state.config.get("config"));
+    run_config.ensure_path();
+    run_config.clear_onbuild();
+    set_platform(&mut state.config, &stage.platform);
+
+    for (n, step) in stage.steps.iter().enumerate() {
+        let reporter = StepReporter { progress: options.progress, id: ids.next() };
+        reporter.start(format!("{} {}", label(n + 2), step_title(step)));
+        let outcome = run_step(store, plan, step, options, board, &mut state, &mut run_config, created);
+        reporter.finish(outcome)?;
+    }
+    state.config["config"] = run_config.to_value();
+    Ok(state)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_step(
+    store: &Store,
+    plan: &BuildPlan,
+    step: &Step,
+    options: &SolveOptions,
+    board: &Board,
+    state: &mut StageResult,
+    run_config: &mut RunConfig,
+    created: &str,
+) -> Result<(), SolveError> {
+    let file = options.file_name;
+    match &step.op {
+        Op::Config(change) => {
+            if let ConfigChange::Maintainer(author) = change {
+                state.config["author"] = json!(author);
+            }
+            // WORKDIR makes its directory, owned by the USER in force: a layer, as in BuildKit.
+            let workdir_layer = match change {
+                ConfigChange::Workdir(dir) if creates_layer(&step.op) => {
+                    let user = run_config.user();
+                    let made = crate::copy::mkdir_layer(store, &state.fs, dir, Some(&user), options.source_date_epoch)
+                        .map_err(|e| SolveError::at(file, &step.span, format!("WORKDIR failed: {e}")))?;
+                    Some(made.diff_id)
+                }
+                _ => None,
+            };
+            run_config.apply(change);
+            if let Some(diff_id) = &workdir_layer {
+                state.fs.push_layer(store, diff_id).map_err(|e| SolveError::at(file, &step.span, e.to_string()))?;
+                push_diff_id(&mut state.config, diff_id);
+            }
+            if writes_history(step) {
+                push_history(&mut state.config, created, &step.created_by, workdir_layer.is_none());
+            }
+            Ok(())
+        }
+        Op::Copy(op) => {
+            let diff_id = copy_step(store, plan, op, options, board, state).map_err(|m| {
+                let what = if op.add { "ADD" } else { "COPY" };
+                SolveError::at(file, &step.span, format!("{what} failed: {m}"))
+            })?;
+            state.fs.push_layer(store, &diff_id).map_err(|e| SolveError::at(file, &step.span, e.to_string()))?;
+            push_diff_id(&mut state.config, &diff_id);
+            if writes_history(step) {
+                push_history(&mut state.config, created, &step.created_by, false);
+            }
+            Ok(())
+        }
+        Op::Run(_) => Err(SolveError::at(file, &step.span, "RUN needs the container runtime (not built yet)")),
+    }
+}
+
+/// Makes the layer of a COPY or ADD and returns its diffID.
+fn copy_step(
+    store: &Store,
+    plan: &BuildPlan,
+    op: &CopyOp,
+    options: &SolveOptions,
+    board: &Board,
+    state: &StageResult,
+) -> Result<Digest, String> {
+    let source_stage;
+    let source_image;
+    let source = match &op.from {
+        CopyFrom::Context => crate::copy::SourceRoot::Context { dir: options.context_dir, ignore: options.ignore },
+        CopyFrom::Stage(i) => {
+            source_stage =
+                board.wait(*i).map_err(|_| format!("stage {} failed", stage_display_name(&plan.stages[*i])))?;
+            crate::copy::SourceRoot::Image { fs: &source_stage.fs, store }
+        }
+        CopyFrom::Image(reference) => {
+            source_image = load_image(store, reference)?;
+            crate::copy::SourceRoot::Image { fs: &source_image.fs, store }
+        }
+    };
+    let request =
+        crate::copy::CopyRequest { op, source, dest_fs: &state.fs, source_date_epoch: options.source_date_epoch };
+    crate::copy::copy_layer(store, &request).map(|r| r.diff_id).map_err(|e| e.to_string())
+}
+
+struct StepReporter<'a> {
+    progress: &'a dyn Progress,
+    id: usize,
+}
+
+impl StepReporter<'_> {
+    fn start(&self, name: String) {
+        self.progress.event(ProgressEvent::Started { id: self.id, name, at: SystemTime::now() });
+    }
+
+    fn finish<T>(&self, result: Result<T, SolveError>) -> Result<T, SolveError> {
+        let error = result.as_ref().err().map(|e| e.to_string());
+        self.progress.event(ProgressEvent::Finished { id: self.id, at: SystemTime::now(), cached: false, error });
+        result
+    }
+}
+
+/// Positions of the stages a stage reads: its base and every `COPY --from` stage.
+fn stage_inputs(stage: &Stage) -> Vec<usize> {
+    let mut inputs: Vec<usize> = stage
+        .steps
+        .iter()
+        .filter_map(|step| match &step.op {
+            Op::Copy(CopyOp { from: CopyFrom::Stage(i), .. }) => Some(*i),
+            _ => None,
+        })
+        .collect();
+    if let Base::Stage(i) = stage.base {
+        inputs.push(i);
+    }
+    inputs.sort_unstable();
+    inputs.dedup();
+    inputs
+}
+
+fn stage_display_name(stage: &Stage) -> String {
+    stage.name.clone().unwrap_or_else(|| stage.index.to_string())
+}
+
+fn step_title(step: &Step) -> String {
+    step.created_by.trim_end_matches(" # buildkit").to_string()
+}
+
+fn load_image(store: &Store, reference: &str) -> Result<StageResult, String> {
+    let index = store.index().map_err(|e| e.to_string())?;
+    let id = index.resolve(reference).map_err(|_| {
+        format!("base image \"{reference}\" is not in the store (load or import it first; kiln cannot pull yet)")
+    })?;
+    let image: Image = store.image(&id).map_err(|e| e.to_string())?;
+    let fs = ImageFs::load(store, &image).map_err(|e| e.to_string())?;
+    Ok(StageResult { config: image.config_json(), fs })
+}
+
+fn scratch_result(platform: &str) -> StageResult {
+    let mut config = json!({
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": []},
+        "history": [],
+    });
+    set_platform(&mut config, platform);
+    StageResult { config, fs: ImageFs::empty() }
+}
+
+fn set_platform(config: &mut Value, platform: &str) {
+    let mut parts = platform.split('/');
+    config["os"] = json!(parts.next().unwrap_or("linux"));
+    config["architecture"] = json!(parts.next().unwrap_or("amd64"));
+    match parts.next() {
+        Some(variant) => config["variant"] = json!(variant),
+        None => {
+            if let Some(map) = config.as_object_mut() {
+                map.remove("variant");
+            }
+        }
+    }
+}
+
+fn push_diff_id(config: &mut Value, diff_id: &Digest) {
+    if !config["rootfs"]["diff_ids"].is_array() {
+        config["rootfs"] = json!({"type": "layers", "diff_ids": []});
+    }
+    if let Some(ids) = config["rootfs"]["diff_ids"].as_array_mut() {
+        ids.push(json!(diff_id.to_string()));
+    }
+}
+
+fn push_history(config: &mut Value, created: &str, created_by: &str, empty_layer: bool) {
+    let mut entry = json!({"created": created, "created_by": created_by, "comment": HISTORY_COMMENT});
+    if empty_layer {
+        entry["empty_layer"] = json!(true);
+    }
+    if !config["history"].is_array() {
+        config["history"] = json!([]);
+    }
+    if let Some(history) = config["history"].as_array_mut() {
+        history.push(entry);
+    }
+}
+
+/// RFC 3339 with nanoseconds, as Go's time.RFC3339Nano; SOURCE_DATE_EPOCH when given.
+fn created_timestamp(source_date_epoch: Option<i64>) -> String {
+    let time = match source_date_epoch {
+        Some(epoch) => chrono::DateTime::from_timestamp(epoch, 0).unwrap_or_default(),
+        None => chrono::Utc::now(),
+    };
+    time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}

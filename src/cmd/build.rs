@@ -1,0 +1,121 @@
+//! `kiln build`: context → Dockerfile → plan → solve → tag, with docker's flags.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use kiln_builder::context::{BuildContext, ContextSpec};
+use kiln_builder::frontend::{plan, PlanOptions};
+use kiln_builder::solve::{solve, Progress, ProgressEvent, SolveOptions, StoreImages};
+use kiln_cas::{Reference, Store};
+use serde_json::json;
+
+use crate::cli::BuildArgs;
+use crate::progress::{Printer, ProgressMode};
+
+pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
+    // Every name is checked before any work is done: nothing is built that could not be tagged.
+    let tags = args.tags.iter().map(|t| Reference::parse(t)).collect::<Result<Vec<_>, _>>()?;
+    let build_args = parse_build_args(&args.build_args)?;
+    let labels = parse_labels(&args.labels)?;
+    let printer = Printer::new(if args.quiet { ProgressMode::Quiet } else { args.progress });
+
+    let spec = ContextSpec { context: &args.context, dockerfile: args.file.as_deref() };
+    let context = BuildContext::open(&spec, &mut std::io::stdin().lock())?;
+    let dockerfile =
+        kiln_builder::dockerfile::parse_bytes(&context.dockerfile).map_err(|e| e.in_file(&context.dockerfile_name))?;
+    for warning in &dockerfile.warnings {
+        printer.event(ProgressEvent::Warning(format!(
+            "{}:{}: {}",
+            context.dockerfile_name, warning.line, warning.message
+        )));
+    }
+    let options = PlanOptions {
+        build_args,
+        target: args.target.clone(),
+        platform: args.platform.clone(),
+        host_platform: host_platform(),
+        file_name: context.dockerfile_name.clone(),
+    };
+    let images = StoreImages::new(store);
+    let build_plan = plan(&dockerfile, &options, &images)?;
+    for warning in &build_plan.warnings {
+        printer.event(ProgressEvent::Warning(warning.clone()));
+    }
+    let solve_options = SolveOptions {
+        context_dir: &context.dir,
+        ignore: &context.ignore,
+        file_name: &context.dockerfile_name,
+        source_date_epoch: args.source_date_epoch,
+        labels,
+        progress: &printer,
+    };
+    let output = solve(store, &build_plan, &solve_options)?;
+    printer.note(&format!("writing image {}", output.image_id));
+    store.add_image(&output.image_id, &tags)?;
+    for tag in &tags {
+        printer.note(&format!("naming to {tag}"));
+    }
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, output.image_id.to_string())
+            .with_context(|| format!("writing --iidfile {}", path.display()))?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let image = store.image(&output.image_id)?;
+        let sizes = store.layer_sizes(&image)?;
+        let manifest = kiln_cas::image::uncompressed_manifest(&image, &sizes)?;
+        let metadata = json!({
+            "containerimage.config.digest": output.image_id.to_string(),
+            "containerimage.digest": kiln_cas::Digest::of(&manifest).to_string(),
+            "image.name": tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
+            .with_context(|| format!("writing --metadata-file {}", path.display()))?;
+    }
+    if args.quiet {
+        println!("{}", output.image_id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `KEY=VALUE`, or a bare `KEY` taking its value from the environment (skipped when unset), as
+/// docker does.
+fn parse_build_args(raw: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut args = BTreeMap::new();
+    for item in raw {
+        match item.split_once('=') {
+            Some((key, value)) if !key.is_empty() => {
+                args.insert(key.to_string(), value.to_string());
+            }
+            Some(_) => bail!("invalid --build-arg \"{item}\": the name is empty"),
+            None => {
+                if let Ok(value) = std::env::var(item) {
+                    args.insert(item.clone(), value);
+                }
+            }
+        }
+    }
+    Ok(args)
+}
+
+fn parse_labels(raw: &[String]) -> Result<BTreeMap<String, String>> {
+    raw.iter()
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            None if !item.is_empty() => Ok((item.clone(), String::new())),
+            _ => bail!("invalid --label \"{item}\": expected KEY=VALUE"),
+        })
+        .collect()
+}
+
+/// `linux/amd64`, `linux/arm64`, … for the machine kiln runs on.
+pub fn host_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    format!("linux/{arch}")
+}
