@@ -206,10 +206,10 @@ fn run_stage(
         (None, _) => format!("[stage-{} {n}/{total}]", stage.index),
     };
 
-    // Wait for every stage this one reads before reporting anything, so a step's start time is
-    // when it could really start.
-    for needed in stage_inputs(stage) {
-        let _ = board.wait(needed);
+    // A step is reported as started only once the stages it reads are done, so its start time
+    // is when it could really start.
+    if let Base::Stage(i) = stage.base {
+        let _ = board.wait(i);
     }
     let from_id = ids.next();
     let from_name = match &stage.base {
@@ -233,6 +233,9 @@ fn run_stage(
     set_platform(&mut state.config, &stage.platform);
 
     for (n, step) in stage.steps.iter().enumerate() {
+        if let Op::Copy(CopyOp { from: CopyFrom::Stage(i), .. }) = &step.op {
+            let _ = board.wait(*i);
+        }
         let reporter = StepReporter { progress: options.progress, id: ids.next() };
         reporter.start(format!("{} {}", label(n + 2), step_title(step)));
         let outcome = run_step(store, plan, step, options, board, &mut state, &mut run_config, created);
@@ -338,24 +341,6 @@ impl StepReporter<'_> {
         self.progress.event(ProgressEvent::Finished { id: self.id, at: SystemTime::now(), cached: false, error });
         result
     }
-}
-
-/// Positions of the stages a stage reads: its base and every `COPY --from` stage.
-fn stage_inputs(stage: &Stage) -> Vec<usize> {
-    let mut inputs: Vec<usize> = stage
-        .steps
-        .iter()
-        .filter_map(|step| match &step.op {
-            Op::Copy(CopyOp { from: CopyFrom::Stage(i), .. }) => Some(*i),
-            _ => None,
-        })
-        .collect();
-    if let Base::Stage(i) = stage.base {
-        inputs.push(i);
-    }
-    inputs.sort_unstable();
-    inputs.dedup();
-    inputs
 }
 
 fn stage_display_name(stage: &Stage) -> String {
