@@ -47,7 +47,7 @@ pub fn ingest_layer<'s, R: Read>(store: &'s Store, input: R, what: &str) -> Resu
 
 /// Walks every entry of a tar stream (reading file data through), then requires that anything
 /// after the end-of-archive marker is zero padding, as tar writers add.
-fn check_tar_stream<R: Read>(reader: &mut R) -> io::Result<()> {
+pub(crate) fn check_tar_stream<R: Read>(reader: &mut R) -> io::Result<()> {
     let mut buffer = vec![0u8; COPY_BUFFER];
     // The archive borrows the reader only for the entries; the tail is read after it is gone.
     let mut archive = tar::Archive::new(&mut *reader);
