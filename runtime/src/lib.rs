@@ -1,1 +1,10 @@
 //! Container runtime: overlay snapshots and namespaced processes (issue 4). See README.md.
+//!
+//! So far: [`snapshot`], the per-layer snapshot directories and the layer applier that fills them.
+
+pub mod snapshot;
+
+pub use snapshot::{
+    apply_layer, commit_snapshot, prepare_snapshot, remove_incomplete_snapshots, ApplyError, ApplyOptions, ApplyStats,
+    SnapshotError,
+};
