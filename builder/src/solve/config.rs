@@ -132,6 +132,13 @@ impl RunConfig {
             }
             ConfigChange::Maintainer(_) | ConfigChange::Arg { .. } => {}
         }
+        // Docker writes these maps with sorted keys (Go's encoding of maps); so do we, so the
+        // config bytes match whatever order the Dockerfile used.
+        for key in ["Labels", "Volumes", "ExposedPorts"] {
+            if let Some(Value::Object(map)) = self.fields.get_mut(key) {
+                map.sort_keys();
+            }
+        }
     }
 }
 
@@ -181,9 +188,13 @@ mod tests {
         let mut inherited = RunConfig::from_value(Some(&json!({"Cmd": ["sh"]})));
         inherited.apply(&ConfigChange::Entrypoint(vec!["/app".into()]));
         assert!(inherited.fields.get("Cmd").is_none(), "inherited CMD is reset");
-        c.apply(&ConfigChange::Label(vec![("a".into(), "1".into())]));
         c.apply(&ConfigChange::Label(vec![("b".into(), "2".into())]));
-        assert_eq!(c.fields["Labels"], json!({"a": "1", "b": "2"}));
+        c.apply(&ConfigChange::Label(vec![("a".into(), "1".into())]));
+        assert_eq!(
+            serde_json::to_string(&c.fields["Labels"]).unwrap(),
+            r#"{"a":"1","b":"2"}"#,
+            "keys sorted as docker writes them"
+        );
         c.apply(&ConfigChange::Expose(vec!["80/tcp".into()]));
         assert_eq!(c.fields["ExposedPorts"], json!({"80/tcp": {}}));
     }
