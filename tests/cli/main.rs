@@ -2,7 +2,10 @@
 //! through `harness::Kiln`.
 
 mod harness;
+mod hostile;
 
+mod build;
+mod docker_compare;
 mod images;
 mod import;
 mod load;
