@@ -103,11 +103,8 @@ pub trait WriteStdin {
 impl WriteStdin for Command {
     fn write_stdin_and_wait(&mut self, input: &str) -> String {
         use std::io::Write;
-        let mut child = self
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn kiln");
+        let mut child =
+            self.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().expect("spawn kiln");
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
