@@ -30,16 +30,7 @@ impl Image {
 
     /// The layer diffIDs, bottom first, validated as digests.
     pub fn diff_ids(&self) -> Result<Vec<Digest>> {
-        self.config
-            .rootfs()
-            .diff_ids()
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                Digest::parse(d)
-                    .map_err(|e| Error::invalid(format!("image {}: rootfs.diff_ids[{i}]", self.id), e.to_string()))
-            })
-            .collect()
+        diff_ids_of(&self.config, &format!("image {}", self.id))
     }
 
     /// The config as generic JSON, for docker-only fields oci-spec does not model (Healthcheck,
@@ -56,6 +47,20 @@ impl Image {
         }
         p
     }
+}
+
+/// A config's `rootfs.diff_ids`, bottom first, validated as digests; `context` names the config
+/// in errors.
+pub fn diff_ids_of(config: &ImageConfiguration, context: &str) -> Result<Vec<Digest>> {
+    config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            Digest::parse(d).map_err(|e| Error::invalid(format!("{context}: rootfs.diff_ids[{i}]"), e.to_string()))
+        })
+        .collect()
 }
 
 /// Parses and sanity-checks an image config.

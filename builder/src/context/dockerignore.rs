@@ -5,6 +5,8 @@
 
 use regex::Regex;
 
+use crate::frontend::stages::clean_path;
+
 #[derive(Debug, thiserror::Error)]
 #[error("{file}:{line}: invalid pattern \"{pattern}\": {why}")]
 pub struct PatternError {
@@ -96,31 +98,6 @@ impl IgnoreMatcher {
 /// Each ancestor directory of `path`: `a/b/c` gives `a`, `a/b`.
 fn parent_prefixes(path: &str) -> impl Iterator<Item = &str> {
     path.match_indices('/').map(move |(i, _)| &path[..i])
-}
-
-/// Lexical cleaning as Go's filepath.Clean: no empty or `.` components, `..` folded.
-fn clean_path(path: &str) -> String {
-    let absolute = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|p| *p != "..") {
-                    parts.pop();
-                } else if !absolute {
-                    parts.push("..");
-                }
-            }
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (absolute, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
 }
 
 /// Translates a pattern to an anchored regex: `*` and `?` stay within one path component, `**`

@@ -102,16 +102,7 @@ fn plan_image(
     let image_config = parse_config(&config_bytes, &config.context)?;
     let id = Digest::of(&config_bytes);
     check_platform(&image_config, &config.context)?;
-    let diff_ids = image_config
-        .rootfs()
-        .diff_ids()
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            Digest::parse(d)
-                .map_err(|e| Error::invalid(format!("{}: rootfs.diff_ids[{i}]", config.context), e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let diff_ids = crate::image::diff_ids_of(&image_config, &config.context)?;
     if diff_ids.len() != layers.len() {
         return Err(Error::invalid(
             &config.context,
