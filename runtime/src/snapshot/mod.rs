@@ -13,7 +13,9 @@
 //! device nodes that unprivileged host users must not reach.
 
 mod apply;
+mod diff;
 mod entry_path;
+mod store;
 mod sys;
 
 use std::ffi::OsStr;
@@ -28,7 +30,9 @@ use nix::fcntl::{renameat2, OFlag, RenameFlags};
 use nix::sys::stat::Mode;
 
 pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyStats, MAX_WARNINGS};
+pub use diff::{commit_upper, diff_upper, DiffError, DiffOptions, DiffStats};
 pub use entry_path::display_name;
+pub use store::{chain_id, chain_ids, SnapshotLease, Snapshots, SnapshotsError};
 
 /// The suffix of a snapshot directory that is being written.
 pub const INCOMPLETE_SUFFIX: &str = ".incomplete";

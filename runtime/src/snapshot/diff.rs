@@ -1,0 +1,791 @@
+//! The layer differ: turns an overlay upper directory (after the container exited and the overlay
+//! was unmounted) into a layer tar, walking only the upper dir, never the merged root (DESIGN.md §4).
+//!
+//! What goes into the tar:
+//! - regular files (contents streamed), directories, symlinks, FIFOs, character and block devices,
+//!   with their permission bits (setuid, setgid and sticky included), numeric owners and mtimes
+//!   (whole seconds, clamped to [`DiffOptions::source_date_epoch`] when given);
+//! - paths of one inode (hardlinks within the upper dir) as one regular entry, at the first path in
+//!   tar order, and hardlink entries (`1`) pointing at it for the others;
+//! - an overlay whiteout (a 0/0 character device `dir/NAME`) as an empty regular file
+//!   `dir/.wh.NAME` (mode 0, owner 0:0, the whiteout's mtime), as BuildKit writes deletions;
+//! - an opaque directory (`trusted.overlay.opaque=y`, or `user.overlay.opaque=y` with
+//!   [`DiffOptions::userxattr`]) as its directory entry followed by `dir/.wh..wh..opq` (an empty
+//!   regular file, mode 0, owner 0:0, the directory's mtime);
+//! - the extended attributes `security.capability` and `user.*` (but not `user.overlay.*`) of
+//!   regular files and directories, as PAX `SCHILY.xattr.*` records. `trusted.*` (overlay's own
+//!   `origin`, `impure`, `opaque`…), `security.selinux` and ACLs are left out, as the applier does.
+//!
+//! The tar is written as COPY layers are (builder `copy/tarwriter.rs`): ustar headers, numeric ids,
+//! no user or group names, no atime or ctime, a PAX header only for what ustar cannot hold (long
+//! names or link targets, big ids, sizes or times, xattrs), entries sorted by the bytes of their
+//! full path so parents come first (`a`, `a-b`, `a/x`). The same tree gives the same bytes.
+//! The root of the upper dir itself is not an entry (as in docker's and BuildKit's diffs).
+//!
+//! Refused: overlay `redirect_dir` renames (`trusted.overlay.redirect` on a directory) and
+//! `metacopy` copy-ups (`trusted.overlay.metacopy` on a file: the data is still in a lower layer),
+//! since neither can be expressed in a layer tar from the upper dir alone. The overlay must be
+//! mounted with `redirect_dir=off,metacopy=off` (kiln's executor mounts with
+//! `index=off,redirect_dir=off,metacopy=off`). Names beginning with `.wh.` are refused too: in a
+//! layer they would read as whiteouts. Sockets are skipped with a warning (tar cannot hold them).
+//!
+//! Safety: the upper dir was written by container processes. It is opened once; every entry is
+//! reached with `*at` calls relative to its parent's fd and opened with `O_NOFOLLOW`, so a symlink
+//! in it is never followed; devices and FIFOs are never opened; an entry that changes between being
+//! listed and being opened is refused.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use kiln_cas::{Digest, Store};
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::{fstat, utimensat, FileStat, Mode, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+
+use super::entry_path::{display_name, CleanPath};
+use super::sys;
+
+/// Options for [`diff_upper`].
+#[derive(Debug, Clone)]
+pub struct DiffOptions {
+    /// `SOURCE_DATE_EPOCH`: mtimes later than this are written as this.
+    pub source_date_epoch: Option<i64>,
+    /// The overlay was mounted with `userxattr`: opaque directories carry `user.overlay.opaque=y`,
+    /// and `user.overlay.redirect` / `user.overlay.metacopy` are refused like their `trusted.` forms.
+    pub userxattr: bool,
+    /// Paths (relative to the upper dir; a leading `/` is ignored) left out of the layer with
+    /// everything under them, e.g. mount points the executor created.
+    pub exclude: BTreeSet<PathBuf>,
+    /// Also rewrite the atime and mtime of every entry in the upper dir to the mtime written to the
+    /// tar (whole seconds, clamped), so that an upper dir adopted as a snapshot
+    /// ([`super::Snapshots::adopt_upper`]) has the times an unpacked copy of the layer would have.
+    pub normalize_upper: bool,
+    /// Deepest directory nesting followed (each level holds a file descriptor).
+    pub max_depth: usize,
+    /// Longest entry path, in bytes (the applier refuses longer ones by default).
+    pub max_path_len: usize,
+}
+
+impl Default for DiffOptions {
+    fn default() -> Self {
+        DiffOptions {
+            source_date_epoch: None,
+            userxattr: false,
+            exclude: BTreeSet::new(),
+            normalize_upper: false,
+            max_depth: 1024,
+            max_path_len: 4096,
+        }
+    }
+}
+
+/// What [`diff_upper`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiffStats {
+    /// Tar entries written (PAX headers not counted; opaque markers and whiteouts counted).
+    pub entries: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub devices: u64,
+    pub fifos: u64,
+    pub whiteouts: u64,
+    pub opaque_dirs: u64,
+    pub xattrs: u64,
+    /// Entries left out by [`DiffOptions::exclude`].
+    pub excluded: u64,
+    /// Entries that cannot be stored (sockets).
+    pub skipped: u64,
+    /// Bytes of regular-file content.
+    pub bytes: u64,
+    /// Bytes of tar written.
+    pub tar_bytes: u64,
+    /// Notes on skipped entries (at most [`super::MAX_WARNINGS`]).
+    pub warnings: Vec<String>,
+}
+
+/// Why an upper dir could not be turned into a layer. Names are escaped for display.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    #[error("cannot open upper directory {}: {source}", path.display())]
+    Upper { path: PathBuf, source: io::Error },
+    #[error("upper dir entry \"{name}\": {op}: {source}")]
+    Io { name: String, op: String, source: io::Error },
+    #[error("upper dir entry \"{name}\": {rule}")]
+    Refused { name: String, rule: String },
+    #[error("upper dir entry \"{name}\": {what} exceeds the limit of {limit}")]
+    Limit { name: String, what: &'static str, limit: u64 },
+    #[error("writing the layer tar: {0}")]
+    Write(#[source] io::Error),
+    #[error("storing the layer: {0}")]
+    Store(#[from] kiln_cas::Error),
+}
+
+/// Writes the layer tar of the overlay upper dir `upper` to `out`. See the module documentation.
+pub fn diff_upper(upper: &Path, out: &mut dyn Write, opts: &DiffOptions) -> Result<DiffStats, DiffError> {
+    let root =
+        Dir::open(upper, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| DiffError::Upper { path: upper.to_path_buf(), source: sys::errno_io(e) })?;
+    let exclude = opts
+        .exclude
+        .iter()
+        .map(|p| CleanPath::clean(p.as_os_str().as_bytes()).joined())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut walker = Walker {
+        out: BufWriter::with_capacity(256 * 1024, Counting { inner: out, count: 0 }),
+        opts,
+        exclude,
+        links: HashMap::new(),
+        stats: DiffStats::default(),
+        buf: vec![0u8; 256 * 1024],
+    };
+    walker.walk(root, &[], None, 0)?;
+    walker.out.write_all(&[0u8; BLOCK * 2]).map_err(DiffError::Write)?;
+    walker.out.flush().map_err(DiffError::Write)?;
+    walker.stats.tar_bytes = walker.out.get_ref().count;
+    Ok(walker.stats)
+}
+
+/// Writes the layer tar of `upper` into `store` as a blob (through [`Store::blob_writer`], hashed
+/// while written). Returns the layer's diffID (the sha256 of the uncompressed tar) and its size.
+pub fn commit_upper(store: &Store, upper: &Path, opts: &DiffOptions) -> Result<(Digest, u64), DiffError> {
+    let mut writer = store.blob_writer()?;
+    diff_upper(upper, &mut writer, opts)?;
+    let size = writer.bytes_written();
+    let digest = writer.commit(None)?;
+    Ok((digest, size))
+}
+
+struct Counting<'w> {
+    inner: &'w mut dyn Write,
+    count: u64,
+}
+
+impl Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+const BLOCK: usize = 512;
+/// Largest value an 8-byte octal field (uid, gid, mode) holds.
+const MAX_OCTAL_8: u64 = 0o7777777;
+/// Largest value a 12-byte octal field (size, mtime) holds.
+const MAX_OCTAL_12: u64 = 0o77777777777;
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+
+enum ItemKind {
+    /// An entry of the upper dir written as itself.
+    Entry,
+    /// A 0/0 character device, written as `.wh.<name>`.
+    Whiteout,
+    /// The children of the directory `name` (sorted as `name/`).
+    Subtree,
+    /// The opaque marker of the directory being walked.
+    Opaque,
+}
+
+struct Item {
+    /// The name this item sorts by: its name in the tar, `name/` for a subtree.
+    key: Vec<u8>,
+    /// The name in the upper dir.
+    name: OsString,
+    kind: ItemKind,
+    st: Option<FileStat>,
+}
+
+struct Walker<'a, 'w> {
+    out: BufWriter<Counting<'w>>,
+    opts: &'a DiffOptions,
+    exclude: HashSet<Vec<u8>>,
+    /// (dev, ino) of a multiply linked non-directory → the tar path it was first written at.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    stats: DiffStats,
+    buf: Vec<u8>,
+}
+
+type Res<T> = Result<T, DiffError>;
+
+fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+    if prefix.is_empty() {
+        return name.to_vec();
+    }
+    let mut out = Vec::with_capacity(prefix.len() + 1 + name.len());
+    out.extend_from_slice(prefix);
+    out.push(b'/');
+    out.extend_from_slice(name);
+    out
+}
+
+fn same_inode(a: &FileStat, b: &FileStat) -> bool {
+    a.st_dev == b.st_dev && a.st_ino == b.st_ino && sys::file_type(a) == sys::file_type(b)
+}
+
+fn io_err(path: &[u8], op: impl Into<String>, e: Errno) -> DiffError {
+    DiffError::Io { name: display_name(path), op: op.into(), source: sys::errno_io(e) }
+}
+
+fn refused(path: &[u8], rule: impl Into<String>) -> DiffError {
+    DiffError::Refused { name: display_name(path), rule: rule.into() }
+}
+
+fn changed(path: &[u8]) -> DiffError {
+    refused(path, "changed while the layer was being written (is a container process still running?)")
+}
+
+/// What the extended attributes of a file or directory mean for the layer.
+#[derive(Default)]
+struct Xattrs {
+    keep: Vec<(Vec<u8>, Vec<u8>)>,
+    opaque: bool,
+}
+
+impl Walker<'_, '_> {
+    fn warn(&mut self, message: String) {
+        if self.stats.warnings.len() < super::MAX_WARNINGS {
+            self.stats.warnings.push(message);
+        }
+    }
+
+    fn clamp(&self, st: &FileStat) -> i64 {
+        let mtime = st.st_mtime.max(0);
+        match self.opts.source_date_epoch {
+            Some(epoch) => mtime.min(epoch.max(0)),
+            None => mtime,
+        }
+    }
+
+    /// Writes the entries of the directory `dir` (at tar path `prefix`, empty for the root), and
+    /// its opaque marker with mtime `opaque` if it is opaque.
+    fn walk(&mut self, mut dir: Dir, prefix: &[u8], opaque: Option<i64>, depth: usize) -> Res<()> {
+        let mut names = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry.map_err(|e| io_err(prefix, "listing directory", e))?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(OsString::from_vec(name.to_vec()));
+            }
+        }
+        let fd = dir.as_fd();
+        let mut items = Vec::with_capacity(names.len() + 1);
+        for name in names {
+            let path = join(prefix, name.as_bytes());
+            let st = match sys::lstat_at(fd, &name) {
+                Ok(Some(st)) => st,
+                Ok(None) => return Err(changed(&path)),
+                Err(e) => return Err(io_err(&path, "inspecting", e)),
+            };
+            if self.exclude.contains(&path) {
+                self.stats.excluded += 1;
+                continue;
+            }
+            if sys::is_whiteout(&st) {
+                let key = [WHITEOUT_PREFIX, name.as_bytes()].concat();
+                items.push(Item { key, name, kind: ItemKind::Whiteout, st: Some(st) });
+                continue;
+            }
+            if name.as_bytes().starts_with(WHITEOUT_PREFIX) {
+                return Err(refused(
+                    &path,
+                    "names beginning with \".wh.\" cannot be stored in a layer (they would read as whiteouts)",
+                ));
+            }
+            if sys::is_dir(&st) {
+                let mut key = name.as_bytes().to_vec();
+                key.push(b'/');
+                items.push(Item { key, name: name.clone(), kind: ItemKind::Subtree, st: Some(st) });
+            }
+            items.push(Item { key: name.as_bytes().to_vec(), name, kind: ItemKind::Entry, st: Some(st) });
+        }
+        if opaque.is_some() {
+            items.push(Item { key: OPAQUE_MARKER.to_vec(), name: OsString::new(), kind: ItemKind::Opaque, st: None });
+        }
+        items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+
+        // Opaque state and mtime of the directories written at this level, for their subtrees.
+        let mut dir_state: HashMap<OsString, Option<i64>> = HashMap::new();
+        for item in items {
+            let path = join(prefix, &item.key);
+            match item.kind {
+                ItemKind::Opaque => {
+                    self.marker(&path, opaque.unwrap_or(0))?;
+                    self.stats.opaque_dirs += 1;
+                }
+                ItemKind::Whiteout => {
+                    let st = item.st.expect("whiteouts carry their stat");
+                    let mtime = self.clamp(&st);
+                    self.marker(&path, mtime)?;
+                    self.stats.whiteouts += 1;
+                }
+                ItemKind::Entry => {
+                    let st = item.st.expect("entries carry their stat");
+                    if let Some(state) = self.entry(fd, &item.name, &path, &st)? {
+                        dir_state.insert(item.name, state);
+                    }
+                }
+                ItemKind::Subtree => {
+                    let path = join(prefix, item.name.as_bytes());
+                    let st = item.st.expect("subtrees carry their stat");
+                    if depth + 1 > self.opts.max_depth {
+                        return Err(DiffError::Limit {
+                            name: display_name(&path),
+                            what: "the directory depth",
+                            limit: self.opts.max_depth as u64,
+                        });
+                    }
+                    let child = Dir::openat(
+                        fd,
+                        item.name.as_os_str(),
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| match e {
+                        Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP => changed(&path),
+                        e => io_err(&path, "opening directory", e),
+                    })?;
+                    let now = fstat(child.as_fd()).map_err(|e| io_err(&path, "inspecting", e))?;
+                    if !same_inode(&now, &st) {
+                        return Err(changed(&path));
+                    }
+                    let opaque = dir_state.remove(&item.name).flatten();
+                    self.walk(child, &path, opaque, depth + 1)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An empty regular file: a whiteout or an opaque marker.
+    fn marker(&mut self, path: &[u8], mtime: i64) -> Res<()> {
+        self.check_len(path)?;
+        let header = Header {
+            name: path,
+            type_flag: b'0',
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime,
+            link: None,
+            device: None,
+            xattrs: &[],
+        };
+        write_header(&mut self.out, &header).map_err(DiffError::Write)?;
+        self.stats.entries += 1;
+        Ok(())
+    }
+
+    fn check_len(&self, path: &[u8]) -> Res<()> {
+        if path.len() > self.opts.max_path_len {
+            return Err(DiffError::Limit {
+                name: display_name(&path[..200.min(path.len())]),
+                what: "the path's length",
+                limit: self.opts.max_path_len as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the entry `name` of `dir` at tar path `path`. For a directory, returns its opaque
+    /// marker's mtime (`Some(Some(_))`) or `Some(None)`; `None` for other entries.
+    fn entry(&mut self, dir: BorrowedFd<'_>, name: &OsStr, path: &[u8], st: &FileStat) -> Res<Option<Option<i64>>> {
+        self.check_len(path)?;
+        let kind = sys::file_type(st);
+        if kind == libc::S_IFSOCK {
+            self.stats.skipped += 1;
+            self.warn(format!(
+                "upper dir entry \"{}\": a socket cannot be stored in a layer; skipped",
+                display_name(path)
+            ));
+            return Ok(None);
+        }
+        if kind != libc::S_IFDIR && st.st_nlink > 1 {
+            let key = (st.st_dev, st.st_ino);
+            if let Some(first) = self.links.get(&key) {
+                let first = first.clone();
+                let header = self.header_for(path, b'1', st, 0, Some(&first), &[]);
+                write_header(&mut self.out, &header).map_err(DiffError::Write)?;
+                self.stats.entries += 1;
+                self.stats.hardlinks += 1;
+                return Ok(None);
+            }
+        }
+        let mut result = None;
+        match kind {
+            libc::S_IFDIR => {
+                let fd = sys::open_nofollow(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+                    .map_err(|e| self.open_err(path, e))?;
+                let now = fstat(&fd).map_err(|e| io_err(path, "inspecting", e))?;
+                if !same_inode(&now, st) {
+                    return Err(changed(path));
+                }
+                let xattrs = self.xattrs(fd.as_fd(), path, true)?;
+                let mut tar_name = path.to_vec();
+                tar_name.push(b'/');
+                let header = self.header_for(&tar_name, b'5', &now, 0, None, &xattrs.keep);
+                write_header(&mut self.out, &header).map_err(DiffError::Write)?;
+                self.stats.dirs += 1;
+                result = Some(xattrs.opaque.then(|| self.clamp(&now)));
+            }
+            libc::S_IFREG => {
+                let fd = sys::open_nofollow(dir, name, OFlag::O_RDONLY | OFlag::O_NONBLOCK)
+                    .map_err(|e| self.open_err(path, e))?;
+                let now = fstat(&fd).map_err(|e| io_err(path, "inspecting", e))?;
+                if !same_inode(&now, st) {
+                    return Err(changed(path));
+                }
+                let xattrs = self.xattrs(fd.as_fd(), path, false)?;
+                let size = u64::try_from(now.st_size).unwrap_or(0);
+                let header = self.header_for(path, b'0', &now, size, None, &xattrs.keep);
+                write_header(&mut self.out, &header).map_err(DiffError::Write)?;
+                self.copy_content(File::from(fd), path, size)?;
+                self.stats.files += 1;
+            }
+            libc::S_IFLNK => {
+                let target = nix::fcntl::readlinkat(dir, name).map_err(|e| io_err(path, "reading symlink", e))?;
+                let header = self.header_for(path, b'2', st, 0, Some(target.as_bytes()), &[]);
+                write_header(&mut self.out, &header).map_err(DiffError::Write)?;
+                self.stats.symlinks += 1;
+            }
+            libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO => {
+                let type_flag = match kind {
+                    libc::S_IFCHR => b'3',
+                    libc::S_IFBLK => b'4',
+                    _ => b'6',
+                };
+                let header = self.header_for(path, type_flag, st, 0, None, &[]);
+                write_header(&mut self.out, &header).map_err(DiffError::Write)?;
+                if kind == libc::S_IFIFO {
+                    self.stats.fifos += 1;
+                } else {
+                    self.stats.devices += 1;
+                }
+            }
+            _ => {
+                self.stats.skipped += 1;
+                self.warn(format!("upper dir entry \"{}\": unknown file type; skipped", display_name(path)));
+                return Ok(None);
+            }
+        }
+        self.stats.entries += 1;
+        if kind != libc::S_IFDIR && st.st_nlink > 1 {
+            self.links.insert((st.st_dev, st.st_ino), path.to_vec());
+        }
+        if self.opts.normalize_upper {
+            let mtime = self.clamp(st);
+            if st.st_mtime != mtime || st.st_mtime_nsec != 0 || st.st_atime != mtime || st.st_atime_nsec != 0 {
+                let t = TimeSpec::new(mtime, 0);
+                utimensat(dir, name, &t, &t, UtimensatFlags::NoFollowSymlink)
+                    .map_err(|e| io_err(path, "normalizing times", e))?;
+            }
+        }
+        Ok(result)
+    }
+
+    fn open_err(&self, path: &[u8], e: Errno) -> DiffError {
+        match e {
+            Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR => changed(path),
+            e => io_err(path, "opening", e),
+        }
+    }
+
+    fn header_for<'h>(
+        &self,
+        name: &'h [u8],
+        type_flag: u8,
+        st: &FileStat,
+        size: u64,
+        link: Option<&'h [u8]>,
+        xattrs: &'h [(Vec<u8>, Vec<u8>)],
+    ) -> Header<'h> {
+        let device = match type_flag {
+            b'3' | b'4' => Some((libc::major(st.st_rdev), libc::minor(st.st_rdev))),
+            _ => None,
+        };
+        Header {
+            name,
+            type_flag,
+            mode: st.st_mode & 0o7777,
+            uid: u64::from(st.st_uid),
+            gid: u64::from(st.st_gid),
+            size,
+            mtime: self.clamp(st),
+            link,
+            device,
+            xattrs,
+        }
+    }
+
+    /// Reads the extended attributes of an open file or directory: those kept in the layer, and
+    /// whether a directory is opaque. Refuses overlay redirects and metacopy files.
+    fn xattrs(&mut self, fd: BorrowedFd<'_>, path: &[u8], is_dir: bool) -> Res<Xattrs> {
+        let names = sys::flistxattr(fd).map_err(|e| io_err(path, "listing extended attributes", e))?;
+        let mut out = Xattrs::default();
+        let overlay_prefix: &[u8] = if self.opts.userxattr { b"user.overlay." } else { b"trusted.overlay." };
+        for xname in names {
+            if let Some(key) = xname.strip_prefix(overlay_prefix) {
+                match key {
+                    b"redirect" => {
+                        return Err(refused(
+                            path,
+                            "overlay redirect_dir rename in the upper dir; the overlay must be mounted with \
+                             redirect_dir=off",
+                        ));
+                    }
+                    b"metacopy" => {
+                        return Err(refused(
+                            path,
+                            "overlay metacopy file (its data is still in a lower layer); the overlay must be \
+                             mounted with metacopy=off",
+                        ));
+                    }
+                    b"opaque" if is_dir => {
+                        let value = sys::fgetxattr(fd, &xname).map_err(|e| io_err(path, "reading xattr", e))?;
+                        out.opaque = value == b"y";
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            let keep = xname == b"security.capability"
+                || (xname.starts_with(b"user.") && !xname.starts_with(b"user.overlay."));
+            if !keep {
+                continue;
+            }
+            match sys::fgetxattr(fd, &xname) {
+                Ok(value) => out.keep.push((xname, value)),
+                // Removed since listed: it is simply not there.
+                Err(Errno::ENODATA) => {}
+                Err(e) => return Err(io_err(path, format!("reading xattr \"{}\"", display_name(&xname)), e)),
+            }
+        }
+        out.keep.sort();
+        self.stats.xattrs += out.keep.len() as u64;
+        Ok(out)
+    }
+
+    fn copy_content(&mut self, file: File, path: &[u8], size: u64) -> Res<()> {
+        let mut reader = file.take(size);
+        let mut written = 0u64;
+        loop {
+            let n = match reader.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(DiffError::Io { name: display_name(path), op: "reading file".into(), source })
+                }
+            };
+            self.out.write_all(&self.buf[..n]).map_err(DiffError::Write)?;
+            written += n as u64;
+        }
+        if written != size {
+            return Err(changed(path));
+        }
+        self.stats.bytes += size;
+        pad(&mut self.out, size).map_err(DiffError::Write)
+    }
+}
+
+// ---- tar headers (the conventions of builder/src/copy/tarwriter.rs) ------------------------------
+
+struct Header<'a> {
+    name: &'a [u8],
+    type_flag: u8,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    size: u64,
+    mtime: i64,
+    link: Option<&'a [u8]>,
+    device: Option<(u32, u32)>,
+    xattrs: &'a [(Vec<u8>, Vec<u8>)],
+}
+
+fn write_header<W: Write>(out: &mut W, h: &Header) -> io::Result<()> {
+    let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut block = [0u8; BLOCK];
+    match split_ustar_name(h.name) {
+        Some((prefix, name)) => {
+            block[..name.len()].copy_from_slice(name);
+            block[345..345 + prefix.len()].copy_from_slice(prefix);
+        }
+        None => {
+            pax.push((b"path".to_vec(), h.name.to_vec()));
+            let short = truncated_name(h.name);
+            block[..short.len()].copy_from_slice(short);
+        }
+    }
+    if let Some(link) = h.link {
+        if link.len() <= 100 {
+            block[157..157 + link.len()].copy_from_slice(link);
+        } else {
+            pax.push((b"linkpath".to_vec(), link.to_vec()));
+            block[157..257].copy_from_slice(&link[..100]);
+        }
+    }
+    octal(&mut block[100..108], u64::from(h.mode));
+    for (value, range, key) in [(h.uid, 108..116, "uid"), (h.gid, 116..124, "gid")] {
+        if value > MAX_OCTAL_8 {
+            pax.push((key.as_bytes().to_vec(), value.to_string().into_bytes()));
+            octal(&mut block[range], 0);
+        } else {
+            octal(&mut block[range], value);
+        }
+    }
+    if h.size > MAX_OCTAL_12 {
+        pax.push((b"size".to_vec(), h.size.to_string().into_bytes()));
+        octal(&mut block[124..136], 0);
+    } else {
+        octal(&mut block[124..136], h.size);
+    }
+    let mtime = h.mtime.max(0) as u64;
+    if mtime > MAX_OCTAL_12 {
+        pax.push((b"mtime".to_vec(), mtime.to_string().into_bytes()));
+        octal(&mut block[136..148], MAX_OCTAL_12);
+    } else {
+        octal(&mut block[136..148], mtime);
+    }
+    block[156] = h.type_flag;
+    block[257..263].copy_from_slice(b"ustar\0");
+    block[263..265].copy_from_slice(b"00");
+    let (major, minor) = h.device.unwrap_or((0, 0));
+    octal(&mut block[329..337], u64::from(major));
+    octal(&mut block[337..345], u64::from(minor));
+    for (k, v) in h.xattrs {
+        pax.push(([&b"SCHILY.xattr."[..], k].concat(), v.clone()));
+    }
+    if !pax.is_empty() {
+        write_pax(out, h.name, &pax)?;
+    }
+    checksum(&mut block);
+    out.write_all(&block)
+}
+
+/// A PAX extended header (type `x`) for the entry that follows, named as Go's archive/tar names it.
+fn write_pax<W: Write>(out: &mut W, name: &[u8], records: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+    let mut data = Vec::new();
+    for (key, value) in records {
+        let body_len = key.len() + value.len() + 3; // ' ', '=', '\n'
+        let mut len = body_len + 1;
+        while len.to_string().len() + body_len != len {
+            len = len.to_string().len() + body_len;
+        }
+        data.extend_from_slice(len.to_string().as_bytes());
+        data.push(b' ');
+        data.extend_from_slice(key);
+        data.push(b'=');
+        data.extend_from_slice(value);
+        data.push(b'\n');
+    }
+    let trimmed = name.strip_suffix(b"/").unwrap_or(name);
+    let (dir, base) = match trimmed.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&trimmed[..i + 1], &trimmed[i + 1..]),
+        None => (&b""[..], trimmed),
+    };
+    let mut pax_name = dir.to_vec();
+    pax_name.extend_from_slice(b"PaxHeaders.0/");
+    pax_name.extend_from_slice(base);
+    let pax_name = truncated_name(&pax_name);
+    let mut block = [0u8; BLOCK];
+    block[..pax_name.len()].copy_from_slice(pax_name);
+    octal(&mut block[100..108], 0o644);
+    octal(&mut block[108..116], 0);
+    octal(&mut block[116..124], 0);
+    octal(&mut block[124..136], data.len() as u64);
+    octal(&mut block[136..148], 0);
+    block[156] = b'x';
+    block[257..263].copy_from_slice(b"ustar\0");
+    block[263..265].copy_from_slice(b"00");
+    octal(&mut block[329..337], 0);
+    octal(&mut block[337..345], 0);
+    checksum(&mut block);
+    out.write_all(&block)?;
+    out.write_all(&data)?;
+    pad(out, data.len() as u64)
+}
+
+/// Splits a name into ustar's 155-byte prefix and 100-byte name at a `/`, or None if it cannot.
+fn split_ustar_name(name: &[u8]) -> Option<(&[u8], &[u8])> {
+    if name.len() <= 100 {
+        return Some((&[], name));
+    }
+    if name.len() > 256 {
+        return None;
+    }
+    let search_end = name.len().saturating_sub(1);
+    (0..search_end).rev().filter(|&i| name[i] == b'/').find_map(|i| {
+        let (prefix, rest) = (&name[..i], &name[i + 1..]);
+        (prefix.len() <= 155 && rest.len() <= 100 && !rest.is_empty()).then_some((prefix, rest))
+    })
+}
+
+/// The first 100 bytes of a name, for the ustar field of an entry whose real name is in PAX.
+fn truncated_name(name: &[u8]) -> &[u8] {
+    &name[..name.len().min(100)]
+}
+
+fn octal(field: &mut [u8], value: u64) {
+    let width = field.len() - 1;
+    let text = format!("{value:0width$o}");
+    let text = text.as_bytes();
+    let start = text.len().saturating_sub(width);
+    field[..width].copy_from_slice(&text[start..]);
+    field[width] = 0;
+}
+
+fn checksum(block: &mut [u8; BLOCK]) {
+    block[148..156].fill(b' ');
+    let sum: u64 = block.iter().map(|&b| u64::from(b)).sum();
+    let text = format!("{sum:06o}\0 ");
+    block[148..156].copy_from_slice(text.as_bytes());
+}
+
+fn pad<W: Write>(out: &mut W, len: u64) -> io::Result<()> {
+    let rem = (len % BLOCK as u64) as usize;
+    if rem != 0 {
+        out.write_all(&[0u8; BLOCK][..BLOCK - rem])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ustar_split_matches_the_copy_writer() {
+        let name = format!("{}/{}", "p".repeat(120), "n".repeat(90));
+        let (prefix, rest) = split_ustar_name(name.as_bytes()).unwrap();
+        assert_eq!((prefix.len(), rest.len()), (120, 90));
+        assert!(split_ustar_name("x".repeat(120).as_bytes()).is_none());
+    }
+
+    #[test]
+    fn pax_record_lengths_count_themselves() {
+        let mut out = Vec::new();
+        write_pax(&mut out, b"f", &[(b"path".to_vec(), vec![b'a'; 95])]).unwrap();
+        // "105 path=aaa…\n": the length counts its own three digits.
+        let data = &out[BLOCK..];
+        let text = std::str::from_utf8(&data[..4]).unwrap();
+        let len: usize = text.trim().parse().unwrap();
+        assert_eq!(data[len - 1], b'\n');
+        assert_eq!(len, 3 + 1 + 4 + 1 + 95 + 1);
+    }
+}

@@ -1,0 +1,444 @@
+//! The store's snapshot directories: `<store root>/snapshots/<chainID hex>/`, one per layer, each
+//! holding only that layer's changes in overlay's native form (DESIGN.md §2), stacked as lowerdirs.
+//!
+//! ```text
+//! snapshots/<hex>/             a committed snapshot (complete and synced; never changed again)
+//! snapshots/<hex>.incomplete/  a snapshot being unpacked (THREATS ST-03), removed on open if unlocked
+//! snapshots/<hex>.lock         flock: exclusive while the snapshot is unpacked, adopted or removed;
+//!                              shared while a container uses it ([`Snapshots::lease`])
+//! ```
+//!
+//! Several kiln processes may use one store at once: a layer is unpacked by whichever takes its
+//! lock first; the others wait on the lock and then find it committed. Lock files are only removed
+//! by [`Snapshots::remove_unused`] while it holds them; a locker checks after locking that the path
+//! still names the file it locked, and starts again if not.
+//!
+//! Chain IDs are OCI's: chain(1) = diffID(1), chain(n) = sha256(chain(n-1) + " " + diffID(n)).
+
+use std::collections::{BTreeSet, HashSet};
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kiln_cas::digest::HashingReader;
+use kiln_cas::{Digest, Store};
+use nix::errno::Errno;
+use nix::fcntl::{renameat2, OFlag, RenameFlags};
+use nix::sys::stat::Mode;
+
+use super::INCOMPLETE_SUFFIX;
+use super::{apply_layer, commit_snapshot, prepare_snapshot, sys, ApplyError, ApplyOptions, SnapshotError};
+
+const LOCK_SUFFIX: &str = ".lock";
+
+/// Errors of the snapshot store.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotsError {
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Store(#[from] kiln_cas::Error),
+    #[error("{op} {}: {source}", path.display())]
+    Io { op: &'static str, path: PathBuf, source: io::Error },
+    #[error("unpacking layer {diff_id} into snapshot {chain_id}: {source}")]
+    Apply { diff_id: Digest, chain_id: Digest, source: ApplyError },
+    #[error("content of {diff_id} does not match its digest (computed {actual}, {size} bytes); snapshot discarded")]
+    Corrupt { diff_id: Digest, actual: Digest, size: u64 },
+    #[error("snapshot {0} is not in the store")]
+    Missing(Digest),
+    #[error(
+        "cannot adopt {}: the upper dir must be a directory on the store's file system ({source})",
+        path.display()
+    )]
+    Adopt { path: PathBuf, source: io::Error },
+}
+
+type Result<T, E = SnapshotsError> = std::result::Result<T, E>;
+
+fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> SnapshotsError {
+    let path = path.into();
+    move |source| SnapshotsError::Io { op, path, source }
+}
+
+fn errno_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(Errno) -> SnapshotsError {
+    let path = path.into();
+    move |e| SnapshotsError::Io { op, path, source: sys::errno_io(e) }
+}
+
+/// The chain ID of a layer `diff_id` on top of the layer whose chain ID is `parent`.
+pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
+    match parent {
+        None => diff_id.clone(),
+        Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),
+    }
+}
+
+/// The chain IDs of every prefix of `diff_ids` (bottom layer first).
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for diff_id in diff_ids {
+        let next = chain_id(out.last(), diff_id);
+        out.push(next);
+    }
+    out
+}
+
+/// The snapshots of one store.
+#[derive(Debug)]
+pub struct Snapshots {
+    dir: PathBuf,
+    userxattr: bool,
+    unpacked: AtomicU64,
+}
+
+/// Shared locks on snapshots in use (lowerdirs of a mounted overlay): [`Snapshots::remove_unused`]
+/// skips them. Released on drop (or by the kernel when the process dies).
+#[derive(Debug)]
+pub struct SnapshotLease {
+    _locks: Vec<File>,
+}
+
+fn is_hex64(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Snapshots {
+    /// Opens `<store_root>/snapshots/` (created mode 0700 if missing) and removes snapshots left
+    /// incomplete by a crash (THREATS ST-03); one whose lock another process holds is being
+    /// unpacked right now and is left alone.
+    pub fn open(store_root: impl AsRef<Path>) -> Result<Snapshots> {
+        let dir = store_root.as_ref().join("snapshots");
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err("creating", &dir))?;
+        let snapshots = Snapshots { dir, userxattr: false, unpacked: AtomicU64::new(0) };
+        snapshots.remove_incomplete()?;
+        Ok(snapshots)
+    }
+
+    /// Unpack for overlay mounts with `userxattr` (opaque dirs also get `user.overlay.opaque`).
+    pub fn with_userxattr(mut self, on: bool) -> Snapshots {
+        self.userxattr = on;
+        self
+    }
+
+    /// `<store root>/snapshots`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the snapshot of `chain_id` is (whether or not it exists).
+    pub fn path(&self, chain_id: &Digest) -> PathBuf {
+        self.dir.join(chain_id.hex())
+    }
+
+    /// Whether the snapshot of `chain_id` is committed.
+    pub fn exists(&self, chain_id: &Digest) -> bool {
+        fs::symlink_metadata(self.path(chain_id)).map(|m| m.is_dir()).unwrap_or(false)
+    }
+
+    /// How many layers this handle has unpacked (for tests and progress output).
+    pub fn layers_unpacked(&self) -> u64 {
+        self.unpacked.load(Ordering::Relaxed)
+    }
+
+    fn open_dir(&self) -> Result<std::os::fd::OwnedFd> {
+        sys::open_root(&self.dir).map_err(io_err("opening", &self.dir))
+    }
+
+    fn remove_incomplete(&self) -> Result<usize> {
+        let dir = self.open_dir()?;
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.dir).map_err(io_err("listing", &self.dir))? {
+            let entry = entry.map_err(io_err("listing", &self.dir))?;
+            let name = entry.file_name();
+            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(INCOMPLETE_SUFFIX)) else { continue };
+            if !is_hex64(hex) {
+                continue;
+            }
+            let Some(_lock) = self.lock(hex, LockKind::TryExclusive)? else { continue };
+            let path = self.dir.join(&name);
+            sys::remove_all_at(dir.as_fd(), &name).map_err(errno_err("removing", path))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Opens and flocks `<hex>.lock`. `None` when `TryExclusive` finds it held.
+    fn lock(&self, hex: &str, kind: LockKind) -> Result<Option<File>> {
+        let path = self.dir.join(format!("{hex}{LOCK_SUFFIX}"));
+        loop {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(io_err("opening snapshot lock", &path))?;
+            match kind {
+                LockKind::Exclusive => file.lock().map_err(io_err("locking", &path))?,
+                LockKind::Shared => file.lock_shared().map_err(io_err("locking", &path))?,
+                LockKind::TryExclusive => match file.try_lock() {
+                    Ok(()) => {}
+                    Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                    Err(fs::TryLockError::Error(e)) => return Err(io_err("locking", &path)(e)),
+                },
+            }
+            // remove_unused may have unlinked the file between our open and our lock.
+            let held = file.metadata().map_err(io_err("inspecting", &path))?;
+            match fs::symlink_metadata(&path) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => return Ok(Some(file)),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("inspecting", &path)(e)),
+            }
+        }
+    }
+
+    /// Makes sure every layer of an image (its diffIDs, bottom first) is unpacked, each once, and
+    /// returns the snapshot directories **topmost first**, as overlay's `lowerdir=` wants them.
+    ///
+    /// A layer missing from the snapshots is read from `store` and applied with the snapshots below
+    /// it as lower dirs, under its lock (a concurrent kiln process waits, then finds it done). The
+    /// blob is hashed while the applier reads it; content that does not match its diffID is
+    /// refused and the half-made snapshot discarded.
+    pub fn prepare_lowers(&self, store: &Store, diff_ids: &[Digest]) -> Result<Vec<PathBuf>> {
+        let chains = chain_ids(diff_ids);
+        let mut below: Vec<PathBuf> = Vec::with_capacity(chains.len());
+        for (diff_id, chain) in diff_ids.iter().zip(&chains) {
+            if !self.exists(chain) {
+                let _lock = self.lock(chain.hex(), LockKind::Exclusive)?;
+                if !self.exists(chain) {
+                    let mut lowers = below.clone();
+                    lowers.reverse();
+                    self.unpack(store, diff_id, chain, &lowers)?;
+                }
+            }
+            below.push(self.path(chain));
+        }
+        below.reverse();
+        Ok(below)
+    }
+
+    /// Unpacks `diff_id` into a new snapshot `chain` over `lowers` (topmost first). The caller
+    /// holds the chain's lock.
+    fn unpack(&self, store: &Store, diff_id: &Digest, chain: &Digest, lowers: &[PathBuf]) -> Result<()> {
+        let blob = store.open_blob(diff_id)?;
+        let target = prepare_snapshot(&self.dir, chain.hex())?;
+        let mut reader = HashingReader::new(BufReader::with_capacity(1 << 20, blob.file));
+        let opts = ApplyOptions { lower_dirs: lowers, userxattr: self.userxattr, ..ApplyOptions::default() };
+        let applied = apply_layer(&mut reader, &target, &opts);
+        // The tar may end before the blob does (padding after the end-of-archive blocks); the
+        // digest covers every byte. Read through even after a failure: a corrupt blob is the more
+        // useful report than the tar error it caused.
+        let drained = io::copy(&mut reader, &mut io::sink());
+        let (_, actual, size) = reader.finish();
+        let outcome = if drained.is_ok() && actual != *diff_id {
+            Err(SnapshotsError::Corrupt { diff_id: diff_id.clone(), actual, size })
+        } else {
+            match (applied, drained) {
+                (Err(source), _) => {
+                    Err(SnapshotsError::Apply { diff_id: diff_id.clone(), chain_id: chain.clone(), source })
+                }
+                (Ok(_), Err(e)) => Err(io_err("reading blob", store.blob_path(diff_id))(e)),
+                (Ok(_), Ok(_)) => Ok(()),
+            }
+        };
+        if let Err(e) = outcome {
+            self.discard_incomplete(chain.hex());
+            return Err(e);
+        }
+        commit_snapshot(&self.dir, chain.hex())?;
+        self.unpacked.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn discard_incomplete(&self, hex: &str) {
+        if let Ok(dir) = self.open_dir() {
+            let _ = sys::remove_all_at(dir.as_fd(), OsStr::new(&format!("{hex}{INCOMPLETE_SUFFIX}")));
+        }
+    }
+
+    /// Makes the upper dir of a finished RUN the snapshot of the layer `diff_id` on top of
+    /// `parent_chain` (`None` for a first layer), by `rename` (DESIGN.md §2): nothing is unpacked
+    /// again. Returns the new chain ID and snapshot path.
+    ///
+    /// Valid only for an upper dir whose lowers were exactly the snapshots of `parent_chain`'s
+    /// chain, from an overlay mounted with `redirect_dir=off,metacopy=off` (so it holds
+    /// overlay-native whiteouts and opaque markers and nothing that points into a lower layer),
+    /// unmounted, on the store's file system, and from which `diff_id` was made with
+    /// [`super::diff_upper`] (ideally with `normalize_upper`, so that its times match the layer).
+    /// If the snapshot already exists (another build made the same layer), the upper dir is
+    /// removed and the existing snapshot kept.
+    pub fn adopt_upper(
+        &self,
+        parent_chain: Option<&Digest>,
+        diff_id: &Digest,
+        upper: &Path,
+    ) -> Result<(Digest, PathBuf)> {
+        let chain = chain_id(parent_chain, diff_id);
+        let path = self.path(&chain);
+        if let Some(parent) = parent_chain {
+            if !self.exists(parent) {
+                return Err(SnapshotsError::Missing(parent.clone()));
+            }
+        }
+        let upper_parent = upper.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let upper_name = upper.file_name().ok_or_else(|| SnapshotsError::Adopt {
+            path: upper.to_path_buf(),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        })?;
+        let upper_parent_fd = sys::open_root(upper_parent).map_err(io_err("opening", upper_parent))?;
+        let discard = |upper_parent_fd: BorrowedFd<'_>| {
+            sys::remove_all_at(upper_parent_fd, upper_name).map_err(errno_err("removing", upper))
+        };
+        if self.exists(&chain) {
+            discard(upper_parent_fd.as_fd())?;
+            return Ok((chain, path));
+        }
+        let _lock = self.lock(chain.hex(), LockKind::Exclusive)?;
+        if self.exists(&chain) {
+            discard(upper_parent_fd.as_fd())?;
+            return Ok((chain, path));
+        }
+        let upper_fd = sys::open_nofollow(upper_parent_fd.as_fd(), upper_name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+            .map_err(|e| SnapshotsError::Adopt { path: upper.to_path_buf(), source: sys::errno_io(e) })?;
+        nix::unistd::syncfs(&upper_fd).map_err(errno_err("syncing", upper))?;
+        drop(upper_fd);
+        let dir = self.open_dir()?;
+        renameat2(&upper_parent_fd, upper_name, &dir, chain.hex(), RenameFlags::RENAME_NOREPLACE)
+            .map_err(|e| SnapshotsError::Adopt { path: upper.to_path_buf(), source: sys::errno_io(e) })?;
+        for synced in [&self.dir, &upper_parent.to_path_buf()] {
+            let fd = nix::fcntl::open(synced, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(errno_err("opening", synced))?;
+            nix::unistd::fsync(&fd).map_err(errno_err("syncing", synced))?;
+        }
+        Ok((chain, path))
+    }
+
+    /// Takes shared locks on the snapshots of `chain_ids` for as long as the lease lives, so that
+    /// [`Self::remove_unused`] leaves them alone. Take it after [`Self::prepare_lowers`] and hold it
+    /// while an overlay uses them.
+    pub fn lease(&self, chain_ids: &[Digest]) -> Result<SnapshotLease> {
+        let mut locks = Vec::with_capacity(chain_ids.len());
+        for chain in chain_ids {
+            let lock = self.lock(chain.hex(), LockKind::Shared)?.expect("blocking locks always return a file");
+            if !self.exists(chain) {
+                return Err(SnapshotsError::Missing(chain.clone()));
+            }
+            locks.push(lock);
+        }
+        Ok(SnapshotLease { _locks: locks })
+    }
+
+    /// Removes every snapshot whose chain ID (hex) is not in `keep`, with unlocked incomplete
+    /// snapshots and orphaned lock files; snapshots locked by others (in use, being unpacked) are
+    /// skipped. Returns the bytes freed (allocated blocks, each inode counted once).
+    ///
+    /// A snapshot is only usable with all the snapshots below it: `keep` must hold the chain IDs of
+    /// every layer of every image kept ([`chain_ids`] of its diffIDs).
+    pub fn remove_unused(&self, keep: &BTreeSet<String>) -> Result<u64> {
+        let dir = self.open_dir()?;
+        let mut names: Vec<String> = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_err("listing", &self.dir))? {
+            let entry = entry.map_err(io_err("listing", &self.dir))?;
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        let mut freed = 0u64;
+        let mut done: HashSet<String> = HashSet::new();
+        for name in &names {
+            let hex = name.strip_suffix(INCOMPLETE_SUFFIX).or_else(|| name.strip_suffix(LOCK_SUFFIX)).unwrap_or(name);
+            if !is_hex64(hex) || keep.contains(hex) || !done.insert(hex.to_string()) {
+                continue;
+            }
+            let Some(lock) = self.lock(hex, LockKind::TryExclusive)? else { continue };
+            for victim in [hex.to_string(), format!("{hex}{INCOMPLETE_SUFFIX}")] {
+                let victim = OsStr::new(&victim);
+                match sys::lstat_at(dir.as_fd(), victim) {
+                    Ok(Some(st)) if sys::is_dir(&st) => {
+                        let path = self.dir.join(victim);
+                        freed += disk_usage(dir.as_fd(), victim).map_err(errno_err("measuring", &path))?;
+                        sys::remove_all_at(dir.as_fd(), victim).map_err(errno_err("removing", path))?;
+                    }
+                    _ => {}
+                }
+            }
+            // Unlinked while held: a waiter that locked the old file sees it is gone and retries.
+            let lock_name = format!("{hex}{LOCK_SUFFIX}");
+            match nix::unistd::unlinkat(&dir, lock_name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(errno_err("removing", self.dir.join(&lock_name))(e)),
+            }
+            drop(lock);
+        }
+        Ok(freed)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum LockKind {
+    Exclusive,
+    Shared,
+    TryExclusive,
+}
+
+/// Bytes allocated to `name` in `dir` and everything under it (hardlinked inodes once).
+fn disk_usage(dir: BorrowedFd<'_>, name: &OsStr) -> Result<u64, Errno> {
+    let mut seen = HashSet::new();
+    usage_inner(dir, name, &mut seen, 0)
+}
+
+fn usage_inner(dir: BorrowedFd<'_>, name: &OsStr, seen: &mut HashSet<(u64, u64)>, depth: usize) -> Result<u64, Errno> {
+    let Some(st) = sys::lstat_at(dir, name)? else { return Ok(0) };
+    if !seen.insert((st.st_dev, st.st_ino)) {
+        return Ok(0);
+    }
+    let mut total = u64::try_from(st.st_blocks).unwrap_or(0) * 512;
+    if !sys::is_dir(&st) || depth >= sys::MAX_REMOVE_DEPTH {
+        return Ok(total);
+    }
+    let fd = sys::open_nofollow(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+    let mut listing = nix::dir::Dir::from_fd(fd)?;
+    let mut children = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry?;
+        let child = entry.file_name().to_bytes();
+        if child != b"." && child != b".." {
+            children.push(child.to_vec());
+        }
+    }
+    for child in children {
+        total += usage_inner(listing.as_fd(), OsStr::from_bytes(&child), seen, depth + 1)?;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_oci_definition() {
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        let chains = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(chains[0], a);
+        assert_eq!(chains[1], Digest::of(format!("sha256:{} sha256:{}", a.hex(), b.hex()).as_bytes()));
+        assert!(chain_ids(&[]).is_empty());
+    }
+
+    #[test]
+    fn only_digest_hex_names_are_snapshot_keys() {
+        assert!(is_hex64(Digest::of(b"").hex()));
+        assert!(!is_hex64("../x"));
+        assert!(!is_hex64(&"A".repeat(64)));
+    }
+}
