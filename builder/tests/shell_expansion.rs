@@ -858,3 +858,20 @@ proptest! {
         prop_assert_eq!(first, lexer.process(&word, &env));
     }
 }
+
+/// Found by the `shell_expand` fuzz target: nested `%` patterns over a 4 KiB value made the
+/// matcher work for 0.4 s per word. It must stay an error well under that.
+#[test]
+fn nested_suffix_patterns_over_a_large_value_stay_cheap() {
+    let text = include_str!("data/shell-expand-slow-pattern.txt");
+    let mut env: std::collections::BTreeMap<String, Option<String>> = std::collections::BTreeMap::new();
+    env.insert("BIG".into(), Some("x".repeat(4096)));
+    for escape in ['\\', '`'] {
+        let start = std::time::Instant::now();
+        let lexer = Lexer::new(escape);
+        let _ = lexer.process_word(text, &env);
+        let _ = lexer.process_words(text, &env);
+        // Debug builds are ~10x slower than release; 5 s leaves room for a loaded CI machine.
+        assert!(start.elapsed() < std::time::Duration::from_secs(5), "took {:?}", start.elapsed());
+    }
+}
