@@ -1,12 +1,38 @@
-//! `kiln import` (being written).
+//! `kiln import FILE|- [REF]`: a rootfs tarball becomes a one-layer image; prints its ID as docker does.
 
+use std::fs::File;
+use std::io;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
-use kiln_cas::Store;
+use anyhow::{Context, Result};
+use kiln_cas::archive::import::{creation_time, import_rootfs, ConfigChange, ImportOptions, Platform};
+use kiln_cas::{Error, Reference, Store};
 
 use crate::cli::ImportArgs;
 
-pub fn run(_store: &Store, _args: ImportArgs) -> Result<ExitCode> {
-    bail!("kiln import is not implemented yet")
+pub fn run(store: &Store, args: ImportArgs) -> Result<ExitCode> {
+    // Everything that can be wrong with the arguments is refused before a byte of input is read.
+    let tags = match &args.reference {
+        Some(text) => vec![Reference::parse(text).context("import")?],
+        None => Vec::new(),
+    };
+    let changes =
+        args.changes.iter().map(|c| ConfigChange::parse(c)).collect::<Result<Vec<_>, _>>().context("import")?;
+    let platform = match &args.platform {
+        Some(text) => Platform::parse(text).context("import")?,
+        None => Platform::host(),
+    };
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().filter(|v| !v.is_empty());
+    let options =
+        ImportOptions { changes, message: args.message.clone(), platform, created: creation_time(epoch.as_deref())? };
+
+    let imported = if args.file == "-" {
+        import_rootfs(store, io::stdin().lock(), "stdin", &options, &tags)
+    } else {
+        let file = File::open(&args.file).map_err(|e| Error::io("opening", &args.file, e)).context("import")?;
+        import_rootfs(store, file, &args.file, &options, &tags)
+    }
+    .context("import")?;
+    println!("{}", imported.id);
+    Ok(ExitCode::SUCCESS)
 }

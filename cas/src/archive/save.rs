@@ -1,1 +1,614 @@
-//! (being written)
+//! `save`: images out of the store as the hybrid docker-archive docker ≥ 25 writes (DESIGN.md §5):
+//!
+//! ```text
+//! blobs/sha256/<hex>   configs, uncompressed layers (named by diffID) and OCI manifests
+//! index.json           one manifest descriptor per tag (or one bare one for an untagged image)
+//! manifest.json        docker's [{"Config","RepoTags","Layers"}], paths into blobs/
+//! oci-layout           {"imageLayoutVersion": "1.0.0"}
+//! repositories         {"busybox":{"latest":"<top layer diffID hex>"}}, when anything is tagged
+//! ```
+//!
+//! The bytes are reproducible: entries in sorted order, each blob once however many images share
+//! it, and tar headers that carry no time, owner name or host detail (mtime 0, uid/gid 0, mode
+//! 0444 for files and 0755 for directories, ustar with a PAX size record only past 8 GiB).
+//!
+//! Every blob is hashed as it leaves the store (DESIGN.md §2). Layers are hashed first, in
+//! parallel, and then copied file to file by the kernel (`copy_file_range`, or `splice` into a
+//! pipe), so the data never passes through userspace twice and memory stays small.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use memmap2::MmapOptions;
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::image::{uncompressed_manifest, Image};
+use crate::store::{BlobReader, ImageIndex, Store};
+use crate::{Digest, Error, Reference, Result};
+
+const BLOCK: u64 = 512;
+/// The largest size a ustar header's 11 octal digits can hold; bigger entries get a PAX record.
+const USTAR_SIZE_MAX: u64 = 0o77_777_777_777;
+/// Layers are hashed through memory maps of this size, so the mapped (resident) part of a blob
+/// stays small however large the blob is.
+const HASH_WINDOW: u64 = 16 << 20;
+const SMALL_BLOB: u64 = 64 << 10;
+const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// docker writes exactly this (with the space), and tools compare it as text.
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion": "1.0.0"}"#;
+const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// An archive ready to be written: every member, by path, in the order they will appear.
+pub struct SavePlan {
+    members: BTreeMap<String, Member>,
+    pub images: Vec<SavedImage>,
+}
+
+/// One image in the archive and the tags it is saved under.
+#[derive(Clone, Debug)]
+pub struct SavedImage {
+    pub id: Digest,
+    pub tags: Vec<Reference>,
+}
+
+enum Member {
+    Directory,
+    /// Small content already in memory (configs read and verified, JSON made here).
+    Bytes(Vec<u8>),
+    /// A layer blob, open since planning so the file verified is the file copied.
+    Layer(BlobReader),
+}
+
+/// Resolves `names` (tags, repositories, IDs, ID prefixes) and lays out the archive. Configs are
+/// read and verified here; layers are opened but not yet hashed (see `SavePlan::verify`).
+pub fn plan_save(store: &Store, names: &[String]) -> Result<SavePlan> {
+    let index = store.index()?;
+    let mut images: Vec<SavedImage> = Vec::new();
+    for name in names {
+        for (id, tag) in resolve_for_save(&index, name)? {
+            let position = match images.iter().position(|image| image.id == id) {
+                Some(position) => position,
+                None => {
+                    images.push(SavedImage { id, tags: Vec::new() });
+                    images.len() - 1
+                }
+            };
+            if let Some(tag) = tag {
+                if !images[position].tags.contains(&tag) {
+                    images[position].tags.push(tag);
+                }
+            }
+        }
+    }
+
+    let mut members = BTreeMap::new();
+    members.insert("blobs/".to_string(), Member::Directory);
+    members.insert("blobs/sha256/".to_string(), Member::Directory);
+    let mut manifest_items = Vec::new();
+    let mut index_entries = Vec::new();
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for saved in &images {
+        let image = store.image(&saved.id)?;
+        let diff_ids = image.diff_ids()?;
+        let mut layer_sizes = Vec::with_capacity(diff_ids.len());
+        for diff_id in &diff_ids {
+            let path = blob_member(diff_id);
+            if let Some(Member::Layer(blob)) = members.get(&path) {
+                layer_sizes.push(blob.size);
+                continue;
+            }
+            let blob = store.open_blob(diff_id).map_err(|e| match e {
+                Error::BlobMissing { digest, .. } => {
+                    Error::BlobMissing { digest, referenced_by: Some(format!("image {}", saved.id)) }
+                }
+                other => other,
+            })?;
+            layer_sizes.push(blob.size);
+            members.insert(path, Member::Layer(blob));
+        }
+        let manifest = uncompressed_manifest(&image, &layer_sizes)?;
+        let manifest_digest = Digest::of(&manifest);
+        let manifest_size = manifest.len() as u64;
+        members.insert(blob_member(&manifest_digest), Member::Bytes(manifest));
+        let Image { id, raw_config, .. } = image;
+        members.insert(blob_member(&id), Member::Bytes(raw_config));
+
+        for tag in &saved.tags {
+            index_entries.push(IndexEntry::new(&manifest_digest, manifest_size, Some(tag)));
+            if let (Some(name), Some(top)) = (tag.tag(), diff_ids.last()) {
+                repositories.entry(tag.familiar_repository()).or_default().insert(name.to_string(), top.hex().into());
+            }
+        }
+        if saved.tags.is_empty() {
+            index_entries.push(IndexEntry::new(&manifest_digest, manifest_size, None));
+        }
+        manifest_items.push(ManifestItem {
+            config: blob_member(&id),
+            repo_tags: (!saved.tags.is_empty()).then(|| saved.tags.iter().map(Reference::familiar).collect()),
+            layers: diff_ids.iter().map(blob_member).collect(),
+        });
+    }
+
+    let index_json = OciIndex { schema_version: 2, media_type: MEDIA_TYPE_OCI_INDEX, manifests: index_entries };
+    members.insert("index.json".to_string(), Member::Bytes(to_json(&index_json, false)?));
+    members.insert("manifest.json".to_string(), Member::Bytes(to_json(&manifest_items, true)?));
+    members.insert("oci-layout".to_string(), Member::Bytes(OCI_LAYOUT.to_vec()));
+    if !repositories.is_empty() {
+        members.insert("repositories".to_string(), Member::Bytes(to_json(&repositories, true)?));
+    }
+    Ok(SavePlan { members, images })
+}
+
+/// The images (and tags) a name stands for. A repository name alone means every tag of that
+/// repository, as `docker save busybox` does; an ID, ID prefix or digest reference saves the image
+/// without a tag.
+fn resolve_for_save(index: &ImageIndex, name: &str) -> Result<Vec<(Digest, Option<Reference>)>> {
+    if let Ok(repository) = Reference::parse_repository(name) {
+        let wanted = repository.repository();
+        let tagged: Vec<(Digest, Option<Reference>)> = index
+            .tags
+            .iter()
+            .filter_map(|(tag, id)| Reference::parse(tag).ok().map(|r| (id, r)))
+            .filter(|(_, reference)| reference.repository() == wanted && reference.digest().is_none())
+            .map(|(id, reference)| (id.clone(), Some(reference)))
+            .collect();
+        if !tagged.is_empty() {
+            return Ok(tagged);
+        }
+    } else if let Ok(reference) = Reference::parse(name) {
+        if reference.digest().is_none() {
+            if let Some(id) = index.tags.get(&reference.to_string()) {
+                return Ok(vec![(id.clone(), Some(reference))]);
+            }
+        }
+    }
+    Ok(vec![(index.resolve(name)?, None)])
+}
+
+impl SavePlan {
+    /// The layers in the order they appear in the archive.
+    fn layers(&self) -> Vec<&BlobReader> {
+        self.members
+            .values()
+            .filter_map(|m| match m {
+                Member::Layer(blob) => Some(blob),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Hashes every layer against its diffID, in parallel, largest first so the cores finish
+    /// together. Configs were verified when read and manifests are made here.
+    pub fn verify(&self) -> Result<()> {
+        let mut layers = self.layers();
+        layers.sort_by_key(|blob| std::cmp::Reverse(blob.size));
+        layers.par_iter().try_for_each(|blob| verify_layer(blob))
+    }
+
+    /// Total bytes of member content (without tar headers).
+    pub fn content_size(&self) -> u64 {
+        self.members
+            .values()
+            .map(|m| match m {
+                Member::Directory => 0,
+                Member::Bytes(bytes) => bytes.len() as u64,
+                Member::Layer(blob) => blob.size,
+            })
+            .sum()
+    }
+
+    /// Writes the archive after `verify` has passed. See `write_members` for how.
+    pub fn write_to(&self, out: &mut File, what: &str) -> Result<u64> {
+        self.write_members(out, what, &mut |_| Ok(()))
+    }
+
+    /// Verifies and writes at once: worker threads hash the layers in archive order while this
+    /// thread copies each one out as soon as it has been verified, so hashing (user time) and
+    /// copying (kernel time) overlap. Bytes of a layer are never written before that layer is
+    /// verified, but earlier members are, so the output must be something a failure can discard
+    /// (`save_to_path`'s temp file).
+    pub fn verify_while_writing(&self, out: &mut File, what: &str) -> Result<u64> {
+        let layers = self.layers();
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(layers.len()).max(1);
+        let (sender, receiver) = mpsc::channel::<(usize, Result<()>)>();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let sender = sender.clone();
+                let (layers, next, stop) = (&layers, &next, &stop);
+                scope.spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(blob) = layers.get(i) else { break };
+                        if sender.send((i, verify_layer(blob))).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(sender);
+            let mut verified = vec![false; layers.len()];
+            let mut wait_for = |i: usize| -> Result<()> {
+                while !verified[i] {
+                    match receiver.recv() {
+                        Ok((done, Ok(()))) => verified[done] = true,
+                        Ok((_, Err(e))) => return Err(e),
+                        Err(_) => return Err(Error::invalid(what.to_string(), "layer verification stopped early")),
+                    }
+                }
+                Ok(())
+            };
+            let result = self.write_members(out, what, &mut wait_for);
+            // On failure, workers finish the blob in hand and stop instead of hashing the rest.
+            stop.store(true, Ordering::Relaxed);
+            result
+        })
+    }
+
+    /// Writes every member in order. `out` is a `File` so layer data goes file to file inside the
+    /// kernel (`copy_file_range`, or `splice` into a pipe); every write to it is unbuffered, so
+    /// headers and copied data stay in order. `before_layer(i)` is called before the i-th layer is
+    /// written and must return only once that layer is verified. `what` names the output in errors.
+    ///
+    /// Layers are verified, then copied from the same open file. Between the two a blob could in
+    /// principle change (a TOCTOU window), but blobs are read-only files in a store directory
+    /// only its owner can write, never rewritten by kiln, and the size is checked again after the
+    /// copy; hashing during the copy instead would pull every byte through userspace a second time.
+    fn write_members(
+        &self,
+        out: &mut File,
+        what: &str,
+        before_layer: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> Result<u64> {
+        let write_err = |e: io::Error| Error::io("writing archive", what.to_string(), e);
+        let mut written = 0u64;
+        let mut layer_index = 0;
+        for (path, member) in &self.members {
+            match member {
+                Member::Directory => {
+                    written += write_header(out, path, EntryKind::Directory, 0).map_err(write_err)?;
+                }
+                Member::Bytes(bytes) => {
+                    written += write_header(out, path, EntryKind::File, bytes.len() as u64).map_err(write_err)?;
+                    out.write_all(bytes).map_err(write_err)?;
+                    written += bytes.len() as u64 + write_padding(out, bytes.len() as u64).map_err(write_err)?;
+                }
+                Member::Layer(blob) => {
+                    before_layer(layer_index)?;
+                    layer_index += 1;
+                    written += write_header(out, path, EntryKind::File, blob.size).map_err(write_err)?;
+                    let mut file = &blob.file;
+                    file.seek(SeekFrom::Start(0))
+                        .map_err(|e| Error::io("reading", format!("blob {}", blob.digest), e))?;
+                    let copied = io::copy(&mut file.take(blob.size), out).map_err(write_err)?;
+                    if copied != blob.size {
+                        return Err(Error::BlobCorrupt {
+                            digest: blob.digest.clone(),
+                            why: format!("changed size while being saved ({} bytes, then {copied})", blob.size),
+                        });
+                    }
+                    written += copied + write_padding(out, copied).map_err(write_err)?;
+                }
+            }
+        }
+        out.write_all(&[0u8; 2 * BLOCK as usize]).map_err(write_err)?;
+        Ok(written + 2 * BLOCK)
+    }
+}
+
+fn verify_layer(blob: &BlobReader) -> Result<()> {
+    let actual =
+        hash_blob(&blob.file, blob.size).map_err(|e| Error::io("reading blob", format!("blob {}", blob.digest), e))?;
+    if actual != blob.digest {
+        return Err(Error::BlobCorrupt {
+            digest: blob.digest.clone(),
+            why: format!("content does not match its digest (computed {actual})"),
+        });
+    }
+    Ok(())
+}
+
+/// Saves to a file path. The archive is written to a temp file beside the target and renamed
+/// over it only when complete, so a failed save never leaves a half archive (and a corrupt blob
+/// leaves nothing at all). A target that exists and is not a regular file (a FIFO, `/dev/null`)
+/// is written in place, after every blob is verified.
+pub fn save_to_path(store: &Store, names: &[String], target: &Path) -> Result<SavePlan> {
+    let plan = plan_save(store, names)?;
+    let what = target.display().to_string();
+    if let Ok(meta) = fs::metadata(target) {
+        if meta.is_dir() {
+            return Err(Error::invalid(what, "is a directory"));
+        }
+        if !meta.file_type().is_file() {
+            plan.verify()?;
+            let mut out = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(target)
+                .map_err(|e| Error::io("opening", target, e))?;
+            plan.write_to(&mut out, &what)?;
+            return Ok(plan);
+        }
+    }
+    // Through a symlink, the file it points at is replaced (as `docker save -o` writes through it).
+    let target = fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
+    let mut temp = TempOutput::create_beside(&target)?;
+    plan.verify_while_writing(&mut temp.file, &what)?;
+    // No fsync: like `docker save` and `cp`, durability of a transfer file is left to the caller;
+    // syncing a GiB would cost more than the whole save. The rename still means no reader ever
+    // sees a partial archive under the target name.
+    temp.persist(&target)?;
+    Ok(plan)
+}
+
+/// Saves to an already open output (stdout). Nothing is written until every blob is verified:
+/// bytes sent down a pipe cannot be taken back.
+pub fn save_to_file(store: &Store, names: &[String], out: &mut File, what: &str) -> Result<SavePlan> {
+    let plan = plan_save(store, names)?;
+    plan.verify()?;
+    plan.write_to(out, what)?;
+    Ok(plan)
+}
+
+/// A temp file that is removed unless it is renamed into place.
+struct TempOutput {
+    path: PathBuf,
+    file: File,
+    persisted: bool,
+}
+
+impl TempOutput {
+    fn create_beside(target: &Path) -> Result<TempOutput> {
+        let name = target.file_name().ok_or_else(|| Error::invalid(target.display().to_string(), "not a file name"))?;
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let path = dir.join(format!(".{}.kiln-save-{}", name.to_string_lossy(), std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| Error::io("creating", &path, e))?;
+        Ok(TempOutput { path, file, persisted: false })
+    }
+
+    fn persist(mut self, target: &Path) -> Result<()> {
+        // The old archive is removed first: renaming over an existing file makes ext4
+        // (auto_da_alloc) start writeback of the whole new file inside rename(), 0.7 s for 1 GiB
+        // here. Readers see the old archive, then none, then the complete new one; never a part.
+        match fs::remove_file(target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("replacing", target, e)),
+        }
+        fs::rename(&self.path, target).map_err(|e| Error::io("renaming archive into place", target, e))?;
+        self.persisted = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempOutput {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn blob_member(digest: &Digest) -> String {
+    format!("blobs/sha256/{}", digest.hex())
+}
+
+/// JSON as Go's encoder writes it: compact, with a trailing newline from `json.Encoder`
+/// (manifest.json, repositories) or without from `json.Marshal` (index.json).
+fn to_json<T: Serialize>(value: &T, trailing_newline: bool) -> Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec(value).map_err(|e| Error::invalid("archive metadata", e.to_string()))?;
+    if trailing_newline {
+        bytes.push(b'\n');
+    }
+    Ok(bytes)
+}
+
+#[derive(Serialize)]
+struct ManifestItem {
+    #[serde(rename = "Config")]
+    config: String,
+    /// `null` for an image saved by ID, as docker writes it.
+    #[serde(rename = "RepoTags")]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct OciIndex {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    #[serde(rename = "mediaType")]
+    media_type: &'static str,
+    manifests: Vec<IndexEntry>,
+}
+
+/// A manifest descriptor in index.json. Annotations are a BTreeMap so their order is fixed
+/// (oci-spec's descriptor keeps them in a HashMap).
+#[derive(Serialize)]
+struct IndexEntry {
+    #[serde(rename = "mediaType")]
+    media_type: &'static str,
+    digest: String,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<BTreeMap<&'static str, String>>,
+}
+
+impl IndexEntry {
+    fn new(manifest: &Digest, size: u64, tag: Option<&Reference>) -> IndexEntry {
+        let annotations = tag.map(|tag| {
+            BTreeMap::from([
+                (ANNOTATION_IMAGE_NAME, tag.to_string()),
+                (ANNOTATION_REF_NAME, tag.tag().unwrap_or_default().to_string()),
+            ])
+        });
+        IndexEntry { media_type: MEDIA_TYPE_OCI_MANIFEST, digest: manifest.to_string(), size, annotations }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    File,
+    Directory,
+}
+
+/// Writes a ustar header (preceded by a PAX size record when the size does not fit) and returns
+/// the bytes written. Names are ASCII and shorter than 100 bytes (`blobs/sha256/<64 hex>`).
+fn write_header(out: &mut impl Write, name: &str, kind: EntryKind, size: u64) -> io::Result<u64> {
+    let mut written = 0;
+    let header_size = if size > USTAR_SIZE_MAX {
+        let record = pax_record("size", &size.to_string());
+        let pax_name = match name.rsplit_once('/') {
+            Some((dir, file)) => format!("{dir}/PaxHeaders.0/{file}"),
+            None => format!("PaxHeaders.0/{name}"),
+        };
+        let header = ustar_header(&pax_name, tar::EntryType::XHeader, 0o444, record.len() as u64)?;
+        out.write_all(header.as_bytes())?;
+        out.write_all(&record)?;
+        written += BLOCK + record.len() as u64 + write_padding(out, record.len() as u64)?;
+        0
+    } else {
+        size
+    };
+    let (entry_type, mode) = match kind {
+        EntryKind::File => (tar::EntryType::Regular, 0o444),
+        EntryKind::Directory => (tar::EntryType::Directory, 0o755),
+    };
+    let header = ustar_header(name, entry_type, mode, header_size)?;
+    out.write_all(header.as_bytes())?;
+    Ok(written + BLOCK)
+}
+
+fn ustar_header(name: &str, entry_type: tar::EntryType, mode: u32, size: u64) -> io::Result<tar::Header> {
+    let mut header = tar::Header::new_ustar();
+    let field = &mut header.as_old_mut().name;
+    if name.len() >= field.len() || !name.is_ascii() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("archive member name {name:?} is too long")));
+    }
+    // Written by hand: the tar crate's set_path drops the trailing slash docker puts on directories.
+    field[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_entry_type(entry_type);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_size(size);
+    header.set_cksum();
+    Ok(header)
+}
+
+/// One PAX record: `"<len> <key>=<value>\n"`, where `<len>` counts the whole record, itself included.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    while len.to_string().len() + body.len() != len {
+        len = len.to_string().len() + body.len();
+    }
+    format!("{len}{body}").into_bytes()
+}
+
+fn write_padding(out: &mut impl Write, len: u64) -> io::Result<u64> {
+    let pad = (BLOCK - len % BLOCK) % BLOCK;
+    out.write_all(&[0u8; BLOCK as usize][..pad as usize])?;
+    Ok(pad)
+}
+
+/// sha256 of a blob through windows of a memory map: each byte is read once, by the CPU's SHA
+/// instructions straight from the page cache, and at most one window is mapped at a time.
+fn hash_blob(file: &File, size: u64) -> io::Result<Digest> {
+    let mut hasher = Sha256::new();
+    if size < SMALL_BLOB {
+        let mut bytes = vec![0u8; size as usize];
+        file.read_exact_at(&mut bytes, 0)?;
+        hasher.update(&bytes);
+        return Ok(Digest::from_hasher(hasher));
+    }
+    let mut offset = 0;
+    while offset < size {
+        let len = HASH_WINDOW.min(size - offset);
+        // SAFETY (of memmap2's contract): blobs are read-only files the store never rewrites or
+        // truncates; the map lives only for this iteration.
+        let window = unsafe { MmapOptions::new().offset(offset).len(len as usize).populate().map(file)? };
+        hasher.update(&window[..]);
+        offset += len;
+    }
+    Ok(Digest::from_hasher(hasher))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_records_count_their_own_length() {
+        assert_eq!(pax_record("size", "9"), b"9 size=9\n");
+        let record = pax_record("size", "10737418240");
+        let text = String::from_utf8(record.clone()).unwrap();
+        let (len, _) = text.split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), record.len());
+    }
+
+    #[test]
+    fn huge_entries_get_a_pax_size_that_tar_readers_honour() {
+        let size = 10u64 << 30;
+        let mut bytes = Vec::new();
+        write_header(&mut bytes, "blobs/sha256/abc", EntryKind::File, size).unwrap();
+        bytes.extend_from_slice(&[0u8; 4096]);
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let mut entries = archive.entries().unwrap();
+        let entry = entries.next().unwrap().unwrap();
+        assert_eq!(entry.size(), size);
+        assert_eq!(entry.path().unwrap().to_str().unwrap(), "blobs/sha256/abc");
+    }
+
+    #[test]
+    fn headers_are_fixed_and_directories_keep_their_slash() {
+        let mut bytes = Vec::new();
+        write_header(&mut bytes, "blobs/", EntryKind::Directory, 0).unwrap();
+        write_header(&mut bytes, "oci-layout", EntryKind::File, 5).unwrap();
+        bytes.extend_from_slice(b"hello");
+        write_padding(&mut bytes, 5).unwrap();
+        bytes.extend_from_slice(&[0u8; 1024]);
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let entries: Vec<_> = archive.entries().unwrap().map(|e| e.unwrap().header().clone()).collect();
+        assert_eq!(&entries[0].as_old().name[..6], b"blobs/");
+        assert_eq!(entries[0].mode().unwrap(), 0o755);
+        assert_eq!(entries[1].mode().unwrap(), 0o444);
+        for header in &entries {
+            assert_eq!(header.mtime().unwrap(), 0);
+            assert_eq!(header.uid().unwrap(), 0);
+            assert!(header.username().unwrap().unwrap_or_default().is_empty());
+        }
+    }
+
+    #[test]
+    fn windowed_hash_matches_one_shot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        let data: Vec<u8> = (0..(HASH_WINDOW as usize + 12345)).map(|i| (i * 31 % 251) as u8).collect();
+        fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        assert_eq!(hash_blob(&file, data.len() as u64).unwrap(), Digest::of(&data));
+        assert_eq!(hash_blob(&file, 100).unwrap(), Digest::of(&data[..100]));
+    }
+}
