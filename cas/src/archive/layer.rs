@@ -34,7 +34,7 @@ pub fn ingest_layer<'s, R: Read>(store: &'s Store, input: R, what: &str) -> Resu
         if let Some(e) = tee.ingest_error.take() {
             return Err(Error::io("writing layer from", what.to_string(), e));
         }
-        checked.map_err(|e| Error::invalid(what.to_string(), format!("not a valid layer tar: {e}")))?;
+        checked.map_err(|e| Error::invalid(what.to_string(), format!("not a valid layer tar: {}", one_line(&e))))?;
         (compression, tee.out)
     };
     // Whatever the decompressor left unread (padding after a gzip stream) is still part of the
@@ -45,14 +45,32 @@ pub fn ingest_layer<'s, R: Read>(store: &'s Store, input: R, what: &str) -> Resu
     Ok(IngestedLayer { staged, input_digest, input_size, compression })
 }
 
+/// The tar crate quotes raw header bytes in its errors; an error line must stay one short line of
+/// text whatever the input held.
+fn one_line(err: &io::Error) -> String {
+    let text = err.to_string();
+    let cut = text.find(" when getting").unwrap_or(text.len());
+    let mut out: String = text[..cut].chars().take(120).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if out.len() < text[..cut].len() {
+        out.push('…');
+    }
+    out
+}
+
 /// Walks every entry of a tar stream (reading file data through), then requires that anything
 /// after the end-of-archive marker is zero padding, as tar writers add.
 pub(crate) fn check_tar_stream<R: Read>(reader: &mut R) -> io::Result<()> {
     let mut buffer = vec![0u8; COPY_BUFFER];
     // The archive borrows the reader only for the entries; the tail is read after it is gone.
     let mut archive = tar::Archive::new(&mut *reader);
-    for entry in archive.entries()? {
-        let mut entry = entry?;
+    for (index, entry) in archive.entries()?.enumerate() {
+        let mut entry = entry.map_err(|e| {
+            if index == 0 {
+                io::Error::new(io::ErrorKind::InvalidData, "it does not start with a tar header")
+            } else {
+                e
+            }
+        })?;
         loop {
             let n = entry.read(&mut buffer)?;
             if n == 0 {
