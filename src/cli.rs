@@ -112,6 +112,12 @@ pub struct BuildArgs {
     /// Always look for newer base images (no registry support yet: accepted and ignored)
     #[arg(long)]
     pub pull: bool,
+    /// Expose a secret to RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// Network for RUN steps that do not set --network: default (host), host or none
+    #[arg(long)]
+    pub network: Option<String>,
     /// Clamp timestamps to this Unix time (default: $SOURCE_DATE_EPOCH)
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
     pub source_date_epoch: Option<i64>,

@@ -2,6 +2,7 @@
 //!
 //! So far: [`snapshot`], the per-layer snapshot directories and the layer applier that fills them.
 
+pub mod container;
 pub mod snapshot;
 
 pub use snapshot::{

@@ -18,6 +18,7 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
     let tags = args.tags.iter().map(|t| Reference::parse(t)).collect::<Result<Vec<_>, _>>()?;
     let build_args = parse_build_args(&args.build_args)?;
     let labels = parse_labels(&args.labels)?;
+    let secrets = read_secrets(&args.secrets)?;
     let printer = Printer::new(if args.quiet { ProgressMode::Quiet } else { args.progress });
 
     let spec = ContextSpec { context: &args.context, dockerfile: args.file.as_deref() };
@@ -48,6 +49,8 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
         file_name: &context.dockerfile_name,
         source_date_epoch: args.source_date_epoch,
         labels,
+        secrets,
+        network: args.network.clone(),
         progress: &printer,
     };
     let output = solve(store, &build_plan, &solve_options)?;
@@ -96,6 +99,38 @@ fn parse_build_args(raw: &[String]) -> Result<BTreeMap<String, String>> {
         }
     }
     Ok(args)
+}
+
+/// `id=ID,src=FILE` (also `source=`), `id=ID,env=VAR`, or `id=ID` alone (the env var ID, as
+/// docker reads it). The values live only in memory and in the RUN's private mount.
+fn read_secrets(raw: &[String]) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut secrets = BTreeMap::new();
+    for item in raw {
+        let mut id = None;
+        let mut source = None;
+        let mut env = None;
+        for field in item.split(',') {
+            match field.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => source = Some(v.to_string()),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", "file" | "env")) => {}
+                _ => bail!("invalid --secret \"{item}\": expected id=ID,src=FILE or id=ID,env=VAR"),
+            }
+        }
+        let Some(id) = id else { bail!("invalid --secret \"{item}\": id= is required") };
+        let value = match (source, env) {
+            (Some(path), _) => std::fs::read(&path).with_context(|| format!("reading secret {id} from {path}"))?,
+            (None, Some(var)) => std::env::var(&var)
+                .with_context(|| format!("secret {id}: environment variable {var} is not set"))?
+                .into_bytes(),
+            (None, None) => {
+                std::env::var(&id).with_context(|| format!("secret {id}: give src=FILE or env=VAR"))?.into_bytes()
+            }
+        };
+        secrets.insert(id, value);
+    }
+    Ok(secrets)
 }
 
 fn parse_labels(raw: &[String]) -> Result<BTreeMap<String, String>> {

@@ -10,4 +10,5 @@ mod images;
 mod import;
 mod load;
 mod robustness;
+mod run_steps;
 mod save;

@@ -5,6 +5,7 @@
 
 mod config;
 pub mod progress;
+mod run;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,6 +14,7 @@ use std::time::SystemTime;
 
 use kiln_cas::image_fs::ImageFs;
 use kiln_cas::{Digest, Image, Store};
+use kiln_runtime::snapshot::Snapshots;
 use serde_json::{json, Value};
 
 pub use config::{RunConfig, DEFAULT_PATH, HISTORY_COMMENT};
@@ -33,6 +35,10 @@ pub struct SolveOptions<'a> {
     pub source_date_epoch: Option<i64>,
     /// `--label`s, added to the output image's config.
     pub labels: BTreeMap<String, String>,
+    /// `--secret id=…` values, for `RUN --mount=type=secret`; never written to a layer or config.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--network` of the build: RUN steps without `--network` use it (default: the host's).
+    pub network: Option<String>,
     pub progress: &'a dyn Progress,
 }
 
@@ -97,20 +103,13 @@ impl ImageConfigSource for StoreImages<'_> {
     }
 }
 
-/// Refuses plans that need what kiln cannot do yet, before anything runs.
-pub fn check_supported(plan: &BuildPlan, file_name: &str) -> Result<(), SolveError> {
-    for stage in &plan.stages {
-        for step in &stage.steps {
-            if let Op::Run(_) = step.op {
-                return Err(SolveError::at(file_name, &step.span, "RUN needs the container runtime (not built yet)"));
-            }
-        }
-    }
-    Ok(())
-}
-
 pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<BuildOutput, SolveError> {
-    check_supported(plan, options.file_name)?;
+    let snapshots = if plan_runs_containers(plan) {
+        Some(Snapshots::open(store.root()).map_err(|e| SolveError::plain(format!("opening snapshots: {e}")))?)
+    } else {
+        None
+    };
+    let snapshots = snapshots.as_ref();
     let created = created_timestamp(options.source_date_epoch);
     let board = Board { results: Mutex::new(vec![None; plan.stages.len()]), changed: Condvar::new() };
     let ids = StepIds::default();
@@ -120,7 +119,7 @@ pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
             let ids = &ids;
             let created = created.as_str();
             scope.spawn(move || {
-                let result = run_stage(store, plan, stage, options, board, ids, created);
+                let result = run_stage(store, snapshots, plan, stage, options, board, ids, created);
                 board.publish(position, result.map(Arc::new).map_err(Arc::new));
             });
         }
@@ -139,6 +138,10 @@ pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
     let bytes = serde_json::to_vec(&config).map_err(|e| SolveError::plain(format!("serialising image config: {e}")))?;
     let image_id = store.put_bytes(&bytes).map_err(|e| SolveError::plain(format!("storing image config: {e}")))?;
     Ok(BuildOutput { image_id, config: bytes })
+}
+
+fn plan_runs_containers(plan: &BuildPlan) -> bool {
+    plan.stages.iter().flat_map(|s| &s.steps).any(|step| matches!(step.op, Op::Run(_)))
 }
 
 fn unwrap_error(e: Arc<SolveError>) -> SolveError {
@@ -189,8 +192,10 @@ impl StepIds {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_stage(
     store: &Store,
+    snapshots: Option<&Snapshots>,
     plan: &BuildPlan,
     stage: &Stage,
     options: &SolveOptions,
@@ -238,24 +243,32 @@ fn run_stage(
         }
         let reporter = StepReporter { progress: options.progress, id: ids.next() };
         reporter.start(format!("{} {}", label(n + 2), step_title(step)));
-        let outcome = run_step(store, plan, step, options, board, &mut state, &mut run_config, created);
+        let cx = StepContext { store, snapshots, plan, options, board, created, progress_id: reporter.id };
+        let outcome = run_step(&cx, step, &mut state, &mut run_config);
         reporter.finish(outcome)?;
     }
     state.config["config"] = run_config.to_value();
     Ok(state)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What every step of a stage shares.
+struct StepContext<'a> {
+    store: &'a Store,
+    snapshots: Option<&'a Snapshots>,
+    plan: &'a BuildPlan,
+    options: &'a SolveOptions<'a>,
+    board: &'a Board,
+    created: &'a str,
+    progress_id: usize,
+}
+
 fn run_step(
-    store: &Store,
-    plan: &BuildPlan,
+    cx: &StepContext,
     step: &Step,
-    options: &SolveOptions,
-    board: &Board,
     state: &mut StageResult,
     run_config: &mut RunConfig,
-    created: &str,
 ) -> Result<(), SolveError> {
+    let StepContext { store, plan, options, board, created, .. } = *cx;
     let file = options.file_name;
     match &step.op {
         Op::Config(change) => {
@@ -294,7 +307,27 @@ fn run_step(
             }
             Ok(())
         }
-        Op::Run(_) => Err(SolveError::at(file, &step.span, "RUN needs the container runtime (not built yet)")),
+        Op::Run(op) => {
+            let snapshots = cx.snapshots.expect("snapshots are open when the plan has RUN steps");
+            let run_cx = run::RunContext {
+                store,
+                snapshots,
+                context_dir: options.context_dir,
+                secrets: &options.secrets,
+                default_network: options.network.as_deref(),
+                source_date_epoch: options.source_date_epoch,
+                progress: options.progress,
+                progress_id: cx.progress_id,
+            };
+            let diff_id = run::run_step(&run_cx, state.fs.layers(), run_config, op)
+                .map_err(|m| SolveError::at(file, &step.span, m))?;
+            state.fs.push_layer(store, &diff_id).map_err(|e| SolveError::at(file, &step.span, e.to_string()))?;
+            push_diff_id(&mut state.config, &diff_id);
+            if writes_history(step) {
+                push_history(&mut state.config, created, &step.created_by, false);
+            }
+            Ok(())
+        }
     }
 }
 

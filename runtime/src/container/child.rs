@@ -1,0 +1,661 @@
+//! The two processes kiln forks for a container, and the messages they send back.
+//!
+//! ```text
+//! kiln ──fork──▶ monitor (host pid ns; new mount/ipc/uts[/net] ns; waits, reports)
+//!                  └──fork──▶ init (pid 1 of the new pid ns: mounts, pivot_root, user, exec)
+//! ```
+//! Both are forked with glibc's `fork()`, which resets malloc's locks in the child, so the
+//! setup may allocate even though kiln is multithreaded. They touch no std lock (no stdio, no
+//! `std::env`) and never return: every path ends in `_exit`.
+//!
+//! The container's process is the user's program itself, exec'd directly by `init` once it is
+//! inside the new root with the container's credentials. kiln's binary is never re-executed in
+//! the container, and `init`'s `/proc/1/exe` is the user's program from the moment of `execve`,
+//! so there is no `/proc/self/exe` path to our binary to overwrite (CVE-2019-5736, RT-01). The
+//! monitor is in the host pid namespace, invisible from the container's `/proc`.
+//!
+//! Lifetime: the monitor has `PR_SET_PDEATHSIG(SIGKILL)` against kiln's thread, `init` against
+//! the monitor; when `init` (pid 1) exits, the kernel kills the rest of its pid namespace. The
+//! mount namespace (with the overlay) goes away with its last process.
+//!
+//! Messages go to kiln over one `CLOEXEC` pipe as `[tag u8][len u32 le][payload]` records of at
+//! most `PIPE_BUF` bytes (atomic writes from two processes). `init`'s copy closes at `execve`.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::fcntl::OFlag;
+
+use super::plan::{apply_plan, MountOp};
+use super::sys::{errno_io, is_dir, resolve, Created, RealSys, Want};
+use super::user::{read_capped, resolve_user, ExecUser};
+use super::{Network, StdinMode};
+
+// ---- messages ----------------------------------------------------------------------------------
+
+#[derive(Debug)]
+pub(crate) enum Msg {
+    /// The host pid of `init` (from the monitor).
+    Pid(i32),
+    /// A mount point the setup created in the overlay.
+    Created(Created),
+    /// Setup failed at `step`.
+    Setup { step: String, errno: i32, message: String },
+    /// USER could not be resolved.
+    User(String),
+    /// `execve` failed.
+    Exec { errno: i32, path: String },
+    /// `init`'s wait status (from the monitor, last).
+    Exit(i32),
+}
+
+const MAX_RECORD: usize = 4096;
+
+impl Msg {
+    fn encode(&self) -> Vec<u8> {
+        let (tag, mut payload): (u8, Vec<u8>) = match self {
+            Msg::Pid(pid) => (1, pid.to_le_bytes().to_vec()),
+            Msg::Created(c) => (2, [&[u8::from(c.dir)][..], c.path.as_bytes()].concat()),
+            Msg::Setup { step, errno, message } => {
+                let mut p = errno.to_le_bytes().to_vec();
+                p.extend_from_slice(&(step.len() as u32).to_le_bytes());
+                p.extend_from_slice(step.as_bytes());
+                p.extend_from_slice(message.as_bytes());
+                (3, p)
+            }
+            Msg::User(m) => (4, m.as_bytes().to_vec()),
+            Msg::Exec { errno, path } => (5, [&errno.to_le_bytes()[..], path.as_bytes()].concat()),
+            Msg::Exit(status) => (6, status.to_le_bytes().to_vec()),
+        };
+        payload.truncate(MAX_RECORD - 5);
+        let mut out = vec![tag];
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&payload);
+        out
+    }
+
+    fn decode(tag: u8, p: &[u8]) -> Option<Msg> {
+        let i32_at = |at: usize| p.get(at..at + 4).map(|b| i32::from_le_bytes(b.try_into().unwrap()));
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        Some(match tag {
+            1 => Msg::Pid(i32_at(0)?),
+            2 => Msg::Created(Created { dir: *p.first()? != 0, path: text(&p[1..]) }),
+            3 => {
+                let errno = i32_at(0)?;
+                let len = i32_at(4)? as usize;
+                let step = p.get(8..8 + len)?;
+                Msg::Setup { step: text(step), errno, message: text(&p[8 + len..]) }
+            }
+            4 => Msg::User(text(p)),
+            5 => Msg::Exec { errno: i32_at(0)?, path: text(&p[4..]) },
+            6 => Msg::Exit(i32_at(0)?),
+            _ => return None,
+        })
+    }
+}
+
+/// Splits the byte stream from the status pipe into messages.
+#[derive(Default)]
+pub(crate) struct Decoder {
+    buf: Vec<u8>,
+}
+
+impl Decoder {
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<Msg> {
+        self.buf.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        loop {
+            if self.buf.len() < 5 {
+                break;
+            }
+            let len = u32::from_le_bytes(self.buf[1..5].try_into().unwrap()) as usize;
+            if self.buf.len() < 5 + len {
+                break;
+            }
+            if let Some(msg) = Msg::decode(self.buf[0], &self.buf[5..5 + len]) {
+                out.push(msg);
+            }
+            self.buf.drain(..5 + len);
+        }
+        out
+    }
+}
+
+fn send(fd: RawFd, msg: &Msg) {
+    let bytes = msg.encode();
+    let mut off = 0;
+    while off < bytes.len() {
+        // SAFETY: the slice is readable for the length given.
+        let n = unsafe { libc::write(fd, bytes[off..].as_ptr().cast(), bytes.len() - off) };
+        if n < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return;
+        }
+        off += n as usize;
+    }
+}
+
+// ---- what the children get -----------------------------------------------------------------------
+
+/// Everything the children need, prepared by kiln before `fork` (so the children allocate little).
+pub(crate) struct ChildConfig {
+    pub plan: Vec<MountOp>,
+    pub argv: Vec<CString>,
+    pub env: Vec<CString>,
+    pub path_var: Option<String>,
+    pub cwd: String,
+    pub user: String,
+    pub hostname: String,
+    pub network: Network,
+    pub stdin: StdinMode,
+    pub tty: bool,
+    /// kiln's pid, to detect a parent that died before `PR_SET_PDEATHSIG` took effect.
+    pub parent_pid: i32,
+    pub status_w: RawFd,
+    /// stdout and stderr of the process, when captured.
+    pub out_w: Option<RawFd>,
+    /// Where `init` sends the pty master, when `tty`.
+    pub pty_sock: Option<RawFd>,
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Docker's default capability set (moby `oci/caps/defaults.go`).
+const DEFAULT_CAPS: &[u32] = &[
+    0,  // CHOWN
+    1,  // DAC_OVERRIDE
+    3,  // FOWNER
+    4,  // FSETID
+    5,  // KILL
+    6,  // SETGID
+    7,  // SETUID
+    8,  // SETPCAP
+    10, // NET_BIND_SERVICE
+    13, // NET_RAW
+    18, // SYS_CHROOT
+    27, // MKNOD
+    29, // AUDIT_WRITE
+    31, // SETFCAP
+];
+
+fn exit(code: i32) -> ! {
+    // SAFETY: _exit is always safe; it skips atexit handlers and stdio flushing, as a forked
+    // child of a multithreaded process must.
+    unsafe { libc::_exit(code) }
+}
+
+fn last_errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Closes every descriptor from 3 up except `keep`.
+fn close_fds_except(keep: &[RawFd]) {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd >= 3).collect();
+    keep.sort_unstable();
+    let mut from: libc::c_uint = 3;
+    for fd in keep {
+        let fd = fd as libc::c_uint;
+        if fd > from {
+            // SAFETY: close_range only closes descriptors.
+            unsafe { libc::syscall(libc::SYS_close_range, from, fd - 1, 0) };
+        }
+        from = fd + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from, libc::c_uint::MAX, 0) };
+}
+
+fn reset_signal_dispositions() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing the default disposition; errors (glibc's reserved signals) ignored.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
+fn unblock_all_signals() {
+    // SAFETY: an empty set is a valid mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+fn set_pdeathsig() {
+    // SAFETY: plain prctl.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+}
+
+// ---- the monitor -------------------------------------------------------------------------------
+
+/// The monitor: runs in the child of `fork`, never returns.
+pub(crate) fn monitor(cfg: &ChildConfig) -> ! {
+    // Signals are blocked (kiln blocked them around fork) and stay blocked here: the monitor only
+    // waits, and is killed only by SIGKILL (or by kiln's death).
+    reset_signal_dispositions();
+    set_pdeathsig();
+    // SAFETY: getppid cannot fail.
+    if unsafe { libc::getppid() } != cfg.parent_pid {
+        exit(1);
+    }
+    let inherited: Vec<RawFd> = [Some(cfg.status_w), cfg.out_w, cfg.pty_sock].into_iter().flatten().collect();
+    close_fds_except(&inherited);
+    // Out of kiln's session and process group: terminal signals go to kiln, which forwards them.
+    // SAFETY: plain syscall.
+    unsafe { libc::setsid() };
+    let fail = |step: &str, errno: i32| -> ! {
+        send(cfg.status_w, &Msg::Setup { step: step.to_string(), errno, message: String::new() });
+        exit(1)
+    };
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    if cfg.network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: plain syscall; the monitor is single-threaded.
+    if unsafe { libc::unshare(flags) } != 0 {
+        fail("creating namespaces", last_errno());
+    }
+    // `init` watches this pipe to tell whether the monitor died before its PDEATHSIG was set.
+    let (life_r, life_w) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => fail("creating a pipe", e as i32),
+    };
+    // SAFETY: glibc's fork in a single-threaded process.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        fail("forking the container's init", last_errno());
+    }
+    if pid == 0 {
+        drop(life_w);
+        init(cfg, life_r);
+    }
+    drop(life_r);
+    close_fds_except(&[cfg.status_w, life_w.as_raw_fd()]);
+    // Nothing of the host's tree is kept by the monitor (it never enters the container's pid ns).
+    let _ = nix::unistd::chdir("/");
+    send(cfg.status_w, &Msg::Pid(pid));
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && last_errno() != libc::EINTR {
+            fail("waiting for the container", last_errno());
+        }
+    }
+    send(cfg.status_w, &Msg::Exit(status));
+    exit(0)
+}
+
+// ---- init: pid 1 of the container --------------------------------------------------------------
+
+fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
+    set_pdeathsig();
+    let mut pfd = libc::pollfd { fd: life_r.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    if unsafe { libc::poll(&mut pfd, 1, 0) } != 0 {
+        // The monitor is gone (its end of the pipe closed): so is kiln, most likely.
+        exit(1);
+    }
+    drop(life_r);
+    let status_w = cfg.status_w;
+    let setup_fail = |step: &str, err: io::Error| -> ! {
+        send(status_w, &Msg::Setup { step: step.to_string(), errno: err.raw_os_error().unwrap_or(0), message: err.to_string() });
+        exit(125)
+    };
+    // SAFETY: plain syscalls.
+    unsafe {
+        libc::setsid();
+        libc::umask(0);
+    }
+    if !cfg.hostname.is_empty() {
+        if let Err(e) = nix::unistd::sethostname(&cfg.hostname) {
+            setup_fail("setting the hostname", errno_io(e));
+        }
+    }
+    if cfg.network == Network::None {
+        if let Err(e) = loopback_up() {
+            setup_fail("bringing up lo", e);
+        }
+    }
+
+    let mut sys = RealSys::new();
+    let applied = apply_plan(&cfg.plan, &mut sys);
+    for c in &sys.created {
+        send(status_w, &Msg::Created(c.clone()));
+    }
+    if let Err(e) = applied {
+        setup_fail(&e.step, e.source);
+    }
+    drop(sys);
+
+    // From here on the process is inside the container's root: "/" is the overlay.
+    let root = match nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e) => setup_fail("opening the new root", errno_io(e)),
+    };
+    let user = match read_user(root.as_fd(), &cfg.user) {
+        Ok(u) => u,
+        Err(msg) => {
+            send(status_w, &Msg::User(msg));
+            exit(125)
+        }
+    };
+    if let Err(e) = setup_stdio(cfg, root.as_fd(), &user) {
+        setup_fail("setting up stdio", e);
+    }
+    // WORKDIR: resolved in the new root only (so `/proc/self/fd/N` names our own fds, all of
+    // which are closed at exec), created owned by the user if missing.
+    match resolve(root.as_fd(), &cfg.cwd, Want::Dir, Some((user.uid, user.gid)), &mut Vec::new()) {
+        Ok(Some(fd)) => {
+            let st = nix::sys::stat::fstat(&fd).map_err(errno_io);
+            if !st.map(|st| is_dir(&st)).unwrap_or(false) {
+                setup_fail(&format!("changing to {}", cfg.cwd), io::Error::from_raw_os_error(libc::ENOTDIR));
+            }
+            if let Err(e) = nix::unistd::fchdir(&fd) {
+                setup_fail(&format!("changing to {}", cfg.cwd), errno_io(e));
+            }
+        }
+        Ok(None) => unreachable!("Want::Dir creates"),
+        Err(e) => setup_fail(&format!("creating {}", cfg.cwd), e),
+    }
+    drop(root);
+    if let Err(e) = drop_capabilities() {
+        setup_fail("dropping capabilities", e);
+    }
+    if let Err(e) = switch_user(&user) {
+        setup_fail("switching user", e);
+    }
+    // Credential changes clear the parent-death signal: set it again.
+    set_pdeathsig();
+    // SAFETY: plain syscall.
+    unsafe { libc::umask(0o022) };
+
+    let argv0 = cfg.argv[0].to_bytes();
+    let path = match find_executable(argv0, cfg.path_var.as_deref().unwrap_or(DEFAULT_PATH)) {
+        Ok(p) => p,
+        Err(errno) => {
+            send(status_w, &Msg::Exec { errno, path: String::from_utf8_lossy(argv0).into_owned() });
+            exit(if errno == libc::ENOENT { 127 } else { 126 })
+        }
+    };
+    let mut argv: Vec<*const libc::c_char> = cfg.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = cfg.env.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    reset_signal_dispositions();
+    unblock_all_signals();
+    // Every descriptor but 0, 1, 2 is closed by execve (RT-02), the status pipe included.
+    // SAFETY: close_range only changes descriptor flags.
+    unsafe { libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    // SAFETY: path, argv and envp are NUL-terminated and outlive the call.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    let errno = last_errno();
+    send(status_w, &Msg::Exec { errno, path: path.to_string_lossy().into_owned() });
+    exit(if errno == libc::ENOENT { 127 } else { 126 })
+}
+
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain socket call.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: sock is a fresh descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: ifreq is plain old data; the name fits.
+    unsafe {
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        ifr.ifr_name[0] = b'l' as libc::c_char;
+        ifr.ifr_name[1] = b'o' as libc::c_char;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Reads `/etc/passwd` or `/etc/group` in the root: symlinks stay inside, only regular files, at
+/// most 4 MiB. `None` when missing.
+fn read_etc(root: BorrowedFd<'_>, path: &str) -> Result<Option<String>, String> {
+    let fd = match resolve(root, path, Want::Nothing, None, &mut Vec::new()) {
+        Ok(Some(fd)) => fd,
+        Ok(None) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
+        Err(e) => return Err(format!("opening {path}: {e}")),
+    };
+    let st = nix::sys::stat::fstat(&fd).map_err(|e| format!("{path}: {e}"))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(format!("{path} is not a regular file"));
+    }
+    // Reopen the O_PATH descriptor for reading through the container's own /proc.
+    let file = nix::fcntl::open(
+        format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("opening {path}: {e}"))?;
+    read_capped(std::fs::File::from(file), path).map(Some)
+}
+
+fn read_user(root: BorrowedFd<'_>, spec: &str) -> Result<ExecUser, String> {
+    let passwd = read_etc(root, "/etc/passwd")?;
+    let group = read_etc(root, "/etc/group")?;
+    resolve_user(spec, passwd.as_deref(), group.as_deref())
+}
+
+fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 on descriptors we hold; the new one is not close-on-exec.
+    if unsafe { libc::dup2(from, to) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn setup_stdio(cfg: &ChildConfig, root: BorrowedFd<'_>, user: &ExecUser) -> io::Result<()> {
+    if cfg.tty {
+        let pts = resolve(root, "/dev/pts", Want::Nothing, None, &mut Vec::new())?
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        let master = nix::fcntl::openat(
+            &pts,
+            "ptmx",
+            OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(errno_io)?;
+        let unlock: libc::c_int = 0;
+        // SAFETY: TIOCSPTLCK takes a pointer to an int.
+        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The slave, opened through the master itself: no path lookup that could be raced.
+        // SAFETY: TIOCGPTPEER returns a new descriptor or -1.
+        let slave = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+        if slave < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor we own.
+        let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+        // SAFETY: plain syscall; best effort, as docker's console is owned by the user.
+        unsafe { libc::fchown(slave.as_raw_fd(), user.uid, 5) };
+        send_fd(cfg.pty_sock.expect("a pty socket with tty"), master.as_fd())?;
+        drop(master);
+        // SAFETY: plain ioctl: make it our controlling terminal (we are a session leader).
+        if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for fd in 0..3 {
+            dup2(slave.as_raw_fd(), fd)?;
+        }
+        return Ok(());
+    }
+    if cfg.stdin == StdinMode::Null {
+        let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+            .map_err(errno_io)?;
+        dup2(null.as_raw_fd(), 0)?;
+    }
+    if let Some(out) = cfg.out_w {
+        dup2(out, 1)?;
+        dup2(out, 2)?;
+    }
+    Ok(())
+}
+
+fn send_fd(sock: RawFd, fd: BorrowedFd<'_>) -> io::Result<()> {
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    let iov = [io::IoSlice::new(b"m")];
+    nix::sys::socket::sendmsg::<()>(sock, &iov, &cmsg, nix::sys::socket::MsgFlags::empty(), None)
+        .map(drop)
+        .map_err(errno_io)
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Docker's default: the bounding set cut down to [`DEFAULT_CAPS`], effective and permitted the
+/// same, inheritable and ambient empty. `no_new_privs` stays off, as in Docker.
+fn drop_capabilities() -> io::Result<()> {
+    let keep = |cap: u32| DEFAULT_CAPS.contains(&cap);
+    for cap in 0..64u32 {
+        if keep(cap) {
+            continue;
+        }
+        // SAFETY: plain prctl.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } < 0 {
+            if last_errno() == libc::EINVAL {
+                break; // past the kernel's last capability
+            }
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: plain prctl; EINVAL on kernels without ambient capabilities is fine.
+    unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
+    let mut mask = [0u32; 2];
+    for &cap in DEFAULT_CAPS {
+        mask[(cap / 32) as usize] |= 1 << (cap % 32);
+    }
+    let header = CapHeader { version: 0x2008_0522, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: v3 takes two CapData entries.
+    if unsafe { libc::syscall(libc::SYS_capget, &header as *const CapHeader, data.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for (d, m) in data.iter_mut().zip(mask) {
+        d.permitted &= m;
+        d.effective &= m;
+        d.inheritable = 0;
+    }
+    // SAFETY: as above.
+    if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn switch_user(user: &ExecUser) -> io::Result<()> {
+    let groups: Vec<libc::gid_t> = user.groups.clone();
+    // SAFETY: groups is a valid array of its length.
+    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain syscalls (the raw ones: glibc's wrappers would broadcast to other threads).
+    unsafe {
+        if libc::syscall(libc::SYS_setresgid, user.gid, user.gid, user.gid) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::syscall(libc::SYS_setresuid, user.uid, user.uid, user.uid) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `exec.LookPath` in the container (after the pivot, as the user): a name with a `/` is used as
+/// is; otherwise the first executable regular file in `PATH`. Errors are errnos (`ENOENT`:
+/// nothing found; `EACCES`: found but not executable).
+fn find_executable(name: &[u8], path_var: &str) -> Result<CString, i32> {
+    if name.is_empty() {
+        return Err(libc::ENOENT);
+    }
+    if name.contains(&b'/') {
+        return CString::new(name).map_err(|_| libc::EINVAL);
+    }
+    let mut found_non_exec = false;
+    for dir in path_var.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let mut cand = dir.as_bytes().to_vec();
+        cand.push(b'/');
+        cand.extend_from_slice(name);
+        let Ok(c) = CString::new(cand) else { continue };
+        match nix::sys::stat::stat(c.as_c_str()) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => {
+                // SAFETY: c is NUL-terminated.
+                if unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 {
+                    return Ok(c);
+                }
+                found_non_exec = true;
+            }
+            _ => {}
+        }
+    }
+    Err(if found_non_exec { libc::EACCES } else { libc::ENOENT })
+}
+
+/// The `PATH` the container's environment sets, if any (the last one wins).
+pub(crate) fn path_from_env(env: &[String]) -> Option<String> {
+    env.iter().rev().find_map(|e| e.strip_prefix("PATH=")).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_in_pieces() {
+        let msgs = [
+            Msg::Pid(42),
+            Msg::Created(Created { path: "etc/hosts".into(), dir: false }),
+            Msg::Setup { step: "mounting proc on /proc".into(), errno: 1, message: "Operation not permitted".into() },
+            Msg::User("unable to find user x".into()),
+            Msg::Exec { errno: 2, path: "/bin/nope".into() },
+            Msg::Exit(0x0300),
+        ];
+        let bytes: Vec<u8> = msgs.iter().flat_map(Msg::encode).collect();
+        let mut dec = Decoder::default();
+        let mut got = Vec::new();
+        for chunk in bytes.chunks(3) {
+            got.extend(dec.feed(chunk));
+        }
+        assert_eq!(format!("{got:?}"), format!("{msgs:?}"));
+    }
+
+    #[test]
+    fn path_lookup_prefers_the_last_path() {
+        assert_eq!(path_from_env(&["PATH=/a".into(), "X=1".into(), "PATH=/b".into()]).as_deref(), Some("/b"));
+        assert_eq!(path_from_env(&["X=1".into()]), None);
+    }
+}

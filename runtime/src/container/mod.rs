@@ -1,0 +1,288 @@
+//! The container executor: runs one process in new mount, pid, ipc and uts namespaces (and a new
+//! network namespace for [`Network::None`]) over an overlay of the image's snapshots, for RUN
+//! steps and `kiln run` (issue 4; DESIGN.md §4 "RUN"; THREATS.md §3.G).
+//!
+//! [`run_container`] blocks until the container is gone and reports how its process ended:
+//! - [`mount_plan`] computes the mounts (pure; see [`plan`] for the order and the reasons);
+//! - a monitor process and the container's init are forked (see `child.rs` for their life cycle
+//!   and how kiln's binary stays out of reach);
+//! - kiln relays output (or a pty), forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT it receives to the
+//!   container's init while it runs (a third such signal kills the container with SIGKILL), and
+//!   collects the exit status;
+//! - mount points the runtime had to create are removed from the upper dir afterwards
+//!   (`cleanup.rs`), so the upper dir holds exactly what the process changed.
+//!
+//! Not done here (see the crate README): cgroups (so no OOM detection, no resource limits),
+//! seccomp, AppArmor/SELinux, user namespaces (rootless).
+
+mod child;
+mod cleanup;
+pub mod plan;
+mod relay;
+mod sys;
+pub mod user;
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use nix::fcntl::OFlag;
+
+pub use plan::{apply_plan, mount_plan, Attrs, Create, MountOp, Source, Syscall};
+
+/// The network of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Share the host's network namespace.
+    Host,
+    /// A new network namespace with only `lo`, up.
+    None,
+}
+
+/// What the container's stdin is (without a tty; with one it is always the pty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdinMode {
+    /// `/dev/null`. With a tty: host stdin is not relayed.
+    Null,
+    /// kiln's own stdin. With a tty: relayed into the pty.
+    Inherit,
+}
+
+/// An extra mount. Targets are absolute container paths, resolved inside the root (symlinks in
+/// the image cannot make them escape); missing targets are created and removed again afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSpec {
+    /// A host path bound recursively (read-only if asked). The source is taken as given — the
+    /// caller resolved it — except that a final symlink is refused.
+    Bind { source: PathBuf, target: String, readonly: bool },
+    /// A fresh tmpfs (mode 1777), of at most `size` bytes.
+    Tmpfs { target: String, size: Option<u64> },
+}
+
+/// Called with the container's stdout and stderr as they arrive.
+pub type OutputSink = Box<dyn FnMut(&[u8]) + Send>;
+
+/// What to run and how.
+pub struct ContainerSpec {
+    /// Overlay lower dirs, topmost first; empty for `scratch`.
+    pub lower_dirs: Vec<PathBuf>,
+    /// A fresh, empty directory for the overlay's upper dir; it becomes the layer.
+    pub upper_dir: PathBuf,
+    /// A fresh, empty directory for the overlay's work dir, on the upper dir's file system.
+    pub work_dir: PathBuf,
+    /// The program and its arguments; a program without `/` is looked up in the container's
+    /// `PATH` (from `env`, else the default one).
+    pub argv: Vec<String>,
+    /// `KEY=value` entries.
+    pub env: Vec<String>,
+    /// The working directory: absolute, resolved in the root, created (owned by the user) if
+    /// missing.
+    pub cwd: String,
+    /// `""`, `name`, `uid`, `uid:gid`, `name:group`, `uid:group`, from the image's own files.
+    pub user: String,
+    pub hostname: String,
+    pub network: Network,
+    pub mounts: Vec<MountSpec>,
+    /// Contents of `/etc/hosts`, `/etc/resolv.conf` (read-only; `/etc/hostname` too).
+    pub hosts: Vec<u8>,
+    pub resolv_conf: Vec<u8>,
+    pub stdin: StdinMode,
+    /// Give the process a pty (from the container's own devpts) as stdin, stdout and stderr.
+    /// kiln relays it: host stdin into it (if [`StdinMode::Inherit`]; the host terminal is put
+    /// in raw mode if it is one), its output to `output` or kiln's stdout, and window size changes.
+    pub tty: bool,
+    /// When set, stdout and stderr are captured (one stream, in order) and passed here as they
+    /// arrive; when `None` they are kiln's own (or kiln's stdout, with a tty).
+    pub output: Option<OutputSink>,
+}
+
+/// How the container's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitOutcome {
+    Exited(i32),
+    Signaled(i32),
+    /// Needs cgroups, which this runtime does not use yet: never reported for now.
+    OomKilled,
+}
+
+impl ExitOutcome {
+    /// The exit status a shell (and `docker run`) reports: the code, or 128 + signal.
+    pub fn status(&self) -> i32 {
+        match *self {
+            ExitOutcome::Exited(c) => c,
+            ExitOutcome::Signaled(s) => 128 + s,
+            ExitOutcome::OomKilled => 137,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunResult {
+    pub outcome: ExitOutcome,
+}
+
+/// Why a container could not run its process.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("invalid container spec: {0}")]
+    InvalidSpec(String),
+    #[error("user {user:?}: {reason}")]
+    User { user: String, reason: String },
+    #[error("exec {path}: no such file or directory")]
+    ExecNotFound { path: String },
+    #[error("exec {path}: {source}")]
+    ExecNotExecutable { path: String, source: io::Error },
+    #[error("container setup: {step}: {source}")]
+    Setup { step: String, source: io::Error },
+}
+
+impl ContainerError {
+    /// Docker's exit status for this failure: 127 not found, 126 not executable, 125 otherwise.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            ContainerError::ExecNotFound { .. } => 127,
+            ContainerError::ExecNotExecutable { .. } => 126,
+            _ => 125,
+        }
+    }
+}
+
+fn setup_err(step: &str) -> impl FnOnce(nix::errno::Errno) -> ContainerError + '_ {
+    move |e| ContainerError::Setup { step: step.to_string(), source: sys::errno_io(e) }
+}
+
+fn cstrings(items: &[String], what: &str) -> Result<Vec<CString>, ContainerError> {
+    items
+        .iter()
+        .map(|s| CString::new(s.as_bytes()).map_err(|_| ContainerError::InvalidSpec(format!("{what} {s:?} contains a NUL byte"))))
+        .collect()
+}
+
+fn validate(spec: &ContainerSpec) -> Result<(), ContainerError> {
+    let invalid = |m: String| Err(ContainerError::InvalidSpec(m));
+    if spec.argv.is_empty() || spec.argv[0].is_empty() {
+        return invalid("no command".into());
+    }
+    if !spec.cwd.starts_with('/') {
+        return invalid(format!("working directory {:?} is not absolute", spec.cwd));
+    }
+    for p in spec.lower_dirs.iter().chain([&spec.upper_dir, &spec.work_dir]) {
+        if !p.is_absolute() {
+            return invalid(format!("{} is not absolute", p.display()));
+        }
+        if p.to_str().is_none_or(|s| s.contains(',') || s.contains(':')) {
+            return invalid(format!("{} cannot be an overlay layer (',' or ':' or not UTF-8)", p.display()));
+        }
+    }
+    if spec.hostname.len() > 64 || spec.hostname.contains('\0') {
+        return invalid(format!("invalid hostname {:?}", spec.hostname));
+    }
+    if spec.user.contains('\0') || spec.cwd.contains('\0') {
+        return invalid("NUL byte in user or working directory".into());
+    }
+    Ok(())
+}
+
+/// Runs `spec` to completion (see the module docs). Needs root (real, not in a user namespace).
+pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerError> {
+    validate(&spec)?;
+    let plan = mount_plan(&spec)?;
+    let argv = cstrings(&spec.argv, "argument")?;
+    let env = cstrings(&spec.env, "environment entry")?;
+
+    let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
+    let capture = spec.output.is_some() && !spec.tty;
+    let (out_r, out_w) = if capture {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
+    let (pty_parent, pty_child): (Option<OwnedFd>, Option<OwnedFd>) = if spec.tty {
+        let (a, b) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(setup_err("creating a socket pair"))?;
+        (Some(a), Some(b))
+    } else {
+        (None, None)
+    };
+    let cfg = child::ChildConfig {
+        plan,
+        argv,
+        env,
+        path_var: child::path_from_env(&spec.env),
+        cwd: spec.cwd.clone(),
+        user: spec.user.clone(),
+        hostname: spec.hostname.clone(),
+        network: spec.network,
+        stdin: spec.stdin,
+        tty: spec.tty,
+        // SAFETY: getpid cannot fail.
+        parent_pid: unsafe { libc::getpid() },
+        status_w: status_w.as_raw_fd(),
+        out_w: out_w.as_ref().map(|fd| fd.as_raw_fd()),
+        pty_sock: pty_child.as_ref().map(|fd| fd.as_raw_fd()),
+    };
+
+    let forwarding = relay::Forwarding::start();
+    // Signals stay blocked across fork, so no handler of kiln's runs in a child; the children
+    // reset the dispositions before unblocking.
+    let old_mask = relay::block_all_signals();
+    // SAFETY: glibc's fork; the child only runs `child::monitor`, which never returns.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        child::monitor(&cfg);
+    }
+    let fork_err = io::Error::last_os_error();
+    relay::restore_signal_mask(&old_mask);
+    drop(status_w);
+    drop(out_w);
+    drop(pty_child);
+    if pid < 0 {
+        return Err(ContainerError::Setup { step: "forking".into(), source: fork_err });
+    }
+
+    let sink = spec.output.take();
+    let relay_result = relay::relay(relay::RelayIo {
+        status: status_r,
+        output: out_r,
+        pty_sock: pty_parent,
+        stdin_into_pty: spec.tty && spec.stdin == StdinMode::Inherit,
+        sink,
+        forwarding: &forwarding,
+        user: &spec.user,
+    });
+    let mut monitor_status = 0;
+    loop {
+        // SAFETY: monitor_status is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut monitor_status, 0) };
+        if r == pid || (r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
+            break;
+        }
+    }
+    drop(forwarding);
+    let report = relay_result?;
+
+    // The mount namespace is gone with its last process: the overlay is unmounted.
+    let cleanup = cleanup::remove_mount_points(&spec.upper_dir, &spec.lower_dirs, &report.created);
+
+    if let Some(err) = report.error {
+        return Err(err);
+    }
+    cleanup.map_err(|source| ContainerError::Setup { step: "removing mount points from the upper dir".into(), source })?;
+    match report.exit {
+        Some(status) if libc::WIFEXITED(status) => Ok(RunResult { outcome: ExitOutcome::Exited(libc::WEXITSTATUS(status)) }),
+        Some(status) if libc::WIFSIGNALED(status) => {
+            Ok(RunResult { outcome: ExitOutcome::Signaled(libc::WTERMSIG(status)) })
+        }
+        _ => Err(ContainerError::Setup {
+            step: "monitoring the container".into(),
+            source: io::Error::other(format!("the monitor process ended without a status (wait status {monitor_status:#x})")),
+        }),
+    }
+}

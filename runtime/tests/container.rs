@@ -1,0 +1,596 @@
+//! The container executor for real (issue 4, THREATS §3.G), as root: each test makes a busybox
+//! rootfs from Debian's busybox-static (`/bin/busybox` plus a symlink per applet, `/etc/passwd`
+//! and `/etc/group` with root, app:1000 and staff:50 ∋ app) as the single lower dir, and a fresh
+//! upper and work dir next to it. Without root, or without a static busybox, every test is
+//! skipped with a message.
+//!
+//! Tests that send signals to the test process itself take [`EXCLUSIVE`] for writing (kiln
+//! forwards signals to every running container); all others take it for reading.
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use kiln_runtime::container::{
+    run_container, ContainerError, ContainerSpec, ExitOutcome, MountSpec, Network, RunResult, StdinMode,
+};
+
+static EXCLUSIVE: RwLock<()> = RwLock::new(());
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    EXCLUSIVE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    EXCLUSIVE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+const BUSYBOX: &str = "/bin/busybox";
+
+fn can_run() -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the container tests need root");
+        return false;
+    }
+    if !Path::new(BUSYBOX).exists() {
+        eprintln!("skipped: {BUSYBOX} missing (apt-get install busybox-static)");
+        return false;
+    }
+    true
+}
+
+macro_rules! require_root {
+    () => {
+        if !can_run() {
+            return;
+        }
+    };
+}
+
+struct Fx {
+    _dir: tempfile::TempDir,
+    base: PathBuf,
+    lower: PathBuf,
+    upper: PathBuf,
+    work: PathBuf,
+}
+
+impl Fx {
+    /// A busybox rootfs; with `etc`, also /etc/passwd, /etc/group and a few more files.
+    fn new(etc: bool) -> Fx {
+        let dir = tempfile::Builder::new().prefix("kiln-ctr-").tempdir().unwrap();
+        let base = dir.path().to_path_buf();
+        let lower = base.join("lower");
+        let upper = base.join("upper");
+        let work = base.join("work");
+        for d in [&lower, &upper, &work] {
+            fs::create_dir(d).unwrap();
+        }
+        fs::create_dir(lower.join("bin")).unwrap();
+        fs::copy(BUSYBOX, lower.join("bin/busybox")).unwrap();
+        let list = std::process::Command::new(BUSYBOX).arg("--list").output().unwrap();
+        for applet in String::from_utf8(list.stdout).unwrap().lines() {
+            if applet != "busybox" {
+                std::os::unix::fs::symlink("busybox", lower.join("bin").join(applet)).unwrap();
+            }
+        }
+        if etc {
+            fs::create_dir_all(lower.join("etc")).unwrap();
+            fs::write(
+                lower.join("etc/passwd"),
+                "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+            )
+            .unwrap();
+            fs::write(lower.join("etc/group"), "root:x:0:\napp:x:1000:\nstaff:x:50:app\n").unwrap();
+            fs::create_dir_all(lower.join("tmp")).unwrap();
+            fs::set_permissions(lower.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+            fs::create_dir_all(lower.join("data")).unwrap();
+            fs::write(lower.join("data/f"), "lower file\n").unwrap();
+            fs::write(lower.join("data/noexec"), "#!/bin/sh\necho no\n").unwrap();
+        }
+        Fx { _dir: dir, base, lower, upper, work }
+    }
+
+    fn spec(&self, argv: &[&str]) -> ContainerSpec {
+        ContainerSpec {
+            lower_dirs: vec![self.lower.clone()],
+            upper_dir: self.upper.clone(),
+            work_dir: self.work.clone(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            cwd: "/".into(),
+            user: String::new(),
+            hostname: "kiln-test".into(),
+            network: Network::None,
+            mounts: vec![],
+            hosts: b"127.0.0.1\tlocalhost\n::1\tlocalhost\n".to_vec(),
+            resolv_conf: b"nameserver 192.0.2.53\n".to_vec(),
+            stdin: StdinMode::Null,
+            tty: false,
+            output: None,
+        }
+    }
+
+    fn upper_entries(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        walk(&self.upper, &self.upper, &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        out.push(p.strip_prefix(root).unwrap().display().to_string());
+        if e.file_type().unwrap().is_dir() {
+            walk(root, &p, out);
+        }
+    }
+}
+
+/// Runs `spec` capturing its output.
+fn run(mut spec: ContainerSpec) -> (Result<RunResult, ContainerError>, String) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = buf.clone();
+    spec.output = Some(Box::new(move |data: &[u8]| sink.lock().unwrap().extend_from_slice(data)));
+    let res = run_container(spec);
+    let out = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+    (res, out)
+}
+
+fn run_ok(spec: ContainerSpec) -> String {
+    let (res, out) = run(spec);
+    let res = res.unwrap_or_else(|e| panic!("container failed: {e}; output: {out}"));
+    assert_eq!(res.outcome, ExitOutcome::Exited(0), "output: {out}");
+    out
+}
+
+fn sh(fx: &Fx, script: &str) -> ContainerSpec {
+    fx.spec(&["/bin/sh", "-c", script])
+}
+
+// ---- basics ------------------------------------------------------------------------------------
+
+#[test]
+fn echo_output_is_captured() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let out = run_ok(sh(&fx, "echo hello; echo to-stderr >&2"));
+    assert_eq!(out, "hello\nto-stderr\n");
+}
+
+#[test]
+fn exit_status_is_reported() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let (res, _) = run(sh(&fx, "exit 3"));
+    assert_eq!(res.unwrap().outcome, ExitOutcome::Exited(3));
+    assert_eq!(ExitOutcome::Exited(3).status(), 3);
+}
+
+#[test]
+fn env_and_cwd_and_created_workdir() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let mut spec = sh(&fx, "echo \"$FOO\"; pwd; ls -ld . | cut -c1-10");
+    spec.env.push("FOO=bar baz".into());
+    spec.cwd = "/work/dir".into();
+    spec.user = "app".into();
+    let out = run_ok(spec);
+    assert_eq!(out, "bar baz\n/work/dir\ndrwxr-xr-x\n");
+    // WORKDIR is a real change: it stays in the layer, owned by the user.
+    let meta = fs::metadata(fx.upper.join("work/dir")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
+}
+
+#[test]
+fn user_resolution_from_the_image() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let mut spec = fx.spec(&["id"]);
+    spec.user = "app".into();
+    // The kernel keeps the groups sorted; the primary gid is among them (CVE-2022-36109).
+    assert_eq!(run_ok(spec), "uid=1000(app) gid=1000(app) groups=50(staff),1000(app)\n");
+    let mut spec = fx.spec(&["id"]);
+    spec.user = "1000:50".into();
+    assert_eq!(run_ok(spec), "uid=1000(app) gid=50(staff) groups=50(staff)\n");
+    let out = run_ok(fx.spec(&["id"]));
+    assert_eq!(out, "uid=0(root) gid=0(root) groups=0(root)\n");
+    // Unknown names and ids past 2^32-2 are refused before anything runs (CVE-2024-40635).
+    for user in ["nobody", "4294967295", "4294967296", "app:nogroup"] {
+        let mut spec = fx.spec(&["id"]);
+        spec.user = user.into();
+        let (res, _) = run(spec);
+        let err = res.unwrap_err();
+        assert!(matches!(err, ContainerError::User { .. }), "{user}: {err}");
+        assert_eq!(err.exit_status(), 125);
+    }
+}
+
+#[test]
+fn network_none_has_only_lo_up() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let out = run_ok(sh(&fx, "ls /sys/class/net; cat /sys/class/net/lo/flags; tail -n +3 /proc/net/dev | cut -d: -f1"));
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines, ["lo", "0x9", "lo"], "{out}");
+}
+
+#[test]
+fn host_network_shares_host_interfaces() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let mut spec = sh(&fx, "tail -n +3 /proc/net/dev | cut -d: -f1");
+    spec.network = Network::Host;
+    let out = run_ok(spec);
+    let mut host: Vec<String> = fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .skip(2)
+        .map(|l| l.split(':').next().unwrap().trim().to_string())
+        .collect();
+    host.sort();
+    let mut inside: Vec<&str> = out.lines().map(str::trim).collect();
+    inside.sort();
+    assert_eq!(inside, host);
+}
+
+#[test]
+fn writes_land_in_upper_and_lower_is_untouched() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    run_ok(sh(&fx, "echo new > /tmp/new && echo more >> /etc/passwd && rm /data/f && mkdir -p /opt/x"));
+    assert_eq!(fs::read_to_string(fx.upper.join("tmp/new")).unwrap(), "new\n");
+    assert!(fs::read_to_string(fx.upper.join("etc/passwd")).unwrap().ends_with("more\n"));
+    assert!(!fs::read_to_string(fx.lower.join("etc/passwd")).unwrap().contains("more"));
+    assert_eq!(fs::read_to_string(fx.lower.join("data/f")).unwrap(), "lower file\n");
+    // The deletion is an overlay whiteout: a 0/0 character device.
+    let wh = fs::symlink_metadata(fx.upper.join("data/f")).unwrap();
+    assert!(wh.file_type().is_char_device());
+    assert_eq!(wh.rdev(), 0);
+    assert!(fx.upper.join("opt/x").is_dir());
+    // Only what the process changed (/etc for the passwd copy-up stays: it holds passwd).
+    assert_eq!(fx.upper_entries(), ["data", "data/f", "etc", "etc/passwd", "opt", "opt/x", "tmp", "tmp/new"]);
+}
+
+#[test]
+fn true_leaves_the_upper_dir_empty() {
+    require_root!();
+    let _g = shared();
+    // A rootfs with only /bin: /proc, /dev, /sys, /etc (hosts, resolv.conf, hostname) and a
+    // tmpfs target are all created for the mounts and removed again.
+    let fx = Fx::new(false);
+    let mut spec = fx.spec(&["true"]);
+    spec.mounts.push(MountSpec::Tmpfs { target: "/run/deep/tmp".into(), size: None });
+    run_ok(spec);
+    assert_eq!(fx.upper_entries(), Vec::<String>::new());
+    // With /etc in the image, creating /etc/hosts copies /etc up; that copy goes too.
+    let fx = Fx::new(true);
+    run_ok(fx.spec(&["true"]));
+    assert_eq!(fx.upper_entries(), Vec::<String>::new());
+    // But a change the process made next to a mount point stays.
+    let fx = Fx::new(true);
+    run_ok(sh(&fx, "touch /etc/mine"));
+    assert_eq!(fx.upper_entries(), ["etc", "etc/mine"]);
+}
+
+#[test]
+fn scratch_without_lowers() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(false);
+    let mut spec = fx.spec(&["/bin/sh", "-c", "echo hi"]);
+    spec.lower_dirs.clear();
+    let (res, _) = run(spec);
+    // An empty root has no /bin/sh.
+    assert!(matches!(res.unwrap_err(), ContainerError::ExecNotFound { .. }));
+    assert_eq!(fx.upper_entries(), Vec::<String>::new());
+}
+
+// ---- isolation ---------------------------------------------------------------------------------
+
+#[test]
+fn only_stdio_fds_reach_the_container() {
+    require_root!();
+    let _g = shared();
+    // A descriptor of the test process without close-on-exec must not leak either.
+    let leak = fs::File::open("/etc/hostname").unwrap();
+    // SAFETY: dup onto a high descriptor without O_CLOEXEC, closed below.
+    let raw = unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&leak), 900) };
+    assert_eq!(raw, 900);
+    let fx = Fx::new(true);
+    let out = run_ok(fx.spec(&["ls", "/proc/self/fd"]));
+    // SAFETY: closing the descriptor made above.
+    unsafe { libc::close(900) };
+    // 3 is ls's own directory fd.
+    assert_eq!(out, "0\n1\n2\n3\n");
+    // Every link of pid 1 (ls itself) is in the container (no host path, RT-02).
+    let out = run_ok(sh(&fx, "for f in /proc/1/fd/*; do readlink $f; done; readlink /proc/1/cwd"));
+    for line in out.lines() {
+        assert!(line.starts_with("pipe:") || line == "/dev/null" || line == "/", "{line}");
+    }
+}
+
+#[test]
+fn pid_namespace_and_own_exe() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let out = run_ok(sh(&fx, "echo $$; ls /proc"));
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("1"));
+    let pids: Vec<u32> = lines.filter_map(|l| l.parse().ok()).collect();
+    // sh execs its last command, so ls is pid 1 too: no other process is visible.
+    assert_eq!(pids, [1], "{out}");
+    // The container's pid 1 is its own program, never kiln's binary (CVE-2019-5736).
+    assert_eq!(run_ok(fx.spec(&["readlink", "/proc/1/exe"])), "/bin/busybox\n");
+}
+
+#[test]
+fn hostname_and_etc_files() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let out = run_ok(sh(&fx, "hostname; cat /etc/hostname /etc/hosts /etc/resolv.conf; echo x > /etc/hosts || echo ro"));
+    assert_eq!(out.lines().next().unwrap(), "kiln-test");
+    assert!(out.contains("kiln-test\n127.0.0.1\tlocalhost\n::1\tlocalhost\nnameserver 192.0.2.53\n"), "{out}");
+    assert!(out.ends_with("ro\n"), "{out}");
+    assert_eq!(fx.upper_entries(), Vec::<String>::new());
+}
+
+#[test]
+fn docker_default_capabilities() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let out = run_ok(sh(&fx, "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status; grep NoNewPrivs /proc/self/status"));
+    let want = "CapInh:\t0000000000000000\nCapPrm:\t00000000a80425fb\nCapEff:\t00000000a80425fb\n\
+                CapBnd:\t00000000a80425fb\nCapAmb:\t0000000000000000\nNoNewPrivs:\t0\n";
+    assert_eq!(out, want);
+    // Without CAP_SYS_ADMIN, mounting fails; /proc/sys is read-only; /proc/kcore is masked.
+    let out = run_ok(sh(
+        &fx,
+        "mount -t tmpfs t /mnt 2>/dev/null && echo mounted; (echo 1 > /proc/sys/kernel/ns_last_pid) 2>/dev/null && echo wrote; \
+         wc -c < /proc/timer_list; grep -c ' /proc/keys ' /proc/mounts; ls /proc/acpi | wc -l",
+    ));
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["0", "1", "0"], "{out}");
+}
+
+// ---- mounts ------------------------------------------------------------------------------------
+
+#[test]
+fn bind_mounts_ro_and_rw() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let ro = fx.base.join("ro-src");
+    let rw = fx.base.join("rw-src");
+    fs::create_dir(&ro).unwrap();
+    fs::create_dir(&rw).unwrap();
+    fs::write(ro.join("in"), "from host\n").unwrap();
+    let file = fx.base.join("single-file");
+    fs::write(&file, "one file\n").unwrap();
+    let mut spec = sh(
+        &fx,
+        "cat /mnt/ro/in; (echo x > /mnt/ro/new) 2>/dev/null && echo wrote-ro; echo y > /mnt/rw/new && echo wrote-rw; \
+         cat /etc/app.conf",
+    );
+    spec.mounts = vec![
+        MountSpec::Bind { source: ro.clone(), target: "/mnt/ro".into(), readonly: true },
+        MountSpec::Bind { source: rw.clone(), target: "/mnt/rw".into(), readonly: false },
+        MountSpec::Bind { source: file, target: "/etc/app.conf".into(), readonly: true },
+    ];
+    assert_eq!(run_ok(spec), "from host\nwrote-rw\none file\n");
+    assert!(!ro.join("new").exists());
+    assert_eq!(fs::read_to_string(rw.join("new")).unwrap(), "y\n");
+    assert_eq!(fx.upper_entries(), Vec::<String>::new());
+}
+
+#[test]
+fn tmpfs_mount() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let mut spec = sh(&fx, "echo x > /scratch/f && grep ' /scratch ' /proc/mounts | cut -d' ' -f1-3");
+    spec.mounts = vec![MountSpec::Tmpfs { target: "/scratch".into(), size: Some(1 << 20) }];
+    assert_eq!(run_ok(spec), "tmpfs /scratch tmpfs\n");
+    assert_eq!(fx.upper_entries(), Vec::<String>::new());
+}
+
+#[test]
+fn symlinked_mount_targets_stay_in_the_root() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    // Outside the root, a host directory the image's symlinks point at by absolute path.
+    let outside = fx.base.join("outside");
+    fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, fx.lower.join("evil")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../../..", fx.lower.join("up")).unwrap();
+    let src = fx.base.join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("marker"), "m\n").unwrap();
+    let mut spec = sh(&fx, "cat /evil/sub/marker; ls /up/marker2");
+    spec.mounts = vec![
+        MountSpec::Bind { source: src.clone(), target: "/evil/sub".into(), readonly: true },
+        MountSpec::Tmpfs { target: "/up/marker2".into(), size: None },
+    ];
+    let out = run_ok(spec);
+    assert_eq!(out, "m\n");
+    // Nothing was created or mounted on the host path.
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(outside.to_str().unwrap()));
+    // The in-root target was created under the rootfs's own copy of that path, then removed.
+    assert_eq!(fx.upper_entries(), Vec::<String>::new());
+}
+
+#[test]
+fn symlinked_workdir_stays_in_the_root() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    std::os::unix::fs::symlink("/proc/self/fd/7", fx.lower.join("wd")).unwrap();
+    let outside = fx.base.join("outside");
+    fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, fx.lower.join("wd2")).unwrap();
+    // /proc/self/fd/7 is resolved in the container (and its /proc is not mounted then): a
+    // directory of that name is created in the root; /wd2 lands inside the root too.
+    let mut spec = sh(&fx, "pwd -P; touch here");
+    spec.cwd = "/wd2/deeper".into();
+    let out = run_ok(spec);
+    assert_eq!(out, format!("{}/deeper\n", outside.display()));
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    assert!(fx.upper.join(outside.strip_prefix("/").unwrap()).join("deeper/here").exists());
+}
+
+// ---- exec errors -------------------------------------------------------------------------------
+
+#[test]
+fn missing_and_non_executable_programs() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let (res, _) = run(fx.spec(&["no-such-program"]));
+    let err = res.unwrap_err();
+    assert!(matches!(err, ContainerError::ExecNotFound { .. }), "{err}");
+    assert_eq!(err.exit_status(), 127);
+    let (res, _) = run(fx.spec(&["/bin/nope"]));
+    assert_eq!(res.unwrap_err().exit_status(), 127);
+    let (res, _) = run(fx.spec(&["/data/noexec"]));
+    let err = res.unwrap_err();
+    assert!(matches!(err, ContainerError::ExecNotExecutable { .. }), "{err}");
+    assert_eq!(err.exit_status(), 126);
+    let (res, _) = run(fx.spec(&["/data"]));
+    assert_eq!(res.unwrap_err().exit_status(), 126);
+    // A failed exec leaves no mount point behind either.
+    assert_eq!(fx.upper_entries(), Vec::<String>::new());
+}
+
+// ---- tty ---------------------------------------------------------------------------------------
+
+#[test]
+fn tty_gives_a_pty_from_the_containers_devpts() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let mut spec = sh(&fx, "tty; stty size");
+    spec.tty = true;
+    let out = run_ok(spec);
+    assert!(out.starts_with("/dev/pts/0\r\n"), "{out:?}");
+}
+
+// ---- signals and lifetime ----------------------------------------------------------------------
+
+fn signal_self(sig: libc::c_int) {
+    // SAFETY: plain kill of our own process; the handler forwards it.
+    unsafe { libc::kill(libc::getpid(), sig) };
+}
+
+/// Runs `spec` on a thread, returning the output lines as they arrive and the result.
+fn run_async(mut spec: ContainerSpec) -> (mpsc::Receiver<String>, std::thread::JoinHandle<Result<RunResult, ContainerError>>) {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    spec.output = Some(Box::new(move |data: &[u8]| {
+        let _ = tx.lock().unwrap().send(String::from_utf8_lossy(data).into_owned());
+    }));
+    (rx, std::thread::spawn(move || run_container(spec)))
+}
+
+fn wait_for(rx: &mpsc::Receiver<String>, what: &str) {
+    let mut seen = String::new();
+    while !seen.contains(what) {
+        seen.push_str(&rx.recv_timeout(Duration::from_secs(20)).expect("container output"));
+    }
+}
+
+#[test]
+fn signals_are_forwarded_and_the_third_kills() {
+    require_root!();
+    let _g = exclusive();
+    let fx = Fx::new(true);
+    let (rx, handle) = run_async(sh(&fx, "trap 'echo got-int; exit 42' INT; echo ready; while :; do sleep 0.05; done"));
+    wait_for(&rx, "ready");
+    signal_self(libc::SIGINT);
+    assert_eq!(handle.join().unwrap().unwrap().outcome, ExitOutcome::Exited(42));
+
+    // pid 1 without a handler ignores SIGTERM; the third one is SIGKILL.
+    let fx = Fx::new(true);
+    let (rx, handle) = run_async(sh(&fx, "echo ready; exec sleep 1000"));
+    wait_for(&rx, "ready");
+    for _ in 0..3 {
+        signal_self(libc::SIGTERM);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(handle.join().unwrap().unwrap().outcome, ExitOutcome::Signaled(libc::SIGKILL));
+    assert_eq!(ExitOutcome::Signaled(9).status(), 137);
+}
+
+fn processes_with_arg(arg: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if let Ok(cmdline) = fs::read(e.path().join("cmdline")) {
+            if cmdline.split(|&b| b == 0).any(|a| a == arg.as_bytes()) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+#[test]
+fn the_container_dies_with_kiln() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let marker = format!("{}", 100000 + std::process::id());
+    let spec = sh(&fx, &format!("sleep {marker} & sleep {marker}; echo unreachable"));
+    let (r, w) = nix::unistd::pipe().unwrap();
+    // SAFETY: the child only runs the container and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        drop(r);
+        let w = std::sync::Mutex::new(fs::File::from(w));
+        let mut spec = spec;
+        spec.output = Some(Box::new(move |d: &[u8]| {
+            let _ = std::io::Write::write_all(&mut *w.lock().unwrap(), d);
+        }));
+        let _ = run_container(spec);
+        // SAFETY: leave without running the test harness's exit path.
+        unsafe { libc::_exit(0) };
+    }
+    drop(w);
+    // Wait until both sleeps run, then kill the "kiln" process hard.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while processes_with_arg(&marker).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "container did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: killing and reaping our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !processes_with_arg(&marker).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "container processes outlived kiln");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The pipe's other end closed: nothing in the container holds it.
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut fs::File::from(r), &mut rest).unwrap();
+    assert!(!String::from_utf8_lossy(&rest).contains("unreachable"));
+}

@@ -1,0 +1,257 @@
+//! Tests of RUN in `kiln build`: the container sees what BuildKit gives it, and the layer holds
+//! only what the command changed. They need root (namespaces, overlayfs) and skip without it.
+
+use std::collections::BTreeMap;
+
+use kiln_cas::image_fs::{EntryKind, ImageFs};
+use kiln_cas::{LockMode, Store};
+use serde_json::Value;
+
+use crate::harness::*;
+
+fn is_root() -> bool {
+    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+    if !root {
+        eprintln!("skipping: RUN needs root (namespaces and overlayfs)");
+    }
+    root
+}
+
+/// A store with busybox and a context dir; `build` returns (image ID, progress output).
+struct RunTest {
+    k: Kiln,
+}
+
+impl RunTest {
+    fn new() -> Option<RunTest> {
+        if !is_root() {
+            return None;
+        }
+        let k = Kiln::new();
+        k.import_busybox("busybox:latest");
+        std::fs::create_dir_all(k.path("ctx")).unwrap();
+        Some(RunTest { k })
+    }
+
+    fn file(&self, path: &str, content: &str) -> &Self {
+        let full = self.k.path("ctx").join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, content).unwrap();
+        self
+    }
+
+    fn ctx(&self) -> String {
+        self.k.path("ctx").to_str().unwrap().to_string()
+    }
+
+    /// Builds `dockerfile` as `tag`; returns the plain progress output (which holds RUN output).
+    fn build(&self, tag: &str, dockerfile: &str, extra: &[&str]) -> String {
+        self.file("Dockerfile", dockerfile);
+        let ctx = self.ctx();
+        let mut args = vec!["build", "--progress", "plain", "-t", tag];
+        args.extend_from_slice(extra);
+        args.push(&ctx);
+        let out = self.k.run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "build failed:\n{stderr}");
+        stderr
+    }
+
+    fn build_fails(&self, dockerfile: &str) -> String {
+        self.file("Dockerfile", dockerfile);
+        let ctx = self.ctx();
+        let err = self.k.fails(&["build", "--progress", "quiet", "-t", "failed:1", &ctx]);
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    }
+
+    fn image(&self, reference: &str) -> (Store, ImageFs, Value) {
+        let store = Store::open(self.k.root(), LockMode::Shared).unwrap();
+        let id = store.index().unwrap().resolve(reference).unwrap();
+        let image = store.image(&id).unwrap();
+        let fs = ImageFs::load(&store, &image).unwrap();
+        (store, fs, image.config_json())
+    }
+
+    /// Paths in the image's last layer.
+    fn last_layer_paths(&self, reference: &str) -> Vec<String> {
+        let (store, _, config) = self.image(reference);
+        let last = config["rootfs"]["diff_ids"].as_array().unwrap().last().unwrap().as_str().unwrap().to_string();
+        let blob = store.open_blob(&kiln_cas::Digest::parse(&last).unwrap()).unwrap();
+        let mut archive = tar::Archive::new(blob.file);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().trim_end_matches('/').to_string())
+            .collect()
+    }
+}
+
+fn read(store: &Store, fs: &ImageFs, path: &str) -> String {
+    String::from_utf8(fs.read_file(store, path, 1 << 20).unwrap().unwrap_or_else(|| panic!("{path} missing"))).unwrap()
+}
+
+#[test]
+fn run_changes_become_a_layer_holding_only_what_changed() {
+    let Some(t) = RunTest::new() else { return };
+    let out = t.build(
+        "run:1",
+        "FROM busybox\nRUN echo made by run > /made && rm /bin/false && mkdir -p /var/data && echo visible-output\n",
+        &[],
+    );
+    assert!(out.contains("visible-output"), "RUN output is streamed into the progress:\n{out}");
+    let (store, fs, _) = t.image("run:1");
+    assert_eq!(read(&store, &fs, "/made"), "made by run\n");
+    assert!(fs.entry("bin/false").is_none(), "the deletion is a whiteout in the layer");
+    assert_eq!(fs.entry("var/data").unwrap().kind, EntryKind::Dir);
+    let mut paths = t.last_layer_paths("run:1");
+    paths.sort();
+    assert_eq!(paths, ["bin", "bin/.wh.false", "made", "var", "var/data"], "only the changes, no mount points");
+}
+
+#[test]
+fn mount_points_and_etc_files_are_not_left_in_the_layer() {
+    let Some(t) = RunTest::new() else { return };
+    // A rootfs without /proc, /dev, /sys or /etc: everything the runtime needs is created for the
+    // run and removed afterwards.
+    t.file("marker", "m");
+    t.build(
+        "bare:1",
+        "FROM scratch\nCOPY --from=busybox /bin/busybox /bin/busybox\nCOPY --from=busybox /bin/sh /bin/sh\n",
+        &[],
+    );
+    t.build("bare:2", "FROM bare:1\nRUN /bin/busybox true\n", &[]);
+    assert!(t.last_layer_paths("bare:2").is_empty(), "{:?}", t.last_layer_paths("bare:2"));
+}
+
+#[test]
+fn failing_run_names_the_line_status_and_command_and_tags_nothing() {
+    let Some(t) = RunTest::new() else { return };
+    let err = t.build_fails("FROM busybox\nENV A=1\nRUN echo about to fail; exit 7\n");
+    assert!(err.contains("Dockerfile:3: RUN failed (exit status 7): echo about to fail; exit 7"), "{err}");
+    let err = t.build_fails("FROM busybox\nRUN [\"/no/such/binary\"]\n");
+    assert!(err.contains("Dockerfile:2") && err.contains("/no/such/binary"), "{err}");
+    // The command is pid 1 of its namespace, which ignores signals from inside it (as in
+    // docker); a child killed by SIGKILL makes the shell exit 137.
+    let err = t.build_fails("FROM busybox\nRUN sh -c 'kill -9 $$'; exit $?\n");
+    assert!(err.contains("exit status 137"), "{err}");
+    assert!(!t.k.ok(&["images", "--format", "{{.Repository}}"]).contains("failed"));
+}
+
+#[test]
+fn user_env_build_args_and_workdir_reach_the_process() {
+    let Some(t) = RunTest::new() else { return };
+    t.build(
+        "env:1",
+        "FROM busybox\nARG TOKEN=default\nENV GREETING=hi\nUSER app\nWORKDIR /home/app/work\n\
+         RUN id -u > uid && id -G > groups && echo \"$GREETING $TOKEN\" > env && pwd > cwd\n",
+        &["--build-arg", "TOKEN=given"],
+    );
+    let (store, fs, config) = t.image("env:1");
+    assert_eq!(read(&store, &fs, "/home/app/work/uid"), "1000\n");
+    assert!(
+        read(&store, &fs, "/home/app/work/groups").split_whitespace().any(|g| g == "50"),
+        "supplementary group staff"
+    );
+    assert_eq!(read(&store, &fs, "/home/app/work/env"), "hi given\n");
+    assert_eq!(read(&store, &fs, "/home/app/work/cwd"), "/home/app/work\n");
+    assert_eq!(fs.entry("home/app/work/uid").unwrap().uid, 1000, "files are made by the USER");
+    assert!(!config["config"]["Env"].to_string().contains("TOKEN"), "build args are not persisted");
+}
+
+#[test]
+fn container_is_isolated_and_leaks_no_descriptors() {
+    let Some(t) = RunTest::new() else { return };
+    t.build(
+        "iso:1",
+        "FROM busybox\n\
+         RUN ls /proc/self/fd > /fds && ls /proc | grep -E '^[0-9]+$' > /pids && hostname > /host && cat /etc/hosts > /hosts\n\
+         RUN --network=none cat /proc/net/dev > /netdev-none\n",
+        &[],
+    );
+    let (store, fs, _) = t.image("iso:1");
+    let fds: Vec<String> = read(&store, &fs, "/fds").lines().map(str::to_string).collect();
+    assert_eq!(fds, ["0", "1", "2", "3"], "only stdio and ls's own directory fd");
+    let pids = read(&store, &fs, "/pids");
+    assert!(pids.lines().count() <= 3 && pids.lines().any(|p| p == "1"), "a pid namespace of its own:\n{pids}");
+    assert_eq!(read(&store, &fs, "/host"), "buildkitsandbox\n");
+    assert!(read(&store, &fs, "/hosts").contains("localhost"));
+    let netdev = read(&store, &fs, "/netdev-none");
+    let interfaces: Vec<&str> = netdev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    assert_eq!(interfaces, ["lo"], "--network=none has only lo:\n{netdev}");
+}
+
+#[test]
+fn cache_tmpfs_bind_and_secret_mounts() {
+    let Some(t) = RunTest::new() else { return };
+    t.file("src/input.txt", "from the context");
+    let secret = t.k.path("secret.txt");
+    std::fs::write(&secret, "s3cr3t-value").unwrap();
+    let secret_arg = format!("id=token,src={}", secret.display());
+    let dockerfile = "FROM busybox\n\
+        RUN --mount=type=cache,target=/cache echo run >> /cache/log && cat /cache/log | wc -l > /cache-count\n\
+        RUN --mount=type=tmpfs,target=/scratch echo gone > /scratch/x && ls /scratch > /tmpfs-seen\n\
+        RUN --mount=type=bind,source=src,target=/mnt cat /mnt/input.txt > /bound\n\
+        RUN --mount=type=secret,id=token cat /run/secrets/token | wc -c > /secret-len\n";
+    t.build("mounts:1", dockerfile, &["--secret", &secret_arg]);
+    let (store, fs, config) = t.image("mounts:1");
+    assert_eq!(read(&store, &fs, "/cache-count").trim(), "1");
+    assert_eq!(read(&store, &fs, "/tmpfs-seen"), "x\n");
+    assert!(fs.entry("scratch/x").is_none(), "tmpfs contents are not in the layer");
+    assert_eq!(read(&store, &fs, "/bound"), "from the context");
+    assert_eq!(read(&store, &fs, "/secret-len").trim(), "12");
+    assert!(fs.entry("run/secrets/token").is_none());
+    // The secret is in no blob of the store and not in the config.
+    for entry in std::fs::read_dir(t.k.root().join("blobs/sha256")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!bytes.windows(12).any(|w| w == b"s3cr3t-value"), "secret found in a blob");
+    }
+    assert!(!config.to_string().contains("s3cr3t"));
+    // The cache mount persists: a second build (the step must run again) sees the first run's line.
+    t.build("mounts:2", &dockerfile.replace("echo run", "echo again"), &["--secret", &secret_arg]);
+    let (store, fs, _) = t.image("mounts:2");
+    assert_eq!(read(&store, &fs, "/cache-count").trim(), "2");
+}
+
+#[test]
+fn heredoc_run_and_exec_form() {
+    let Some(t) = RunTest::new() else { return };
+    t.build(
+        "heredoc:1",
+        "FROM busybox\nRUN <<EOF\necho line one > /one\necho line two > /two\nEOF\nRUN [\"/bin/sh\", \"-c\", \"echo exec > /exec\"]\n",
+        &[],
+    );
+    let (store, fs, _) = t.image("heredoc:1");
+    assert_eq!(read(&store, &fs, "/one"), "line one\n");
+    assert_eq!(read(&store, &fs, "/two"), "line two\n");
+    assert_eq!(read(&store, &fs, "/exec"), "exec\n");
+}
+
+#[test]
+fn independent_run_stages_run_at_the_same_time() {
+    let Some(t) = RunTest::new() else { return };
+    t.file(
+        "Dockerfile",
+        "FROM busybox AS a\nRUN sleep 2 && echo a > /a\nFROM busybox AS b\nRUN sleep 2 && echo b > /b\n\
+         FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+    );
+    let ctx = t.ctx();
+    let out = t.k.run(&["build", "--progress", "rawjson", "-t", "par:1", &ctx]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut spans: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
+        for v in event["vertexes"].as_array().into_iter().flatten() {
+            let name = v["name"].as_str().unwrap_or("");
+            if name.contains("RUN") {
+                if let (Some(s), Some(c)) = (v["started"].as_str(), v["completed"].as_str()) {
+                    spans.insert(name.to_string(), (s.to_string(), c.to_string()));
+                }
+            }
+        }
+    }
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    let parse = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap();
+    let r: Vec<_> = spans.values().map(|(s, c)| (parse(s), parse(c))).collect();
+    assert!(r[0].0 < r[1].1 && r[1].0 < r[0].1, "the two RUN steps did not overlap: {spans:?}");
+}
