@@ -19,6 +19,12 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile
     Build(BuildArgs),
+    /// Run a command in a new container
+    Run(RunArgs),
+    /// List containers
+    Ps(PsArgs),
+    /// Remove one or more containers
+    Rm(RmArgs),
     /// Import a rootfs tarball (plain, gzip or zstd) as a one-layer image
     Import(ImportArgs),
     /// Load images from a docker-archive or OCI archive (stdin by default)
@@ -121,6 +127,69 @@ pub struct BuildArgs {
     /// Clamp timestamps to this Unix time (default: $SOURCE_DATE_EPOCH)
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
     pub source_date_epoch: Option<i64>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Name of the container
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to take it from kiln's environment)
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines)
+    #[arg(long = "env-file")]
+    pub env_files: Vec<PathBuf>,
+    /// Bind mount a volume: HOST:CONTAINER[:ro]
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// User: name|uid[:group|gid]
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Overwrite the image's ENTRYPOINT
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Network: host (default) or none
+    #[arg(long, default_value = "host")]
+    pub network: String,
+    /// Keep stdin open
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Container host name (default: the short container ID)
+    #[arg(long)]
+    pub hostname: Option<String>,
+    pub image: String,
+    /// Command and arguments (override the image's CMD)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Show all containers (kiln only keeps stopped ones; accepted for docker's muscle memory)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only show container IDs
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Accepted for docker compatibility (kiln keeps no running containers to stop)
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
 }
 
 #[derive(Args, Debug)]

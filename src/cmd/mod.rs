@@ -8,6 +8,7 @@ mod inspect;
 mod load;
 mod prune;
 mod rmi;
+mod run;
 mod save;
 mod system;
 mod tag;
@@ -28,6 +29,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let open = |mode| Store::open(&root, mode).with_context(|| format!("opening store {}", root.display()));
     match cli.command {
         Command::Build(args) => build::run(&open(LockMode::Shared)?, args),
+        Command::Run(args) => run::run(&open(LockMode::Shared)?, args),
+        Command::Ps(args) => run::ps(&open(LockMode::Shared)?, args),
+        Command::Rm(args) => run::rm(&open(LockMode::Shared)?, args),
         Command::Import(args) | Command::Image { command: ImageCommand::Import(args) } => {
             import::run(&open(LockMode::Shared)?, args)
         }

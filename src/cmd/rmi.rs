@@ -39,7 +39,7 @@ fn remove_one(store: &Store, name: &str, force: bool) -> Result<Vec<String>> {
             if tags.len() == 1 && !containers.is_empty() && !force {
                 bail!(
                     "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
-                    containers[0],
+                    short_container_id(&containers[0]),
                     id.short()
                 );
             }
@@ -67,7 +67,7 @@ fn remove_one(store: &Store, name: &str, force: bool) -> Result<Vec<String>> {
             bail!(
                 "conflict: unable to delete {} (must be forced) - image is being used by stopped container {}",
                 id.short(),
-                containers[0]
+                short_container_id(&containers[0])
             );
         }
     }
@@ -89,6 +89,11 @@ fn remove_one(store: &Store, name: &str, force: bool) -> Result<Vec<String>> {
         lines.push(format!("Deleted: {id}"));
     }
     Ok(lines)
+}
+
+/// Container IDs are shown by their first 12 characters, as docker does.
+fn short_container_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 /// Images built on top of `id`.

@@ -10,5 +10,6 @@ mod images;
 mod import;
 mod load;
 mod robustness;
+mod run_cmd;
 mod run_steps;
 mod save;

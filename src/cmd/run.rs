@@ -1,0 +1,378 @@
+//! `kiln run`, `kiln ps` and `kiln rm`: a container is a directory `containers/<id>/` holding its
+//! image ID (`image`, which `rmi` reads), its record (`container.json`) and the overlay upper and
+//! work dirs. It runs in the foreground; once it exits it stays, stopped, until `kiln rm` (or at
+//! once with `--rm`).
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use kiln_builder::solve::RunConfig;
+use kiln_cas::{Digest, Store};
+use kiln_runtime::container::{run_container, ContainerSpec, MountSpec, Network, StdinMode};
+use kiln_runtime::snapshot::{chain_ids, Snapshots};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{PsArgs, RmArgs, RunArgs};
+use crate::output::{human_since, print_table};
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct ContainerRecord {
+    id: String,
+    name: String,
+    image: String,
+    image_ref: String,
+    command: Vec<String>,
+    created: String,
+    #[serde(default)]
+    exit_code: Option<i32>,
+    #[serde(default)]
+    finished: Option<String>,
+}
+
+pub fn run(store: &Store, args: RunArgs) -> Result<ExitCode> {
+    match run_inner(store, args) {
+        Ok(code) => Ok(code),
+        // docker run: 125 when the daemon (here kiln) fails before or around the container.
+        Err(err) => {
+            eprintln!("Error: {err:#}");
+            Ok(ExitCode::from(125))
+        }
+    }
+}
+
+fn run_inner(store: &Store, args: RunArgs) -> Result<ExitCode> {
+    let network = match args.network.as_str() {
+        "host" | "default" => Network::Host,
+        "none" => Network::None,
+        other => bail!("--network {other}: kiln supports host and none"),
+    };
+    let image_id = store.index()?.resolve(&args.image)?;
+    let image = store.image(&image_id)?;
+    let config = RunConfig::from_value(image.config_json().get("config"));
+    let argv = command_line(&config, args.entrypoint.as_deref(), &args.command);
+    if argv.is_empty() {
+        bail!("no command specified: the image has no CMD or ENTRYPOINT; give one after the image name");
+    }
+    let mut env = config.env();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, kiln_builder::solve::DEFAULT_PATH.to_string());
+    }
+    for file in &args.env_files {
+        let text = fs::read_to_string(file).with_context(|| format!("reading --env-file {}", file.display()))?;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            set_env(&mut env, line);
+        }
+    }
+    for item in &args.env {
+        set_env(&mut env, item);
+    }
+    let mounts = args.volumes.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>>>()?;
+
+    let id = new_container_id();
+    let name = match &args.name {
+        Some(name) => {
+            check_name(name)?;
+            if records(store)?.iter().any(|r| r.name == *name) {
+                bail!("conflict: the container name \"{name}\" is already in use; remove it with `kiln rm {name}`");
+            }
+            name.clone()
+        }
+        None => format!("kiln_{}", &id[..12]),
+    };
+    let dir = store.root().join("containers").join(&id);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let record = ContainerRecord {
+        id: id.clone(),
+        name,
+        image: image_id.to_string(),
+        image_ref: args.image.clone(),
+        command: argv.clone(),
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        exit_code: None,
+        finished: None,
+    };
+    write_record(&dir, &record)?;
+    // The image file is what `rmi` reads: written before anything runs.
+    fs::write(dir.join("image"), image_id.to_string()).context("recording the container's image")?;
+
+    let outcome = run_in(store, &dir, &image, &config, argv, env, mounts, network, &args, &id);
+    let mut record = record;
+    record.exit_code = Some(match &outcome {
+        Ok(code) => *code,
+        Err((code, _)) => *code,
+    });
+    record.finished = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+    if args.rm {
+        remove_container_dir(&dir)?;
+    } else {
+        write_record(&dir, &record)?;
+    }
+    match outcome {
+        Ok(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
+        Err((code, err)) => {
+            eprintln!("Error: {err:#}");
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
+    }
+}
+
+/// Prepares the overlay and runs the container; Err carries docker's exit status for kiln's own
+/// failures (125, or 126/127 when the command cannot be executed).
+#[allow(clippy::too_many_arguments)]
+fn run_in(
+    store: &Store,
+    dir: &Path,
+    image: &kiln_cas::Image,
+    config: &RunConfig,
+    argv: Vec<String>,
+    env: Vec<String>,
+    mounts: Vec<MountSpec>,
+    network: Network,
+    args: &RunArgs,
+    id: &str,
+) -> Result<i32, (i32, anyhow::Error)> {
+    let setup = |e: anyhow::Error| (125, e);
+    let diff_ids = image.diff_ids().map_err(|e| setup(e.into()))?;
+    let snapshots = Snapshots::open(store.root()).map_err(|e| setup(anyhow::anyhow!("opening snapshots: {e}")))?;
+    let lowers = snapshots.prepare_lowers(store, &diff_ids).map_err(|e| setup(anyhow::anyhow!("{e}")))?;
+    // Held while the container runs, so a concurrent prune keeps these snapshots.
+    let _lease = snapshots.lease(&chain_ids(&diff_ids)).map_err(|e| setup(anyhow::anyhow!("{e}")))?;
+    let upper = dir.join("upper");
+    let work = dir.join("work");
+    for d in [&upper, &work] {
+        fs::create_dir_all(d).map_err(|e| setup(anyhow::anyhow!("creating {}: {e}", d.display())))?;
+    }
+    copy_root_metadata(lowers.first().map(PathBuf::as_path), &upper).map_err(setup)?;
+    let hostname = args.hostname.clone().unwrap_or_else(|| id[..12].to_string());
+    let spec = ContainerSpec {
+        lower_dirs: lowers,
+        upper_dir: upper,
+        work_dir: work,
+        argv,
+        env,
+        cwd: args
+            .workdir
+            .clone()
+            .or_else(|| Some(config.working_dir()).filter(|w| !w.is_empty()))
+            .unwrap_or_else(|| "/".into()),
+        user: args.user.clone().unwrap_or_else(|| config.user()),
+        hostname: hostname.clone(),
+        network,
+        mounts,
+        hosts: format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n").into_bytes(),
+        resolv_conf: match network {
+            Network::Host => fs::read("/etc/resolv.conf").unwrap_or_default(),
+            Network::None => Vec::new(),
+        },
+        stdin: if args.interactive { StdinMode::Inherit } else { StdinMode::Null },
+        tty: args.tty,
+        output: None,
+    };
+    match run_container(spec) {
+        Ok(result) => Ok(result.outcome.status()),
+        Err(e) => Err((e.exit_status(), e.into())),
+    }
+}
+
+/// ENTRYPOINT + CMD as docker combines them: `--entrypoint` replaces the image's entrypoint and
+/// drops its CMD; arguments after the image replace the CMD.
+fn command_line(config: &RunConfig, entrypoint: Option<&str>, command: &[String]) -> Vec<String> {
+    let strings = |key: &str| -> Vec<String> {
+        config
+            .fields
+            .get(key)
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let (entry, default_cmd) = match entrypoint {
+        Some("") => (Vec::new(), Vec::new()),
+        Some(e) => (vec![e.to_string()], Vec::new()),
+        None => (strings("Entrypoint"), strings("Cmd")),
+    };
+    let cmd = if command.is_empty() { default_cmd } else { command.to_vec() };
+    entry.into_iter().chain(cmd).collect()
+}
+
+/// `KEY=VALUE` sets; a bare `KEY` copies kiln's own value if it has one (docker's rule).
+fn set_env(env: &mut Vec<String>, item: &str) {
+    let entry = match item.split_once('=') {
+        Some(_) => item.to_string(),
+        None => match std::env::var(item) {
+            Ok(value) => format!("{item}={value}"),
+            Err(_) => return,
+        },
+    };
+    let key = entry.split_once('=').map(|(k, _)| k.to_string()).unwrap_or_default();
+    match env.iter_mut().find(|e| e.split_once('=').map(|(k, _)| k) == Some(key.as_str())) {
+        Some(existing) => *existing = entry,
+        None => env.push(entry),
+    }
+}
+
+/// `HOST:CONTAINER[:ro|:rw]` with an absolute, existing host path.
+fn parse_volume(text: &str) -> Result<MountSpec> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let (host, target, readonly) = match parts.as_slice() {
+        [h, t] => (*h, *t, false),
+        [h, t, "ro"] => (*h, *t, true),
+        [h, t, "rw"] => (*h, *t, false),
+        _ => bail!("invalid volume \"{text}\": expected HOST:CONTAINER[:ro]"),
+    };
+    if !host.starts_with('/') || !target.starts_with('/') {
+        bail!("invalid volume \"{text}\": both paths must be absolute (named volumes are not supported)");
+    }
+    let source = fs::canonicalize(host).with_context(|| format!("volume source {host}"))?;
+    Ok(MountSpec::Bind { source, target: target.to_string(), readonly })
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok {
+        bail!("invalid container name \"{name}\": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed");
+    }
+    Ok(())
+}
+
+fn new_container_id() -> String {
+    let mut seed = [0u8; 32];
+    let _ = fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed));
+    let noise = format!("{:?}{}{:?}", std::time::SystemTime::now(), std::process::id(), seed);
+    Digest::of(noise.as_bytes()).hex().to_string()
+}
+
+fn copy_root_metadata(lower: Option<&Path>, upper: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let (mode, uid, gid) = match lower.map(fs::metadata) {
+        Some(Ok(m)) => (m.mode() & 0o7777, m.uid(), m.gid()),
+        _ => (0o755, 0, 0),
+    };
+    fs::set_permissions(upper, fs::Permissions::from_mode(mode))?;
+    std::os::unix::fs::chown(upper, Some(uid), Some(gid))?;
+    Ok(())
+}
+
+fn write_record(dir: &Path, record: &ContainerRecord) -> Result<()> {
+    let tmp = dir.join(".container.json.tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(record)?)?;
+    fs::rename(&tmp, dir.join("container.json"))?;
+    Ok(())
+}
+
+fn records(store: &Store) -> Result<Vec<ContainerRecord>> {
+    let dir = store.root().join("containers");
+    let mut out = Vec::new();
+    for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path().join("container.json");
+        if let Ok(bytes) = fs::read(&path) {
+            match serde_json::from_slice::<ContainerRecord>(&bytes) {
+                Ok(record) => out.push(record),
+                Err(e) => eprintln!("warning: {}: {e}", path.display()),
+            }
+        }
+    }
+    out.sort_by(|a, b| b.created.cmp(&a.created));
+    Ok(out)
+}
+
+/// Removes a container's directory; the upper dir may hold root-owned files and whiteout devices.
+fn remove_container_dir(dir: &Path) -> Result<()> {
+    // `image` goes first so that a half-removed container no longer holds its image.
+    let _ = fs::remove_file(dir.join("image"));
+    fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
+}
+
+pub fn ps(store: &Store, args: PsArgs) -> Result<ExitCode> {
+    let records = records(store)?;
+    if args.quiet {
+        records.iter().for_each(|r| println!("{}", &r.id[..12]));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            let status = match (r.exit_code, &r.finished) {
+                (Some(code), Some(t)) => format!("Exited ({code}) {}", human_since(Some(t))),
+                _ => "Created".to_string(),
+            };
+            let command = format!("\"{}\"", r.command.join(" "));
+            let command = if command.chars().count() > 20 {
+                format!("{}…\"", command.chars().take(19).collect::<String>())
+            } else {
+                command
+            };
+            vec![
+                r.id[..12].to_string(),
+                r.image_ref.clone(),
+                command,
+                human_since(Some(&r.created)),
+                status,
+                String::new(),
+                r.name.clone(),
+            ]
+        })
+        .collect();
+    print_table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rm(store: &Store, args: RmArgs) -> Result<ExitCode> {
+    let records = records(store)?;
+    let mut failed = false;
+    for wanted in &args.containers {
+        let matches: Vec<&ContainerRecord> =
+            records.iter().filter(|r| r.name == *wanted || r.id.starts_with(wanted.as_str())).collect();
+        match matches.as_slice() {
+            [one] if one.exit_code.is_some() || args.force => {
+                remove_container_dir(&store.root().join("containers").join(&one.id))?;
+                println!("{wanted}");
+            }
+            [one] => {
+                eprintln!(
+                    "Error: container {} has not finished (is it still running?); use -f to remove it anyway",
+                    one.name
+                );
+                failed = true;
+            }
+            [] => {
+                eprintln!("Error: No such container: {wanted}");
+                failed = true;
+            }
+            _ => {
+                eprintln!("Error: \"{wanted}\" matches several containers; give more of the ID");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: serde_json::Value) -> RunConfig {
+        RunConfig::from_value(Some(&json))
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_combine_as_docker_does() {
+        let c = config(serde_json::json!({"Entrypoint": ["/ep"], "Cmd": ["default"]}));
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(command_line(&c, None, &[]), s(&["/ep", "default"]));
+        assert_eq!(command_line(&c, None, &s(&["x"])), s(&["/ep", "x"]));
+        assert_eq!(command_line(&c, Some("/other"), &[]), s(&["/other"]));
+        assert_eq!(command_line(&c, Some(""), &s(&["sh"])), s(&["sh"]));
+    }
+
+    #[test]
+    fn volumes_need_absolute_paths() {
+        assert!(parse_volume("/tmp:/data:ro").is_ok());
+        assert!(parse_volume("named:/data").is_err());
+        assert!(parse_volume("/tmp:/data:bogus").is_err());
+    }
+}
