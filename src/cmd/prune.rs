@@ -40,6 +40,7 @@ pub fn run(open_exclusive: impl FnOnce() -> Result<Store>, args: PruneArgs) -> R
         .collect();
     let mut report = PruneReport::default();
     store.delete_images(&victims, &mut report)?;
+    report.reclaimed_bytes += remove_unused_snapshots(&store)?;
     if !report.deleted_images.is_empty() {
         println!("Deleted Images:");
         for tag in &report.untagged {
@@ -52,4 +53,21 @@ pub fn run(open_exclusive: impl FnOnce() -> Result<Store>, args: PruneArgs) -> R
     }
     println!("Total reclaimed space: {}", human_size(report.reclaimed_bytes));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Unpacked layers (snapshots) that no remaining image needs; containers hold leases on theirs
+/// while running, and a stopped container keeps its image, so its layers stay too.
+fn remove_unused_snapshots(store: &Store) -> Result<u64> {
+    if !store.root().join("snapshots").exists() {
+        return Ok(0);
+    }
+    let snapshots = kiln_runtime::snapshot::Snapshots::open(store.root())?;
+    let mut keep = std::collections::BTreeSet::new();
+    for id in store.index()?.images.keys() {
+        if let Ok(image) = store.image(id) {
+            let diff_ids = image.diff_ids()?;
+            keep.extend(kiln_runtime::snapshot::chain_ids(&diff_ids).iter().map(|c| c.hex().to_string()));
+        }
+    }
+    Ok(snapshots.remove_unused(&keep)?)
 }

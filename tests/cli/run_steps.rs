@@ -255,3 +255,22 @@ fn independent_run_stages_run_at_the_same_time() {
     let r: Vec<_> = spans.values().map(|(s, c)| (parse(s), parse(c))).collect();
     assert!(r[0].0 < r[1].1 && r[1].0 < r[0].1, "the two RUN steps did not overlap: {spans:?}");
 }
+
+#[test]
+fn prune_removes_snapshots_no_image_needs() {
+    let Some(t) = RunTest::new() else { return };
+    t.build("snap:1", "FROM busybox\nRUN echo x > /x\n", &[]);
+    let snapshot_dirs = || {
+        std::fs::read_dir(t.k.root().join("snapshots"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_dir())
+            .count()
+    };
+    assert_eq!(snapshot_dirs(), 2, "busybox's layer and the RUN layer (adopted, not unpacked again)");
+    t.k.ok(&["rmi", "snap:1"]);
+    t.k.ok(&["image", "prune", "-f"]);
+    assert_eq!(snapshot_dirs(), 1, "only busybox's layer is still needed");
+    t.k.ok(&["image", "prune", "-a", "-f"]);
+    assert_eq!(snapshot_dirs(), 0);
+    t.k.assert_fsck_clean();
+}
