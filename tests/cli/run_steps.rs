@@ -228,13 +228,17 @@ fn heredoc_run_and_exec_form() {
 }
 
 #[test]
-fn independent_run_stages_run_at_the_same_time() {
+fn four_independent_run_stages_all_overlap() {
     let Some(t) = RunTest::new() else { return };
-    t.file(
-        "Dockerfile",
-        "FROM busybox AS a\nRUN sleep 2 && echo a > /a\nFROM busybox AS b\nRUN sleep 2 && echo b > /b\n\
-         FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
-    );
+    let mut dockerfile = String::new();
+    for name in ["a", "b", "c", "d"] {
+        dockerfile.push_str(&format!("FROM busybox AS {name}\nRUN sleep 2 && echo {name} > /{name}\n"));
+    }
+    dockerfile.push_str("FROM busybox\n");
+    for name in ["a", "b", "c", "d"] {
+        dockerfile.push_str(&format!("COPY --from={name} /{name} /{name}\n"));
+    }
+    t.file("Dockerfile", &dockerfile);
     let ctx = t.ctx();
     let out = t.k.run(&["build", "--progress", "rawjson", "-t", "par:1", &ctx]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -250,10 +254,15 @@ fn independent_run_stages_run_at_the_same_time() {
             }
         }
     }
-    assert_eq!(spans.len(), 2, "{spans:?}");
+    assert_eq!(spans.len(), 4, "{spans:?}");
     let parse = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap();
-    let r: Vec<_> = spans.values().map(|(s, c)| (parse(s), parse(c))).collect();
-    assert!(r[0].0 < r[1].1 && r[1].0 < r[0].1, "the two RUN steps did not overlap: {spans:?}");
+    let ranges: Vec<_> = spans.values().map(|(s, c)| (parse(s), parse(c))).collect();
+    // Every RUN started before every other one finished: all four were running at once.
+    let latest_start = ranges.iter().map(|r| r.0).max().unwrap();
+    let earliest_end = ranges.iter().map(|r| r.1).min().unwrap();
+    assert!(latest_start < earliest_end, "the four RUN steps were not all running at once: {spans:?}");
+    let (store, fs, _) = t.image("par:1");
+    assert_eq!(read(&store, &fs, "/d"), "d\n");
 }
 
 #[test]
