@@ -115,6 +115,9 @@ pub struct BuildArgs {
     /// Do not use the build cache
     #[arg(long)]
     pub no_cache: bool,
+    /// Do not use the build cache for these stages
+    #[arg(long = "no-cache-filter", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
     /// Always look for newer base images (no registry support yet: accepted and ignored)
     #[arg(long)]
     pub pull: bool,

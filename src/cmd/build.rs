@@ -51,6 +51,8 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
         labels,
         secrets,
         network: args.network.clone(),
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
         progress: &printer,
     };
     let output = solve(store, &build_plan, &solve_options)?;

@@ -26,9 +26,12 @@ mod archive;
 mod chmod;
 mod chown;
 mod dest;
+mod inputs;
 mod sources;
 mod tarwriter;
 mod url;
+
+pub use inputs::{context_inputs, ContextInput};
 
 use std::fs::File;
 use std::io;

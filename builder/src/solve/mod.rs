@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::SystemTime;
 
 use kiln_cas::image_fs::ImageFs;
+use kiln_cas::store::{StepRecord, CACHE_RECORD_FORMAT};
 use kiln_cas::{Digest, Image, Store};
 use kiln_runtime::snapshot::Snapshots;
 use serde_json::{json, Value};
@@ -20,11 +21,13 @@ use serde_json::{json, Value};
 pub use config::{RunConfig, DEFAULT_PATH, HISTORY_COMMENT};
 pub use progress::{NoProgress, Progress, ProgressEvent};
 
+use crate::cache::stat::StatCache;
+use crate::cache::{context_digest, KeyBuilder};
 use crate::context::dockerignore::IgnoreMatcher;
 use crate::dockerfile::Span;
 use crate::frontend::history::{creates_layer, writes_history};
 use crate::frontend::{BaseImageConfig, ImageConfigSource};
-use crate::plan::{Base, BuildPlan, ConfigChange, CopyFrom, CopyOp, Op, Stage, Step};
+use crate::plan::{Base, BuildPlan, ConfigChange, CopyFrom, CopyOp, CopySource, Op, Stage, Step};
 
 pub struct SolveOptions<'a> {
     pub context_dir: &'a Path,
@@ -39,6 +42,10 @@ pub struct SolveOptions<'a> {
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// `--network` of the build: RUN steps without `--network` use it (default: the host's).
     pub network: Option<String>,
+    /// `--no-cache`: run every step (results are still recorded for the next build).
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name) whose steps all run.
+    pub no_cache_filter: Vec<String>,
     pub progress: &'a dyn Progress,
 }
 
@@ -73,6 +80,8 @@ struct StageResult {
     /// The full image config (architecture, os, config, rootfs, history, …).
     config: Value,
     fs: ImageFs,
+    /// The cache key of the stage so far (its last step's).
+    key: String,
 }
 
 /// Base image configs for the planner, read from the store.
@@ -110,6 +119,8 @@ pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
         None
     };
     let snapshots = snapshots.as_ref();
+    let stat = StatCache::load(store.root());
+    let stat = &stat;
     let created = created_timestamp(options.source_date_epoch);
     let board = Board { results: Mutex::new(vec![None; plan.stages.len()]), changed: Condvar::new() };
     let ids = StepIds::default();
@@ -119,7 +130,7 @@ pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
             let ids = &ids;
             let created = created.as_str();
             scope.spawn(move || {
-                let result = run_stage(store, snapshots, plan, stage, options, board, ids, created);
+                let result = run_stage(store, snapshots, stat, plan, stage, options, board, ids, created);
                 board.publish(position, result.map(Arc::new).map_err(Arc::new));
             });
         }
@@ -132,9 +143,17 @@ pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
             for (k, v) in &options.labels {
                 map.insert(k.clone(), json!(v));
             }
+            map.sort_keys();
         }
     }
-    config["created"] = json!(created);
+    // The image is as new as its newest step: taken from the cache on a hit, so a fully cached
+    // rebuild gives the same image ID. SOURCE_DATE_EPOCH pins it.
+    if options.source_date_epoch.is_some() || config.get("created").is_none_or(Value::is_null) {
+        config["created"] = json!(created);
+    }
+    if let Err(e) = stat.save() {
+        options.progress.event(ProgressEvent::Warning(format!("could not save the build context stat cache: {e}")));
+    }
     let bytes = serde_json::to_vec(&config).map_err(|e| SolveError::plain(format!("serialising image config: {e}")))?;
     let image_id = store.put_bytes(&bytes).map_err(|e| SolveError::plain(format!("storing image config: {e}")))?;
     Ok(BuildOutput { image_id, config: bytes })
@@ -196,6 +215,7 @@ impl StepIds {
 fn run_stage(
     store: &Store,
     snapshots: Option<&Snapshots>,
+    stat: &StatCache,
     plan: &BuildPlan,
     stage: &Stage,
     options: &SolveOptions,
@@ -231,11 +251,14 @@ fn run_stage(
             SolveError::at(file, &stage.span, format!("stage {} failed", stage_display_name(&plan.stages[*i])))
         }),
     };
-    let mut state = reporter.finish(base)?;
+    let mut state = reporter.finish(base, false)?;
     let mut run_config = RunConfig::from_value(state.config.get("config"));
     run_config.ensure_path();
     run_config.clear_onbuild();
     set_platform(&mut state.config, &stage.platform);
+    state.key = KeyBuilder::new("stage").field(&state.key).field(&stage.platform).finish();
+    let use_cache = !options.no_cache
+        && !stage.name.as_ref().is_some_and(|n| options.no_cache_filter.iter().any(|f| f.eq_ignore_ascii_case(n)));
 
     for (n, step) in stage.steps.iter().enumerate() {
         if let Op::Copy(CopyOp { from: CopyFrom::Stage(i), .. }) = &step.op {
@@ -243,9 +266,36 @@ fn run_stage(
         }
         let reporter = StepReporter { progress: options.progress, id: ids.next() };
         reporter.start(format!("{} {}", label(n + 2), step_title(step)));
-        let cx = StepContext { store, snapshots, plan, options, board, created, progress_id: reporter.id };
-        let outcome = run_step(&cx, step, &mut state, &mut run_config);
-        reporter.finish(outcome)?;
+        let cx = StepContext { store, snapshots, plan, stage, options, board, stat, progress_id: reporter.id };
+        let key = step_key(&cx, step, &state, &run_config).map_err(|m| SolveError::at(file, &step.span, m));
+        let key = match key {
+            Ok(key) => key,
+            Err(e) => return Err(reporter.finish::<()>(Err(e), false).unwrap_err()),
+        };
+        let cached = key.as_deref().filter(|_| use_cache).and_then(|k| store.cache_lookup(k));
+        let hit = cached.is_some();
+        let outcome = match cached {
+            Some(record) => Ok((record.diff_id, record.created)),
+            None => make_layer(&cx, step, &state, &run_config).and_then(|layer| {
+                let made = options.source_date_epoch.map(|_| created.to_string()).unwrap_or_else(now_timestamp);
+                if let Some(key) = &key {
+                    let record =
+                        StepRecord { format: CACHE_RECORD_FORMAT, created: made.clone(), diff_id: layer.clone() };
+                    store.cache_record(key, &record).map_err(|e| SolveError::at(file, &step.span, e.to_string()))?;
+                }
+                Ok((layer, made))
+            }),
+        };
+        let applied = outcome.and_then(|(layer, made)| {
+            // With SOURCE_DATE_EPOCH every timestamp is the epoch, cached or not.
+            let made = if options.source_date_epoch.is_some() { created.to_string() } else { made };
+            apply_step(store, file, step, &mut state, &mut run_config, layer.as_ref(), &made)
+        });
+        reporter.finish(applied, hit)?;
+        // A step that cannot be cached (ADD of a URL without --checksum) makes every later key
+        // unique too.
+        state.key =
+            key.unwrap_or_else(|| KeyBuilder::new("uncached").field(now_timestamp()).field(&state.key).finish());
     }
     state.config["config"] = run_config.to_value();
     Ok(state)
@@ -256,57 +306,108 @@ struct StepContext<'a> {
     store: &'a Store,
     snapshots: Option<&'a Snapshots>,
     plan: &'a BuildPlan,
+    stage: &'a Stage,
     options: &'a SolveOptions<'a>,
     board: &'a Board,
-    created: &'a str,
+    stat: &'a StatCache,
     progress_id: usize,
 }
 
-fn run_step(
+/// The step's cache key, or None when its result cannot be known in advance (ADD of a URL
+/// without `--checksum`).
+fn step_key(
     cx: &StepContext,
     step: &Step,
-    state: &mut StageResult,
-    run_config: &mut RunConfig,
-) -> Result<(), SolveError> {
-    let StepContext { store, plan, options, board, created, .. } = *cx;
+    state: &StageResult,
+    run_config: &RunConfig,
+) -> Result<Option<String>, String> {
+    let options = cx.options;
+    let mut key = KeyBuilder::new("step")
+        .field(&state.key)
+        .field(format!("{:?}", step.op))
+        .field(run_config.to_value().to_string())
+        .field(&cx.stage.platform)
+        .field(options.source_date_epoch.map(|e| e.to_string()).unwrap_or_default());
+    match &step.op {
+        Op::Copy(op) => {
+            if op.sources.iter().any(|s| matches!(s, CopySource::Url(_))) && op.checksum.is_none() {
+                return Ok(None);
+            }
+            key = match &op.from {
+                CopyFrom::Context => key.field(context_digest(cx.stat, options.context_dir, options.ignore, op)?),
+                CopyFrom::Stage(i) => {
+                    let source = cx
+                        .board
+                        .wait(*i)
+                        .map_err(|_| format!("stage {} failed", stage_display_name(&cx.plan.stages[*i])))?;
+                    key.field(&source.key)
+                }
+                CopyFrom::Image(reference) => {
+                    let id =
+                        cx.store.index().map_err(|e| e.to_string())?.resolve(reference).map_err(|e| e.to_string())?;
+                    key.field(id.to_string())
+                }
+            };
+        }
+        Op::Run(op) => {
+            // What a bind mount from the context shows the command is an input; secrets and cache
+            // mounts are not (their contents never reach the key).
+            for mount in &op.mounts {
+                let options_of = &mount.options;
+                if options_of.get("type").map(String::as_str).unwrap_or("bind") == "bind"
+                    && !options_of.contains_key("from")
+                {
+                    let source = options_of.get("source").cloned().unwrap_or_else(|| "/".into());
+                    let as_copy = bind_source_as_copy(&source);
+                    key = key.field(context_digest(cx.stat, options.context_dir, options.ignore, &as_copy)?);
+                }
+            }
+        }
+        Op::Config(_) => {}
+    }
+    Ok(Some(key.finish()))
+}
+
+/// A bind mount's source, read as a COPY of it would be.
+fn bind_source_as_copy(source: &str) -> CopyOp {
+    CopyOp {
+        add: false,
+        from: CopyFrom::Context,
+        sources: vec![CopySource::Path(source.to_string())],
+        dest: "/".into(),
+        chown: None,
+        chmod: None,
+        link: false,
+        parents: false,
+        exclude: Vec::new(),
+        checksum: None,
+        keep_git_dir: false,
+        unpack: None,
+    }
+}
+
+/// Does the work of a step that missed the cache: the layer it makes, if any.
+fn make_layer(
+    cx: &StepContext,
+    step: &Step,
+    state: &StageResult,
+    run_config: &RunConfig,
+) -> Result<Option<Digest>, SolveError> {
+    let StepContext { store, plan, options, board, .. } = *cx;
     let file = options.file_name;
     match &step.op {
-        Op::Config(change) => {
-            if let ConfigChange::Maintainer(author) = change {
-                state.config["author"] = json!(author);
-            }
-            // WORKDIR makes its directory, owned by the USER in force: a layer, as in BuildKit.
-            let workdir_layer = match change {
-                ConfigChange::Workdir(dir) if creates_layer(&step.op) => {
-                    let user = run_config.user();
-                    let made = crate::copy::mkdir_layer(store, &state.fs, dir, Some(&user), options.source_date_epoch)
-                        .map_err(|e| SolveError::at(file, &step.span, format!("WORKDIR failed: {e}")))?;
-                    Some(made.diff_id)
-                }
-                _ => None,
-            };
-            run_config.apply(change);
-            if let Some(diff_id) = &workdir_layer {
-                state.fs.push_layer(store, diff_id).map_err(|e| SolveError::at(file, &step.span, e.to_string()))?;
-                push_diff_id(&mut state.config, diff_id);
-            }
-            if writes_history(step) {
-                push_history(&mut state.config, created, &step.created_by, workdir_layer.is_none());
-            }
-            Ok(())
+        // WORKDIR makes its directory, owned by the USER in force: a layer, as in BuildKit.
+        Op::Config(ConfigChange::Workdir(dir)) if creates_layer(&step.op) => {
+            let user = run_config.user();
+            let made = crate::copy::mkdir_layer(store, &state.fs, dir, Some(&user), options.source_date_epoch)
+                .map_err(|e| SolveError::at(file, &step.span, format!("WORKDIR failed: {e}")))?;
+            Ok(Some(made.diff_id))
         }
-        Op::Copy(op) => {
-            let diff_id = copy_step(store, plan, op, options, board, state).map_err(|m| {
-                let what = if op.add { "ADD" } else { "COPY" };
-                SolveError::at(file, &step.span, format!("{what} failed: {m}"))
-            })?;
-            state.fs.push_layer(store, &diff_id).map_err(|e| SolveError::at(file, &step.span, e.to_string()))?;
-            push_diff_id(&mut state.config, &diff_id);
-            if writes_history(step) {
-                push_history(&mut state.config, created, &step.created_by, false);
-            }
-            Ok(())
-        }
+        Op::Config(_) => Ok(None),
+        Op::Copy(op) => copy_step(store, plan, op, options, board, state).map(Some).map_err(|m| {
+            let what = if op.add { "ADD" } else { "COPY" };
+            SolveError::at(file, &step.span, format!("{what} failed: {m}"))
+        }),
         Op::Run(op) => {
             let snapshots = cx.snapshots.expect("snapshots are open when the plan has RUN steps");
             let run_cx = run::RunContext {
@@ -319,16 +420,42 @@ fn run_step(
                 progress: options.progress,
                 progress_id: cx.progress_id,
             };
-            let diff_id = run::run_step(&run_cx, state.fs.layers(), run_config, op)
-                .map_err(|m| SolveError::at(file, &step.span, m))?;
-            state.fs.push_layer(store, &diff_id).map_err(|e| SolveError::at(file, &step.span, e.to_string()))?;
-            push_diff_id(&mut state.config, &diff_id);
-            if writes_history(step) {
-                push_history(&mut state.config, created, &step.created_by, false);
-            }
-            Ok(())
+            run::run_step(&run_cx, state.fs.layers(), run_config, op)
+                .map(Some)
+                .map_err(|m| SolveError::at(file, &step.span, m))
         }
     }
+}
+
+/// Applies a step's result, made now or taken from the cache, to the stage.
+fn apply_step(
+    store: &Store,
+    file: &str,
+    step: &Step,
+    state: &mut StageResult,
+    run_config: &mut RunConfig,
+    layer: Option<&Digest>,
+    created: &str,
+) -> Result<(), SolveError> {
+    if let Op::Config(change) = &step.op {
+        if let ConfigChange::Maintainer(author) = change {
+            state.config["author"] = json!(author);
+        }
+        run_config.apply(change);
+    }
+    if let Some(diff_id) = layer {
+        state.fs.push_layer(store, diff_id).map_err(|e| SolveError::at(file, &step.span, e.to_string()))?;
+        push_diff_id(&mut state.config, diff_id);
+    }
+    if writes_history(step) {
+        push_history(&mut state.config, created, &step.created_by, layer.is_none());
+        state.config["created"] = json!(created);
+    }
+    Ok(())
+}
+
+fn now_timestamp() -> String {
+    created_timestamp(None)
 }
 
 /// Makes the layer of a COPY or ADD and returns its diffID.
@@ -369,9 +496,9 @@ impl StepReporter<'_> {
         self.progress.event(ProgressEvent::Started { id: self.id, name, at: SystemTime::now() });
     }
 
-    fn finish<T>(&self, result: Result<T, SolveError>) -> Result<T, SolveError> {
+    fn finish<T>(&self, result: Result<T, SolveError>, cached: bool) -> Result<T, SolveError> {
         let error = result.as_ref().err().map(|e| e.to_string());
-        self.progress.event(ProgressEvent::Finished { id: self.id, at: SystemTime::now(), cached: false, error });
+        self.progress.event(ProgressEvent::Finished { id: self.id, at: SystemTime::now(), cached, error });
         result
     }
 }
@@ -391,7 +518,7 @@ fn load_image(store: &Store, reference: &str) -> Result<StageResult, String> {
     })?;
     let image: Image = store.image(&id).map_err(|e| e.to_string())?;
     let fs = ImageFs::load(store, &image).map_err(|e| e.to_string())?;
-    Ok(StageResult { config: image.config_json(), fs })
+    Ok(StageResult { config: image.config_json(), fs, key: KeyBuilder::new("image").field(id.to_string()).finish() })
 }
 
 fn scratch_result(platform: &str) -> StageResult {
@@ -401,7 +528,7 @@ fn scratch_result(platform: &str) -> StageResult {
         "history": [],
     });
     set_platform(&mut config, platform);
-    StageResult { config, fs: ImageFs::empty() }
+    StageResult { config, fs: ImageFs::empty(), key: KeyBuilder::new("scratch").finish() }
 }
 
 fn set_platform(config: &mut Value, platform: &str) {

@@ -30,6 +30,10 @@ impl Store {
                 keep.extend(image.diff_ids().unwrap_or_default());
             }
         }
+        // Layers the build cache can reuse stay until `kiln builder prune` forgets their records.
+        for (_, record, _) in self.cache_records()? {
+            keep.extend(record.diff_id);
+        }
         Ok(keep)
     }
 

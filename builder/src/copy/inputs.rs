@@ -1,0 +1,107 @@
+//! What a COPY or ADD reads from the build context, found with the same selection rules as the
+//! copy itself (globs, directories, symlinks followed inside the context, `.dockerignore`), but
+//! without reading any content: the build cache hashes it, and only when its stat changed.
+
+use std::path::{Path, PathBuf};
+
+use super::sources::{self, ContextTree, NodeKind};
+use super::CopyError;
+use crate::context::dockerignore::IgnoreMatcher;
+use crate::plan::{CopyOp, CopySource};
+
+/// One object a step reads from the context.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContextInput {
+    /// Path relative to the context root as the step names it (before symlinks in it resolve).
+    pub named: Vec<u8>,
+    /// `f` file, `d` directory, `l` symlink, `c`/`b` device, `p` fifo, `o` other.
+    pub kind: char,
+    pub mode: u32,
+    /// Symlink target or device numbers; empty otherwise.
+    pub detail: Vec<u8>,
+    /// The host file to hash, for regular files.
+    pub host: Option<PathBuf>,
+}
+
+/// Every context object `op` would read. `--parents` and anything this cannot enumerate falls
+/// back to the whole (non-ignored) context, which is never wrong, only less precise.
+pub fn context_inputs(dir: &Path, ignore: &IgnoreMatcher, op: &CopyOp) -> Result<Vec<ContextInput>, CopyError> {
+    let tree = ContextTree { root: dir, ignore };
+    let mut inputs = Vec::new();
+    let no_skip = |_: &[u8], _: bool| false;
+    for source in &op.sources {
+        let CopySource::Path(pattern) = source else { continue };
+        let matches = if op.parents { Vec::new() } else { sources::expand(&tree, pattern)? };
+        if op.parents {
+            for (rel, node) in sources::walk(&tree, b"", &no_skip)? {
+                inputs.push(input(&tree, rel.clone(), &rel, &node.kind, node.mode));
+            }
+            continue;
+        }
+        for m in matches {
+            inputs.push(input(&tree, m.named.clone(), &m.resolved, &m.node.kind, m.node.mode));
+            if m.node.is_dir() {
+                for (rel, node) in sources::walk(&tree, &m.resolved, &no_skip)? {
+                    let named = sources::join(&m.named, &rel);
+                    let resolved = sources::join(&m.resolved, &rel);
+                    inputs.push(input(&tree, named, &resolved, &node.kind, node.mode));
+                }
+            }
+        }
+    }
+    inputs.sort_by(|a, b| a.named.cmp(&b.named));
+    inputs.dedup();
+    Ok(inputs)
+}
+
+fn input(tree: &ContextTree, named: Vec<u8>, resolved: &[u8], kind: &NodeKind, mode: u32) -> ContextInput {
+    let (kind, detail, host) = match kind {
+        NodeKind::File { .. } => ('f', Vec::new(), Some(tree.root.join(sources::display(resolved)))),
+        NodeKind::Dir => ('d', Vec::new(), None),
+        NodeKind::Symlink(target) => ('l', target.clone(), None),
+        NodeKind::Char(a, b) => ('c', format!("{a}:{b}").into_bytes(), None),
+        NodeKind::Block(a, b) => ('b', format!("{a}:{b}").into_bytes(), None),
+        NodeKind::Fifo => ('p', Vec::new(), None),
+        NodeKind::Other => ('o', Vec::new(), None),
+    };
+    ContextInput { named, kind, mode, detail, host }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::CopyFrom;
+
+    fn op(sources: &[&str]) -> CopyOp {
+        CopyOp {
+            add: false,
+            from: CopyFrom::Context,
+            sources: sources.iter().map(|s| CopySource::Path(s.to_string())).collect(),
+            dest: "/dst/".into(),
+            chown: None,
+            chmod: None,
+            link: false,
+            parents: false,
+            exclude: Vec::new(),
+            checksum: None,
+            keep_git_dir: false,
+            unpack: None,
+        }
+    }
+
+    #[test]
+    fn lists_only_what_the_copy_selects_and_not_ignored_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src/sub")).unwrap();
+        std::fs::write(dir.path().join("src/a.rs"), "a").unwrap();
+        std::fs::write(dir.path().join("src/sub/b.rs"), "b").unwrap();
+        std::fs::write(dir.path().join("src/skip.log"), "x").unwrap();
+        std::fs::write(dir.path().join("unrelated"), "u").unwrap();
+        let ignore = IgnoreMatcher::parse("**/*.log\n", ".dockerignore").unwrap();
+        let inputs = context_inputs(dir.path(), &ignore, &op(&["src"])).unwrap();
+        let names: Vec<String> = inputs.iter().map(|i| String::from_utf8(i.named.clone()).unwrap()).collect();
+        assert_eq!(names, ["src", "src/a.rs", "src/sub", "src/sub/b.rs"]);
+        assert!(inputs[1].host.as_ref().unwrap().ends_with("src/a.rs"));
+        assert!(context_inputs(dir.path(), &ignore, &op(&["missing"])).is_err());
+    }
+}
