@@ -322,9 +322,15 @@ fn step_key(
     run_config: &RunConfig,
 ) -> Result<Option<String>, String> {
     let options = cx.options;
+    // An ARG's value reaches the steps that use it (through their expanded words, or a RUN's
+    // build args), not the chain: as in BuildKit, a COPY after a changed ARG stays cached.
+    let op_text = match &step.op {
+        Op::Config(ConfigChange::Arg { name, .. }) => format!("ARG {name}"),
+        op => format!("{op:?}"),
+    };
     let mut key = KeyBuilder::new("step")
         .field(&state.key)
-        .field(format!("{:?}", step.op))
+        .field(op_text)
         .field(run_config.to_value().to_string())
         .field(&cx.stage.platform)
         .field(options.source_date_epoch.map(|e| e.to_string()).unwrap_or_default());
