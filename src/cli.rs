@@ -47,6 +47,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Manage the build cache
+    Builder {
+        #[command(subcommand)]
+        command: BuilderCommand,
+    },
     /// Manage the store
     System {
         #[command(subcommand)]
@@ -68,6 +73,28 @@ pub enum ImageCommand {
     History(HistoryArgs),
     /// Remove unused images
     Prune(PruneArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BuilderCommand {
+    /// Remove build cache
+    Prune(BuilderPruneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BuilderPruneArgs {
+    /// Remove all build cache, including layers images still use and RUN cache mounts
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Only cache older than this: until=DURATION (e.g. 24h, 30m, 90s)
+    #[arg(long = "filter")]
+    pub filters: Vec<String>,
+    /// Keep this much cache (e.g. 512MB, 2GB), removing the oldest first
+    #[arg(long = "keep-storage")]
+    pub keep_storage: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,6 +1,7 @@
 //! One file per command; `run` opens the store the command needs and dispatches.
 
 mod build;
+mod builder;
 mod history;
 mod images;
 mod import;
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use kiln_cas::{LockMode, Store};
 
-use crate::cli::{Cli, Command, ImageCommand, SystemCommand};
+use crate::cli::{BuilderCommand, Cli, Command, ImageCommand, SystemCommand};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let root = match cli.root {
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             history::run(&open(LockMode::Shared)?, args)
         }
         Command::Image { command: ImageCommand::Prune(args) } => prune::run(|| open(LockMode::Exclusive), args),
+        Command::Builder { command: BuilderCommand::Prune(args) } => builder::prune(|| open(LockMode::Exclusive), args),
         Command::System { command: SystemCommand::Df } => system::df(&open(LockMode::Shared)?),
         Command::System { command: SystemCommand::Fsck } => system::fsck(&open(LockMode::Shared)?),
     }

@@ -57,7 +57,7 @@ pub fn run(open_exclusive: impl FnOnce() -> Result<Store>, args: PruneArgs) -> R
 
 /// Unpacked layers (snapshots) that no remaining image needs; containers hold leases on theirs
 /// while running, and a stopped container keeps its image, so its layers stay too.
-fn remove_unused_snapshots(store: &Store) -> Result<u64> {
+pub(super) fn remove_unused_snapshots(store: &Store) -> Result<u64> {
     if !store.root().join("snapshots").exists() {
         return Ok(0);
     }

@@ -30,6 +30,7 @@ pub fn df(store: &Store) -> Result<ExitCode> {
     let percent = (reclaimable * 100).checked_div(total).unwrap_or(0);
     let active_images = index.images.keys().filter(|id| in_use.contains(id)).count();
     let containers = store.images_used_by_containers()?.len();
+    let cache = super::builder::usage(store)?;
     print_table(
         &["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
         &[
@@ -42,7 +43,13 @@ pub fn df(store: &Store) -> Result<ExitCode> {
             ],
             vec!["Containers".into(), containers.to_string(), "0".into(), "0B".into(), "0B".into()],
             vec!["Local Volumes".into(), "0".into(), "0".into(), "0B".into(), "0B".into()],
-            vec!["Build Cache".into(), "0".into(), "0".into(), "0B".into(), "0B".into()],
+            vec![
+                "Build Cache".into(),
+                cache.records.to_string(),
+                cache.active.to_string(),
+                human_size(cache.bytes),
+                human_size(cache.bytes),
+            ],
         ],
     );
     Ok(ExitCode::SUCCESS)

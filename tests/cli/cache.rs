@@ -164,3 +164,29 @@ fn is_root() -> bool {
     }
     root
 }
+
+#[test]
+fn builder_prune_forgets_the_cache_and_df_shows_it() {
+    if !is_root() {
+        return;
+    }
+    let t = cache_test();
+    t.build(&[]);
+    t.k.ok(&["rmi", "cached:1"]);
+    let df = t.k.ok(&["system", "df"]);
+    let line = df.lines().find(|l| l.starts_with("Build Cache")).unwrap().to_string();
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_ne!(cells[2], "0", "records are counted: {df}");
+    assert_ne!(cells[4], "0B", "the cache holds the removed image's layers: {df}");
+    // The cache keeps the layers alive: a rebuild after rmi is all hits.
+    let (_, cached) = t.build(&[]);
+    assert_eq!(cached, ["ARG", "COPY", "RUN", "ENV"]);
+    t.k.ok(&["rmi", "cached:1"]);
+    let out = t.k.ok(&["builder", "prune", "-f"]);
+    assert!(out.contains("Deleted build cache objects:") && out.contains("Total reclaimed space:"), "{out}");
+    let (_, cached) = t.build(&[]);
+    assert!(!cached.contains(&"COPY".to_string()), "pruned cache cannot hit: {cached:?}");
+    t.k.ok(&["builder", "prune", "-a", "-f"]);
+    t.k.assert_fsck_clean();
+    assert!(t.k.fails(&["builder", "prune", "-f", "--filter", "colour=red"]).contains("invalid filter"));
+}
