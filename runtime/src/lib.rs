@@ -1,6 +1,7 @@
 //! Container runtime: overlay snapshots and namespaced processes (issue 4). See README.md.
 //!
-//! So far: [`snapshot`], the per-layer snapshot directories and the layer applier that fills them.
+//! So far: [`snapshot`], the per-layer snapshot directories and the layer applier that fills them;
+//! [`container`], the executor that runs a process in namespaces over an overlay of snapshots.
 
 pub mod container;
 pub mod snapshot;

@@ -94,6 +94,16 @@ impl Fx {
         Fx { _dir: dir, base, lower, upper, work }
     }
 
+    /// Fresh upper and work dirs over the same lower (the caller replaces `_dir`).
+    fn new_dirs(other: &Fx) -> Fx {
+        let dir = tempfile::Builder::new().prefix("kiln-ctr-").tempdir().unwrap();
+        let base = dir.path().to_path_buf();
+        let (upper, work) = (base.join("upper"), base.join("work"));
+        fs::create_dir(&upper).unwrap();
+        fs::create_dir(&work).unwrap();
+        Fx { _dir: dir, base, lower: other.lower.clone(), upper, work }
+    }
+
     fn spec(&self, argv: &[&str]) -> ContainerSpec {
         ContainerSpec {
             lower_dirs: vec![self.lower.clone()],
@@ -343,7 +353,8 @@ fn hostname_and_etc_files() {
     require_root!();
     let _g = shared();
     let fx = Fx::new(true);
-    let out = run_ok(sh(&fx, "hostname; cat /etc/hostname /etc/hosts /etc/resolv.conf; echo x > /etc/hosts || echo ro"));
+    let out =
+        run_ok(sh(&fx, "hostname; cat /etc/hostname /etc/hosts /etc/resolv.conf; echo x > /etc/hosts || echo ro"));
     assert_eq!(out.lines().next().unwrap(), "kiln-test");
     assert!(out.contains("kiln-test\n127.0.0.1\tlocalhost\n::1\tlocalhost\nnameserver 192.0.2.53\n"), "{out}");
     assert!(out.ends_with("ro\n"), "{out}");
@@ -355,7 +366,8 @@ fn docker_default_capabilities() {
     require_root!();
     let _g = shared();
     let fx = Fx::new(true);
-    let out = run_ok(sh(&fx, "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status; grep NoNewPrivs /proc/self/status"));
+    let out =
+        run_ok(sh(&fx, "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status; grep NoNewPrivs /proc/self/status"));
     let want = "CapInh:\t0000000000000000\nCapPrm:\t00000000a80425fb\nCapEff:\t00000000a80425fb\n\
                 CapBnd:\t00000000a80425fb\nCapAmb:\t0000000000000000\nNoNewPrivs:\t0\n";
     assert_eq!(out, want);
@@ -500,7 +512,9 @@ fn signal_self(sig: libc::c_int) {
 }
 
 /// Runs `spec` on a thread, returning the output lines as they arrive and the result.
-fn run_async(mut spec: ContainerSpec) -> (mpsc::Receiver<String>, std::thread::JoinHandle<Result<RunResult, ContainerError>>) {
+fn run_async(
+    mut spec: ContainerSpec,
+) -> (mpsc::Receiver<String>, std::thread::JoinHandle<Result<RunResult, ContainerError>>) {
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
     spec.output = Some(Box::new(move |data: &[u8]| {
@@ -593,4 +607,49 @@ fn the_container_dies_with_kiln() {
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut fs::File::from(r), &mut rest).unwrap();
     assert!(!String::from_utf8_lossy(&rest).contains("unreachable"));
+}
+
+#[test]
+fn overhead_per_container() {
+    require_root!();
+    let _g = exclusive();
+    let fx = Fx::new(true);
+    let n = 10;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let fx = Fx::new_dirs(&fx);
+        let mut spec = fx.spec(&["true"]);
+        if std::env::var_os("KILN_TEST_HOSTNET").is_some() {
+            spec.network = Network::Host;
+        }
+        run_ok(spec);
+    }
+    let per = start.elapsed() / n;
+    eprintln!("container `true`: {per:?} per run");
+    assert!(per < Duration::from_millis(500), "{per:?}");
+}
+
+/// RT-03: a rootfs whose runtime mount targets are symlinks pointing at host paths, escaping
+/// relative paths, or other files of the image. Everything lands inside the root.
+#[test]
+fn hostile_rootfs_layout_is_contained() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let outside = fx.base.join("outside");
+    fs::create_dir(&outside).unwrap();
+    let host_shadow = fs::read("/etc/shadow").ok();
+    std::os::unix::fs::symlink(&outside, fx.lower.join("dev")).unwrap();
+    std::os::unix::fs::symlink("../../../../proc-elsewhere", fx.lower.join("proc")).unwrap();
+    fs::write(fx.lower.join("etc/shadow"), "image secret\n").unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", fx.lower.join("etc/resolv.conf")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/attr/current", fx.lower.join("etc/hosts")).unwrap();
+    let out = run_ok(sh(&fx, "cat /etc/shadow; ls -d /proc-elsewhere/1; echo ok > /dev/null && readlink /dev"));
+    assert_eq!(out, format!("nameserver 192.0.2.53\n/proc-elsewhere/1\n{}\n", outside.display()));
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    assert_eq!(fs::read("/etc/shadow").ok(), host_shadow);
+    assert_eq!(fs::read_to_string(fx.lower.join("etc/shadow")).unwrap(), "image secret\n");
+    assert!(!fs::read_to_string("/proc/self/mountinfo").unwrap().contains(outside.to_str().unwrap()));
+    // Every mount point created inside the root for these was removed again.
+    assert_eq!(fx.upper_entries(), Vec::<String>::new());
 }

@@ -208,13 +208,27 @@ fn close_fds_except(keep: &[RawFd]) {
     unsafe { libc::syscall(libc::SYS_close_range, from, libc::c_uint::MAX, 0) };
 }
 
+/// The kernel's `struct sigaction` for `rt_sigaction` (x86-64 and aarch64 layout).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Every signal back to its default action, through the raw syscall so that glibc's reserved
+/// signals (32, 33), which its wrapper refuses, are reset too.
 fn reset_signal_dispositions() {
-    for sig in 1..=libc::SIGRTMAX() {
+    let dfl = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+    for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: installing the default disposition; errors (glibc's reserved signals) ignored.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
+        // SAFETY: a valid kernel sigaction with an 8-byte mask; errors are ignored.
+        unsafe {
+            libc::syscall(libc::SYS_rt_sigaction, sig, &dfl as *const KernelSigaction, std::ptr::null::<u8>(), 8)
+        };
     }
 }
 
@@ -261,7 +275,9 @@ pub(crate) fn monitor(cfg: &ChildConfig) -> ! {
     if unsafe { libc::unshare(flags) } != 0 {
         fail("creating namespaces", last_errno());
     }
-    // `init` watches this pipe to tell whether the monitor died before its PDEATHSIG was set.
+    // `init` waits on this pipe for the monitor to have reported its pid (so that kiln can
+    // forward signals before the container's process runs), and sees EOF if the monitor died
+    // before `init`'s PDEATHSIG was set.
     let (life_r, life_w) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => fail("creating a pipe", e as i32),
@@ -280,6 +296,8 @@ pub(crate) fn monitor(cfg: &ChildConfig) -> ! {
     // Nothing of the host's tree is kept by the monitor (it never enters the container's pid ns).
     let _ = nix::unistd::chdir("/");
     send(cfg.status_w, &Msg::Pid(pid));
+    // SAFETY: writing one byte from a valid buffer.
+    unsafe { libc::write(life_w.as_raw_fd(), b"g".as_ptr().cast(), 1) };
     let mut status = 0;
     loop {
         // SAFETY: status is a valid out pointer.
@@ -299,16 +317,26 @@ pub(crate) fn monitor(cfg: &ChildConfig) -> ! {
 
 fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
     set_pdeathsig();
-    let mut pfd = libc::pollfd { fd: life_r.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd.
-    if unsafe { libc::poll(&mut pfd, 1, 0) } != 0 {
-        // The monitor is gone (its end of the pipe closed): so is kiln, most likely.
+    let mut go = [0u8; 1];
+    loop {
+        // SAFETY: reading one byte into a valid buffer.
+        let n = unsafe { libc::read(life_r.as_raw_fd(), go.as_mut_ptr().cast(), 1) };
+        if n == 1 {
+            break;
+        }
+        if n < 0 && last_errno() == libc::EINTR {
+            continue;
+        }
+        // EOF: the monitor is gone (and kiln, most likely).
         exit(1);
     }
     drop(life_r);
     let status_w = cfg.status_w;
     let setup_fail = |step: &str, err: io::Error| -> ! {
-        send(status_w, &Msg::Setup { step: step.to_string(), errno: err.raw_os_error().unwrap_or(0), message: err.to_string() });
+        send(
+            status_w,
+            &Msg::Setup { step: step.to_string(), errno: err.raw_os_error().unwrap_or(0), message: err.to_string() },
+        );
         exit(125)
     };
     // SAFETY: plain syscalls.
@@ -338,7 +366,11 @@ fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
     drop(sys);
 
     // From here on the process is inside the container's root: "/" is the overlay.
-    let root = match nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+    let root = match nix::fcntl::open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
         Ok(fd) => fd,
         Err(e) => setup_fail("opening the new root", errno_io(e)),
     };
@@ -482,7 +514,9 @@ fn setup_stdio(cfg: &ChildConfig, root: BorrowedFd<'_>, user: &ExecUser) -> io::
         }
         // The slave, opened through the master itself: no path lookup that could be raced.
         // SAFETY: TIOCGPTPEER returns a new descriptor or -1.
-        let slave = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+        let slave = unsafe {
+            libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
+        };
         if slave < 0 {
             return Err(io::Error::last_os_error());
         }

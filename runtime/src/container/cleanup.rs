@@ -144,7 +144,9 @@ pub(crate) fn remove_mount_points(upper: &Path, lowers: &[PathBuf], created: &[C
         let Some(parent) = open_parent(root.as_fd(), &comps) else { continue };
         let name = OsStr::new(comps[comps.len() - 1]);
         let Ok(st) = fstatat(&parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) else { continue };
-        if !is_dir(&st) || !is_empty_dir(parent.as_fd(), name) || has_xattr(parent.as_fd(), name, c"trusted.overlay.opaque")
+        if !is_dir(&st)
+            || !is_empty_dir(parent.as_fd(), name)
+            || has_xattr(parent.as_fd(), name, c"trusted.overlay.opaque")
         {
             continue;
         }

@@ -12,8 +12,8 @@
 //! - mount points the runtime had to create are removed from the upper dir afterwards
 //!   (`cleanup.rs`), so the upper dir holds exactly what the process changed.
 //!
-//! Not done here (see the crate README): cgroups (so no OOM detection, no resource limits),
-//! seccomp, AppArmor/SELinux, user namespaces (rootless).
+//! Not done yet: cgroups (so no OOM detection and no resource limits), seccomp, AppArmor/SELinux,
+//! user namespaces (rootless).
 
 mod child;
 mod cleanup;
@@ -155,7 +155,10 @@ fn setup_err(step: &str) -> impl FnOnce(nix::errno::Errno) -> ContainerError + '
 fn cstrings(items: &[String], what: &str) -> Result<Vec<CString>, ContainerError> {
     items
         .iter()
-        .map(|s| CString::new(s.as_bytes()).map_err(|_| ContainerError::InvalidSpec(format!("{what} {s:?} contains a NUL byte"))))
+        .map(|s| {
+            CString::new(s.as_bytes())
+                .map_err(|_| ContainerError::InvalidSpec(format!("{what} {s:?} contains a NUL byte")))
+        })
         .collect()
 }
 
@@ -236,7 +239,10 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     // SAFETY: glibc's fork; the child only runs `child::monitor`, which never returns.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        child::monitor(&cfg);
+        // A panic must never unwind out of the child into kiln's code.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child::monitor(&cfg)));
+        // SAFETY: leaving the forked child without running kiln's exit path.
+        unsafe { libc::_exit(125) };
     }
     let fork_err = io::Error::last_os_error();
     relay::restore_signal_mask(&old_mask);
@@ -274,15 +280,20 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     if let Some(err) = report.error {
         return Err(err);
     }
-    cleanup.map_err(|source| ContainerError::Setup { step: "removing mount points from the upper dir".into(), source })?;
+    cleanup
+        .map_err(|source| ContainerError::Setup { step: "removing mount points from the upper dir".into(), source })?;
     match report.exit {
-        Some(status) if libc::WIFEXITED(status) => Ok(RunResult { outcome: ExitOutcome::Exited(libc::WEXITSTATUS(status)) }),
+        Some(status) if libc::WIFEXITED(status) => {
+            Ok(RunResult { outcome: ExitOutcome::Exited(libc::WEXITSTATUS(status)) })
+        }
         Some(status) if libc::WIFSIGNALED(status) => {
             Ok(RunResult { outcome: ExitOutcome::Signaled(libc::WTERMSIG(status)) })
         }
         _ => Err(ContainerError::Setup {
             step: "monitoring the container".into(),
-            source: io::Error::other(format!("the monitor process ended without a status (wait status {monitor_status:#x})")),
+            source: io::Error::other(format!(
+                "the monitor process ended without a status (wait status {monitor_status:#x})"
+            )),
         }),
     }
 }

@@ -52,7 +52,8 @@ impl std::ops::BitOr for Attrs {
 
 impl fmt::Debug for Attrs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names = [(Attrs::RDONLY, "ro"), (Attrs::NOSUID, "nosuid"), (Attrs::NODEV, "nodev"), (Attrs::NOEXEC, "noexec")];
+        let names =
+            [(Attrs::RDONLY, "ro"), (Attrs::NOSUID, "nosuid"), (Attrs::NODEV, "nodev"), (Attrs::NOEXEC, "noexec")];
         let set: Vec<&str> = names.iter().filter(|(a, _)| self.contains(*a)).map(|(_, n)| *n).collect();
         if set.is_empty() {
             f.write_str("rw")
@@ -229,15 +230,12 @@ pub fn mount_plan(spec: &ContainerSpec) -> Result<Vec<MountOp>, ContainerError> 
     let nosuid_noexec_nodev = Attrs::NOSUID | Attrs::NOEXEC | Attrs::NODEV;
     let mut plan = vec![
         MountOp::PrivatizeRoot,
-        MountOp::RootFs {
-            lowers: spec.lower_dirs.clone(),
-            upper: spec.upper_dir.clone(),
-            work: spec.work_dir.clone(),
-        },
+        MountOp::RootFs { lowers: spec.lower_dirs.clone(), upper: spec.upper_dir.clone(), work: spec.work_dir.clone() },
         // /dev: as Docker sets it up (nosuid, mode 755, 64 MiB), with the device nodes made fresh.
         mount(fs("tmpfs", &[("mode", "755"), ("size", "65536k")]), "/dev", Attrs::NOSUID | Attrs::NOEXEC, Create::Dir),
     ];
-    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
+    for (name, major, minor) in
+        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
     {
         plan.push(MountOp::CharDevice { path: format!("/dev/{name}"), major, minor, mode: 0o666 });
     }
@@ -247,7 +245,12 @@ pub fn mount_plan(spec: &ContainerSpec) -> Result<Vec<MountOp>, ContainerError> 
         Attrs::NOSUID | Attrs::NOEXEC,
         Create::Dir,
     ));
-    plan.push(mount(fs("tmpfs", &[("mode", "1777"), ("size", "65536k")]), "/dev/shm", nosuid_noexec_nodev, Create::Dir));
+    plan.push(mount(
+        fs("tmpfs", &[("mode", "1777"), ("size", "65536k")]),
+        "/dev/shm",
+        nosuid_noexec_nodev,
+        Create::Dir,
+    ));
     plan.push(mount(fs("mqueue", &[]), "/dev/mqueue", nosuid_noexec_nodev, Create::Dir));
     for (path, link) in [
         ("/dev/ptmx", "pts/ptmx"),
@@ -263,7 +266,9 @@ pub fn mount_plan(spec: &ContainerSpec) -> Result<Vec<MountOp>, ContainerError> 
     let files_attrs = Attrs::RDONLY | nosuid_noexec_nodev;
     let mut hostname = spec.hostname.clone().into_bytes();
     hostname.push(b'\n');
-    for (name, data) in [("hosts", spec.hosts.clone()), ("resolv.conf", spec.resolv_conf.clone()), ("hostname", hostname)] {
+    for (name, data) in
+        [("hosts", spec.hosts.clone()), ("resolv.conf", spec.resolv_conf.clone()), ("hostname", hostname)]
+    {
         plan.push(mount(Source::Contents { name, data }, &format!("/etc/{name}"), files_attrs, Create::File));
     }
 
@@ -350,8 +355,10 @@ pub(crate) mod fake {
             }
             let what = match source {
                 Source::Fs { fstype, options } => {
-                    let opts: Vec<String> =
-                        options.iter().map(|(k, v)| if v.is_empty() { k.to_string() } else { format!("{k}={v}") }).collect();
+                    let opts: Vec<String> = options
+                        .iter()
+                        .map(|(k, v)| if v.is_empty() { k.to_string() } else { format!("{k}={v}") })
+                        .collect();
                     format!("{fstype}({})", opts.join(","))
                 }
                 Source::Host(p) => format!("bind {}", p.display()),

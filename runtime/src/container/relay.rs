@@ -248,7 +248,8 @@ pub(crate) struct Report {
 fn to_error(msg: Msg, user: &str) -> Option<ContainerError> {
     Some(match msg {
         Msg::Setup { step, errno, message } => {
-            let source = if errno != 0 && (message.is_empty() || message == io::Error::from_raw_os_error(errno).to_string())
+            let source = if errno != 0
+                && (message.is_empty() || message == io::Error::from_raw_os_error(errno).to_string())
             {
                 io::Error::from_raw_os_error(errno)
             } else {
@@ -400,7 +401,8 @@ pub(crate) fn relay(mut io_: RelayIo<'_>) -> Result<Report, ContainerError> {
                 Err(_) => stdin_open = false,
             }
         }
-        // Without a pty whose slave ends will close, the status pipe's end is the container's.
+        // The monitor ended without reporting an exit (it was killed): init died with it, so stop
+        // waiting for the pty to report EIO.
         if status.is_none() && pty_sock.is_none() && master.is_some() && report.exit.is_none() {
             master = None;
         }

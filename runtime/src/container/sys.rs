@@ -97,7 +97,14 @@ pub(crate) fn fs_mount(fstype: &str, options: &[(&str, String)], attrs: Attrs) -
     }
     // SAFETY: FSCONFIG_CMD_CREATE takes no key or value.
     let res = unsafe {
-        libc::syscall(libc::SYS_fsconfig, fsfd.as_raw_fd(), FSCONFIG_CMD_CREATE, std::ptr::null::<u8>(), std::ptr::null::<u8>(), 0)
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fsfd.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+            0,
+        )
     };
     check(res).map_err(|e| with_context(e, fsfd.as_fd(), &format!("creating {fstype}")))?;
     // SAFETY: plain syscall on a descriptor we own.
@@ -108,7 +115,16 @@ fn fs_config(fsfd: BorrowedFd<'_>, key: &str, value: &str) -> io::Result<()> {
     let k = cstr(key.as_bytes())?;
     let res = if value.is_empty() {
         // SAFETY: k is NUL-terminated; a flag has no value.
-        unsafe { libc::syscall(libc::SYS_fsconfig, fsfd.as_raw_fd(), FSCONFIG_SET_FLAG, k.as_ptr(), std::ptr::null::<u8>(), 0) }
+        unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fsfd.as_raw_fd(),
+                FSCONFIG_SET_FLAG,
+                k.as_ptr(),
+                std::ptr::null::<u8>(),
+                0,
+            )
+        }
     } else {
         let v = cstr(value.as_bytes())?;
         // SAFETY: k and v are NUL-terminated.
@@ -366,7 +382,11 @@ impl Syscall for RealSys {
     }
 
     fn mount_rootfs(&mut self, lowers: &[PathBuf], upper: &Path, work: &Path) -> io::Result<()> {
-        let staging = fs_mount("tmpfs", &[("mode", "0700".to_string()), ("size", "4m".to_string())], Attrs::NOSUID | Attrs::NODEV)?;
+        let staging = fs_mount(
+            "tmpfs",
+            &[("mode", "0700".to_string()), ("size", "4m".to_string())],
+            Attrs::NOSUID | Attrs::NODEV,
+        )?;
         mkdirat(&staging, "root", Mode::from_bits_truncate(0o755)).map_err(errno_io)?;
         mkdirat(&staging, "empty", Mode::from_bits_truncate(0o755)).map_err(errno_io)?;
         let fsfd = {
@@ -398,13 +418,21 @@ impl Syscall for RealSys {
         }
         // SAFETY: FSCONFIG_CMD_CREATE takes no key or value.
         let res = unsafe {
-            libc::syscall(libc::SYS_fsconfig, fsfd.as_raw_fd(), FSCONFIG_CMD_CREATE, std::ptr::null::<u8>(), std::ptr::null::<u8>(), 0)
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fsfd.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<u8>(),
+                std::ptr::null::<u8>(),
+                0,
+            )
         };
         check(res).map_err(|e| with_context(e, fsfd.as_fd(), "creating overlay"))?;
         // SAFETY: plain syscall on a descriptor we own.
         let ovl = owned(unsafe { libc::syscall(libc::SYS_fsmount, fsfd.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })?;
         move_mount(ovl.as_fd(), staging.as_fd(), Some(OsStr::new("root")))?;
-        let root = openat(&ovl, ".", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(errno_io)?;
+        let root = openat(&ovl, ".", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(errno_io)?;
         self.staging = Some(staging);
         self.root = Some(root);
         Ok(())

@@ -67,7 +67,8 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
             return None;
         }
         let gid = parse_id(f[2], "gid").ok().flatten()?;
-        let members = f.get(3).map(|m| m.split(',').map(str::trim).filter(|m| !m.is_empty()).collect()).unwrap_or_default();
+        let members =
+            f.get(3).map(|m| m.split(',').map(str::trim).filter(|m| !m.is_empty()).collect()).unwrap_or_default();
         Some(GroupEntry { name: f[0], gid, members })
     })
 }
@@ -154,7 +155,10 @@ mod tests {
         let u = r("").unwrap();
         assert_eq!((u.uid, u.gid, u.groups.clone()), (0, 0, vec![0, 10]));
         let u = r("app").unwrap();
-        assert_eq!((u.uid, u.gid, u.groups.clone(), u.home.as_deref()), (1000, 1000, vec![1000, 50, 10], Some("/home/app")));
+        assert_eq!(
+            (u.uid, u.gid, u.groups.clone(), u.home.as_deref()),
+            (1000, 1000, vec![1000, 50, 10], Some("/home/app"))
+        );
         let u = r("1000").unwrap();
         assert_eq!((u.uid, u.gid, u.groups), (1000, 1000, vec![1000, 50, 10]));
         let u = r("app:staff").unwrap();
