@@ -142,6 +142,12 @@ pub struct BuildArgs {
     /// Do not use the build cache
     #[arg(long)]
     pub no_cache: bool,
+    /// Import build cache before building: type=local,src=DIR
+    #[arg(long = "cache-from")]
+    pub cache_from: Vec<String>,
+    /// Export the build cache after building: type=local,dest=DIR
+    #[arg(long = "cache-to")]
+    pub cache_to: Vec<String>,
     /// Do not use the build cache for these stages
     #[arg(long = "no-cache-filter", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,

@@ -190,3 +190,54 @@ fn builder_prune_forgets_the_cache_and_df_shows_it() {
     t.k.assert_fsck_clean();
     assert!(t.k.fails(&["builder", "prune", "-f", "--filter", "colour=red"]).contains("invalid filter"));
 }
+
+#[test]
+fn cache_exported_to_a_directory_makes_a_fresh_store_hit_everything() {
+    if !is_root() {
+        return;
+    }
+    let t = cache_test();
+    t.write(
+        "Dockerfile",
+        "FROM busybox\nCOPY src /app/src\nRUN --mount=type=cache,target=/var/cache/app echo fetched >> /var/cache/app/log\nRUN cat /app/src/* > /all\n",
+    );
+    let dir = t.k.path("ci-cache");
+    let to = format!("type=local,dest={}", dir.display());
+    let (first, _) = t.build(&["--cache-to", &to]);
+    assert!(dir.join("kiln-cache.json").exists());
+    // A fresh store (a new CI machine) restores the directory and gets every step from it.
+    let fresh = CacheTest::new();
+    for entry in std::fs::read_dir(t.k.path("ctx")).unwrap() {
+        let entry = entry.unwrap();
+        let target = fresh.k.path("ctx").join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            for f in std::fs::read_dir(entry.path()).unwrap() {
+                let f = f.unwrap();
+                std::fs::copy(f.path(), target.join(f.file_name())).unwrap();
+            }
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+    let from = format!("type=local,src={}", dir.display());
+    let (again, cached) = fresh.build(&["--cache-from", &from]);
+    assert_eq!(cached, ["COPY", "RUN", "RUN"], "every step is a hit");
+    assert_eq!(again, first, "and the image is the same");
+    // The cache mount's contents came along too.
+    let log =
+        std::fs::read_dir(fresh.k.root().join("cache-mounts")).unwrap().next().unwrap().unwrap().path().join("log");
+    assert_eq!(std::fs::read_to_string(log).unwrap(), "fetched\n");
+    // Exporting again writes no layer twice.
+    let out = t.k.run(&[
+        "build",
+        "--progress",
+        "plain",
+        "--cache-to",
+        &to,
+        "-t",
+        "cached:1",
+        t.k.path("ctx").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 new layers"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -4,6 +4,7 @@
 //! (context files by path, type, mode, link target and content, never mtime; a source stage's key;
 //! a source image's ID). The store keeps what each key produced (`kiln_cas::store::StepRecord`).
 
+pub mod local;
 pub mod stat;
 
 use std::path::Path;

@@ -54,6 +54,8 @@ pub struct SolveOptions<'a> {
 pub struct BuildOutput {
     pub image_id: Digest,
     pub config: Vec<u8>,
+    /// Cache keys of every step the build ran or reused, for `--cache-to`.
+    pub cache_keys: Vec<String>,
 }
 
 /// A build failure, located at a Dockerfile line when it came from one.
@@ -121,6 +123,8 @@ pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
     let snapshots = snapshots.as_ref();
     let stat = StatCache::load(store.root());
     let stat = &stat;
+    let used_keys: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let used = &used_keys;
     let created = created_timestamp(options.source_date_epoch);
     let board = Board { results: Mutex::new(vec![None; plan.stages.len()]), changed: Condvar::new() };
     let ids = StepIds::default();
@@ -130,7 +134,7 @@ pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
             let ids = &ids;
             let created = created.as_str();
             scope.spawn(move || {
-                let result = run_stage(store, snapshots, stat, plan, stage, options, board, ids, created);
+                let result = run_stage(store, snapshots, stat, used, plan, stage, options, board, ids, created);
                 board.publish(position, result.map(Arc::new).map_err(Arc::new));
             });
         }
@@ -156,7 +160,10 @@ pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
     }
     let bytes = serde_json::to_vec(&config).map_err(|e| SolveError::plain(format!("serialising image config: {e}")))?;
     let image_id = store.put_bytes(&bytes).map_err(|e| SolveError::plain(format!("storing image config: {e}")))?;
-    Ok(BuildOutput { image_id, config: bytes })
+    let mut cache_keys = std::mem::take(&mut *used_keys.lock().unwrap_or_else(|p| p.into_inner()));
+    cache_keys.sort();
+    cache_keys.dedup();
+    Ok(BuildOutput { image_id, config: bytes, cache_keys })
 }
 
 fn plan_runs_containers(plan: &BuildPlan) -> bool {
@@ -216,6 +223,7 @@ fn run_stage(
     store: &Store,
     snapshots: Option<&Snapshots>,
     stat: &StatCache,
+    used_keys: &Mutex<Vec<String>>,
     plan: &BuildPlan,
     stage: &Stage,
     options: &SolveOptions,
@@ -292,6 +300,9 @@ fn run_stage(
             apply_step(store, file, step, &mut state, &mut run_config, layer.as_ref(), &made)
         });
         reporter.finish(applied, hit)?;
+        if let Some(key) = &key {
+            used_keys.lock().unwrap_or_else(|p| p.into_inner()).push(key.clone());
+        }
         // A step that cannot be cached (ADD of a URL without --checksum) makes every later key
         // unique too.
         state.key =
