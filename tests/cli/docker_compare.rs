@@ -3,7 +3,14 @@
 //! Dockerfile names the base image `@BASE@`, which the test replaces with a tag unique to this run
 //! (the busybox rootfs imported into both docker and a fresh kiln store). Both images are saved as
 //! docker-archives and compared: the final file system (layers applied in order, whiteouts honoured,
-//! mtimes ignored), the image config and the history.
+//! mtimes ignored), the image config and the history; for the RUN cases also what each layer
+//! changes. Both tools build with `--network none` and the case's `--secret`s.
+//!
+//! Facts about dockerd 20.10 (BuildKit, built-in dockerfile frontend 1.2) the RUN cases rely on:
+//! `RUN --mount` (cache, tmpfs, bind, secret) is accepted, with `docker build --secret id=,src=`;
+//! `RUN --network` ("Unknown flag: network") and heredocs are not, so those cases give docker a
+//! flagless `Dockerfile.docker`. A RUN that changes nothing still makes a layer (the empty 1024-byte
+//! tar, diffID sha256:5f70bf18…, history without `empty_layer`), and kiln does the same.
 //!
 //! Needs a running dockerd (`/usr/bin/docker info` must succeed); skips with a message otherwise.
 
@@ -34,25 +41,94 @@ struct Case {
     /// one would be pulled from Docker Hub): docker builds this Dockerfile of the case instead, which
     /// writes the same files without that syntax. History is then not compared.
     docker_file: Option<&'static str>,
+    /// `--secret id=ID,src=FILE` for both tools: (ID, content), written to a file outside the context.
+    secrets: &'static [(&'static str, &'static str)],
+    /// Also compare what each layer changes (`layer[i] /path` lines, see `layer_change_lines`):
+    /// for RUN, where the layer is whatever the command left behind.
+    layer_changes: bool,
 }
 
 const CASES: &[Case] = &[
     // file to file, file to dir/, directory contents, globs, several sources, WORKDIR-relative dests
-    Case { name: "copy-forms", target: None, build_args: &[], prepare: Some(prepare_copy_forms), docker_file: None },
+    Case {
+        name: "copy-forms",
+        target: None,
+        build_args: &[],
+        prepare: Some(prepare_copy_forms),
+        docker_file: None,
+        secrets: &[],
+        layer_changes: false,
+    },
     // symlinks, hard links, empty dirs and files, odd names, long paths, setuid, symlinked destinations
-    Case { name: "copy-edge", target: None, build_args: &[], prepare: Some(prepare_copy_edge), docker_file: None },
+    Case {
+        name: "copy-edge",
+        target: None,
+        build_args: &[],
+        prepare: Some(prepare_copy_edge),
+        docker_file: None,
+        secrets: &[],
+        layer_changes: false,
+    },
     // --chown by name, by number, user only; --chmod in octal; both together
-    Case { name: "chown-chmod", target: None, build_args: &[], prepare: Some(prepare_chown_chmod), docker_file: None },
+    Case {
+        name: "chown-chmod",
+        target: None,
+        build_args: &[],
+        prepare: Some(prepare_chown_chmod),
+        docker_file: None,
+        secrets: &[],
+        layer_changes: false,
+    },
     // .dockerignore with `!` exceptions, `**`, directory patterns
-    Case { name: "dockerignore", target: None, build_args: &[], prepare: None, docker_file: None },
+    Case {
+        name: "dockerignore",
+        target: None,
+        build_args: &[],
+        prepare: None,
+        docker_file: None,
+        secrets: &[],
+        layer_changes: false,
+    },
     // COPY --from by stage name, by index and an image; an unused stage
-    Case { name: "multistage", target: None, build_args: &[], prepare: None, docker_file: None },
+    Case {
+        name: "multistage",
+        target: None,
+        build_args: &[],
+        prepare: None,
+        docker_file: None,
+        secrets: &[],
+        layer_changes: false,
+    },
     // --target stops at a middle stage
-    Case { name: "target", target: Some("middle"), build_args: &[], prepare: None, docker_file: None },
+    Case {
+        name: "target",
+        target: Some("middle"),
+        build_args: &[],
+        prepare: None,
+        docker_file: None,
+        secrets: &[],
+        layer_changes: false,
+    },
     // FROM scratch
-    Case { name: "scratch", target: None, build_args: &[], prepare: None, docker_file: None },
+    Case {
+        name: "scratch",
+        target: None,
+        build_args: &[],
+        prepare: None,
+        docker_file: None,
+        secrets: &[],
+        layer_changes: false,
+    },
     // every metadata instruction, ARG defaults and --build-arg, ENV both forms, MAINTAINER
-    Case { name: "metadata", target: None, build_args: &["OTHER=given", "UNUSED=x"], prepare: None, docker_file: None },
+    Case {
+        name: "metadata",
+        target: None,
+        build_args: &["OTHER=given", "UNUSED=x"],
+        prepare: None,
+        docker_file: None,
+        secrets: &[],
+        layer_changes: false,
+    },
     // what a stage inherits from its parent stage: ENTRYPOINT resets CMD, HEALTHCHECK NONE, ONBUILD,
     // global ARGs, EXPOSE ranges, ENV referring to ENV
     Case {
@@ -61,6 +137,8 @@ const CASES: &[Case] = &[
         build_args: &["OVERRIDDEN=/from-build-arg"],
         prepare: None,
         docker_file: None,
+        secrets: &[],
+        layer_changes: false,
     },
     // variable expansion forms, case-insensitive stage names, owners kept by COPY --from, proxy ARGs
     Case {
@@ -69,23 +147,225 @@ const CASES: &[Case] = &[
         build_args: &["HTTP_PROXY=http://proxy.invalid:3128"],
         prepare: Some(prepare_expansion),
         docker_file: None,
+        secrets: &[],
+        layer_changes: false,
     },
     // shell forms of CMD/ENTRYPOINT/HEALTHCHECK under the default and a custom SHELL
-    Case { name: "metadata-shell-forms", target: None, build_args: &[], prepare: None, docker_file: None },
+    Case {
+        name: "metadata-shell-forms",
+        target: None,
+        build_args: &[],
+        prepare: None,
+        docker_file: None,
+        secrets: &[],
+        layer_changes: false,
+    },
     // the `# escape=`` directive
-    Case { name: "escape", target: None, build_args: &[], prepare: None, docker_file: None },
+    Case {
+        name: "escape",
+        target: None,
+        build_args: &[],
+        prepare: None,
+        docker_file: None,
+        secrets: &[],
+        layer_changes: false,
+    },
     // ADD of a local tar.gz (unpacked), a plain tar and a plain file
-    Case { name: "add-archive", target: None, build_args: &[], prepare: Some(prepare_add_archive), docker_file: None },
+    Case {
+        name: "add-archive",
+        target: None,
+        build_args: &[],
+        prepare: Some(prepare_add_archive),
+        docker_file: None,
+        secrets: &[],
+        layer_changes: false,
+    },
     // heredoc COPY
-    Case { name: "heredoc", target: None, build_args: &[], prepare: None, docker_file: Some("Dockerfile.docker") },
+    Case {
+        name: "heredoc",
+        target: None,
+        build_args: &[],
+        prepare: None,
+        docker_file: Some("Dockerfile.docker"),
+        secrets: &[],
+        layer_changes: false,
+    },
+    // RUN: files, directories, symlinks, hard links, a fifo; setuid/setgid/sticky; chown by name and
+    // number; writes in /tmp and /var; metadata-only changes (touch, chmod, chown of base paths)
+    Case {
+        name: "run-files",
+        target: None,
+        build_args: &[],
+        prepare: None,
+        docker_file: None,
+        secrets: &[],
+        layer_changes: true,
+    },
+    // RUN deleting from lower layers (whiteouts), deleting and recreating a directory (opaque),
+    // replacing a directory by a file, changes that cancel out within a step
+    Case {
+        name: "run-delete",
+        target: None,
+        build_args: &[],
+        prepare: None,
+        docker_file: None,
+        secrets: &[],
+        layer_changes: true,
+    },
+    // WORKDIR then RUN with relative paths; USER name, name:group, uid, uid:gid then RUN
+    Case {
+        name: "run-user-workdir",
+        target: None,
+        build_args: &[],
+        prepare: None,
+        docker_file: None,
+        secrets: &[],
+        layer_changes: true,
+    },
+    // ENV and ARG in RUN's environment (and in history), SHELL ["/bin/sh", "-ec"], exec form
+    Case {
+        name: "run-env-shell",
+        target: None,
+        build_args: &["GIVEN=from-cli"],
+        prepare: None,
+        docker_file: None,
+        secrets: &[],
+        layer_changes: true,
+    },
+    // heredoc RUN bodies: plain, a command with a heredoc, <<-, a shebang script
+    Case {
+        name: "run-heredoc",
+        target: None,
+        build_args: &[],
+        prepare: None,
+        docker_file: Some("Dockerfile.docker"),
+        secrets: &[],
+        layer_changes: true,
+    },
+    // RUN --mount: cache (shared between steps, uid/gid/mode), tmpfs, bind (context, rw, a stage), secret
+    Case {
+        name: "run-mounts",
+        target: None,
+        build_args: &[],
+        prepare: None,
+        docker_file: None,
+        secrets: &[("token", "s3cret-token\n")],
+        layer_changes: true,
+    },
+    // RUN --network=none|default (docker builds the flagless Dockerfile.docker: 20.10 rejects the flag)
+    Case {
+        name: "run-network",
+        target: None,
+        build_args: &[],
+        prepare: None,
+        docker_file: Some("Dockerfile.docker"),
+        secrets: &[],
+        layer_changes: true,
+    },
+    // RUN that changes nothing: layer count, history empty_layer, what the layer holds
+    Case {
+        name: "run-empty",
+        target: None,
+        build_args: &[],
+        prepare: None,
+        docker_file: None,
+        secrets: &[],
+        layer_changes: true,
+    },
+    // a heredoc body with a shebang, run as a script
+    Case {
+        name: "run-heredoc-shebang",
+        target: None,
+        build_args: &[],
+        prepare: None,
+        docker_file: Some("Dockerfile.docker"),
+        secrets: &[],
+        layer_changes: true,
+    },
+    // RUN --mount=type=bind,rw: writes discarded
+    Case {
+        name: "run-mount-bind-rw",
+        target: None,
+        build_args: &[],
+        prepare: None,
+        docker_file: None,
+        secrets: &[],
+        layer_changes: true,
+    },
+    // RUN --mount=type=bind,from=STAGE
+    Case {
+        name: "run-mount-bind-from",
+        target: None,
+        build_args: &[],
+        prepare: None,
+        docker_file: None,
+        secrets: &[],
+        layer_changes: true,
+    },
 ];
 
-/// Differences known today, one per (case, key): the key is a file-system path (`fs /path`) or a
-/// config field (`config.Env`, `history[3]`, `layers`). Listed differences do not fail the test; the
-/// test prints the ones that no longer occur so the list can shrink.
-/// Differences between kiln and docker that are understood and accepted: (case, field, why).
-/// Empty: the Labels/Volumes key order (docker sorts map keys) was the last one, and is fixed.
-const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[];
+/// Differences known today, one per (case, key): the key is a file-system path (`fs /path`), what a
+/// layer changes (`layer[03] /path`), a config field (`config.Env`, `history[3]`, `layers`), or
+/// `kiln build` for a case kiln cannot build yet. Listed differences do not fail the test; the test
+/// prints the ones that no longer occur so the list can shrink. Each is a kiln gap to close (TODO);
+/// docker 20.10 quirks that kiln should not copy are handled in the comparison itself, with a
+/// comment saying why (see `layer_change_lines`).
+const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
+    // TODO(kiln): supplementary groups of a RUN user. docker: USER name or uid → only the groups of
+    // /etc/group that list the user (`groups=50(staff)`), USER user:group → none at all; kiln also
+    // adds the primary gid (`groups=50(staff),1000(app)`) and keeps the supplementary groups when a
+    // group is given (`groups=50(staff)`). The files hold `id`'s output.
+    ("run-user-workdir", "fs /home/app/id.txt", GROUPS),
+    ("run-user-workdir", "layer[03] /home/app/id.txt", GROUPS),
+    ("run-user-workdir", "fs /tmp/id-app-staff", GROUPS),
+    ("run-user-workdir", "layer[06] /tmp/id-app-staff", GROUPS),
+    ("run-user-workdir", "fs /tmp/id-1000", GROUPS),
+    ("run-user-workdir", "layer[07] /tmp/id-1000", GROUPS),
+    ("run-user-workdir", "fs /tmp/id-1000-50", GROUPS),
+    ("run-user-workdir", "layer[08] /tmp/id-1000-50", GROUPS),
+    // TODO(kiln): HOME in RUN's environment. docker sets HOME from the user's /etc/passwd entry when
+    // neither ENV nor ARG sets it (`/root` here); kiln leaves it unset (`env` lacks HOME=/root,
+    // `echo "$HOME $PWD"` gives " /" instead of "/root /").
+    ("run-env-shell", "fs /env.txt", HOME),
+    ("run-env-shell", "layer[01] /env.txt", HOME),
+    ("run-env-shell", "fs /home-pwd", HOME),
+    ("run-env-shell", "layer[06] /home-pwd", HOME),
+    // TODO(kiln): RUN --mount targets missing from the image. BuildKit creates them in the rootfs
+    // and leaves the directories (and their created parents) in the layer, 0755 root — it removes
+    // only file stubs (a secret's target file): here /var/cache and /var/cache/thing (cache),
+    // /owned-cache (cache with uid/gid/mode: the stub is still 0755 0:0), /scratch (tmpfs), /ctx
+    // (bind), /run and /run/secrets (secret); kiln leaves none of them.
+    ("run-mounts", "fs /var/cache", MOUNT_POINTS),
+    ("run-mounts", "fs /var/cache/thing", MOUNT_POINTS),
+    ("run-mounts", "layer[01] /var/cache", MOUNT_POINTS),
+    ("run-mounts", "layer[01] /var/cache/thing", MOUNT_POINTS),
+    ("run-mounts", "fs /owned-cache", MOUNT_POINTS),
+    ("run-mounts", "layer[03] /owned-cache", MOUNT_POINTS),
+    ("run-mounts", "fs /scratch", MOUNT_POINTS),
+    ("run-mounts", "layer[04] /scratch", MOUNT_POINTS),
+    ("run-mounts", "fs /ctx", MOUNT_POINTS),
+    ("run-mounts", "layer[05] /ctx", MOUNT_POINTS),
+    ("run-mounts", "fs /run", MOUNT_POINTS),
+    ("run-mounts", "fs /run/secrets", MOUNT_POINTS),
+    ("run-mounts", "layer[06] /run", MOUNT_POINTS),
+    ("run-mounts", "layer[06] /run/secrets", MOUNT_POINTS),
+    // TODO(kiln): `RUN --network=default` is the build's network in BuildKit (`--network none`
+    // here: only `lo` in /proc/net/dev); kiln runs it on the host network (`lo`, `eth0`, …). Seen only
+    // on a host with interfaces besides `lo`.
+    ("run-network", "fs /ifaces-default", "RUN --network=default uses the host network, not the build's"),
+    ("run-network", "layer[03] /ifaces-default", "RUN --network=default uses the host network, not the build's"),
+    // TODO(kiln): a heredoc RUN body starting with `#!` fails: "RUN failed: invalid container spec:
+    // mount target /dev/pipes/EOF is reserved for the runtime" (docker runs it as a script).
+    ("run-heredoc-shebang", "kiln build", "shebang heredoc: /dev/pipes/ mount target refused"),
+    // TODO(kiln): "read-write bind mounts are not supported by kiln yet".
+    ("run-mount-bind-rw", "kiln build", "RUN --mount=type=bind,rw unsupported"),
+    // TODO(kiln): "RUN --mount=type=bind,from=… is not supported by kiln yet".
+    ("run-mount-bind-from", "kiln build", "RUN --mount=type=bind,from= unsupported"),
+];
+
+const GROUPS: &str = "supplementary groups of the RUN user differ from docker's";
+const MOUNT_POINTS: &str = "RUN --mount target directories BuildKit leaves in the layer";
+const HOME: &str = "HOME not set in RUN's environment";
 
 #[test]
 fn docker_and_kiln_build_the_same_images() {
@@ -154,19 +434,35 @@ fn run_case<'a>(
     for arg in case.build_args {
         flags.extend(["--build-arg".to_string(), arg.to_string()]);
     }
+    for (id, content) in case.secrets {
+        let file = work.path().join(format!("secret-{id}"));
+        std::fs::write(&file, content).expect("write secret");
+        flags.extend(["--secret".to_string(), format!("id={id},src={}", file.display())]);
+    }
 
     // kiln, in a fresh store holding only the base image.
     let k = Kiln::new();
     k.import_busybox(base);
-    let mut kiln_args: Vec<&str> = vec!["build", "--progress", "plain", "-t", &tag];
+    // `--network none` as for docker below: RUN steps see the same (no) network.
+    let mut kiln_args: Vec<&str> = vec!["build", "--network", "none", "--progress", "plain", "-t", &tag];
     kiln_args.extend(flags.iter().map(String::as_str));
     kiln_args.push(ctx.to_str().unwrap());
     let out = k.run(&kiln_args);
-    if !out.status.success() {
-        return Err(format!("kiln build failed:\n{}", output_text(&out)));
-    }
+    // A build kiln cannot do yet is a known difference keyed `kiln build`: docker still builds the
+    // case (so the fixture stays valid), and nothing is compared.
+    let kiln_failure = match KNOWN_DIFFERENCES.iter().find(|(c, k, _)| *c == case.name && *k == "kiln build") {
+        Some((c, k, _)) if !out.status.success() => {
+            allowed_seen.insert((c, k));
+            let text = output_text(&out);
+            Some(text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string())
+        }
+        _ if !out.status.success() => return Err(format!("kiln build failed:\n{}", output_text(&out))),
+        _ => None,
+    };
     let kiln_tar = work.path().join("kiln.tar");
-    k.ok(&["save", "-o", kiln_tar.to_str().unwrap(), &tag]);
+    if kiln_failure.is_none() {
+        k.ok(&["save", "-o", kiln_tar.to_str().unwrap(), &tag]);
+    }
 
     // docker
     let mut docker_args: Vec<&str> = vec!["build", "--network", "none", "--progress", "plain", "-t", &tag];
@@ -178,14 +474,18 @@ fn run_case<'a>(
     docker_args.push(ctx.to_str().unwrap());
     let out = Command::new(DOCKER).env("DOCKER_BUILDKIT", "1").args(&docker_args).output().expect("run docker build");
     if !out.status.success() {
-        return Err(format!("docker build failed (kiln succeeded):\n{}", output_text(&out)));
+        let kiln = if kiln_failure.is_some() { "kiln failed too" } else { "kiln succeeded" };
+        return Err(format!("docker build failed ({kiln}):\n{}", output_text(&out)));
     }
     docker.tags.push(tag.clone());
+    if let Some(error) = kiln_failure {
+        return Ok(format!("kiln build fails (known difference): {error}"));
+    }
     let docker_tar = work.path().join("docker.tar");
     docker.run(&["save", "-o", docker_tar.to_str().unwrap(), &tag]);
 
-    let docker_lines = describe_image(&docker_tar);
-    let kiln_lines = describe_image(&kiln_tar);
+    let docker_lines = describe_image(&docker_tar, case.layer_changes);
+    let kiln_lines = describe_image(&kiln_tar, case.layer_changes);
     if let Some(dir) = std::env::var_os("KILN_COMPARE_DUMP") {
         // Both descriptions as files, for a look or a diff by hand.
         for (tool, lines) in [("docker", &docker_lines), ("kiln", &kiln_lines)] {
@@ -406,7 +706,7 @@ impl Node {
 
 /// The image in a docker-archive as `key → value` lines: `fs /path`, `config.Field`, `history[i]`,
 /// `layers`.
-fn describe_image(archive: &Path) -> BTreeMap<String, String> {
+fn describe_image(archive: &Path, layer_changes: bool) -> BTreeMap<String, String> {
     let files = read_archive(archive);
     let manifest: Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest.json");
     let entry = &manifest[0];
@@ -415,8 +715,12 @@ fn describe_image(archive: &Path) -> BTreeMap<String, String> {
 
     let mut lines = BTreeMap::new();
     let mut fs: BTreeMap<String, Node> = BTreeMap::new();
-    for layer in &layers {
-        apply_layer(&mut fs, &files[*layer]);
+    for (i, layer) in layers.iter().enumerate() {
+        let before = if layer_changes && i > 0 { Some(fs.clone()) } else { None };
+        let restated = apply_layer(&mut fs, &files[*layer]);
+        if let Some(before) = before {
+            lines.extend(layer_change_lines(i, &before, &fs, &restated));
+        }
     }
     for (path, node) in &fs {
         lines.insert(format!("fs {path}"), node.describe());
@@ -455,6 +759,38 @@ fn describe_image(archive: &Path) -> BTreeMap<String, String> {
         let created_by = h.get("created_by").and_then(Value::as_str).unwrap_or("");
         let empty = h.get("empty_layer").and_then(Value::as_bool).unwrap_or(false);
         lines.insert(format!("history[{i:02}]"), format!("{created_by:?} empty_layer={empty}"));
+    }
+    lines
+}
+
+/// What layer `index` changes, as `layer[NN] /path` lines, independent of how the tool wrote it:
+/// every path it adds, changes or removes (a path under a whiteout or an opaque directory is
+/// removed whichever form the tool chose), and every non-directory entry it writes again unchanged
+/// (`restated`: a touched file, whose only change is its mtime). A directory written again
+/// unchanged is not listed: tools repeat parent directories as they like (BuildKit in docker 20.10
+/// writes `etc/` into every RUN layer, having made and removed the stubs for its /etc/hosts,
+/// /etc/resolv.conf and /etc/hostname bind mounts when the image lacks them).
+fn layer_change_lines(
+    index: usize,
+    before: &BTreeMap<String, Node>,
+    after: &BTreeMap<String, Node>,
+    restated: &BTreeSet<String>,
+) -> Vec<(String, String)> {
+    let mut lines = Vec::new();
+    let paths: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    for path in paths {
+        let value = match (before.get(path), after.get(path)) {
+            (Some(_), None) => "removed".to_string(),
+            (Some(old), Some(new)) if old == new => {
+                if !restated.contains(path.as_str()) {
+                    continue;
+                }
+                format!("restated {}", new.describe())
+            }
+            (_, Some(new)) => new.describe(),
+            (None, None) => unreachable!(),
+        };
+        lines.push((format!("layer[{index:02}] {path}"), value));
     }
     lines
 }
@@ -511,15 +847,40 @@ impl<'de> serde::Deserialize<'de> for Keys {
 fn read_archive(path: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut archive = tar::Archive::new(std::fs::File::open(path).expect("open archive"));
     let mut files = BTreeMap::new();
+    let mut links = Vec::new();
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
-        if entry.header().entry_type() != tar::EntryType::Regular {
-            continue;
-        }
         let name = entry.path().unwrap().to_string_lossy().trim_start_matches("./").to_string();
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data).unwrap();
-        files.insert(name, data);
+        match entry.header().entry_type() {
+            tar::EntryType::Regular => {
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).unwrap();
+                files.insert(name, data);
+            }
+            // `docker save` writes a layer seen twice (the same diffID: two RUN steps that both
+            // leave an empty layer) once, and the second as a symlink `../<id>/layer.tar`.
+            tar::EntryType::Symlink => {
+                let target = entry.link_name().unwrap().unwrap().to_string_lossy().into_owned();
+                links.push((name, target));
+            }
+            _ => {}
+        }
+    }
+    for (name, target) in links {
+        let mut parts: Vec<&str> = name.split('/').collect();
+        parts.pop();
+        for part in target.split('/') {
+            match part {
+                ".." => {
+                    parts.pop();
+                }
+                "." | "" => {}
+                other => parts.push(other),
+            }
+        }
+        if let Some(data) = files.get(&parts.join("/")).cloned() {
+            files.insert(name, data);
+        }
     }
     files
 }
@@ -541,7 +902,8 @@ fn remove_tree(fs: &mut BTreeMap<String, Node>, path: &str, keep_self: bool) {
 }
 
 /// Applies one layer tar (plain or gzip): whiteouts first, against the lower layers, then entries.
-fn apply_layer(fs: &mut BTreeMap<String, Node>, data: &[u8]) {
+/// Returns the paths of the layer's non-directory entries.
+fn apply_layer(fs: &mut BTreeMap<String, Node>, data: &[u8]) -> BTreeSet<String> {
     let data: Vec<u8> = if data.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(data).read_to_end(&mut out).unwrap();
@@ -600,6 +962,8 @@ fn apply_layer(fs: &mut BTreeMap<String, Node>, data: &[u8]) {
         }
         adds.push((path, node, hard_target));
     }
+    let written: BTreeSet<String> =
+        adds.iter().filter(|(_, node, _)| node.kind != "dir").map(|(path, _, _)| path.clone()).collect();
     for (path, mut node, hard_target) in adds {
         if let Some(target) = hard_target {
             // A hard link reads as the file it names, plus where it points.
@@ -619,6 +983,7 @@ fn apply_layer(fs: &mut BTreeMap<String, Node>, data: &[u8]) {
         }
         fs.insert(path, node);
     }
+    written
 }
 
 /// The comparison's own layer logic, without docker: whiteouts, opaque directories, a directory

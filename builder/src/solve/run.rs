@@ -59,7 +59,12 @@ pub(crate) fn run_step(cx: &RunContext, layers: &[Digest], config: &RunConfig, o
             None => env.push(entry),
         }
     }
-    let network = match op.network.as_deref().or(cx.default_network) {
+    // `--network=default` is the build's network (`kiln build --network`), as in BuildKit.
+    let requested = match op.network.as_deref() {
+        None | Some("default") => cx.default_network,
+        other => other,
+    };
+    let network = match requested {
         None | Some("default") | Some("host") => Network::Host,
         Some("none") => Network::None,
         Some(other) => return Err(format!("unsupported network mode \"{other}\" (default, none, host)")),
