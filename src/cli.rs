@@ -160,6 +160,9 @@ pub struct BuildArgs {
     /// Network for RUN steps that do not set --network: default (host), host or none
     #[arg(long)]
     pub network: Option<String>,
+    /// Build twice in throwaway stores and report whether the image IDs match (and if not, the first difference)
+    #[arg(long)]
+    pub check_reproducible: bool,
     /// Clamp timestamps to this Unix time (default: $SOURCE_DATE_EPOCH)
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
     pub source_date_epoch: Option<i64>,

@@ -77,6 +77,9 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
         no_cache_filter: args.no_cache_filter.clone(),
         progress: &printer,
     };
+    if args.check_reproducible {
+        return super::reproduce::check(store, &build_plan, &solve_options);
+    }
     let output = solve(store, &build_plan, &solve_options)?;
     printer.note(&format!("writing image {}", output.image_id));
     for dir in &cache_to {

@@ -8,6 +8,7 @@ mod import;
 mod inspect;
 mod load;
 mod prune;
+mod reproduce;
 mod rmi;
 mod run;
 mod save;

@@ -241,3 +241,20 @@ fn cache_exported_to_a_directory_makes_a_fresh_store_hit_everything() {
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 new layers"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn check_reproducible_passes_a_deterministic_build_and_names_the_first_differing_file() {
+    if !is_root() {
+        return;
+    }
+    let t = cache_test();
+    let ctx = t.k.path("ctx").to_str().unwrap().to_string();
+    let out = t.k.ok(&["build", "--progress", "quiet", "--check-reproducible", &ctx]);
+    assert!(out.starts_with("reproducible: both builds gave sha256:"), "{out}");
+    t.write("Dockerfile", "FROM busybox\nCOPY src /src\nRUN cat /proc/sys/kernel/random/uuid > /random-id\n");
+    let out = t.k.run(&["build", "--progress", "quiet", "--check-reproducible", &ctx]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("NOT reproducible") && text.contains("/random-id: content differs"), "{text}");
+    assert_eq!(t.k.ok(&["images", "-q"]).lines().count(), 1, "only busybox: the throwaway builds tag nothing here");
+}

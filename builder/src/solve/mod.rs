@@ -29,6 +29,7 @@ use crate::frontend::history::{creates_layer, writes_history};
 use crate::frontend::{BaseImageConfig, ImageConfigSource};
 use crate::plan::{Base, BuildPlan, ConfigChange, CopyFrom, CopyOp, CopySource, Op, Stage, Step};
 
+#[derive(Clone)]
 pub struct SolveOptions<'a> {
     pub context_dir: &'a Path,
     pub ignore: &'a IgnoreMatcher,
