@@ -138,14 +138,14 @@ impl Progress for Printer {
                     }
                     ProgressEvent::Finished { id, cached, error, .. } => {
                         if let Some((bar, start)) = bars.remove(&id) {
-                            let name = bar.message();
-                            bar.set_style(ProgressStyle::with_template(" => {msg}").expect("valid template"));
+                            // Done steps become permanent lines above the live ones.
                             let status = match (error, cached) {
                                 (Some(_), _) => "ERROR".to_string(),
                                 (None, true) => "CACHED".to_string(),
                                 (None, false) => seconds(start.elapsed()),
                             };
-                            bar.finish_with_message(format!("{name}  {status}"));
+                            let _ = tty.multi.println(format!(" => {}  {status}", bar.message()));
+                            bar.finish_and_clear();
                         }
                     }
                     ProgressEvent::Warning(w) => {
