@@ -283,3 +283,21 @@ fn prune_removes_snapshots_no_image_needs() {
     assert_eq!(snapshot_dirs(), 0);
     t.k.assert_fsck_clean();
 }
+
+#[test]
+fn a_cache_mount_id_cannot_leave_the_store() {
+    let Some(t) = RunTest::new() else { return };
+    let outside = t.k.path("outside-marker");
+    t.build(
+        "cacheid:1",
+        "FROM busybox\nRUN --mount=type=cache,id=../../..,target=/c echo inside > /c/written && ls /c > /listing\n",
+        &[],
+    );
+    assert!(!outside.exists());
+    // The id is only ever a name: the directory is named by its hash, under cache-mounts/.
+    let mounts: Vec<_> =
+        std::fs::read_dir(t.k.root().join("cache-mounts")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert_eq!(std::fs::read_to_string(mounts[0].join("written")).unwrap(), "inside\n");
+    assert!(!t.k.root().join("written").exists() && !t.k.dir.path().join("written").exists());
+}
