@@ -206,13 +206,18 @@ fn user_resolution_from_the_image() {
     require_root!();
     let _g = shared();
     let fx = Fx::new(true);
-    let mut spec = fx.spec(&["id"]);
-    spec.user = "app".into();
-    // The kernel keeps the groups sorted; the primary gid is among them (CVE-2022-36109).
-    assert_eq!(run_ok(spec), "uid=1000(app) gid=1000(app) groups=50(staff),1000(app)\n");
-    let mut spec = fx.spec(&["id"]);
-    spec.user = "1000:50".into();
-    assert_eq!(run_ok(spec), "uid=1000(app) gid=50(staff) groups=50(staff)\n");
+    // The kernel keeps the groups sorted; the primary gid is among them (CVE-2022-36109, as
+    // current docker, containerd and BuildKit do; docker 20.10's builds leave it out).
+    for user in ["app", "1000"] {
+        let mut spec = fx.spec(&["id"]);
+        spec.user = user.into();
+        assert_eq!(run_ok(spec), "uid=1000(app) gid=1000(app) groups=50(staff),1000(app)\n", "{user}");
+    }
+    for user in ["1000:50", "app:staff"] {
+        let mut spec = fx.spec(&["id"]);
+        spec.user = user.into();
+        assert_eq!(run_ok(spec), "uid=1000(app) gid=50(staff) groups=50(staff)\n", "{user}");
+    }
     let out = run_ok(fx.spec(&["id"]));
     assert_eq!(out, "uid=0(root) gid=0(root) groups=0(root)\n");
     // Unknown names and ids past 2^32-2 are refused before anything runs (CVE-2024-40635).
@@ -224,6 +229,33 @@ fn user_resolution_from_the_image() {
         assert!(matches!(err, ContainerError::User { .. }), "{user}: {err}");
         assert_eq!(err.exit_status(), 125);
     }
+}
+
+#[test]
+fn home_comes_from_passwd_unless_set() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let script = "echo \"$HOME\"; env | grep -c ^HOME=";
+    assert_eq!(run_ok(sh(&fx, script)), "/root\n1\n");
+    let mut spec = sh(&fx, script);
+    spec.user = "app:staff".into();
+    assert_eq!(run_ok(spec), "/home/app\n1\n");
+    // A uid without a passwd entry: "/".
+    let mut spec = sh(&fx, script);
+    spec.user = "4242".into();
+    assert_eq!(run_ok(spec), "/\n1\n");
+    // Without /etc/passwd at all, too.
+    let bare = Fx::new(false);
+    assert_eq!(run_ok(sh(&bare, script)), "/\n1\n");
+    // A HOME of the env wins; an empty one is replaced.
+    let mut spec = sh(&fx, script);
+    spec.env.push("HOME=/elsewhere".into());
+    assert_eq!(run_ok(spec), "/elsewhere\n1\n");
+    let mut spec = sh(&fx, script);
+    spec.env.push("HOME=".into());
+    spec.user = "app".into();
+    assert_eq!(run_ok(spec), "/home/app\n1\n");
 }
 
 #[test]
@@ -279,12 +311,10 @@ fn writes_land_in_upper_and_lower_is_untouched() {
 fn true_leaves_the_upper_dir_empty() {
     require_root!();
     let _g = shared();
-    // A rootfs with only /bin: /proc, /dev, /sys, /etc (hosts, resolv.conf, hostname) and a
-    // tmpfs target are all created for the mounts and removed again.
+    // A rootfs with only /bin: /proc, /dev, /sys, /etc (hosts, resolv.conf, hostname) are all
+    // created for the mounts and removed again.
     let fx = Fx::new(false);
-    let mut spec = fx.spec(&["true"]);
-    spec.mounts.push(MountSpec::Tmpfs { target: "/run/deep/tmp".into(), size: None });
-    run_ok(spec);
+    run_ok(fx.spec(&["true"]));
     assert_eq!(fx.upper_entries(), Vec::<String>::new());
     // With /etc in the image, creating /etc/hosts copies /etc up; that copy goes too.
     let fx = Fx::new(true);
@@ -294,6 +324,47 @@ fn true_leaves_the_upper_dir_empty() {
     let fx = Fx::new(true);
     run_ok(sh(&fx, "touch /etc/mine"));
     assert_eq!(fx.upper_entries(), ["etc", "etc/mine"]);
+}
+
+/// Docker leaves the directories created for `RUN --mount` targets (and their missing parents)
+/// in the layer, 0755 root; a file created as a mount point is removed.
+#[test]
+fn caller_mount_target_dirs_stay_and_file_stubs_go() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(false);
+    let secret = fx.base.join("secret");
+    fs::write(&secret, "s3cret\n").unwrap();
+    let cache = fx.base.join("cache");
+    fs::create_dir(&cache).unwrap();
+    fs::set_permissions(&cache, fs::Permissions::from_mode(0o777)).unwrap();
+    let mut spec = sh(&fx, "cat /run/secrets/token /etc/token; touch /var/cache/thing/kept-in-cache");
+    spec.mounts = vec![
+        MountSpec::Bind { source: cache.clone(), target: "/var/cache/thing".into(), readonly: false },
+        MountSpec::Tmpfs { target: "/scratch".into(), size: None },
+        MountSpec::Bind { source: secret.clone(), target: "/run/secrets/token".into(), readonly: true },
+        MountSpec::Bind { source: secret.clone(), target: "/etc/token".into(), readonly: true },
+    ];
+    assert_eq!(run_ok(spec), "s3cret\ns3cret\n");
+    assert!(cache.join("kept-in-cache").exists());
+    // /etc was created for /etc/hosts (the runtime's) and /etc/token (a file): both go.
+    assert_eq!(fx.upper_entries(), ["run", "run/secrets", "scratch", "var", "var/cache", "var/cache/thing"]);
+    for d in ["run", "run/secrets", "scratch", "var", "var/cache", "var/cache/thing"] {
+        let meta = fs::symlink_metadata(fx.upper.join(d)).unwrap();
+        assert!(meta.is_dir(), "{d}");
+        assert_eq!((meta.mode() & 0o7777, meta.uid(), meta.gid()), (0o755, 0, 0), "{d}");
+    }
+    // A target that exists in the image adds nothing; with the image's /etc, the copy-up of /etc
+    // for a file stub goes with the stub.
+    let fx = Fx::new(true);
+    let mut spec = fx.spec(&["true"]);
+    spec.mounts = vec![
+        MountSpec::Tmpfs { target: "/tmp".into(), size: None },
+        MountSpec::Bind { source: secret, target: "/etc/token".into(), readonly: true },
+        MountSpec::Tmpfs { target: "/data/sub".into(), size: None },
+    ];
+    run_ok(spec);
+    assert_eq!(fx.upper_entries(), ["data", "data/sub"]);
 }
 
 #[test]
@@ -407,7 +478,8 @@ fn bind_mounts_ro_and_rw() {
     assert_eq!(run_ok(spec), "from host\nwrote-rw\none file\n");
     assert!(!ro.join("new").exists());
     assert_eq!(fs::read_to_string(rw.join("new")).unwrap(), "y\n");
-    assert_eq!(fx.upper_entries(), Vec::<String>::new());
+    // The created target directories stay (as docker leaves them); the file stub goes.
+    assert_eq!(fx.upper_entries(), ["mnt", "mnt/ro", "mnt/rw"]);
 }
 
 #[test]
@@ -418,7 +490,7 @@ fn tmpfs_mount() {
     let mut spec = sh(&fx, "echo x > /scratch/f && grep ' /scratch ' /proc/mounts | cut -d' ' -f1-3");
     spec.mounts = vec![MountSpec::Tmpfs { target: "/scratch".into(), size: Some(1 << 20) }];
     assert_eq!(run_ok(spec), "tmpfs /scratch tmpfs\n");
-    assert_eq!(fx.upper_entries(), Vec::<String>::new());
+    assert_eq!(fx.upper_entries(), ["scratch"]);
 }
 
 #[test]
@@ -445,8 +517,17 @@ fn symlinked_mount_targets_stay_in_the_root() {
     assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(outside.to_str().unwrap()));
-    // The in-root target was created under the rootfs's own copy of that path, then removed.
-    assert_eq!(fx.upper_entries(), Vec::<String>::new());
+    // The in-root targets were created under the rootfs's own copy of those paths (and stay, as
+    // caller mount target directories do).
+    let inside = outside.strip_prefix("/").unwrap().to_str().unwrap().to_string();
+    let mut want = vec!["marker2".to_string()];
+    let mut path = String::new();
+    for comp in format!("{inside}/sub").split('/') {
+        path = if path.is_empty() { comp.to_string() } else { format!("{path}/{comp}") };
+        want.push(path.clone());
+    }
+    want.sort();
+    assert_eq!(fx.upper_entries(), want);
 }
 
 #[test]
@@ -652,4 +733,218 @@ fn hostile_rootfs_layout_is_contained() {
     assert!(!fs::read_to_string("/proc/self/mountinfo").unwrap().contains(outside.to_str().unwrap()));
     // Every mount point created inside the root for these was removed again.
     assert_eq!(fx.upper_entries(), Vec::<String>::new());
+}
+
+// ---- /dev/pipes and layer mounts -----------------------------------------------------------------
+
+/// BuildKit runs a heredoc starting with `#!` from `/dev/pipes/EOF` (read-only, 0755).
+#[test]
+fn heredoc_script_under_dev_pipes() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let script = fx.base.join("heredoc-0");
+    fs::write(&script, "#!/bin/sh\necho shebang \"$0\"; ls -ld /dev/pipes | cut -c1-10\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = fx.spec(&["/dev/pipes/EOF"]);
+    spec.mounts = vec![MountSpec::Bind { source: script, target: "/dev/pipes/EOF".into(), readonly: true }];
+    assert_eq!(run_ok(spec), "shebang /dev/pipes/EOF\ndrwxr-xr-x\n");
+    // /dev is the container's tmpfs: nothing lands in the layer.
+    assert_eq!(fx.upper_entries(), Vec::<String>::new());
+}
+
+/// Two layer dirs of a "stage": `top` over `bottom`, with a whiteout and symlinks in `top`.
+fn stage_layers(fx: &Fx) -> (PathBuf, PathBuf) {
+    let (top, bottom) = (fx.base.join("stage-top"), fx.base.join("stage-bottom"));
+    fs::create_dir_all(bottom.join("out")).unwrap();
+    fs::write(bottom.join("out/a"), "bottom a\n").unwrap();
+    fs::write(bottom.join("out/b"), "bottom b\n").unwrap();
+    fs::write(bottom.join("out/c"), "bottom c\n").unwrap();
+    fs::create_dir_all(top.join("out")).unwrap();
+    fs::write(top.join("out/a"), "top a\n").unwrap();
+    // An overlay whiteout: out/b is deleted in the top layer.
+    nix::sys::stat::mknod(
+        &top.join("out/b"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o000),
+        0,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/out", top.join("abs-link")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../../../out", top.join("up-link")).unwrap();
+    // Points at a host directory by absolute path: inside the layers, that path does not exist.
+    std::os::unix::fs::symlink(&fx.base, top.join("host-link")).unwrap();
+    (top, bottom)
+}
+
+fn layers(lowers: &[&Path], source: &str, target: &str, writable: bool) -> MountSpec {
+    MountSpec::Layers {
+        lower_dirs: lowers.iter().map(|p| p.to_path_buf()).collect(),
+        source: source.into(),
+        target: target.into(),
+        writable,
+    }
+}
+
+/// Every entry of a directory tree, with file contents, to check that lower dirs are untouched.
+fn snapshot_tree(dir: &Path) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut names = Vec::new();
+    walk(dir, dir, &mut names);
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let p = dir.join(&n);
+            let data = fs::symlink_metadata(&p).unwrap().is_file().then(|| fs::read(&p).unwrap());
+            (n, data)
+        })
+        .collect()
+}
+
+fn scratch_leftovers(fx: &Fx) -> Vec<String> {
+    fs::read_dir(&fx.base)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("-mounts-"))
+        .collect()
+}
+
+#[test]
+fn layers_read_only_show_the_merged_view() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let (top, bottom) = stage_layers(&fx);
+    let before = (snapshot_tree(&top), snapshot_tree(&bottom));
+    let mut spec = sh(
+        &fx,
+        "cat /mnt/out/a /mnt/out/c; ls /mnt/out; (touch /mnt/new) 2>/dev/null || echo ro; \
+         (echo x > /mnt/out/a) 2>/dev/null || echo ro; grep -c ' /mnt ' /proc/mounts",
+    );
+    spec.mounts = vec![layers(&[&top, &bottom], "/", "/mnt", false)];
+    // /mnt does not exist in the image: its created directory stays, as for any caller mount.
+    assert_eq!(run_ok(spec), "top a\nbottom c\na\nc\nro\nro\n1\n");
+    assert_eq!((snapshot_tree(&top), snapshot_tree(&bottom)), before);
+    assert_eq!(fx.upper_entries(), ["mnt"]);
+    assert!(scratch_leftovers(&fx).is_empty());
+}
+
+#[test]
+fn layers_writable_discard_writes() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let (top, bottom) = stage_layers(&fx);
+    let before = (snapshot_tree(&top), snapshot_tree(&bottom));
+    // The merged root looks like the topmost layer's root.
+    fs::set_permissions(&top, fs::Permissions::from_mode(0o750)).unwrap();
+    let mut spec = sh(
+        &fx,
+        "echo changed > /mnt/out/a && rm /mnt/out/c && mkdir /mnt/newdir && echo n > /mnt/newdir/f && \
+         cat /mnt/out/a /mnt/newdir/f && ls /mnt/out && ls -ld /mnt | cut -c1-10",
+    );
+    spec.user = "app".into();
+    spec.mounts = vec![layers(&[&top, &bottom], "/", "/mnt", true)];
+    // As app: the layers are root's 0755 (0750 at the top): writes need root.
+    let (res, out) = run(spec);
+    assert_eq!(res.unwrap().outcome, ExitOutcome::Exited(1), "{out}");
+    let mut spec = sh(
+        &fx,
+        "echo changed > /mnt/out/a && rm /mnt/out/c && mkdir /mnt/newdir && echo n > /mnt/newdir/f && \
+         cat /mnt/out/a /mnt/newdir/f && ls /mnt/out && ls -ld /mnt | cut -c1-10",
+    );
+    spec.mounts = vec![layers(&[&top, &bottom], "/", "/mnt", true)];
+    assert_eq!(run_ok(spec), "changed\nn\na\ndrwxr-x---\n");
+    // Nothing reached the layers, the container's upper dir has only the mount point, and the
+    // writable mount's own upper dir is gone.
+    fs::set_permissions(&top, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!((snapshot_tree(&top), snapshot_tree(&bottom)), before);
+    assert_eq!(fx.upper_entries(), ["mnt"]);
+    assert!(scratch_leftovers(&fx).is_empty(), "{:?}", scratch_leftovers(&fx));
+
+    // One lower dir (a read-write bind of the context), at a path of the image.
+    let ctx = fx.base.join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::write(ctx.join("data"), "ctx data\n").unwrap();
+    let fx2 = Fx::new_dirs(&fx);
+    let mut spec = sh(&fx2, "touch /data/new && echo more >> /data/data && ls /data && cat /data/data");
+    spec.mounts = vec![layers(&[&ctx], "/", "/data", true)];
+    assert_eq!(run_ok(spec), "data\nnew\nctx data\nmore\n");
+    assert_eq!(fs::read_dir(&ctx).unwrap().count(), 1);
+    assert_eq!(fs::read_to_string(ctx.join("data")).unwrap(), "ctx data\n");
+    assert_eq!(fx2.upper_entries(), Vec::<String>::new());
+    assert!(scratch_leftovers(&fx2).is_empty());
+}
+
+#[test]
+fn layers_source_subpaths() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let (top, bottom) = stage_layers(&fx);
+    let ctx = fx.base.join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::write(ctx.join("one"), "single lower\n").unwrap();
+    let mut spec = sh(&fx, "ls /staged; cat /etc/a.txt /one/one; ls -A /empty | wc -l");
+    spec.mounts = vec![
+        layers(&[&top, &bottom], "/out", "/staged", false),
+        // A file: the target is created as a file, and removed afterwards.
+        layers(&[&top, &bottom], "out/a", "/etc/a.txt", false),
+        // One lower, read-only.
+        layers(&[&ctx], "/", "/one", false),
+        // No lower at all (a scratch stage).
+        layers(&[], "/", "/empty", false),
+    ];
+    assert_eq!(run_ok(spec), "a\nc\ntop a\nsingle lower\n0\n");
+    assert_eq!(fx.upper_entries(), ["empty", "one", "staged"]);
+    // A missing source fails the setup.
+    let fx2 = Fx::new_dirs(&fx);
+    let mut spec = fx2.spec(&["true"]);
+    spec.mounts = vec![layers(&[&top, &bottom], "/out/b", "/x", false)];
+    let (res, _) = run(spec);
+    let err = res.unwrap_err();
+    assert!(matches!(err, ContainerError::Setup { .. }), "{err}");
+    assert!(err.to_string().contains("/out/b"), "{err}");
+}
+
+#[test]
+fn layers_source_through_symlinks_stays_in_root() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let (top, bottom) = stage_layers(&fx);
+    fs::write(fx.base.join("host-secret"), "host\n").unwrap();
+    let mut spec = sh(&fx, "ls /via-abs; ls /via-up");
+    spec.mounts = vec![
+        layers(&[&top, &bottom], "/abs-link", "/via-abs", false),
+        layers(&[&top, &bottom], "/up-link/../up-link", "/via-up", true),
+    ];
+    assert_eq!(run_ok(spec), "a\nc\na\nc\n");
+    // A link to a host path is resolved inside the layers, where that path does not exist.
+    for source in ["/host-link/host-secret", "/host-link"] {
+        let fx2 = Fx::new_dirs(&fx);
+        let mut spec = fx2.spec(&["cat", "/x"]);
+        spec.mounts = vec![layers(&[&top, &bottom], source, "/x", false)];
+        let (res, out) = run(spec);
+        let err = res.unwrap_err().to_string();
+        assert!(err.contains("does not exist in the mounted layers"), "{source}: {err}");
+        assert!(!out.contains("host"), "{out}");
+    }
+    assert!(!fs::read_to_string("/proc/self/mountinfo").unwrap().contains("stage-top"));
+}
+
+#[test]
+fn layers_may_share_the_roots_lower_dirs() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let mut spec =
+        sh(&fx, "head -n1 /image-etc/passwd; echo x > /image-etc/passwd; cat /rw-etc/passwd; head -n1 /etc/passwd");
+    spec.mounts = vec![layers(&[&fx.lower], "/etc", "/image-etc", true), layers(&[&fx.lower], "/etc", "/rw-etc", true)];
+    let out = run_ok(spec);
+    // Each writable mount has an upper dir of its own; the root's view is untouched.
+    assert_eq!(out, "root:x:0:0:root:/root:/bin/sh\nroot:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nroot:x:0:0:root:/root:/bin/sh\n");
+    assert!(fs::read_to_string(fx.lower.join("etc/passwd")).unwrap().starts_with("root:"));
+    assert_eq!(fx.upper_entries(), ["image-etc", "rw-etc"]);
+    assert!(scratch_leftovers(&fx).is_empty());
 }

@@ -368,13 +368,26 @@ fn step_key(
             };
         }
         Op::Run(op) => {
-            // What a bind mount from the context shows the command is an input; secrets and cache
-            // mounts are not (their contents never reach the key).
+            // What a bind mount shows the command is an input (context files, or the stage or
+            // image it comes from); secrets and cache mounts are not (their contents never reach
+            // the key).
             for mount in &op.mounts {
                 let options_of = &mount.options;
-                if options_of.get("type").map(String::as_str).unwrap_or("bind") == "bind"
-                    && !options_of.contains_key("from")
-                {
+                if options_of.get("type").map(String::as_str).unwrap_or("bind") != "bind" {
+                    continue;
+                }
+                if let Some(position) = options_of.get("from-stage") {
+                    let i: usize = position.parse().map_err(|_| format!("invalid stage position {position}"))?;
+                    let source = cx
+                        .board
+                        .wait(i)
+                        .map_err(|_| format!("stage {} failed", stage_display_name(&cx.plan.stages[i])))?;
+                    key = key.field(&source.key);
+                } else if let Some(reference) = options_of.get("from") {
+                    let id =
+                        cx.store.index().map_err(|e| e.to_string())?.resolve(reference).map_err(|e| e.to_string())?;
+                    key = key.field(id.to_string());
+                } else {
                     let source = options_of.get("source").cloned().unwrap_or_else(|| "/".into());
                     let as_copy = bind_source_as_copy(&source);
                     key = key.field(context_digest(cx.stat, options.context_dir, options.ignore, &as_copy)?);
@@ -438,10 +451,36 @@ fn make_layer(
                 progress: options.progress,
                 progress_id: cx.progress_id,
             };
-            run::run_step(&run_cx, state.fs.layers(), run_config, op)
+            let mount_layers = op
+                .mounts
+                .iter()
+                .map(|mount| mount_source_layers(cx, &mount.options))
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(|m| SolveError::at(file, &step.span, m))?;
+            run::run_step(&run_cx, state.fs.layers(), run_config, op, &mount_layers)
                 .map(Some)
                 .map_err(|m| SolveError::at(file, &step.span, m))
         }
+    }
+}
+
+/// The layers a `--mount=type=bind,from=…` reads: a stage's (`from-stage`, its position in the
+/// plan) or an image's; None for mounts of the build context.
+fn mount_source_layers(cx: &StepContext, options: &BTreeMap<String, String>) -> Result<Option<Vec<Digest>>, String> {
+    if options.get("type").map(String::as_str).unwrap_or("bind") != "bind" {
+        return Ok(None);
+    }
+    if let Some(position) = options.get("from-stage") {
+        let i: usize = position.parse().map_err(|_| format!("invalid stage position {position}"))?;
+        let stage = cx.board.wait(i).map_err(|_| format!("stage {} failed", stage_display_name(&cx.plan.stages[i])))?;
+        return Ok(Some(stage.fs.layers().to_vec()));
+    }
+    match options.get("from") {
+        Some(reference) => {
+            let id = cx.store.index().map_err(|e| e.to_string())?.resolve(reference).map_err(|e| e.to_string())?;
+            Ok(Some(cx.store.image(&id).map_err(|e| e.to_string())?.diff_ids().map_err(|e| e.to_string())?))
+        }
+        None => Ok(None),
     }
 }
 

@@ -33,8 +33,15 @@ pub(crate) struct RunContext<'a> {
     pub progress_id: usize,
 }
 
-/// Runs one RUN op over `layers` and returns the new layer's diffID.
-pub(crate) fn run_step(cx: &RunContext, layers: &[Digest], config: &RunConfig, op: &RunOp) -> Result<Digest, String> {
+/// Runs one RUN op over `layers` and returns the new layer's diffID. `mount_layers[i]` holds the
+/// layers of the stage or image that bind mount `i` reads (`--mount=type=bind,from=…`).
+pub(crate) fn run_step(
+    cx: &RunContext,
+    layers: &[Digest],
+    config: &RunConfig,
+    op: &RunOp,
+    mount_layers: &[Option<Vec<Digest>>],
+) -> Result<Digest, String> {
     let lowers = cx.snapshots.prepare_lowers(cx.store, layers).map_err(|e| e.to_string())?;
     let scratch_root = cx.store.root().join("tmp");
     fs::create_dir_all(&scratch_root).map_err(|e| format!("creating {}: {e}", scratch_root.display()))?;
@@ -50,7 +57,7 @@ pub(crate) fn run_step(cx: &RunContext, layers: &[Digest], config: &RunConfig, o
     copy_root_metadata(lowers.first().map(PathBuf::as_path), &upper)?;
 
     let mut mounts = Vec::new();
-    let _held = prepare_mounts(cx, op, scratch.path(), &mut mounts)?;
+    let _held = prepare_mounts(cx, op, scratch.path(), mount_layers, &mut mounts)?;
     let mut env = config.env();
     for (key, value) in &op.build_args {
         let entry = format!("{key}={value}");
@@ -163,6 +170,7 @@ fn prepare_mounts(
     cx: &RunContext,
     op: &RunOp,
     scratch: &Path,
+    mount_layers: &[Option<Vec<Digest>>],
     mounts: &mut Vec<MountSpec>,
 ) -> Result<HeldForRun, String> {
     let mut locks = Vec::new();
@@ -223,18 +231,25 @@ fn prepare_mounts(
                 mounts.push(MountSpec::Bind { source: file, target, readonly: true });
             }
             "bind" => {
-                if get("from").is_some() || get("from-stage").is_some() {
-                    return Err(
-                        "RUN --mount=type=bind,from=… is not supported by kiln yet (bind from the context works)"
-                            .into(),
-                    );
-                }
-                if get("readonly") == Some("false") {
-                    return Err("read-write bind mounts are not supported by kiln yet".into());
-                }
                 let target = target.ok_or("--mount=type=bind needs a target")?;
-                let source = context_path(cx.context_dir, get("source").unwrap_or("/"))?;
-                mounts.push(MountSpec::Bind { source, target, readonly: true });
+                let source = get("source").unwrap_or("/").to_string();
+                // BuildKit: read-only unless `rw`, and writes to an `rw` mount are thrown away.
+                let writable = get("readonly") == Some("false");
+                match mount_layers.get(n).cloned().flatten() {
+                    // From a stage or an image: an overlay of its layers, resolved in-root.
+                    Some(layers) => {
+                        let lower_dirs = cx.snapshots.prepare_lowers(cx.store, &layers).map_err(|e| e.to_string())?;
+                        mounts.push(MountSpec::Layers { lower_dirs, source, target, writable });
+                    }
+                    None if writable => {
+                        let context = cx.context_dir.canonicalize().map_err(|e| format!("build context: {e}"))?;
+                        mounts.push(MountSpec::Layers { lower_dirs: vec![context], source, target, writable });
+                    }
+                    None => {
+                        let source = context_path(cx.context_dir, &source)?;
+                        mounts.push(MountSpec::Bind { source, target, readonly: true });
+                    }
+                }
             }
             "ssh" => return Err("RUN --mount=type=ssh is not supported by kiln yet".into()),
             other => return Err(format!("unsupported mount type \"{other}\"")),

@@ -56,7 +56,7 @@ impl Msg {
     fn encode(&self) -> Vec<u8> {
         let (tag, mut payload): (u8, Vec<u8>) = match self {
             Msg::Pid(pid) => (1, pid.to_le_bytes().to_vec()),
-            Msg::Created(c) => (2, [&[u8::from(c.dir)][..], c.path.as_bytes()].concat()),
+            Msg::Created(c) => (2, [&[u8::from(c.dir) | u8::from(c.keep) << 1][..], c.path.as_bytes()].concat()),
             Msg::Setup { step, errno, message } => {
                 let mut p = errno.to_le_bytes().to_vec();
                 p.extend_from_slice(&(step.len() as u32).to_le_bytes());
@@ -80,7 +80,10 @@ impl Msg {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         Some(match tag {
             1 => Msg::Pid(i32_at(0)?),
-            2 => Msg::Created(Created { dir: *p.first()? != 0, path: text(&p[1..]) }),
+            2 => {
+                let flags = *p.first()?;
+                Msg::Created(Created { dir: flags & 1 != 0, keep: flags & 2 != 0, path: text(&p[1..]) })
+            }
             3 => {
                 let errno = i32_at(0)?;
                 let len = i32_at(4)? as usize;
@@ -146,6 +149,10 @@ pub(crate) struct ChildConfig {
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
     pub path_var: Option<String>,
+    /// How `env` sets `HOME` (a missing or empty one becomes the user's home; see [`home_from_env`]).
+    pub home: HomeVar,
+    /// The scratch dir for writable layer mounts (see `RealSys`).
+    pub layers_scratch: Option<std::path::PathBuf>,
     pub cwd: String,
     pub user: String,
     pub hostname: String,
@@ -355,7 +362,7 @@ fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
         }
     }
 
-    let mut sys = RealSys::new();
+    let mut sys = RealSys::new(cfg.layers_scratch.clone());
     let applied = apply_plan(&cfg.plan, &mut sys);
     for c in &sys.created {
         send(status_w, &Msg::Created(c.clone()));
@@ -421,7 +428,24 @@ fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
     };
     let mut argv: Vec<*const libc::c_char> = cfg.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = cfg.env.iter().map(|a| a.as_ptr()).collect();
+    let home_entry = match cfg.home {
+        HomeVar::Set => None,
+        HomeVar::Empty(_) | HomeVar::Missing => {
+            let home = user.home.as_deref().unwrap_or("/");
+            // A passwd field cannot hold a NUL (it is a line of text), but be safe: "/" then.
+            Some(CString::new(format!("HOME={home}")).unwrap_or_else(|_| c"HOME=/".to_owned()))
+        }
+    };
+    let mut envp: Vec<*const libc::c_char> = Vec::with_capacity(cfg.env.len() + 2);
+    for (i, entry) in cfg.env.iter().enumerate() {
+        match (&cfg.home, &home_entry) {
+            (HomeVar::Empty(at), Some(home)) if *at == i => envp.push(home.as_ptr()),
+            _ => envp.push(entry.as_ptr()),
+        }
+    }
+    if let (HomeVar::Missing, Some(home)) = (&cfg.home, &home_entry) {
+        envp.push(home.as_ptr());
+    }
     envp.push(std::ptr::null());
     reset_signal_dispositions();
     unblock_all_signals();
@@ -659,6 +683,27 @@ fn find_executable(name: &[u8], path_var: &str) -> Result<CString, i32> {
     Err(if found_non_exec { libc::EACCES } else { libc::ENOENT })
 }
 
+/// Whether the container's environment sets `HOME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HomeVar {
+    /// To a non-empty value: left alone.
+    Set,
+    /// To `""` (the last `HOME=` entry, at this index): replaced there by the user's home.
+    Empty(usize),
+    /// Not at all: the user's home is appended.
+    Missing,
+}
+
+/// How `env` sets `HOME` (the last entry wins). As runc does, a missing or empty `HOME` becomes
+/// the user's home directory from the image's `/etc/passwd`, or `/` without an entry.
+pub(crate) fn home_from_env(env: &[String]) -> HomeVar {
+    match env.iter().enumerate().rev().find_map(|(i, e)| e.strip_prefix("HOME=").map(|v| (i, v))) {
+        Some((_, v)) if !v.is_empty() => HomeVar::Set,
+        Some((i, _)) => HomeVar::Empty(i),
+        None => HomeVar::Missing,
+    }
+}
+
 /// The `PATH` the container's environment sets, if any (the last one wins).
 pub(crate) fn path_from_env(env: &[String]) -> Option<String> {
     env.iter().rev().find_map(|e| e.strip_prefix("PATH=")).map(str::to_string)
@@ -672,7 +717,9 @@ mod tests {
     fn messages_round_trip_in_pieces() {
         let msgs = [
             Msg::Pid(42),
-            Msg::Created(Created { path: "etc/hosts".into(), dir: false }),
+            Msg::Created(Created { path: "etc/hosts".into(), dir: false, keep: false }),
+            Msg::Created(Created { path: "var/cache".into(), dir: true, keep: true }),
+            Msg::Created(Created { path: "run".into(), dir: true, keep: false }),
             Msg::Setup { step: "mounting proc on /proc".into(), errno: 1, message: "Operation not permitted".into() },
             Msg::User("unable to find user x".into()),
             Msg::Exec { errno: 2, path: "/bin/nope".into() },
@@ -691,5 +738,15 @@ mod tests {
     fn path_lookup_prefers_the_last_path() {
         assert_eq!(path_from_env(&["PATH=/a".into(), "X=1".into(), "PATH=/b".into()]).as_deref(), Some("/b"));
         assert_eq!(path_from_env(&["X=1".into()]), None);
+    }
+
+    #[test]
+    fn home_is_set_unless_the_env_has_a_non_empty_one() {
+        let env = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(home_from_env(&env(&["PATH=/bin"])), HomeVar::Missing);
+        assert_eq!(home_from_env(&env(&["HOME=/x", "A=1"])), HomeVar::Set);
+        assert_eq!(home_from_env(&env(&["A=1", "HOME="])), HomeVar::Empty(1));
+        assert_eq!(home_from_env(&env(&["HOME=", "HOME=/y"])), HomeVar::Set);
+        assert_eq!(home_from_env(&env(&["HOMEDIR=/z"])), HomeVar::Missing);
     }
 }

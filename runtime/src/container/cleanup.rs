@@ -4,7 +4,10 @@
 //!
 //! What is removed, walking the upper dir fd-relative without following any symlink:
 //! 1. every mount point the setup created (reported by the container's init before `execve`),
-//!    deepest first: a directory only if empty, a file only if it is an empty regular file;
+//!    deepest first: a directory only if empty, a file only if it is an empty regular file —
+//!    except the directories created for the caller's mount targets (the target and its missing
+//!    parents, marked `keep`), which stay: docker leaves `RUN --mount` target directories in the
+//!    layer (a created file, such as a secret's mount point, still goes);
 //! 2. every ancestor directory of those that the overlay only *copied up* to hold a mount point
 //!    (e.g. `/etc` of the image when `/etc/hosts` was created): removed when it is empty, not
 //!    opaque, and the topmost lower layer that has that path has a directory there with the same
@@ -109,7 +112,7 @@ pub(crate) fn remove_mount_points(upper: &Path, lowers: &[PathBuf], created: &[C
     .map_err(errno_io)?;
     for c in created.iter().rev() {
         let comps = components(&c.path);
-        if comps.is_empty() {
+        if comps.is_empty() || (c.dir && c.keep) {
             continue;
         }
         let Some(parent) = open_parent(root.as_fd(), &comps) else { continue };

@@ -10,7 +10,10 @@
 //!   container's init while it runs (a third such signal kills the container with SIGKILL), and
 //!   collects the exit status;
 //! - mount points the runtime had to create are removed from the upper dir afterwards
-//!   (`cleanup.rs`), so the upper dir holds exactly what the process changed.
+//!   (`cleanup.rs`), so the upper dir holds exactly what the process changed — except directories
+//!   created for the caller's [`MountSpec`] targets, which docker leaves in a RUN layer too;
+//! - writable [`MountSpec::Layers`] mounts get their upper dirs in a scratch directory next to
+//!   the upper dir, deleted once the container is gone.
 //!
 //! Not done yet: cgroups (so no OOM detection and no resource limits), seccomp, AppArmor/SELinux,
 //! user namespaces (rootless).
@@ -25,6 +28,7 @@ pub mod user;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use nix::fcntl::OFlag;
@@ -50,7 +54,14 @@ pub enum StdinMode {
 }
 
 /// An extra mount. Targets are absolute container paths, resolved inside the root (symlinks in
-/// the image cannot make them escape); missing targets are created and removed again afterwards.
+/// the image cannot make them escape); they may not be `/` nor lie under `/proc`, `/sys` or
+/// `/dev`, except strictly below `/dev/pipes/` (BuildKit mounts heredoc scripts there; the
+/// directory is made in the container's `/dev` tmpfs).
+///
+/// A missing target is created, with its missing parents (directories 0755 root:root). As docker
+/// does for `RUN --mount`, the created *directories* stay in the layer (`/var/cache` and
+/// `/var/cache/thing` for a cache at `/var/cache/thing`); an empty file created as the mount
+/// point of a file (a secret at `/etc/token`) is removed afterwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountSpec {
     /// A host path bound recursively (read-only if asked). The source is taken as given — the
@@ -58,6 +69,18 @@ pub enum MountSpec {
     Bind { source: PathBuf, target: String, readonly: bool },
     /// A fresh tmpfs (mode 1777), of at most `size` bytes.
     Tmpfs { target: String, size: Option<u64> },
+    /// A file system made of layers — `RUN --mount=type=bind,from=<stage>`, or a read-write bind
+    /// of the build context: an overlay of `lower_dirs` (topmost first; a stage's snapshot dirs,
+    /// or the one context dir; empty for `scratch`), of which `source` is bound at `target`.
+    ///
+    /// `source` is a path inside that file system (`"/"` for all of it; a relative one is taken
+    /// from `/`), resolved *in-root* of the merged view: `..` stops at its root and symlinks, even
+    /// absolute ones, stay inside it. It must exist; a directory or a file (the target is created
+    /// to match). Read-only unless `writable`; a writable one gets an upper dir of its own,
+    /// created by the runtime next to the container's upper dir and deleted with the container,
+    /// so writes are visible to the process but discarded (as BuildKit does). The lower dirs are
+    /// never written. Like the root's layers, they must be absolute, UTF-8, without `,` or `:`.
+    Layers { lower_dirs: Vec<PathBuf>, source: String, target: String, writable: bool },
 }
 
 /// Called with the container's stdout and stderr as they arrive.
@@ -170,7 +193,11 @@ fn validate(spec: &ContainerSpec) -> Result<(), ContainerError> {
     if !spec.cwd.starts_with('/') {
         return invalid(format!("working directory {:?} is not absolute", spec.cwd));
     }
-    for p in spec.lower_dirs.iter().chain([&spec.upper_dir, &spec.work_dir]) {
+    let mount_layers = spec.mounts.iter().flat_map(|m| match m {
+        MountSpec::Layers { lower_dirs, .. } => lower_dirs.as_slice(),
+        _ => &[],
+    });
+    for p in spec.lower_dirs.iter().chain([&spec.upper_dir, &spec.work_dir]).chain(mount_layers) {
         if !p.is_absolute() {
             return invalid(format!("{} is not absolute", p.display()));
         }
@@ -187,12 +214,70 @@ fn validate(spec: &ContainerSpec) -> Result<(), ContainerError> {
     Ok(())
 }
 
+/// The directory holding the upper and work dirs of writable [`MountSpec::Layers`] mounts: made
+/// (0700) next to the upper dir when there is such a mount, removed when dropped.
+struct LayersScratch {
+    path: Option<PathBuf>,
+}
+
+impl LayersScratch {
+    fn create(spec: &ContainerSpec) -> Result<LayersScratch, ContainerError> {
+        if !spec.mounts.iter().any(|m| matches!(m, MountSpec::Layers { writable: true, .. })) {
+            return Ok(LayersScratch { path: None });
+        }
+        let parent = spec.upper_dir.parent().unwrap_or(&spec.upper_dir);
+        let name = spec.upper_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut last_err = None;
+        for attempt in 0..100u32 {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let path = parent.join(format!(".{name}-mounts-{}-{nanos:x}{attempt}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(LayersScratch { path: Some(path) }),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
+                Err(e) => {
+                    return Err(ContainerError::Setup {
+                        step: format!("creating {} for writable mounts", path.display()),
+                        source: e,
+                    })
+                }
+            }
+        }
+        Err(ContainerError::Setup {
+            step: format!("creating a scratch dir for writable mounts in {}", parent.display()),
+            source: last_err.unwrap_or_else(|| io::Error::other("no free name")),
+        })
+    }
+
+    /// Removes the directory (once the container is gone: its overlays are unmounted).
+    fn remove(mut self) -> io::Result<()> {
+        match self.path.take() {
+            Some(path) => match std::fs::remove_dir_all(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LayersScratch {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = std::fs::remove_dir_all(path);
+        }
+    }
+}
+
 /// Runs `spec` to completion (see the module docs). Needs root (real, not in a user namespace).
 pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerError> {
     validate(&spec)?;
     let plan = mount_plan(&spec)?;
     let argv = cstrings(&spec.argv, "argument")?;
     let env = cstrings(&spec.env, "environment entry")?;
+    let layers_scratch = LayersScratch::create(&spec)?;
 
     let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
     let capture = spec.output.is_some() && !spec.tty;
@@ -219,6 +304,8 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         argv,
         env,
         path_var: child::path_from_env(&spec.env),
+        home: child::home_from_env(&spec.env),
+        layers_scratch: layers_scratch.path.clone(),
         cwd: spec.cwd.clone(),
         user: spec.user.clone(),
         hostname: spec.hostname.clone(),
@@ -276,12 +363,15 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
 
     // The mount namespace is gone with its last process: the overlay is unmounted.
     let cleanup = cleanup::remove_mount_points(&spec.upper_dir, &spec.lower_dirs, &report.created);
+    let cleanup = cleanup.and(layers_scratch.remove());
 
     if let Some(err) = report.error {
         return Err(err);
     }
-    cleanup
-        .map_err(|source| ContainerError::Setup { step: "removing mount points from the upper dir".into(), source })?;
+    cleanup.map_err(|source| ContainerError::Setup {
+        step: "removing mount points from the upper dir and the writable mounts' scratch dir".into(),
+        source,
+    })?;
     match report.exit {
         Some(status) if libc::WIFEXITED(status) => {
             Ok(RunResult { outcome: ExitOutcome::Exited(libc::WEXITSTATUS(status)) })

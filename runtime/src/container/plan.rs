@@ -12,7 +12,8 @@
 //! 1. `/` made rprivate, then the overlay root (staged, not yet the process's root).
 //! 2. `/dev` (tmpfs with the six device nodes, `pts`, `shm`, `mqueue`, the usual symlinks).
 //! 3. `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname` (read-only binds of files the runtime
-//!    writes on a private tmpfs), then the caller's mounts.
+//!    writes on a private tmpfs), then the caller's mounts (the only ones whose created
+//!    directories stay in the layer, see [`MountOp::Mount`]).
 //! 4. `/sys` and `/proc` last, so that no earlier target (a symlinked `/etc/hosts`, say) can land
 //!    inside procfs or sysfs, then Docker's masked and read-only paths inside them.
 //! 5. `pivot_root` into the overlay, detaching the old root.
@@ -91,6 +92,10 @@ pub enum Source {
     Mask,
     /// The target itself, bound onto itself recursively (to make it read-only).
     Itself,
+    /// `path` (resolved inside that file system, as if it were `/`) of an overlay of `lowers`
+    /// (topmost first): read-only, or `writable` with a private upper dir whose changes are
+    /// discarded ([`super::MountSpec::Layers`]).
+    Layers { lowers: Vec<PathBuf>, path: String, writable: bool },
 }
 
 /// One step of the plan.
@@ -103,8 +108,11 @@ pub enum MountOp {
     /// `work`. It is staged (attached over `work` in the new mount namespace only) until
     /// [`MountOp::PivotRoot`].
     RootFs { lowers: Vec<PathBuf>, upper: PathBuf, work: PathBuf },
-    /// Mounts `source` at `target` in the root with `attrs`.
-    Mount { source: Source, target: String, attrs: Attrs, create: Create },
+    /// Mounts `source` at `target` in the root with `attrs`. With `keep_dirs` (the caller's
+    /// mounts), directories created for the target — the target itself and missing parents — stay
+    /// in the layer afterwards, as docker leaves `RUN --mount` targets; a created file, and
+    /// everything created for the runtime's own mounts, is removed again.
+    Mount { source: Source, target: String, attrs: Attrs, create: Create, keep_dirs: bool },
     /// Creates a character device node.
     CharDevice { path: String, major: u32, minor: u32, mode: u32 },
     /// Creates a symlink `path` → `link`.
@@ -125,6 +133,7 @@ impl MountOp {
                 Source::Contents { .. } => format!("providing {target}"),
                 Source::Mask => format!("masking {target}"),
                 Source::Itself => format!("making {target} read-only"),
+                Source::Layers { path, .. } => format!("mounting {path} of the layers on {target}"),
             },
             MountOp::CharDevice { path, .. } => format!("creating device {path}"),
             MountOp::Symlink { path, .. } => format!("creating symlink {path}"),
@@ -138,9 +147,16 @@ impl MountOp {
 pub trait Syscall {
     fn privatize_root(&mut self) -> io::Result<()>;
     fn mount_rootfs(&mut self, lowers: &[PathBuf], upper: &Path, work: &Path) -> io::Result<()>;
-    /// Mounts `source` at `target`. Returns `false` when the target is missing and `create` is
-    /// [`Create::Skip`].
-    fn mount(&mut self, source: &Source, target: &str, attrs: Attrs, create: Create) -> io::Result<bool>;
+    /// Mounts `source` at `target` (see [`MountOp::Mount`] for `keep_dirs`). Returns `false` when
+    /// the target is missing and `create` is [`Create::Skip`].
+    fn mount(
+        &mut self,
+        source: &Source,
+        target: &str,
+        attrs: Attrs,
+        create: Create,
+        keep_dirs: bool,
+    ) -> io::Result<bool>;
     fn mknod_char(&mut self, path: &str, major: u32, minor: u32, mode: u32) -> io::Result<()>;
     fn symlink(&mut self, link: &str, path: &str) -> io::Result<()>;
     fn pivot_root(&mut self) -> io::Result<()>;
@@ -159,7 +175,9 @@ pub fn apply_plan(plan: &[MountOp], sys: &mut dyn Syscall) -> Result<(), StepErr
         let res = match op {
             MountOp::PrivatizeRoot => sys.privatize_root(),
             MountOp::RootFs { lowers, upper, work } => sys.mount_rootfs(lowers, upper, work),
-            MountOp::Mount { source, target, attrs, create } => sys.mount(source, target, *attrs, *create).map(drop),
+            MountOp::Mount { source, target, attrs, create, keep_dirs } => {
+                sys.mount(source, target, *attrs, *create, *keep_dirs).map(drop)
+            }
             MountOp::CharDevice { path, major, minor, mode } => sys.mknod_char(path, *major, *minor, *mode),
             MountOp::Symlink { path, link } => sys.symlink(link, path),
             MountOp::PivotRoot => sys.pivot_root(),
@@ -219,12 +237,25 @@ fn fs(fstype: &'static str, options: &[(&'static str, &str)]) -> Source {
 }
 
 fn mount(source: Source, target: &str, attrs: Attrs, create: Create) -> MountOp {
-    MountOp::Mount { source, target: target.to_string(), attrs, create }
+    MountOp::Mount { source, target: target.to_string(), attrs, create, keep_dirs: false }
+}
+
+/// Where the caller may mount under `/dev`: BuildKit's `/dev/pipes/` (heredoc scripts). The
+/// directory is made on demand in the container's own `/dev` tmpfs.
+const DEV_PIPES: &str = "/dev/pipes";
+
+/// Whether a caller's (cleaned) mount target is the runtime's: `/`, or under `/proc`, `/sys` or
+/// `/dev` except strictly below `/dev/pipes`.
+fn reserved_target(clean: &str) -> bool {
+    if clean == "/" || under(clean, "/proc") || under(clean, "/sys") {
+        return true;
+    }
+    under(clean, "/dev") && !(under(clean, DEV_PIPES) && clean != DEV_PIPES)
 }
 
 /// The mount plan for `spec` (see the module docs for the order). Refuses caller mounts whose
 /// target is not absolute, is `/`, or lies under `/proc`, `/sys` or `/dev` (which the runtime
-/// provides).
+/// provides) — except below `/dev/pipes/`.
 pub fn mount_plan(spec: &ContainerSpec) -> Result<Vec<MountOp>, ContainerError> {
     let invalid = ContainerError::InvalidSpec;
     let nosuid_noexec_nodev = Attrs::NOSUID | Attrs::NOEXEC | Attrs::NODEV;
@@ -288,13 +319,24 @@ pub fn mount_plan(spec: &ContainerSpec) -> Result<Vec<MountOp>, ContainerError> 
                 }
                 (target, mount(Source::Fs { fstype: "tmpfs", options }, "", Attrs::NOSUID | Attrs::NODEV, Create::Dir))
             }
+            MountSpec::Layers { lower_dirs, source, target, writable } => {
+                if let Some(l) = lower_dirs.iter().find(|l| !l.is_absolute()) {
+                    return Err(invalid(format!("layer {} is not absolute", l.display())));
+                }
+                if source.contains('\0') {
+                    return Err(invalid(format!("mount source {source:?} contains a NUL byte")));
+                }
+                let attrs = if *writable { Attrs::NONE } else { Attrs::RDONLY };
+                let layers = Source::Layers { lowers: lower_dirs.clone(), path: source.clone(), writable: *writable };
+                (target, mount(layers, "", attrs, Create::LikeSource))
+            }
         };
         let clean = clean_target(target).map_err(invalid)?;
-        if clean == "/" || ["/proc", "/sys", "/dev"].iter().any(|d| under(&clean, d)) {
+        if reserved_target(&clean) {
             return Err(invalid(format!("mount target {target} is reserved for the runtime")));
         }
         let MountOp::Mount { source, attrs, create, .. } = op else { unreachable!() };
-        plan.push(MountOp::Mount { source, target: clean, attrs, create });
+        plan.push(MountOp::Mount { source, target: clean, attrs, create, keep_dirs: true });
     }
 
     let sys_attrs = Attrs::RDONLY | nosuid_noexec_nodev;
@@ -348,7 +390,14 @@ pub(crate) mod fake {
             let lowers: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
             self.record(format!("overlay lower={} upper={} work={}", lowers.join(":"), upper.display(), work.display()))
         }
-        fn mount(&mut self, source: &Source, target: &str, attrs: Attrs, create: Create) -> io::Result<bool> {
+        fn mount(
+            &mut self,
+            source: &Source,
+            target: &str,
+            attrs: Attrs,
+            create: Create,
+            keep_dirs: bool,
+        ) -> io::Result<bool> {
             if create == Create::Skip && self.missing.iter().any(|m| m == target) {
                 self.record(format!("skip {target}"))?;
                 return Ok(false);
@@ -365,8 +414,13 @@ pub(crate) mod fake {
                 Source::Contents { name, data } => format!("file {name} ({} bytes)", data.len()),
                 Source::Mask => "mask".to_string(),
                 Source::Itself => "rebind".to_string(),
+                Source::Layers { lowers, path, writable } => {
+                    let lowers: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+                    format!("layers({}){path}{}", lowers.join(":"), if *writable { " writable" } else { "" })
+                }
             };
-            self.record(format!("mount {what} on {target} {attrs:?} {create:?}"))?;
+            let keep = if keep_dirs { " keep" } else { "" };
+            self.record(format!("mount {what} on {target} {attrs:?} {create:?}{keep}"))?;
             Ok(true)
         }
         fn mknod_char(&mut self, path: &str, major: u32, minor: u32, mode: u32) -> io::Result<()> {
@@ -419,6 +473,19 @@ mod tests {
         let mounts = vec![
             MountSpec::Bind { source: PathBuf::from("/ctx"), target: "/src/../src/./".into(), readonly: true },
             MountSpec::Tmpfs { target: "/cache".into(), size: Some(1 << 20) },
+            MountSpec::Layers {
+                lower_dirs: vec![PathBuf::from("/s/b2"), PathBuf::from("/s/b1")],
+                source: "/out".into(),
+                target: "/staged".into(),
+                writable: false,
+            },
+            MountSpec::Layers {
+                lower_dirs: vec![PathBuf::from("/ctx")],
+                source: "/".into(),
+                target: "/ctx-rw".into(),
+                writable: true,
+            },
+            MountSpec::Bind { source: PathBuf::from("/h/EOF"), target: "/dev/pipes/EOF".into(), readonly: true },
         ];
         let calls = recorded(&spec(Network::None, mounts), &["/proc/asound", "/sys/devices/virtual/powercap"]);
         let expected = [
@@ -443,8 +510,11 @@ mod tests {
             "mount file hosts (20 bytes) on /etc/hosts ro,nosuid,nodev,noexec File",
             "mount file resolv.conf (20 bytes) on /etc/resolv.conf ro,nosuid,nodev,noexec File",
             "mount file hostname (4 bytes) on /etc/hostname ro,nosuid,nodev,noexec File",
-            "mount bind /ctx on /src ro LikeSource",
-            "mount tmpfs(mode=1777,size=1048576) on /cache nosuid,nodev Dir",
+            "mount bind /ctx on /src ro LikeSource keep",
+            "mount tmpfs(mode=1777,size=1048576) on /cache nosuid,nodev Dir keep",
+            "mount layers(/s/b2:/s/b1)/out on /staged ro LikeSource keep",
+            "mount layers(/ctx)/ writable on /ctx-rw rw LikeSource keep",
+            "mount bind /h/EOF on /dev/pipes/EOF ro LikeSource keep",
             "mount sysfs() on /sys ro,nosuid,nodev,noexec Dir",
             "mount proc() on /proc nosuid,nodev,noexec Dir",
             "skip /proc/asound",
@@ -491,14 +561,38 @@ mod tests {
 
     #[test]
     fn reserved_and_relative_targets_are_refused() {
-        for target in ["/proc/x", "/sys", "/dev/shm", "relative", "/", "/a/../..", "/x/../proc/self"] {
+        for target in [
+            "/proc/x",
+            "/sys",
+            "/dev/shm",
+            "/dev",
+            "/dev/pipes",
+            "/dev/pipes/..",
+            "/dev/pipes/../shm",
+            "/dev/pipesx",
+            "relative",
+            "/",
+            "/a/../..",
+            "/x/../proc/self",
+        ] {
             let s = spec(Network::None, vec![MountSpec::Tmpfs { target: target.into(), size: None }]);
             let err = mount_plan(&s).unwrap_err();
             assert!(matches!(err, ContainerError::InvalidSpec(_)), "{target}: {err}");
         }
-        // Names that merely start like a reserved one are fine.
-        let s = spec(Network::None, vec![MountSpec::Tmpfs { target: "/process".into(), size: None }]);
-        mount_plan(&s).unwrap();
+        // Names that merely start like a reserved one are fine, and so is BuildKit's /dev/pipes/.
+        for target in ["/process", "/devices", "/dev/pipes/EOF", "/dev/pipes/a/b", "/dev/pipes/./x/"] {
+            let s = spec(Network::None, vec![MountSpec::Tmpfs { target: target.into(), size: None }]);
+            mount_plan(&s).unwrap_or_else(|e| panic!("{target}: {e}"));
+        }
+        let layers = |lower: &str, source: &str| MountSpec::Layers {
+            lower_dirs: vec![PathBuf::from(lower)],
+            source: source.into(),
+            target: "/x".into(),
+            writable: false,
+        };
+        assert!(mount_plan(&spec(Network::None, vec![layers("rel", "/")])).is_err());
+        assert!(mount_plan(&spec(Network::None, vec![layers("/abs", "/a\0b")])).is_err());
+        mount_plan(&spec(Network::None, vec![layers("/abs", "relative/is/in-root")])).unwrap();
         let s = spec(
             Network::None,
             vec![MountSpec::Bind { source: PathBuf::from("rel"), target: "/x".into(), readonly: false }],

@@ -194,6 +194,9 @@ pub(crate) fn move_mount(mnt: BorrowedFd<'_>, target: BorrowedFd<'_>, name: Opti
 pub(crate) struct Created {
     pub path: String,
     pub dir: bool,
+    /// A directory created for a caller's mount target (the target or a missing parent): it stays
+    /// in the layer, as docker leaves `RUN --mount` target directories. Never set for files.
+    pub keep: bool,
 }
 
 /// What [`resolve`] should create when the final component is missing.
@@ -229,10 +232,11 @@ fn open_path(dir: BorrowedFd<'_>, name: &OsStr, extra: OFlag) -> io::Result<Owne
 /// Resolves the absolute container path `path` against `root` as if `root` were `/`: `..` stops
 /// at the root, symlinks (absolute ones too) are followed inside it, and every step is an
 /// `O_NOFOLLOW` open relative to the previous directory, so nothing outside the root is reached.
-/// Missing directories on the way are created (mode 0755, owned by `owner` if given), the final
-/// component as `want` says; what was created on the root's own file system (`root_dev`) is
-/// appended to `created`. Returns an `O_PATH` descriptor of the result, or `None` when it is
-/// missing and `want` is [`Want::Nothing`].
+/// Unless `want` is [`Want::Nothing`], missing directories on the way are created (mode 0755,
+/// owned by `owner` if given), the final component as `want` says; what was created on the root's
+/// own file system (`root_dev`) is appended to `created`. Returns an `O_PATH` descriptor of the
+/// result, or `None` when it (or a directory on the way) is missing and `want` is
+/// [`Want::Nothing`], which never creates anything.
 ///
 /// This is only used while nothing else runs in the container (before the process is started),
 /// so the tree cannot change under the walk.
@@ -288,7 +292,7 @@ pub(crate) fn resolve(
             Some(_) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
             None => {
                 let on_root_fs = fstat(cur).map_err(errno_io)?.st_dev == root_dev;
-                if last && want == Want::Nothing {
+                if want == Want::Nothing {
                     return Ok(None);
                 }
                 if last && want == Want::File {
@@ -304,13 +308,13 @@ pub(crate) fn resolve(
                     }
                     drop(fd);
                     if on_root_fs {
-                        created.push(Created { path: rel(), dir: false });
+                        created.push(Created { path: rel(), dir: false, keep: false });
                     }
                     return open_path(cur, name, OFlag::empty()).map(Some);
                 }
                 mkdirat(cur, name, Mode::from_bits_truncate(0o755)).map_err(errno_io)?;
                 if on_root_fs {
-                    created.push(Created { path: rel(), dir: true });
+                    created.push(Created { path: rel(), dir: true, keep: false });
                 }
                 let fd = open_path(cur, name, OFlag::O_DIRECTORY)?;
                 if let Some((uid, gid)) = owner {
@@ -338,34 +342,139 @@ pub(crate) fn dup_cloexec(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 pub(crate) struct RealSys {
     /// The private tmpfs that stages the root and holds the runtime's files.
     staging: Option<OwnedFd>,
+    /// Where the staging tmpfs is attached (over the overlay's work dir), for overlay options.
+    staging_path: Option<PathBuf>,
     /// The overlay root (`O_PATH`), once mounted.
     root: Option<OwnedFd>,
+    /// A fresh directory for the upper and work dirs of writable [`Source::Layers`] mounts.
+    layers_scratch: Option<PathBuf>,
+    /// How many [`Source::Layers`] mounts were made (names their staging and scratch dirs).
+    layer_mounts: usize,
     /// Mount points created in the overlay, in creation order.
     pub created: Vec<Created>,
 }
 
 impl RealSys {
-    pub fn new() -> RealSys {
-        RealSys { staging: None, root: None, created: Vec::new() }
+    pub fn new(layers_scratch: Option<PathBuf>) -> RealSys {
+        RealSys { staging: None, staging_path: None, root: None, layers_scratch, layer_mounts: 0, created: Vec::new() }
     }
 
     fn root(&self) -> io::Result<BorrowedFd<'_>> {
         self.root.as_ref().map(|fd| fd.as_fd()).ok_or_else(|| io::Error::other("the root is not mounted yet"))
     }
 
-    fn target(&mut self, target: &str, want: Want) -> io::Result<Option<OwnedFd>> {
+    /// Resolves `target` in the root (see [`resolve`]); directories created on the way are marked
+    /// to stay in the layer when `keep_dirs`.
+    fn target(&mut self, target: &str, want: Want, keep_dirs: bool) -> io::Result<Option<OwnedFd>> {
         let root = self.root.as_ref().ok_or_else(|| io::Error::other("the root is not mounted yet"))?;
-        resolve(root.as_fd(), target, want, None, &mut self.created)
+        let before = self.created.len();
+        let res = resolve(root.as_fd(), target, want, None, &mut self.created);
+        for c in &mut self.created[before..] {
+            c.keep = keep_dirs && c.dir;
+        }
+        res
     }
 
-    fn target_checked(&mut self, target: &str, dir: bool) -> io::Result<OwnedFd> {
-        let fd = self.target(target, if dir { Want::Dir } else { Want::File })?.expect("created when missing");
+    fn target_checked(&mut self, target: &str, dir: bool, keep_dirs: bool) -> io::Result<OwnedFd> {
+        let want = if dir { Want::Dir } else { Want::File };
+        let fd = self.target(target, want, keep_dirs)?.expect("created when missing");
         let st = fstat(&fd).map_err(errno_io)?;
         match (dir, is_dir(&st)) {
             (true, false) => Err(io::Error::new(io::ErrorKind::NotADirectory, "the target is not a directory")),
             (false, true) => Err(io::Error::new(io::ErrorKind::IsADirectory, "the target is a directory")),
             _ => Ok(fd),
         }
+    }
+
+    /// A detached bind of `path` (resolved in-root) of an overlay of `lowers` (topmost first):
+    /// read-only, or with an upper and work dir of its own under the layers scratch dir, whose
+    /// changes nobody reads. The overlay itself is attached on the staging tmpfs (so that
+    /// `open_tree` may clone from it), which goes away with the old root at `pivot_root`.
+    /// Returns the mount and whether it is a directory.
+    fn layers_mount(
+        &mut self,
+        lowers: &[PathBuf],
+        path: &str,
+        writable: bool,
+        attrs: Attrs,
+    ) -> io::Result<(OwnedFd, bool)> {
+        let staging = self.staging.as_ref().ok_or_else(|| io::Error::other("no staging tmpfs"))?;
+        let staging_path = self.staging_path.as_deref().ok_or_else(|| io::Error::other("no staging tmpfs"))?;
+        let n = self.layer_mounts;
+        self.layer_mounts += 1;
+        let name = format!("layers-{n}");
+        mkdirat(staging, name.as_str(), Mode::from_bits_truncate(0o755)).map_err(errno_io)?;
+        let fsfd = {
+            let fstype = c"overlay";
+            // SAFETY: fstype is NUL-terminated.
+            owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })?
+        };
+        fs_config(fsfd.as_fd(), "source", "overlay")?;
+        for (k, v) in [("redirect_dir", "off"), ("metacopy", "off"), ("index", "off")] {
+            fs_config(fsfd.as_fd(), k, v)?;
+        }
+        let path_str = |p: &Path| {
+            p.to_str().map(str::to_string).ok_or_else(|| io::Error::other(format!("{} is not UTF-8", p.display())))
+        };
+        if writable {
+            let scratch =
+                self.layers_scratch.as_ref().ok_or_else(|| io::Error::other("no scratch dir for writable mounts"))?;
+            let dir = scratch.join(n.to_string());
+            let (upper, work) = (dir.join("upper"), dir.join("work"));
+            for d in [&dir, &upper, &work] {
+                std::fs::create_dir(d)
+                    .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", d.display())))?;
+            }
+            // The merged root shows the upper dir's metadata: make it the topmost layer's.
+            if let Some(top) = lowers.first() {
+                let st = nix::sys::stat::stat(top.as_path()).map_err(errno_io)?;
+                nix::unistd::chown(&upper, Some(st.st_uid.into()), Some(st.st_gid.into())).map_err(errno_io)?;
+                nix::sys::stat::fchmodat(
+                    nix::fcntl::AT_FDCWD,
+                    &upper,
+                    Mode::from_bits_truncate(st.st_mode & 0o7777),
+                    nix::sys::stat::FchmodatFlags::FollowSymlink,
+                )
+                .map_err(errno_io)?;
+            }
+            fs_config(fsfd.as_fd(), "upperdir", &path_str(&upper)?)?;
+            fs_config(fsfd.as_fd(), "workdir", &path_str(&work)?)?;
+        }
+        let mut layers: Vec<String> = lowers.iter().map(|l| path_str(l)).collect::<io::Result<_>>()?;
+        // Without an upper dir, overlay wants two lower dirs at least; with one, one. Empty ones
+        // (distinct: a layer may appear once only) make up the count.
+        while layers.len() < if writable { 1 } else { 2 } {
+            let empty = format!("{name}-empty{}", layers.len());
+            mkdirat(staging, empty.as_str(), Mode::from_bits_truncate(0o755)).map_err(errno_io)?;
+            layers.push(format!("{}/{empty}", path_str(staging_path)?));
+        }
+        for layer in &layers {
+            fs_config(fsfd.as_fd(), "lowerdir+", layer)?;
+        }
+        // SAFETY: FSCONFIG_CMD_CREATE takes no key or value.
+        let res = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fsfd.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<u8>(),
+                std::ptr::null::<u8>(),
+                0,
+            )
+        };
+        check(res).map_err(|e| with_context(e, fsfd.as_fd(), "creating overlay"))?;
+        let ro = if writable { 0 } else { Attrs::RDONLY.0 as libc::c_uint };
+        // SAFETY: plain syscall on a descriptor we own.
+        let ovl = owned(unsafe { libc::syscall(libc::SYS_fsmount, fsfd.as_raw_fd(), FSMOUNT_CLOEXEC, ro) })?;
+        move_mount(ovl.as_fd(), staging.as_fd(), Some(OsStr::new(&name)))?;
+        let ovl_root = open_path(staging.as_fd(), OsStr::new(&name), OFlag::O_DIRECTORY)?;
+        let src = resolve(ovl_root.as_fd(), path, Want::Nothing, None, &mut Vec::new())?.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{path} does not exist in the mounted layers"))
+        })?;
+        let st = fstat(&src).map_err(errno_io)?;
+        let mnt = clone_tree(src.as_fd(), false)?;
+        set_attrs(mnt.as_fd(), attrs, false)?;
+        Ok((mnt, is_dir(&st)))
     }
 }
 
@@ -434,13 +543,21 @@ impl Syscall for RealSys {
         let root = openat(&ovl, ".", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(errno_io)?;
         self.staging = Some(staging);
+        self.staging_path = Some(work.to_path_buf());
         self.root = Some(root);
         Ok(())
     }
 
-    fn mount(&mut self, source: &Source, target: &str, attrs: Attrs, create: Create) -> io::Result<bool> {
+    fn mount(
+        &mut self,
+        source: &Source,
+        target: &str,
+        attrs: Attrs,
+        create: Create,
+        keep_dirs: bool,
+    ) -> io::Result<bool> {
         if create == Create::Skip {
-            let Some(fd) = self.target(target, Want::Nothing)? else { return Ok(false) };
+            let Some(fd) = self.target(target, Want::Nothing, false)? else { return Ok(false) };
             let st = fstat(&fd).map_err(errno_io)?;
             let mnt = match source {
                 Source::Mask if is_dir(&st) => fs_mount("tmpfs", &[("size", "0".to_string())], attrs)?,
@@ -493,6 +610,7 @@ impl Syscall for RealSys {
                 set_attrs(mnt.as_fd(), attrs, false)?;
                 (mnt, false)
             }
+            Source::Layers { lowers, path, writable } => self.layers_mount(lowers, path, *writable, attrs)?,
             Source::Mask | Source::Itself => return Err(io::Error::other("masks are optional mounts")),
         };
         let dir = match create {
@@ -500,7 +618,7 @@ impl Syscall for RealSys {
             Create::File => false,
             _ => dir,
         };
-        let fd = self.target_checked(target, dir)?;
+        let fd = self.target_checked(target, dir, keep_dirs)?;
         move_mount(mnt.as_fd(), fd.as_fd(), None)?;
         Ok(true)
     }
@@ -538,6 +656,7 @@ impl Syscall for RealSys {
         nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH).map_err(errno_io)?;
         nix::unistd::chdir("/").map_err(errno_io)?;
         self.staging = None;
+        self.staging_path = None;
         self.root = None;
         Ok(())
     }
