@@ -59,6 +59,16 @@ fn human_duration(seconds: u64) -> String {
     }
 }
 
+/// Docker's confirmation prompt: prints `warning` and reads a line; only `y`/`yes` goes ahead.
+pub fn confirm(warning: &str) -> std::io::Result<bool> {
+    use std::io::{BufRead, Write};
+    print!("{warning}\nAre you sure you want to continue? [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
 /// Prints rows as an aligned table with docker's three-space gutters.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     print!("{}", render_table(header, rows));

@@ -2,7 +2,6 @@
 //! old ones with `--filter until=`) and sweeps the layers and snapshots nothing else needs.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -10,7 +9,7 @@ use kiln_cas::store::PruneReport;
 use kiln_cas::{Digest, Store};
 
 use crate::cli::BuilderPruneArgs;
-use crate::output::human_size;
+use crate::output::{confirm, human_size};
 
 /// Build-cache use: records, records whose layer an image also uses, and the bytes only the cache
 /// holds (layers no image uses, plus RUN cache mounts).
@@ -47,14 +46,8 @@ pub fn prune(open_exclusive: impl FnOnce() -> Result<Store>, args: BuilderPruneA
         }
     }
     let keep_bytes = args.keep_storage.as_deref().map(parse_size).transpose()?;
-    if !args.force {
-        print!("WARNING! This will remove all dangling build cache.\nAre you sure you want to continue? [y/N] ");
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(ExitCode::SUCCESS);
-        }
+    if !args.force && !confirm("WARNING! This will remove all dangling build cache.")? {
+        return Ok(ExitCode::SUCCESS);
     }
     let store = open_exclusive()?;
     let image_layers = image_layers(&store)?;

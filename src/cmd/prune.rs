@@ -1,7 +1,6 @@
 //! `kiln image prune`: removes dangling images (or, with -a, every image no container uses),
 //! then sweeps blobs nothing needs, including leftovers of interrupted commands.
 
-use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -9,7 +8,7 @@ use kiln_cas::store::PruneReport;
 use kiln_cas::{Digest, Reference, Store};
 
 use crate::cli::PruneArgs;
-use crate::output::human_size;
+use crate::output::{confirm, human_size};
 
 pub fn run(open_exclusive: impl FnOnce() -> Result<Store>, args: PruneArgs) -> Result<ExitCode> {
     if !args.force {
@@ -18,11 +17,7 @@ pub fn run(open_exclusive: impl FnOnce() -> Result<Store>, args: PruneArgs) -> R
         } else {
             "WARNING! This will remove all dangling images."
         };
-        print!("{warning}\nAre you sure you want to continue? [y/N] ");
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        if !confirm(warning)? {
             return Ok(ExitCode::SUCCESS);
         }
     }

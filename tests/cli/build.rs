@@ -1,7 +1,6 @@
 //! Tests of `kiln build` against the busybox base made by `fixtures/`: the resulting file system
 //! (read back through the store's ImageFs), the config, errors, and stages running in parallel.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
@@ -520,22 +519,9 @@ fn independent_stages_run_at_the_same_time() {
     let ctx = t.ctx();
     let out = t.k.run(&["build", "--progress", "rawjson", "-t", "par:1", &ctx]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    // Collect (started, completed) of the two ADD steps from the rawjson stream.
-    let mut spans: BTreeMap<String, (String, String)> = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stderr).lines() {
-        let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
-        for vertex in event["vertexes"].as_array().into_iter().flatten() {
-            let name = vertex["name"].as_str().unwrap_or("").to_string();
-            if name.contains("ADD") {
-                if let (Some(s), Some(c)) = (vertex["started"].as_str(), vertex["completed"].as_str()) {
-                    spans.insert(name, (s.to_string(), c.to_string()));
-                }
-            }
-        }
-    }
+    let spans = rawjson_spans(&String::from_utf8_lossy(&out.stderr), "ADD");
     assert_eq!(spans.len(), 2, "{spans:?}");
-    let parse = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap();
-    let ranges: Vec<_> = spans.values().map(|(s, c)| (parse(s), parse(c))).collect();
+    let ranges: Vec<_> = spans.values().copied().collect();
     let (a, b) = (ranges[0], ranges[1]);
     assert!(a.0 < b.1 && b.0 < a.1, "the two ADD steps did not overlap: {spans:?}");
     let v = t.fs("par:1");

@@ -157,14 +157,6 @@ fn source_date_epoch_builds_are_identical_across_stores() {
     assert!(results[0].1 == results[1].1, "kiln save archives differ byte for byte");
 }
 
-fn is_root() -> bool {
-    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
-    if !root {
-        eprintln!("skipping: the cache tests build RUN steps, which need root");
-    }
-    root
-}
-
 #[test]
 fn builder_prune_forgets_the_cache_and_df_shows_it() {
     if !is_root() {

@@ -136,6 +136,40 @@ pub fn shared_archive(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// Whether the tests run as root, which RUN steps and `kiln run` need (namespaces, overlayfs);
+/// prints why a test skips otherwise.
+pub fn is_root() -> bool {
+    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+    if !root {
+        eprintln!("skipping: RUN steps and kiln run need root (namespaces and overlayfs)");
+    }
+    root
+}
+
+/// (started, completed) of every step in a `--progress rawjson` stream whose name contains
+/// `needle`, by step name.
+pub fn rawjson_spans(
+    stderr: &str,
+    needle: &str,
+) -> std::collections::BTreeMap<String, (chrono::DateTime<chrono::FixedOffset>, chrono::DateTime<chrono::FixedOffset>)>
+{
+    let mut spans = std::collections::BTreeMap::new();
+    for line in stderr.lines() {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        for vertex in event["vertexes"].as_array().into_iter().flatten() {
+            let name = vertex["name"].as_str().unwrap_or("");
+            if !name.contains(needle) {
+                continue;
+            }
+            if let (Some(s), Some(c)) = (vertex["started"].as_str(), vertex["completed"].as_str()) {
+                let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).expect("rawjson times are RFC 3339");
+                spans.insert(name.to_string(), (parse(s), parse(c)));
+            }
+        }
+    }
+    spans
+}
+
 /// Whether an external tool is on PATH; tests that need one skip with a message without it.
 pub fn have_tool(name: &str) -> bool {
     let found = Command::new("sh")

@@ -2,14 +2,6 @@
 
 use crate::harness::*;
 
-fn is_root() -> bool {
-    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
-    if !root {
-        eprintln!("skipping: kiln run needs root (namespaces and overlayfs)");
-    }
-    root
-}
-
 fn image_with_cmd(k: &Kiln, tag: &str, dockerfile: &str) {
     let ctx = k.path(&format!("ctx-{}", tag.replace(':', "-")));
     std::fs::create_dir_all(&ctx).unwrap();

@@ -1,21 +1,11 @@
 //! Tests of RUN in `kiln build`: the container sees what BuildKit gives it, and the layer holds
 //! only what the command changed. They need root (namespaces, overlayfs) and skip without it.
 
-use std::collections::BTreeMap;
-
 use kiln_cas::image_fs::{EntryKind, ImageFs};
 use kiln_cas::{LockMode, Store};
 use serde_json::Value;
 
 use crate::harness::*;
-
-fn is_root() -> bool {
-    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
-    if !root {
-        eprintln!("skipping: RUN needs root (namespaces and overlayfs)");
-    }
-    root
-}
 
 /// A store with busybox and a context dir; `build` returns (image ID, progress output).
 struct RunTest {
@@ -242,21 +232,9 @@ fn four_independent_run_stages_all_overlap() {
     let ctx = t.ctx();
     let out = t.k.run(&["build", "--progress", "rawjson", "-t", "par:1", &ctx]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut spans: BTreeMap<String, (String, String)> = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stderr).lines() {
-        let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
-        for v in event["vertexes"].as_array().into_iter().flatten() {
-            let name = v["name"].as_str().unwrap_or("");
-            if name.contains("RUN") {
-                if let (Some(s), Some(c)) = (v["started"].as_str(), v["completed"].as_str()) {
-                    spans.insert(name.to_string(), (s.to_string(), c.to_string()));
-                }
-            }
-        }
-    }
+    let spans = rawjson_spans(&String::from_utf8_lossy(&out.stderr), "RUN");
     assert_eq!(spans.len(), 4, "{spans:?}");
-    let parse = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap();
-    let ranges: Vec<_> = spans.values().map(|(s, c)| (parse(s), parse(c))).collect();
+    let ranges: Vec<_> = spans.values().copied().collect();
     // Every RUN started before every other one finished: all four were running at once.
     let latest_start = ranges.iter().map(|r| r.0).max().unwrap();
     let earliest_end = ranges.iter().map(|r| r.1).min().unwrap();

@@ -60,25 +60,7 @@ pub fn context_digest(stat: &StatCache, dir: &Path, ignore: &IgnoreMatcher, op: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{CopyFrom, CopySource};
     use std::os::unix::fs::PermissionsExt;
-
-    fn copy_of(source: &str) -> CopyOp {
-        CopyOp {
-            add: false,
-            from: CopyFrom::Context,
-            sources: vec![CopySource::Path(source.into())],
-            dest: "/".into(),
-            chown: None,
-            chmod: None,
-            link: false,
-            parents: false,
-            exclude: Vec::new(),
-            checksum: None,
-            keep_git_dir: false,
-            unpack: None,
-        }
-    }
 
     #[test]
     fn fields_are_unambiguous() {
@@ -97,7 +79,7 @@ mod tests {
         std::fs::write(ctx.path().join("other"), "x").unwrap();
         let stat = StatCache::load(store.path());
         let ignore = IgnoreMatcher::default();
-        let digest = || context_digest(&stat, ctx.path(), &ignore, &copy_of("src")).unwrap();
+        let digest = || context_digest(&stat, ctx.path(), &ignore, &CopyOp::from_context(&["src"], "/")).unwrap();
         let first = digest();
         std::fs::write(ctx.path().join("other"), "changed").unwrap();
         assert_eq!(digest(), first, "a file the COPY does not read");

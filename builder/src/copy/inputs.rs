@@ -70,23 +70,9 @@ fn input(tree: &ContextTree, named: Vec<u8>, resolved: &[u8], kind: &NodeKind, m
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::CopyFrom;
 
     fn op(sources: &[&str]) -> CopyOp {
-        CopyOp {
-            add: false,
-            from: CopyFrom::Context,
-            sources: sources.iter().map(|s| CopySource::Path(s.to_string())).collect(),
-            dest: "/dst/".into(),
-            chown: None,
-            chmod: None,
-            link: false,
-            parents: false,
-            exclude: Vec::new(),
-            checksum: None,
-            keep_git_dir: false,
-            unpack: None,
-        }
+        CopyOp::from_context(sources, "/dst/")
     }
 
     #[test]

@@ -124,6 +124,26 @@ pub struct CopyOp {
     pub unpack: Option<bool>,
 }
 
+impl CopyOp {
+    /// A plain `COPY SOURCES… DEST` from the build context, with no flags.
+    pub fn from_context(sources: &[&str], dest: &str) -> CopyOp {
+        CopyOp {
+            add: false,
+            from: CopyFrom::Context,
+            sources: sources.iter().map(|s| CopySource::Path(s.to_string())).collect(),
+            dest: dest.to_string(),
+            chown: None,
+            chmod: None,
+            link: false,
+            parents: false,
+            exclude: Vec::new(),
+            checksum: None,
+            keep_git_dir: false,
+            unpack: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CopyFrom {
     /// The build context.

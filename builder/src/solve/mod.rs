@@ -389,7 +389,7 @@ fn step_key(
                     key = key.field(id.to_string());
                 } else {
                     let source = options_of.get("source").cloned().unwrap_or_else(|| "/".into());
-                    let as_copy = bind_source_as_copy(&source);
+                    let as_copy = CopyOp::from_context(&[&source], "/");
                     key = key.field(context_digest(cx.stat, options.context_dir, options.ignore, &as_copy)?);
                 }
             }
@@ -397,24 +397,6 @@ fn step_key(
         Op::Config(_) => {}
     }
     Ok(Some(key.finish()))
-}
-
-/// A bind mount's source, read as a COPY of it would be.
-fn bind_source_as_copy(source: &str) -> CopyOp {
-    CopyOp {
-        add: false,
-        from: CopyFrom::Context,
-        sources: vec![CopySource::Path(source.to_string())],
-        dest: "/".into(),
-        chown: None,
-        chmod: None,
-        link: false,
-        parents: false,
-        exclude: Vec::new(),
-        checksum: None,
-        keep_git_dir: false,
-        unpack: None,
-    }
 }
 
 /// Does the work of a step that missed the cache: the layer it makes, if any.

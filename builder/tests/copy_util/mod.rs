@@ -83,20 +83,7 @@ impl Env {
 }
 
 pub fn op(sources: &[&str], dest: &str) -> CopyOp {
-    CopyOp {
-        add: false,
-        from: CopyFrom::Context,
-        sources: sources.iter().map(|s| CopySource::Path(s.to_string())).collect(),
-        dest: dest.to_string(),
-        chown: None,
-        chmod: None,
-        link: false,
-        parents: false,
-        exclude: Vec::new(),
-        checksum: None,
-        keep_git_dir: false,
-        unpack: None,
-    }
+    CopyOp::from_context(sources, dest)
 }
 
 pub fn add(sources: &[&str], dest: &str) -> CopyOp {
