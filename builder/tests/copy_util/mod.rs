@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_builder::context::dockerignore::IgnoreMatcher;
 use kiln_builder::copy::{copy_layer, CopyError, CopyRequest, CopyResult, SourceRoot};
-use kiln_builder::plan::{CopyFrom, CopyOp, CopySource};
+use kiln_builder::plan::CopyOp;
 use kiln_cas::image_fs::ImageFs;
 use kiln_cas::{Digest, LockMode, Store};
 
