@@ -10,16 +10,11 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
+use kiln_cas::archive::tar_header::{pad, write_end, write_header, TarHeader};
 use kiln_cas::image_fs::{FsEntry, ImageFs};
 use kiln_cas::Store;
 
 use super::CopyError;
-
-const BLOCK: usize = 512;
-/// Largest value an 8-byte octal field (uid, gid, mode) holds.
-const MAX_OCTAL_8: u64 = 0o7777777;
-/// Largest value a 12-byte octal field (size, mtime) holds.
-const MAX_OCTAL_12: u64 = 0o77777777777;
 
 /// Where a regular file's bytes come from.
 #[derive(Clone, Debug)]
@@ -215,7 +210,9 @@ pub(crate) fn write_tar<W: Write>(
             Kind::Block(..) => (b'4', 0, None),
             Kind::Fifo => (b'6', 0, None),
         };
-        let header = Header {
+        let xattrs: Vec<(Vec<u8>, Vec<u8>)> =
+            entry.xattrs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.clone())).collect();
+        let header = TarHeader {
             name: &name,
             type_flag,
             mode: entry.mode & 0o7777,
@@ -228,7 +225,7 @@ pub(crate) fn write_tar<W: Write>(
                 Kind::Char(ma, mi) | Kind::Block(ma, mi) => Some((ma, mi)),
                 _ => None,
             },
-            xattrs: &entry.xattrs,
+            xattrs: &xattrs,
         };
         write_header(out, &header).map_err(CopyError::WriteLayer)?;
         if type_flag == b'0' && size > 0 {
@@ -260,171 +257,8 @@ pub(crate) fn write_tar<W: Write>(
         }
         count += 1;
     }
-    out.write_all(&[0u8; BLOCK * 2]).map_err(CopyError::WriteLayer)?;
+    write_end(out).map_err(CopyError::WriteLayer)?;
     Ok(count)
-}
-
-struct Header<'a> {
-    name: &'a [u8],
-    type_flag: u8,
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    size: u64,
-    mtime: i64,
-    link: Option<&'a [u8]>,
-    device: Option<(u32, u32)>,
-    xattrs: &'a [(String, Vec<u8>)],
-}
-
-fn write_header<W: Write>(out: &mut W, h: &Header) -> io::Result<()> {
-    let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut block = [0u8; BLOCK];
-    match split_ustar_name(h.name) {
-        Some((prefix, name)) => {
-            block[..name.len()].copy_from_slice(name);
-            block[345..345 + prefix.len()].copy_from_slice(prefix);
-        }
-        None => {
-            pax.push(("path".into(), h.name.to_vec()));
-            let short = truncated_name(h.name);
-            block[..short.len()].copy_from_slice(&short);
-        }
-    }
-    if let Some(link) = h.link {
-        if link.len() <= 100 {
-            block[157..157 + link.len()].copy_from_slice(link);
-        } else {
-            pax.push(("linkpath".into(), link.to_vec()));
-            block[157..257].copy_from_slice(&link[..100]);
-        }
-    }
-    octal(&mut block[100..108], u64::from(h.mode));
-    for (value, range, key) in [(h.uid, 108..116, "uid"), (h.gid, 116..124, "gid")] {
-        if value > MAX_OCTAL_8 {
-            pax.push((key.into(), value.to_string().into_bytes()));
-            octal(&mut block[range], 0);
-        } else {
-            octal(&mut block[range], value);
-        }
-    }
-    if h.size > MAX_OCTAL_12 {
-        pax.push(("size".into(), h.size.to_string().into_bytes()));
-        octal(&mut block[124..136], 0);
-    } else {
-        octal(&mut block[124..136], h.size);
-    }
-    let mtime = h.mtime.max(0) as u64;
-    if mtime > MAX_OCTAL_12 {
-        pax.push(("mtime".into(), mtime.to_string().into_bytes()));
-        octal(&mut block[136..148], MAX_OCTAL_12);
-    } else {
-        octal(&mut block[136..148], mtime);
-    }
-    block[156] = h.type_flag;
-    block[257..263].copy_from_slice(b"ustar\0");
-    block[263..265].copy_from_slice(b"00");
-    let (major, minor) = h.device.unwrap_or((0, 0));
-    octal(&mut block[329..337], u64::from(major));
-    octal(&mut block[337..345], u64::from(minor));
-    let mut xattrs: Vec<&(String, Vec<u8>)> = h.xattrs.iter().collect();
-    xattrs.sort();
-    for (k, v) in xattrs {
-        pax.push((format!("SCHILY.xattr.{k}"), v.clone()));
-    }
-    if !pax.is_empty() {
-        write_pax(out, h.name, &pax)?;
-    }
-    checksum(&mut block);
-    out.write_all(&block)
-}
-
-/// A PAX extended header (type `x`) for the entry that follows, named as Go's archive/tar names it.
-fn write_pax<W: Write>(out: &mut W, name: &[u8], records: &[(String, Vec<u8>)]) -> io::Result<()> {
-    let mut data = Vec::new();
-    for (key, value) in records {
-        let body_len = key.len() + value.len() + 3; // ' ', '=', '\n'
-        let mut len = body_len + 1;
-        while len.to_string().len() + body_len != len {
-            len = len.to_string().len() + body_len;
-        }
-        data.extend_from_slice(len.to_string().as_bytes());
-        data.push(b' ');
-        data.extend_from_slice(key.as_bytes());
-        data.push(b'=');
-        data.extend_from_slice(value);
-        data.push(b'\n');
-    }
-    let trimmed = name.strip_suffix(b"/").unwrap_or(name);
-    let (dir, base) = match trimmed.iter().rposition(|&b| b == b'/') {
-        Some(i) => (&trimmed[..i + 1], &trimmed[i + 1..]),
-        None => (&b""[..], trimmed),
-    };
-    let mut pax_name = dir.to_vec();
-    pax_name.extend_from_slice(b"PaxHeaders.0/");
-    pax_name.extend_from_slice(base);
-    let pax_name = truncated_name(&pax_name);
-    let mut block = [0u8; BLOCK];
-    block[..pax_name.len()].copy_from_slice(&pax_name);
-    octal(&mut block[100..108], 0o644);
-    octal(&mut block[108..116], 0);
-    octal(&mut block[116..124], 0);
-    octal(&mut block[124..136], data.len() as u64);
-    octal(&mut block[136..148], 0);
-    block[156] = b'x';
-    block[257..263].copy_from_slice(b"ustar\0");
-    block[263..265].copy_from_slice(b"00");
-    octal(&mut block[329..337], 0);
-    octal(&mut block[337..345], 0);
-    checksum(&mut block);
-    out.write_all(&block)?;
-    out.write_all(&data)?;
-    pad(out, data.len() as u64)
-}
-
-/// Splits a name into ustar's 155-byte prefix and 100-byte name at a `/`, or None if it cannot.
-fn split_ustar_name(name: &[u8]) -> Option<(&[u8], &[u8])> {
-    if name.len() <= 100 {
-        return Some((&[], name));
-    }
-    if name.len() > 256 {
-        return None;
-    }
-    // The split `/` is dropped; the prefix may be at most 155 bytes and the rest at most 100.
-    let search_end = name.len().saturating_sub(1);
-    (0..search_end).rev().filter(|&i| name[i] == b'/').find_map(|i| {
-        let (prefix, rest) = (&name[..i], &name[i + 1..]);
-        (prefix.len() <= 155 && rest.len() <= 100 && !rest.is_empty()).then_some((prefix, rest))
-    })
-}
-
-/// The first 100 bytes of a name, for the ustar field of an entry whose real name is in PAX.
-fn truncated_name(name: &[u8]) -> Vec<u8> {
-    name[..name.len().min(100)].to_vec()
-}
-
-fn octal(field: &mut [u8], value: u64) {
-    let width = field.len() - 1;
-    let text = format!("{value:0width$o}");
-    let text = text.as_bytes();
-    let start = text.len().saturating_sub(width);
-    field[..width].copy_from_slice(&text[start..]);
-    field[width] = 0;
-}
-
-fn checksum(block: &mut [u8; BLOCK]) {
-    block[148..156].fill(b' ');
-    let sum: u64 = block.iter().map(|&b| u64::from(b)).sum();
-    let text = format!("{sum:06o}\0 ");
-    block[148..156].copy_from_slice(text.as_bytes());
-}
-
-fn pad<W: Write>(out: &mut W, len: u64) -> io::Result<()> {
-    let rem = (len % BLOCK as u64) as usize;
-    if rem != 0 {
-        out.write_all(&[0u8; BLOCK][..BLOCK - rem])?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -541,14 +375,5 @@ mod tests {
         assert_eq!(t.paths().collect::<Vec<_>>(), vec![&b"d"[..]]);
         t.insert(b"d/y", file(b"y", 1), &parent);
         assert!(t.get(b"d").unwrap().is_dir());
-    }
-
-    #[test]
-    fn ustar_name_split_uses_the_prefix_field() {
-        let name = format!("{}/{}", "p".repeat(120), "n".repeat(90));
-        let (prefix, rest) = split_ustar_name(name.as_bytes()).unwrap();
-        assert_eq!(prefix.len(), 120);
-        assert_eq!(rest.len(), 90);
-        assert!(split_ustar_name("x".repeat(120).as_bytes()).is_none());
     }
 }

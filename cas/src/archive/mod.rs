@@ -6,3 +6,4 @@ pub mod import;
 pub mod layer;
 pub mod load;
 pub mod save;
+pub mod tar_header;

@@ -42,6 +42,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
+use kiln_cas::archive::tar_header::{pad, write_end, write_header, TarHeader};
 use kiln_cas::{Digest, Store};
 use nix::dir::Dir;
 use nix::errno::Errno;
@@ -149,7 +150,7 @@ pub fn diff_upper(upper: &Path, out: &mut dyn Write, opts: &DiffOptions) -> Resu
         buf: vec![0u8; 256 * 1024],
     };
     walker.walk(root, &[], None, 0)?;
-    walker.out.write_all(&[0u8; BLOCK * 2]).map_err(DiffError::Write)?;
+    write_end(&mut walker.out).map_err(DiffError::Write)?;
     walker.out.flush().map_err(DiffError::Write)?;
     walker.stats.tar_bytes = walker.out.get_ref().count;
     Ok(walker.stats)
@@ -182,11 +183,6 @@ impl Write for Counting<'_> {
     }
 }
 
-const BLOCK: usize = 512;
-/// Largest value an 8-byte octal field (uid, gid, mode) holds.
-const MAX_OCTAL_8: u64 = 0o7777777;
-/// Largest value a 12-byte octal field (size, mtime) holds.
-const MAX_OCTAL_12: u64 = 0o77777777777;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
@@ -374,7 +370,7 @@ impl Walker<'_, '_> {
     /// An empty regular file: a whiteout or an opaque marker.
     fn marker(&mut self, path: &[u8], mtime: i64) -> Res<()> {
         self.check_len(path)?;
-        let header = Header {
+        let header = TarHeader {
             name: path,
             type_flag: b'0',
             mode: 0,
@@ -513,12 +509,12 @@ impl Walker<'_, '_> {
         size: u64,
         link: Option<&'h [u8]>,
         xattrs: &'h [(Vec<u8>, Vec<u8>)],
-    ) -> Header<'h> {
+    ) -> TarHeader<'h> {
         let device = match type_flag {
             b'3' | b'4' => Some((libc::major(st.st_rdev), libc::minor(st.st_rdev))),
             _ => None,
         };
-        Header {
+        TarHeader {
             name,
             type_flag,
             mode: st.st_mode & 0o7777,
@@ -600,192 +596,5 @@ impl Walker<'_, '_> {
         }
         self.stats.bytes += size;
         pad(&mut self.out, size).map_err(DiffError::Write)
-    }
-}
-
-// ---- tar headers (the conventions of builder/src/copy/tarwriter.rs) ------------------------------
-
-struct Header<'a> {
-    name: &'a [u8],
-    type_flag: u8,
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    size: u64,
-    mtime: i64,
-    link: Option<&'a [u8]>,
-    device: Option<(u32, u32)>,
-    xattrs: &'a [(Vec<u8>, Vec<u8>)],
-}
-
-fn write_header<W: Write>(out: &mut W, h: &Header) -> io::Result<()> {
-    let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    let mut block = [0u8; BLOCK];
-    match split_ustar_name(h.name) {
-        Some((prefix, name)) => {
-            block[..name.len()].copy_from_slice(name);
-            block[345..345 + prefix.len()].copy_from_slice(prefix);
-        }
-        None => {
-            pax.push((b"path".to_vec(), h.name.to_vec()));
-            let short = truncated_name(h.name);
-            block[..short.len()].copy_from_slice(short);
-        }
-    }
-    if let Some(link) = h.link {
-        if link.len() <= 100 {
-            block[157..157 + link.len()].copy_from_slice(link);
-        } else {
-            pax.push((b"linkpath".to_vec(), link.to_vec()));
-            block[157..257].copy_from_slice(&link[..100]);
-        }
-    }
-    octal(&mut block[100..108], u64::from(h.mode));
-    for (value, range, key) in [(h.uid, 108..116, "uid"), (h.gid, 116..124, "gid")] {
-        if value > MAX_OCTAL_8 {
-            pax.push((key.as_bytes().to_vec(), value.to_string().into_bytes()));
-            octal(&mut block[range], 0);
-        } else {
-            octal(&mut block[range], value);
-        }
-    }
-    if h.size > MAX_OCTAL_12 {
-        pax.push((b"size".to_vec(), h.size.to_string().into_bytes()));
-        octal(&mut block[124..136], 0);
-    } else {
-        octal(&mut block[124..136], h.size);
-    }
-    let mtime = h.mtime.max(0) as u64;
-    if mtime > MAX_OCTAL_12 {
-        pax.push((b"mtime".to_vec(), mtime.to_string().into_bytes()));
-        octal(&mut block[136..148], MAX_OCTAL_12);
-    } else {
-        octal(&mut block[136..148], mtime);
-    }
-    block[156] = h.type_flag;
-    block[257..263].copy_from_slice(b"ustar\0");
-    block[263..265].copy_from_slice(b"00");
-    let (major, minor) = h.device.unwrap_or((0, 0));
-    octal(&mut block[329..337], u64::from(major));
-    octal(&mut block[337..345], u64::from(minor));
-    for (k, v) in h.xattrs {
-        pax.push(([&b"SCHILY.xattr."[..], k].concat(), v.clone()));
-    }
-    if !pax.is_empty() {
-        write_pax(out, h.name, &pax)?;
-    }
-    checksum(&mut block);
-    out.write_all(&block)
-}
-
-/// A PAX extended header (type `x`) for the entry that follows, named as Go's archive/tar names it.
-fn write_pax<W: Write>(out: &mut W, name: &[u8], records: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
-    let mut data = Vec::new();
-    for (key, value) in records {
-        let body_len = key.len() + value.len() + 3; // ' ', '=', '\n'
-        let mut len = body_len + 1;
-        while len.to_string().len() + body_len != len {
-            len = len.to_string().len() + body_len;
-        }
-        data.extend_from_slice(len.to_string().as_bytes());
-        data.push(b' ');
-        data.extend_from_slice(key);
-        data.push(b'=');
-        data.extend_from_slice(value);
-        data.push(b'\n');
-    }
-    let trimmed = name.strip_suffix(b"/").unwrap_or(name);
-    let (dir, base) = match trimmed.iter().rposition(|&b| b == b'/') {
-        Some(i) => (&trimmed[..i + 1], &trimmed[i + 1..]),
-        None => (&b""[..], trimmed),
-    };
-    let mut pax_name = dir.to_vec();
-    pax_name.extend_from_slice(b"PaxHeaders.0/");
-    pax_name.extend_from_slice(base);
-    let pax_name = truncated_name(&pax_name);
-    let mut block = [0u8; BLOCK];
-    block[..pax_name.len()].copy_from_slice(pax_name);
-    octal(&mut block[100..108], 0o644);
-    octal(&mut block[108..116], 0);
-    octal(&mut block[116..124], 0);
-    octal(&mut block[124..136], data.len() as u64);
-    octal(&mut block[136..148], 0);
-    block[156] = b'x';
-    block[257..263].copy_from_slice(b"ustar\0");
-    block[263..265].copy_from_slice(b"00");
-    octal(&mut block[329..337], 0);
-    octal(&mut block[337..345], 0);
-    checksum(&mut block);
-    out.write_all(&block)?;
-    out.write_all(&data)?;
-    pad(out, data.len() as u64)
-}
-
-/// Splits a name into ustar's 155-byte prefix and 100-byte name at a `/`, or None if it cannot.
-fn split_ustar_name(name: &[u8]) -> Option<(&[u8], &[u8])> {
-    if name.len() <= 100 {
-        return Some((&[], name));
-    }
-    if name.len() > 256 {
-        return None;
-    }
-    let search_end = name.len().saturating_sub(1);
-    (0..search_end).rev().filter(|&i| name[i] == b'/').find_map(|i| {
-        let (prefix, rest) = (&name[..i], &name[i + 1..]);
-        (prefix.len() <= 155 && rest.len() <= 100 && !rest.is_empty()).then_some((prefix, rest))
-    })
-}
-
-/// The first 100 bytes of a name, for the ustar field of an entry whose real name is in PAX.
-fn truncated_name(name: &[u8]) -> &[u8] {
-    &name[..name.len().min(100)]
-}
-
-fn octal(field: &mut [u8], value: u64) {
-    let width = field.len() - 1;
-    let text = format!("{value:0width$o}");
-    let text = text.as_bytes();
-    let start = text.len().saturating_sub(width);
-    field[..width].copy_from_slice(&text[start..]);
-    field[width] = 0;
-}
-
-fn checksum(block: &mut [u8; BLOCK]) {
-    block[148..156].fill(b' ');
-    let sum: u64 = block.iter().map(|&b| u64::from(b)).sum();
-    let text = format!("{sum:06o}\0 ");
-    block[148..156].copy_from_slice(text.as_bytes());
-}
-
-fn pad<W: Write>(out: &mut W, len: u64) -> io::Result<()> {
-    let rem = (len % BLOCK as u64) as usize;
-    if rem != 0 {
-        out.write_all(&[0u8; BLOCK][..BLOCK - rem])?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ustar_split_matches_the_copy_writer() {
-        let name = format!("{}/{}", "p".repeat(120), "n".repeat(90));
-        let (prefix, rest) = split_ustar_name(name.as_bytes()).unwrap();
-        assert_eq!((prefix.len(), rest.len()), (120, 90));
-        assert!(split_ustar_name("x".repeat(120).as_bytes()).is_none());
-    }
-
-    #[test]
-    fn pax_record_lengths_count_themselves() {
-        let mut out = Vec::new();
-        write_pax(&mut out, b"f", &[(b"path".to_vec(), vec![b'a'; 95])]).unwrap();
-        // "105 path=aaa…\n": the length counts its own three digits.
-        let data = &out[BLOCK..];
-        let text = std::str::from_utf8(&data[..4]).unwrap();
-        let len: usize = text.trim().parse().unwrap();
-        assert_eq!(data[len - 1], b'\n');
-        assert_eq!(len, 3 + 1 + 4 + 1 + 95 + 1);
     }
 }
