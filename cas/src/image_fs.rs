@@ -86,7 +86,7 @@ impl ImageFs {
         let mut added: Vec<(String, FsEntry)> = Vec::new();
         let mut whiteouts: Vec<String> = Vec::new();
         let mut opaque: Vec<String> = Vec::new();
-        for entry in archive.entries().map_err(bad)? {
+        for entry in archive.entries_with_seek().map_err(bad)? {
             let entry = entry.map_err(bad)?;
             let raw_path = entry.path().map_err(bad)?.to_string_lossy().into_owned();
             let Some(path) = normalize(&raw_path) else { continue };

@@ -44,7 +44,8 @@ impl KeyBuilder {
 /// reads: paths, types, modes, link targets and file contents.
 pub fn context_digest(stat: &StatCache, dir: &Path, ignore: &IgnoreMatcher, op: &CopyOp) -> Result<String, String> {
     let inputs = context_inputs(dir, ignore, op).map_err(|e| e.to_string())?;
-    let files: Vec<&Path> = inputs.iter().filter_map(|i| i.host.as_deref()).collect();
+    let files: Vec<(&Path, Option<_>)> =
+        inputs.iter().filter_map(|i| i.host.as_deref().map(|h| (h, i.stamp))).collect();
     let hashes = stat.hash_files(&files).map_err(|e| format!("hashing the build context: {e}"))?;
     let mut hashes = hashes.into_iter();
     let mut key = KeyBuilder::new("context");

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,14 +19,7 @@ const FILE_NAME: &str = "stat-cache.v1";
 const MMAP_THRESHOLD: u64 = 1 << 20;
 const RACY_WINDOW_NS: i128 = 2_000_000_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct StatKey {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-}
+use crate::copy::StatStamp as StatKey;
 
 /// File content hashes (blake3, hex) keyed by stat data.
 pub struct StatCache {
@@ -53,24 +45,20 @@ impl StatCache {
     }
 
     /// blake3 of each file's content, in order; files are hashed in parallel, and only those
-    /// whose stat changed since the last time.
-    pub fn hash_files(&self, files: &[&Path]) -> std::io::Result<Vec<String>> {
-        files.par_iter().map(|path| self.hash_file(path)).collect()
+    /// whose stat changed since the last time. A stamp the caller already has saves a `stat`.
+    pub fn hash_files(&self, files: &[(&Path, Option<StatKey>)]) -> std::io::Result<Vec<String>> {
+        files.par_iter().map(|(path, stamp)| self.hash_file(path, *stamp)).collect()
     }
 
-    fn hash_file(&self, path: &Path) -> std::io::Result<String> {
-        let meta = fs::symlink_metadata(path)?;
-        let key = StatKey {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.len(),
-            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+    fn hash_file(&self, path: &Path, stamp: Option<StatKey>) -> std::io::Result<String> {
+        let key = match stamp {
+            Some(key) => key,
+            None => StatKey::of(&fs::symlink_metadata(path)?),
         };
         if let Some(hash) = self.entries.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(hash.clone());
         }
-        let hash = if meta.len() >= MMAP_THRESHOLD {
+        let hash = if key.size >= MMAP_THRESHOLD {
             let mut hasher = blake3::Hasher::new();
             hasher.update_mmap_rayon(path)?;
             hasher.finalize().to_hex().to_string()
@@ -128,11 +116,11 @@ mod tests {
         fs::File::options().write(true).open(&file).unwrap().set_modified(old).unwrap();
         let cache = StatCache::load(store.path());
         // ctime is now, so the entry is too fresh to keep; the hash is still right.
-        let first = cache.hash_files(&[file.as_path()]).unwrap();
+        let first = cache.hash_files(&[(file.as_path(), None)]).unwrap();
         assert_eq!(first[0], blake3::hash(b"content").to_hex().to_string());
         cache.save().unwrap();
         let reloaded = StatCache::load(store.path());
-        assert_eq!(reloaded.hash_files(&[file.as_path()]).unwrap(), first);
+        assert_eq!(reloaded.hash_files(&[(file.as_path(), None)]).unwrap(), first);
     }
 
     #[test]
@@ -141,9 +129,9 @@ mod tests {
         let file = store.path().join("f");
         fs::write(&file, "one").unwrap();
         let cache = StatCache::load(store.path());
-        let a = cache.hash_files(&[file.as_path()]).unwrap();
+        let a = cache.hash_files(&[(file.as_path(), None)]).unwrap();
         fs::write(&file, "two").unwrap();
-        let b = cache.hash_files(&[file.as_path()]).unwrap();
+        let b = cache.hash_files(&[(file.as_path(), None)]).unwrap();
         assert_ne!(a, b);
         assert!(parse_line("1 2 3 4 5 short").is_none());
     }

@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::sources::{self, ContextTree, NodeKind};
+pub use super::sources::StatStamp;
+use super::sources::{self, ContextTree, Node, NodeKind};
 use super::CopyError;
 use crate::context::dockerignore::IgnoreMatcher;
 use crate::plan::{CopyOp, CopySource};
@@ -19,14 +20,15 @@ pub struct ContextInput {
     pub mode: u32,
     /// Symlink target or device numbers; empty otherwise.
     pub detail: Vec<u8>,
-    /// The host file to hash, for regular files.
+    /// The host file to hash, for regular files, and what `stat` said of it.
     pub host: Option<PathBuf>,
+    pub stamp: Option<StatStamp>,
 }
 
 /// Every context object `op` would read. `--parents` and anything this cannot enumerate falls
 /// back to the whole (non-ignored) context, which is never wrong, only less precise.
 pub fn context_inputs(dir: &Path, ignore: &IgnoreMatcher, op: &CopyOp) -> Result<Vec<ContextInput>, CopyError> {
-    let tree = ContextTree { root: dir, ignore };
+    let tree = ContextTree { root: dir, ignore, with_xattrs: false };
     let mut inputs = Vec::new();
     let no_skip = |_: &[u8], _: bool| false;
     for source in &op.sources {
@@ -34,17 +36,17 @@ pub fn context_inputs(dir: &Path, ignore: &IgnoreMatcher, op: &CopyOp) -> Result
         let matches = if op.parents { Vec::new() } else { sources::expand(&tree, pattern)? };
         if op.parents {
             for (rel, node) in sources::walk(&tree, b"", &no_skip)? {
-                inputs.push(input(&tree, rel.clone(), &rel, &node.kind, node.mode));
+                inputs.push(input(&tree, rel.clone(), &rel, &node));
             }
             continue;
         }
         for m in matches {
-            inputs.push(input(&tree, m.named.clone(), &m.resolved, &m.node.kind, m.node.mode));
+            inputs.push(input(&tree, m.named.clone(), &m.resolved, &m.node));
             if m.node.is_dir() {
                 for (rel, node) in sources::walk(&tree, &m.resolved, &no_skip)? {
                     let named = sources::join(&m.named, &rel);
                     let resolved = sources::join(&m.resolved, &rel);
-                    inputs.push(input(&tree, named, &resolved, &node.kind, node.mode));
+                    inputs.push(input(&tree, named, &resolved, &node));
                 }
             }
         }
@@ -54,8 +56,8 @@ pub fn context_inputs(dir: &Path, ignore: &IgnoreMatcher, op: &CopyOp) -> Result
     Ok(inputs)
 }
 
-fn input(tree: &ContextTree, named: Vec<u8>, resolved: &[u8], kind: &NodeKind, mode: u32) -> ContextInput {
-    let (kind, detail, host) = match kind {
+fn input(tree: &ContextTree, named: Vec<u8>, resolved: &[u8], node: &Node) -> ContextInput {
+    let (kind, detail, host) = match &node.kind {
         NodeKind::File { .. } => ('f', Vec::new(), Some(tree.root.join(sources::display(resolved)))),
         NodeKind::Dir => ('d', Vec::new(), None),
         NodeKind::Symlink(target) => ('l', target.clone(), None),
@@ -64,7 +66,7 @@ fn input(tree: &ContextTree, named: Vec<u8>, resolved: &[u8], kind: &NodeKind, m
         NodeKind::Fifo => ('p', Vec::new(), None),
         NodeKind::Other => ('o', Vec::new(), None),
     };
-    ContextInput { named, kind, mode, detail, host }
+    ContextInput { named, kind, mode: node.mode, detail, host, stamp: node.stamp }
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ mod sources;
 mod tarwriter;
 mod url;
 
-pub use inputs::{context_inputs, ContextInput};
+pub use inputs::{context_inputs, ContextInput, StatStamp};
 
 use std::fs::File;
 use std::io;
@@ -171,7 +171,7 @@ pub fn copy_layer(store: &Store, req: &CopyRequest) -> Result<CopyResult, CopyEr
     let image_tree;
     let tree: &dyn Tree = match &req.source {
         SourceRoot::Context { dir, ignore } => {
-            context_tree = sources::ContextTree { root: dir, ignore };
+            context_tree = sources::ContextTree { root: dir, ignore, with_xattrs: true };
             &context_tree
         }
         SourceRoot::Image { fs, .. } => {
@@ -298,6 +298,7 @@ pub fn copy_layer(store: &Store, req: &CopyRequest) -> Result<CopyResult, CopyEr
                     mtime: made_mtime,
                     link_key: None,
                     xattrs: Vec::new(),
+                    stamp: None,
                 };
                 let name = sources::clean(name.as_bytes());
                 let name = name.rsplit(|&b| b == b'/').next().unwrap_or_default().to_vec();
@@ -315,6 +316,7 @@ pub fn copy_layer(store: &Store, req: &CopyRequest) -> Result<CopyResult, CopyEr
                     mtime: mtime.unwrap_or(made_mtime),
                     link_key: None,
                     xattrs: Vec::new(),
+                    stamp: None,
                 };
                 let target = if dest_is_dir { join(&base, filename.as_bytes()) } else { dest.path.clone() };
                 if let Some(entry) = entry_of(&node) {

@@ -47,6 +47,31 @@ pub(crate) struct Node {
     /// Same value for paths that are one inode (hardlinks).
     pub link_key: Option<String>,
     pub xattrs: Vec<(String, Vec<u8>)>,
+    /// For build-context files: what `stat` said (device, inode, size, mtime and ctime in ns), so
+    /// the build cache's stat cache needs no second `stat`.
+    pub stamp: Option<StatStamp>,
+}
+
+/// The stat data a file's cached content hash is valid for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StatStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl StatStamp {
+    pub fn of(meta: &std::fs::Metadata) -> StatStamp {
+        StatStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+        }
+    }
 }
 
 impl Node {
@@ -70,6 +95,9 @@ pub(crate) trait Tree {
 pub(crate) struct ContextTree<'a> {
     pub root: &'a Path,
     pub ignore: &'a IgnoreMatcher,
+    /// Read extended attributes (a copy keeps them; listing inputs for the cache key does not
+    /// need them, and skips one syscall per file).
+    pub with_xattrs: bool,
 }
 
 impl ContextTree<'_> {
@@ -122,7 +150,7 @@ impl Tree for ContextTree<'_> {
             NodeKind::Other
         };
         let link_key = (ft.is_file() && meta.nlink() > 1).then(|| format!("ctx:{}:{}", meta.dev(), meta.ino()));
-        let xattrs = if ft.is_file() || ft.is_dir() { read_xattrs(&host) } else { Vec::new() };
+        let xattrs = if self.with_xattrs && (ft.is_file() || ft.is_dir()) { read_xattrs(&host) } else { Vec::new() };
         Ok(Some(Node {
             kind,
             mode: meta.mode() & 0o7777,
@@ -132,6 +160,7 @@ impl Tree for ContextTree<'_> {
             mtime: meta.mtime(),
             link_key,
             xattrs,
+            stamp: ft.is_file().then(|| StatStamp::of(&meta)),
         }))
     }
 
@@ -235,6 +264,7 @@ impl ImageTree<'_> {
             mtime: i64::try_from(content_entry.mtime).unwrap_or(i64::MAX),
             link_key,
             xattrs: Vec::new(),
+            stamp: None,
         })
     }
 }
@@ -251,6 +281,7 @@ impl Tree for ImageTree<'_> {
                 mtime: 0,
                 link_key: None,
                 xattrs: Vec::new(),
+                stamp: None,
             }));
         }
         match self.fs.entry(&path) {
@@ -264,6 +295,7 @@ impl Tree for ImageTree<'_> {
                 mtime: 0,
                 link_key: None,
                 xattrs: Vec::new(),
+                stamp: None,
             })),
             None => Ok(None),
         }

@@ -83,8 +83,27 @@ struct StageResult {
     /// The full image config (architecture, os, config, rootfs, history, …).
     config: Value,
     fs: ImageFs,
+    /// Layers on top of `fs` not read into it yet: a cached step's layer is only read when a
+    /// later step needs to see the file system (a COPY or WORKDIR that misses), so an unchanged
+    /// rebuild never reads layer tars.
+    pending: Vec<Digest>,
     /// The cache key of the stage so far (its last step's).
     key: String,
+}
+
+impl StageResult {
+    /// Every layer, bottom first, including those not read yet.
+    fn layers(&self) -> Vec<Digest> {
+        self.fs.layers().iter().chain(&self.pending).cloned().collect()
+    }
+
+    /// The stage's file system with every layer read in.
+    fn fs(&mut self, store: &Store) -> Result<&ImageFs, String> {
+        for layer in std::mem::take(&mut self.pending) {
+            self.fs.push_layer(store, &layer).map_err(|e| e.to_string())?;
+        }
+        Ok(&self.fs)
+    }
 }
 
 /// Base image configs for the planner, read from the store.
@@ -285,7 +304,7 @@ fn run_stage(
         let hit = cached.is_some();
         let outcome = match cached {
             Some(record) => Ok((record.diff_id, record.created)),
-            None => make_layer(&cx, step, &state, &run_config).and_then(|layer| {
+            None => make_layer(&cx, step, &mut state, &run_config).and_then(|layer| {
                 let made = options.source_date_epoch.map(|_| created.to_string()).unwrap_or_else(now_timestamp);
                 if let Some(key) = &key {
                     let record =
@@ -298,7 +317,8 @@ fn run_stage(
         let applied = outcome.and_then(|(layer, made)| {
             // With SOURCE_DATE_EPOCH every timestamp is the epoch, cached or not.
             let made = if options.source_date_epoch.is_some() { created.to_string() } else { made };
-            apply_step(store, file, step, &mut state, &mut run_config, layer.as_ref(), &made)
+            apply_step(step, &mut state, &mut run_config, layer.as_ref(), &made);
+            Ok(())
         });
         reporter.finish(applied, hit)?;
         if let Some(key) = &key {
@@ -403,7 +423,7 @@ fn step_key(
 fn make_layer(
     cx: &StepContext,
     step: &Step,
-    state: &StageResult,
+    state: &mut StageResult,
     run_config: &RunConfig,
 ) -> Result<Option<Digest>, SolveError> {
     let StepContext { store, plan, options, board, .. } = *cx;
@@ -412,7 +432,8 @@ fn make_layer(
         // WORKDIR makes its directory, owned by the USER in force: a layer, as in BuildKit.
         Op::Config(ConfigChange::Workdir(dir)) if creates_layer(&step.op) => {
             let user = run_config.user();
-            let made = crate::copy::mkdir_layer(store, &state.fs, dir, Some(&user), options.source_date_epoch)
+            let fs = state.fs(store).map_err(|m| SolveError::at(file, &step.span, m))?;
+            let made = crate::copy::mkdir_layer(store, fs, dir, Some(&user), options.source_date_epoch)
                 .map_err(|e| SolveError::at(file, &step.span, format!("WORKDIR failed: {e}")))?;
             Ok(Some(made.diff_id))
         }
@@ -439,7 +460,7 @@ fn make_layer(
                 .map(|mount| mount_source_layers(cx, &mount.options))
                 .collect::<Result<Vec<_>, String>>()
                 .map_err(|m| SolveError::at(file, &step.span, m))?;
-            run::run_step(&run_cx, state.fs.layers(), run_config, op, &mount_layers)
+            run::run_step(&run_cx, &state.layers(), run_config, op, &mount_layers)
                 .map(Some)
                 .map_err(|m| SolveError::at(file, &step.span, m))
         }
@@ -455,7 +476,7 @@ fn mount_source_layers(cx: &StepContext, options: &BTreeMap<String, String>) -> 
     if let Some(position) = options.get("from-stage") {
         let i: usize = position.parse().map_err(|_| format!("invalid stage position {position}"))?;
         let stage = cx.board.wait(i).map_err(|_| format!("stage {} failed", stage_display_name(&cx.plan.stages[i])))?;
-        return Ok(Some(stage.fs.layers().to_vec()));
+        return Ok(Some(stage.layers()));
     }
     match options.get("from") {
         Some(reference) => {
@@ -467,15 +488,7 @@ fn mount_source_layers(cx: &StepContext, options: &BTreeMap<String, String>) -> 
 }
 
 /// Applies a step's result, made now or taken from the cache, to the stage.
-fn apply_step(
-    store: &Store,
-    file: &str,
-    step: &Step,
-    state: &mut StageResult,
-    run_config: &mut RunConfig,
-    layer: Option<&Digest>,
-    created: &str,
-) -> Result<(), SolveError> {
+fn apply_step(step: &Step, state: &mut StageResult, run_config: &mut RunConfig, layer: Option<&Digest>, created: &str) {
     if let Op::Config(change) = &step.op {
         if let ConfigChange::Maintainer(author) = change {
             state.config["author"] = json!(author);
@@ -483,14 +496,13 @@ fn apply_step(
         run_config.apply(change);
     }
     if let Some(diff_id) = layer {
-        state.fs.push_layer(store, diff_id).map_err(|e| SolveError::at(file, &step.span, e.to_string()))?;
+        state.pending.push(diff_id.clone());
         push_diff_id(&mut state.config, diff_id);
     }
     if writes_history(step) {
         push_history(&mut state.config, created, &step.created_by, layer.is_none());
         state.config["created"] = json!(created);
     }
-    Ok(())
 }
 
 fn now_timestamp() -> String {
@@ -504,24 +516,25 @@ fn copy_step(
     op: &CopyOp,
     options: &SolveOptions,
     board: &Board,
-    state: &StageResult,
+    state: &mut StageResult,
 ) -> Result<Digest, String> {
-    let source_stage;
+    let mut source_stage;
     let source_image;
     let source = match &op.from {
         CopyFrom::Context => crate::copy::SourceRoot::Context { dir: options.context_dir, ignore: options.ignore },
         CopyFrom::Stage(i) => {
-            source_stage =
+            let finished =
                 board.wait(*i).map_err(|_| format!("stage {} failed", stage_display_name(&plan.stages[*i])))?;
-            crate::copy::SourceRoot::Image { fs: &source_stage.fs, store }
+            source_stage = (*finished).clone();
+            crate::copy::SourceRoot::Image { fs: source_stage.fs(store)?, store }
         }
         CopyFrom::Image(reference) => {
             source_image = load_image(store, reference)?;
             crate::copy::SourceRoot::Image { fs: &source_image.fs, store }
         }
     };
-    let request =
-        crate::copy::CopyRequest { op, source, dest_fs: &state.fs, source_date_epoch: options.source_date_epoch };
+    let dest_fs = state.fs(store)?;
+    let request = crate::copy::CopyRequest { op, source, dest_fs, source_date_epoch: options.source_date_epoch };
     crate::copy::copy_layer(store, &request).map(|r| r.diff_id).map_err(|e| e.to_string())
 }
 
@@ -557,7 +570,12 @@ fn load_image(store: &Store, reference: &str) -> Result<StageResult, String> {
     })?;
     let image: Image = store.image(&id).map_err(|e| e.to_string())?;
     let fs = ImageFs::load(store, &image).map_err(|e| e.to_string())?;
-    Ok(StageResult { config: image.config_json(), fs, key: KeyBuilder::new("image").field(id.to_string()).finish() })
+    Ok(StageResult {
+        config: image.config_json(),
+        fs,
+        pending: Vec::new(),
+        key: KeyBuilder::new("image").field(id.to_string()).finish(),
+    })
 }
 
 fn scratch_result(platform: &str) -> StageResult {
@@ -567,7 +585,7 @@ fn scratch_result(platform: &str) -> StageResult {
         "history": [],
     });
     set_platform(&mut config, platform);
-    StageResult { config, fs: ImageFs::empty(), key: KeyBuilder::new("scratch").finish() }
+    StageResult { config, fs: ImageFs::empty(), pending: Vec::new(), key: KeyBuilder::new("scratch").finish() }
 }
 
 fn set_platform(config: &mut Value, platform: &str) {
