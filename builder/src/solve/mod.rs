@@ -314,11 +314,10 @@ fn run_stage(
                 Ok((layer, made))
             }),
         };
-        let applied = outcome.and_then(|(layer, made)| {
+        let applied = outcome.map(|(layer, made)| {
             // With SOURCE_DATE_EPOCH every timestamp is the epoch, cached or not.
             let made = if options.source_date_epoch.is_some() { created.to_string() } else { made };
             apply_step(step, &mut state, &mut run_config, layer.as_ref(), &made);
-            Ok(())
         });
         reporter.finish(applied, hit)?;
         if let Some(key) = &key {
