@@ -42,6 +42,16 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Show the history of an image
     History(HistoryArgs),
+    /// Download an image from a registry
+    Pull(PullArgs),
+    /// Upload an image to a registry
+    Push(PushArgs),
+    /// Log in to a registry
+    Login(LoginArgs),
+    /// Log out from a registry
+    Logout(LogoutArgs),
+    /// Search a registry for repositories
+    Search(SearchArgs),
     /// Manage images
     Image {
         #[command(subcommand)]
@@ -343,4 +353,73 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation
     #[arg(short = 'f', long)]
     pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Pull the image for this platform (os/arch[/variant]) instead of the host's
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Pull every tag of the repository
+    #[arg(short = 'a', long)]
+    pub all_tags: bool,
+    /// Verify the registry's TLS certificate (false: also allow plain HTTP, as for docker's insecure registries)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// Suppress the progress output
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Image reference: NAME[:TAG|@DIGEST]
+    pub reference: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Layer compression: gzip (docker manifest) or zstd (OCI manifest)
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
+    pub compression: String,
+    /// Verify the registry's TLS certificate (false: also allow plain HTTP, as for docker's insecure registries)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// Suppress the progress output
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Image reference: NAME[:TAG]
+    pub reference: String,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// User name
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Password (prefer --password-stdin)
+    #[arg(short = 'p', long)]
+    pub password: Option<String>,
+    /// Read the password from stdin
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Verify the registry's TLS certificate (false: also allow plain HTTP)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// Registry host[:port] (default: Docker Hub)
+    pub registry: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    /// Registry host[:port] (default: Docker Hub)
+    pub registry: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// Show at most this many results
+    #[arg(long, default_value_t = 25)]
+    pub limit: usize,
+    /// Verify the registry's TLS certificate (false: also allow plain HTTP)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// [REGISTRY/]TERM: repositories whose name contains TERM (a registry's _catalog; Docker Hub's search API for docker.io)
+    pub term: String,
 }

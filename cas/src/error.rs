@@ -37,6 +37,10 @@ pub enum Error {
 
     #[error("{context}: {why}")]
     Invalid { context: String, why: String },
+
+    /// A registry refused something or sent something refused; `what` is `registry/repository`.
+    #[error("{what}: {why}")]
+    Registry { what: String, why: String },
 }
 
 impl Error {

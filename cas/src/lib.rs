@@ -6,6 +6,7 @@ mod error;
 pub mod image;
 pub mod image_fs;
 pub mod reference;
+pub mod registry;
 pub mod store;
 
 pub use digest::Digest;

@@ -7,11 +7,15 @@ mod images;
 mod import;
 mod inspect;
 mod load;
+mod login;
 mod prune;
+mod pull;
+mod push;
 mod reproduce;
 mod rmi;
 mod run;
 mod save;
+mod search;
 mod system;
 mod tag;
 
@@ -62,6 +66,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Builder { command: BuilderCommand::Prune(args) } => builder::prune(|| open(LockMode::Exclusive), args),
         Command::System { command: SystemCommand::Df } => system::df(&open(LockMode::Shared)?),
         Command::System { command: SystemCommand::Fsck } => system::fsck(&open(LockMode::Shared)?),
+        Command::Pull(args) => pull::run(&open(LockMode::Shared)?, args),
+        Command::Push(args) => push::run(&open(LockMode::Shared)?, args),
+        Command::Login(args) => login::login(args),
+        Command::Logout(args) => login::logout(args),
+        Command::Search(args) => search::run(args),
     }
 }
 

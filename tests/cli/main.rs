@@ -10,6 +10,7 @@ mod docker_compare;
 mod images;
 mod import;
 mod load;
+mod registry;
 mod robustness;
 mod run_cmd;
 mod run_steps;

@@ -1,0 +1,96 @@
+//! The OCI distribution client (DESIGN.md §5) and pull/push on top of it.
+//!
+//! - `client`: HTTP(S) to one registry: scheme choice (plain HTTP for loopback and insecure
+//!   registries), anonymous/basic/bearer auth, manifests, blobs with redirects and resume,
+//!   chunked uploads; every response read through limits.
+//! - `auth`: docker's config.json credentials and `WWW-Authenticate` parsing.
+//! - `pull` / `push`: moving one image between the store and a registry, verified end to end.
+
+pub mod auth;
+pub mod client;
+pub mod pull;
+pub mod push;
+
+pub use auth::Credentials;
+pub use client::{Client, ClientOptions};
+pub use pull::{pull_image, LayerStatus, Platform, PullEvent, PullOutcome};
+pub use push::{push_image, BlobStatus, LayerCompression, PushOutcome};
+
+/// An error about a registry, named `registry/repository` in the message.
+pub(crate) struct RegistryError {
+    pub what: String,
+    pub why: String,
+}
+
+impl From<RegistryError> for crate::Error {
+    fn from(e: RegistryError) -> crate::Error {
+        crate::Error::Registry { what: e.what, why: e.why }
+    }
+}
+
+/// When `resolve_or_pull` contacts the registry (`kiln build --pull`, `--pull=never`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Only when the store does not have the image.
+    Missing,
+    /// Every time, so a moved tag is followed.
+    Always,
+    /// Never: a missing image is an error (offline builds).
+    Never,
+}
+
+/// The image `reference` names, for a build's `FROM`: taken from the store, or pulled (without
+/// output) as `policy` says. Returns the image ID.
+pub fn resolve_or_pull(
+    store: &crate::Store,
+    reference: &crate::Reference,
+    platform: &Platform,
+    policy: PullPolicy,
+    options: ClientOptions,
+) -> crate::Result<crate::Digest> {
+    let local = store.index()?.resolve(&reference.to_string()).ok();
+    match (policy, local) {
+        (PullPolicy::Never, Some(id)) | (PullPolicy::Missing, Some(id)) => Ok(id),
+        (PullPolicy::Never, None) => Err(crate::Error::ImageNotFound(format!(
+            "{} (not in the store, and pulling is disabled)",
+            reference.familiar()
+        ))),
+        (PullPolicy::Always, _) | (PullPolicy::Missing, None) => {
+            let client = Client::connect(reference.domain(), options)?;
+            Ok(pull_image(store, &client, reference, platform, &mut |_| {})?.id)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LockMode;
+
+    #[test]
+    fn resolve_or_pull_uses_the_store_and_never_means_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path(), LockMode::Shared).unwrap();
+        // Port 1 on loopback: any attempt to contact it fails.
+        let reference = crate::Reference::parse("127.0.0.1:1/base:1").unwrap();
+        let err = resolve_or_pull(&store, &reference, &Platform::host(), PullPolicy::Never, ClientOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pulling is disabled"), "{err}");
+        let err = resolve_or_pull(&store, &reference, &Platform::host(), PullPolicy::Missing, ClientOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("127.0.0.1:1") && err.contains("cannot reach"), "{err}");
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let id = store.put_bytes(config).unwrap();
+        store.add_image(&id, std::slice::from_ref(&reference)).unwrap();
+        for policy in [PullPolicy::Never, PullPolicy::Missing] {
+            assert_eq!(
+                resolve_or_pull(&store, &reference, &Platform::host(), policy, ClientOptions::default()).unwrap(),
+                id
+            );
+        }
+        assert!(resolve_or_pull(&store, &reference, &Platform::host(), PullPolicy::Always, ClientOptions::default())
+            .is_err());
+    }
+}

@@ -1,0 +1,107 @@
+//! `kiln pull [--platform os/arch[/variant]] [-a] REF`: an image from a registry into the store,
+//! with docker's output (`latest: Pulling from library/x`, a line per layer, `Digest:`,
+//! `Status:`).
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use kiln_cas::registry::{pull_image, Client, ClientOptions, LayerStatus, Platform, PullEvent};
+use kiln_cas::{Reference, Store};
+
+use crate::cli::PullArgs;
+
+pub fn run(store: &Store, args: PullArgs) -> Result<ExitCode> {
+    let reference = Reference::parse(&args.reference)?;
+    let platform = match &args.platform {
+        Some(text) => Platform::parse(text)?,
+        None => Platform::host(),
+    };
+    if args.all_tags {
+        let last = args.reference.rsplit('/').next().unwrap_or("");
+        if args.reference.contains('@') || last.contains(':') {
+            bail!("pull: a tag or digest cannot be used with --all-tags/-a");
+        }
+    }
+    let client = Client::connect(reference.domain(), ClientOptions { insecure: !args.tls_verify, credentials: None })
+        .context("pull")?;
+    if !args.all_tags {
+        pull_one(store, &client, &reference, &platform, args.quiet)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut tags = client.list_tags(reference.path()).context("pull")?;
+    tags.sort();
+    if tags.is_empty() {
+        bail!("pull: {} has no tags", reference.familiar_repository());
+    }
+    for tag in tags {
+        let tagged = Reference::parse(&format!("{}:{tag}", reference.repository()))
+            .with_context(|| format!("pull: the registry lists an invalid tag for {}", reference.repository()))?;
+        pull_one(store, &client, &tagged, &platform, args.quiet)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pull_one(store: &Store, client: &Client, reference: &Reference, platform: &Platform, quiet: bool) -> Result<()> {
+    let shown = match (reference.tag(), reference.digest()) {
+        (_, Some(digest)) => digest.to_string(),
+        (Some(tag), None) => tag.to_string(),
+        (None, None) => "latest".to_string(),
+    };
+    let repo = reference.path().to_string();
+    // On a terminal, a bar per layer being downloaded; otherwise docker's plain lines.
+    let multi = std::io::stdout().is_terminal().then(MultiProgress::new);
+    let mut bars: HashMap<String, ProgressBar> = HashMap::new();
+    let style = ProgressStyle::with_template("{prefix}: {msg} [{bar:40}] {bytes}/{total_bytes}")
+        .expect("progress template")
+        .progress_chars("=> ");
+    let outcome = pull_image(store, client, reference, platform, &mut |event| {
+        if quiet {
+            return;
+        }
+        match (event, &multi) {
+            (PullEvent::Resolved, _) => println!("{shown}: Pulling from {repo}"),
+            (PullEvent::Layer(digest, LayerStatus::AlreadyExists), Some(multi)) => {
+                let _ = multi.println(format!("{}: Already exists", digest.short()));
+            }
+            (PullEvent::Layer(digest, LayerStatus::AlreadyExists), None) => {
+                println!("{}: Already exists", digest.short())
+            }
+            (PullEvent::Layer(digest, LayerStatus::Downloading), Some(multi)) => {
+                let bar = multi.add(ProgressBar::new(0).with_style(style.clone()));
+                bar.set_prefix(digest.short().to_string());
+                bar.set_message("Downloading");
+                bars.insert(digest.to_string(), bar);
+            }
+            (PullEvent::Progress(digest, done, total), Some(_)) => {
+                if let Some(bar) = bars.get(&digest.to_string()) {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                }
+            }
+            (PullEvent::Layer(digest, LayerStatus::PullComplete), Some(_)) => match bars.remove(&digest.to_string()) {
+                Some(bar) => bar.finish_with_message("Pull complete"),
+                None => {
+                    let _ = multi.as_ref().map(|m| m.println(format!("{}: Pull complete", digest.short())));
+                }
+            },
+            (PullEvent::Layer(digest, LayerStatus::PullComplete), None) => {
+                println!("{}: Pull complete", digest.short())
+            }
+            _ => {}
+        }
+    })
+    .context("pull")?;
+    if !quiet {
+        println!("Digest: {}", outcome.digest);
+        if outcome.changed {
+            println!("Status: Downloaded newer image for {}", reference.familiar());
+        } else {
+            println!("Status: Image is up to date for {}", reference.familiar());
+        }
+    }
+    println!("{reference}");
+    Ok(())
+}
