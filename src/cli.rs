@@ -161,9 +161,10 @@ pub struct BuildArgs {
     /// Do not use the build cache for these stages
     #[arg(long = "no-cache-filter", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
-    /// Always look for newer base images (no registry support yet: accepted and ignored)
-    #[arg(long)]
-    pub pull: bool,
+    /// Base images: --pull (or --pull=always) pulls them every time, --pull=missing (the default)
+    /// only when the store lacks them, --pull=never not at all
+    #[arg(long, value_name = "POLICY", num_args = 0..=1, require_equals = true, default_missing_value = "always", default_value = "missing")]
+    pub pull: String,
     /// Expose a secret to RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR
     #[arg(long = "secret")]
     pub secrets: Vec<String>,

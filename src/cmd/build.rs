@@ -8,6 +8,7 @@ use kiln_builder::cache::local::parse_local_spec;
 use kiln_builder::context::{BuildContext, ContextSpec};
 use kiln_builder::frontend::{plan, PlanOptions};
 use kiln_builder::solve::{solve, Progress, ProgressEvent, SolveOptions, StoreImages};
+use kiln_cas::registry::PullPolicy;
 use kiln_cas::{Reference, Store};
 use serde_json::json;
 
@@ -60,7 +61,13 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
         host_platform: host_platform(),
         file_name: context.dockerfile_name.clone(),
     };
-    let images = StoreImages::new(store);
+    let policy = match args.pull.as_str() {
+        "always" | "true" => PullPolicy::Always,
+        "missing" | "false" => PullPolicy::Missing,
+        "never" => PullPolicy::Never,
+        other => bail!("invalid --pull \"{other}\" (always, missing, never)"),
+    };
+    let images = StoreImages::new(store, policy);
     let build_plan = plan(&dockerfile, &options, &images)?;
     for warning in &build_plan.warnings {
         printer.event(ProgressEvent::Warning(warning.clone()));

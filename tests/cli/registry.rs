@@ -932,3 +932,28 @@ fn busy_registries_are_retried_with_backoff_then_reported() {
     let attempts = server.requests().iter().filter(|r| r.line.contains("/v2/always/")).count();
     assert_eq!(attempts, 5, "attempts: {attempts}");
 }
+
+#[test]
+fn from_pulls_a_missing_base_image_and_pull_policies_apply() {
+    let Some(registry) = Registry::start(Auth::None) else { return };
+    let publisher = Kiln::new();
+    let base = registry.reference("kiln/base:1");
+    let id = publisher.import_busybox(&base);
+    ok(&publisher, &["push", &base]);
+
+    let builder = Kiln::new();
+    let ctx = builder.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {base}\nENV BUILT=yes\n")).unwrap();
+    let ctx = ctx.to_str().unwrap().to_string();
+    // --pull=never: offline builds refuse a base image the store lacks.
+    let err = fails(&builder, &["build", "--progress", "quiet", "--pull=never", &ctx]);
+    assert!(err.contains("Dockerfile:1") && err.contains("--pull=never"), "{err}");
+    // The default pulls what is missing.
+    ok(&builder, &["build", "-q", "-t", "child:1", &ctx]);
+    assert_eq!(builder.image_id(&base), id, "the base image came from the registry");
+    // Now present, --pull=never builds offline; --pull refreshes from the registry.
+    ok(&builder, &["build", "-q", "--pull=never", &ctx]);
+    ok(&builder, &["build", "-q", "--pull", &ctx]);
+    builder.assert_fsck_clean();
+}

@@ -13,8 +13,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::SystemTime;
 
 use kiln_cas::image_fs::ImageFs;
+use kiln_cas::registry::{resolve_or_pull, ClientOptions, Platform, PullPolicy};
 use kiln_cas::store::{StepRecord, CACHE_RECORD_FORMAT};
-use kiln_cas::{Digest, Image, Store};
+use kiln_cas::{Digest, Image, Reference, Store};
 use kiln_runtime::snapshot::Snapshots;
 use serde_json::{json, Value};
 
@@ -106,22 +107,35 @@ impl StageResult {
     }
 }
 
-/// Base image configs for the planner, read from the store.
+/// Base image configs for the planner: from the store, pulled from their registry when missing
+/// (or always, or never, as `--pull` says). The planner asks once per reference, so an image is
+/// pulled at most once per build; the solver then finds it in the store.
 pub struct StoreImages<'a> {
     store: &'a Store,
+    policy: PullPolicy,
 }
 
 impl<'a> StoreImages<'a> {
-    pub fn new(store: &'a Store) -> StoreImages<'a> {
-        StoreImages { store }
+    pub fn new(store: &'a Store, policy: PullPolicy) -> StoreImages<'a> {
+        StoreImages { store, policy }
     }
 }
 
 impl ImageConfigSource for StoreImages<'_> {
-    fn base_config(&self, reference: &str, _platform: &str) -> Result<BaseImageConfig, String> {
-        let id = self.store.index().map_err(|e| e.to_string())?.resolve(reference).map_err(|_| {
-            format!("base image \"{reference}\" is not in the store (load or import it first; kiln cannot pull yet)")
-        })?;
+    fn base_config(&self, reference: &str, platform: &str) -> Result<BaseImageConfig, String> {
+        let local = self.store.index().map_err(|e| e.to_string())?.resolve(reference);
+        let id = match (local, self.policy) {
+            (Ok(id), PullPolicy::Missing | PullPolicy::Never) => id,
+            (Err(_), PullPolicy::Never) => {
+                return Err("not in the store, and --pull=never forbids pulling it".to_string())
+            }
+            (_, policy) => {
+                let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
+                let platform = Platform::parse(platform).map_err(|e| e.to_string())?;
+                resolve_or_pull(self.store, &parsed, &platform, policy, ClientOptions::default())
+                    .map_err(|e| format!("not in the store, and pulling it failed: {e}"))?
+            }
+        };
         let image = self.store.image(&id).map_err(|e| e.to_string())?;
         let config = RunConfig::from_value(image.config_json().get("config"));
         Ok(BaseImageConfig {
@@ -564,9 +578,7 @@ fn step_title(step: &Step) -> String {
 
 fn load_image(store: &Store, reference: &str) -> Result<StageResult, String> {
     let index = store.index().map_err(|e| e.to_string())?;
-    let id = index.resolve(reference).map_err(|_| {
-        format!("base image \"{reference}\" is not in the store (load or import it first; kiln cannot pull yet)")
-    })?;
+    let id = index.resolve(reference).map_err(|_| format!("base image \"{reference}\" is not in the store"))?;
     let image: Image = store.image(&id).map_err(|e| e.to_string())?;
     let fs = ImageFs::load(store, &image).map_err(|e| e.to_string())?;
     Ok(StageResult {
