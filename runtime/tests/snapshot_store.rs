@@ -56,7 +56,7 @@ fn snapshot_names(root: &Path) -> BTreeSet<String> {
     fs::read_dir(root.join("snapshots"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| !n.ends_with(".lock"))
+        .filter(|n| !n.ends_with(".lock") && !n.ends_with(".boot"))
         .collect()
 }
 
@@ -274,4 +274,30 @@ fn remove_unused_prunes_all_but_kept_and_leased() {
     snaps.prepare_lowers(&env.store, &other_image).unwrap();
     assert!(snaps.path(&chain_ids(&other_image)[0]).join("many/x00049").exists());
     assert!(snaps.lease(&[Digest::of(b"absent")]).is_err());
+}
+
+#[test]
+fn snapshots_of_an_earlier_boot_that_were_never_flushed_are_dropped_at_open() {
+    if !is_root() {
+        return;
+    }
+    let env = env();
+    let diff_ids = two_layers(&env.store);
+    let snaps = Snapshots::open(&env.root).unwrap();
+    snaps.prepare_lowers(&env.store, &diff_ids).unwrap();
+    let chains = chain_ids(&diff_ids);
+    let marker = env.root.join("snapshots").join(format!("{}.boot", chains[1].hex()));
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(fs::read_to_string(&marker).unwrap().trim(), boot.trim(), "the commit recorded this boot");
+    // Same boot: a reopen keeps everything (the page cache still holds the data).
+    drop(snaps);
+    Snapshots::open(&env.root).unwrap();
+    assert_eq!(snapshot_names(&env.root).len(), 2);
+    // Pretend the machine rebooted since: the unflushed snapshots go, and come back from the blobs.
+    fs::write(&marker, "00000000-0000-0000-0000-000000000000").unwrap();
+    let snaps = Snapshots::open(&env.root).unwrap();
+    assert_eq!(snapshot_names(&env.root), BTreeSet::from([chains[0].hex().to_string()]));
+    snaps.prepare_lowers(&env.store, &diff_ids).unwrap();
+    assert_eq!(snaps.layers_unpacked(), 1, "only the dropped layer is unpacked again");
+    assert_eq!(snapshot_names(&env.root).len(), 2);
 }

@@ -95,11 +95,21 @@ pub fn commit_snapshot(parent: &Path, key: &str) -> Result<PathBuf, SnapshotErro
     let dir = open_parent(parent)?;
     let name = format!("{key}{INCOMPLETE_SUFFIX}");
     let incomplete = parent.join(&name);
-    let done = parent.join(key);
     let snapshot = sys::open_nofollow(dir.as_fd(), OsStr::new(&name), OFlag::O_RDONLY | OFlag::O_DIRECTORY)
         .map_err(io_err("opening", &incomplete))?;
     nix::unistd::syncfs(&snapshot).map_err(io_err("syncing", &incomplete))?;
     drop(snapshot);
+    commit_snapshot_unflushed(parent, key)
+}
+
+/// [`commit_snapshot`] for a caller that has made the data durable its own way (the snapshot
+/// store records the boot instead of flushing): rename and sync `<parent>` only.
+pub fn commit_snapshot_unflushed(parent: &Path, key: &str) -> Result<PathBuf, SnapshotError> {
+    check_key(key)?;
+    let dir = open_parent(parent)?;
+    let name = format!("{key}{INCOMPLETE_SUFFIX}");
+    let incomplete = parent.join(&name);
+    let done = parent.join(key);
     match renameat2(&dir, name.as_str(), &dir, key, RenameFlags::RENAME_NOREPLACE) {
         Ok(()) => {}
         Err(Errno::EEXIST) => return Err(SnapshotError::Exists(done)),

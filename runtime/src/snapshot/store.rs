@@ -32,9 +32,21 @@ use nix::fcntl::{renameat2, OFlag, RenameFlags};
 use nix::sys::stat::Mode;
 
 use super::INCOMPLETE_SUFFIX;
-use super::{apply_layer, commit_snapshot, prepare_snapshot, sys, ApplyError, ApplyOptions, SnapshotError};
+use super::{apply_layer, commit_snapshot_unflushed, prepare_snapshot, sys, ApplyError, ApplyOptions, SnapshotError};
 
 const LOCK_SUFFIX: &str = ".lock";
+/// `<hex>.boot`: the boot a snapshot was committed in without flushing its data to disk.
+const BOOT_SUFFIX: &str = ".boot";
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// This boot's ID. A snapshot's data only has to reach the disk to survive an OS crash or power
+/// loss, and either changes the boot ID: so instead of a `syncfs` per snapshot (which flushes every
+/// byte of a big layer a second time, after its blob), kiln records the boot a snapshot was made
+/// in, and on the next open removes snapshots of earlier boots that were never flushed; they are
+/// unpacked again from their verified blobs. Without a readable boot ID, snapshots are synced.
+fn current_boot_id() -> Option<String> {
+    fs::read_to_string(BOOT_ID).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
 
 /// Errors of the snapshot store.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +128,47 @@ impl Snapshots {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err("creating", &dir))?;
         let snapshots = Snapshots { dir, userxattr: false, unpacked: AtomicU64::new(0) };
         snapshots.remove_incomplete()?;
+        snapshots.remove_unflushed_from_earlier_boots()?;
         Ok(snapshots)
+    }
+
+    /// Drops snapshots committed without a flush in a boot that has since ended (see
+    /// [`current_boot_id`]); the next build unpacks them again from their blobs.
+    fn remove_unflushed_from_earlier_boots(&self) -> Result<usize> {
+        let Some(boot) = current_boot_id() else { return Ok(0) };
+        let dir = self.open_dir()?;
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.dir).map_err(io_err("listing", &self.dir))? {
+            let entry = entry.map_err(io_err("listing", &self.dir))?;
+            let name = entry.file_name();
+            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(BOOT_SUFFIX)) else { continue };
+            if !is_hex64(hex) || fs::read_to_string(entry.path()).map(|b| b.trim() == boot).unwrap_or(false) {
+                continue;
+            }
+            let Some(_lock) = self.lock(hex, LockKind::TryExclusive)? else { continue };
+            let _ = sys::remove_all_at(dir.as_fd(), OsStr::new(hex));
+            let _ = fs::remove_file(entry.path());
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Before a snapshot named `hex` becomes visible: either flush the file system holding
+    /// `data` (no boot ID), or durably record this boot in `<hex>.boot`.
+    fn make_durable_for_this_boot(&self, hex: &str, data: BorrowedFd<'_>, data_path: &Path) -> Result<()> {
+        match current_boot_id() {
+            Some(boot) => {
+                let marker = self.dir.join(format!("{hex}{BOOT_SUFFIX}"));
+                let mut file = File::create(&marker).map_err(io_err("creating", &marker))?;
+                io::Write::write_all(&mut file, boot.as_bytes()).map_err(io_err("writing", &marker))?;
+                file.sync_all().map_err(io_err("syncing", &marker))?;
+                let dir =
+                    nix::fcntl::open(&self.dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                        .map_err(errno_err("opening", &self.dir))?;
+                nix::unistd::fsync(&dir).map_err(errno_err("syncing", &self.dir))
+            }
+            None => nix::unistd::syncfs(data).map_err(errno_err("syncing", data_path)),
+        }
     }
 
     /// Unpack for overlay mounts with `userxattr` (opaque dirs also get `user.overlay.opaque`).
@@ -253,7 +305,11 @@ impl Snapshots {
             self.discard_incomplete(chain.hex());
             return Err(e);
         }
-        commit_snapshot(&self.dir, chain.hex())?;
+        let incomplete = self.dir.join(format!("{}{INCOMPLETE_SUFFIX}", chain.hex()));
+        let data = sys::open_root(&incomplete).map_err(io_err("opening", &incomplete))?;
+        self.make_durable_for_this_boot(chain.hex(), data.as_fd(), &incomplete)?;
+        drop(data);
+        commit_snapshot_unflushed(&self.dir, chain.hex())?;
         self.unpacked.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -308,7 +364,7 @@ impl Snapshots {
         }
         let upper_fd = sys::open_nofollow(upper_parent_fd.as_fd(), upper_name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
             .map_err(|e| SnapshotsError::Adopt { path: upper.to_path_buf(), source: sys::errno_io(e) })?;
-        nix::unistd::syncfs(&upper_fd).map_err(errno_err("syncing", upper))?;
+        self.make_durable_for_this_boot(chain.hex(), upper_fd.as_fd(), upper)?;
         drop(upper_fd);
         let dir = self.open_dir()?;
         renameat2(&upper_parent_fd, upper_name, &dir, chain.hex(), RenameFlags::RENAME_NOREPLACE)
@@ -355,7 +411,11 @@ impl Snapshots {
         let mut freed = 0u64;
         let mut done: HashSet<String> = HashSet::new();
         for name in &names {
-            let hex = name.strip_suffix(INCOMPLETE_SUFFIX).or_else(|| name.strip_suffix(LOCK_SUFFIX)).unwrap_or(name);
+            let hex = name
+                .strip_suffix(INCOMPLETE_SUFFIX)
+                .or_else(|| name.strip_suffix(LOCK_SUFFIX))
+                .or_else(|| name.strip_suffix(BOOT_SUFFIX))
+                .unwrap_or(name);
             if !is_hex64(hex) || keep.contains(hex) || !done.insert(hex.to_string()) {
                 continue;
             }
@@ -371,6 +431,11 @@ impl Snapshots {
                     _ => {}
                 }
             }
+            let _ = nix::unistd::unlinkat(
+                &dir,
+                format!("{hex}{BOOT_SUFFIX}").as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
             // Unlinked while held: a waiter that locked the old file sees it is gone and retries.
             let lock_name = format!("{hex}{LOCK_SUFFIX}");
             match nix::unistd::unlinkat(&dir, lock_name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir) {
