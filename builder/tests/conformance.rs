@@ -11,42 +11,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kiln_builder::dockerfile::{parse_bytes, Dockerfile, ParseError};
 
-struct Case {
-    local_path: String,
-    category: String,
-    buildkit_expect: String,
-}
+mod corpus;
 
-fn corpus_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance");
-    if dir.join("manifest.tsv").is_file() {
-        Some(dir)
-    } else {
-        println!("SKIP: conformance corpus not found at {} (manifest.tsv missing)", dir.display());
-        None
-    }
-}
-
-fn read_manifest(dir: &Path) -> Vec<Case> {
-    let manifest = fs::read_to_string(dir.join("manifest.tsv")).expect("read manifest.tsv");
-    let mut lines = manifest.lines();
-    let header: Vec<&str> = lines.next().expect("manifest header").split('\t').collect();
-    let column =
-        |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("manifest has no {name} column"));
-    let (path_col, category_col, expect_col) = (column("local_path"), column("category"), column("buildkit_expect"));
-    lines
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            let fields: Vec<&str> = line.split('\t').collect();
-            let field = |i: usize| fields.get(i).copied().unwrap_or("").to_string();
-            Case { local_path: field(path_col), category: field(category_col), buildkit_expect: field(expect_col) }
-        })
-        .collect()
-}
+use corpus::{corpus_dir, read_manifest};
 
 fn parse_file(path: &Path) -> Result<Dockerfile, ParseError> {
     let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));

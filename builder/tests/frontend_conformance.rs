@@ -6,7 +6,11 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod corpus;
+
+use corpus::{corpus_dir, read_manifest};
 
 use kiln_builder::dockerfile::parse_bytes;
 use kiln_builder::frontend::{plan, BaseImageConfig, ImageConfigSource, PlanOptions};
@@ -20,27 +24,9 @@ impl ImageConfigSource for AnyImage {
     }
 }
 
-fn corpus_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance");
-    if dir.join("manifest.tsv").is_file() {
-        Some(dir)
-    } else {
-        println!("SKIP: conformance corpus not found at {} (manifest.tsv missing)", dir.display());
-        None
-    }
-}
-
+/// The `real` Dockerfiles of the corpus, as paths relative to it.
 fn real_dockerfiles(dir: &Path) -> Vec<String> {
-    let manifest = fs::read_to_string(dir.join("manifest.tsv")).expect("read manifest.tsv");
-    let mut lines = manifest.lines();
-    let header: Vec<&str> = lines.next().expect("header").split('\t').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name).expect("manifest column");
-    let (path_col, category_col) = (col("local_path"), col("category"));
-    lines
-        .map(|line| line.split('\t').collect::<Vec<_>>())
-        .filter(|f| f.get(category_col) == Some(&"real"))
-        .map(|f| f[path_col].to_string())
-        .collect()
+    read_manifest(dir).into_iter().filter(|c| c.category == "real").map(|c| c.local_path).collect()
 }
 
 #[test]
