@@ -152,10 +152,10 @@ pub struct BuildArgs {
     /// Do not use the build cache
     #[arg(long)]
     pub no_cache: bool,
-    /// Import build cache before building: type=local,src=DIR
+    /// Import build cache before building: type=local,src=DIR or type=registry,ref=REF (or REF)
     #[arg(long = "cache-from")]
     pub cache_from: Vec<String>,
-    /// Export the build cache after building: type=local,dest=DIR
+    /// Export the build cache after building: type=local,dest=DIR or type=registry,ref=REF[,mode=max]
     #[arg(long = "cache-to")]
     pub cache_to: Vec<String>,
     /// Do not use the build cache for these stages
@@ -364,9 +364,8 @@ pub struct PullArgs {
     /// Pull every tag of the repository
     #[arg(short = 'a', long)]
     pub all_tags: bool,
-    /// Verify the registry's TLS certificate (false: also allow plain HTTP, as for docker's insecure registries)
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub tls_verify: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Suppress the progress output
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -379,9 +378,8 @@ pub struct PushArgs {
     /// Layer compression: gzip (docker manifest) or zstd (OCI manifest)
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
     pub compression: String,
-    /// Verify the registry's TLS certificate (false: also allow plain HTTP, as for docker's insecure registries)
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub tls_verify: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Suppress the progress output
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -400,9 +398,8 @@ pub struct LoginArgs {
     /// Read the password from stdin
     #[arg(long)]
     pub password_stdin: bool,
-    /// Verify the registry's TLS certificate (false: also allow plain HTTP)
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub tls_verify: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Registry host[:port] (default: Docker Hub)
     pub registry: Option<String>,
 }
@@ -418,9 +415,29 @@ pub struct SearchArgs {
     /// Show at most this many results
     #[arg(long, default_value_t = 25)]
     pub limit: usize,
-    /// Verify the registry's TLS certificate (false: also allow plain HTTP)
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub tls_verify: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// [REGISTRY/]TERM: repositories whose name contains TERM (a registry's _catalog; Docker Hub's search API for docker.io)
     pub term: String,
+}
+
+/// How push, pull, login and search trust a registry.
+#[derive(Args, Debug, Clone)]
+pub struct TlsArgs {
+    /// Verify the registry's TLS certificate (false: also allow plain HTTP, as for docker's insecure registries)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// Use the certificates in DIR (*.crt CAs, a *.cert + *.key client certificate) instead of
+    /// /etc/containers/certs.d/REGISTRY and /etc/docker/certs.d/REGISTRY
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    pub fn client_options(
+        &self,
+        credentials: Option<kiln_cas::registry::Credentials>,
+    ) -> kiln_cas::registry::ClientOptions {
+        kiln_cas::registry::ClientOptions { insecure: !self.tls_verify, credentials, cert_dir: self.cert_dir.clone() }
+    }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use kiln_cas::registry::auth::{auth_key, docker_config_path, remove_credentials, save_credentials};
-use kiln_cas::registry::{Client, ClientOptions, Credentials};
+use kiln_cas::registry::{Client, Credentials};
 
 use crate::cli::{LoginArgs, LogoutArgs};
 
@@ -47,11 +47,7 @@ pub fn login(args: LoginArgs) -> Result<ExitCode> {
         bail!("login: the password is empty");
     }
     let credentials = Credentials { username, password };
-    let client = Client::connect(
-        &registry,
-        ClientOptions { insecure: !args.tls_verify, credentials: Some(credentials.clone()) },
-    )
-    .context("login")?;
+    let client = Client::connect(&registry, args.tls.client_options(Some(credentials.clone()))).context("login")?;
     client.check_login().context("login")?;
     let path = docker_config_path()?;
     save_credentials(&path, &registry, &credentials).context("login: saving credentials")?;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use kiln_cas::registry::{pull_image, Client, ClientOptions, LayerStatus, Platform, PullEvent};
+use kiln_cas::registry::{pull_image, Client, LayerStatus, Platform, PullEvent};
 use kiln_cas::{Reference, Store};
 
 use crate::cli::PullArgs;
@@ -25,8 +25,7 @@ pub fn run(store: &Store, args: PullArgs) -> Result<ExitCode> {
             bail!("pull: a tag or digest cannot be used with --all-tags/-a");
         }
     }
-    let client = Client::connect(reference.domain(), ClientOptions { insecure: !args.tls_verify, credentials: None })
-        .context("pull")?;
+    let client = Client::connect(reference.domain(), args.tls.client_options(None)).context("pull")?;
     if !args.all_tags {
         pull_one(store, &client, &reference, &platform, args.quiet)?;
         return Ok(ExitCode::SUCCESS);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use kiln_cas::registry::client::docker_hub_search;
-use kiln_cas::registry::{Client, ClientOptions};
+use kiln_cas::registry::Client;
 
 use crate::cli::SearchArgs;
 
@@ -34,8 +34,7 @@ pub fn run(args: SearchArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let client = Client::connect(&registry, ClientOptions { insecure: !args.tls_verify, credentials: None })
-        .context("search")?;
+    let client = Client::connect(&registry, args.tls.client_options(None)).context("search")?;
     let mut names: Vec<String> =
         client.catalog().context("search")?.into_iter().filter(|n| n.contains(&term)).collect();
     names.sort();

@@ -11,6 +11,7 @@ mod images;
 mod import;
 mod load;
 mod registry;
+mod registry_tls;
 mod robustness;
 mod run_cmd;
 mod run_steps;

@@ -6,11 +6,14 @@
 //! blob download is redirected to.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{self, Read, Seek};
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ureq::http::{Response, StatusCode};
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 use ureq::Body;
 
 use super::auth::{Challenge, Credentials};
@@ -34,14 +37,19 @@ application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
-/// How to reach a registry.
+/// How to reach a registry. HTTPS is checked against the machine's CAs plus the registry's certs
+/// directory; a loopback registry without a certs directory is reached over plain HTTP.
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {
-    /// `false` (docker's "insecure registry"): HTTPS without certificate checks, falling back to
-    /// plain HTTP. Loopback registries always use plain HTTP.
+    /// `--tls-verify=false` (docker's "insecure registry"): HTTPS without certificate checks,
+    /// falling back to plain HTTP.
     pub insecure: bool,
     /// Credentials to use instead of the docker config's (for `login`).
     pub credentials: Option<Credentials>,
+    /// `--cert-dir`: the registry's certificates (`*.crt` CAs, a `*.cert` + `*.key` client
+    /// certificate) are in this directory instead of `/etc/containers/certs.d/<registry>/` and
+    /// `/etc/docker/certs.d/<registry>/`.
+    pub cert_dir: Option<PathBuf>,
 }
 
 /// A manifest or index as the registry sent it.
@@ -178,24 +186,32 @@ fn backoff(attempt: u32, retry_after: Option<&str>) -> Duration {
 impl Client {
     /// Connects to `registry` (`127.0.0.1:5000`, `docker.io`, `ghcr.io`): picks the scheme, pings
     /// `/v2/` and learns how the registry wants to be authenticated.
+    ///
+    /// HTTPS is verified against the machine's CAs and the registry's certs directory
+    /// (`options.cert_dir`, else `certs.d/<registry>/`). A loopback registry without a certs
+    /// directory is reached over plain HTTP, or with `insecure` over HTTPS without checks first.
     pub fn connect(registry: &str, options: ClientOptions) -> Result<Client> {
         let endpoint = if registry == crate::reference::DEFAULT_DOMAIN { "registry-1.docker.io" } else { registry };
         let credentials = match options.credentials {
             Some(c) => Some(c),
             None => super::auth::credentials_for(registry)?,
         };
-        let plain_http = is_loopback(registry);
+        let certs = registry_certs(registry, options.cert_dir.as_deref(), &CERTS_D)?;
+        let roots = certs.as_ref().map_or_else(|| roots_with(&[]), |c| roots_with(&c.cas));
+        let client_cert = certs.as_ref().and_then(|c| c.client.clone());
         let make = |scheme: &str, verify: bool| Client {
-            agent: agent(verify),
+            agent: agent(tls_config(verify, &roots, client_cert.as_ref().map(|(cert, _)| cert))),
             base: format!("{scheme}://{endpoint}"),
             registry: registry.to_string(),
             credentials: credentials.clone(),
             auth: Mutex::new(AuthState::default()),
         };
-        if plain_http {
+        let fix = trust_fix(registry, options.cert_dir.as_deref());
+        if is_loopback(registry) && certs.is_none() && !options.insecure {
             let client = make("http", true);
             client.ping().map_err(|e| match e {
                 PingError::Transport(why) => client.error(None, format!("cannot reach the registry: {why}")),
+                PingError::SpeaksHttps => client.error(None, format!("the registry speaks only HTTPS: {fix}")),
                 PingError::Other(e) => e,
             })?;
             return Ok(client);
@@ -209,11 +225,33 @@ impl Client {
                     PingError::Transport(again) => {
                         client.error(None, format!("cannot reach the registry over HTTPS ({why}) or HTTP ({again})"))
                     }
+                    PingError::SpeaksHttps => client.error(None, format!("HTTPS failed: {why}")),
                     PingError::Other(e) => e,
                 })?;
                 Ok(fallback)
             }
+            Err(PingError::Transport(why)) if why.contains("invalid peer certificate") => {
+                Err(client.error(None, format!("TLS certificate not trusted ({why}): {fix}")))
+            }
+            Err(PingError::Transport(why)) if refused_client_certificate(&why) => {
+                let place = match options.cert_dir.as_deref() {
+                    Some(dir) => dir.display().to_string(),
+                    None => format!("/etc/docker/certs.d/{registry}/"),
+                };
+                Err(client.error(
+                    None,
+                    format!(
+                        "the registry refused the TLS client certificate ({why}): \
+                         put one it accepts in {place} as client.cert and client.key"
+                    ),
+                ))
+            }
+            Err(PingError::Transport(why)) if why.contains("corrupt message") => Err(client.error(
+                None,
+                format!("the registry does not speak HTTPS ({why}): for plain HTTP use --tls-verify=false"),
+            )),
             Err(PingError::Transport(why)) => Err(client.error(None, format!("cannot reach the registry: {why}"))),
+            Err(PingError::SpeaksHttps) => Err(client.error(None, "GET /v2/ answered 400")),
             Err(PingError::Other(e)) => Err(e),
         }
     }
@@ -245,6 +283,10 @@ impl Client {
             }
             status => {
                 let body = read_error_body(&mut resp);
+                // Go's TLS server answering a plain HTTP request.
+                if status == 400 && self.base.starts_with("http://") && body.contains("HTTPS server") {
+                    return Err(PingError::SpeaksHttps);
+                }
                 Err(PingError::Other(self.error(None, format!("GET /v2/ answered {status}{body}"))))
             }
         }
@@ -935,7 +977,10 @@ pub struct SearchResult {
 pub fn docker_hub_search(term: &str, limit: usize) -> Result<Vec<SearchResult>> {
     let fail = |why: String| Error::Registry { what: "docker.io".into(), why };
     let url = format!("https://index.docker.io/v1/search?q={}&n={}", encode_query(term), limit.clamp(1, 100));
-    let mut resp = agent(true).get(&url).call().map_err(|e| fail(format!("search: {}", transport_error(&e))))?;
+    let mut resp = agent(tls_config(true, &roots_with(&[]), None))
+        .get(&url)
+        .call()
+        .map_err(|e| fail(format!("search: {}", transport_error(&e))))?;
     let status = resp.status().as_u16();
     if status != 200 {
         let body = read_error_body(&mut resp);
@@ -1002,11 +1047,12 @@ fn range_end(range: &str) -> Option<u64> {
 
 enum PingError {
     Transport(String),
+    /// A plain HTTP request answered "400 Client sent an HTTP request to an HTTPS server".
+    SpeaksHttps,
     Other(Error),
 }
 
-fn agent(verify: bool) -> ureq::Agent {
-    let tls = ureq::tls::TlsConfig::builder().disable_verification(!verify).build();
+fn agent(tls: TlsConfig) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -1018,6 +1064,228 @@ fn agent(verify: bool) -> ureq::Agent {
         .accept_encoding("identity")
         .build()
         .new_agent()
+}
+
+/// Where docker and podman keep each registry's certificates: `<base>/<host[:port]>/`.
+const CERTS_D: [&str; 2] = ["/etc/containers/certs.d", "/etc/docker/certs.d"];
+
+/// The machine's CA bundle: the first of these that exists (the list Go's crypto/x509, and so
+/// docker, tries on Linux) unless `$SSL_CERT_FILE` names one.
+const CA_BUNDLES: [&str; 6] = [
+    "/etc/ssl/certs/ca-certificates.crt",                // Debian, Ubuntu, Arch, Gentoo
+    "/etc/pki/tls/certs/ca-bundle.crt",                  // Fedora, RHEL 6
+    "/etc/ssl/ca-bundle.pem",                            // openSUSE
+    "/etc/pki/tls/cacert.pem",                           // OpenELEC
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", // CentOS, RHEL 7
+    "/etc/ssl/cert.pem",                                 // Alpine
+];
+
+/// A registry's certificates, from its certs directories.
+#[derive(Debug, Default)]
+struct RegistryCerts {
+    /// Extra CAs: every certificate of every `*.crt`.
+    cas: Vec<Certificate<'static>>,
+    /// The client certificate: the first `*.cert` (by name) with the `*.key` of the same name,
+    /// and the `*.cert` file for messages.
+    client: Option<(ClientCert, PathBuf)>,
+}
+
+/// The certificates for `registry`: those in `cert_dir` (`--cert-dir`, which must exist), else
+/// those in `<base>/<registry>/` for each of `bases` that has one. `None` when there is no
+/// directory at all; an existing but empty one gives `Some` (the registry then speaks HTTPS).
+fn registry_certs(registry: &str, cert_dir: Option<&Path>, bases: &[&str]) -> Result<Option<RegistryCerts>> {
+    let dirs: Vec<PathBuf> = match cert_dir {
+        Some(dir) => {
+            std::fs::metadata(dir).map_err(|e| Error::io("reading --cert-dir", dir, e))?;
+            vec![dir.to_path_buf()]
+        }
+        None => bases.iter().map(|base| Path::new(base).join(registry)).filter(|dir| dir.is_dir()).collect(),
+    };
+    if dirs.is_empty() {
+        return Ok(None);
+    }
+    let mut certs = RegistryCerts::default();
+    for dir in &dirs {
+        read_certs_dir(dir, &mut certs)?;
+    }
+    Ok(Some(certs))
+}
+
+/// Adds what a certs directory holds, as docker and containers/image read one: `*.crt` are CAs,
+/// `*.cert` is a client certificate whose key is the `*.key` of the same name; other files are
+/// ignored. A file that cannot be read or holds no PEM certificate (or key) is an error naming it.
+fn read_certs_dir(dir: &Path, certs: &mut RegistryCerts) -> Result<()> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("reading certificate directory", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("reading certificate directory", dir, e))?;
+        names.push(entry.file_name());
+    }
+    names.sort();
+    for name in names {
+        let path = dir.join(&name);
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".crt") {
+            if stem.is_empty() || !path.is_file() {
+                continue;
+            }
+            certs.cas.extend(read_pem_certificates(&path)?);
+        } else if let Some(stem) = name.strip_suffix(".cert") {
+            let key = dir.join(format!("{stem}.key"));
+            if !key.is_file() {
+                return Err(Error::invalid(
+                    path.display().to_string(),
+                    format!("client certificate without its key {} (CA certificates end in .crt)", key.display()),
+                ));
+            }
+            let chain = read_pem_certificates(&path)?;
+            let key = read_pem_key(&key)?;
+            check_client_pair(&path, &chain, &key)?;
+            if certs.client.is_none() {
+                certs.client = Some((ClientCert::new_with_certs(&chain, key), path));
+            }
+        } else if let Some(stem) = name.strip_suffix(".key") {
+            let cert = dir.join(format!("{stem}.cert"));
+            if !cert.is_file() {
+                return Err(Error::invalid(
+                    path.display().to_string(),
+                    format!("key without its client certificate {}", cert.display()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ureq (3.5) hands the pair to rustls only at the first connection and panics if rustls refuses
+/// it (a key that does not match the certificate, or of a kind rustls cannot use): ask rustls
+/// here, with the same crypto provider, so that is an error naming the file instead.
+fn check_client_pair(path: &Path, chain: &[Certificate<'static>], key: &PrivateKey<'static>) -> Result<()> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let refused = |why: String| {
+        Error::invalid(
+            format!("client certificate {}", path.display()),
+            format!("TLS cannot use it with its key ({why})"),
+        )
+    };
+    let chain: Vec<CertificateDer<'static>> = chain.iter().map(|c| CertificateDer::from(c.der().to_vec())).collect();
+    let key = PrivateKeyDer::try_from(key.der().to_vec()).map_err(|e| refused(e.to_string()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| refused(e.to_string()))?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_client_auth_cert(chain, key)
+        .map(|_| ())
+        .map_err(|e| refused(e.to_string()))
+}
+
+fn read_pem(path: &Path) -> Result<Vec<PemItem<'static>>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading certificate", path, e))?;
+    ureq::tls::parse_pem(&bytes)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::invalid(path.display().to_string(), format!("not valid PEM ({e})")))
+}
+
+fn read_pem_certificates(path: &Path) -> Result<Vec<Certificate<'static>>> {
+    let certs: Vec<Certificate<'static>> = read_pem(path)?
+        .into_iter()
+        .filter_map(|item| match item {
+            PemItem::Certificate(cert) => Some(cert),
+            _ => None,
+        })
+        .collect();
+    // A DER certificate is a SEQUENCE; anything else in a CERTIFICATE block is not one.
+    if certs.is_empty() || certs.iter().any(|c| c.der().first() != Some(&0x30)) {
+        return Err(Error::invalid(path.display().to_string(), "no PEM certificate in it"));
+    }
+    Ok(certs)
+}
+
+fn read_pem_key(path: &Path) -> Result<PrivateKey<'static>> {
+    read_pem(path)?
+        .into_iter()
+        .find_map(|item| match item {
+            PemItem::PrivateKey(key) => Some(key),
+            _ => None,
+        })
+        .ok_or_else(|| Error::invalid(path.display().to_string(), "no PEM private key in it"))
+}
+
+/// The machine's CAs, read once per process: `$SSL_CERT_FILE`, else the first of `CA_BUNDLES`
+/// that exists, plus the files in `$SSL_CERT_DIR` (colon-separated directories). `None` when none
+/// could be read.
+fn system_roots() -> Option<Arc<Vec<Certificate<'static>>>> {
+    static ROOTS: OnceLock<Option<Arc<Vec<Certificate<'static>>>>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            load_system_roots(std::env::var_os("SSL_CERT_FILE"), std::env::var_os("SSL_CERT_DIR")).map(Arc::new)
+        })
+        .clone()
+}
+
+fn load_system_roots(cert_file: Option<OsString>, cert_dir: Option<OsString>) -> Option<Vec<Certificate<'static>>> {
+    // Lenient, as for a system bundle: a block that does not parse is skipped.
+    let certificates = |path: &Path| -> Vec<Certificate<'static>> {
+        let Ok(bytes) = std::fs::read(path) else { return Vec::new() };
+        ureq::tls::parse_pem(&bytes)
+            .filter_map(|item| match item {
+                Ok(PemItem::Certificate(cert)) => Some(cert),
+                _ => None,
+            })
+            .collect()
+    };
+    let bundles: Vec<PathBuf> = match cert_file.filter(|f| !f.is_empty()) {
+        Some(file) => vec![PathBuf::from(file)],
+        None => CA_BUNDLES.iter().map(PathBuf::from).collect(),
+    };
+    let mut roots = bundles.iter().map(|b| certificates(b)).find(|certs| !certs.is_empty()).unwrap_or_default();
+    if let Some(dirs) = cert_dir {
+        for dir in std::env::split_paths(&dirs) {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+            files.sort();
+            for file in files {
+                roots.extend(certificates(&file));
+            }
+        }
+    }
+    (!roots.is_empty()).then_some(roots)
+}
+
+/// The roots to verify a registry with: the machine's CAs plus `extra`. Without a readable system
+/// bundle: ureq's built-in roots (Mozilla's, from webpki-roots, which its `rustls` feature
+/// compiles in) when there is nothing extra, else `extra` alone (ureq cannot combine the two).
+fn roots_with(extra: &[Certificate<'static>]) -> RootCerts {
+    match (system_roots(), extra.is_empty()) {
+        (Some(system), true) => RootCerts::Specific(system),
+        (Some(system), false) => RootCerts::new_with_certs(&[system.as_slice(), extra].concat()),
+        (None, true) => RootCerts::WebPki,
+        (None, false) => RootCerts::new_with_certs(extra),
+    }
+}
+
+fn tls_config(verify: bool, roots: &RootCerts, client_cert: Option<&ClientCert>) -> TlsConfig {
+    TlsConfig::builder()
+        .disable_verification(!verify)
+        .root_certs(roots.clone())
+        .client_cert(client_cert.cloned())
+        .build()
+}
+
+/// Whether a TLS error is the server refusing the client certificate, or the lack of one (Go
+/// answers both with a `bad_certificate` alert; TLS 1.3 has `certificate_required` for the latter).
+fn refused_client_certificate(why: &str) -> bool {
+    ["alert: BadCertificate", "alert: CertificateRequired", "alert: UnknownCA", "alert: AccessDenied"]
+        .iter()
+        .any(|alert| why.contains(alert))
+}
+
+/// How to make a registry's certificate trusted, for messages.
+fn trust_fix(registry: &str, cert_dir: Option<&Path>) -> String {
+    match cert_dir {
+        Some(dir) => format!("add its CA to {} (--cert-dir), or use --tls-verify=false", dir.display()),
+        None => format!("add its CA to /etc/docker/certs.d/{registry}/ca.crt or --cert-dir, or use --tls-verify=false"),
+    }
 }
 
 /// Query strings keep no secrets, but upload URLs carry opaque state; show only the path.
@@ -1179,5 +1447,134 @@ mod tests {
         assert_eq!(read_limited(&b"abcd"[..], 4).unwrap(), Some(b"abcd".to_vec()));
         assert_eq!(read_limited(&b"abcde"[..], 4).unwrap(), None);
         assert_eq!(encode_query("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+    }
+
+    /// A self-signed P-256 certificate and its key, made for these tests only.
+    const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBijCCAS+gAwIBAgIUJeVX3Z9r3JsfgZltJWm1tH7HnLIwCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwOa2lsbiB1bml0IHRlc3QwIBcNMjYxMTIzMTEzOTE1WhgPMjEy
+NjEwMzAxMTM5MTVaMBkxFzAVBgNVBAMMDmtpbG4gdW5pdCB0ZXN0MFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAEw6QHOakj09l0wQiQTVwZ/OyZOrqbElIzEFplpvBI
+cBJBmbylNMfE0XFVm3g85bbuqin8mmjYdTkIAU8HtquWjqNTMFEwHQYDVR0OBBYE
+FN9ZD+218ekTYRoKiBOsjan/4H83MB8GA1UdIwQYMBaAFN9ZD+218ekTYRoKiBOs
+jan/4H83MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSQAwRgIhAKGahkjZ
+Muceiz9WQ5XW4odCCuGvFhRHtYJoyaHCqglNAiEA54lAGUSL3nrbzQNtQcNz3O5+
+n/cNdiBkCyu78mQTGUw=
+-----END CERTIFICATE-----
+";
+    const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgjmFQsakpHp76DFc+
+hMg3F62ykY08MCA3frsEujY+lgKhRANCAATDpAc5qSPT2XTBCJBNXBn87Jk6upsS
+UjMQWmWm8EhwEkGZvKU0x8TRcVWbeDzltu6qKfyaaNh1OQgBTwe2q5aO
+-----END PRIVATE KEY-----
+";
+
+    fn read_dir_certs(dir: &Path) -> Result<RegistryCerts> {
+        let mut certs = RegistryCerts::default();
+        read_certs_dir(dir, &mut certs).map(|()| certs)
+    }
+
+    #[test]
+    fn certs_dir_with_good_pem_gives_its_cas_and_client_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.crt"), TEST_CERT).unwrap();
+        // A bundle: two certificates in one file, with text around them as openssl writes it.
+        std::fs::write(dir.path().join("more.crt"), format!("subject=CN = x\n{TEST_CERT}\n{TEST_CERT}")).unwrap();
+        std::fs::write(dir.path().join("README"), "not a certificate, ignored").unwrap();
+        std::fs::write(dir.path().join("client.cert"), TEST_CERT).unwrap();
+        std::fs::write(dir.path().join("client.key"), TEST_KEY).unwrap();
+        let certs = read_dir_certs(dir.path()).unwrap();
+        assert_eq!(certs.cas.len(), 3);
+        assert!(certs.cas.iter().all(|c| c.der().len() > 300 && c.der()[0] == 0x30));
+        let (client, file) = certs.client.expect("client certificate");
+        assert_eq!(file, dir.path().join("client.cert"));
+        assert_eq!(client.certs().len(), 1);
+    }
+
+    #[test]
+    fn certs_dir_with_garbage_pem_is_an_error_naming_the_file() {
+        let cases = [
+            ("garbage, not PEM at all\n", "no PEM certificate"),
+            ("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n", "not valid PEM"),
+            ("-----BEGIN CERTIFICATE-----\nMIIB\n", "not valid PEM"),
+            ("-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n", "no PEM certificate"),
+            (TEST_KEY, "no PEM certificate"),
+        ];
+        for (content, why) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("ca.crt");
+            std::fs::write(&path, content).unwrap();
+            let err = read_dir_certs(dir.path()).unwrap_err().to_string();
+            assert!(err.contains(&path.display().to_string()) && err.contains(why), "{content:?}: {err}");
+        }
+        // A client certificate without its key, a key without its certificate, a key that is not one.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("client.cert"), TEST_CERT).unwrap();
+        let err = read_dir_certs(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("client.cert") && err.contains("client.key") && err.contains(".crt"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("client.key"), TEST_KEY).unwrap();
+        let err = read_dir_certs(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("client.key") && err.contains("client.cert"), "{err}");
+        std::fs::write(dir.path().join("client.cert"), TEST_CERT).unwrap();
+        std::fs::write(dir.path().join("client.key"), TEST_CERT).unwrap();
+        let err = read_dir_certs(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("client.key") && err.contains("no PEM private key"), "{err}");
+        // A --cert-dir that does not exist.
+        let missing = dir.path().join("nope");
+        let err = registry_certs("r:1", Some(&missing), &[]).unwrap_err().to_string();
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn empty_certs_dir_gives_no_certificates_but_counts_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = read_dir_certs(dir.path()).unwrap();
+        assert!(certs.cas.is_empty() && certs.client.is_none());
+        let certs = registry_certs("127.0.0.1:5000", Some(dir.path()), &[]).unwrap().expect("--cert-dir");
+        assert!(certs.cas.is_empty());
+    }
+
+    #[test]
+    fn certs_d_directories_are_found_by_registry_and_merged() {
+        let docker = tempfile::tempdir().unwrap();
+        let containers = tempfile::tempdir().unwrap();
+        let bases = [containers.path().to_str().unwrap(), docker.path().to_str().unwrap()];
+        assert!(registry_certs("127.0.0.1:5000", None, &bases).unwrap().is_none());
+        std::fs::create_dir(docker.path().join("127.0.0.1:5000")).unwrap();
+        std::fs::write(docker.path().join("127.0.0.1:5000/ca.crt"), TEST_CERT).unwrap();
+        std::fs::create_dir(containers.path().join("127.0.0.1:5000")).unwrap();
+        std::fs::write(containers.path().join("127.0.0.1:5000/other.crt"), TEST_CERT).unwrap();
+        assert_eq!(registry_certs("127.0.0.1:5000", None, &bases).unwrap().unwrap().cas.len(), 2);
+        // Another port is another registry; --cert-dir replaces certs.d.
+        assert!(registry_certs("127.0.0.1:5001", None, &bases).unwrap().is_none());
+        let empty = tempfile::tempdir().unwrap();
+        assert!(registry_certs("127.0.0.1:5000", Some(empty.path()), &bases).unwrap().unwrap().cas.is_empty());
+    }
+
+    #[test]
+    fn system_roots_come_from_ssl_cert_file_and_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, format!("{TEST_CERT}{TEST_CERT}")).unwrap();
+        assert_eq!(load_system_roots(Some(bundle.clone().into()), None).unwrap().len(), 2);
+        // $SSL_CERT_FILE replaces the usual bundles: a missing one gives nothing (ureq's roots).
+        assert!(load_system_roots(Some(dir.path().join("missing").into()), None).is_none());
+        let certs = dir.path().join("certs");
+        std::fs::create_dir(&certs).unwrap();
+        std::fs::write(certs.join("a.pem"), TEST_CERT).unwrap();
+        std::fs::write(certs.join("junk"), "junk").unwrap();
+        let dirs = std::env::join_paths([certs.as_path(), dir.path().join("missing").as_path()]).unwrap();
+        assert_eq!(load_system_roots(Some(bundle.into()), Some(dirs.clone())).unwrap().len(), 3);
+        assert_eq!(load_system_roots(Some(dir.path().join("missing").into()), Some(dirs)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn untrusted_certificate_messages_say_how_to_fix_it() {
+        let fix = trust_fix("127.0.0.1:5123", None);
+        assert!(fix.contains("/etc/docker/certs.d/127.0.0.1:5123/ca.crt") && fix.contains("--cert-dir"), "{fix}");
+        assert!(fix.contains("--tls-verify=false"), "{fix}");
+        let fix = trust_fix("127.0.0.1:5123", Some(Path::new("/tmp/certs")));
+        assert!(fix.contains("/tmp/certs") && fix.contains("--tls-verify=false"), "{fix}");
     }
 }
