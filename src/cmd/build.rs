@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use kiln_builder::cache::local::parse_local_spec;
+use kiln_builder::cache::spec::{CacheSpec, Direction};
 use kiln_builder::context::{BuildContext, ContextSpec};
 use kiln_builder::frontend::{plan, PlanOptions};
 use kiln_builder::solve::{solve, Progress, ProgressEvent, SolveOptions, StoreImages};
@@ -21,28 +21,15 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
     let build_args = parse_build_args(&args.build_args)?;
     let labels = parse_labels(&args.labels)?;
     let secrets = read_secrets(&args.secrets)?;
-    let cache_from = args
-        .cache_from
-        .iter()
-        .map(|s| parse_local_spec(s, "src"))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
-    let cache_to = args
-        .cache_to
-        .iter()
-        .map(|s| parse_local_spec(s, "dest"))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
+    let cache_specs = |raw: &[String], direction| {
+        raw.iter().map(|s| CacheSpec::parse(s, direction)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)
+    };
+    let cache_from = cache_specs(&args.cache_from, Direction::From)?;
+    let cache_to = cache_specs(&args.cache_to, Direction::To)?;
     let printer = Printer::new(if args.quiet { ProgressMode::Quiet } else { args.progress });
 
-    for dir in &cache_from {
-        let stats = kiln_builder::cache::local::import(store, dir).map_err(anyhow::Error::msg)?;
-        printer.note(&format!(
-            "importing cache from {}: {} records, {} layers",
-            dir.display(),
-            stats.records,
-            stats.blobs_copied
-        ));
+    for spec in &cache_from {
+        printer.note(&spec.import(store).map_err(anyhow::Error::msg)?);
     }
     let spec = ContextSpec { context: &args.context, dockerfile: args.file.as_deref() };
     let context = BuildContext::open(&spec, &mut std::io::stdin().lock())?;
@@ -89,15 +76,8 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
     }
     let output = solve(store, &build_plan, &solve_options)?;
     printer.note(&format!("writing image {}", output.image_id));
-    for dir in &cache_to {
-        let stats = kiln_builder::cache::local::export(store, &output.cache_keys, dir).map_err(anyhow::Error::msg)?;
-        printer.note(&format!(
-            "exporting cache to {}: {} records, {} new layers ({} already there)",
-            dir.display(),
-            stats.records,
-            stats.blobs_copied,
-            stats.blobs_skipped
-        ));
+    for spec in &cache_to {
+        printer.note(&spec.export(store, &output.cache_keys, &output.image_keys).map_err(anyhow::Error::msg)?);
     }
     store.add_image(&output.image_id, &tags)?;
     for tag in &tags {

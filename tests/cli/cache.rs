@@ -5,12 +5,12 @@ use std::os::unix::fs::PermissionsExt;
 use crate::harness::*;
 
 /// A store with busybox and a context; builds report which steps were cached.
-struct CacheTest {
-    k: Kiln,
+pub(crate) struct CacheTest {
+    pub k: Kiln,
 }
 
 impl CacheTest {
-    fn new() -> CacheTest {
+    pub fn new() -> CacheTest {
         let k = Kiln::new();
         let out = k
             .cmd(&["import", busybox_rootfs().to_str().unwrap(), "busybox:latest"])
@@ -22,14 +22,14 @@ impl CacheTest {
         CacheTest { k }
     }
 
-    fn write(&self, path: &str, content: &str) {
+    pub fn write(&self, path: &str, content: &str) {
         let full = self.k.path("ctx").join(path);
         std::fs::create_dir_all(full.parent().unwrap()).unwrap();
         std::fs::write(full, content).unwrap();
     }
 
     /// Builds and returns (image ID, names of the steps that were CACHED).
-    fn build(&self, extra: &[&str]) -> (String, Vec<String>) {
+    pub fn build(&self, extra: &[&str]) -> (String, Vec<String>) {
         let ctx = self.k.path("ctx").to_str().unwrap().to_string();
         let iid = self.k.path("iid");
         let mut args = vec!["build", "--progress", "rawjson", "--iidfile", iid.to_str().unwrap(), "-t", "cached:1"];
@@ -52,11 +52,29 @@ impl CacheTest {
         }
         (std::fs::read_to_string(iid).unwrap(), cached)
     }
+
+    /// The same build context in another test's store (a second CI machine).
+    pub fn copy_context_to(&self, other: &CacheTest) {
+        copy_tree(&self.k.path("ctx"), &other.k.path("ctx"));
+    }
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 const DOCKERFILE: &str = "FROM busybox\nARG USED=one\nCOPY src /app/src\nRUN echo $USED > /used && find /app -type f | wc -l > /count\nENV DONE=yes\n";
 
-fn cache_test() -> CacheTest {
+pub(crate) fn cache_test() -> CacheTest {
     let t = CacheTest::new();
     t.write("Dockerfile", DOCKERFILE);
     t.write("src/a.txt", "a");
@@ -199,19 +217,7 @@ fn cache_exported_to_a_directory_makes_a_fresh_store_hit_everything() {
     assert!(dir.join("kiln-cache.json").exists());
     // A fresh store (a new CI machine) restores the directory and gets every step from it.
     let fresh = CacheTest::new();
-    for entry in std::fs::read_dir(t.k.path("ctx")).unwrap() {
-        let entry = entry.unwrap();
-        let target = fresh.k.path("ctx").join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            for f in std::fs::read_dir(entry.path()).unwrap() {
-                let f = f.unwrap();
-                std::fs::copy(f.path(), target.join(f.file_name())).unwrap();
-            }
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
+    t.copy_context_to(&fresh);
     let from = format!("type=local,src={}", dir.display());
     let (again, cached) = fresh.build(&["--cache-from", &from]);
     assert_eq!(cached, ["COPY", "RUN", "RUN"], "every step is a hit");

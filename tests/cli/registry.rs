@@ -957,3 +957,80 @@ fn from_pulls_a_missing_base_image_and_pull_policies_apply() {
     ok(&builder, &["build", "-q", "--pull", &ctx]);
     builder.assert_fsck_clean();
 }
+
+#[test]
+fn registry_cache_makes_a_fresh_store_hit_every_step() {
+    if !is_root() {
+        return;
+    }
+    let Some(registry) = Registry::start(Auth::None) else { return };
+    let a = crate::cache::cache_test();
+    a.write(
+        "Dockerfile",
+        "FROM busybox AS tools\nRUN echo tool > /tool\nFROM busybox\nCOPY src /app/src\nCOPY --from=tools /tool /tool\nRUN cat /app/src/* /tool > /all\n",
+    );
+    let max_ref = registry.reference("cache/app:max");
+    let min_ref = registry.reference("cache/app:min");
+    let (first, _) = a.build(&["--cache-to", &format!("type=registry,ref={max_ref},mode=max")]);
+    let (again, cached) = a.build(&["--cache-to", &format!("type=registry,ref={min_ref}")]);
+    assert_eq!((again.as_str(), cached.len()), (first.as_str(), 4), "{cached:?}");
+
+    // A second machine: a fresh store, the same context, the cache from the registry.
+    let b = crate::cache::CacheTest::new();
+    a.copy_context_to(&b);
+    let (id, mut cached) = b.build(&["--cache-from", &format!("type=registry,ref={max_ref}")]);
+    cached.sort();
+    assert_eq!(cached, ["COPY", "COPY", "RUN", "RUN"], "mode=max: every step is a hit (stages run in parallel)");
+    assert_eq!(id, first, "and the image is the same");
+    b.k.assert_fsck_clean();
+
+    // mode=min carries only the final stage's steps: the tools stage runs again, the rest hit.
+    let c = crate::cache::CacheTest::new();
+    a.copy_context_to(&c);
+    let (id, cached) = c.build(&["--cache-from", &min_ref]);
+    assert_eq!(cached, ["COPY", "COPY", "RUN"], "mode=min");
+    assert_eq!(id, first);
+
+    // skopeo sees an OCI manifest whose config is kiln's cache records.
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{max_ref}")])
+        .output()
+        .expect("skopeo");
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).expect("a JSON manifest");
+    assert_eq!(manifest["config"]["mediaType"], "application/vnd.kiln.build-cache.config.v1+json");
+    // Four layer steps, three layers: COPY --from=tools /tool gives the same tar as the RUN that made it.
+    assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(3), "{manifest}");
+
+    // No cache there yet (a first CI run) is a note, not a failure; a cache that is not kiln's
+    // is refused by name and the build goes on.
+    let d = crate::cache::CacheTest::new();
+    a.copy_context_to(&d);
+    let missing = registry.reference("cache/none:1");
+    let (_, cached) = d.build(&["--cache-from", &missing]);
+    assert!(cached.is_empty(), "{cached:?}");
+    let image = registry.reference("kiln/busybox:1");
+    d.k.ok(&["tag", "busybox:latest", &image]);
+    d.k.ok(&["push", &image]);
+    let out = d.k.run(&["build", "--progress", "plain", "--cache-from", &image, d.k.path("ctx").to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("is not a kiln build cache"), "{stderr}");
+
+    // A tampered layer in the cache: the import is refused by digest, nothing of it is stored,
+    // and the build runs without it.
+    let layer = manifest["layers"][2]["digest"].as_str().unwrap();
+    let data = registry.blob_data(layer);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let last = bytes.len() - 9;
+    bytes[last] ^= 0xff;
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&data, &bytes).unwrap();
+    let e = crate::cache::CacheTest::new();
+    a.copy_context_to(&e);
+    let out = e.k.run(&["build", "--progress", "plain", "--cache-from", &max_ref, e.k.path("ctx").to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("importing cache from {max_ref} failed")), "{stderr}");
+    assert!(!stderr.contains("CACHED"), "{stderr}");
+    e.k.assert_fsck_clean();
+}

@@ -46,26 +46,6 @@ pub struct TransferStats {
     pub mount_files_copied: usize,
 }
 
-/// `type=local,dest=DIR` (also `src=`); other cache types are refused by name.
-pub fn parse_local_spec(spec: &str, path_key: &str) -> Result<std::path::PathBuf, String> {
-    let kind = spec.split(',').find_map(|f| f.strip_prefix("type="));
-    match kind {
-        Some("local") => {}
-        Some(other) => return Err(format!("cache type \"{other}\" is not supported yet (local is)")),
-        None => return Err(format!("\"{spec}\": type= is required (type=local,{path_key}=DIR)")),
-    }
-    let mut path = None;
-    for field in spec.split(',') {
-        match field.split_once('=') {
-            Some(("type", _)) => {}
-            Some((k, v)) if k == path_key => path = Some(v.to_string()),
-            Some(("mode" | "compression" | "compression-level" | "ignore-error", _)) => {}
-            _ => return Err(format!("invalid cache option \"{field}\" in \"{spec}\"")),
-        }
-    }
-    path.map(Into::into).ok_or_else(|| format!("\"{spec}\": {path_key}=DIR is required"))
-}
-
 /// Writes the records of `keys` (with their layers) and every cache mount to `dir`, merging with
 /// what is already there.
 pub fn export(store: &Store, keys: &[String], dir: &Path) -> Result<TransferStats, String> {
@@ -191,13 +171,6 @@ fn sync_tree(from: &Path, to: &Path) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn specs() {
-        assert_eq!(parse_local_spec("type=local,dest=/tmp/c", "dest").unwrap(), Path::new("/tmp/c"));
-        assert!(parse_local_spec("type=registry,ref=x", "dest").unwrap_err().contains("not supported"));
-        assert!(parse_local_spec("dest=/x", "dest").is_err());
-    }
 
     #[test]
     fn export_then_import_into_a_fresh_store_and_incremental_export() {

@@ -5,6 +5,7 @@
 //! a source image's ID). The store keeps what each key produced (`kiln_cas::store::StepRecord`).
 
 pub mod local;
+pub mod spec;
 pub mod stat;
 
 use std::path::Path;

@@ -56,8 +56,11 @@ pub struct SolveOptions<'a> {
 pub struct BuildOutput {
     pub image_id: Digest,
     pub config: Vec<u8>,
-    /// Cache keys of every step the build ran or reused, for `--cache-to`.
+    /// Cache keys of every step the build ran or reused, for `--cache-to` (`mode=max`).
     pub cache_keys: Vec<String>,
+    /// The keys of the target stage and the stages it is built FROM: the steps behind the
+    /// output image's layers (`--cache-to … mode=min`).
+    pub image_keys: Vec<String>,
 }
 
 /// A build failure, located at a Dockerfile line when it came from one.
@@ -157,18 +160,18 @@ pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
     let snapshots = snapshots.as_ref();
     let stat = StatCache::load(store.root());
     let stat = &stat;
-    let used_keys: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let used_keys: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     let used = &used_keys;
     let created = created_timestamp(options.source_date_epoch);
     let board = Board { results: Mutex::new(vec![None; plan.stages.len()]), changed: Condvar::new() };
     let ids = StepIds::default();
     std::thread::scope(|scope| {
-        for (position, stage) in plan.stages.iter().enumerate() {
+        for position in 0..plan.stages.len() {
             let board = &board;
             let ids = &ids;
             let created = created.as_str();
             scope.spawn(move || {
-                let result = run_stage(store, snapshots, stat, used, plan, stage, options, board, ids, created);
+                let result = run_stage(store, snapshots, stat, used, plan, position, options, board, ids, created);
                 board.publish(position, result.map(Arc::new).map_err(Arc::new));
             });
         }
@@ -194,10 +197,20 @@ pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
     }
     let bytes = serde_json::to_vec(&config).map_err(|e| SolveError::plain(format!("serialising image config: {e}")))?;
     let image_id = store.put_bytes(&bytes).map_err(|e| SolveError::plain(format!("storing image config: {e}")))?;
-    let mut cache_keys = std::mem::take(&mut *used_keys.lock().unwrap_or_else(|p| p.into_inner()));
-    cache_keys.sort();
-    cache_keys.dedup();
-    Ok(BuildOutput { image_id, config: bytes, cache_keys })
+    let used = std::mem::take(&mut *used_keys.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut image_stages = vec![plan.target];
+    while let Base::Stage(parent) = plan.stages[*image_stages.last().expect("not empty")].base {
+        image_stages.push(parent);
+    }
+    let sorted = |keys: Vec<String>| {
+        let mut keys = keys;
+        keys.sort();
+        keys.dedup();
+        keys
+    };
+    let image_keys = sorted(used.iter().filter(|(s, _)| image_stages.contains(s)).map(|(_, k)| k.clone()).collect());
+    let cache_keys = sorted(used.into_iter().map(|(_, k)| k).collect());
+    Ok(BuildOutput { image_id, config: bytes, cache_keys, image_keys })
 }
 
 fn plan_runs_containers(plan: &BuildPlan) -> bool {
@@ -257,14 +270,15 @@ fn run_stage(
     store: &Store,
     snapshots: Option<&Snapshots>,
     stat: &StatCache,
-    used_keys: &Mutex<Vec<String>>,
+    used_keys: &Mutex<Vec<(usize, String)>>,
     plan: &BuildPlan,
-    stage: &Stage,
+    position: usize,
     options: &SolveOptions,
     board: &Board,
     ids: &StepIds,
     created: &str,
 ) -> Result<StageResult, SolveError> {
+    let stage = &plan.stages[position];
     let file = options.file_name;
     let total = stage.steps.len() + 1;
     let label = |n: usize| match (&stage.name, plan.stages.len()) {
@@ -335,7 +349,7 @@ fn run_stage(
         });
         reporter.finish(applied, hit)?;
         if let Some(key) = &key {
-            used_keys.lock().unwrap_or_else(|p| p.into_inner()).push(key.clone());
+            used_keys.lock().unwrap_or_else(|p| p.into_inner()).push((position, key.clone()));
         }
         // A step that cannot be cached (ADD of a URL without --checksum) makes every later key
         // unique too.

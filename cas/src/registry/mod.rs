@@ -5,13 +5,16 @@
 //!   chunked uploads; every response read through limits.
 //! - `auth`: docker's config.json credentials and `WWW-Authenticate` parsing.
 //! - `pull` / `push`: moving one image between the store and a registry, verified end to end.
+//! - `cache`: the build cache as an OCI artifact (`--cache-to/--cache-from type=registry`).
 
 pub mod auth;
+pub mod cache;
 pub mod client;
 pub mod pull;
 pub mod push;
 
 pub use auth::Credentials;
+pub use cache::{pull_cache, push_cache, CacheImport};
 pub use client::{Client, ClientOptions};
 pub use pull::{pull_image, LayerStatus, Platform, PullEvent, PullOutcome};
 pub use push::{push_image, BlobStatus, LayerCompression, PushOutcome};

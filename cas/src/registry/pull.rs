@@ -299,16 +299,17 @@ pub fn pull_image(
 /// How many layers download at once.
 const PARALLEL_DOWNLOADS: usize = 3;
 
-struct LayerJob {
-    index: usize,
-    digest: Digest,
-    size: u64,
-    diff_id: Digest,
+pub(crate) struct LayerJob {
+    /// Position in the manifest, for messages.
+    pub index: usize,
+    pub digest: Digest,
+    pub size: u64,
+    pub diff_id: Digest,
 }
 
 /// Downloads `jobs` on a few threads into staged blobs, in job order. The first failure (in job
 /// order) is returned, and the other workers stop taking new layers.
-fn download_layers<'s>(
+pub(crate) fn download_layers<'s>(
     store: &'s Store,
     client: &Client,
     repo: &str,

@@ -284,36 +284,8 @@ pub fn push_image(
             blobs.push((digest.clone(), *size));
         }
     }
-    // Blobs go up PARALLEL_UPLOADS at a time; the manifest only after every one of them.
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<(usize, Error)>> = Mutex::new(None);
-    let events = Mutex::new(events);
-    std::thread::scope(|scope| {
-        for _ in 0..PARALLEL_UPLOADS.min(blobs.len()) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= blobs.len() || failed.load(Ordering::SeqCst) {
-                    break;
-                }
-                let (digest, size) = &blobs[i];
-                let config = (*digest == id).then_some(&image.raw_config[..]);
-                match push_blob(store, client, repo, digest, *size, config, &mount_sources) {
-                    Ok(status) => (events.lock().expect("events lock"))(digest, status),
-                    Err(e) => {
-                        failed.store(true, Ordering::SeqCst);
-                        let mut slot = first_error.lock().expect("error lock");
-                        if slot.as_ref().is_none_or(|(j, _)| i < *j) {
-                            *slot = Some((i, e));
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some((_, e)) = first_error.into_inner().expect("error lock") {
-        return Err(e);
-    }
+    // The manifest goes up only after every blob.
+    upload_blobs(store, client, repo, &blobs, (&id, &image.raw_config), &mount_sources, events)?;
     let (manifest_type, config_type, layer_type) = match compression {
         LayerCompression::Gzip => (MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_CONFIG, MEDIA_TYPE_DOCKER_LAYER_GZIP),
         LayerCompression::Zstd => (MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_ZSTD),
@@ -331,6 +303,50 @@ pub fn push_image(
     store.put_bytes(&bytes)?;
     record_repo_digest(store, &id, reference, &digest, vec![digest.clone()])?;
     Ok(PushOutcome { digest, size: bytes.len() as u64 })
+}
+
+/// Uploads `blobs` (store blobs, except the one `config` names, whose bytes are given)
+/// PARALLEL_UPLOADS at a time. The first failure in list order is returned, and the other workers
+/// stop taking new blobs.
+pub(crate) fn upload_blobs(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    blobs: &[(Digest, u64)],
+    config: (&Digest, &[u8]),
+    mount_sources: &[String],
+    events: &mut (dyn FnMut(&Digest, BlobStatus<'_>) + Send),
+) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<(usize, Error)>> = Mutex::new(None);
+    let events = Mutex::new(events);
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL_UPLOADS.min(blobs.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= blobs.len() || failed.load(Ordering::SeqCst) {
+                    break;
+                }
+                let (digest, size) = &blobs[i];
+                let bytes = (digest == config.0).then_some(config.1);
+                match push_blob(store, client, repo, digest, *size, bytes, mount_sources) {
+                    Ok(status) => (events.lock().expect("events lock"))(digest, status),
+                    Err(e) => {
+                        failed.store(true, Ordering::SeqCst);
+                        let mut slot = first_error.lock().expect("error lock");
+                        if slot.as_ref().is_none_or(|(j, _)| i < *j) {
+                            *slot = Some((i, e));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().expect("error lock") {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -101,7 +101,8 @@ impl Store {
     }
 }
 
-fn is_key(key: &str) -> bool {
+/// A cache key as kiln writes them: 64 lowercase hex digits (also a safe file name).
+pub fn is_key(key: &str) -> bool {
     key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
