@@ -279,3 +279,19 @@ fn a_cache_mount_id_cannot_leave_the_store() {
     assert_eq!(std::fs::read_to_string(mounts[0].join("written")).unwrap(), "inside\n");
     assert!(!t.k.root().join("written").exists() && !t.k.dir.path().join("written").exists());
 }
+
+#[test]
+fn a_relative_store_path_works_for_run_steps() {
+    let Some(t) = RunTest::new() else { return };
+    t.file("Dockerfile", "FROM busybox\nRUN echo hi > /hi\n");
+    // `--root store` from the test's dir: the same store, named relative to the working directory.
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .current_dir(t.k.dir.path())
+        .env_remove("KILN_ROOT")
+        .args(["--root", "store", "build", "--progress", "plain", "-t", "relative:1", "ctx"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (store, fs, _) = t.image("relative:1");
+    assert_eq!(read(&store, &fs, "/hi"), "hi\n");
+}

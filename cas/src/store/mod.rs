@@ -46,7 +46,10 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store at `root`, holding the store lock in `mode`.
     pub fn open(root: impl Into<PathBuf>, mode: LockMode) -> Result<Store> {
-        let root = root.into();
+        // Absolute, so paths handed to containers (overlay lower dirs, mounts) and to child
+        // processes mean the same after a chdir or pivot_root.
+        let given = root.into();
+        let root = std::path::absolute(&given).map_err(|e| Error::io("resolving store path", &given, e))?;
         for dir in [root.clone(), root.join("blobs/sha256"), root.join("ingest"), root.join("containers")] {
             fs::DirBuilder::new()
                 .recursive(true)
