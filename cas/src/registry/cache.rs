@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::client::Client;
 use super::pull::{download_layers, LayerJob, MEDIA_TYPE_OCI_MANIFEST};
-use super::push::{compressed_layer, upload_blobs, BlobStatus, LayerCompression, PushOutcome};
+use super::push::{upload_blobs, BlobStatus, LayerCompression, PushBlob, PushOutcome};
 use crate::store::{is_key, StepRecord, Store, CACHE_RECORD_FORMAT};
 use crate::{Digest, Error, Reference, Result};
 
@@ -94,23 +94,16 @@ pub fn push_cache(
         records.push(CacheRecord { key: key.clone(), created: record.created, diff_id: record.diff_id });
     }
     records.sort_by(|a, b| a.key.cmp(&b.key));
-    let compressed = {
-        use rayon::prelude::*;
-        layers.par_iter().map(|l| compressed_layer(store, l, LayerCompression::Gzip)).collect::<Result<Vec<_>>>()?
-    };
     let config = serde_json::to_vec(&CacheConfig { format: CACHE_FORMAT, records }).expect("cache config serialises");
     let config_digest = Digest::of(&config);
-    let mut blobs: Vec<(Digest, u64)> = Vec::new();
-    for blob in compressed.iter().cloned().chain(std::iter::once((config_digest.clone(), config.len() as u64))) {
-        if !blobs.contains(&blob) {
-            blobs.push(blob);
-        }
-    }
-    upload_blobs(store, client, repo, &blobs, (&config_digest, &config), &[], events)?;
+    let blobs: Vec<PushBlob<'_>> =
+        layers.iter().map(PushBlob::Layer).chain(std::iter::once(PushBlob::Config(&config_digest, &config))).collect();
+    let compressed = upload_blobs(store, client, repo, &blobs, LayerCompression::Gzip, &[], events)?;
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": MEDIA_TYPE_OCI_MANIFEST,
         "config": { "mediaType": MEDIA_TYPE_CACHE_CONFIG, "size": config.len(), "digest": config_digest.to_string() },
+        // `compressed` ends with the config; the zip stops before it.
         "layers": compressed.iter().zip(&layers).map(|((digest, size), diff_id)| json!({
             "mediaType": MEDIA_TYPE_LAYER_GZIP,
             "size": size,

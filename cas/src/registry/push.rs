@@ -255,11 +255,6 @@ pub fn push_image(
     for diff_id in &diff_ids {
         events(diff_id, BlobStatus::Preparing);
     }
-    // Layers compress on all cores at once (one layer per thread); cached ones cost a stat.
-    let layers = {
-        use rayon::prelude::*;
-        diff_ids.par_iter().map(|diff_id| compressed_layer(store, diff_id, compression)).collect::<Result<Vec<_>>>()?
-    };
     // Other repositories of this registry the image was pulled from or pushed to.
     let prefix = format!("{}/", reference.domain());
     let mount_sources: Vec<String> = store
@@ -278,14 +273,23 @@ pub fn push_image(
         })
         .unwrap_or_default();
     let config_size = image.raw_config.len() as u64;
-    let mut blobs: Vec<(Digest, u64)> = Vec::new();
-    for (digest, size) in layers.iter().chain(std::iter::once(&(id.clone(), config_size))) {
-        if !blobs.iter().any(|(d, _)| d == digest) {
-            blobs.push((digest.clone(), *size));
+    let mut unique: Vec<&Digest> = Vec::new();
+    for diff_id in &diff_ids {
+        if !unique.contains(&diff_id) {
+            unique.push(diff_id);
         }
     }
+    let blobs: Vec<PushBlob<'_>> = unique
+        .iter()
+        .map(|d| PushBlob::Layer(d))
+        .chain(std::iter::once(PushBlob::Config(&id, &image.raw_config)))
+        .collect();
     // The manifest goes up only after every blob.
-    upload_blobs(store, client, repo, &blobs, (&id, &image.raw_config), &mount_sources, events)?;
+    let pushed = upload_blobs(store, client, repo, &blobs, compression, &mount_sources, events)?;
+    let layers: Vec<&(Digest, u64)> = diff_ids
+        .iter()
+        .map(|d| &pushed[unique.iter().position(|u| *u == d).expect("every diffID is listed")])
+        .collect();
     let (manifest_type, config_type, layer_type) = match compression {
         LayerCompression::Gzip => (MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_CONFIG, MEDIA_TYPE_DOCKER_LAYER_GZIP),
         LayerCompression::Zstd => (MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_ZSTD),
@@ -305,18 +309,26 @@ pub fn push_image(
     Ok(PushOutcome { digest, size: bytes.len() as u64 })
 }
 
-/// Uploads `blobs` (store blobs, except the one `config` names, whose bytes are given)
-/// PARALLEL_UPLOADS at a time. The first failure in list order is returned, and the other workers
-/// stop taking new blobs.
+/// A blob to push: a layer (by diffID) goes up as its compressed variant, or a config's bytes.
+pub(crate) enum PushBlob<'a> {
+    Layer(&'a Digest),
+    Config(&'a Digest, &'a [u8]),
+}
+
+/// Uploads `blobs` PARALLEL_UPLOADS at a time and returns each one's (digest, size) in order. A
+/// layer is compressed (or its cached compressed variant found) by the worker that uploads it, so
+/// the first upload starts once its own layer is ready and compressing overlaps uploading. The
+/// first failure in list order is returned, and the other workers stop taking new blobs.
 pub(crate) fn upload_blobs(
     store: &Store,
     client: &Client,
     repo: &str,
-    blobs: &[(Digest, u64)],
-    config: (&Digest, &[u8]),
+    blobs: &[PushBlob<'_>],
+    compression: LayerCompression,
     mount_sources: &[String],
     events: &mut (dyn FnMut(&Digest, BlobStatus<'_>) + Send),
-) -> Result<()> {
+) -> Result<Vec<(Digest, u64)>> {
+    let done: Mutex<Vec<Option<(Digest, u64)>>> = Mutex::new(vec![None; blobs.len()]);
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<(usize, Error)>> = Mutex::new(None);
@@ -328,10 +340,21 @@ pub(crate) fn upload_blobs(
                 if i >= blobs.len() || failed.load(Ordering::SeqCst) {
                     break;
                 }
-                let (digest, size) = &blobs[i];
-                let bytes = (digest == config.0).then_some(config.1);
-                match push_blob(store, client, repo, digest, *size, bytes, mount_sources) {
-                    Ok(status) => (events.lock().expect("events lock"))(digest, status),
+                let pushed = match blobs[i] {
+                    PushBlob::Layer(diff_id) => compressed_layer(store, diff_id, compression).and_then(|(d, size)| {
+                        push_blob(store, client, repo, &d, size, None, mount_sources).map(|s| (d, size, s))
+                    }),
+                    PushBlob::Config(d, bytes) => {
+                        let size = bytes.len() as u64;
+                        push_blob(store, client, repo, d, size, Some(bytes), mount_sources)
+                            .map(|s| (d.clone(), size, s))
+                    }
+                };
+                match pushed {
+                    Ok((digest, size, status)) => {
+                        (events.lock().expect("events lock"))(&digest, status);
+                        done.lock().expect("results lock")[i] = Some((digest, size));
+                    }
                     Err(e) => {
                         failed.store(true, Ordering::SeqCst);
                         let mut slot = first_error.lock().expect("error lock");
@@ -343,10 +366,10 @@ pub(crate) fn upload_blobs(
             });
         }
     });
-    match first_error.into_inner().expect("error lock") {
-        Some((_, e)) => Err(e),
-        None => Ok(()),
+    if let Some((_, e)) = first_error.into_inner().expect("error lock") {
+        return Err(e);
     }
+    Ok(done.into_inner().expect("results lock").into_iter().map(|d| d.expect("every blob was pushed")).collect())
 }
 
 #[cfg(test)]
