@@ -12,6 +12,9 @@ import os
 import re
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from write_section import write_section  # noqa: E402
+
 work, results = sys.argv[1], sys.argv[2]
 
 
@@ -252,10 +255,5 @@ Reproduce: `benches/build.sh` as root (env WORK, RUNS, BIG_RUNS, SCENARIOS, TOOL
 ```
 <!-- build:end -->"""
 
-text = open(results).read() if os.path.exists(results) else ""
-if not text.strip():
-    text = "# Benchmarks\n\nEach section is written by the script it names; rerun the script to refresh it.\n"
-pattern = re.compile(r"<!-- build:begin -->.*?<!-- build:end -->", re.S)
-text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
-open(results, "w").write(text)
+write_section("build", results, section)
 print(section)

@@ -286,15 +286,5 @@ ${CMD[skopeo-pull]}
 EOF
 )
 
-touch "$results"
-python3 - "$results" "$section" <<'PY'
-import re, sys
-path, section = sys.argv[1], sys.argv[2]
-text = open(path).read()
-if not text.strip():
-    text = "# Benchmarks\n\nEach section is written by the script it names; rerun the script to refresh it.\n"
-pattern = re.compile(r"<!-- registry:begin -->.*?<!-- registry:end -->", re.S)
-text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
-open(path, "w").write(text)
-PY
+python3 benches/write_section.py registry "$results" "$section"
 echo "$section"

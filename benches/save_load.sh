@@ -136,15 +136,5 @@ Reproduce: \`benches/save_load.sh\` (env WORK, LAYERS, LAYER_MIB, RUNS). It runs
 EOF
 )
 
-touch "$results"
-python3 - "$results" "$section" <<'PY'
-import re, sys
-path, section = sys.argv[1], sys.argv[2]
-text = open(path).read()
-if not text.strip():
-    text = "# Benchmarks\n\nEach section is written by the script it names; rerun the script to refresh it.\n"
-pattern = re.compile(r"<!-- save_load:begin -->.*?<!-- save_load:end -->", re.S)
-text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
-open(path, "w").write(text)
-PY
+python3 benches/write_section.py save_load "$results" "$section"
 echo "$section"
