@@ -8,6 +8,28 @@ use std::sync::OnceLock;
 
 use assert_cmd::cargo::CommandCargoExt;
 
+/// Asserts that `kiln ARGS` succeeded (showing its output if not) and returns stdout.
+pub fn expect_success(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "kiln {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// Asserts that `kiln ARGS` failed and returns stderr.
+pub fn expect_failure(args: &[&str], out: Output) -> String {
+    assert!(
+        !out.status.success(),
+        "kiln {args:?} unexpectedly succeeded:\nstdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).expect("utf-8 stderr")
+}
+
 /// A temp directory holding a store (`store/`) and whatever files a test makes.
 pub struct Kiln {
     pub dir: tempfile::TempDir,
@@ -40,26 +62,12 @@ impl Kiln {
 
     /// Runs kiln, asserts success and returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "kiln {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 stdout")
+        expect_success(args, self.run(args))
     }
 
     /// Runs kiln, asserts failure and returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "kiln {args:?} unexpectedly succeeded:\nstdout: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8(out.stderr).expect("utf-8 stderr")
+        expect_failure(args, self.run(args))
     }
 
     /// Imports the busybox rootfs as `tag` and returns the image ID.

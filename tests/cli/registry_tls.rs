@@ -235,22 +235,12 @@ fn run(kiln: &Kiln, args: &[&str], env: &[(&str, &Path)]) -> Output {
 }
 
 fn ok(kiln: &Kiln, args: &[&str], env: &[(&str, &Path)]) -> String {
-    let out = run(kiln, args, env);
-    assert!(
-        out.status.success(),
-        "kiln {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    expect_success(args, run(kiln, args, env))
 }
 
 /// Asserts failure and returns stderr.
 fn fails(kiln: &Kiln, args: &[&str], env: &[(&str, &Path)]) -> String {
-    let out = run(kiln, args, env);
-    assert!(!out.status.success(), "kiln {args:?} unexpectedly succeeded:\n{}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8(out.stderr).unwrap()
+    expect_failure(args, run(kiln, args, env))
 }
 
 /// One stderr line that names the registry and says the certificate is not trusted.
