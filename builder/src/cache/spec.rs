@@ -178,10 +178,11 @@ mod tests {
         let err = |s: &str, d| CacheSpec::parse(s, d).unwrap_err();
         assert!(err("type=gha", Direction::To).contains("\"gha\" is not supported"));
         assert!(err("dest=/x", Direction::To).contains("type= is required"));
-        assert!(err("type=local,src=/x", Direction::To).contains("dest=DIR is required"));
+        assert!(err("type=local", Direction::To).contains("dest=DIR is required"));
+        assert!(err("type=local,src=/x", Direction::To).contains("invalid cache option \"src=/x\""));
         assert!(err("type=registry", Direction::From).contains("ref=REFERENCE is required"));
         assert!(err("type=registry,ref=a:b,mode=all", Direction::To).contains("invalid cache mode"));
-        assert!(err("type=registry,ref=UPPER/x", Direction::To).contains("invalid cache reference"));
+        assert!(err("type=registry,ref=repo/UPPER:x", Direction::To).contains("invalid cache reference"));
         assert!(err("type=local,dest=/x,colour=red", Direction::To).contains("\"colour=red\""));
     }
 }
