@@ -129,21 +129,11 @@ fn run(kiln: &Kiln, args: &[&str]) -> Output {
 }
 
 fn ok(kiln: &Kiln, args: &[&str]) -> String {
-    let out = run(kiln, args);
-    assert!(
-        out.status.success(),
-        "kiln {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    expect_success(args, run(kiln, args))
 }
 
 fn fails(kiln: &Kiln, args: &[&str]) -> String {
-    let out = run(kiln, args);
-    assert!(!out.status.success(), "kiln {args:?} unexpectedly succeeded:\n{}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8(out.stderr).unwrap()
+    expect_failure(args, run(kiln, args))
 }
 
 /// The digest in `TAG: digest: sha256:… size: N`.
@@ -1033,4 +1023,326 @@ fn registry_cache_makes_a_fresh_store_hit_every_step() {
     assert!(stderr.contains(&format!("importing cache from {max_ref} failed")), "{stderr}");
     assert!(!stderr.contains("CACHED"), "{stderr}");
     e.k.assert_fsck_clean();
+}
+
+/// One request the upload fake saw: what was asked, how many body bytes arrived, what it answered
+/// (`cut` for the request it dropped), and the upload session it belongs to.
+#[derive(Clone, Debug)]
+struct UploadRequest {
+    method: String,
+    target: String,
+    content_range: Option<String>,
+    received: usize,
+    answer: String,
+    session: Option<String>,
+}
+
+/// An upload session: the bytes it holds, the `_state` its latest Location carries, and the digest
+/// it was stored as once a PUT verified it.
+#[derive(Debug, Default)]
+struct FakeSession {
+    held: Vec<u8>,
+    state: u64,
+    stored: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct UploadState {
+    sessions: std::collections::BTreeMap<String, FakeSession>,
+    blobs: std::collections::BTreeSet<String>,
+    requests: Vec<UploadRequest>,
+    manifest: Option<Vec<u8>>,
+    cut_done: bool,
+}
+
+/// A registry that keeps upload sessions across connections, as the distribution spec allows: it
+/// answers every request with `Connection: close`, checks `Content-Range` against what a session
+/// holds (416 otherwise) and `_state` against its latest Location, and verifies the PUT's digest.
+/// The first PATCH that starts at `cut_at` gets `cut_after` bytes of its body read and kept, then
+/// its connection is dropped unanswered. Stops when dropped (or after 120 s).
+struct UploadRegistry {
+    port: u16,
+    state: std::sync::Arc<std::sync::Mutex<UploadState>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl UploadRegistry {
+    fn start(repo: &'static str, cut_at: usize, cut_after: usize) -> UploadRegistry {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(UploadState::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (state2, stop2) = (state.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop2.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let state = state2.clone();
+                // Blobs upload in parallel: one thread per connection.
+                std::thread::spawn(move || serve_upload(stream, repo, &state, cut_at, cut_after));
+            }
+        });
+        UploadRegistry { port, state, stop }
+    }
+
+    fn requests(&self) -> Vec<UploadRequest> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+impl Drop for UploadRegistry {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// One request on `stream`, answered with `Connection: close` (or dropped, for the cut).
+fn serve_upload(
+    mut stream: TcpStream,
+    repo: &str,
+    state: &std::sync::Mutex<UploadState>,
+    cut_at: usize,
+    cut_after: usize,
+) {
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let mut words = text.lines().next().unwrap_or("").split(' ');
+    let (method, target) = (words.next().unwrap_or("").to_string(), words.next().unwrap_or("").to_string());
+    let header = |name: &str| {
+        text.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    let content_range = header("content-range");
+    let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let param = |name: &str| {
+        query.split('&').find_map(|p| p.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v.replace("%3A", ":")))
+    };
+    let uploads = format!("/v2/{repo}/blobs/uploads/");
+    let session_id = path.strip_prefix(&uploads).filter(|id| !id.is_empty()).map(str::to_string);
+    let start = content_range.as_deref().and_then(|r| r.split_once('-')).and_then(|(s, _)| s.parse::<usize>().ok());
+
+    // The cut: keep `cut_after` bytes of the chunk in the session, then drop the connection.
+    if method == "PATCH" {
+        let mut guard = state.lock().unwrap();
+        let held = session_id.as_ref().and_then(|id| guard.sessions.get(id)).map(|s| s.held.len());
+        if !guard.cut_done && start == Some(cut_at) && held == Some(cut_at) && length > cut_after {
+            guard.cut_done = true;
+            drop(guard);
+            let mut part = vec![0u8; cut_after];
+            let got = stream.read_exact(&mut part).is_ok();
+            let mut guard = state.lock().unwrap();
+            if got {
+                guard.sessions.get_mut(session_id.as_ref().unwrap()).unwrap().held.extend_from_slice(&part);
+            }
+            guard.requests.push(UploadRequest {
+                method,
+                target,
+                content_range,
+                received: if got { cut_after } else { 0 },
+                answer: "cut".to_string(),
+                session: session_id,
+            });
+            drop(guard);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    }
+    let mut body = vec![0u8; length];
+    if stream.read_exact(&mut body).is_err() {
+        return;
+    }
+
+    let mut guard = state.lock().unwrap();
+    let st = &mut *guard;
+    let mut session = session_id.clone();
+    let location = |id: &str, state: u64| format!("/v2/{repo}/blobs/uploads/{id}?_state={state}");
+    let range = |held: usize| format!("0-{}", held.saturating_sub(1));
+    let (status, headers, answer_body): (&str, Vec<(&str, String)>, Vec<u8>) = match (method.as_str(), path) {
+        ("GET", "/v2/") => ("200 OK", vec![], b"{}".to_vec()),
+        ("HEAD", p) if p.starts_with(&format!("/v2/{repo}/blobs/sha256:")) => {
+            let digest = p.rsplit('/').next().unwrap();
+            if st.blobs.contains(digest) {
+                ("200 OK", vec![], vec![])
+            } else {
+                ("404 Not Found", vec![], vec![])
+            }
+        }
+        ("POST", p) if p == uploads => {
+            let id = format!("session-{}", st.sessions.len() + 1);
+            st.sessions.insert(id.clone(), FakeSession::default());
+            session = Some(id.clone());
+            ("202 Accepted", vec![("Location", location(&id, 0)), ("Range", "0-0".to_string())], vec![])
+        }
+        ("PUT", p) if p.starts_with(&format!("/v2/{repo}/manifests/")) => {
+            let digest = sha256(&body);
+            st.manifest = Some(body.clone());
+            ("201 Created", vec![("Docker-Content-Digest", digest)], vec![])
+        }
+        (m @ ("PATCH" | "GET" | "PUT"), _) if session_id.is_some() => {
+            let id = session_id.clone().unwrap();
+            match st.sessions.get_mut(&id) {
+                None => ("404 Not Found", vec![], br#"{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN"}]}"#.to_vec()),
+                Some(s) if param("_state") != Some(s.state.to_string()) => {
+                    ("400 Bad Request", vec![], format!("stale _state, latest is {}", s.state).into_bytes())
+                }
+                Some(s) if m == "PATCH" => {
+                    let end = content_range
+                        .as_deref()
+                        .and_then(|r| r.split_once('-'))
+                        .and_then(|(_, e)| e.parse::<usize>().ok());
+                    match (start, end) {
+                        (Some(a), Some(b)) if a == s.held.len() && b + 1 == a + body.len() => {
+                            s.held.extend_from_slice(&body);
+                            s.state += 1;
+                            (
+                                "202 Accepted",
+                                vec![("Location", location(&id, s.state)), ("Range", range(s.held.len()))],
+                                vec![],
+                            )
+                        }
+                        _ => ("416 Range Not Satisfiable", vec![("Range", range(s.held.len()))], vec![]),
+                    }
+                }
+                Some(s) if m == "GET" => {
+                    s.state += 1;
+                    (
+                        "204 No Content",
+                        vec![("Location", location(&id, s.state)), ("Range", range(s.held.len()))],
+                        vec![],
+                    )
+                }
+                Some(s) => match param("digest") {
+                    Some(d) if d == sha256(&s.held) => {
+                        s.stored = Some(d.clone());
+                        st.blobs.insert(d.clone());
+                        (
+                            "201 Created",
+                            vec![("Docker-Content-Digest", d.clone()), ("Location", format!("/v2/{repo}/blobs/{d}"))],
+                            vec![],
+                        )
+                    }
+                    _ => ("400 Bad Request", vec![], br#"{"errors":[{"code":"DIGEST_INVALID"}]}"#.to_vec()),
+                },
+            }
+        }
+        _ => ("404 Not Found", vec![], b"{}".to_vec()),
+    };
+    st.requests.push(UploadRequest {
+        method,
+        target,
+        content_range,
+        received: body.len(),
+        answer: status.to_string(),
+        session,
+    });
+    drop(guard);
+    let _ = stream.write_all(&response(status, &headers, &answer_body));
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+#[test]
+fn a_push_cut_mid_chunk_resumes_where_the_registry_says_when_the_session_survives() {
+    /// The client's chunk (`UPLOAD_CHUNK`), and how much of the second chunk the registry keeps.
+    const CHUNK: usize = 16 << 20;
+    const KEPT: usize = 4 << 20;
+    let fake = UploadRegistry::start("resume/big", CHUNK, KEPT);
+    let kiln = Kiln::new();
+    // 40 MiB that gzip cannot shrink (xorshift64): the layer goes up in three chunks.
+    let mut data = vec![0u8; 40 << 20];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for word in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        word.copy_from_slice(&x.to_le_bytes()[..word.len()]);
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append_data(&mut header, "big.bin", &data[..]).unwrap();
+    let tar_path = kiln.path("big.tar");
+    std::fs::write(&tar_path, builder.into_inner().unwrap()).unwrap();
+    drop(data);
+    let reference = format!("127.0.0.1:{}/resume/big:1", fake.port);
+    ok(&kiln, &["import", tar_path.to_str().unwrap(), &reference]);
+
+    let out = ok(&kiln, &["push", &reference]);
+    let requests = fake.requests();
+    let log: String = requests
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} range={} received={} -> {}\n",
+                r.session.as_deref().unwrap_or("-"),
+                r.method,
+                r.target,
+                r.content_range.as_deref().unwrap_or("-"),
+                r.received,
+                r.answer
+            )
+        })
+        .collect();
+    eprintln!("requests the fake registry saw:\n{log}");
+    let state = fake.state.lock().unwrap();
+    let manifest = state.manifest.clone().unwrap_or_else(|| panic!("no manifest was pushed:\n{log}"));
+    assert_eq!(sha256(&manifest), pushed_digest(&out));
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    let layer_size = manifest["layers"][0]["size"].as_u64().unwrap() as usize;
+    assert!(layer_size > 2 * CHUNK, "the layer compressed to {layer_size} bytes: it must span three chunks");
+
+    // One session per blob (config and layer), each finished by a verified PUT: nothing restarted.
+    let posts = requests.iter().filter(|r| r.method == "POST").count();
+    assert_eq!(posts, 2, "one upload session per blob, so the cut one was resumed:\n{log}");
+    let abandoned: Vec<_> = state.sessions.iter().filter(|(_, s)| s.stored.is_none()).map(|(id, _)| id).collect();
+    assert!(abandoned.is_empty(), "sessions never finished: {abandoned:?}\n{log}");
+    let (id, session) = state
+        .sessions
+        .iter()
+        .find(|(_, s)| s.stored.as_deref() == Some(layer.as_str()))
+        .unwrap_or_else(|| panic!("no session stored the layer {layer}:\n{log}"));
+    assert_eq!(session.held.len(), layer_size);
+
+    // The layer's session: a chunk, the cut one, the status asked, then on from where it stood.
+    let ours: Vec<&UploadRequest> = requests.iter().filter(|r| r.session.as_ref() == Some(id)).collect();
+    let cut = ours.iter().position(|r| r.answer == "cut").unwrap_or_else(|| panic!("nothing was cut:\n{log}"));
+    assert_eq!(ours[cut].content_range.as_deref(), Some(format!("{CHUNK}-{}", 2 * CHUNK - 1).as_str()), "{log}");
+    assert_eq!(ours[cut].received, KEPT, "{log}");
+    let after = &ours[cut + 1..];
+    let status = after.iter().position(|r| r.method == "GET");
+    let status = status.unwrap_or_else(|| panic!("no GET of the upload's status after the cut:\n{log}"));
+    assert_eq!(after[status].answer, "204 No Content", "{log}");
+    let resumed = after[status + 1..].iter().find(|r| r.method == "PATCH").unwrap_or_else(|| panic!("{log}"));
+    let resumed_at = CHUNK + KEPT;
+    assert!(
+        resumed.content_range.as_deref().is_some_and(|r| r.starts_with(&format!("{resumed_at}-"))),
+        "the PATCH after the cut must start at {resumed_at}, where the registry stood:\n{log}"
+    );
+    let patches: Vec<&&UploadRequest> = ours.iter().filter(|r| r.method == "PATCH").collect();
+    assert!(patches.iter().all(|r| r.answer == "202 Accepted" || r.answer == "cut"), "{log}");
+    let received: usize = patches.iter().map(|r| r.received).sum();
+    assert_eq!(received, layer_size, "bytes sent for the layer (none twice):\n{log}");
+    let put = ours.last().unwrap();
+    assert!(put.method == "PUT" && put.target.contains(&format!("digest={layer}")), "{log}");
+    assert_eq!(put.answer, "201 Created", "{log}");
 }
