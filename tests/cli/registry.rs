@@ -1346,3 +1346,30 @@ fn a_push_cut_mid_chunk_resumes_where_the_registry_says_when_the_session_survive
     assert!(put.method == "PUT" && put.target.contains(&format!("digest={layer}")), "{log}");
     assert_eq!(put.answer, "201 Created", "{log}");
 }
+
+#[test]
+fn a_corrupt_compressed_layer_in_the_store_is_not_pushed() {
+    let Some(first) = Registry::start(Auth::None) else { return };
+    let Some(second) = Registry::start(Auth::None) else { return };
+    let kiln = Kiln::new();
+    let one = first.reference("app:1");
+    kiln.import_busybox(&one);
+    ok(&kiln, &["push", &one]);
+    // The compressed variant kept from that push, damaged on disk.
+    let map = std::fs::read_dir(kiln.root().join("compressed")).unwrap().next().unwrap().unwrap().path();
+    let digest = std::fs::read_to_string(map).unwrap().trim().to_string();
+    let blob = kiln.root().join("blobs/sha256").join(digest.strip_prefix("sha256:").unwrap());
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let two = second.reference("app:1");
+    ok(&kiln, &["tag", &one, &two]);
+    let err = fails(&kiln, &["push", &two]);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(&digest) && err.contains("fsck"), "{err}");
+    let (status, _) = http(second.port, "GET", "/v2/app/manifests/1", "", b"");
+    assert!(status.contains("404"), "no manifest may reach the registry: {status}");
+}

@@ -735,16 +735,23 @@ impl Client {
     /// A failed chunk (connection lost, 5xx) is resumed where the registry says the session
     /// stands (a `GET` of the upload URL); when it cannot say, or its `Range` is not what was
     /// sent, a new session starts from 0. At most 5 recoveries per blob.
+    ///
+    /// `just_hashed`: the caller computed `digest` from these very bytes a moment ago (a layer it
+    /// has just compressed), so they are not hashed a second time; the registry still verifies
+    /// the digest on the final PUT.
+    #[allow(clippy::too_many_arguments)]
     pub fn upload_blob<R: Read + Seek>(
         &self,
         repo: &str,
         digest: &Digest,
         size: u64,
         mut content: R,
+        just_hashed: bool,
         session: Option<String>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
-        let mut hash = UploadHash { hasher: <sha2::Sha256 as sha2::Digest>::new(), upto: 0 };
+        let hasher = (!just_hashed).then(<sha2::Sha256 as sha2::Digest>::new);
+        let mut hash = UploadHash { hasher, upto: 0 };
         let mut session: Option<(String, u64)> = session.map(|location| (location, 0));
         let mut recoveries = 0u32;
         loop {
@@ -881,9 +888,11 @@ impl Client {
         if hash.upto != size {
             return Err(fatal(format!("the store's copy is {} bytes, expected {size}", hash.upto)));
         }
-        let actual = Digest::from_hasher(hash.hasher.clone());
-        if actual != *digest {
-            return Err(fatal(format!("the store's copy hashes to {actual}; run `kiln system fsck`")));
+        if let Some(hasher) = &hash.hasher {
+            let actual = Digest::from_hasher(hasher.clone());
+            if actual != *digest {
+                return Err(fatal(format!("the store's copy hashes to {actual}; run `kiln system fsck`")));
+            }
         }
         let separator = if location.contains('?') { '&' } else { '?' };
         let mut put = Req::new("PUT", format!("{location}{separator}digest={digest}"), Some(repo), Access::Push);
@@ -1012,9 +1021,10 @@ enum UploadFailure {
     Fatal(Error),
 }
 
-/// The running hash of an upload; chunks sent again after a recovery are not hashed twice.
+/// The running hash of an upload (None when the caller has just hashed the bytes), and how far
+/// it got; chunks sent again after a recovery are not counted twice.
 struct UploadHash {
-    hasher: sha2::Sha256,
+    hasher: Option<sha2::Sha256>,
     upto: u64,
 }
 
@@ -1023,7 +1033,9 @@ impl UploadHash {
         let end = offset + bytes.len() as u64;
         if end > self.upto && offset <= self.upto {
             let skip = (self.upto - offset) as usize;
-            sha2::Digest::update(&mut self.hasher, &bytes[skip..]);
+            if let Some(hasher) = &mut self.hasher {
+                sha2::Digest::update(hasher, &bytes[skip..]);
+            }
             self.upto = end;
         }
     }

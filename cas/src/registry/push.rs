@@ -137,15 +137,23 @@ pub const MEDIA_TYPE_OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.
 /// How many blobs upload at once.
 const PARALLEL_UPLOADS: usize = 3;
 
+/// Where the bytes of a blob being pushed come from.
+enum BlobSource<'b> {
+    /// A store blob; `just_compressed` when this push made it (its bytes already hashed).
+    Store { just_compressed: bool },
+    /// A config's bytes.
+    Bytes(&'b [u8]),
+}
+
 /// One blob: skipped if the registry has it, mounted if another repository of the registry has
-/// it, uploaded otherwise (`config` holds the bytes when the blob is the config).
+/// it, uploaded otherwise.
 fn push_blob<'a>(
     store: &Store,
     client: &Client,
     repo: &str,
     digest: &Digest,
     size: u64,
-    config: Option<&[u8]>,
+    source: BlobSource<'_>,
     mount_sources: &'a [String],
 ) -> Result<BlobStatus<'a>> {
     if client.has_blob(repo, digest)? {
@@ -163,9 +171,11 @@ fn push_blob<'a>(
             Err(_) => continue,
         }
     }
-    match config {
-        Some(bytes) => client.upload_blob(repo, digest, size, io::Cursor::new(bytes), session, &mut |_| {})?,
-        None => {
+    match source {
+        BlobSource::Bytes(bytes) => {
+            client.upload_blob(repo, digest, size, io::Cursor::new(bytes), false, session, &mut |_| {})?
+        }
+        BlobSource::Store { just_compressed } => {
             let blob = store.open_blob(digest)?;
             if blob.size != size {
                 return Err(Error::BlobCorrupt {
@@ -173,7 +183,7 @@ fn push_blob<'a>(
                     why: format!("is {} bytes, expected {size}", blob.size),
                 });
             }
-            client.upload_blob(repo, digest, size, blob.file, session, &mut |_| {})?
+            client.upload_blob(repo, digest, size, blob.file, just_compressed, session, &mut |_| {})?
         }
     }
     Ok(BlobStatus::Pushed)
@@ -196,6 +206,16 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// `compressed/<diffID hex>` (gzip) or `compressed/<diffID hex>.zst`; the layer is hashed while
 /// it is compressed, so a corrupt layer in the store is refused rather than pushed.
 pub fn compressed_layer(store: &Store, diff_id: &Digest, compression: LayerCompression) -> Result<(Digest, u64)> {
+    compressed_layer_made(store, diff_id, compression).map(|(digest, size, _)| (digest, size))
+}
+
+/// [`compressed_layer`], and whether it was made just now (its bytes hashed as they were
+/// written) rather than found in the store.
+fn compressed_layer_made(
+    store: &Store,
+    diff_id: &Digest,
+    compression: LayerCompression,
+) -> Result<(Digest, u64, bool)> {
     let dir = store.root().join("compressed");
     let map_path = match compression {
         LayerCompression::Gzip => dir.join(diff_id.hex()),
@@ -205,7 +225,7 @@ pub fn compressed_layer(store: &Store, diff_id: &Digest, compression: LayerCompr
         if let Ok(digest) = Digest::parse(text.trim()) {
             if let Ok(meta) = fs::symlink_metadata(store.blob_path(&digest)) {
                 if meta.is_file() {
-                    return Ok((digest, meta.len()));
+                    return Ok((digest, meta.len(), false));
                 }
             }
         }
@@ -231,7 +251,7 @@ pub fn compressed_layer(store: &Store, diff_id: &Digest, compression: LayerCompr
     let digest = staged.commit()?;
     fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| Error::io("creating", &dir, e))?;
     crate::store::write_file_atomically(&map_path, format!("{digest}\n").as_bytes())?;
-    Ok((digest, size))
+    Ok((digest, size, true))
 }
 
 /// Pushes the image `reference` names in the store to its registry, under its tag.
@@ -341,12 +361,23 @@ pub(crate) fn upload_blobs(
                     break;
                 }
                 let pushed = match blobs[i] {
-                    PushBlob::Layer(diff_id) => compressed_layer(store, diff_id, compression).and_then(|(d, size)| {
-                        push_blob(store, client, repo, &d, size, None, mount_sources).map(|s| (d, size, s))
-                    }),
+                    PushBlob::Layer(diff_id) => {
+                        compressed_layer_made(store, diff_id, compression).and_then(|(d, size, made)| {
+                            push_blob(
+                                store,
+                                client,
+                                repo,
+                                &d,
+                                size,
+                                BlobSource::Store { just_compressed: made },
+                                mount_sources,
+                            )
+                            .map(|s| (d, size, s))
+                        })
+                    }
                     PushBlob::Config(d, bytes) => {
                         let size = bytes.len() as u64;
-                        push_blob(store, client, repo, d, size, Some(bytes), mount_sources)
+                        push_blob(store, client, repo, d, size, BlobSource::Bytes(bytes), mount_sources)
                             .map(|s| (d.clone(), size, s))
                     }
                 };
