@@ -3,13 +3,72 @@
 use crate::harness::*;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+pub(crate) const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// Whether Debian's docker-registry is installed; when not, says that the test is skipped.
+pub(crate) fn registry_installed() -> bool {
+    let installed = Path::new(REGISTRY_BIN).exists();
+    if !installed {
+        eprintln!("skipping: {REGISTRY_BIN} is not installed (Debian package docker-registry)");
+    }
+    installed
+}
+
+/// A free port on `ip`: distribution 2.8 cannot listen on port 0 and report it, so one is taken
+/// here and passed to it.
+pub(crate) fn free_port(ip: IpAddr) -> u16 {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// Starts docker-registry with its config, storage (`data/`) and log in `dir`, listening on
+/// `ip:port`; `http_extra` is YAML under `http:` (indented by two), `extra` top-level YAML.
+/// Returns once it answers HTTP (a TLS listener answers a plain request with 400, which counts).
+pub(crate) fn serve_registry(dir: &Path, ip: IpAddr, port: u16, http_extra: &str, extra: &str) -> Child {
+    let addr = std::net::SocketAddr::new(ip, port);
+    let config = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+         http:\n  addr: {addr}\n{http_extra}{extra}",
+        dir.join("data").display()
+    );
+    let config_path = dir.join("config.yml");
+    std::fs::write(&config_path, config).unwrap();
+    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+    let mut child = Command::new(REGISTRY_BIN)
+        .arg("serve")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start docker-registry");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = TcpStream::connect(addr) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let request = format!("GET /v2/ HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            let mut answer = String::new();
+            if stream.write_all(request.as_bytes()).is_ok()
+                && stream.read_to_string(&mut answer).is_ok()
+                && answer.starts_with("HTTP/1.")
+            {
+                return child;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default();
+    panic!("docker-registry did not answer on {addr}:\n{log}");
+}
+
 const FIXTURE_ID: &str = "sha256:e36d7c2e6010bf5b45d9e9f21727e5b6bd62fa63e685f0eae84df2c52900129c";
 
 /// A registry process with its storage in a temp dir; killed on drop.
@@ -34,13 +93,11 @@ enum Auth {
 impl Registry {
     /// Starts a registry, or returns None (with a message) when the package is not installed.
     fn start(auth: Auth) -> Option<Registry> {
-        if !Path::new(REGISTRY_BIN).exists() {
-            eprintln!("skipping: {REGISTRY_BIN} is not installed (Debian package docker-registry)");
+        if !registry_installed() {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        // distribution 2.8 cannot listen on port 0 and report it: take a free port and pass it.
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port(LOCALHOST);
         let auth_yaml = match auth {
             Auth::None => String::new(),
             Auth::Htpasswd { user, password } => {
@@ -53,46 +110,8 @@ impl Registry {
                 format!("auth:\n  silly:\n    realm: {realm}\n    service: kiln-test-registry\n")
             }
         };
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
-            dir.path().join("data").display()
-        );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new(REGISTRY_BIN)
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
-        let registry = Registry { child, port, dir };
-        registry.wait_until_up();
-        Some(registry)
-    }
-
-    fn wait_until_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let request = format!("GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.port);
-                let mut answer = String::new();
-                if stream.write_all(request.as_bytes()).is_ok()
-                    && stream.read_to_string(&mut answer).is_ok()
-                    && answer.starts_with("HTTP/1.")
-                {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("docker-registry did not answer on port {}:\n{}", self.port, self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+        let child = serve_registry(dir.path(), LOCALHOST, port, "", &auth_yaml);
+        Some(Registry { child, port, dir })
     }
 
     fn host(&self) -> String {

@@ -2,14 +2,11 @@
 //! 2.8.2) with a certificate from a throwaway CA made with `openssl`. Trust comes from `--cert-dir`,
 //! `$SSL_CERT_FILE` or nowhere (`--tls-verify=false`); a client certificate from `--cert-dir`.
 use crate::harness::*;
+use crate::registry::{free_port, registry_installed, serve_registry};
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+use std::process::{Child, Command, Output};
 
 /// Runs openssl, panicking with its stderr when it fails.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -120,11 +117,7 @@ impl TlsRegistry {
     /// asks for a client certificate signed by that CA. None (with a message) when docker-registry
     /// or openssl is missing.
     fn start(ip: IpAddr, client_ca: bool) -> Option<TlsRegistry> {
-        if !Path::new(REGISTRY_BIN).exists() {
-            eprintln!("skipping: {REGISTRY_BIN} is not installed (Debian package docker-registry)");
-            return None;
-        }
-        if !have_tool("openssl") {
+        if !registry_installed() || !have_tool("openssl") {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
@@ -138,56 +131,10 @@ impl TlsRegistry {
         } else {
             String::new()
         };
-        // distribution 2.8 cannot listen on port 0 and report it: take a free port and pass it.
-        let port = TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
-        let addr = match ip {
-            IpAddr::V4(v4) => format!("{v4}:{port}"),
-            IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-        };
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: {addr}\n  tls:\n    certificate: {}\n    key: {}\n{client_yaml}",
-            dir.path().join("data").display(),
-            crt.display(),
-            key.display()
-        );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new(REGISTRY_BIN)
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
-        let registry = TlsRegistry { child, ip, port, dir };
-        registry.wait_until_up();
-        Some(registry)
-    }
-
-    /// Up when a plain HTTP request gets an HTTP answer (Go's TLS server answers it with 400).
-    fn wait_until_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(mut stream) = TcpStream::connect((self.ip, self.port)) {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut answer = String::new();
-                if stream.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").is_ok()
-                    && stream.read_to_string(&mut answer).is_ok()
-                    && answer.starts_with("HTTP/1.")
-                {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("docker-registry did not answer on {}:\n{}", self.host(), self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+        let port = free_port(ip);
+        let tls_yaml = format!("  tls:\n    certificate: {}\n    key: {}\n{client_yaml}", crt.display(), key.display());
+        let child = serve_registry(dir.path(), ip, port, &tls_yaml, "");
+        Some(TlsRegistry { child, ip, port, dir })
     }
 
     /// Where the CAs and certificates are.
