@@ -20,7 +20,7 @@ mod sys;
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -65,7 +65,7 @@ fn check_key(key: &str) -> Result<(), SnapshotError> {
     Ok(())
 }
 
-fn open_parent(parent: &Path) -> Result<std::os::fd::OwnedFd, SnapshotError> {
+fn open_parent(parent: &Path) -> Result<OwnedFd, SnapshotError> {
     sys::open_root(parent).map_err(|source| SnapshotError::Io { op: "opening", path: parent.to_path_buf(), source })
 }
 
@@ -99,23 +99,27 @@ pub fn commit_snapshot(parent: &Path, key: &str) -> Result<PathBuf, SnapshotErro
         .map_err(io_err("opening", &incomplete))?;
     nix::unistd::syncfs(&snapshot).map_err(io_err("syncing", &incomplete))?;
     drop(snapshot);
-    commit_snapshot_unflushed(parent, key)
+    rename_into_place(&dir, parent, key)
 }
 
 /// [`commit_snapshot`] for a caller that has made the data durable its own way (the snapshot
 /// store records the boot instead of flushing): rename and sync `<parent>` only.
 pub fn commit_snapshot_unflushed(parent: &Path, key: &str) -> Result<PathBuf, SnapshotError> {
     check_key(key)?;
-    let dir = open_parent(parent)?;
+    rename_into_place(&open_parent(parent)?, parent, key)
+}
+
+/// Renames `<key>.incomplete` to `<key>` in `dir` (the open `parent`), failing if that exists,
+/// and syncs `parent`.
+fn rename_into_place(dir: &OwnedFd, parent: &Path, key: &str) -> Result<PathBuf, SnapshotError> {
     let name = format!("{key}{INCOMPLETE_SUFFIX}");
-    let incomplete = parent.join(&name);
     let done = parent.join(key);
-    match renameat2(&dir, name.as_str(), &dir, key, RenameFlags::RENAME_NOREPLACE) {
+    match renameat2(dir, name.as_str(), dir, key, RenameFlags::RENAME_NOREPLACE) {
         Ok(()) => {}
         Err(Errno::EEXIST) => return Err(SnapshotError::Exists(done)),
-        Err(e) => return Err(io_err("renaming", &incomplete)(e)),
+        Err(e) => return Err(io_err("renaming", &parent.join(&name))(e)),
     }
-    let sync = nix::fcntl::openat(&dir, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+    let sync = nix::fcntl::openat(dir, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(io_err("opening", parent))?;
     nix::unistd::fsync(&sync).map_err(io_err("syncing", parent))?;
     Ok(done)
