@@ -121,15 +121,14 @@ impl CacheSpec {
                 let mut pushed = 0;
                 let mut present = 0;
                 let client = connect(reference, *insecure).map_err(|e| format!("exporting cache: {e}"))?;
-                let outcome = push_cache(store, &client, reference, keys, &mut |_, status| match status {
+                let (outcome, records) = push_cache(store, &client, reference, keys, &mut |_, status| match status {
                     kiln_cas::registry::BlobStatus::Pushed => pushed += 1,
                     kiln_cas::registry::BlobStatus::Preparing => {}
                     _ => present += 1,
                 })
                 .map_err(|e| format!("exporting cache to {reference}: {e}"))?;
                 Ok(format!(
-                    "exporting cache to {reference}: {} records, {pushed} blobs pushed ({present} already there), manifest {}",
-                    keys.len(),
+                    "exporting cache to {reference}: {records} records, {pushed} blobs pushed ({present} already there), manifest {}",
                     outcome.digest
                 ))
             }

@@ -202,8 +202,7 @@ pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
     while let Base::Stage(parent) = plan.stages[*image_stages.last().expect("not empty")].base {
         image_stages.push(parent);
     }
-    let sorted = |keys: Vec<String>| {
-        let mut keys = keys;
+    let sorted = |mut keys: Vec<String>| {
         keys.sort();
         keys.dedup();
         keys

@@ -72,14 +72,15 @@ pub struct CacheImport {
 }
 
 /// Pushes the store's records for `keys` (keys without a record are skipped) and their layers
-/// to `reference`, replacing what its tag named before.
+/// to `reference`, replacing what its tag named before. Returns the manifest pushed and how many
+/// records it carries.
 pub fn push_cache(
     store: &Store,
     client: &Client,
     reference: &Reference,
     keys: &[String],
     events: &mut (dyn FnMut(&Digest, BlobStatus<'_>) + Send),
-) -> Result<PushOutcome> {
+) -> Result<(PushOutcome, usize)> {
     let repo = reference.path();
     let tag = reference.tag().ok_or_else(|| Error::invalid(reference.to_string(), "a cache reference needs a tag"))?;
     let mut records = Vec::new();
@@ -94,6 +95,7 @@ pub fn push_cache(
         records.push(CacheRecord { key: key.clone(), created: record.created, diff_id: record.diff_id });
     }
     records.sort_by(|a, b| a.key.cmp(&b.key));
+    let count = records.len();
     let config = serde_json::to_vec(&CacheConfig { format: CACHE_FORMAT, records }).expect("cache config serialises");
     let config_digest = Digest::of(&config);
     let blobs: Vec<PushBlob<'_>> =
@@ -113,7 +115,7 @@ pub fn push_cache(
     });
     let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     let digest = client.put_manifest(repo, tag, MEDIA_TYPE_OCI_MANIFEST, &bytes)?;
-    Ok(PushOutcome { digest, size: bytes.len() as u64 })
+    Ok((PushOutcome { digest, size: bytes.len() as u64 }, count))
 }
 
 /// Brings the cache at `reference` into the store: layers first (all verified before any is
