@@ -659,15 +659,7 @@ impl FakeServer {
                 served += 1;
                 stream.set_nonblocking(false).unwrap();
                 stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
-                    match stream.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => break,
-                    }
-                }
-                let text = String::from_utf8_lossy(&head).to_string();
+                let (text, _) = read_request_head(&mut stream);
                 let line = text.lines().next().unwrap_or("").to_string();
                 let headers = text.lines().skip(1).collect::<Vec<_>>().join("\n").to_ascii_lowercase();
                 // Request bodies (uploads) are not part of these scripts.
@@ -684,6 +676,20 @@ impl FakeServer {
     fn requests(&self) -> Vec<SeenRequest> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// The request line and headers, read a byte at a time so that no body byte is consumed (at most
+/// 64 KiB); false when the connection ended before the blank line.
+fn read_request_head(stream: &mut TcpStream) -> (String, bool) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return (String::from_utf8_lossy(&head).into_owned(), false),
+        }
+    }
+    (String::from_utf8_lossy(&head).into_owned(), true)
 }
 
 fn response(status: &str, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
@@ -1131,15 +1137,10 @@ fn serve_upload(
 ) {
     stream.set_nonblocking(false).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return,
-        }
+    let (text, complete) = read_request_head(&mut stream);
+    if !complete {
+        return;
     }
-    let text = String::from_utf8_lossy(&head).to_string();
     let mut words = text.lines().next().unwrap_or("").split(' ');
     let (method, target) = (words.next().unwrap_or("").to_string(), words.next().unwrap_or("").to_string());
     let header = |name: &str| {
