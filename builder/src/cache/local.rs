@@ -15,8 +15,8 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use kiln_cas::store::{StepRecord, CACHE_RECORD_FORMAT};
-use kiln_cas::{Digest, Store};
+use kiln_cas::store::ExportedRecord;
+use kiln_cas::Store;
 use serde::{Deserialize, Serialize};
 
 const INDEX: &str = "kiln-cache.json";
@@ -28,14 +28,6 @@ const INDEX_LIMIT: u64 = 64 << 20;
 struct CacheIndex {
     format: u32,
     records: Vec<ExportedRecord>,
-}
-
-#[derive(Serialize, Deserialize, Clone)]
-struct ExportedRecord {
-    key: String,
-    created: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    diff_id: Option<Digest>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -56,7 +48,7 @@ pub fn export(store: &Store, keys: &[String], dir: &Path) -> Result<TransferStat
         read_index(dir)?.map(|i| i.records.into_iter().map(|r| (r.key.clone(), r)).collect()).unwrap_or_default();
     let mut stats = TransferStats::default();
     for key in keys {
-        let Some(record) = store.cache_lookup(key) else { continue };
+        let Some(record) = store.export_record(key) else { continue };
         if let Some(layer) = &record.diff_id {
             let target = blobs.join(layer.hex());
             if target.exists() {
@@ -70,8 +62,7 @@ pub fn export(store: &Store, keys: &[String], dir: &Path) -> Result<TransferStat
                 stats.blobs_copied += 1;
             }
         }
-        records
-            .insert(key.clone(), ExportedRecord { key: key.clone(), created: record.created, diff_id: record.diff_id });
+        records.insert(key.clone(), record);
         stats.records += 1;
     }
     stats.mount_files_copied += sync_tree(&store.root().join("cache-mounts"), &dir.join("cache-mounts"))?;
@@ -102,10 +93,7 @@ pub fn import(store: &Store, dir: &Path) -> Result<TransferStats, String> {
                 stats.blobs_copied += 1;
             }
         }
-        if store.cache_lookup(&record.key).is_none() {
-            let step = StepRecord { format: CACHE_RECORD_FORMAT, created: record.created, diff_id: record.diff_id };
-            store.cache_record(&record.key, &step).map_err(|e| e.to_string())?;
-        }
+        store.import_record(&record).map_err(|e| e.to_string())?;
         stats.records += 1;
     }
     stats.mount_files_copied += sync_tree(&dir.join("cache-mounts"), &store.root().join("cache-mounts"))?;
@@ -171,6 +159,7 @@ fn sync_tree(from: &Path, to: &Path) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_cas::store::{StepRecord, CACHE_RECORD_FORMAT};
 
     #[test]
     fn export_then_import_into_a_fresh_store_and_incremental_export() {

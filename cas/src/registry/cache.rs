@@ -20,7 +20,7 @@ use serde_json::json;
 use super::client::Client;
 use super::pull::{download_layers, LayerJob, MEDIA_TYPE_OCI_MANIFEST};
 use super::push::{upload_blobs, BlobStatus, LayerCompression, PushBlob, PushOutcome};
-use crate::store::{is_key, StepRecord, Store, CACHE_RECORD_FORMAT};
+use crate::store::{is_key, ExportedRecord, Store};
 use crate::{Digest, Error, Reference, Result};
 
 pub const MEDIA_TYPE_CACHE_CONFIG: &str = "application/vnd.kiln.build-cache.config.v1+json";
@@ -35,15 +35,7 @@ const LAYER_LIMIT: usize = 10_000;
 #[derive(Serialize, Deserialize)]
 struct CacheConfig {
     format: u32,
-    records: Vec<CacheRecord>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct CacheRecord {
-    key: String,
-    created: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    diff_id: Option<Digest>,
+    records: Vec<ExportedRecord>,
 }
 
 #[derive(Deserialize)]
@@ -86,13 +78,13 @@ pub fn push_cache(
     let mut records = Vec::new();
     let mut layers: Vec<Digest> = Vec::new();
     for key in keys {
-        let Some(record) = store.cache_lookup(key) else { continue };
+        let Some(record) = store.export_record(key) else { continue };
         if let Some(layer) = &record.diff_id {
             if !layers.contains(layer) {
                 layers.push(layer.clone());
             }
         }
-        records.push(CacheRecord { key: key.clone(), created: record.created, diff_id: record.diff_id });
+        records.push(record);
     }
     records.sort_by(|a, b| a.key.cmp(&b.key));
     let count = records.len();
@@ -176,12 +168,9 @@ pub fn pull_cache(store: &Store, client: &Client, reference: &Reference) -> Resu
     }
     for record in config.records {
         let usable = record.diff_id.as_ref().is_none_or(|l| available.contains(l) || store.has_blob(l));
-        if !usable || store.cache_lookup(&record.key).is_some() {
-            continue;
+        if usable && store.import_record(&record)? {
+            import.records += 1;
         }
-        let step = StepRecord { format: CACHE_RECORD_FORMAT, created: record.created, diff_id: record.diff_id };
-        store.cache_record(&record.key, &step)?;
-        import.records += 1;
     }
     Ok(import)
 }

@@ -24,7 +24,38 @@ pub struct StepRecord {
     pub diff_id: Option<Digest>,
 }
 
+/// A step record with its key, as cache exports carry them (a `--cache-to` directory's index, a
+/// registry cache's config).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedRecord {
+    pub key: String,
+    pub created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_id: Option<Digest>,
+}
+
 impl Store {
+    /// The store's record for `key`, ready to export; None when there is no usable one.
+    pub fn export_record(&self, key: &str) -> Option<ExportedRecord> {
+        let record = self.cache_lookup(key)?;
+        Some(ExportedRecord { key: key.to_string(), created: record.created, diff_id: record.diff_id })
+    }
+
+    /// Records an imported step unless the store already has a usable record for its key (a
+    /// local record wins). Returns whether it was written.
+    pub fn import_record(&self, record: &ExportedRecord) -> Result<bool> {
+        if self.cache_lookup(&record.key).is_some() {
+            return Ok(false);
+        }
+        let step = StepRecord {
+            format: CACHE_RECORD_FORMAT,
+            created: record.created.clone(),
+            diff_id: record.diff_id.clone(),
+        };
+        self.cache_record(&record.key, &step)?;
+        Ok(true)
+    }
+
     fn cache_steps_dir(&self) -> PathBuf {
         self.root.join("cache/steps")
     }

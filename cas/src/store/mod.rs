@@ -21,7 +21,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub use blobs::BlobReader;
-pub use cache::{is_key, StepRecord, CACHE_RECORD_FORMAT};
+pub use cache::{is_key, ExportedRecord, StepRecord, CACHE_RECORD_FORMAT};
 pub use fsck::{FsckProblem, FsckReport};
 pub use gc::PruneReport;
 pub use index::{ImageIndex, ImageRecord};
