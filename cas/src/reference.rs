@@ -174,6 +174,9 @@ fn check_domain(text: &str, domain: &str) -> Result<()> {
         if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid(text, "registry port must be a number"));
         }
+        if !port_in_range(port) {
+            return Err(invalid(text, "registry port must be between 1 and 65535"));
+        }
     }
     let host_ok = if host.starts_with('[') && host.ends_with(']') {
         host[1..host.len() - 1].bytes().all(|b| b.is_ascii_hexdigit() || b == b':')
@@ -188,6 +191,24 @@ fn check_domain(text: &str, domain: &str) -> Result<()> {
     };
     if !host_ok {
         return Err(invalid(text, "invalid registry host"));
+    }
+    Ok(())
+}
+
+/// Whether a registry port (all digits) names a TCP port: 1 to 65535. Leading zeros are allowed,
+/// as a URL allows them.
+fn port_in_range(port: &str) -> bool {
+    port.trim_start_matches('0').len() <= 5 && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p))
+}
+
+/// Checks the port of a registry given as `host[:port]` (login, search), as references check it.
+pub fn check_registry_port(registry: &str) -> Result<()> {
+    let port = match registry.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || registry.starts_with('[') => p,
+        _ => return Ok(()),
+    };
+    if port.bytes().all(|b| b.is_ascii_digit()) && !port_in_range(port) {
+        return Err(invalid(registry, "registry port must be between 1 and 65535"));
     }
     Ok(())
 }
@@ -262,6 +283,20 @@ mod tests {
     }
 
     #[test]
+    fn registry_ports_above_65535_are_refused_not_wrapped() {
+        for bad in ["localhost:65536/x", "127.0.0.1:99999/app:1", "reg.example:0/x", "reg.example:4294967376/x"] {
+            let err = Reference::parse(bad).expect_err(bad).to_string();
+            assert!(err.contains(bad) && err.contains("between 1 and 65535"), "{bad}: {err}");
+        }
+        assert!(check_registry_port("127.0.0.1:65616").is_err());
+        assert!(check_registry_port("[::1]:70000").is_err());
+        assert!(Reference::parse("localhost:65535/x").is_ok());
+        assert!(check_registry_port("127.0.0.1:5000").is_ok());
+        assert!(check_registry_port("[::1]").is_ok());
+        assert!(check_registry_port("docker.io").is_ok());
+    }
+
+    #[test]
     fn refuses_invalid_names() {
         let long_tag = format!("a:{}", "t".repeat(129));
         let hex = "a".repeat(64);
@@ -285,6 +320,9 @@ mod tests {
             "a-",
             "a:b:c",
             "host:port/x",
+            "localhost:65536/x",
+            "127.0.0.1:99999/app:1",
+            "reg.example:0/x",
         ] {
             assert!(Reference::parse(bad).is_err(), "accepted {bad:?}");
         }

@@ -191,6 +191,7 @@ impl Client {
     /// (`options.cert_dir`, else `certs.d/<registry>/`). A loopback registry without a certs
     /// directory is reached over plain HTTP, or with `insecure` over HTTPS without checks first.
     pub fn connect(registry: &str, options: ClientOptions) -> Result<Client> {
+        crate::reference::check_registry_port(registry)?;
         let endpoint = if registry == crate::reference::DEFAULT_DOMAIN { "registry-1.docker.io" } else { registry };
         let credentials = match options.credentials {
             Some(c) => Some(c),
