@@ -11,8 +11,9 @@ pub struct Cli {
     #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
+    /// No command: kiln prints its help, as docker does.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -52,10 +53,19 @@ pub enum Command {
     Logout(LogoutArgs),
     /// Search a registry for repositories
     Search(SearchArgs),
+    /// Show the kiln version
+    Version(VersionArgs),
     /// Manage images
+    #[command(arg_required_else_help = true)]
     Image {
         #[command(subcommand)]
         command: ImageCommand,
+    },
+    /// Manage containers
+    #[command(arg_required_else_help = true)]
+    Container {
+        #[command(subcommand)]
+        command: ContainerCommand,
     },
     /// Manage the build cache
     Builder {
@@ -69,20 +79,59 @@ pub enum Command {
     },
 }
 
+/// `kiln image …`: docker's image group, with docker's aliases.
+// Parsed once per run: boxing the big argument structs would only clutter the clap definitions.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
+    /// Build an image from a Dockerfile
+    Build(BuildArgs),
+    /// Show the history of an image
+    History(HistoryArgs),
+    /// Import a rootfs tarball as a one-layer image
     Import(ImportArgs),
+    /// Show low-level information about images, as JSON
+    Inspect(InspectArgs),
+    /// Load images from a docker-archive or OCI archive
     Load(LoadArgs),
-    Save(SaveArgs),
+    /// List images
     #[command(alias = "list")]
     Ls(ImagesArgs),
-    Tag(TagArgs),
-    #[command(alias = "remove")]
-    Rm(RmiArgs),
-    Inspect(InspectArgs),
-    History(HistoryArgs),
     /// Remove unused images
     Prune(PruneArgs),
+    /// Download an image from a registry
+    Pull(PullArgs),
+    /// Upload an image to a registry
+    Push(PushArgs),
+    /// Remove one or more images
+    #[command(aliases = ["rmi", "remove"])]
+    Rm(RmiArgs),
+    /// Save images to a docker-archive tarball
+    Save(SaveArgs),
+    /// Create a tag TARGET that refers to SOURCE
+    Tag(TagArgs),
+}
+
+/// `kiln container …`: docker's container group, for the container commands kiln has.
+// Parsed once per run: boxing the big argument structs would only clutter the clap definitions.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub enum ContainerCommand {
+    /// List containers
+    #[command(aliases = ["ps", "list"])]
+    Ls(PsArgs),
+    /// Remove one or more containers
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    /// Run a command in a new container
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VersionArgs {
+    /// Format the output using a Go template, e.g. '{{.Client.Version}}'
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -231,6 +280,12 @@ pub struct PsArgs {
     /// Only show container IDs
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Format output: "table", "json", or a Go template such as '{{.ID}} {{.Names}}'
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -297,7 +352,7 @@ pub struct ImagesArgs {
     /// Filter output (dangling=true|false, reference=PATTERN, label=KEY[=VALUE], before=IMAGE, since=IMAGE)
     #[arg(short = 'f', long = "filter")]
     pub filters: Vec<String>,
-    /// Format output: "table", "json", or a Go-style template such as '{{.Repository}}:{{.Tag}}'
+    /// Format output: "table", "json", or a Go template such as '{{.Repository}}:{{.Tag}}' ("table …" adds headers)
     #[arg(long)]
     pub format: Option<String>,
 }
@@ -319,7 +374,7 @@ pub struct RmiArgs {
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// Format the output using a Go-style template
+    /// Format the output using a Go template, e.g. '{{.Id}}' or '{{index .Config.Labels "k"}}'
     #[arg(short = 'f', long)]
     pub format: Option<String>,
     /// Only "image" objects exist so far
@@ -340,7 +395,7 @@ pub struct HistoryArgs {
     /// Print sizes and dates in human readable format
     #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
     pub human: bool,
-    /// Format output: "table", "json", or a template
+    /// Format output: "table", "json", or a Go template ("table …" adds headers)
     #[arg(long)]
     pub format: Option<String>,
     pub image: String,

@@ -1,7 +1,57 @@
-//! Output formatting shared by commands: docker's human sizes and durations, tables, and a small
-//! subset of Go templates (`{{.Field}}`, `{{.A.B}}`, `{{json .X}}`, `table …`) for `--format`.
+//! Output shared by commands: the one path to stdout (a reader that went away ends kiln quietly),
+//! docker's human sizes and durations, tables aligned as Go's tabwriter does, and `--format` Go
+//! templates (gtmpl-ng) with docker's extra functions.
 
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Write};
+
+use gtmpl_ng::{Context, FuncError, Limits, Value as TValue};
 use serde_json::Value;
+
+/// Writes a line to stdout, `println!`-style; `?` hands a closed pipe up as [`StdoutClosed`].
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))?
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+pub(crate) use outln;
+
+/// Writes to stdout, `print!`-style.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))?
+    };
+}
+pub(crate) use out;
+
+/// The reader of kiln's stdout went away (`kiln images | head -1`). `main` ends kiln quietly
+/// with the status a shell reports for death by SIGPIPE, as docker ends.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stdout closed by its reader")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// The exit status for [`StdoutClosed`]: 128 + SIGPIPE.
+pub const BROKEN_PIPE_STATUS: u8 = 141;
+
+/// Every command's output to stdout goes through here.
+pub fn write_stdout(args: fmt::Arguments) -> anyhow::Result<()> {
+    let mut stdout = io::stdout().lock();
+    match stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(anyhow::Error::new(StdoutClosed)),
+        other => Ok(other?),
+    }
+}
 
 /// Sizes as docker prints them: decimal units, three significant digits ("1.23MB", "0B").
 pub fn human_size(bytes: u64) -> String {
@@ -60,160 +110,351 @@ fn human_duration(seconds: u64) -> String {
 }
 
 /// Docker's confirmation prompt: prints `warning` and reads a line; only `y`/`yes` goes ahead.
-pub fn confirm(warning: &str) -> std::io::Result<bool> {
-    use std::io::{BufRead, Write};
-    print!("{warning}\nAre you sure you want to continue? [y/N] ");
-    std::io::stdout().flush()?;
+pub fn confirm(warning: &str) -> anyhow::Result<bool> {
+    use std::io::BufRead;
+    out!("{warning}\nAre you sure you want to continue? [y/N] ");
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
-/// Prints rows as an aligned table with docker's three-space gutters.
-pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    print!("{}", render_table(header, rows));
+/// Prints rows as a table aligned as docker aligns its default tables.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    out!("{}", render_table(header, rows));
+    Ok(())
 }
 
 pub fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    let mut text = header.join("\t");
+    text.push('\n');
     for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+        text.push_str(&row.join("\t"));
+        text.push('\n');
+    }
+    tabwrite(&text)
+}
+
+/// Go's `text/tabwriter` as docker configures it (`NewWriter(out, 10, 1, 3, ' ', 0)`): a cell
+/// ends at a tab; each column block (consecutive lines that have that cell) is as wide as its
+/// widest cell plus 3, and at least 10; the text after a line's last tab is not aligned.
+pub fn tabwrite(text: &str) -> String {
+    const MIN_WIDTH: usize = 10;
+    const PADDING: usize = 3;
+    let ends_with_newline = text.ends_with('\n');
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    let lines: Vec<Vec<&str>> = body.split('\n').map(|l| l.split('\t').collect()).collect();
+    let mut widths = vec![vec![0usize; 0]; lines.len()];
+
+    /// Fixes the widths of `column` and the columns right of it for lines `from..to`.
+    fn block(lines: &[Vec<&str>], widths: &mut [Vec<usize>], column: usize, from: usize, to: usize) {
+        let mut line = from;
+        while line < to {
+            // A line has a cell in `column` when that cell ends with a tab.
+            if column + 1 >= lines[line].len() {
+                line += 1;
+                continue;
+            }
+            let start = line;
+            let mut width = MIN_WIDTH;
+            while line < to && column + 1 < lines[line].len() {
+                width = width.max(lines[line][column].chars().count() + PADDING);
+                line += 1;
+            }
+            for w in &mut widths[start..line] {
+                w.push(width);
+            }
+            block(lines, widths, column + 1, start, line);
         }
     }
-    let mut out = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let last = cells.len() - 1;
-        for (i, cell) in cells.iter().enumerate() {
+    block(&lines, &mut widths, 0, 0, lines.len());
+
+    let mut out = String::with_capacity(text.len() * 2);
+    for (i, (cells, widths)) in lines.iter().zip(&widths).enumerate() {
+        for (j, cell) in cells.iter().enumerate() {
             out.push_str(cell);
-            if i < last {
-                out.push_str(&" ".repeat(widths[i] - cell.chars().count() + 3));
+            if let Some(width) = widths.get(j) {
+                out.extend(std::iter::repeat_n(' ', width.saturating_sub(cell.chars().count())));
             }
         }
-        out.push('\n');
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        if i + 1 < lines.len() || ends_with_newline {
+            out.push('\n');
+        }
     }
     out
 }
 
-/// A parsed `--format` template.
+/// How a command's template context is typed. Docker renders its templates against Go structs,
+/// where a field the struct lacks is an error, and maps (labels, volumes), where a missing key is
+/// `<no value>`. JSON objects become structs, except those named here.
+pub struct Shape {
+    /// Object keys whose values are maps (e.g. `Labels`).
+    pub maps: &'static [&'static str],
+}
+
+/// The shape of the listing rows (`images`, `history`, `ps`): flat structs.
+pub const ROWS: Shape = Shape { maps: &[] };
+
+/// Bounds on one `--format` run: a hostile template (a recursion, a range nested over a large
+/// list) ends with one error line instead of eating the machine.
+const MAX_OUTPUT_BYTES: usize = 16 << 20;
+
+/// A parsed `--format` template: docker's `table` prefix, `\t`/`\n` escapes, Go's text/template
+/// language and docker's functions (json, join, lower, upper, title, split, truncate, pad).
 pub struct Template {
-    parts: Vec<Part>,
+    template: gtmpl_ng::Template,
+    header: gtmpl_ng::Template,
+    text: String,
     pub table: bool,
 }
 
-enum Part {
-    Text(String),
-    Field { path: Vec<String>, json: bool },
-}
-
 impl Template {
-    /// Parses a template. `\t` and `\n` written literally on the command line become tab and
-    /// newline, as docker's formatter does.
     pub fn parse(text: &str) -> anyhow::Result<Template> {
-        let (table, body) = match text.strip_prefix("table") {
-            Some(rest) if rest.is_empty() || rest.starts_with(' ') => (true, rest.trim_start()),
-            _ => (false, text),
-        };
-        let body = body.replace("\\t", "\t").replace("\\n", "\n");
-        let mut parts = Vec::new();
-        let mut rest = body.as_str();
-        while let Some(start) = rest.find("{{") {
-            if start > 0 {
-                parts.push(Part::Text(rest[..start].to_string()));
-            }
-            let end = rest[start..].find("}}").ok_or_else(|| anyhow::anyhow!("template {text:?}: unclosed {{{{"))?;
-            let action = rest[start + 2..start + end].trim();
-            let (json, field) = match action.strip_prefix("json") {
-                Some(f) if f.starts_with(' ') => (true, f.trim()),
-                _ => (false, action),
-            };
-            let Some(path) = field.strip_prefix('.') else {
+        // docker: a format that starts with "table" is a table; the rest is trimmed of spaces.
+        let table = text.starts_with("table");
+        let body = if table { &text["table".len()..] } else { text };
+        let body = body.trim_matches(' ').replace("\\t", "\t").replace("\\n", "\n");
+        let limits = Limits::default().with_output_bytes(MAX_OUTPUT_BYTES);
+        let mut template = gtmpl_ng::Template::with_limits(limits);
+        template.add_funcs(DOCKER_FUNCS);
+        template.parse(body.as_str()).map_err(|e| template_error(text, &e))?;
+        let mut header = gtmpl_ng::Template::with_limits(limits);
+        header.add_funcs(DOCKER_FUNCS);
+        header.add_funcs(HEADER_FUNCS);
+        header.parse(body.as_str()).map_err(|e| template_error(text, &e))?;
+        Ok(Template { template, header, text: text.to_string(), table })
+    }
+
+    /// Renders one value (docker inspect, docker version: no table, no header).
+    pub fn render(&self, value: &Value, shape: &Shape) -> anyhow::Result<String> {
+        self.template
+            .render(&Context::from(to_template_value(value, shape, None)))
+            .map_err(|e| template_error(&self.text, &e))
+    }
+
+    /// Renders every row, each followed by a newline; a `table` template gets a header (the
+    /// template run over `titles`) and its tab-separated cells aligned.
+    pub fn render_rows(&self, values: &[Value], shape: &Shape, titles: &[(&str, &str)]) -> anyhow::Result<String> {
+        let mut out = String::new();
+        if self.table {
+            let titles: HashMap<String, TValue> =
+                titles.iter().map(|(field, title)| (field.to_string(), TValue::from(*title))).collect();
+            // As docker: a header that does not render is left out, the rows still decide.
+            out.push_str(&self.header.render(&Context::from(TValue::Map(titles))).unwrap_or_default());
+            out.push('\n');
+        }
+        for value in values {
+            out.push_str(&self.render(value, shape)?);
+            out.push('\n');
+            if out.len() > MAX_OUTPUT_BYTES {
                 anyhow::bail!(
-                    "template {text:?}: unsupported action {{{{{action}}}}} (supported: .Field, .A.B, json .X)"
-                )
-            };
-            let path = path.split('.').filter(|s| !s.is_empty()).map(str::to_string).collect();
-            parts.push(Part::Field { path, json });
-            rest = &rest[start + end + 2..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_string()));
-        }
-        Ok(Template { parts, table })
-    }
-
-    /// The header row of a `table` template: each field's name as docker titles it.
-    pub fn header(&self) -> String {
-        let mut out = String::new();
-        for part in &self.parts {
-            match part {
-                Part::Text(t) => out.push_str(t),
-                Part::Field { path, .. } => out.push_str(&column_title(path.last().map(String::as_str).unwrap_or(""))),
+                    "template {:?}: the output would be more than the {} MiB allowed",
+                    cut(&self.text),
+                    MAX_OUTPUT_BYTES >> 20
+                );
             }
         }
-        out
+        Ok(if self.table { tabwrite(&out) } else { out })
     }
 
-    /// Renders every row; a `table` template gets a header and tab-separated cells aligned.
-    pub fn print_rows(&self, values: &[Value]) {
-        if !self.table {
-            values.iter().for_each(|v| println!("{}", self.render(v)));
-            return;
-        }
-        let split = |line: String| line.split('\t').map(str::to_string).collect::<Vec<_>>();
-        let header = split(self.header());
-        let rows: Vec<Vec<String>> = values.iter().map(|v| split(self.render(v))).collect();
-        let header: Vec<&str> = header.iter().map(String::as_str).collect();
-        print_table(&header, &rows);
-    }
-
-    pub fn render(&self, value: &Value) -> String {
-        let mut out = String::new();
-        for part in &self.parts {
-            match part {
-                Part::Text(t) => out.push_str(t),
-                Part::Field { path, json } => {
-                    let mut v = value;
-                    for key in path {
-                        v = v.get(key).unwrap_or(&Value::Null);
-                    }
-                    if *json {
-                        out.push_str(&serde_json::to_string(v).unwrap_or_default());
-                    } else {
-                        out.push_str(&go_print(v));
-                    }
-                }
-            }
-        }
-        out
+    pub fn print_rows(&self, values: &[Value], shape: &Shape, titles: &[(&str, &str)]) -> anyhow::Result<()> {
+        let text = self.render_rows(values, shape, titles)?;
+        out!("{text}");
+        Ok(())
     }
 }
 
-fn column_title(field: &str) -> String {
-    match field {
-        "ID" => "IMAGE ID".into(),
-        "CreatedSince" => "CREATED".into(),
-        "CreatedAt" => "CREATED AT".into(),
-        "CreatedBy" => "CREATED BY".into(),
-        other => other.to_uppercase(),
+fn cut(text: &str) -> String {
+    if text.chars().count() <= 200 {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(200).collect::<String>())
     }
 }
 
-/// How Go's template prints a value: strings bare, null as `<no value>`, lists as `[a b]`, maps as `map[k:v]`.
-fn go_print(v: &Value) -> String {
-    match v {
-        Value::Null => "<no value>".into(),
-        Value::String(s) => s.clone(),
-        Value::Array(items) => format!("[{}]", items.iter().map(go_print).collect::<Vec<_>>().join(" ")),
+/// One line: the template as given, then what broke (the engine's position and reason).
+fn template_error(text: &str, err: &dyn fmt::Display) -> anyhow::Error {
+    let why = err.to_string();
+    // A failure deep in nested templates carries a "while evaluating" line per level.
+    let why = why.lines().next().unwrap_or("").trim();
+    anyhow::anyhow!("invalid --format template {:?}: {why}", cut(text))
+}
+
+/// JSON → the template engine's values, typed as [`Shape`] says. Absent values that a Go struct
+/// would hold as zero values are the caller's to fill in.
+pub fn to_template_value(value: &Value, shape: &Shape, key: Option<&str>) -> TValue {
+    match value {
+        Value::Null => TValue::Nil,
+        Value::Bool(b) => TValue::Bool(*b),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                TValue::from(u)
+            } else if let Some(i) = n.as_i64() {
+                TValue::from(i)
+            } else {
+                TValue::from(n.as_f64().unwrap_or(0.0))
+            }
+        }
+        Value::String(s) => TValue::String(s.clone()),
+        Value::Array(items) => TValue::Array(items.iter().map(|v| to_template_value(v, shape, None)).collect()),
         Value::Object(map) => {
-            format!("map[{}]", map.iter().map(|(k, v)| format!("{k}:{}", go_print(v))).collect::<Vec<_>>().join(" "))
+            let fields = map.iter().map(|(k, v)| (k.clone(), to_template_value(v, shape, Some(k)))).collect();
+            if key.is_some_and(|k| shape.maps.contains(&k)) {
+                TValue::Map(fields)
+            } else {
+                TValue::Object(fields)
+            }
         }
-        other => other.to_string(),
     }
+}
+
+/// The engine's values → JSON, for docker's `json` function.
+fn to_json(value: &TValue) -> Value {
+    match value {
+        TValue::NoValue | TValue::Nil | TValue::Function(_) => Value::Null,
+        TValue::Bool(b) => Value::Bool(*b),
+        TValue::String(s) => Value::String(s.clone()),
+        TValue::Number(n) => serde_json::from_str(&n.to_string()).unwrap_or(Value::Null),
+        TValue::Array(items) => Value::Array(items.iter().map(to_json).collect()),
+        TValue::Object(map) | TValue::Map(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|k| (k.clone(), to_json(&map[k]))).collect())
+        }
+    }
+}
+
+/// docker's template functions (docker/cli `templates/templates.go`), beside Go's builtins.
+const DOCKER_FUNCS: &[(&str, gtmpl_ng::Func)] = &[
+    ("json", tf_json),
+    ("split", tf_split),
+    ("join", tf_join),
+    ("title", tf_title),
+    ("lower", tf_lower),
+    ("upper", tf_upper),
+    ("pad", tf_pad),
+    ("truncate", tf_truncate),
+];
+
+/// For the header of a `table`: docker keeps the column titles as they are.
+const HEADER_FUNCS: &[(&str, gtmpl_ng::Func)] = &[
+    ("json", tf_first),
+    ("split", tf_first),
+    ("join", tf_first),
+    ("title", tf_first),
+    ("lower", tf_first),
+    ("upper", tf_first),
+    ("truncate", tf_first),
+];
+
+fn args_exactly<'a>(name: &str, args: &'a [TValue], n: usize) -> Result<&'a [TValue], FuncError> {
+    if args.len() == n {
+        Ok(args)
+    } else {
+        Err(FuncError::ExactlyXArgs(name.to_string(), n))
+    }
+}
+
+fn string_arg(name: &str, value: &TValue) -> Result<String, FuncError> {
+    match value {
+        TValue::String(s) => Ok(s.clone()),
+        other => Err(FuncError::Generic(format!("{name}: wants a string, got {other}"))),
+    }
+}
+
+fn int_arg(name: &str, value: &TValue) -> Result<i64, FuncError> {
+    match value {
+        TValue::Number(n) => n.as_i64().ok_or_else(|| FuncError::Generic(format!("{name}: {n} is not an integer"))),
+        other => Err(FuncError::Generic(format!("{name}: wants an integer, got {other}"))),
+    }
+}
+
+fn tf_first(args: &[TValue]) -> Result<TValue, FuncError> {
+    Ok(args.first().cloned().unwrap_or(TValue::NoValue))
+}
+
+fn tf_json(args: &[TValue]) -> Result<TValue, FuncError> {
+    let args = args_exactly("json", args, 1)?;
+    Ok(TValue::String(serde_json::to_string(&to_json(&args[0])).unwrap_or_default()))
+}
+
+fn tf_split(args: &[TValue]) -> Result<TValue, FuncError> {
+    let args = args_exactly("split", args, 2)?;
+    let (text, sep) = (string_arg("split", &args[0])?, string_arg("split", &args[1])?);
+    let parts: Vec<TValue> = if sep.is_empty() {
+        text.chars().map(|c| TValue::String(c.to_string())).collect()
+    } else {
+        text.split(sep.as_str()).map(TValue::from).collect()
+    };
+    Ok(TValue::Array(parts))
+}
+
+fn tf_join(args: &[TValue]) -> Result<TValue, FuncError> {
+    let args = args_exactly("join", args, 2)?;
+    let sep = string_arg("join", &args[1])?;
+    let items = match &args[0] {
+        TValue::Array(items) => items.iter().map(|i| string_arg("join", i)).collect::<Result<Vec<_>, _>>()?,
+        TValue::Nil | TValue::NoValue => Vec::new(),
+        other => return Err(FuncError::Generic(format!("join: wants a list of strings, got {other}"))),
+    };
+    Ok(TValue::String(items.join(&sep)))
+}
+
+/// Go's strings.Title: the first letter of each word upper-cased.
+fn tf_title(args: &[TValue]) -> Result<TValue, FuncError> {
+    let args = args_exactly("title", args, 1)?;
+    let text = string_arg("title", &args[0])?;
+    let mut out = String::with_capacity(text.len());
+    let mut prev_separator = true;
+    for c in text.chars() {
+        if prev_separator {
+            out.extend(c.to_uppercase());
+        } else {
+            out.push(c);
+        }
+        prev_separator = !(c.is_alphanumeric() || c == '_');
+    }
+    Ok(TValue::String(out))
+}
+
+fn tf_lower(args: &[TValue]) -> Result<TValue, FuncError> {
+    let args = args_exactly("lower", args, 1)?;
+    Ok(TValue::String(string_arg("lower", &args[0])?.to_lowercase()))
+}
+
+fn tf_upper(args: &[TValue]) -> Result<TValue, FuncError> {
+    let args = args_exactly("upper", args, 1)?;
+    Ok(TValue::String(string_arg("upper", &args[0])?.to_uppercase()))
+}
+
+/// `pad TEXT PREFIX SUFFIX`: spaces either side of a non-empty text.
+fn tf_pad(args: &[TValue]) -> Result<TValue, FuncError> {
+    const MAX_PAD: i64 = 4096;
+    let args = args_exactly("pad", args, 3)?;
+    let text = string_arg("pad", &args[0])?;
+    let (prefix, suffix) = (int_arg("pad", &args[1])?, int_arg("pad", &args[2])?);
+    if !(0..=MAX_PAD).contains(&prefix) || !(0..=MAX_PAD).contains(&suffix) {
+        return Err(FuncError::Generic(format!("pad: {prefix} and {suffix} must be between 0 and {MAX_PAD}")));
+    }
+    if text.is_empty() {
+        return Ok(TValue::String(text));
+    }
+    Ok(TValue::String(format!("{}{text}{}", " ".repeat(prefix as usize), " ".repeat(suffix as usize))))
+}
+
+/// `truncate TEXT N`: the first N bytes (never splitting a character).
+fn tf_truncate(args: &[TValue]) -> Result<TValue, FuncError> {
+    let args = args_exactly("truncate", args, 2)?;
+    let text = string_arg("truncate", &args[0])?;
+    let length = usize::try_from(int_arg("truncate", &args[1])?)
+        .map_err(|_| FuncError::Generic("truncate: the length must not be negative".into()))?;
+    if text.len() < length {
+        return Ok(TValue::String(text));
+    }
+    let mut end = length;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Ok(TValue::String(text[..end].to_string()))
 }
 
 #[cfg(test)]
@@ -241,21 +482,99 @@ mod tests {
         assert_eq!(human_duration(800 * 86400), "2 years");
     }
 
-    #[test]
-    fn templates_render_fields_and_json() {
-        let v: Value = serde_json::json!({"Id": "sha256:ab", "Config": {"Env": ["A=1"], "WorkingDir": "/data"}});
-        assert_eq!(Template::parse("{{.Id}}").unwrap().render(&v), "sha256:ab");
-        assert_eq!(
-            Template::parse("{{.Config.WorkingDir}}\\t{{json .Config.Env}}").unwrap().render(&v),
-            "/data\t[\"A=1\"]"
-        );
-        assert_eq!(Template::parse("{{.Config.Env}}").unwrap().render(&v), "[A=1]");
-        assert!(Template::parse("{{if .Id}}").is_err());
+    fn row(v: serde_json::Value) -> Value {
+        v
+    }
+
+    fn render(template: &str, v: &Value) -> anyhow::Result<String> {
+        Template::parse(template)?.render(v, &ROWS)
     }
 
     #[test]
-    fn tables_align_with_three_space_gutters() {
+    fn templates_run_go_actions_and_docker_functions() {
+        let v = row(serde_json::json!({
+            "Id": "sha256:ab", "RepoTags": ["a:1", "b:2"], "Size": 2140160, "Os": "linux",
+            "Config": {"Env": ["A=1"], "WorkingDir": "/data", "Labels": {"k": "v", "x.y": "z"}}
+        }));
+        let inspect = Shape { maps: &["Labels"] };
+        let r = |t: &str| Template::parse(t).unwrap().render(&v, &inspect).unwrap();
+        assert_eq!(r("{{.Id}}"), "sha256:ab");
+        assert_eq!(r("{{.Config.WorkingDir}}\\t{{json .Config.Env}}"), "/data\t[\"A=1\"]");
+        assert_eq!(r("{{.Config.Env}}"), "[A=1]");
+        assert_eq!(r("{{range .RepoTags}}{{.}} {{end}}"), "a:1 b:2 ");
+        assert_eq!(r(r#"{{index .Config.Labels "x.y"}}"#), "z");
+        assert_eq!(r("{{.Config.Labels.nope}}"), "<no value>");
+        assert_eq!(r("{{if .RepoTags}}tagged{{else}}dangling{{end}}"), "tagged");
+        assert_eq!(r("{{len .RepoTags}}"), "2");
+        assert_eq!(r(r#"{{printf "%s=%d" .Os .Size}}"#), "linux=2140160");
+        assert_eq!(r("{{json .Config.Labels}}"), r#"{"k":"v","x.y":"z"}"#);
+        assert_eq!(r(r#"{{join .RepoTags ", "}}"#), "a:1, b:2");
+        assert_eq!(r("{{upper .Os}} {{lower \"AbC\"}} {{title \"hello big-world\"}}"), "LINUX abc Hello Big-World");
+        assert_eq!(r(r#"{{split .Id ":"}}"#), "[sha256 ab]");
+        assert_eq!(r("{{truncate .Id 4}}|{{pad .Os 1 2}}|"), "sha2| linux  |");
+        assert_eq!(r("{{println .Os}}"), "linux\n");
+        assert_eq!(r("{{with $x := .Os}}{{$x}}{{end}}"), "linux");
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_as_in_docker() {
+        let v = row(serde_json::json!({"ID": "abc", "Labels": {"a": "b"}}));
+        let err = render("{{.Foo}}", &v).unwrap_err().to_string();
+        assert!(err.contains("{{.Foo}}") && err.contains("Foo"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        let err = render("{{.ID", &v).unwrap_err().to_string();
+        assert!(err.contains("{{.ID"), "{err}");
+        assert!(render("{{nosuchfunc .ID}}", &v).is_err());
+    }
+
+    #[test]
+    fn hostile_templates_are_bounded() {
+        let big: Vec<String> = (0..5000).map(|i| format!("tag{i}")).collect();
+        let v = row(serde_json::json!({"RepoTags": big}));
+        for hostile in [
+            "{{range .RepoTags}}{{range $.RepoTags}}{{range $.RepoTags}}{{.}}{{end}}{{end}}{{end}}",
+            r#"{{define "r"}}{{template "r" .}}{{end}}{{template "r" .}}"#,
+            "{{range 1000000000}}x{{end}}",
+            r#"{{range .RepoTags}}{{pad "x" 4096 4096}}{{end}}"#,
+        ] {
+            let started = std::time::Instant::now();
+            let err = render(hostile, &v).expect_err(hostile).to_string();
+            assert!(!err.contains('\n'), "one line: {err}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(20), "{hostile} took {:?}", started.elapsed());
+        }
+        // Across rows the output is bounded too.
+        let rows: Vec<Value> = (0..100).map(|_| v.clone()).collect();
+        let t = Template::parse(r#"{{range .RepoTags}}{{pad . 4000 0}}{{end}}"#).unwrap();
+        assert!(t.render_rows(&rows, &ROWS, &[]).is_err());
+    }
+
+    #[test]
+    fn table_templates_get_headers_aligned_as_docker() {
+        let rows = vec![
+            row(serde_json::json!({"Repository": "busybox", "Tag": "latest", "ID": "0123456789ab"})),
+            row(serde_json::json!({"Repository": "a-much-longer-name", "Tag": "1", "ID": "ba9876543210"})),
+        ];
+        let titles = [("Repository", "REPOSITORY"), ("Tag", "TAG"), ("ID", "IMAGE ID")];
+        let t = Template::parse("table {{.Repository}}\\t{{upper .Tag}}\\t{{.ID}}").unwrap();
+        assert!(t.table);
+        assert_eq!(
+            t.render_rows(&rows, &ROWS, &titles).unwrap(),
+            "REPOSITORY           TAG       IMAGE ID\n\
+             busybox              LATEST    0123456789ab\n\
+             a-much-longer-name   1         ba9876543210\n"
+        );
+        let plain = Template::parse("{{.Repository}}:{{.Tag}}").unwrap();
+        assert_eq!(plain.render_rows(&rows, &ROWS, &titles).unwrap(), "busybox:latest\na-much-longer-name:1\n");
+    }
+
+    #[test]
+    fn tables_align_as_go_tabwriter() {
         let out = render_table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
-        assert_eq!(out, "A     BB\nxyz   1\n");
+        assert_eq!(out, "A         BB\nxyz       1\n");
+        // Lines with fewer cells end a column block.
+        assert_eq!(
+            tabwrite("a\tb\tc\nlonger-than-ten\tb\nx\n"),
+            "a                 b         c\nlonger-than-ten   b\nx\n"
+        );
     }
 }

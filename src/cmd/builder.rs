@@ -9,7 +9,7 @@ use kiln_cas::store::PruneReport;
 use kiln_cas::{Digest, Store};
 
 use crate::cli::BuilderPruneArgs;
-use crate::output::{confirm, human_size};
+use crate::output::{confirm, human_size, outln};
 
 /// Build-cache use: records, records whose layer an image also uses, and the bytes only the cache
 /// holds (layers no image uses, plus RUN cache mounts).
@@ -92,13 +92,13 @@ pub fn prune(open_exclusive: impl FnOnce() -> Result<Store>, args: BuilderPruneA
         }
     }
     if !forget.is_empty() {
-        println!("Deleted build cache objects:");
+        outln!("Deleted build cache objects:");
         for key in &forget {
-            println!("{}", &key[..25]);
+            outln!("{}", &key[..25]);
         }
-        println!();
+        outln!();
     }
-    println!("Total reclaimed space: {}", human_size(reclaimed));
+    outln!("Total reclaimed space: {}", human_size(reclaimed));
     Ok(ExitCode::SUCCESS)
 }
 

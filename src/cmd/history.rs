@@ -7,7 +7,7 @@ use kiln_cas::Store;
 use serde_json::json;
 
 use crate::cli::HistoryArgs;
-use crate::output::{human_since, human_size, print_table, Template};
+use crate::output::{human_since, human_size, outln, print_table, Template, ROWS};
 use crate::view::{display_id, ImageView};
 
 struct Row {
@@ -24,7 +24,9 @@ pub fn run(store: &Store, args: HistoryArgs) -> Result<ExitCode> {
     let view = ImageView::load(store, &index, &id)?;
     let rows = history_rows(&view, args.no_trunc);
     if args.quiet {
-        rows.iter().for_each(|r| println!("{}", r.image));
+        for row in &rows {
+            outln!("{}", row.image);
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let created =
@@ -39,9 +41,10 @@ pub fn run(store: &Store, args: HistoryArgs) -> Result<ExitCode> {
                     vec![r.image.clone(), created(r), created_by, size(r), r.comment.clone()]
                 })
                 .collect();
-            print_table(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"], &table);
+            print_table(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"], &table)?;
         }
         Some(format) => {
+            let template = if format == "json" { None } else { Some(Template::parse(format)?) };
             let values: Vec<_> = rows
                 .iter()
                 .map(|r| {
@@ -55,15 +58,28 @@ pub fn run(store: &Store, args: HistoryArgs) -> Result<ExitCode> {
                     })
                 })
                 .collect();
-            if format == "json" {
-                values.iter().for_each(|v| println!("{v}"));
-            } else {
-                Template::parse(format)?.print_rows(&values);
+            match template {
+                None => {
+                    for value in &values {
+                        outln!("{value}");
+                    }
+                }
+                Some(template) => template.print_rows(&values, &ROWS, TITLES)?,
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// docker's column titles for the fields of a history row.
+const TITLES: &[(&str, &str)] = &[
+    ("ID", "IMAGE"),
+    ("CreatedSince", "CREATED"),
+    ("CreatedAt", "CREATED AT"),
+    ("CreatedBy", "CREATED BY"),
+    ("Size", "SIZE"),
+    ("Comment", "COMMENT"),
+];
 
 /// Newest first. Entries that made a layer take that layer's size, matched bottom-up; the top
 /// row carries the image ID and the rest `<missing>`, as docker shows images it did not build.

@@ -8,7 +8,7 @@ use kiln_cas::{Reference, Store};
 use serde_json::json;
 
 use crate::cli::ImagesArgs;
-use crate::output::{human_since, human_size, print_table, Template};
+use crate::output::{human_since, human_size, outln, print_table, Template, ROWS};
 use crate::view::{display_id, ImageView};
 
 enum Filter {
@@ -68,27 +68,43 @@ pub fn run(store: &Store, args: ImagesArgs) -> Result<ExitCode> {
         let mut seen = std::collections::BTreeSet::new();
         for row in &rows {
             if seen.insert(&row.view.id) {
-                println!("{}", display_id(&row.view.id, args.no_trunc));
+                outln!("{}", display_id(&row.view.id, args.no_trunc));
             }
         }
         return Ok(ExitCode::SUCCESS);
     }
     match args.format.as_deref() {
-        None | Some("table") => print_default_table(&rows, &args),
+        None | Some("table") => print_default_table(&rows, &args)?,
         Some("json") => {
             for row in &rows {
-                println!("{}", row_json(row, args.no_trunc));
+                outln!("{}", row_json(row, args.no_trunc));
             }
         }
         Some(text) => {
+            let template = Template::parse(text)?;
             let values: Vec<_> = rows.iter().map(|row| row_json(row, args.no_trunc)).collect();
-            Template::parse(text)?.print_rows(&values);
+            template.print_rows(&values, &ROWS, TITLES)?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_default_table(rows: &[Row], args: &ImagesArgs) {
+/// docker's column titles for the fields of an image row.
+const TITLES: &[(&str, &str)] = &[
+    ("Containers", "CONTAINERS"),
+    ("CreatedAt", "CREATED AT"),
+    ("CreatedSince", "CREATED"),
+    ("Digest", "DIGEST"),
+    ("ID", "IMAGE ID"),
+    ("Repository", "REPOSITORY"),
+    ("SharedSize", "SHARED SIZE"),
+    ("Size", "SIZE"),
+    ("Tag", "TAG"),
+    ("UniqueSize", "UNIQUE SIZE"),
+    ("VirtualSize", "VIRTUAL SIZE"),
+];
+
+fn print_default_table(rows: &[Row], args: &ImagesArgs) -> Result<()> {
     let mut header = vec!["REPOSITORY", "TAG"];
     if args.digests {
         header.push("DIGEST");
@@ -107,7 +123,7 @@ fn print_default_table(rows: &[Row], args: &ImagesArgs) {
             cells
         })
         .collect();
-    print_table(&header, &table);
+    print_table(&header, &table)
 }
 
 /// The fields docker's `--format json` gives for an image row.

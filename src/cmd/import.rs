@@ -9,6 +9,7 @@ use kiln_cas::archive::import::{creation_time, import_rootfs, ConfigChange, Impo
 use kiln_cas::{Error, Reference, Store};
 
 use crate::cli::ImportArgs;
+use crate::output::outln;
 
 pub fn run(store: &Store, args: ImportArgs) -> Result<ExitCode> {
     // Everything that can be wrong with the arguments is refused before a byte of input is read.
@@ -33,6 +34,6 @@ pub fn run(store: &Store, args: ImportArgs) -> Result<ExitCode> {
         import_rootfs(store, file, &args.file, &options, &tags)
     }
     .context("import")?;
-    println!("{}", imported.id);
+    outln!("{}", imported.id);
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::cli::InspectArgs;
-use crate::output::Template;
+use crate::output::{outln, Shape, Template};
 use crate::view::ImageView;
 
 pub fn run(store: &Store, args: InspectArgs) -> Result<ExitCode> {
@@ -29,10 +29,59 @@ pub fn run(store: &Store, args: InspectArgs) -> Result<ExitCode> {
         }
     }
     match template {
-        Some(template) => found.iter().for_each(|v| println!("{}", template.render(v))),
-        None => println!("{}", pretty(&Value::Array(found))),
+        Some(template) => {
+            // Rendered first, printed after: a template that fails prints nothing.
+            let lines =
+                found.iter().map(|v| template.render(&template_context(v), &SHAPE)).collect::<Result<Vec<_>>>()?;
+            for line in lines {
+                outln!("{line}");
+            }
+        }
+        None => outln!("{}", pretty(&Value::Array(found))),
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed { crate::cmd::kiln_error() } else { ExitCode::SUCCESS })
+}
+
+/// docker renders `inspect --format` against Go structs: these keys hold maps (a missing key is
+/// `<no value>`), every other object is a struct (a missing field is an error).
+const SHAPE: Shape = Shape { maps: &["Labels", "ExposedPorts", "Volumes", "Data"] };
+
+/// The fields docker's container config always has, with their zero values, so a template may
+/// name any of them (`{{.Config.Labels}}` is `map[]` on an image without labels).
+fn config_with_defaults(config: Option<&Value>) -> Value {
+    let mut full = json!({
+        "Hostname": "", "Domainname": "", "User": "", "AttachStdin": false, "AttachStdout": false,
+        "AttachStderr": false, "ExposedPorts": {}, "Tty": false, "OpenStdin": false, "StdinOnce": false,
+        "Env": [], "Cmd": [], "Healthcheck": null, "ArgsEscaped": false, "Image": "", "Volumes": {},
+        "WorkingDir": "", "Entrypoint": [], "NetworkDisabled": false, "MacAddress": "", "OnBuild": [],
+        "Labels": {}, "StopSignal": "", "StopTimeout": null, "Shell": []
+    });
+    if let (Some(Value::Object(given)), Value::Object(full)) = (config, &mut full) {
+        for (key, value) in given {
+            if !value.is_null() || !full.get(key).is_some_and(|d| d.is_array() || d.is_object()) {
+                full.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    full
+}
+
+/// The inspect JSON completed with the fields docker's image struct has and kiln does not print.
+fn template_context(inspect: &Value) -> Value {
+    let mut context = inspect.clone();
+    if let Value::Object(map) = &mut context {
+        let config = config_with_defaults(map.get("Config"));
+        map.insert("Config".into(), config);
+        map.entry("Container").or_insert_with(|| json!(""));
+        map.entry("ContainerConfig").or_insert_with(|| config_with_defaults(None));
+        let size = map.get("Size").cloned().unwrap_or(json!(0));
+        map.entry("VirtualSize").or_insert(size);
+        map.entry("GraphDriver").or_insert_with(|| json!({"Data": {}, "Name": "kiln"}));
+        if map.get("Variant").is_none_or(Value::is_null) {
+            map.insert("Variant".into(), json!(""));
+        }
+    }
+    context
 }
 
 pub fn inspect_json(view: &ImageView) -> Value {

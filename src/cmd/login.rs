@@ -9,6 +9,7 @@ use kiln_cas::registry::auth::{auth_key, docker_config_path, remove_credentials,
 use kiln_cas::registry::{Client, Credentials};
 
 use crate::cli::{LoginArgs, LogoutArgs};
+use crate::output::outln;
 
 /// A registry as typed (`127.0.0.1:5000`, `https://reg.example/`, nothing for Docker Hub) →
 /// the host name references use.
@@ -51,7 +52,7 @@ pub fn login(args: LoginArgs) -> Result<ExitCode> {
     client.check_login().context("login")?;
     let path = docker_config_path()?;
     save_credentials(&path, &registry, &credentials).context("login: saving credentials")?;
-    println!("Login Succeeded");
+    outln!("Login Succeeded");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -60,9 +61,9 @@ pub fn logout(args: LogoutArgs) -> Result<ExitCode> {
     let key = auth_key(&registry);
     let path = docker_config_path()?;
     if remove_credentials(&path, &registry).context("logout")? {
-        println!("Removing login credentials for {key}");
+        outln!("Removing login credentials for {key}");
     } else {
-        println!("Not logged in to {key}");
+        outln!("Not logged in to {key}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -25,19 +25,43 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use kiln_cas::{LockMode, Store};
 
-use crate::cli::{BuilderCommand, Cli, Command, ImageCommand, SystemCommand};
+use crate::cli::{BuilderCommand, Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
+
+/// docker's status for a failure of the tool itself (as opposed to a container's own status).
+pub const KILN_ERROR: u8 = 125;
+
+pub fn kiln_error() -> ExitCode {
+    ExitCode::from(KILN_ERROR)
+}
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    let Some(command) = cli.command else {
+        // `kiln` alone: the help, on stdout, and success (docker does the same).
+        crate::output::out!("{}", <Cli as clap::CommandFactory>::command().render_help());
+        return Ok(ExitCode::SUCCESS);
+    };
+    if let Command::Version(args) = &command {
+        return version(args.format.as_deref());
+    }
     let root = match cli.root {
         Some(root) => root,
         None => default_root()?,
     };
     let open = |mode| Store::open(&root, mode).with_context(|| format!("opening store {}", root.display()));
-    match cli.command {
-        Command::Build(args) => build::run(&open(LockMode::Shared)?, args),
-        Command::Run(args) => run::run(&open(LockMode::Shared)?, args),
-        Command::Ps(args) => run::ps(&open(LockMode::Shared)?, args),
-        Command::Rm(args) => run::rm(&open(LockMode::Shared)?, args),
+    match command {
+        Command::Version(_) => unreachable!("handled above"),
+        Command::Build(args) | Command::Image { command: ImageCommand::Build(args) } => {
+            build::run(&open(LockMode::Shared)?, args)
+        }
+        Command::Run(args) | Command::Container { command: ContainerCommand::Run(args) } => {
+            run::run(&open(LockMode::Shared)?, args)
+        }
+        Command::Ps(args) | Command::Container { command: ContainerCommand::Ls(args) } => {
+            run::ps(&open(LockMode::Shared)?, args)
+        }
+        Command::Rm(args) | Command::Container { command: ContainerCommand::Rm(args) } => {
+            run::rm(&open(LockMode::Shared)?, args)
+        }
         Command::Import(args) | Command::Image { command: ImageCommand::Import(args) } => {
             import::run(&open(LockMode::Shared)?, args)
         }
@@ -66,12 +90,47 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Builder { command: BuilderCommand::Prune(args) } => builder::prune(|| open(LockMode::Exclusive), args),
         Command::System { command: SystemCommand::Df } => system::df(&open(LockMode::Shared)?),
         Command::System { command: SystemCommand::Fsck } => system::fsck(&open(LockMode::Shared)?),
-        Command::Pull(args) => pull::run(&open(LockMode::Shared)?, args),
-        Command::Push(args) => push::run(&open(LockMode::Shared)?, args),
+        Command::Pull(args) | Command::Image { command: ImageCommand::Pull(args) } => {
+            pull::run(&open(LockMode::Shared)?, args)
+        }
+        Command::Push(args) | Command::Image { command: ImageCommand::Push(args) } => {
+            push::run(&open(LockMode::Shared)?, args)
+        }
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),
         Command::Search(args) => search::run(args),
     }
+}
+
+/// `kiln version`: docker's layout (`Client:` then indented fields), or a template over
+/// `{Client: {Version, Os, Arch, GitCommit}}` with `--format`.
+fn version(format: Option<&str>) -> Result<ExitCode> {
+    let os = std::env::consts::OS;
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let client = serde_json::json!({
+        "Version": env!("CARGO_PKG_VERSION"),
+        "Os": os,
+        "Arch": arch,
+        "Platform": {"Name": "kiln"},
+    });
+    match format {
+        Some("json") => crate::output::outln!("{}", serde_json::json!({ "Client": client })),
+        Some(text) => {
+            let template = crate::output::Template::parse(text)?;
+            let line = template.render(&serde_json::json!({ "Client": client }), &crate::output::ROWS)?;
+            crate::output::outln!("{line}");
+        }
+        None => {
+            crate::output::outln!("Client: kiln");
+            crate::output::outln!(" Version:           {}", env!("CARGO_PKG_VERSION"));
+            crate::output::outln!(" OS/Arch:           {os}/{arch}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `/var/lib/kiln` for root, `$XDG_DATA_HOME/kiln` (or `~/.local/share/kiln`) for anyone else.

@@ -8,7 +8,7 @@ use kiln_cas::store::PruneReport;
 use kiln_cas::{Digest, Reference, Store};
 
 use crate::cli::PruneArgs;
-use crate::output::{confirm, human_size};
+use crate::output::{confirm, human_size, outln};
 
 pub fn run(open_exclusive: impl FnOnce() -> Result<Store>, args: PruneArgs) -> Result<ExitCode> {
     if !args.force {
@@ -37,16 +37,16 @@ pub fn run(open_exclusive: impl FnOnce() -> Result<Store>, args: PruneArgs) -> R
     store.delete_images(&victims, &mut report)?;
     report.reclaimed_bytes += remove_unused_snapshots(&store)?;
     if !report.deleted_images.is_empty() {
-        println!("Deleted Images:");
+        outln!("Deleted Images:");
         for tag in &report.untagged {
-            println!("untagged: {}", Reference::parse(tag).map(|r| r.familiar()).unwrap_or_else(|_| tag.clone()));
+            outln!("untagged: {}", Reference::parse(tag).map(|r| r.familiar()).unwrap_or_else(|_| tag.clone()));
         }
         for id in &report.deleted_images {
-            println!("deleted: {id}");
+            outln!("deleted: {id}");
         }
-        println!();
+        outln!();
     }
-    println!("Total reclaimed space: {}", human_size(report.reclaimed_bytes));
+    outln!("Total reclaimed space: {}", human_size(report.reclaimed_bytes));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::process::ExitCode;
 
+use crate::output::outln;
 use anyhow::{Context, Result};
 use kiln_builder::plan::BuildPlan;
 use kiln_builder::solve::{solve, SolveOptions};
@@ -39,11 +40,11 @@ pub fn check(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
     let (first, store_a) = &results[0];
     let (second, store_b) = &results[1];
     if first == second {
-        println!("reproducible: both builds gave {first}");
+        outln!("reproducible: both builds gave {first}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("NOT reproducible: {first} != {second}");
-    println!("{}", first_difference(store_a, first, store_b, second)?);
+    outln!("NOT reproducible: {first} != {second}");
+    outln!("{}", first_difference(store_a, first, store_b, second)?);
     Ok(ExitCode::FAILURE)
 }
 

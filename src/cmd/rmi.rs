@@ -7,19 +7,24 @@ use kiln_cas::store::{ImageIndex, PruneReport};
 use kiln_cas::{Digest, Reference, Store};
 
 use crate::cli::RmiArgs;
+use crate::output::outln;
 
 pub fn run(store: &Store, args: RmiArgs) -> Result<ExitCode> {
     let mut failed = false;
     for name in &args.images {
         match remove_one(store, name, args.force) {
-            Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
+            Ok(lines) => {
+                for line in &lines {
+                    outln!("{line}");
+                }
+            }
             Err(err) => {
                 eprintln!("Error: {err:#}");
                 failed = true;
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed { crate::cmd::kiln_error() } else { ExitCode::SUCCESS })
 }
 
 /// Removes what `name` names and returns docker's "Untagged:"/"Deleted:" lines.

@@ -16,7 +16,7 @@ use kiln_runtime::snapshot::{chain_ids, Snapshots};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{PsArgs, RmArgs, RunArgs};
-use crate::output::{human_since, print_table};
+use crate::output::{human_since, outln, print_table, Template, ROWS};
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 struct ContainerRecord {
@@ -286,37 +286,92 @@ fn remove_container_dir(dir: &Path) -> Result<()> {
     fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
 }
 
+/// docker's column titles for the fields of a `ps` row.
+const PS_TITLES: &[(&str, &str)] = &[
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("CreatedAt", "CREATED AT"),
+    ("RunningFor", "CREATED"),
+    ("Ports", "PORTS"),
+    ("State", "STATE"),
+    ("Status", "STATUS"),
+    ("Size", "SIZE"),
+    ("Names", "NAMES"),
+    ("Labels", "LABELS"),
+    ("Mounts", "MOUNTS"),
+    ("Networks", "NETWORKS"),
+    ("LocalVolumes", "LOCAL VOLUMES"),
+];
+
 pub fn ps(store: &Store, args: PsArgs) -> Result<ExitCode> {
+    let template = match args.format.as_deref() {
+        None | Some("table") | Some("json") => None,
+        Some(text) => Some(Template::parse(text)?),
+    };
     let records = records(store)?;
+    let id_of = |r: &ContainerRecord| if args.no_trunc { r.id.clone() } else { r.id[..12].to_string() };
     if args.quiet {
-        records.iter().for_each(|r| println!("{}", &r.id[..12]));
+        for record in &records {
+            outln!("{}", id_of(record));
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = records
+    let rows: Vec<serde_json::Value> = records
         .iter()
         .map(|r| {
-            let status = match (r.exit_code, &r.finished) {
-                (Some(code), Some(t)) => format!("Exited ({code}) {}", human_since(Some(t))),
-                _ => "Created".to_string(),
+            let (state, status) = match (r.exit_code, &r.finished) {
+                (Some(code), Some(t)) => ("exited", format!("Exited ({code}) {}", human_since(Some(t)))),
+                _ => ("created", "Created".to_string()),
             };
             let command = format!("\"{}\"", r.command.join(" "));
-            let command = if command.chars().count() > 20 {
+            let command = if command.chars().count() > 20 && !args.no_trunc {
                 format!("{}…\"", command.chars().take(19).collect::<String>())
             } else {
                 command
             };
-            vec![
-                r.id[..12].to_string(),
-                r.image_ref.clone(),
-                command,
-                human_since(Some(&r.created)),
-                status,
-                String::new(),
-                r.name.clone(),
-            ]
+            let created_at = chrono::DateTime::parse_from_rfc3339(&r.created)
+                .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S +0000 UTC").to_string())
+                .unwrap_or_default();
+            serde_json::json!({
+                "Command": command,
+                "CreatedAt": created_at,
+                "ID": id_of(r),
+                "Image": r.image_ref,
+                "Labels": "",
+                "LocalVolumes": "0",
+                "Mounts": "",
+                "Names": r.name,
+                "Networks": "",
+                "Ports": "",
+                "RunningFor": human_since(Some(&r.created)),
+                "Size": "0B",
+                "State": state,
+                "Status": status,
+            })
         })
         .collect();
-    print_table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], &rows);
+    match (args.format.as_deref(), template) {
+        (Some("json"), _) => {
+            for row in &rows {
+                outln!("{row}");
+            }
+        }
+        (_, Some(template)) => template.print_rows(&rows, &ROWS, PS_TITLES)?,
+        (_, None) => {
+            let cell = |row: &serde_json::Value, key: &str| row[key].as_str().unwrap_or_default().to_string();
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|row| {
+                    ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"]
+                        .iter()
+                        .map(|key| cell(row, key))
+                        .collect()
+                })
+                .collect();
+            print_table(&["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], &table)?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -329,7 +384,7 @@ pub fn rm(store: &Store, args: RmArgs) -> Result<ExitCode> {
         match matches.as_slice() {
             [one] if one.exit_code.is_some() || args.force => {
                 remove_container_dir(&store.root().join("containers").join(&one.id))?;
-                println!("{wanted}");
+                outln!("{wanted}");
             }
             [one] => {
                 eprintln!(
@@ -348,7 +403,7 @@ pub fn rm(store: &Store, args: RmArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed { crate::cmd::kiln_error() } else { ExitCode::SUCCESS })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use kiln_cas::registry::client::docker_hub_search;
 use kiln_cas::registry::Client;
 
 use crate::cli::SearchArgs;
+use crate::output::outln;
 
 pub fn run(args: SearchArgs) -> Result<ExitCode> {
     let (registry, term) = match args.term.split_once('/') {
@@ -18,12 +19,12 @@ pub fn run(args: SearchArgs) -> Result<ExitCode> {
     };
     if registry == "docker.io" {
         let results = docker_hub_search(&term, args.limit).context("search")?;
-        println!("{:<40} {:<50} {:<6} {:<9} AUTOMATED", "NAME", "DESCRIPTION", "STARS", "OFFICIAL");
+        outln!("{:<40} {:<50} {:<6} {:<9} AUTOMATED", "NAME", "DESCRIPTION", "STARS", "OFFICIAL");
         for r in results {
             let description: String = r.description.chars().take(45).collect();
             let description =
                 if r.description.chars().count() > 45 { format!("{description}…") } else { description };
-            println!(
+            outln!(
                 "{:<40} {:<50} {:<6} {:<9} {}",
                 r.name,
                 description,
@@ -38,9 +39,9 @@ pub fn run(args: SearchArgs) -> Result<ExitCode> {
     let mut names: Vec<String> =
         client.catalog().context("search")?.into_iter().filter(|n| n.contains(&term)).collect();
     names.sort();
-    println!("NAME");
+    outln!("NAME");
     for name in names.into_iter().take(args.limit) {
-        println!("{registry}/{name}");
+        outln!("{registry}/{name}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use kiln_cas::{Digest, Store};
 
-use crate::output::{human_size, print_table};
+use crate::output::{human_size, outln, print_table};
 
 pub fn df(store: &Store) -> Result<ExitCode> {
     let index = store.index()?;
@@ -51,16 +51,16 @@ pub fn df(store: &Store) -> Result<ExitCode> {
                 human_size(cache.bytes),
             ],
         ],
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn fsck(store: &Store) -> Result<ExitCode> {
     let report = store.fsck()?;
     for problem in &report.problems {
-        println!("{problem}");
+        outln!("{problem}");
     }
-    println!(
+    outln!(
         "checked {} blobs ({}) and {} images: {}",
         report.blobs_checked,
         human_size(report.bytes_checked),

@@ -329,7 +329,7 @@ fn refused(archive: &[u8], expected: &[&str]) -> String {
     let path = write_archive(&kiln, "hostile.tar", archive);
     let out = kiln.run(&["load", "-i", &path]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "expected a refusal, got {}: {stderr}", out.status);
+    assert_eq!(out.status.code(), Some(125), "expected a refusal, got {}: {stderr}", out.status);
     assert!(out.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(stderr.lines().count(), 1, "one line of error expected:\n{stderr}");
     assert!(stderr.starts_with("Error: load: "), "{stderr}");
@@ -659,6 +659,6 @@ fn lt17_images_for_another_platform_are_refused() {
 fn empty_input_is_refused_plainly() {
     let kiln = Kiln::new();
     let out = kiln.cmd(&["load"]).stdin(Stdio::null()).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(125));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "Error: load: archive: is empty: no image archive was read\n");
 }

@@ -6,6 +6,7 @@ mod hostile;
 
 mod build;
 mod cache;
+mod cli_surface;
 mod docker_compare;
 mod images;
 mod import;

@@ -336,7 +336,7 @@ fn registry_tls_client_certificate_from_cert_dir_is_presented() {
     );
     let out = run(&kiln, &["push", "--cert-dir", mismatched.to_str().unwrap(), &reference], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
     assert!(stderr.contains(&mismatched.join("client.cert").display().to_string()), "{stderr}");
 
