@@ -36,15 +36,7 @@ fn main() -> ExitCode {
             ExitCode::from(output::BROKEN_PIPE_STATUS)
         }
         Err(err) => {
-            // One line: the chain of causes joined, as docker prints "Error: …".
-            let mut message = err.to_string();
-            for cause in err.chain().skip(1) {
-                let cause = cause.to_string();
-                if !message.contains(&cause) {
-                    message.push_str(": ");
-                    message.push_str(&cause);
-                }
-            }
+            let message = output::error_line(&err);
             eprintln!("Error: {message}");
             cmd::kiln_error()
         }

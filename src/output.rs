@@ -109,6 +109,20 @@ fn human_duration(seconds: u64) -> String {
     }
 }
 
+/// An error and its causes as one line, as docker prints "Error: …": each cause is added only if
+/// the text so far does not already say it (errors that print their source would else repeat it).
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
+}
+
 /// Docker's confirmation prompt: prints `warning` and reads a line; only `y`/`yes` goes ahead.
 pub fn confirm(warning: &str) -> anyhow::Result<bool> {
     use std::io::BufRead;
@@ -565,6 +579,26 @@ mod tests {
         );
         let plain = Template::parse("{{.Repository}}:{{.Tag}}").unwrap();
         assert_eq!(plain.render_rows(&rows, &ROWS, &titles).unwrap(), "busybox:latest\na-much-longer-name:1\n");
+    }
+
+    #[test]
+    fn error_lines_say_each_cause_once() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "container setup: mounting: {}", self.0)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let err = anyhow::Error::new(Outer(std::io::Error::from_raw_os_error(36))).context("run");
+        let line = error_line(&err);
+        assert_eq!(line.matches("File name too long").count(), 1, "{line}");
+        assert!(line.starts_with("run: container setup: mounting: File name too long"), "{line}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub fn run(store: &Store, args: InspectArgs) -> Result<ExitCode> {
         match index.resolve(name).map_err(anyhow::Error::from).and_then(|id| ImageView::load(store, &index, &id)) {
             Ok(view) => found.push(inspect_json(&view)),
             Err(err) => {
-                eprintln!("Error: No such object: {name} ({err:#})");
+                eprintln!("Error: No such object: {name} ({})", crate::output::error_line(&err));
                 failed = true;
             }
         }

@@ -19,7 +19,7 @@ pub fn run(store: &Store, args: RmiArgs) -> Result<ExitCode> {
                 }
             }
             Err(err) => {
-                eprintln!("Error: {err:#}");
+                eprintln!("Error: {}", crate::output::error_line(&err));
                 failed = true;
             }
         }

@@ -37,7 +37,7 @@ pub fn run(store: &Store, args: RunArgs) -> Result<ExitCode> {
         Ok(code) => Ok(code),
         // docker run: 125 when the daemon (here kiln) fails before or around the container.
         Err(err) => {
-            eprintln!("Error: {err:#}");
+            eprintln!("Error: {}", crate::output::error_line(&err));
             Ok(ExitCode::from(125))
         }
     }
@@ -113,7 +113,7 @@ fn run_inner(store: &Store, args: RunArgs) -> Result<ExitCode> {
     match outcome {
         Ok(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
         Err((code, err)) => {
-            eprintln!("Error: {err:#}");
+            eprintln!("Error: {}", crate::output::error_line(&err));
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
     }

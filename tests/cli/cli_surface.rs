@@ -199,3 +199,23 @@ fn registry_ports_above_65535_are_refused() {
         assert_eq!(stderr.lines().filter(|l| l.starts_with("Error")).count(), 1, "one error line: {stderr}");
     }
 }
+
+#[test]
+fn run_volume_with_a_very_long_target_reports_one_error_line() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    for len in [300, 4085, 4090, 4096, 5000] {
+        // One component longer than NAME_MAX: the mount fails in the container's setup.
+        let target = format!("/{}", "a".repeat(len - 1));
+        let volume = format!("/tmp:{target}");
+        let out = k.run(&["run", "--rm", "-v", &volume, "busybox", "true"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "target of {len} bytes: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "target of {len} bytes: one line: {stderr}");
+        assert!(stderr.starts_with("Error: ") && stderr.contains("/tmp on /aaa"), "{len}: {stderr}");
+        assert_eq!(stderr.matches("File name too long").count(), 1, "said once: {stderr}");
+    }
+}

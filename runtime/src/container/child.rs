@@ -52,12 +52,46 @@ pub(crate) enum Msg {
 
 const MAX_RECORD: usize = 4096;
 
+/// Tag of a record that carries the first bytes of a `Created` path too long for one record;
+/// the `Created` record that follows carries the rest.
+const TAG_PATH_PART: u8 = 7;
+
+/// Longest `Created` path a decoder puts together.
+const MAX_PATH_PARTS: usize = 1 << 20;
+
+fn record(tag: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
 impl Msg {
+    #[cfg(test)]
     fn encode(&self) -> Vec<u8> {
+        self.records().concat()
+    }
+
+    /// The records for one message, each at most `MAX_RECORD` bytes (one atomic write each).
+    fn records(&self) -> Vec<Vec<u8>> {
+        if let Msg::Created(c) = self {
+            // A path is never cut: the runtime removes what it names.
+            let room = MAX_RECORD - 5;
+            let path = c.path.as_bytes();
+            let split = path.len().saturating_sub(room - 1);
+            let mut out: Vec<Vec<u8>> = path[..split].chunks(room).map(|part| record(TAG_PATH_PART, part)).collect();
+            out.push(record(2, &[&[u8::from(c.dir) | u8::from(c.keep) << 1][..], &path[split..]].concat()));
+            return out;
+        }
         let (tag, mut payload): (u8, Vec<u8>) = match self {
             Msg::Pid(pid) => (1, pid.to_le_bytes().to_vec()),
-            Msg::Created(c) => (2, [&[u8::from(c.dir) | u8::from(c.keep) << 1][..], c.path.as_bytes()].concat()),
+            Msg::Created(_) => unreachable!("encoded above"),
             Msg::Setup { step, errno, message } => {
+                // Both texts are clipped to fit, so that the record never ends inside `step`
+                // (whose length is given): a cut there made the whole message undecodable.
+                const ROOM: usize = MAX_RECORD - 5 - 8;
+                let message = clip(message, ROOM / 4);
+                let step = clip(step, ROOM - message.len());
                 let mut p = errno.to_le_bytes().to_vec();
                 p.extend_from_slice(&(step.len() as u32).to_le_bytes());
                 p.extend_from_slice(step.as_bytes());
@@ -68,11 +102,9 @@ impl Msg {
             Msg::Exec { errno, path } => (5, [&errno.to_le_bytes()[..], path.as_bytes()].concat()),
             Msg::Exit(status) => (6, status.to_le_bytes().to_vec()),
         };
+        // Only the trailing text of User and Exec can still be too long; cut, it still decodes.
         payload.truncate(MAX_RECORD - 5);
-        let mut out = vec![tag];
-        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(&payload);
-        out
+        vec![record(tag, &payload)]
     }
 
     fn decode(tag: u8, p: &[u8]) -> Option<Msg> {
@@ -98,10 +130,24 @@ impl Msg {
     }
 }
 
+/// `text` cut to at most `max` bytes at a character boundary, ending with "…" when cut.
+fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
+}
+
 /// Splits the byte stream from the status pipe into messages.
 #[derive(Default)]
 pub(crate) struct Decoder {
     buf: Vec<u8>,
+    /// The first bytes of a long `Created` path (see `TAG_PATH_PART`).
+    path_parts: Vec<u8>,
 }
 
 impl Decoder {
@@ -116,7 +162,17 @@ impl Decoder {
             if self.buf.len() < 5 + len {
                 break;
             }
-            if let Some(msg) = Msg::decode(self.buf[0], &self.buf[5..5 + len]) {
+            let (tag, payload) = (self.buf[0], &self.buf[5..5 + len]);
+            if tag == TAG_PATH_PART {
+                if self.path_parts.len() + payload.len() <= MAX_PATH_PARTS {
+                    self.path_parts.extend_from_slice(payload);
+                }
+            } else if tag == 2 && !self.path_parts.is_empty() {
+                let mut whole = payload[..1.min(payload.len())].to_vec();
+                whole.append(&mut self.path_parts);
+                whole.extend_from_slice(payload.get(1..).unwrap_or_default());
+                out.extend(Msg::decode(tag, &whole));
+            } else if let Some(msg) = Msg::decode(tag, payload) {
                 out.push(msg);
             }
             self.buf.drain(..5 + len);
@@ -126,18 +182,19 @@ impl Decoder {
 }
 
 fn send(fd: RawFd, msg: &Msg) {
-    let bytes = msg.encode();
-    let mut off = 0;
-    while off < bytes.len() {
-        // SAFETY: the slice is readable for the length given.
-        let n = unsafe { libc::write(fd, bytes[off..].as_ptr().cast(), bytes.len() - off) };
-        if n < 0 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
+    for bytes in msg.records() {
+        let mut off = 0;
+        while off < bytes.len() {
+            // SAFETY: the slice is readable for the length given.
+            let n = unsafe { libc::write(fd, bytes[off..].as_ptr().cast(), bytes.len() - off) };
+            if n < 0 {
+                if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return;
             }
-            return;
+            off += n as usize;
         }
-        off += n as usize;
     }
 }
 
@@ -731,6 +788,48 @@ mod tests {
         for chunk in bytes.chunks(3) {
             got.extend(dec.feed(chunk));
         }
+        assert_eq!(format!("{got:?}"), format!("{msgs:?}"));
+    }
+
+    #[test]
+    fn long_setup_errors_still_fit_one_decodable_record() {
+        let target = format!("/{}", "a".repeat(4089));
+        for (step, message) in [
+            (format!("bind-mounting /tmp on {target}"), "File name too long (os error 36)".to_string()),
+            (format!("bind-mounting /tmp on /{}", "é".repeat(3000)), "ö".repeat(5000)),
+            ("short".to_string(), "x".repeat(10_000)),
+        ] {
+            let msg = Msg::Setup { step: step.clone(), errno: 36, message: message.clone() };
+            let bytes = msg.encode();
+            assert!(bytes.len() <= MAX_RECORD, "{} bytes", bytes.len());
+            let got = Decoder::default().feed(&bytes);
+            let [Msg::Setup { step: got_step, errno: 36, message: got_message }] = got.as_slice() else {
+                panic!("not decoded: {got:?}")
+            };
+            let keep = |full: &str, got: &str| {
+                got == full || (got.ends_with('…') && full.starts_with(got.trim_end_matches('…')))
+            };
+            assert!(keep(&step, got_step) && got_step.starts_with("bind-mounting /tmp on /") || got_step == "short");
+            assert!(keep(&message, got_message), "{got_message}");
+            assert!(!got_message.is_empty());
+        }
+    }
+
+    #[test]
+    fn long_created_paths_arrive_whole() {
+        let long = format!("{}/mnt", "d".repeat(200).repeat(45));
+        let msgs = [
+            Msg::Created(Created { path: long.clone(), dir: true, keep: false }),
+            Msg::Created(Created { path: "a".repeat(MAX_RECORD - 6), dir: false, keep: true }),
+            Msg::Created(Created { path: "b".repeat(MAX_RECORD - 5), dir: true, keep: true }),
+            Msg::Exit(0),
+        ];
+        for msg in &msgs {
+            assert!(msg.records().iter().all(|r| r.len() <= MAX_RECORD));
+        }
+        let bytes: Vec<u8> = msgs.iter().flat_map(Msg::encode).collect();
+        let mut dec = Decoder::default();
+        let got: Vec<Msg> = bytes.chunks(1000).flat_map(|c| dec.feed(c)).collect();
         assert_eq!(format!("{got:?}"), format!("{msgs:?}"));
     }
 
