@@ -290,7 +290,12 @@ fn template_error(text: &str, err: &dyn fmt::Display) -> anyhow::Error {
     let why = err.to_string();
     // A failure deep in nested templates carries a "while evaluating" line per level.
     let why = why.lines().next().unwrap_or("").trim();
-    anyhow::anyhow!("invalid --format template {:?}: {why}", cut(text))
+    // The engine names a missing field with the whole object after it; the field is enough.
+    let why = match why.find("no field `").and_then(|at| why[at..].find("` in ").map(|end| at + end)) {
+        Some(end) => format!("{}`: the object has no such field", &why[..end]),
+        None => why.to_string(),
+    };
+    anyhow::anyhow!("invalid --format template {:?}: {}", cut(text), cut(&why))
 }
 
 /// JSON → the template engine's values, typed as [`Shape`] says. Absent values that a Go struct
@@ -339,6 +344,7 @@ fn to_json(value: &TValue) -> Value {
 
 /// docker's template functions (docker/cli `templates/templates.go`), beside Go's builtins.
 const DOCKER_FUNCS: &[(&str, gtmpl_ng::Func)] = &[
+    ("index", tf_index),
     ("json", tf_json),
     ("split", tf_split),
     ("join", tf_join),
@@ -379,6 +385,15 @@ fn int_arg(name: &str, value: &TValue) -> Result<i64, FuncError> {
     match value {
         TValue::Number(n) => n.as_i64().ok_or_else(|| FuncError::Generic(format!("{name}: {n} is not an integer"))),
         other => Err(FuncError::Generic(format!("{name}: wants an integer, got {other}"))),
+    }
+}
+
+/// Go's `index`, except that a key a map lacks gives "" (the zero value of docker's
+/// `map[string]string` labels) rather than `<no value>`.
+fn tf_index(args: &[TValue]) -> Result<TValue, FuncError> {
+    match gtmpl_ng::funcs::index(args)? {
+        TValue::NoValue if args.len() > 1 => Ok(TValue::String(String::new())),
+        other => Ok(other),
     }
 }
 
@@ -518,6 +533,7 @@ mod tests {
         assert_eq!(r("{{range .RepoTags}}{{.}} {{end}}"), "a:1 b:2 ");
         assert_eq!(r(r#"{{index .Config.Labels "x.y"}}"#), "z");
         assert_eq!(r("{{.Config.Labels.nope}}"), "<no value>");
+        assert_eq!(r(r#"{{index .Config.Labels "nope"}}"#), "");
         assert_eq!(r("{{if .RepoTags}}tagged{{else}}dangling{{end}}"), "tagged");
         assert_eq!(r("{{len .RepoTags}}"), "2");
         assert_eq!(r(r#"{{printf "%s=%d" .Os .Size}}"#), "linux=2140160");
@@ -534,7 +550,8 @@ mod tests {
     fn unknown_fields_are_errors_as_in_docker() {
         let v = row(serde_json::json!({"ID": "abc", "Labels": {"a": "b"}}));
         let err = render("{{.Foo}}", &v).unwrap_err().to_string();
-        assert!(err.contains("{{.Foo}}") && err.contains("Foo"), "{err}");
+        assert!(err.contains("{{.Foo}}") && err.contains("no field `Foo`"), "{err}");
+        assert!(!err.contains("abc"), "the object is not dumped: {err}");
         assert!(!err.contains('\n'), "one line: {err}");
         let err = render("{{.ID", &v).unwrap_err().to_string();
         assert!(err.contains("{{.ID"), "{err}");

@@ -77,6 +77,11 @@ fn template_context(inspect: &Value) -> Value {
         let size = map.get("Size").cloned().unwrap_or(json!(0));
         map.entry("VirtualSize").or_insert(size);
         map.entry("GraphDriver").or_insert_with(|| json!({"Data": {}, "Name": "kiln"}));
+        if let Some(Value::Object(metadata)) = map.get_mut("Metadata") {
+            if let Some(Value::String(time)) = metadata.get_mut("LastTagTime") {
+                *time = go_time(time);
+            }
+        }
         if map.get("Variant").is_none_or(Value::is_null) {
             map.insert("Variant".into(), json!(""));
         }
@@ -112,6 +117,16 @@ pub fn inspect_json(view: &ImageView) -> Value {
     })
 }
 
+/// An RFC 3339 time as Go prints a `time.Time` in a template: "2026-12-03 08:41:31.754085412 +0000 UTC".
+fn go_time(rfc3339: &str) -> String {
+    let Ok(time) = chrono::DateTime::parse_from_rfc3339(rfc3339) else { return rfc3339.to_string() };
+    let time = time.with_timezone(&chrono::Utc);
+    let nanos = format!("{:09}", time.timestamp_subsec_nanos());
+    let fraction = nanos.trim_end_matches('0');
+    let fraction = if fraction.is_empty() { String::new() } else { format!(".{fraction}") };
+    format!("{}{fraction} +0000 UTC", time.format("%Y-%m-%d %H:%M:%S"))
+}
+
 /// JSON indented by four spaces, as docker prints it.
 fn pretty(value: &Value) -> String {
     let mut out = Vec::new();
@@ -119,4 +134,16 @@ fn pretty(value: &Value) -> String {
         serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(b"    "));
     value.serialize(&mut serializer).expect("JSON values serialise");
     String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_print_as_go_prints_them() {
+        assert_eq!(go_time("2026-12-03T08:41:31.754085412Z"), "2026-12-03 08:41:31.754085412 +0000 UTC");
+        assert_eq!(go_time("2026-12-03T08:41:31.500Z"), "2026-12-03 08:41:31.5 +0000 UTC");
+        assert_eq!(go_time("0001-01-01T00:00:00Z"), "0001-01-01 00:00:00 +0000 UTC");
+    }
 }

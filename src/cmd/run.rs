@@ -286,6 +286,21 @@ fn remove_container_dir(dir: &Path) -> Result<()> {
     fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
 }
 
+/// A container's labels, as `ps` shows them: the image's, `k=v` joined by commas (sorted; docker
+/// leaves them in Go's map order).
+fn image_labels(store: &Store, image: &str) -> String {
+    let Ok(id) = image.parse::<Digest>() else { return String::new() };
+    let Ok(image) = store.image(&id) else { return String::new() };
+    let mut labels: Vec<String> = image
+        .config_json()
+        .pointer("/config/Labels")
+        .and_then(|l| l.as_object())
+        .map(|l| l.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
+        .unwrap_or_default();
+    labels.sort();
+    labels.join(",")
+}
+
 /// docker's column titles for the fields of a `ps` row.
 const PS_TITLES: &[(&str, &str)] = &[
     ("ID", "CONTAINER ID"),
@@ -324,7 +339,10 @@ pub fn ps(store: &Store, args: PsArgs) -> Result<ExitCode> {
                 (Some(code), Some(t)) => ("exited", format!("Exited ({code}) {}", human_since(Some(t)))),
                 _ => ("created", "Created".to_string()),
             };
-            let command = format!("\"{}\"", r.command.join(" "));
+            // As dockerd joins it: an argument with a space is single-quoted.
+            let words: Vec<String> =
+                r.command.iter().map(|a| if a.contains(' ') { format!("'{a}'") } else { a.clone() }).collect();
+            let command = format!("\"{}\"", words.join(" "));
             let command = if command.chars().count() > 20 && !args.no_trunc {
                 format!("{}…\"", command.chars().take(19).collect::<String>())
             } else {
@@ -338,7 +356,7 @@ pub fn ps(store: &Store, args: PsArgs) -> Result<ExitCode> {
                 "CreatedAt": created_at,
                 "ID": id_of(r),
                 "Image": r.image_ref,
-                "Labels": "",
+                "Labels": image_labels(store, &r.image),
                 "LocalVolumes": "0",
                 "Mounts": "",
                 "Names": r.name,

@@ -219,3 +219,125 @@ fn run_volume_with_a_very_long_target_reports_one_error_line() {
         assert_eq!(stderr.matches("File name too long").count(), 1, "said once: {stderr}");
     }
 }
+
+const DOCKER: &str = "/usr/bin/docker";
+
+fn docker(args: &[&str]) -> Output {
+    std::process::Command::new(DOCKER).env("DOCKER_BUILDKIT", "1").args(args).output().expect("run docker")
+}
+
+/// Removes what the comparison made in docker, even when it fails.
+struct DockerLeftovers {
+    images: Vec<String>,
+    containers: Vec<String>,
+}
+
+impl Drop for DockerLeftovers {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = docker(&["rm", "-f", c]);
+        }
+        for i in &self.images {
+            let _ = docker(&["rmi", "-f", i]);
+        }
+    }
+}
+
+/// The same rootfs, labels and tags in docker and in kiln: `--format` templates that do not
+/// print IDs, times or sizes (which differ between the two) must give the same text.
+#[test]
+fn format_templates_match_docker() {
+    let daemon_up = std::path::Path::new(DOCKER).exists() && docker(&["info"]).status.success();
+    if !daemon_up {
+        eprintln!("skipping: no docker daemon ({DOCKER} info failed)");
+        return;
+    }
+    let k = Kiln::new();
+    let tar = busybox_rootfs().to_str().unwrap().to_string();
+    let repo = format!("kiln-cli-fmt-{}", std::process::id());
+    let (one, two) = (format!("{repo}:1"), format!("{repo}:two"));
+    let mut leftovers = DockerLeftovers { images: vec![one.clone(), two.clone()], containers: Vec::new() };
+    let changes = ["-c", "LABEL tier=web", "-c", "LABEL \"x.y\"=z", "-c", "ENV A=1 B=2"];
+    for (tool, tag) in [("docker", &one), ("kiln", &one)] {
+        let mut args = vec!["import"];
+        args.extend(changes);
+        args.extend([tar.as_str(), tag.as_str()]);
+        if tool == "docker" {
+            assert!(docker(&args).status.success());
+            assert!(docker(&["tag", &one, &two]).status.success());
+        } else {
+            k.ok(&args);
+            k.ok(&["tag", &one, &two]);
+        }
+    }
+    let compare = |kiln_args: &[&str], docker_args: &[&str]| {
+        let d = docker(docker_args);
+        let ours = k.run(kiln_args);
+        assert!(d.status.success(), "docker {docker_args:?}: {}", String::from_utf8_lossy(&d.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&d.stdout),
+            "kiln {kiln_args:?} (stderr {}) differs from docker",
+            String::from_utf8_lossy(&ours.stderr)
+        );
+    };
+    for template in [
+        "{{.RepoTags}}",
+        "{{range .RepoTags}}{{.}} {{end}}",
+        r#"{{index .Config.Labels "x.y"}}|{{index .Config.Labels "nope"}}|{{.Config.Labels.nope}}"#,
+        "{{json .Config.Labels}} {{.Config.Labels}}",
+        "{{range $k, $v := .Config.Labels}}{{$k}}={{$v}};{{end}}",
+        "{{if .Config.Labels}}labelled{{else}}bare{{end}} {{if .Config.Volumes}}v{{else}}no volumes{{end}}",
+        r#"{{len .RepoTags}} {{printf "%s/%s" .Os .Architecture}} {{join .RepoTags ","}}"#,
+        "{{.Config.Env}} {{json .Config.Env}} {{.Config.Cmd}} {{.Config.Volumes}} {{.Config.ExposedPorts}}",
+        r#"{{title .Os}} {{upper .Os}} {{lower "ABC"}} {{split .Os "n"}} {{truncate .Architecture 2}} [{{pad .Os 1 2}}]"#,
+        "{{.RootFS.Type}} {{len .RootFS.Layers}} {{.Parent}}|{{.Comment}}|{{.Author}}|{{.Variant}}|{{.Container}}",
+        "{{with .Config}}{{.WorkingDir}}|{{.User}}|{{.StopSignal}}{{end}}",
+        "{{println .Os}}",
+    ] {
+        compare(&["inspect", "--format", template, &one], &["inspect", "--format", template, &one]);
+    }
+    for template in [
+        "table {{.Repository}}\\t{{.Tag}}",
+        "table {{.Tag}}\\t{{upper .Repository}}\\t{{.Digest}}",
+        "{{.Repository}}:{{.Tag}} {{json .Tag}} {{truncate .Repository 5}} [{{pad .Tag 1 1}}]",
+        "{{if eq .Tag \"two\"}}second{{else}}first{{end}}",
+    ] {
+        compare(&["images", "--format", template, &repo], &["images", "--format", template, &repo]);
+    }
+    for template in ["table {{.CreatedBy}}\\t{{.Comment}}", "{{.Comment}}|{{.CreatedBy}}|{{json .Comment}}"] {
+        compare(&["history", "--format", template, &one], &["history", "--format", template, &one]);
+    }
+    // Both refuse a field their object does not have.
+    for args in [&["images", "--format", "{{.Nope}}", &repo][..], &["inspect", "--format", "{{.Config.Nope}}", &one]] {
+        assert!(!docker(args).status.success());
+        let out = k.run(args);
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Nope"));
+    }
+    // Containers: the same command line, the same columns.
+    if !is_root() {
+        return;
+    }
+    let name = format!("{repo}-c");
+    leftovers.containers.push(name.clone());
+    assert!(docker(&["run", "--name", &name, &one, "sh", "-c", "exit 3"]).status.code() == Some(3));
+    assert_eq!(k.run(&["run", "--name", &name, &one, "sh", "-c", "exit 3"]).status.code(), Some(3));
+    let filter = format!("name={name}");
+    for template in [
+        "table {{.Names}}\\t{{.Image}}\\t{{.Command}}\\t{{.State}}",
+        // (Labels are left out: docker joins them in Go's random map order.)
+        "{{.Names}} {{.Command}} {{.State}} {{.Ports}}|{{.Mounts}}",
+        "table {{.ID}}\\t{{.Mounts}}\\t{{.Ports}}",
+    ] {
+        let ours = k.ok(&["ps", "-a", "--format", template]);
+        let theirs = docker(&["ps", "-a", "--filter", &filter, "--format", template]);
+        let strip_ids = |text: &str| -> String {
+            text.lines()
+                .map(|l| l.split_whitespace().filter(|w| w.len() != 12).collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(strip_ids(&ours), strip_ids(&String::from_utf8_lossy(&theirs.stdout)), "ps --format {template}");
+    }
+}
