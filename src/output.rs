@@ -290,6 +290,14 @@ fn template_error(text: &str, err: &dyn fmt::Display) -> anyhow::Error {
     let why = err.to_string();
     // A failure deep in nested templates carries a "while evaluating" line per level.
     let why = why.lines().next().unwrap_or("").trim();
+    // The engine says "template: NAME:LINE:COL:LEN:reason"; say "line L, column C: reason".
+    let why = match why.strip_prefix("template: ").map(|rest| rest.splitn(5, ':').collect::<Vec<_>>()) {
+        Some(parts) if parts.len() == 5 && parts[1..4].iter().all(|p| p.parse::<usize>().is_ok()) => {
+            format!("line {}, column {}: {}", parts[1], parts[2], parts[4].trim())
+        }
+        _ => why.to_string(),
+    };
+    let why = why.as_str();
     // The engine names a missing field with the whole object after it; the field is enough.
     let why = match why.find("no field `").and_then(|at| why[at..].find("` in ").map(|end| at + end)) {
         Some(end) => format!("{}`: the object has no such field", &why[..end]),
@@ -552,6 +560,7 @@ mod tests {
         let err = render("{{.Foo}}", &v).unwrap_err().to_string();
         assert!(err.contains("{{.Foo}}") && err.contains("no field `Foo`"), "{err}");
         assert!(!err.contains("abc"), "the object is not dumped: {err}");
+        assert!(err.contains("line 1, column "), "{err}");
         assert!(!err.contains('\n'), "one line: {err}");
         let err = render("{{.ID", &v).unwrap_err().to_string();
         assert!(err.contains("{{.ID"), "{err}");
