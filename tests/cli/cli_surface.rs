@@ -341,3 +341,33 @@ fn format_templates_match_docker() {
         assert_eq!(strip_ids(&ours), strip_ids(&String::from_utf8_lossy(&theirs.stdout)), "ps --format {template}");
     }
 }
+
+#[test]
+fn hostile_format_templates_end_with_one_error_line() {
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    for i in 0..40 {
+        k.ok(&["tag", "busybox:latest", &format!("t{i}:latest")]);
+    }
+    let before = k.store_state();
+    let nested = "{{range .RepoTags}}{{range $.RepoTags}}{{range $.RepoTags}}{{range $.RepoTags}}\
+                  {{pad . 4000 4000}}{{end}}{{end}}{{end}}{{end}}";
+    for args in [
+        &["inspect", "--format", r#"{{define "r"}}{{template "r" .}}{{end}}{{template "r" .}}"#, "busybox"][..],
+        &["inspect", "--format", nested, "busybox"],
+        &["images", "--format", "{{range 1000000000}}x{{end}}"],
+        &["images", "--format", "{{.ID"],
+        &["history", "--format", "{{.Nope}}", "busybox"],
+        &["ps", "-a", "--format", "{{nosuchfunction .ID}}"],
+    ] {
+        let started = std::time::Instant::now();
+        let out = k.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        assert!(stderr.starts_with("Error: invalid --format template"), "{stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} printed {} bytes", out.stdout.len());
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{args:?} took {:?}", started.elapsed());
+    }
+    assert_eq!(k.store_state(), before);
+}
