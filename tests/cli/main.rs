@@ -7,6 +7,7 @@ mod hostile;
 mod build;
 mod cache;
 mod docker_compare;
+mod docker_diff;
 mod image_compare;
 mod images;
 mod import;
