@@ -1054,6 +1054,17 @@ RUN rm -rf /var/cache/x && mkdir /var/cache/x
         },
         ..D
     },
+    Case {
+        name: "run-network-flag-newer",
+        from: "bk:testNetworkNone-like (RUN --network, dockerfile 1.3; 20.10 says \"Unknown flag: network\")",
+        dockerfile: "FROM @BB@\nRUN --network=none echo isolated > /net-none\nRUN --network=default echo default > /net-default\n",
+        layer_changes: true,
+        expect: Expect::Newer {
+            docker: Some("FROM @BB@\nRUN echo isolated > /net-none\nRUN echo default > /net-default\n"),
+            kiln: &[("fs /net-none", Want::File("0644 0:0", "isolated\n")), ("fs /net-default", Want::File("0644 0:0", "default\n"))],
+        },
+        ..D
+    },
     // ---------------------------------------------------------------- SOURCE_DATE_EPOCH (newer)
     Case {
         name: "source-date-epoch-build-arg-newer",
@@ -1105,8 +1116,7 @@ ENV ONLYARG=${ONLYARG}-in-env
     Case {
         name: "builtin-platform-args",
         from: "bk:testBuiltinArgs-like (TARGETARCH & co. exist once declared)",
-        dockerfile: r#"ARG TARGETARCH
-FROM --platform=$BUILDPLATFORM @BB@
+        dockerfile: r#"FROM --platform=$BUILDPLATFORM @BB@
 ARG TARGETOS
 ARG TARGETARCH
 ARG TARGETPLATFORM
