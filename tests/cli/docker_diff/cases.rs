@@ -1048,6 +1048,37 @@ RUN rm -rf /var/cache/x && mkdir /var/cache/x
         layer_changes: true,
         ..D
     },
+    Case {
+        name: "usr-run-replace-symlink",
+        from: "common (a RUN that turns a base symlink into a directory and back)",
+        dockerfile: "FROM @USR@\nRUN rm /var/run && mkdir /var/run && echo x > /var/run/real\nRUN rm /sbin && ln -s bin /sbin\n",
+        layer_changes: true,
+        ..D
+    },
+    Case {
+        name: "user-added-by-run",
+        from: "common (a user added in the Dockerfile, then used by COPY --chown, USER and RUN)",
+        dockerfile: r#"FROM @BB@
+RUN echo 'svc:x:1500:1500:service:/srv:/bin/sh' >> /etc/passwd && echo 'svc:x:1500:' >> /etc/group && mkdir -p /srv && chown svc:svc /srv
+COPY --chown=svc:svc a.txt /srv/
+USER svc
+RUN id -u > /srv/uid && echo "$HOME" > /srv/home
+"#,
+        files: &[("a.txt", "a\n")],
+        layer_changes: true,
+        ..D
+    },
+    Case {
+        name: "healthcheck-start-interval-newer",
+        from: "bk:testHealthcheckStartInterval-like (HEALTHCHECK --start-interval, dockerfile 1.6)",
+        // docker 20.10: `Unknown flag: start-interval`
+        dockerfile: "FROM @BB@\nHEALTHCHECK --start-period=10s --start-interval=5s CMD true\n",
+        expect: Expect::Newer {
+            docker: None,
+            kiln: &[("config.Healthcheck", Want::Line(r#"{"StartInterval":5000000000,"StartPeriod":10000000000,"Test":["CMD-SHELL","true"]}"#))],
+        },
+        ..D
+    },
     // ---------------------------------------------------------------- heredocs (newer than 20.10)
     Case {
         name: "heredoc-copy-expansion-newer",
