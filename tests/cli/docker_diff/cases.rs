@@ -1079,6 +1079,65 @@ RUN id -u > /srv/uid && echo "$HOME" > /srv/home
         },
         ..D
     },
+    // ---------------------------------------------------------------- parser edges people hit
+    Case {
+        name: "parser-crlf-line-endings",
+        from: "common (a Dockerfile saved on Windows)",
+        dockerfile: "FROM @BB@\r\nENV A=1 \\\r\n    B=2\r\nRUN echo \"$A$B\" > /ab\r\nLABEL x=y\r\nCMD [\"sh\"]\r\n",
+        layer_changes: true,
+        ..D
+    },
+    Case {
+        name: "parser-utf8-bom",
+        from: "bk parser (a leading UTF-8 byte order mark is dropped)",
+        dockerfile: "\u{feff}FROM @BB@\nLABEL bom=stripped\n",
+        ..D
+    },
+    Case {
+        name: "parser-lowercase-and-continuations",
+        from: "bk parser tests (instructions are case-insensitive; `\\` then blanks continues the line)",
+        dockerfile: "from @BB@ as base\nenv A=1\nrun echo one \\   \n    two > /words\nlabel l=1 \\\n\n  m=2\nFROM base\n",
+        layer_changes: true,
+        ..D
+    },
+    Case {
+        name: "label-escapes",
+        from: "bk shell lexer (quotes and backslashes in LABEL/ENV)",
+        dockerfile: r#"FROM @BB@
+ENV HOME_REF=$HOME
+LABEL a="line1\nline2" b='single\q $HOME' c=with\"quote d="dollar \$HOME" e="${HOME_REF}" f=a\ b\ c
+ENV Q="it's" R='say "hi"' S=back\\slash
+"#,
+        ..D
+    },
+    Case {
+        name: "build-arg-with-spaces",
+        from: "common (--build-arg values with spaces and =)",
+        dockerfile: "FROM @BB@\nARG MSG\nARG EQ\nLABEL msg=$MSG eq=\"$EQ\"\nRUN echo \"$MSG|$EQ\" > /args\n",
+        flags: &["--build-arg", "MSG=hello world", "--build-arg", "EQ=a=b=c"],
+        layer_changes: true,
+        ..D
+    },
+    Case {
+        name: "workdir-trailing-slash",
+        from: "common",
+        dockerfile: "FROM @BB@\nWORKDIR /a/b/\nWORKDIR c/\nWORKDIR /x//y/../z\n",
+        ..D
+    },
+    Case {
+        name: "copy-odd-modes",
+        from: "common (unreadable, setgid and group-writable context files)",
+        dockerfile: "FROM @BB@\nCOPY . /ctx/\n",
+        files: &[
+            ("none@0000", "n\n"),
+            ("setgid@2755", "g\n"),
+            ("writable@0666", "w\n"),
+            ("closed/@0000", ""),
+            ("sticky/@1777", ""),
+            ("sticky/f", "f\n"),
+        ],
+        ..D
+    },
     // ---------------------------------------------------------------- heredocs (newer than 20.10)
     Case {
         name: "heredoc-copy-expansion-newer",
