@@ -8,6 +8,8 @@ mod build;
 mod cache;
 mod cli_surface;
 mod docker_compare;
+mod docker_diff;
+mod image_compare;
 mod images;
 mod import;
 mod load;
