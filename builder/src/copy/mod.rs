@@ -262,18 +262,25 @@ pub fn copy_layer(store: &Store, req: &CopyRequest) -> Result<CopyResult, CopyEr
                 if m.node.is_dir() {
                     let skip = |rel: &[u8], is_dir: bool| excluded(excludes.as_ref(), rel, is_dir);
                     for (rel, node) in sources::walk(tree, &m.resolved, &skip)? {
+                        let target = join(&base, &rel);
+                        if node.is_dir() {
+                            refuse_merge_into_non_dir(dest_fs, &layer, &target)?;
+                        }
                         if let Some(entry) = entry_of(&node) {
-                            layer.insert(&join(&base, &rel), entry, &made);
+                            layer.insert(&target, entry, &made);
                         }
                     }
                     continue;
                 }
                 if let Some((spool, shown)) = archive {
-                    for (path, mut entry) in archive::entries(&spools[*spool], *spool, &base, shown)? {
+                    for (path, mut entry) in archive::entries(&spools[*spool], *spool, &base, dest_fs, shown)? {
                         if let Some(o) = owner {
                             entry.uid = o.uid;
                             entry.gid = o.gid;
                         }
+                        // A member placed through an image symlink lands outside `base`: the
+                        // image's directories on the way keep their metadata.
+                        add_missing_dest_dirs(&mut layer, dest_fs, parent_of(&path), &made);
                         layer.insert(&path, entry, &made);
                     }
                     continue;
@@ -284,8 +291,12 @@ pub fn copy_layer(store: &Store, req: &CopyRequest) -> Result<CopyResult, CopyEr
                 }
             }
             Item::Parent(rel, node) => {
+                let target = join(&base, rel);
+                if node.is_dir() {
+                    refuse_merge_into_non_dir(dest_fs, &layer, &target)?;
+                }
                 if let Some(entry) = entry_of(node) {
-                    layer.insert(&join(&base, rel), entry, &made);
+                    layer.insert(&target, entry, &made);
                 }
             }
             Item::Heredoc { name, content } => {
@@ -391,6 +402,42 @@ fn add_dest_dirs(layer: &mut LayerTree, fs: &ImageFs, base: &[u8], made: &Entry)
             _ => made.clone(),
         };
         layer.insert(&path, entry, made);
+    }
+}
+
+/// [`add_dest_dirs`] for the components of `dir` the layer does not have yet.
+fn add_missing_dest_dirs(layer: &mut LayerTree, fs: &ImageFs, dir: &[u8], made: &Entry) {
+    if dir.is_empty() || layer.get(dir).is_some_and(Entry::is_dir) {
+        return;
+    }
+    let comps = sources::components(dir);
+    for i in 1..=comps.len() {
+        let path = comps[..i].join(&b'/');
+        if layer.get(&path).is_some_and(Entry::is_dir) {
+            continue;
+        }
+        let entry = match dest::lookup(fs, &sources::display(&path)) {
+            Some(e) if e.kind == kiln_cas::image_fs::EntryKind::Dir => {
+                Entry::dir(e.mode & 0o7777, e.uid, e.gid, i64::try_from(e.mtime).unwrap_or(i64::MAX))
+            }
+            _ => made.clone(),
+        };
+        layer.insert(&path, entry, made);
+    }
+}
+
+/// A source directory copied onto `target`, where the stage has a symlink or another
+/// non-directory (and this step has not put a directory): BuildKit's copy refuses to merge into
+/// it ("cannot copy to non-directory") rather than replace `/lib -> usr/lib` with a directory.
+fn refuse_merge_into_non_dir(fs: &ImageFs, layer: &LayerTree, target: &[u8]) -> Result<(), CopyError> {
+    if layer.get(target).is_some() {
+        return Ok(());
+    }
+    match dest::lookup(fs, &sources::display(target)) {
+        Some(e) if e.kind != kiln_cas::image_fs::EntryKind::Dir => {
+            Err(CopyError::DestNotDir { path: format!("/{}", sources::display(target)) })
+        }
+        _ => Ok(()),
     }
 }
 

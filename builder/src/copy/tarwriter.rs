@@ -81,7 +81,6 @@ impl LayerTree {
         LayerTree::default()
     }
 
-    #[cfg(test)]
     pub fn get(&self, path: &[u8]) -> Option<&Entry> {
         self.entries.get(path)
     }
