@@ -84,10 +84,36 @@ fn globs_match_per_component() {
     // A glob matching one file to a path without a slash names that file, as in BuildKit.
     let r = e.run(&op(&["b*"], "/renamed")).unwrap();
     assert_eq!(paths(&e.entries(&r)), ["renamed"]);
-    let err = e.run(&op(&["nomatch*"], "/out/")).unwrap_err();
-    assert_eq!(err.to_string(), "no source files were specified");
+    // A glob matching nothing copies nothing (see below).
+    assert!(e.entries(&e.run(&op(&["nomatch*"], "/out/")).unwrap()).is_empty());
     let err = e.run(&op(&["[a"], "/out/")).unwrap_err();
     assert!(matches!(err, CopyError::BadPattern { .. }), "{err}");
+}
+
+#[test]
+fn a_wildcard_or_exclude_leaving_nothing_copies_nothing() {
+    // BuildKit (AllowEmptyWildcard): the step succeeds with an empty layer, and the destination
+    // is not made (docker 20.10 gives the same empty layer).
+    let e = env();
+    e.file("a", b"a", 0o644);
+    e.file("b.txt", b"b", 0o644);
+    let r = e.run(&op(&["nomatch*"], "/newdir/")).unwrap();
+    assert_eq!(r.entries, 0);
+    assert!(e.entries(&r).is_empty());
+    // The same empty tar as docker's: 1024 zero bytes.
+    assert_eq!(r.size, 1024);
+    let r = e.run(&op(&["a", "nomatch*"], "/newdir2/")).unwrap();
+    assert_eq!(paths(&e.entries(&r)), ["newdir2/", "newdir2/a"]);
+    let r = e.run(&op(&["*/nothing/*.c"], "/d/")).unwrap();
+    assert!(e.entries(&r).is_empty());
+    let mut o = op(&["*.txt"], "/d/");
+    o.exclude = vec!["*.txt".into()];
+    assert!(e.entries(&e.run(&o).unwrap()).is_empty());
+    // A plain path that does not exist still fails.
+    let err = e.run(&op(&["missing"], "/d/")).unwrap_err();
+    assert_eq!(err.to_string(), "\"/missing\": not found in the build context");
+    let err = e.run(&op(&["a", "missing"], "/d/")).unwrap_err();
+    assert!(matches!(err, CopyError::NotFound { .. }), "{err}");
 }
 
 #[test]

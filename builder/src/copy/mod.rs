@@ -220,8 +220,18 @@ pub fn copy_layer(store: &Store, req: &CopyRequest) -> Result<CopyResult, CopyEr
             }
         }
     }
-    if items.is_empty() {
+    if op.sources.is_empty() {
         return Err(CopyError::NoSourceFiles);
+    }
+    if items.is_empty() {
+        // Wildcards (or --exclude) left nothing: BuildKit copies nothing and succeeds
+        // (AllowEmptyWildcard), with an empty layer and no destination directory made.
+        return write_layer(
+            store,
+            &LayerTree::new(),
+            &ContentSources { image: None, spools: &[] },
+            req.source_date_epoch,
+        );
     }
 
     let empty_fs = ImageFs::empty();
@@ -347,8 +357,18 @@ pub fn copy_layer(store: &Store, req: &CopyRequest) -> Result<CopyResult, CopyEr
         },
         spools: &spools,
     };
+    write_layer(store, &layer, &content, req.source_date_epoch)
+}
+
+/// Writes `layer` as a tar into the store.
+fn write_layer(
+    store: &Store,
+    layer: &LayerTree,
+    content: &ContentSources,
+    source_date_epoch: Option<i64>,
+) -> Result<CopyResult, CopyError> {
     let mut writer = store.blob_writer()?;
-    let entries = tarwriter::write_tar(&layer, &content, req.source_date_epoch, &mut writer)?;
+    let entries = tarwriter::write_tar(layer, content, source_date_epoch, &mut writer)?;
     let size = writer.bytes_written();
     let diff_id = writer.commit(None)?;
     Ok(CopyResult { diff_id, size, entries })
