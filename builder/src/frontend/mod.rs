@@ -963,8 +963,8 @@ fn go_atoi(s: &str) -> Option<i64> {
     s.parse().ok()
 }
 
-/// BuildKit's COPY destination: relative to WORKDIR, cleaned, trailing `/` kept (and added for
-/// `.` and the empty path).
+/// BuildKit's COPY destination: relative to WORKDIR, cleaned, a trailing `/` or `/.` kept as `/`
+/// ("into this directory"; also for `.` and the empty path).
 fn resolve_dest(workdir: &str, dest: &str) -> String {
     let joined = if dest.starts_with('/') {
         dest.to_string()
@@ -972,7 +972,7 @@ fn resolve_dest(workdir: &str, dest: &str) -> String {
         stages::join_path(&[if workdir.is_empty() { "/" } else { workdir }, dest])
     };
     let mut out = stages::join_path(&["/", &joined]);
-    if (dest == "." || dest.is_empty() || dest.ends_with('/')) && !out.ends_with('/') {
+    if (dest == "." || dest.is_empty() || dest.ends_with('/') || dest.ends_with("/.")) && !out.ends_with('/') {
         out.push('/');
     }
     out
