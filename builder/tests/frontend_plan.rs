@@ -294,6 +294,14 @@ fn copy_paths_dest_and_flags() {
 }
 
 #[test]
+fn unknown_instruction_shows_a_short_escaped_snippet() {
+    let first = format!("PATH=/usr/bin\0HOME=/root\0TOKEN=s3cret{}", "x".repeat(5000));
+    let err = plan_err(&format!("{first}\nFROM busybox\n"));
+    assert!(err.contains("unknown instruction: PATH=/usr/bin\\0HOME="), "{err}");
+    assert!(!err.contains("s3cret") && !err.contains('\0') && err.chars().count() < 120, "{err}");
+}
+
+#[test]
 fn copy_dest_ending_in_slash_dot_is_a_directory() {
     // BuildKit keeps a trailing `/` or `/.` of the destination as "into this directory":
     // `COPY f /app/.` makes /app/f, not a file /app.

@@ -27,7 +27,7 @@ mod chmod;
 mod chown;
 mod dest;
 mod inputs;
-mod sources;
+pub(crate) mod sources;
 mod tarwriter;
 mod url;
 
