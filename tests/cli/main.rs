@@ -6,6 +6,7 @@ mod hostile;
 
 mod build;
 mod cache;
+mod context_files;
 mod docker_compare;
 mod images;
 mod import;
