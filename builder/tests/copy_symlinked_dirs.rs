@@ -44,9 +44,24 @@ fn add_archive_members_go_through_the_images_directory_symlinks() {
     // The destination itself through a symlink.
     let t = add_tar(&e, &fs, "into.tar", &[Item::File("a", b"a", 0o644)], "/lib/");
     assert_eq!(paths(&t), ["usr/", "usr/lib/", "usr/lib/a"]);
-    // A directory member replaces the symlink, as docker's untar does (remove unless both are dirs).
+    // A directory member replaces the symlink, as docker's untar does (remove unless both are
+    // dirs); like BuildKit's overlay diff, the new directory is opaque (its marker inherits the
+    // directory's permissions and owner, time 0).
     let t = add_tar(&e, &fs, "dir.tar", &[Item::Dir("lib/"), Item::File("lib/z", b"z", 0o644)], "/");
-    assert_eq!(paths(&t), ["lib/", "lib/z"]);
+    assert_eq!(paths(&t), ["lib/", "lib/.wh..wh..opq", "lib/z"]);
+    let marker = find(&t, "lib/.wh..wh..opq");
+    assert_eq!((marker.kind, marker.mode, marker.uid, marker.mtime, marker.data.len()), (b'0', 0o755, 0, 0, 0));
+    let t = add_tar(
+        &e,
+        &fs,
+        "varrun.tar",
+        &[Item::Dir("var/"), Item::Dir("var/run/"), Item::File("var/run/r", b"r", 0o644)],
+        "/",
+    );
+    assert_eq!(paths(&t), ["var/", "var/run/", "var/run/.wh..wh..opq", "var/run/r"]);
+    // A directory that was a directory already is merged, not made opaque.
+    let t = add_tar(&e, &fs, "usr.tar", &[Item::Dir("usr/"), Item::File("usr/u", b"u", 0o644)], "/");
+    assert_eq!(paths(&t), ["usr/", "usr/u"]);
     // A file member at the symlink's own path replaces it too (the last component is never followed).
     let t = add_tar(&e, &fs, "leaf.tar", &[Item::File("lib", b"file", 0o644)], "/");
     assert_eq!(paths(&t), ["lib"]);

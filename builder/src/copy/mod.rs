@@ -349,6 +349,18 @@ pub fn copy_layer(store: &Store, req: &CopyRequest) -> Result<CopyResult, CopyEr
     if let Some(bad) = layer.paths().find(|p| p.split(|&b| b == b'/').any(|c| c.starts_with(b".wh."))) {
         return Err(CopyError::Whiteout { path: format!("/{}", sources::display(bad)) });
     }
+    // A directory where the stage has a symlink or another non-directory (an ADD archive's
+    // `lib/` over `lib -> usr/lib`) replaces it: opaque, as in BuildKit's layer.
+    let replacing: Vec<Vec<u8>> = layer
+        .dirs()
+        .filter(|p| {
+            dest::lookup(dest_fs, &sources::display(p)).is_some_and(|e| e.kind != kiln_cas::image_fs::EntryKind::Dir)
+        })
+        .map(<[u8]>::to_vec)
+        .collect();
+    for path in replacing {
+        layer.mark_opaque(&path);
+    }
 
     let content = ContentSources {
         image: match &req.source {
