@@ -56,6 +56,45 @@ fn dot_copies_the_whole_context_minus_dockerignore() {
 }
 
 #[test]
+fn excluded_directories_appear_only_as_parents_of_reincluded_paths() {
+    // BuildKit's context walk (fsutil) sends what is included and, lazily, the parents of
+    // re-included paths; an excluded directory with nothing re-included under it is not sent,
+    // even when a wildcard `!` pattern makes the walk look inside it. kiln used to copy every
+    // excluded directory as an empty skeleton (node_modules/a/, node_modules/a/deep/, build/).
+    let e = env();
+    e.file("node_modules/a/b.js", b"1", 0o644);
+    e.file("node_modules/a/deep/c.js", b"1", 0o644);
+    e.file("node_modules/keep.md", b"2", 0o644);
+    e.file("build/out.o", b"3", 0o644);
+    e.file("build/sub/o.o", b"3", 0o644);
+    e.file("docs/d.txt", b"6", 0o644);
+    e.file("src/x.md", b"4", 0o644);
+    e.file("src/y.c", b"5", 0o644);
+    let ignore =
+        IgnoreMatcher::parse("node_modules\nbuild\ndocs\n!**/*.md\n!build/sub/*.o\n", ".dockerignore").unwrap();
+    let r = e.run_with(&op(&["."], "/ctx/"), &ImageFs::empty(), &ignore, None).unwrap();
+    assert_eq!(
+        paths(&e.entries(&r)),
+        [
+            "ctx/",
+            "ctx/build/",
+            "ctx/build/sub/",
+            "ctx/build/sub/o.o",
+            "ctx/node_modules/",
+            "ctx/node_modules/keep.md",
+            "ctx/src/",
+            "ctx/src/x.md",
+            "ctx/src/y.c"
+        ]
+    );
+    // Named directly, an excluded directory with nothing re-included under it is not there.
+    let err = e.run_with(&op(&["docs"], "/d/"), &ImageFs::empty(), &ignore, None).unwrap_err();
+    assert!(matches!(err, CopyError::NotFound { .. }), "{err}");
+    let r = e.run_with(&op(&["node_modules"], "/nm/"), &ImageFs::empty(), &ignore, None).unwrap();
+    assert_eq!(paths(&e.entries(&r)), ["nm/", "nm/keep.md"]);
+}
+
+#[test]
 fn dockerignored_file_is_invisible_through_a_symlink() {
     let e = env();
     e.file("secret.txt", b"TOPSECRET", 0o600);
@@ -84,10 +123,36 @@ fn globs_match_per_component() {
     // A glob matching one file to a path without a slash names that file, as in BuildKit.
     let r = e.run(&op(&["b*"], "/renamed")).unwrap();
     assert_eq!(paths(&e.entries(&r)), ["renamed"]);
-    let err = e.run(&op(&["nomatch*"], "/out/")).unwrap_err();
-    assert_eq!(err.to_string(), "no source files were specified");
+    // A glob matching nothing copies nothing (see below).
+    assert!(e.entries(&e.run(&op(&["nomatch*"], "/out/")).unwrap()).is_empty());
     let err = e.run(&op(&["[a"], "/out/")).unwrap_err();
     assert!(matches!(err, CopyError::BadPattern { .. }), "{err}");
+}
+
+#[test]
+fn a_wildcard_or_exclude_leaving_nothing_copies_nothing() {
+    // BuildKit (AllowEmptyWildcard): the step succeeds with an empty layer, and the destination
+    // is not made (docker 20.10 gives the same empty layer).
+    let e = env();
+    e.file("a", b"a", 0o644);
+    e.file("b.txt", b"b", 0o644);
+    let r = e.run(&op(&["nomatch*"], "/newdir/")).unwrap();
+    assert_eq!(r.entries, 0);
+    assert!(e.entries(&r).is_empty());
+    // The same empty tar as docker's: 1024 zero bytes.
+    assert_eq!(r.size, 1024);
+    let r = e.run(&op(&["a", "nomatch*"], "/newdir2/")).unwrap();
+    assert_eq!(paths(&e.entries(&r)), ["newdir2/", "newdir2/a"]);
+    let r = e.run(&op(&["*/nothing/*.c"], "/d/")).unwrap();
+    assert!(e.entries(&r).is_empty());
+    let mut o = op(&["*.txt"], "/d/");
+    o.exclude = vec!["*.txt".into()];
+    assert!(e.entries(&e.run(&o).unwrap()).is_empty());
+    // A plain path that does not exist still fails.
+    let err = e.run(&op(&["missing"], "/d/")).unwrap_err();
+    assert_eq!(err.to_string(), "\"/missing\": not found in the build context");
+    let err = e.run(&op(&["a", "missing"], "/d/")).unwrap_err();
+    assert!(matches!(err, CopyError::NotFound { .. }), "{err}");
 }
 
 #[test]

@@ -294,6 +294,35 @@ fn copy_paths_dest_and_flags() {
 }
 
 #[test]
+fn unknown_instruction_shows_a_short_escaped_snippet() {
+    let first = format!("PATH=/usr/bin\0HOME=/root\0TOKEN=s3cret{}", "x".repeat(5000));
+    let err = plan_err(&format!("{first}\nFROM busybox\n"));
+    assert!(err.contains("unknown instruction: PATH=/usr/bin\\0HOME="), "{err}");
+    assert!(!err.contains("s3cret") && !err.contains('\0') && err.chars().count() < 120, "{err}");
+}
+
+#[test]
+fn copy_dest_ending_in_slash_dot_is_a_directory() {
+    // BuildKit keeps a trailing `/` or `/.` of the destination as "into this directory":
+    // `COPY f /app/.` makes /app/f, not a file /app.
+    for (dest, want) in [
+        ("/app/.", "/app/"),
+        ("/app/./", "/app/"),
+        ("/app/./.", "/app/"),
+        ("sub/.", "/w/sub/"),
+        ("./", "/w/"),
+        (".", "/w/"),
+        ("/.", "/"),
+        ("/app/..", "/"),
+        ("/app/x.", "/app/x."),
+    ] {
+        let plan = plan_ok(&format!("FROM busybox\nWORKDIR /w\nCOPY a {dest}\n"));
+        let Op::Copy(copy) = &last_step(&plan).op else { panic!() };
+        assert_eq!(copy.dest, want, "{dest}");
+    }
+}
+
+#[test]
 fn add_sources_urls_and_git() {
     let plan =
         plan_ok("FROM busybox\nADD --checksum=sha256:abc https://x.org/a.tgz git@github.com:a/b.git local /d/\n");

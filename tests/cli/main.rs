@@ -7,6 +7,7 @@ mod hostile;
 mod build;
 mod cache;
 mod cli_surface;
+mod context_files;
 mod docker_compare;
 mod docker_diff;
 mod image_compare;

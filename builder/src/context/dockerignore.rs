@@ -7,6 +7,11 @@ use regex::Regex;
 
 use crate::frontend::stages::clean_path;
 
+/// The most patterns a `.dockerignore` (or a step's `--exclude` list) may have: matching costs
+/// patterns × paths, and a real file has hundreds at most (THREATS: a 100,000-line file must not
+/// stall the build).
+pub const MAX_PATTERNS: usize = 10_000;
+
 #[derive(Debug, thiserror::Error)]
 #[error("{file}:{line}: invalid pattern \"{pattern}\": {why}")]
 pub struct PatternError {
@@ -19,14 +24,34 @@ pub struct PatternError {
 #[derive(Debug)]
 struct Pattern {
     text: String,
-    regex: Regex,
+    /// The translated regex, compiled the first time a path gets past `prefix` (compiling
+    /// thousands of regexes up front would cost more than all the matching).
+    source: String,
+    regex: std::sync::OnceLock<Option<Regex>>,
     exclusion: bool,
+    /// The text before the first special character: a path that does not start with it cannot
+    /// match, which is checked before the regex (most patterns are literal paths or directories).
+    prefix: String,
+    /// No special character at all: the regex matches `text` only.
+    literal: bool,
+}
+
+impl Pattern {
+    fn matches(&self, path: &str) -> bool {
+        if self.literal {
+            return path == self.text;
+        }
+        path.starts_with(&self.prefix)
+            && self.regex.get_or_init(|| Regex::new(&self.source).ok()).as_ref().is_some_and(|r| r.is_match(path))
+    }
 }
 
 /// A compiled `.dockerignore`.
 #[derive(Debug, Default)]
 pub struct IgnoreMatcher {
     patterns: Vec<Pattern>,
+    /// Some `!` pattern has a special character, so it may re-include below any directory.
+    wildcard_exception: bool,
 }
 
 impl IgnoreMatcher {
@@ -42,21 +67,34 @@ impl IgnoreMatcher {
             if line.is_empty() {
                 continue;
             }
+            if patterns.len() == MAX_PATTERNS {
+                return Err(PatternError {
+                    file: file.to_string(),
+                    line: i + 1,
+                    pattern: crate::dockerfile::error::snippet(line),
+                    why: format!("more than {MAX_PATTERNS} patterns"),
+                });
+            }
             let (exclusion, body) = match line.strip_prefix('!') {
                 Some(rest) => (true, rest.trim()),
                 None => (false, line),
             };
             let cleaned = clean_path(body);
             let cleaned = if cleaned.len() > 1 { cleaned.trim_start_matches('/').to_string() } else { cleaned };
-            let regex = compile(&cleaned).map_err(|why| PatternError {
-                file: file.to_string(),
-                line: i + 1,
-                pattern: line.to_string(),
-                why,
-            })?;
-            patterns.push(Pattern { text: cleaned, regex, exclusion });
+            let bad =
+                |why: String| PatternError { file: file.to_string(), line: i + 1, pattern: line.to_string(), why };
+            let source = translate(&cleaned).map_err(bad)?;
+            let regex = std::sync::OnceLock::new();
+            if cleaned.contains('[') {
+                // Classes are what the regex engine may still refuse (`[z-a]`): say so now.
+                regex.set(Some(Regex::new(&source).map_err(|e| bad(e.to_string()))?)).expect("new cell");
+            }
+            let special = cleaned.find(['*', '?', '[', '\\']);
+            let prefix = cleaned[..special.unwrap_or(cleaned.len())].to_string();
+            patterns.push(Pattern { text: cleaned, source, regex, exclusion, prefix, literal: special.is_none() });
         }
-        Ok(IgnoreMatcher { patterns })
+        let wildcard_exception = patterns.iter().any(|p| p.exclusion && !p.literal);
+        Ok(IgnoreMatcher { patterns, wildcard_exception })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -75,7 +113,7 @@ impl IgnoreMatcher {
             if pattern.exclusion != excluded {
                 continue;
             }
-            let hit = pattern.regex.is_match(path) || parents.iter().any(|p| pattern.regex.is_match(p));
+            let hit = pattern.matches(path) || parents.iter().any(|p| pattern.matches(p));
             if hit {
                 excluded = !pattern.exclusion;
             }
@@ -86,12 +124,12 @@ impl IgnoreMatcher {
     /// Whether some `!` pattern could re-include a path under the excluded directory `dir`, in
     /// which case a context walk must still descend into it.
     pub fn may_reinclude_under(&self, dir: &str) -> bool {
+        if self.wildcard_exception {
+            return true;
+        }
         let dir = clean_path(dir);
-        let dir = dir.trim_start_matches('/');
-        self.patterns.iter().any(|p| {
-            p.exclusion
-                && (p.text.starts_with(&format!("{dir}/")) || p.text.contains("**") || p.text.contains(['*', '?', '[']))
-        })
+        let dir = format!("{}/", dir.trim_start_matches('/'));
+        self.patterns.iter().any(|p| p.exclusion && p.text.starts_with(&dir))
     }
 }
 
@@ -102,7 +140,7 @@ fn parent_prefixes(path: &str) -> impl Iterator<Item = &str> {
 
 /// Translates a pattern to an anchored regex: `*` and `?` stay within one path component, `**`
 /// crosses components, `[...]` is a class, `\` escapes the next character.
-fn compile(pattern: &str) -> Result<Regex, String> {
+fn translate(pattern: &str) -> Result<String, String> {
     let chars: Vec<char> = pattern.chars().collect();
     let mut out = String::from("^");
     let mut i = 0;
@@ -150,7 +188,7 @@ fn compile(pattern: &str) -> Result<Regex, String> {
         i += 1;
     }
     out.push('$');
-    Regex::new(&out).map_err(|e| e.to_string())
+    Ok(out)
 }
 
 /// Inside a class only `\`, `[` and `]` (and `^` at the start, handled by the caller) are special
@@ -243,6 +281,37 @@ mod tests {
         let err = IgnoreMatcher::parse("ok\n[unterminated\n", "ctx/.dockerignore").unwrap_err();
         assert_eq!(err.line, 2);
         assert!(err.to_string().starts_with("ctx/.dockerignore:2:"), "{err}");
+    }
+
+    #[test]
+    fn a_huge_pattern_list_is_refused_with_one_clear_error() {
+        let many: String = (0..100_000).map(|i| format!("pat{i}/**/*.x{i}\n")).collect();
+        let started = std::time::Instant::now();
+        let Err(err) = IgnoreMatcher::parse(&many, "ctx/.dockerignore") else { panic!("100,000 patterns accepted") };
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+        assert_eq!(err.line, MAX_PATTERNS + 1);
+        assert!(err.to_string().contains(&format!("more than {MAX_PATTERNS} patterns")), "{err}");
+        // Comments and blank lines do not count.
+        let padded = format!("{}{}", "# note\n\n".repeat(MAX_PATTERNS), "a\n".repeat(MAX_PATTERNS));
+        assert!(IgnoreMatcher::parse(&padded, ".dockerignore").is_ok());
+    }
+
+    #[test]
+    fn matching_is_linear_in_the_patterns_at_the_limit() {
+        // MAX_PATTERNS patterns that all need their regex, against paths none of them matches
+        // after a literal prefix check: must stay well under a second per thousand paths.
+        let many: String =
+            (0..MAX_PATTERNS).map(|i| format!("dir{i}/**/x{i}*\n!dir{i}/keep\n")).take(MAX_PATTERNS / 2).collect();
+        let m = IgnoreMatcher::parse(&many, ".dockerignore").unwrap();
+        let started = std::time::Instant::now();
+        for i in 0..1000 {
+            assert!(!m.is_excluded(&format!("src/sub{i}/file{i}.rs")));
+            assert!(!m.may_reinclude_under(&format!("src/sub{i}")));
+        }
+        assert!(m.is_excluded("dir7/a/b/x7yz"));
+        assert!(!m.is_excluded("dir7/keep"));
+        // (Debug build on a shared machine; this took 90 s before patterns were prefiltered.)
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
     }
 
     #[test]

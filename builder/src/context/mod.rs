@@ -5,6 +5,8 @@ pub mod dockerignore;
 
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use dockerignore::IgnoreMatcher;
@@ -66,13 +68,14 @@ impl BuildContext {
         }
         let (dockerfile, dockerfile_name, dockerfile_path) = match spec.dockerfile {
             Some("-") => (read_limited(stdin, "stdin")?, "Dockerfile".to_string(), None),
+            // Given by the user: it may be anywhere, as docker allows.
             Some(path) => {
                 let path = PathBuf::from(path);
                 (read_file(&path)?, path.display().to_string(), Some(path))
             }
             None => {
-                let path = dir.join("Dockerfile");
-                (read_file(&path)?, "Dockerfile".to_string(), Some(path))
+                let (bytes, path) = read_in_context(&dir, "Dockerfile")?;
+                (bytes, "Dockerfile".to_string(), Some(path))
             }
         };
         let ignore = read_ignore(&dir, dockerfile_path.as_deref())?;
@@ -103,8 +106,7 @@ impl BuildContext {
                 .map_err(|e| ContextError::Stdin(format!("not a valid context tarball: {e}")))?;
             let dir = unpacked.path().to_path_buf();
             let name = spec.dockerfile.unwrap_or("Dockerfile");
-            let path = dir.join(name);
-            let dockerfile = read_file(&path)?;
+            let (dockerfile, path) = read_in_context(&dir, name)?;
             let ignore = read_ignore(&dir, Some(&path))?;
             Ok(BuildContext { dir, dockerfile, dockerfile_name: name.to_string(), ignore, _unpacked: Some(unpacked) })
         } else {
@@ -126,10 +128,90 @@ fn looks_like_archive(head: &[u8]) -> bool {
     head.get(257..262) == Some(b"ustar") || !matches!(Compression::detect(head), Compression::None)
 }
 
+/// Reads a file the user named (`-f`): symlinks followed as usual, but only a regular file is
+/// read (a FIFO would block the build forever, a device never end).
 fn read_file(path: &Path) -> Result<Vec<u8>, ContextError> {
-    let file = fs::File::open(path)
-        .map_err(|e| ContextError::Dockerfile { path: path.display().to_string(), why: e.to_string() })?;
-    read_limited(&mut &file, &path.display().to_string())
+    let shown = path.display().to_string();
+    let fail = |why: String| ContextError::Dockerfile { path: shown.clone(), why };
+    // O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| fail(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail(not_regular(&meta.file_type())));
+    }
+    read_limited(&mut &file, &shown)
+}
+
+/// Reads `name` (relative to the context directory `dir`) as every context path is resolved
+/// (`copy::sources`): symlinks are followed inside the context, an absolute target from its root
+/// and `..` stopping there, so `Dockerfile -> /etc/shadow` names `<context>/etc/shadow`, never the
+/// host's. Only a regular file is read. Returns the bytes and the real path.
+fn read_in_context(dir: &Path, name: &str) -> Result<(Vec<u8>, PathBuf), ContextError> {
+    match open_in_context(dir, name)? {
+        Some((file, path)) => Ok((read_limited(&mut &file, &path.display().to_string())?, path)),
+        None => Err(ContextError::Dockerfile {
+            path: dir.join(name).display().to_string(),
+            why: io::Error::from(io::ErrorKind::NotFound).to_string(),
+        }),
+    }
+}
+
+/// [`read_in_context`]'s resolution and checks; None when there is no such file (and no symlink
+/// leading out of the context pointed at it).
+fn open_in_context(dir: &Path, name: &str) -> Result<Option<(fs::File, PathBuf)>, ContextError> {
+    use crate::copy::sources::{self, NodeKind};
+    let shown = dir.join(name).display().to_string();
+    let fail = |why: String| ContextError::Dockerfile { path: shown.clone(), why };
+    let no_ignore = IgnoreMatcher::default();
+    let tree = sources::ContextTree { root: dir, ignore: &no_ignore, with_xattrs: false };
+    let resolved = sources::resolve(&tree, &sources::clean(name.as_bytes()), true).map_err(|e| fail(e.to_string()))?;
+    let Some(node) = resolved.node else {
+        if resolved.clamped {
+            return Err(fail(format!(
+                "it is a symlink that leads outside the build context, and the {name} must be within the build context \
+                 (name a file elsewhere with -f)"
+            )));
+        }
+        return Ok(None);
+    };
+    if !matches!(node.kind, NodeKind::File { .. }) {
+        let meta = fs::symlink_metadata(dir.join(std::ffi::OsStr::from_bytes(&resolved.path)))
+            .map_err(|e| fail(e.to_string()))?;
+        return Err(fail(not_regular(&meta.file_type())));
+    }
+    let path = dir.join(std::ffi::OsStr::from_bytes(&resolved.path));
+    // No symlink is left in the resolved path: O_NOFOLLOW refuses one swapped in since, and
+    // O_NONBLOCK a FIFO.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| fail(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail(not_regular(&meta.file_type())));
+    }
+    Ok(Some((file, path)))
+}
+
+fn not_regular(kind: &fs::FileType) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a fifo"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else {
+        "a special file"
+    };
+    format!("not a regular file ({what})")
 }
 
 fn read_limited(reader: &mut dyn Read, what: &str) -> Result<Vec<u8>, ContextError> {
@@ -144,26 +226,34 @@ fn read_limited(reader: &mut dyn Read, what: &str) -> Result<Vec<u8>, ContextErr
     Ok(bytes)
 }
 
-/// `<Dockerfile>.dockerignore` beside the Dockerfile wins over `<context>/.dockerignore`.
+/// `<Dockerfile>.dockerignore` beside the Dockerfile wins over `<context>/.dockerignore`. The
+/// context's own is resolved inside the context like the default Dockerfile; the one beside a
+/// Dockerfile given with `-f` is the user's choice, wherever it is.
 fn read_ignore(context: &Path, dockerfile: Option<&Path>) -> Result<IgnoreMatcher, ContextError> {
     let specific = dockerfile.map(|d| {
         let mut name = d.as_os_str().to_owned();
         name.push(".dockerignore");
         PathBuf::from(name)
     });
-    for candidate in specific.into_iter().chain([context.join(".dockerignore")]) {
-        match fs::read(&candidate) {
-            Ok(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                return Ok(IgnoreMatcher::parse(&text, &candidate.display().to_string())?);
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                return Err(ContextError::Dockerfile { path: candidate.display().to_string(), why: e.to_string() })
-            }
+    if let Some(candidate) = specific {
+        match read_file(&candidate) {
+            Ok(bytes) => return parse_ignore(&bytes, &candidate),
+            Err(ContextError::Dockerfile { .. }) if !candidate.exists() => {}
+            Err(e) => return Err(e),
         }
     }
-    Ok(IgnoreMatcher::default())
+    match open_in_context(context, ".dockerignore")? {
+        Some((file, path)) => {
+            let bytes = read_limited(&mut &file, &path.display().to_string())?;
+            parse_ignore(&bytes, &path)
+        }
+        None => Ok(IgnoreMatcher::default()),
+    }
+}
+
+fn parse_ignore(bytes: &[u8], path: &Path) -> Result<IgnoreMatcher, ContextError> {
+    let text = String::from_utf8_lossy(bytes);
+    Ok(IgnoreMatcher::parse(&text, &path.display().to_string())?)
 }
 
 #[cfg(test)]
@@ -203,6 +293,104 @@ mod tests {
             BuildContext::open(&ContextSpec { context: "-", dockerfile: None }, &mut &b"FROM scratch\n"[..]).unwrap();
         assert_eq!(plain.dockerfile, b"FROM scratch\n");
         assert_eq!(fs::read_dir(&plain.dir).unwrap().count(), 0);
+    }
+
+    fn open_dir(dir: &Path, dockerfile: Option<&str>) -> Result<BuildContext, ContextError> {
+        BuildContext::open(&ContextSpec { context: dir.to_str().unwrap(), dockerfile }, &mut io::empty())
+    }
+
+    #[test]
+    fn a_dockerfile_symlink_is_resolved_inside_the_context() {
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("shadow");
+        fs::write(&secret, "root:$6$SECRETHASH:19000:0:99999:7:::\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path().join("Dockerfile")).unwrap();
+        let err = open_dir(dir.path(), None).err().expect("a Dockerfile outside the context is refused");
+        let text = err.to_string();
+        assert!(text.contains("must be within the build context"), "{text}");
+        assert!(!text.contains("SECRETHASH"), "{text}");
+        // Relative escapes too, and the same for .dockerignore.
+        fs::remove_file(dir.path().join("Dockerfile")).unwrap();
+        let up = format!("../../../../../../../..{}", secret.display());
+        std::os::unix::fs::symlink(&up, dir.path().join("Dockerfile")).unwrap();
+        assert!(open_dir(dir.path(), None).err().unwrap().to_string().contains("within the build context"));
+        fs::remove_file(dir.path().join("Dockerfile")).unwrap();
+        fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        fs::write(outside.path().join("ignore"), "*\n").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("ignore"), dir.path().join(".dockerignore")).unwrap();
+        let err = open_dir(dir.path(), None).err().expect("a .dockerignore outside the context is refused");
+        assert!(err.to_string().contains("within the build context"), "{err}");
+
+        // A symlink to another file of the context keeps working, relative or absolute (from the
+        // context root), and `-f` may name a file anywhere, as docker allows.
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("docker")).unwrap();
+        fs::write(dir.path().join("docker/prod.Dockerfile"), "FROM scratch\n").unwrap();
+        std::os::unix::fs::symlink("docker/prod.Dockerfile", dir.path().join("Dockerfile")).unwrap();
+        assert_eq!(open_dir(dir.path(), None).unwrap().dockerfile, b"FROM scratch\n");
+        fs::remove_file(dir.path().join("Dockerfile")).unwrap();
+        std::os::unix::fs::symlink("/docker/prod.Dockerfile", dir.path().join("Dockerfile")).unwrap();
+        assert_eq!(open_dir(dir.path(), None).unwrap().dockerfile, b"FROM scratch\n");
+        fs::write(outside.path().join("Dockerfile"), "FROM scratch\nCOPY a /a\n").unwrap();
+        let explicit = outside.path().join("Dockerfile");
+        let ctx = open_dir(dir.path(), Some(explicit.to_str().unwrap())).unwrap();
+        assert_eq!(ctx.dockerfile, b"FROM scratch\nCOPY a /a\n");
+    }
+
+    #[test]
+    fn a_tar_context_cannot_point_its_dockerfile_outside() {
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("shadow");
+        fs::write(&secret, "root:SECRETHASH\n").unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        builder.append_link(&mut h, "Dockerfile", &secret).unwrap();
+        let tar = builder.into_inner().unwrap();
+        let err = BuildContext::open(&ContextSpec { context: "-", dockerfile: None }, &mut &tar[..]).err().unwrap();
+        assert!(err.to_string().contains("within the build context"), "{err}");
+        assert!(!err.to_string().contains("SECRETHASH"), "{err}");
+    }
+
+    /// Runs `f` on another thread and fails the test if it has not returned within 10 s.
+    fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10)).expect("hung on a non-regular file")
+    }
+
+    #[test]
+    fn a_fifo_or_other_special_dockerfile_is_refused_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mkfifo").arg(dir.path().join("Dockerfile")).status().unwrap();
+        assert!(status.success());
+        let path = dir.path().to_path_buf();
+        let err = within_10s(move || open_dir(&path, None).err().map(|e| e.to_string())).expect("refused");
+        assert!(err.contains("not a regular file"), "{err}");
+        // Given with -f, too; and a .dockerignore that is a fifo.
+        let path = dir.path().to_path_buf();
+        let fifo = dir.path().join("Dockerfile").to_str().unwrap().to_string();
+        let err = within_10s(move || open_dir(&path, Some(&fifo)).err().map(|e| e.to_string())).expect("refused");
+        assert!(err.contains("not a regular file"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        let status = std::process::Command::new("mkfifo").arg(dir.path().join(".dockerignore")).status().unwrap();
+        assert!(status.success());
+        let path = dir.path().to_path_buf();
+        let err = within_10s(move || open_dir(&path, None).err().map(|e| e.to_string())).expect("refused");
+        assert!(err.contains("not a regular file"), "{err}");
+        // A directory named Dockerfile, and a character device given with -f.
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("Dockerfile")).unwrap();
+        assert!(open_dir(dir.path(), None).err().unwrap().to_string().contains("not a regular file"));
+        let path = dir.path().to_path_buf();
+        let err = within_10s(move || open_dir(&path, Some("/dev/zero")).err().map(|e| e.to_string())).expect("refused");
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]

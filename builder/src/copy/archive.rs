@@ -18,6 +18,8 @@ use std::io::{self, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use kiln_cas::image_fs::{EntryKind, ImageFs};
+
 use super::sources::{components, display, join};
 use super::tarwriter::{Content, Entry, Kind};
 use super::CopyError;
@@ -158,6 +160,7 @@ pub(crate) fn entries(
     spool: &File,
     spool_index: usize,
     dest: &[u8],
+    fs: &ImageFs,
     shown: &str,
 ) -> Result<Vec<(Vec<u8>, Entry)>, CopyError> {
     let bad = |why: String| CopyError::BadArchive { path: shown.to_string(), why };
@@ -166,6 +169,9 @@ pub(crate) fn entries(
     let mut archive = tar::Archive::new(reader);
     let mut out: Vec<(Vec<u8>, Entry)> = Vec::new();
     let mut links: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    // Non-symlink paths earlier members made, and whether each is a directory: they hide what the
+    // image has there.
+    let mut made: HashMap<Vec<u8>, bool> = HashMap::new();
     let mut files: HashMap<Vec<u8>, (Content, u64, String)> = HashMap::new();
     let iter = archive.entries().map_err(|e| bad(e.to_string()))?;
     for (index, entry) in iter.enumerate() {
@@ -194,8 +200,8 @@ pub(crate) fn entries(
             return Err(CopyError::Whiteout { path: name });
         }
         let full = join(dest, &rel);
-        let full = resolve_parents(&full, dest, &links)
-            .ok_or_else(|| bad(format!("entry \"{name}\" escapes the destination through a symlink")))?;
+        let full = place(&full, dest, &Made { links: &links, made: &made, fs })
+            .map_err(|e| bad(e.message(&format!("entry \"{name}\""))))?;
         let mode = header.mode().map_err(|e| bad(format!("\"{name}\": {e}")))? & 0o7777;
         // Empty numeric fields read as 0, as Go's archive/tar reads them.
         let uid = header.uid().unwrap_or(0);
@@ -219,10 +225,11 @@ pub(crate) fn entries(
             tar::EntryType::Link => {
                 let target_raw = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
                 let target_name = display(&target_raw);
+                let what = format!("hardlink \"{name}\" to \"{target_name}\"");
                 let target = archive_relative(&target_raw)
-                    .map(|t| join(dest, &t))
-                    .and_then(|t| resolve_parents(&t, dest, &links))
-                    .ok_or_else(|| bad(format!("hardlink \"{name}\" to \"{target_name}\" escapes the destination")))?;
+                    .ok_or(Misplaced::Escapes)
+                    .and_then(|t| place(&join(dest, &t), dest, &Made { links: &links, made: &made, fs }))
+                    .map_err(|e| bad(e.message(&what)))?;
                 let Some((content, size, key)) = files.get(&target).cloned() else {
                     return Err(bad(format!(
                         "hardlink \"{name}\": target \"{target_name}\" is not an earlier file of the archive"
@@ -244,8 +251,11 @@ pub(crate) fn entries(
             tar::EntryType::GNUSparse => return Err(bad(format!("\"{name}\": sparse files are not supported"))),
             _ => continue,
         };
-        if !matches!(kind, Kind::Symlink(_)) {
+        if matches!(kind, Kind::Symlink(_)) {
+            made.remove(&full);
+        } else {
             links.remove(&full);
+            made.insert(full.clone(), matches!(kind, Kind::Dir));
         }
         if !matches!(kind, Kind::File { .. }) {
             files.remove(&full);
@@ -271,42 +281,106 @@ fn archive_relative(raw: &[u8]) -> Option<Vec<u8>> {
     Some(parts.join(&b'/'))
 }
 
-/// Follows symlinks made by earlier members of the same archive in the parent components of
-/// `full`; None when that leads outside `dest`.
-fn resolve_parents(full: &[u8], dest: &[u8], links: &HashMap<Vec<u8>, Vec<u8>>) -> Option<Vec<u8>> {
-    if links.is_empty() {
-        return Some(full.to_vec());
+/// What earlier members of the archive made, over the image they are added to.
+struct Made<'a> {
+    /// Symlink members: path → target.
+    links: &'a HashMap<Vec<u8>, Vec<u8>>,
+    /// Other members: path → is a directory.
+    made: &'a HashMap<Vec<u8>, bool>,
+    /// The stage's file system before this step.
+    fs: &'a ImageFs,
+}
+
+/// Why a member cannot be placed.
+#[derive(Debug, PartialEq, Eq)]
+enum Misplaced {
+    /// A symlink of the archive itself leads outside the destination.
+    Escapes,
+    /// A parent component is neither a directory nor a symlink.
+    NotDir(Vec<u8>),
+    Loop,
+}
+
+impl Misplaced {
+    fn message(&self, what: &str) -> String {
+        match self {
+            Misplaced::Escapes => format!("{what} escapes the destination through a symlink"),
+            Misplaced::NotDir(p) => format!("{what}: /{} is not a directory", display(p)),
+            Misplaced::Loop => format!("{what}: too many levels of symbolic links"),
+        }
     }
+}
+
+/// Where the member `full` (the destination joined with its cleaned name) goes: symlinks in its
+/// parent components are followed, as an untar inside the image does (BuildKit, moby's
+/// `archive.Untar` in the destination): the archive's own earlier symlinks, which must keep it
+/// under `dest`, and the image's (merged-/usr bases: `lib -> usr/lib`, `var/run -> /run`), which
+/// resolve inside the image root (an absolute target from the root, `..` stopping at it). A path
+/// an earlier member made is what that member made it. The last component is never followed: a
+/// member replaces whatever is at its own path.
+fn place(full: &[u8], dest: &[u8], made: &Made) -> Result<Vec<u8>, Misplaced> {
     let mut pending: Vec<Vec<u8>> = components(full).into_iter().rev().collect();
-    let last = pending.remove(0);
+    let Some(last) = (!pending.is_empty()).then(|| pending.remove(0)) else { return Ok(Vec::new()) };
     let mut current: Vec<Vec<u8>> = Vec::new();
     let mut hops = 0;
+    // Whether an archive symlink was followed: the result must then stay under `dest`.
+    let mut own_hop = false;
+    // Once a component is missing from the image, nothing under it is there either.
+    let mut missing = false;
     while let Some(component) = pending.pop() {
         match component.as_slice() {
             b"." => continue,
             b".." => {
-                current.pop()?;
+                if current.pop().is_none() && own_hop {
+                    return Err(Misplaced::Escapes);
+                }
+                missing = false;
                 continue;
             }
             _ => {}
         }
         current.push(component);
-        if let Some(target) = links.get(&current.join(&b'/')) {
-            hops += 1;
-            if hops > SYMLINK_LIMIT {
-                return None;
+        let here = current.join(&b'/');
+        let target = if let Some(target) = made.links.get(&here) {
+            own_hop = true;
+            target.clone()
+        } else if let Some(&is_dir) = made.made.get(&here) {
+            if !is_dir {
+                return Err(Misplaced::NotDir(here));
             }
-            current.pop();
-            if target.starts_with(b"/") {
-                current.clear();
+            continue;
+        } else if missing {
+            continue;
+        } else {
+            match super::dest::lookup(made.fs, &display(&here)) {
+                None => {
+                    missing = true;
+                    continue;
+                }
+                Some(e) if e.kind == EntryKind::Symlink => e.link.unwrap_or_default().into_bytes(),
+                Some(e) if e.kind == EntryKind::Dir => continue,
+                Some(_) => return Err(Misplaced::NotDir(here)),
             }
-            pending.extend(components(target).into_iter().rev());
+        };
+        hops += 1;
+        if hops > SYMLINK_LIMIT {
+            return Err(Misplaced::Loop);
         }
+        current.pop();
+        if target.starts_with(b"/") {
+            current.clear();
+        }
+        // What the link leads to is looked up afresh.
+        missing = false;
+        pending.extend(components(&target).into_iter().rev());
     }
     current.push(last);
     let resolved = current.join(&b'/');
     let inside = dest.is_empty() || (resolved.starts_with(dest) && resolved.get(dest.len()) == Some(&b'/'));
-    inside.then_some(resolved)
+    if own_hop && !inside {
+        return Err(Misplaced::Escapes);
+    }
+    Ok(resolved)
 }
 
 /// Reads a whole small spool range (tests).
@@ -339,12 +413,15 @@ mod tests {
         links.insert(b"app/etc".to_vec(), b"/etc".to_vec());
         links.insert(b"app/up".to_vec(), b"../..".to_vec());
         links.insert(b"app/inapp".to_vec(), b"/app/x".to_vec());
-        assert_eq!(resolve_parents(b"app/lib/a", b"app", &links), Some(b"app/usr/lib/a".to_vec()));
-        assert_eq!(resolve_parents(b"app/etc/passwd", b"app", &links), None);
-        assert_eq!(resolve_parents(b"app/up/x", b"app", &links), None);
-        assert_eq!(resolve_parents(b"app/inapp/y", b"app", &links), Some(b"app/x/y".to_vec()));
+        let fs = ImageFs::empty();
+        let made = HashMap::new();
+        let m = Made { links: &links, made: &made, fs: &fs };
+        assert_eq!(place(b"app/lib/a", b"app", &m), Ok(b"app/usr/lib/a".to_vec()));
+        assert_eq!(place(b"app/etc/passwd", b"app", &m), Err(Misplaced::Escapes));
+        assert_eq!(place(b"app/up/x", b"app", &m), Err(Misplaced::Escapes));
+        assert_eq!(place(b"app/inapp/y", b"app", &m), Ok(b"app/x/y".to_vec()));
         // The last component is the member itself: a symlink there is replaced, not followed.
-        assert_eq!(resolve_parents(b"app/etc", b"app", &links), Some(b"app/etc".to_vec()));
+        assert_eq!(place(b"app/etc", b"app", &m), Ok(b"app/etc".to_vec()));
     }
 
     #[test]
@@ -375,7 +452,7 @@ mod tests {
             std::fs::write(&path, &bytes).unwrap();
             assert!(is_archive(&path).unwrap(), "{name}");
             let spool = spool(&path).unwrap();
-            let list = entries(&spool, 0, b"dst", name).unwrap();
+            let list = entries(&spool, 0, b"dst", &ImageFs::empty(), name).unwrap();
             assert_eq!(list.len(), 1);
             assert_eq!(list[0].0, b"dst/x");
             let Kind::File { content: Content::Spool { offset, .. }, size, .. } = &list[0].1.kind else { panic!() };

@@ -27,7 +27,7 @@ mod chmod;
 mod chown;
 mod dest;
 mod inputs;
-mod sources;
+pub(crate) mod sources;
 mod tarwriter;
 mod url;
 
@@ -220,8 +220,18 @@ pub fn copy_layer(store: &Store, req: &CopyRequest) -> Result<CopyResult, CopyEr
             }
         }
     }
-    if items.is_empty() {
+    if op.sources.is_empty() {
         return Err(CopyError::NoSourceFiles);
+    }
+    if items.is_empty() {
+        // Wildcards (or --exclude) left nothing: BuildKit copies nothing and succeeds
+        // (AllowEmptyWildcard), with an empty layer and no destination directory made.
+        return write_layer(
+            store,
+            &LayerTree::new(),
+            &ContentSources { image: None, spools: &[] },
+            req.source_date_epoch,
+        );
     }
 
     let empty_fs = ImageFs::empty();
@@ -262,18 +272,25 @@ pub fn copy_layer(store: &Store, req: &CopyRequest) -> Result<CopyResult, CopyEr
                 if m.node.is_dir() {
                     let skip = |rel: &[u8], is_dir: bool| excluded(excludes.as_ref(), rel, is_dir);
                     for (rel, node) in sources::walk(tree, &m.resolved, &skip)? {
+                        let target = join(&base, &rel);
+                        if node.is_dir() {
+                            refuse_merge_into_non_dir(dest_fs, &layer, &target)?;
+                        }
                         if let Some(entry) = entry_of(&node) {
-                            layer.insert(&join(&base, &rel), entry, &made);
+                            layer.insert(&target, entry, &made);
                         }
                     }
                     continue;
                 }
                 if let Some((spool, shown)) = archive {
-                    for (path, mut entry) in archive::entries(&spools[*spool], *spool, &base, shown)? {
+                    for (path, mut entry) in archive::entries(&spools[*spool], *spool, &base, dest_fs, shown)? {
                         if let Some(o) = owner {
                             entry.uid = o.uid;
                             entry.gid = o.gid;
                         }
+                        // A member placed through an image symlink lands outside `base`: the
+                        // image's directories on the way keep their metadata.
+                        add_missing_dest_dirs(&mut layer, dest_fs, parent_of(&path), &made);
                         layer.insert(&path, entry, &made);
                     }
                     continue;
@@ -284,8 +301,12 @@ pub fn copy_layer(store: &Store, req: &CopyRequest) -> Result<CopyResult, CopyEr
                 }
             }
             Item::Parent(rel, node) => {
+                let target = join(&base, rel);
+                if node.is_dir() {
+                    refuse_merge_into_non_dir(dest_fs, &layer, &target)?;
+                }
                 if let Some(entry) = entry_of(node) {
-                    layer.insert(&join(&base, rel), entry, &made);
+                    layer.insert(&target, entry, &made);
                 }
             }
             Item::Heredoc { name, content } => {
@@ -328,6 +349,18 @@ pub fn copy_layer(store: &Store, req: &CopyRequest) -> Result<CopyResult, CopyEr
     if let Some(bad) = layer.paths().find(|p| p.split(|&b| b == b'/').any(|c| c.starts_with(b".wh."))) {
         return Err(CopyError::Whiteout { path: format!("/{}", sources::display(bad)) });
     }
+    // A directory where the stage has a symlink or another non-directory (an ADD archive's
+    // `lib/` over `lib -> usr/lib`) replaces it: opaque, as in BuildKit's layer.
+    let replacing: Vec<Vec<u8>> = layer
+        .dirs()
+        .filter(|p| {
+            dest::lookup(dest_fs, &sources::display(p)).is_some_and(|e| e.kind != kiln_cas::image_fs::EntryKind::Dir)
+        })
+        .map(<[u8]>::to_vec)
+        .collect();
+    for path in replacing {
+        layer.mark_opaque(&path);
+    }
 
     let content = ContentSources {
         image: match &req.source {
@@ -336,8 +369,18 @@ pub fn copy_layer(store: &Store, req: &CopyRequest) -> Result<CopyResult, CopyEr
         },
         spools: &spools,
     };
+    write_layer(store, &layer, &content, req.source_date_epoch)
+}
+
+/// Writes `layer` as a tar into the store.
+fn write_layer(
+    store: &Store,
+    layer: &LayerTree,
+    content: &ContentSources,
+    source_date_epoch: Option<i64>,
+) -> Result<CopyResult, CopyError> {
     let mut writer = store.blob_writer()?;
-    let entries = tarwriter::write_tar(&layer, &content, req.source_date_epoch, &mut writer)?;
+    let entries = tarwriter::write_tar(layer, content, source_date_epoch, &mut writer)?;
     let size = writer.bytes_written();
     let diff_id = writer.commit(None)?;
     Ok(CopyResult { diff_id, size, entries })
@@ -391,6 +434,42 @@ fn add_dest_dirs(layer: &mut LayerTree, fs: &ImageFs, base: &[u8], made: &Entry)
             _ => made.clone(),
         };
         layer.insert(&path, entry, made);
+    }
+}
+
+/// [`add_dest_dirs`] for the components of `dir` the layer does not have yet.
+fn add_missing_dest_dirs(layer: &mut LayerTree, fs: &ImageFs, dir: &[u8], made: &Entry) {
+    if dir.is_empty() || layer.get(dir).is_some_and(Entry::is_dir) {
+        return;
+    }
+    let comps = sources::components(dir);
+    for i in 1..=comps.len() {
+        let path = comps[..i].join(&b'/');
+        if layer.get(&path).is_some_and(Entry::is_dir) {
+            continue;
+        }
+        let entry = match dest::lookup(fs, &sources::display(&path)) {
+            Some(e) if e.kind == kiln_cas::image_fs::EntryKind::Dir => {
+                Entry::dir(e.mode & 0o7777, e.uid, e.gid, i64::try_from(e.mtime).unwrap_or(i64::MAX))
+            }
+            _ => made.clone(),
+        };
+        layer.insert(&path, entry, made);
+    }
+}
+
+/// A source directory copied onto `target`, where the stage has a symlink or another
+/// non-directory (and this step has not put a directory): BuildKit's copy refuses to merge into
+/// it ("cannot copy to non-directory") rather than replace `/lib -> usr/lib` with a directory.
+fn refuse_merge_into_non_dir(fs: &ImageFs, layer: &LayerTree, target: &[u8]) -> Result<(), CopyError> {
+    if layer.get(target).is_some() {
+        return Ok(());
+    }
+    match dest::lookup(fs, &sources::display(target)) {
+        Some(e) if e.kind != kiln_cas::image_fs::EntryKind::Dir => {
+            Err(CopyError::DestNotDir { path: format!("/{}", sources::display(target)) })
+        }
+        _ => Ok(()),
     }
 }
 

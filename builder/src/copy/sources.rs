@@ -90,6 +90,12 @@ pub(crate) trait Tree {
     fn list(&self, dir: &[u8]) -> Result<Vec<Vec<u8>>, CopyError>;
     /// "the build context" or "the source image", for messages.
     fn what(&self) -> &'static str;
+    /// Whether the directory `path` is itself excluded (`.dockerignore`) and visible only because
+    /// a `!` pattern may re-include something under it: it is then part of the source only as
+    /// the parent of what is re-included (BuildKit's context walk emits such parents lazily).
+    fn excluded_dir(&self, _path: &[u8]) -> bool {
+        false
+    }
 }
 
 pub(crate) struct ContextTree<'a> {
@@ -182,6 +188,10 @@ impl Tree for ContextTree<'_> {
 
     fn what(&self) -> &'static str {
         "the build context"
+    }
+
+    fn excluded_dir(&self, path: &[u8]) -> bool {
+        !path.is_empty() && !self.ignore.is_empty() && self.ignore.is_excluded(&String::from_utf8_lossy(path))
     }
 }
 
@@ -415,8 +425,8 @@ pub(crate) fn expand(tree: &dyn Tree, source: &str) -> Result<Vec<Match>, CopyEr
     if !comps.iter().any(|c| has_meta(c)) {
         let r = resolve(tree, &cleaned, true)?;
         return match r.node {
-            Some(node) => Ok(vec![Match { named: cleaned, resolved: r.path, node }]),
-            None => Err(not_found(tree, source, r.clamped || climbs_out(source.as_bytes()))),
+            Some(node) if present(tree, &r.path, &node)? => Ok(vec![Match { named: cleaned, resolved: r.path, node }]),
+            _ => Err(not_found(tree, source, r.clamped || climbs_out(source.as_bytes()))),
         };
     }
     let mut candidates: Vec<Vec<u8>> = vec![Vec::new()];
@@ -448,7 +458,9 @@ pub(crate) fn expand(tree: &dyn Tree, source: &str) -> Result<Vec<Match>, CopyEr
     for named in candidates {
         let r = resolve(tree, &named, true)?;
         if let Some(node) = r.node {
-            out.push(Match { named, resolved: r.path, node });
+            if present(tree, &r.path, &node)? {
+                out.push(Match { named, resolved: r.path, node });
+            }
         }
     }
     Ok(out)
@@ -471,6 +483,8 @@ pub(crate) fn walk(
     skip: &dyn Fn(&[u8], bool) -> bool,
 ) -> Result<Vec<(Vec<u8>, Node)>, CopyError> {
     let mut out = Vec::new();
+    // Excluded directories walked only for what may be re-included under them.
+    let mut only_parents: Vec<Vec<u8>> = Vec::new();
     let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(rel) = stack.pop() {
         let full = join(dir, &rel);
@@ -482,11 +496,39 @@ pub(crate) fn walk(
             }
             if node.is_dir() {
                 stack.push(child_rel.clone());
+                if tree.excluded_dir(&join(dir, &child_rel)) {
+                    only_parents.push(child_rel.clone());
+                }
             }
             out.push((child_rel, node));
         }
     }
+    if !only_parents.is_empty() {
+        // Deepest first, so a directory kept as a parent keeps its own parents.
+        only_parents.sort_by_key(|p| std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count()));
+        let mut dropped: std::collections::HashSet<Vec<u8>> = only_parents.iter().cloned().collect();
+        let mut kept: std::collections::BTreeSet<Vec<u8>> =
+            out.iter().map(|(p, _)| p).filter(|p| !dropped.contains(*p)).cloned().collect();
+        for p in &only_parents {
+            let mut prefix = p.clone();
+            prefix.push(b'/');
+            if kept.range(prefix.clone()..).next().is_some_and(|k| k.starts_with(&prefix)) {
+                dropped.remove(p);
+                kept.insert(p.clone());
+            }
+        }
+        out.retain(|(p, _)| !dropped.contains(p));
+    }
     Ok(out)
+}
+
+/// Whether a matched directory is part of the source: not when it is an excluded directory with
+/// nothing re-included under it.
+fn present(tree: &dyn Tree, resolved: &[u8], node: &Node) -> Result<bool, CopyError> {
+    if !node.is_dir() || !tree.excluded_dir(resolved) {
+        return Ok(true);
+    }
+    Ok(!walk(tree, resolved, &|_, _| false)?.is_empty())
 }
 
 /// Whether `..` components would take `path` above its root.

@@ -74,6 +74,10 @@ impl Entry {
 #[derive(Default)]
 pub(crate) struct LayerTree {
     entries: BTreeMap<Vec<u8>, Entry>,
+    /// Directories that replace a non-directory of the stage: written with an opaque marker
+    /// right after them, as BuildKit's overlay diff does for a directory made where something
+    /// else was removed.
+    opaque: std::collections::BTreeSet<Vec<u8>>,
 }
 
 impl LayerTree {
@@ -81,7 +85,6 @@ impl LayerTree {
         LayerTree::default()
     }
 
-    #[cfg(test)]
     pub fn get(&self, path: &[u8]) -> Option<&Entry> {
         self.entries.get(path)
     }
@@ -124,6 +127,16 @@ impl LayerTree {
         for k in doomed {
             self.entries.remove(&k);
         }
+    }
+
+    /// Marks the directory at `path` opaque (ignored unless a directory is there when written).
+    pub fn mark_opaque(&mut self, path: &[u8]) {
+        self.opaque.insert(path.to_vec());
+    }
+
+    /// Directories of the layer, in path order.
+    pub fn dirs(&self) -> impl Iterator<Item = &[u8]> {
+        self.entries.iter().filter(|(_, e)| e.is_dir()).map(|(p, _)| p.as_slice())
     }
 
     pub fn paths(&self) -> impl Iterator<Item = &[u8]> {
@@ -228,6 +241,26 @@ pub(crate) fn write_tar<W: Write>(
             xattrs: &xattrs,
         };
         write_header(out, &header).map_err(CopyError::WriteLayer)?;
+        if type_flag == b'5' && tree.opaque.contains(path) {
+            // overlay's marker as docker/BuildKit write it: a regular file with the directory's
+            // permissions and owner, no time.
+            let mut marker = path.clone();
+            marker.extend_from_slice(b"/.wh..wh..opq");
+            let header = TarHeader {
+                name: &marker,
+                type_flag: b'0',
+                mode: entry.mode & 0o777,
+                uid: entry.uid,
+                gid: entry.gid,
+                size: 0,
+                mtime: 0,
+                link: None,
+                device: None,
+                xattrs: &[],
+            };
+            write_header(out, &header).map_err(CopyError::WriteLayer)?;
+            count += 1;
+        }
         if type_flag == b'0' && size > 0 {
             let Kind::File { content, .. } = &entry.kind else { unreachable!() };
             let mut reader = sources.open(content, path)?.take(size);

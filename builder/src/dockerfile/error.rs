@@ -57,6 +57,28 @@ pub enum ParseErrorKind {
     TooManyInstructions { max: usize },
     #[error("ONBUILD triggers nested more than {max} deep")]
     OnbuildTooDeep { max: usize },
-    #[error("unknown instruction: {name}")]
+    #[error("unknown instruction: {}", snippet(.name))]
     UnknownInstruction { name: String },
 }
+
+/// Source text echoed in an error: at most [`SNIPPET_CHARS`] characters, control characters
+/// escaped. A file that is not a Dockerfile (`-f /etc/shadow`, `/proc/self/environ`) fails on its
+/// first word, which must not be printed whole, nor write escape sequences to a terminal.
+pub fn snippet(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == SNIPPET_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// How much of an unknown word an error shows.
+pub const SNIPPET_CHARS: usize = 24;

@@ -13,7 +13,7 @@
 
 mod directives;
 mod dump;
-mod error;
+pub(crate) mod error;
 mod heredoc;
 mod json;
 mod parse;

@@ -639,6 +639,19 @@ mod tests {
     }
 
     #[test]
+    fn unknown_instruction_errors_show_only_a_short_escaped_snippet() {
+        // A file that is not a Dockerfile (`/etc/shadow`, `/proc/self/environ`) must not be
+        // echoed: only the start of its first word, with control characters escaped.
+        let first = format!("root:$6$SALT{}\u{1b}[2J\0PATH=/usr/bin\0SECRET_TOKEN=abc", "A".repeat(10_000));
+        let err = parse(&format!("{first}\nFROM a\n")).unwrap().reject_unknown_instructions().unwrap_err().to_string();
+        assert!(err.starts_with("Dockerfile:1: unknown instruction: root:$6$SALTAAA"), "{err}");
+        assert!(err.chars().count() < 120, "{err}");
+        assert!(!err.contains('\u{1b}') && !err.contains('\0') && !err.contains("SECRET_TOKEN"), "{err}");
+        let err = parse("X\u{1b}[2J\0Y\n").unwrap().reject_unknown_instructions().unwrap_err().to_string();
+        assert_eq!(err, "Dockerfile:1: unknown instruction: X\\u{1b}[2J\\0Y");
+    }
+
+    #[test]
     fn unknown_instructions_parse_but_can_be_rejected() {
         let dockerfile = parse("FROM a\nFOO bar\n").unwrap();
         assert_eq!(dockerfile.dump(), "(from \"a\")\n(foo \"\")");

@@ -216,7 +216,9 @@ fn find_heredoc<'a>(instruction: &'a Instruction, name: &str) -> Option<&'a Here
 pub(crate) fn parse_command(instruction: &Instruction) -> Result<Command, String> {
     let args = &instruction.args;
     match instruction.keyword {
-        Keyword::Unknown => Err(format!("unknown instruction: {}", instruction.name)),
+        Keyword::Unknown => {
+            Err(format!("unknown instruction: {}", crate::dockerfile::error::snippet(&instruction.name)))
+        }
         Keyword::From => {
             let name = match args.len() {
                 3 if args[1].eq_ignore_ascii_case("as") => {

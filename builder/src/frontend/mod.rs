@@ -103,7 +103,7 @@ fn location(file: &str, line: usize, column: usize) -> String {
 /// What went wrong; messages follow BuildKit's wording where it has one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanErrorKind {
-    #[error("unknown instruction: {0}")]
+    #[error("unknown instruction: {}", crate::dockerfile::error::snippet(.0))]
     UnknownInstruction(String),
     /// A bad flag, a wrong argument count, a bad value (BuildKit's instruction-parse errors).
     #[error("{0}")]
@@ -538,7 +538,10 @@ impl<'a> Planner<'a> {
             Keyword::From | Keyword::Maintainer | Keyword::Onbuild => {
                 return Err(fail(format!("{} isn't allowed as an ONBUILD trigger", instruction.name.to_uppercase())))
             }
-            Keyword::Unknown => return Err(fail(format!("unknown instruction: {}", instruction.name))),
+            Keyword::Unknown => {
+                let name = crate::dockerfile::error::snippet(&instruction.name);
+                return Err(fail(format!("unknown instruction: {name}")));
+            }
             _ => {}
         }
         let command = instructions::parse_command(&instruction).map_err(fail)?;
@@ -963,8 +966,8 @@ fn go_atoi(s: &str) -> Option<i64> {
     s.parse().ok()
 }
 
-/// BuildKit's COPY destination: relative to WORKDIR, cleaned, trailing `/` kept (and added for
-/// `.` and the empty path).
+/// BuildKit's COPY destination: relative to WORKDIR, cleaned, a trailing `/` or `/.` kept as `/`
+/// ("into this directory"; also for `.` and the empty path).
 fn resolve_dest(workdir: &str, dest: &str) -> String {
     let joined = if dest.starts_with('/') {
         dest.to_string()
@@ -972,7 +975,7 @@ fn resolve_dest(workdir: &str, dest: &str) -> String {
         stages::join_path(&[if workdir.is_empty() { "/" } else { workdir }, dest])
     };
     let mut out = stages::join_path(&["/", &joined]);
-    if (dest == "." || dest.is_empty() || dest.ends_with('/')) && !out.ends_with('/') {
+    if (dest == "." || dest.is_empty() || dest.ends_with('/') || dest.ends_with("/.")) && !out.ends_with('/') {
         out.push('/');
     }
     out
