@@ -73,6 +73,17 @@ pub struct BaseImageConfig {
     pub onbuild: Vec<String>,
 }
 
+impl BaseImageConfig {
+    /// BuildKit's empty image for `FROM scratch`: a PATH and WorkingDir `/`.
+    pub fn scratch() -> BaseImageConfig {
+        BaseImageConfig {
+            env: vec![format!("PATH={}", stages::DEFAULT_PATH)],
+            working_dir: "/".to_string(),
+            ..BaseImageConfig::default()
+        }
+    }
+}
+
 /// Looks up base images (FROM, `COPY --from=<image>`, `RUN --mount=from=<image>`).
 pub trait ImageConfigSource {
     /// The config of `reference` for `platform` (`os/arch[/variant]`); `Err` with a reason
@@ -454,7 +465,7 @@ impl<'a> Planner<'a> {
                     (Base::Stage(positions[&parent]), state)
                 }
                 None if def.base_name == "scratch" => {
-                    (Base::Scratch, StageState::from_config(&BaseImageConfig::default()))
+                    (Base::Scratch, StageState::from_config(&BaseImageConfig::scratch()))
                 }
                 None => {
                     let config = self.base_config(&def.base_name, &def.platform).map_err(|reason| {

@@ -178,20 +178,20 @@ pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
     });
     let target = board.take(plan.target).map_err(unwrap_error)?;
     let mut config = target.config.clone();
+    // `--label`s go on the target's config as BuildKit puts them: over the Dockerfile's LABELs,
+    // with no history entry.
     if !options.labels.is_empty() {
-        let labels = config["config"].as_object_mut().map(|c| c.entry("Labels").or_insert_with(|| json!({})));
-        if let Some(Value::Object(map)) = labels {
-            for (k, v) in &options.labels {
-                map.insert(k.clone(), json!(v));
-            }
-            map.sort_keys();
-        }
+        let mut run_config = RunConfig::from_value(config.get("config"));
+        let labels = options.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        run_config.apply(&ConfigChange::Label(labels));
+        config["config"] = run_config.to_value();
     }
     // The image is as new as its newest step: taken from the cache on a hit, so a fully cached
     // rebuild gives the same image ID. SOURCE_DATE_EPOCH pins it.
     if options.source_date_epoch.is_some() || config.get("created").is_none_or(Value::is_null) {
         config["created"] = json!(created);
     }
+    let config = buildkit_image(config);
     if let Err(e) = stat.save() {
         options.progress.event(ProgressEvent::Warning(format!("could not save the build context stat cache: {e}")));
     }
@@ -602,11 +602,14 @@ fn load_image(store: &Store, reference: &str) -> Result<StageResult, String> {
     })
 }
 
+/// BuildKit's empty image (`dockerfile2llb`'s `emptyImage`): the platform, a PATH, WorkingDir
+/// `/`, no layers.
 fn scratch_result(platform: &str) -> StageResult {
     let mut config = json!({
-        "config": {},
+        "architecture": "",
+        "config": {"Env": [DEFAULT_PATH], "WorkingDir": "/"},
+        "os": "",
         "rootfs": {"type": "layers", "diff_ids": []},
-        "history": [],
     });
     set_platform(&mut config, platform);
     StageResult { config, fs: ImageFs::empty(), pending: Vec::new(), key: KeyBuilder::new("scratch").finish() }
@@ -624,6 +627,39 @@ fn set_platform(config: &mut Value, platform: &str) {
             }
         }
     }
+}
+
+/// The image config as BuildKit's exporter writes it: the fields of the OCI image struct only
+/// (docker's `container_config`, `docker_version`, `comment`, … are not carried over from a base),
+/// empty optional ones left out, keys in sorted order.
+fn buildkit_image(config: Value) -> Value {
+    const FIELDS: &[&str] = &[
+        "architecture",
+        "author",
+        "config",
+        "created",
+        "history",
+        "os",
+        "os.features",
+        "os.version",
+        "rootfs",
+        "variant",
+    ];
+    let Value::Object(mut map) = config else { return config };
+    let mut out = serde_json::Map::new();
+    for key in FIELDS {
+        let Some(value) = map.remove(*key) else { continue };
+        let empty = match &value {
+            Value::Null => true,
+            Value::String(s) => s.is_empty() && *key != "architecture" && *key != "os",
+            Value::Array(a) => a.is_empty(),
+            _ => false,
+        };
+        if !empty {
+            out.insert((*key).to_string(), value);
+        }
+    }
+    Value::Object(out)
 }
 
 fn push_diff_id(config: &mut Value, diff_id: &Digest) {

@@ -1,0 +1,221 @@
+//! The image config a build writes and the build options that shape it: BuildKit's empty image for
+//! `FROM scratch`, docker-written configs with `null` maps as bases, `--label`, SOURCE_DATE_EPOCH
+//! as a build arg, `--platform` against the base's platform, what FROM resolves, and build flags
+//! that must be refused.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+const DOCKER: &str = "/usr/bin/docker";
+
+/// A store and a context directory.
+struct Ctx {
+    k: Kiln,
+}
+
+impl Ctx {
+    fn new() -> Ctx {
+        let k = Kiln::new();
+        std::fs::create_dir_all(k.path("ctx")).unwrap();
+        Ctx { k }
+    }
+
+    /// With the busybox rootfs imported at a fixed time as `busybox:latest`, so its ID is the
+    /// same in every store.
+    fn with_busybox() -> Ctx {
+        let c = Ctx::new();
+        let out =
+            c.k.cmd(&["import", busybox_rootfs().to_str().unwrap(), "busybox:latest"])
+                .env("SOURCE_DATE_EPOCH", "1600000000")
+                .output()
+                .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        c
+    }
+
+    fn file(&self, name: &str, content: &str) -> &Self {
+        std::fs::write(self.k.path("ctx").join(name), content).unwrap();
+        self
+    }
+
+    fn ctx(&self) -> String {
+        self.k.path("ctx").to_str().unwrap().to_string()
+    }
+
+    /// `kiln build` with `args` before the context, SOURCE_DATE_EPOCH unset in its environment.
+    fn build_output(&self, args: &[&str]) -> std::process::Output {
+        let ctx = self.ctx();
+        let mut all = vec!["build"];
+        all.extend_from_slice(args);
+        all.push(&ctx);
+        self.k.cmd(&all).env_remove("SOURCE_DATE_EPOCH").output().unwrap()
+    }
+
+    /// Builds quietly; returns the image ID.
+    fn build(&self, args: &[&str]) -> String {
+        let mut all = vec!["-q"];
+        all.extend_from_slice(args);
+        expect_success(&all, self.build_output(&all)).trim().to_string()
+    }
+
+    /// The stored config of an image.
+    fn config(&self, id: &str) -> Value {
+        let hex = id.trim().strip_prefix("sha256:").unwrap_or(id.trim());
+        let bytes = std::fs::read(self.k.root().join("blobs/sha256").join(hex)).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+}
+
+fn docker_available() -> bool {
+    let ok = Path::new(DOCKER).exists()
+        && Command::new(DOCKER).arg("info").output().map(|o| o.status.success()).unwrap_or(false);
+    if !ok {
+        eprintln!("skipping: dockerd is not running (`{DOCKER} info` failed)");
+    }
+    ok
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new(DOCKER).env("DOCKER_BUILDKIT", "1").args(args).output().expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Docker tags made by a test, removed when it ends however it ends.
+struct DockerTags(Vec<String>);
+
+impl Drop for DockerTags {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let _ = Command::new(DOCKER).arg("rmi").arg("-f").args(&self.0).output();
+        }
+    }
+}
+
+/// The image config inside a `docker save` archive (legacy `<id>.json` or OCI `blobs/`).
+fn config_in_archive(tar_path: &Path) -> Value {
+    let mut archive = tar::Archive::new(std::fs::File::open(tar_path).unwrap());
+    let mut members = std::collections::BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        members.insert(name, bytes);
+    }
+    let manifest: Value = serde_json::from_slice(&members["manifest.json"]).unwrap();
+    let config = manifest[0]["Config"].as_str().unwrap();
+    serde_json::from_slice(&members[config]).unwrap()
+}
+
+/// `value` with every `null` member of objects removed (Go's `omitempty` view of a config).
+fn without_nulls(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), without_nulls(v))).collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[test]
+fn from_scratch_gets_buildkits_empty_image_config() {
+    let c = Ctx::new();
+    c.file("f", "x").file("Dockerfile", "FROM scratch\nCOPY f /f\n");
+    let config = c.config(&c.build(&[]));
+    assert_eq!(config["config"], serde_json::json!({"Env": [PATH_ENV], "WorkingDir": "/"}), "{config}");
+    assert_eq!(config["os"], "linux");
+    assert_eq!(config["rootfs"]["type"], "layers");
+    // BuildKit's exporter writes the top-level fields in key order.
+    let keys: Vec<&String> = config.as_object().unwrap().keys().collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "{config}");
+    // A later ENV and WORKDIR change it as on any base.
+    c.file("Dockerfile", "FROM scratch\nENV A=1\nWORKDIR /app\n");
+    let config = c.config(&c.build(&[]));
+    assert_eq!(config["config"]["Env"], serde_json::json!([PATH_ENV, "A=1"]));
+    assert_eq!(config["config"]["WorkingDir"], "/app");
+}
+
+#[test]
+fn from_scratch_config_equals_dockers() {
+    if !docker_available() {
+        return;
+    }
+    let prefix = format!("kiln-cfg-scratch-{}", std::process::id());
+    let tags = DockerTags(vec![format!("{prefix}:1")]);
+    let c = Ctx::new();
+    c.file("f", "x").file("Dockerfile", "FROM scratch\nCOPY f /f\nENV B=2\n");
+    let kiln = c.config(&c.build(&[]));
+    docker(&["build", "-q", "--network", "none", "-t", &tags.0[0], &c.ctx()]);
+    let tar = c.k.path("docker.tar");
+    docker(&["save", "-o", tar.to_str().unwrap(), &tags.0[0]]);
+    let theirs = config_in_archive(&tar);
+    // docker 20.10 writes `"OnBuild": null`, which current BuildKit leaves out.
+    assert_eq!(kiln["config"], without_nulls(&theirs["config"]), "kiln {kiln}\ndocker {theirs}");
+    for key in ["os", "architecture"] {
+        assert_eq!(kiln[key], theirs[key], "{key}");
+    }
+}
+
+#[test]
+fn docker_written_null_maps_keep_volume_expose_and_labels() {
+    if !docker_available() {
+        return;
+    }
+    let prefix = format!("kiln-cfg-nulls-{}", std::process::id());
+    let tags = DockerTags(vec![format!("{prefix}-base:1")]);
+    let c = Ctx::new();
+    // docker import writes "Volumes": null, "Labels": null, "Env": null, "Cmd": null, …
+    docker(&["import", busybox_rootfs().to_str().unwrap(), &tags.0[0]]);
+    let tar = c.k.path("base.tar");
+    docker(&["save", "-o", tar.to_str().unwrap(), &tags.0[0]]);
+    assert!(config_in_archive(&tar)["config"]["Volumes"].is_null(), "the base must have a null map");
+    c.k.ok(&["load", "-i", tar.to_str().unwrap()]);
+
+    c.file("Dockerfile", &format!("FROM {}\nVOLUME /data\nEXPOSE 80\nONBUILD RUN true\n", tags.0[0]));
+    let config = c.config(&c.build(&["--label", "org.example=1"]));
+    let cfg = &config["config"];
+    assert_eq!(cfg["Volumes"], serde_json::json!({"/data": {}}), "{config}");
+    assert_eq!(cfg["ExposedPorts"], serde_json::json!({"80/tcp": {}}), "{config}");
+    assert_eq!(cfg["Labels"], serde_json::json!({"org.example": "1"}), "{config}");
+    assert_eq!(cfg["OnBuild"], serde_json::json!(["RUN true"]), "{config}");
+    let nulls: Vec<&String> = cfg.as_object().unwrap().iter().filter(|(_, v)| v.is_null()).map(|(k, _)| k).collect();
+    assert!(nulls.is_empty(), "BuildKit leaves empty fields out, kiln wrote nulls for {nulls:?}");
+
+    // A stage built on that image (its maps now set) and a LABEL instruction.
+    c.file("Dockerfile", &format!("FROM {}\nLABEL a=b\nCMD [\"sh\"]\n", tags.0[0]));
+    let config = c.config(&c.build(&["--label", "c=d"]));
+    assert_eq!(config["config"]["Labels"], serde_json::json!({"a": "b", "c": "d"}), "{config}");
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["sh"]));
+}
+
+#[test]
+fn label_flag_is_applied_on_every_build_cached_or_not() {
+    let c = Ctx::with_busybox();
+    c.file("f", "x").file("Dockerfile", "FROM busybox\nCOPY f /f\n");
+    let plain = c.build(&["--source-date-epoch", "1700000000"]);
+    assert!(c.config(&plain)["config"]["Labels"].is_null());
+    // Every step cached now: the label still lands, and changes the image ID.
+    let labelled = c.build(&["--source-date-epoch", "1700000000", "--label", "a=1"]);
+    assert_eq!(c.config(&labelled)["config"]["Labels"], serde_json::json!({"a": "1"}));
+    assert_ne!(plain, labelled);
+    let other = c.build(&["--source-date-epoch", "1700000000", "--label", "a=2", "--label", "b"]);
+    assert_eq!(c.config(&other)["config"]["Labels"], serde_json::json!({"a": "2", "b": ""}));
+    // BuildKit adds no history entry for --label.
+    let history = |id: &str| c.config(id)["history"].as_array().unwrap().len();
+    assert_eq!(history(&plain), history(&labelled));
+    assert_eq!(c.build(&["--source-date-epoch", "1700000000"]), plain);
+}
