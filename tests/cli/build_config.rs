@@ -62,6 +62,18 @@ impl Ctx {
         expect_success(&all, self.build_output(&all)).trim().to_string()
     }
 
+    /// A build that must fail: one error line, nothing tagged, the store's tags unchanged.
+    fn build_fails(&self, args: &[&str]) -> String {
+        let before = self.k.store_state().0;
+        let mut all = vec!["--progress", "quiet", "-t", "should-not-exist:1"];
+        all.extend_from_slice(args);
+        let err = expect_failure(&all, self.build_output(&all));
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one error line:\n{err}");
+        assert_eq!(self.k.store_state().0, before, "a failed build changed the tags");
+        err
+    }
+
     /// The stored config of an image.
     fn config(&self, id: &str) -> Value {
         let hex = id.trim().strip_prefix("sha256:").unwrap_or(id.trim());
@@ -218,4 +230,26 @@ fn label_flag_is_applied_on_every_build_cached_or_not() {
     let history = |id: &str| c.config(id)["history"].as_array().unwrap().len();
     assert_eq!(history(&plain), history(&labelled));
     assert_eq!(c.build(&["--source-date-epoch", "1700000000"]), plain);
+}
+
+#[test]
+fn from_takes_references_not_image_id_prefixes() {
+    let c = Ctx::with_busybox();
+    let id = c.k.image_id("busybox");
+    let hex = id.strip_prefix("sha256:").unwrap();
+    for base in [&hex[..4], &hex[..12], id.as_str()] {
+        c.file("Dockerfile", &format!("FROM {base}\nENV A=1\n"));
+        let err = c.build_fails(&["--pull=never"]);
+        assert!(err.contains(base), "{base}: {err}");
+        c.file("Dockerfile", &format!("FROM busybox\nCOPY --from={base} /bin/sh /sh\n"));
+        let err = c.build_fails(&["--pull=never"]);
+        assert!(err.contains(base), "{base}: {err}");
+    }
+    c.file("Dockerfile", &format!("FROM {hex}\n"));
+    let err = c.build_fails(&["--pull=never"]);
+    assert!(err.contains("cannot specify 64-byte hexadecimal strings"), "{err}");
+    // A tag that happens to be hex is a name like any other.
+    c.k.ok(&["tag", "busybox", &hex[..4]]);
+    c.file("Dockerfile", &format!("FROM {}\nENV A=1\n", &hex[..4]));
+    c.build(&["--pull=never"]);
 }

@@ -126,14 +126,15 @@ impl<'a> StoreImages<'a> {
 
 impl ImageConfigSource for StoreImages<'_> {
     fn base_config(&self, reference: &str, platform: &str) -> Result<BaseImageConfig, String> {
-        let local = self.store.index().map_err(|e| e.to_string())?.resolve(reference);
+        // Not a reference (a 64-hex name, bad characters): no lookup or pull could find it.
+        let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
+        let local = resolve_reference(self.store, reference);
         let id = match (local, self.policy) {
             (Ok(id), PullPolicy::Missing | PullPolicy::Never) => id,
             (Err(_), PullPolicy::Never) => {
                 return Err("not in the store, and --pull=never forbids pulling it".to_string())
             }
             (_, policy) => {
-                let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
                 let platform = Platform::parse(platform).map_err(|e| e.to_string())?;
                 resolve_or_pull(self.store, &parsed, &platform, policy, ClientOptions::default())
                     .map_err(|e| format!("not in the store, and pulling it failed: {e}"))?
@@ -407,8 +408,7 @@ fn step_key(
                     key.field(&source.key)
                 }
                 CopyFrom::Image(reference) => {
-                    let id =
-                        cx.store.index().map_err(|e| e.to_string())?.resolve(reference).map_err(|e| e.to_string())?;
+                    let id = resolve_reference(cx.store, reference)?;
                     key.field(id.to_string())
                 }
             };
@@ -430,8 +430,7 @@ fn step_key(
                         .map_err(|_| format!("stage {} failed", stage_display_name(&cx.plan.stages[i])))?;
                     key = key.field(&source.key);
                 } else if let Some(reference) = options_of.get("from") {
-                    let id =
-                        cx.store.index().map_err(|e| e.to_string())?.resolve(reference).map_err(|e| e.to_string())?;
+                    let id = resolve_reference(cx.store, reference)?;
                     key = key.field(id.to_string());
                 } else {
                     let source = options_of.get("source").cloned().unwrap_or_else(|| "/".into());
@@ -506,7 +505,7 @@ fn mount_source_layers(cx: &StepContext, options: &BTreeMap<String, String>) -> 
     }
     match options.get("from") {
         Some(reference) => {
-            let id = cx.store.index().map_err(|e| e.to_string())?.resolve(reference).map_err(|e| e.to_string())?;
+            let id = resolve_reference(cx.store, reference)?;
             Ok(Some(cx.store.image(&id).map_err(|e| e.to_string())?.diff_ids().map_err(|e| e.to_string())?))
         }
         None => Ok(None),
@@ -589,9 +588,17 @@ fn step_title(step: &Step) -> String {
     step.created_by.trim_end_matches(" # buildkit").to_string()
 }
 
+/// The image a FROM, `COPY --from` or `RUN --mount from=` names: by reference only (name, tag,
+/// digest), as BuildKit resolves them; an image-ID prefix such as `4671` is a repository name.
+fn resolve_reference(store: &Store, reference: &str) -> Result<Digest, String> {
+    let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
+    // The normalised form (`docker.io/library/4671:latest`) never reads as an ID prefix.
+    store.index().map_err(|e| e.to_string())?.resolve(&parsed.to_string()).map_err(|e| e.to_string())
+}
+
 fn load_image(store: &Store, reference: &str) -> Result<StageResult, String> {
-    let index = store.index().map_err(|e| e.to_string())?;
-    let id = index.resolve(reference).map_err(|_| format!("base image \"{reference}\" is not in the store"))?;
+    let id =
+        resolve_reference(store, reference).map_err(|_| format!("base image \"{reference}\" is not in the store"))?;
     let image: Image = store.image(&id).map_err(|e| e.to_string())?;
     let fs = ImageFs::load(store, &image).map_err(|e| e.to_string())?;
     Ok(StageResult {
