@@ -630,3 +630,26 @@ fn escape_directive_applies_to_expansion() {
     let plan = plan_ok("# escape=`\nFROM busybox\nARG V=x\nENV A=`$V B=\\$V\n");
     assert_eq!(last_config(&plan), &ConfigChange::Env(vec![("A".into(), "$V".into()), ("B".into(), "\\x".into())]));
 }
+
+#[test]
+fn base_image_of_another_platform_keeps_its_platform_with_a_warning() {
+    let images = FakeImages::default()
+        .with("amd", BaseImageConfig { platform: Some("linux/amd64".into()), ..Default::default() })
+        .with("arm", BaseImageConfig { platform: Some("linux/arm64".into()), ..Default::default() });
+    let options = PlanOptions { platform: Some("linux/arm64".into()), ..PlanOptions::default() };
+    let plan = plan_with(
+        "FROM amd AS a\nFROM a AS b\nFROM arm AS c\nFROM scratch\nCOPY --from=b / /\nCOPY --from=c / /\n",
+        &options,
+        &images,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let platforms: Vec<&str> = plan.stages.iter().map(|s| s.platform.as_str()).collect();
+    // The layers of `amd` are amd64 whatever was asked; a stage FROM it inherits that.
+    assert_eq!(platforms, ["linux/amd64", "linux/amd64", "linux/arm64", "linux/arm64"]);
+    let warnings: Vec<&String> = plan.warnings.iter().filter(|w| w.contains("InvalidBaseImagePlatform")).collect();
+    assert_eq!(
+        warnings,
+        ["Dockerfile:1: InvalidBaseImagePlatform: Base image amd was pulled with platform \"linux/amd64\", expected \
+             \"linux/arm64\" for current build"]
+    );
+}

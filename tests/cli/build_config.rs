@@ -232,6 +232,43 @@ fn label_flag_is_applied_on_every_build_cached_or_not() {
     assert_eq!(c.build(&["--source-date-epoch", "1700000000"]), plain);
 }
 
+/// An architecture that is not the one `kiln import` gave the busybox base (the host's).
+fn foreign_arch(base: &str) -> &'static str {
+    if base == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    }
+}
+
+#[test]
+fn platform_the_base_lacks_warns_and_keeps_the_bases_platform() {
+    let c = Ctx::with_busybox();
+    c.file("Dockerfile", "FROM busybox\nENV A=1\n");
+    let base_arch = c.config(&c.k.image_id("busybox"))["architecture"].as_str().unwrap().to_string();
+    let wanted = format!("linux/{}", foreign_arch(&base_arch));
+    let out = c.build_output(&["--progress", "plain", "-t", "out:1", "--platform", &wanted]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let expected = format!(
+        "InvalidBaseImagePlatform: Base image busybox was pulled with platform \"linux/{base_arch}\", expected \
+         \"{wanted}\" for current build"
+    );
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("InvalidBaseImagePlatform")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains(&expected) && warnings[0].contains("Dockerfile:1"), "{stderr}");
+    let config = c.config(&c.k.image_id("out:1"));
+    assert_eq!(config["architecture"], base_arch.as_str(), "the layers are {base_arch}: {config}");
+
+    // A stage built FROM that stage has the same platform; FROM scratch has the requested one.
+    c.file("Dockerfile", "FROM busybox AS b\nFROM b\nENV B=1\n");
+    let config = c.config(&c.build(&["--platform", &wanted]));
+    assert_eq!(config["architecture"], base_arch.as_str());
+    c.file("Dockerfile", "FROM scratch\nENV A=1\n");
+    let config = c.config(&c.build(&["--platform", &wanted]));
+    assert_eq!(config["architecture"], foreign_arch(&base_arch));
+}
+
 #[test]
 fn from_takes_references_not_image_id_prefixes() {
     let c = Ctx::with_busybox();

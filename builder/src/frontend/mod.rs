@@ -71,6 +71,9 @@ pub struct BaseImageConfig {
     pub user: String,
     /// ONBUILD triggers, run right after FROM.
     pub onbuild: Vec<String>,
+    /// The image's own `os/arch[/variant]`, when known: the stage gets this platform even when
+    /// another one was asked for (its layers are built for it), with a warning.
+    pub platform: Option<String>,
 }
 
 impl BaseImageConfig {
@@ -223,6 +226,8 @@ struct Planner<'a> {
     /// ARG names seen (global and in built stages), for the unused build-arg warning.
     consumed: BTreeSet<String>,
     image_cache: HashMap<(String, String), Result<BaseImageConfig, String>>,
+    /// Warnings found while planning (a base image of another platform).
+    warnings: Vec<String>,
 }
 
 /// Plans a build: checks every instruction, resolves stages, keeps only the stages the target
@@ -255,6 +260,7 @@ pub fn plan(
         meta,
         consumed: BTreeSet::new(),
         image_cache: HashMap::new(),
+        warnings: Vec::new(),
     };
     planner.run()
 }
@@ -455,10 +461,15 @@ impl<'a> Planner<'a> {
         let positions: HashMap<usize, usize> = reachable.iter().enumerate().map(|(pos, &i)| (i, pos)).collect();
         let mut states: HashMap<usize, StageState> = HashMap::new();
         let mut plan_stages = Vec::new();
+        // The platform each stage's image has: the requested one, or its base image's or base
+        // stage's when that differs (the layers are that platform's).
+        let mut platforms: HashMap<usize, String> = HashMap::new();
         for &index in &reachable {
             let def = &defs[index];
+            let mut platform = def.platform.clone();
             let (base, mut state) = match def.base_stage {
                 Some(parent) => {
+                    platform = platforms[&parent].clone();
                     let mut state = states[&parent].clone();
                     state.onbuild.clear();
                     state.args.clear();
@@ -474,6 +485,9 @@ impl<'a> Planner<'a> {
                             PlanErrorKind::MissingBaseImage { reference: def.base_name.clone(), reason },
                         )
                     })?;
+                    if let Some(actual) = &config.platform {
+                        platform = self.check_base_platform(def, actual);
+                    }
                     (Base::Image(def.base_name.clone()), StageState::from_config(&config))
                 }
             };
@@ -492,14 +506,8 @@ impl<'a> Planner<'a> {
                 steps.push(step);
             }
             states.insert(index, state);
-            plan_stages.push(Stage {
-                index,
-                name: def.name.clone(),
-                base,
-                platform: def.platform.clone(),
-                span: def.from.span,
-                steps,
-            });
+            platforms.insert(index, platform.clone());
+            plan_stages.push(Stage { index, name: def.name.clone(), base, platform, span: def.from.span, steps });
         }
 
         let mut warnings: Vec<String> = dockerfile
@@ -507,6 +515,7 @@ impl<'a> Planner<'a> {
             .iter()
             .map(|w| format!("{}:{}: {}", self.options.file_name, w.line, w.message))
             .collect();
+        warnings.append(&mut self.warnings);
         let unused: Vec<&str> = self
             .options
             .build_args
@@ -520,6 +529,27 @@ impl<'a> Planner<'a> {
         }
 
         Ok(BuildPlan { target: positions[&target], stages: plan_stages, warnings })
+    }
+
+    /// The platform a stage built on an image whose platform is `actual` gets: `actual` itself.
+    /// When its OS or architecture is not the one asked for, BuildKit's InvalidBaseImagePlatform
+    /// warning says so (the image is not relabelled: its binaries are still `actual`'s).
+    fn check_base_platform(&mut self, def: &StageDef, actual: &str) -> String {
+        let (Ok(expected), Ok(found)) = (Platform::parse(&def.platform), Platform::parse(actual)) else {
+            return actual.to_string();
+        };
+        if expected.os != found.os || expected.architecture != found.architecture {
+            self.warnings.push(format!(
+                "{}:{}: InvalidBaseImagePlatform: Base image {} was pulled with platform {}, expected {} for current \
+                 build",
+                self.options.file_name,
+                def.from.span.start_line,
+                def.base_name,
+                history::go_quote(&found.format()),
+                history::go_quote(&expected.format())
+            ));
+        }
+        actual.to_string()
     }
 
     fn global_args(&mut self, pairs: &[(String, Option<String>)], instruction: &Instruction) -> Result<(), PlanError> {

@@ -148,6 +148,7 @@ impl ImageConfigSource for StoreImages<'_> {
             shell: config.shell(),
             user: config.user(),
             onbuild: config.onbuild(),
+            platform: Some(image.platform()),
         })
     }
 }
