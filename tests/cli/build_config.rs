@@ -290,3 +290,53 @@ fn from_takes_references_not_image_id_prefixes() {
     c.file("Dockerfile", &format!("FROM {}\nENV A=1\n", &hex[..4]));
     c.build(&["--pull=never"]);
 }
+
+#[test]
+fn source_date_epoch_build_arg_works_as_the_flag() {
+    let dockerfile = "FROM busybox\nARG SOURCE_DATE_EPOCH\nCOPY f /f\nENV X=$SOURCE_DATE_EPOCH\n";
+    let with_flag = Ctx::with_busybox();
+    with_flag.file("f", "x").file("Dockerfile", dockerfile);
+    let id_flag = with_flag.build(&["--source-date-epoch", "1700000000"]);
+    let with_arg = Ctx::with_busybox();
+    with_arg.file("f", "x").file("Dockerfile", dockerfile);
+    let mtime = std::fs::metadata(with_flag.k.path("ctx/f")).unwrap().modified().unwrap();
+    std::fs::File::options().write(true).open(with_arg.k.path("ctx/f")).unwrap().set_modified(mtime).unwrap();
+    let id_arg = with_arg.build(&["--build-arg", "SOURCE_DATE_EPOCH=1700000000"]);
+    assert_eq!(with_arg.config(&id_arg)["created"], "2023-11-14T22:13:20Z");
+    assert_eq!(id_flag, id_arg, "--build-arg SOURCE_DATE_EPOCH must give the image --source-date-epoch gives");
+
+    let err = with_arg.build_fails(&["--build-arg", "SOURCE_DATE_EPOCH=soon"]);
+    assert!(err.contains("SOURCE_DATE_EPOCH") && err.contains("soon"), "{err}");
+    let err = with_arg.build_fails(&["--build-arg", "SOURCE_DATE_EPOCH=1", "--source-date-epoch", "2"]);
+    assert!(err.contains("SOURCE_DATE_EPOCH"), "{err}");
+}
+
+#[test]
+fn bad_build_flags_are_refused_with_one_line() {
+    let c = Ctx::with_busybox();
+    c.file("Dockerfile", "FROM busybox\nENV A=1\n");
+    let err = c.build_fails(&["--build-arg", ""]);
+    assert!(err.contains("--build-arg"), "{err}");
+    let err = c.build_fails(&["--build-arg", "A B=1"]);
+    assert!(err.contains("--build-arg") && err.contains("A B"), "{err}");
+    let err = c.build_fails(&["--build-arg", "=1"]);
+    assert!(err.contains("--build-arg"), "{err}");
+    // Every step cached: --network is still checked.
+    c.build(&["--network", "none"]);
+    let err = c.build_fails(&["--network", "bogus"]);
+    assert!(err.contains("bogus") && err.contains("network"), "{err}");
+    for ok in ["default", "host", "none"] {
+        c.build(&["--network", ok]);
+    }
+
+    let before = c.k.store_state();
+    for size in ["99999999999999999999GB", "1e30", "-5MB", "NaNGB", "infGB"] {
+        let flag = format!("--keep-storage={size}");
+        let args = ["builder", "prune", "-f", &flag];
+        let err = expect_failure(&args, c.k.run(&args));
+        assert!(err.contains("--keep-storage") && err.contains(size), "{size}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    assert_eq!(c.k.store_state(), before);
+    c.k.ok(&["builder", "prune", "-f", "--keep-storage", "2GB"]);
+}
