@@ -340,3 +340,22 @@ fn bad_build_flags_are_refused_with_one_line() {
     assert_eq!(c.k.store_state(), before);
     c.k.ok(&["builder", "prune", "-f", "--keep-storage", "2GB"]);
 }
+
+#[test]
+fn dockerfile_typos_get_buildkits_did_you_mean_hint() {
+    let c = Ctx::with_busybox();
+    let cases = [
+        ("FORM busybox\n", "Dockerfile:1:1: unknown instruction: FORM (did you mean FROM?)"),
+        ("FROM busybox\nCOPY --chmodd=755 a b\n", "Dockerfile:2:1: Unknown flag: chmodd (did you mean chmod?)"),
+        ("FROM busybox AS build\nFROM buidl\n", "(did you mean build?)"),
+        ("FROM busybox AS build\nFROM busybox\nCOPY --from=biuld /a /b\n", "(did you mean build?)"),
+    ];
+    for (dockerfile, want) in cases {
+        c.file("Dockerfile", dockerfile);
+        let err = c.build_fails(&["--pull=never"]);
+        assert!(err.contains(want), "{dockerfile:?}: {err}");
+    }
+    c.file("Dockerfile", "FROM busybox AS test\nFROM busybox\n");
+    let err = c.build_fails(&["--target", "tets"]);
+    assert!(err.contains("target stage \"tets\" could not be found (did you mean test?)"), "{err}");
+}

@@ -21,6 +21,7 @@
 pub mod history;
 mod instructions;
 pub mod stages;
+mod suggest;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -117,21 +118,22 @@ fn location(file: &str, line: usize, column: usize) -> String {
 /// What went wrong; messages follow BuildKit's wording where it has one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanErrorKind {
-    #[error("unknown instruction: {0}")]
-    UnknownInstruction(String),
+    #[error("unknown instruction: {name}{}", suggest::did_you_mean(.suggestion))]
+    UnknownInstruction { name: String, suggestion: Option<String> },
     /// A bad flag, a wrong argument count, a bad value (BuildKit's instruction-parse errors).
     #[error("{0}")]
     Instruction(String),
     #[error("{0}")]
     Expansion(String),
     /// A base image the image source does not have.
+    /// `reason` ends with BuildKit's `(did you mean …?)` hint when there is one.
     #[error("base image {reference}: {reason}")]
     MissingBaseImage { reference: String, reason: String },
     /// `--from` (COPY or RUN --mount) names no stage, and no image of that name exists.
     #[error("{instruction} --from={name}: no stage or image named {name:?}: {reason}")]
     UnknownSource { instruction: String, name: String, reason: String },
-    #[error("target stage {} could not be found", history::go_quote(.0))]
-    TargetNotFound(String),
+    #[error("target stage {} could not be found{}", history::go_quote(.0), suggest::did_you_mean(.1))]
+    TargetNotFound(String, Option<String>),
     /// Stages depending on themselves or on later stages.
     #[error("{0}")]
     StageOrder(String),
@@ -295,7 +297,10 @@ impl<'a> Planner<'a> {
         for instruction in &dockerfile.instructions {
             let command = instructions::parse_command(instruction).map_err(|message| {
                 let kind = if instruction.keyword == Keyword::Unknown {
-                    PlanErrorKind::UnknownInstruction(instruction.name.clone())
+                    PlanErrorKind::UnknownInstruction {
+                        name: instruction.name.clone(),
+                        suggestion: suggest::search(&instruction.name, suggest::INSTRUCTIONS.iter().copied(), false),
+                    }
                 } else {
                     PlanErrorKind::Instruction(message)
                 };
@@ -367,7 +372,10 @@ impl<'a> Planner<'a> {
                 file: self.options.file_name.clone(),
                 line: 0,
                 column: 0,
-                kind: PlanErrorKind::TargetNotFound(name.clone()),
+                kind: PlanErrorKind::TargetNotFound(
+                    name.clone(),
+                    suggest::search(&name.to_lowercase(), stage_names(&names).iter().map(String::as_str), true),
+                ),
             })?,
         };
 
@@ -408,9 +416,9 @@ impl<'a> Planner<'a> {
                     None if def.base_name == "scratch" => Vec::new(),
                     None => {
                         let (base_name, platform) = (def.base_name.clone(), def.platform.clone());
-                        let config = self.base_config(&base_name, &platform).map_err(|reason| {
-                            self.error(def.from, PlanErrorKind::MissingBaseImage { reference: base_name, reason })
-                        })?;
+                        let config = self
+                            .base_config(&base_name, &platform)
+                            .map_err(|reason| self.error(def.from, missing_base(base_name, reason, &names)))?;
                         config.onbuild
                     }
                 };
@@ -479,12 +487,9 @@ impl<'a> Planner<'a> {
                     (Base::Scratch, StageState::from_config(&BaseImageConfig::scratch()))
                 }
                 None => {
-                    let config = self.base_config(&def.base_name, &def.platform).map_err(|reason| {
-                        self.error(
-                            def.from,
-                            PlanErrorKind::MissingBaseImage { reference: def.base_name.clone(), reason },
-                        )
-                    })?;
+                    let config = self
+                        .base_config(&def.base_name, &def.platform)
+                        .map_err(|reason| self.error(def.from, missing_base(def.base_name.clone(), reason, &names)))?;
                     if let Some(actual) = &config.platform {
                         platform = self.check_base_platform(def, actual);
                     }
@@ -579,7 +584,14 @@ impl<'a> Planner<'a> {
             Keyword::From | Keyword::Maintainer | Keyword::Onbuild => {
                 return Err(fail(format!("{} isn't allowed as an ONBUILD trigger", instruction.name.to_uppercase())))
             }
-            Keyword::Unknown => return Err(fail(format!("unknown instruction: {}", instruction.name))),
+            Keyword::Unknown => {
+                let suggestion = suggest::search(&instruction.name, suggest::INSTRUCTIONS.iter().copied(), false);
+                return Err(fail(format!(
+                    "unknown instruction: {}{}",
+                    instruction.name,
+                    suggest::did_you_mean(&suggestion)
+                )));
+            }
             _ => {}
         }
         let command = instructions::parse_command(&instruction).map_err(fail)?;
@@ -635,12 +647,18 @@ impl<'a> Planner<'a> {
         Ok(out)
     }
 
-    fn check_image_source(&mut self, instruction: &Instruction, name: &str) -> Result<(), PlanErrorKind> {
+    fn check_image_source(
+        &mut self,
+        instruction: &Instruction,
+        name: &str,
+        names: &HashMap<String, usize>,
+    ) -> Result<(), PlanErrorKind> {
         let platform = self.target_platform.format();
         self.base_config(name, &platform).map(|_| ()).map_err(|reason| PlanErrorKind::UnknownSource {
             instruction: instruction.keyword.as_str().unwrap_or("COPY").to_string(),
             name: name.to_string(),
-            reason,
+            reason: reason
+                + &suggest::did_you_mean(&suggest::search(name, stage_names(names).iter().map(String::as_str), true)),
         })
     }
 
@@ -801,7 +819,7 @@ impl<'a> Planner<'a> {
         Ok(match self.resolve_from(value, names, count)? {
             Source::Stage(i) => CopyFrom::Stage(positions[&i]),
             Source::Image(name) => {
-                self.check_image_source(instruction, &name)?;
+                self.check_image_source(instruction, &name, names)?;
                 CopyFrom::Image(name)
             }
         })
@@ -981,6 +999,21 @@ impl<'a> Planner<'a> {
             RunOp { argv, build_args, mounts, network: run.network.clone(), security: run.security.clone(), heredocs };
         Ok((Op::Run(op), created_by))
     }
+}
+
+/// The named stages in Dockerfile order (the options of a `did you mean` hint).
+fn stage_names(names: &HashMap<String, usize>) -> Vec<String> {
+    let mut named: Vec<(&usize, &String)> = names.iter().map(|(name, index)| (index, name)).collect();
+    named.sort();
+    named.into_iter().map(|(_, name)| name.clone()).collect()
+}
+
+/// A FROM image that cannot be had, with BuildKit's hint: a stage name or a common image near it.
+fn missing_base(reference: String, reason: String, names: &HashMap<String, usize>) -> PlanErrorKind {
+    let mut options = stage_names(names);
+    options.extend(suggest::common_images());
+    let hint = suggest::did_you_mean(&suggest::search(&reference, options.iter().map(String::as_str), true));
+    PlanErrorKind::MissingBaseImage { reference, reason: reason + &hint }
 }
 
 /// Stages reachable from `target` through `deps`, in Dockerfile order.
