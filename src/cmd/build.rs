@@ -25,6 +25,12 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
         build_args.insert("SOURCE_DATE_EPOCH".to_string(), epoch.to_string());
     }
     check_network(args.network.as_deref())?;
+    let policy = match args.pull.as_str() {
+        "always" | "true" => PullPolicy::Always,
+        "missing" | "false" => PullPolicy::Missing,
+        "never" => PullPolicy::Never,
+        other => bail!("invalid --pull \"{other}\" (always, missing, never)"),
+    };
     let labels = parse_labels(&args.labels)?;
     let secrets = read_secrets(&args.secrets)?;
     let cache_specs = |raw: &[String], direction| {
@@ -41,11 +47,11 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
     let context = BuildContext::open(&spec, &mut std::io::stdin().lock())?;
     let dockerfile =
         kiln_builder::dockerfile::parse_bytes(&context.dockerfile).map_err(|e| e.in_file(&context.dockerfile_name))?;
-    for warning in &dockerfile.warnings {
-        printer.event(ProgressEvent::Warning(format!(
-            "{}:{}: {}",
-            context.dockerfile_name, warning.line, warning.message
-        )));
+    // The parser's warnings now, so they show even when planning fails; the plan repeats them.
+    let parse_warnings: Vec<String> =
+        dockerfile.warnings.iter().map(|w| format!("{}:{}: {}", context.dockerfile_name, w.line, w.message)).collect();
+    for warning in &parse_warnings {
+        printer.event(ProgressEvent::Warning(warning.clone()));
     }
     let options = PlanOptions {
         build_args,
@@ -54,15 +60,9 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
         host_platform: host_platform(),
         file_name: context.dockerfile_name.clone(),
     };
-    let policy = match args.pull.as_str() {
-        "always" | "true" => PullPolicy::Always,
-        "missing" | "false" => PullPolicy::Missing,
-        "never" => PullPolicy::Never,
-        other => bail!("invalid --pull \"{other}\" (always, missing, never)"),
-    };
     let images = StoreImages::new(store, policy);
     let build_plan = plan(&dockerfile, &options, &images)?;
-    for warning in &build_plan.warnings {
+    for warning in build_plan.warnings.iter().filter(|w| !parse_warnings.contains(w)) {
         printer.event(ProgressEvent::Warning(warning.clone()));
     }
     let solve_options = SolveOptions {

@@ -359,3 +359,15 @@ fn dockerfile_typos_get_buildkits_did_you_mean_hint() {
     let err = c.build_fails(&["--target", "tets"]);
     assert!(err.contains("target stage \"tets\" could not be found (did you mean test?)"), "{err}");
 }
+
+#[test]
+fn each_dockerfile_warning_is_printed_once() {
+    let c = Ctx::with_busybox();
+    c.file("Dockerfile", "FROM busybox\nENV A=1 \\\n\n  B=2\n");
+    let out = c.build_output(&["--progress", "plain", "--build-arg", "UNUSED=1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let count = |needle: &str| stderr.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("Empty continuation line"), 1, "{stderr}");
+    assert_eq!(count("were not consumed"), 1, "{stderr}");
+}
