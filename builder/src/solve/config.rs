@@ -126,6 +126,8 @@ impl RunConfig {
             }
             ConfigChange::Cmd(argv) => {
                 c.insert("Cmd".into(), json!(argv));
+                // BuildKit marks every CMD so (docker's image spec still reads the field).
+                c.insert("ArgsEscaped".into(), json!(true));
                 self.cmd_set = true;
             }
             ConfigChange::Entrypoint(argv) => {
@@ -254,6 +256,7 @@ mod tests {
         c.apply(&ConfigChange::Cmd(vec!["sh".into()]));
         c.apply(&ConfigChange::Entrypoint(vec!["/app".into()]));
         assert!(c.fields.get("Cmd").is_some(), "CMD set in this stage survives");
+        assert_eq!(c.to_value()["ArgsEscaped"], json!(true), "BuildKit sets ArgsEscaped with CMD");
         let mut inherited = RunConfig::from_value(Some(&json!({"Cmd": ["sh"]})));
         inherited.apply(&ConfigChange::Entrypoint(vec!["/app".into()]));
         assert!(inherited.fields.get("Cmd").is_none(), "inherited CMD is reset");
