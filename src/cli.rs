@@ -223,8 +223,9 @@ pub struct BuildArgs {
     /// Build twice in throwaway stores and report whether the image IDs match (and if not, the first difference)
     #[arg(long)]
     pub check_reproducible: bool,
-    /// Clamp timestamps to this Unix time (default: $SOURCE_DATE_EPOCH)
-    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    /// Clamp timestamps to this Unix time (default: --build-arg SOURCE_DATE_EPOCH, then
+    /// $SOURCE_DATE_EPOCH)
+    #[arg(long)]
     pub source_date_epoch: Option<i64>,
 }
 

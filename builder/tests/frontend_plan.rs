@@ -620,8 +620,8 @@ fn healthcheck_forms() {
 #[test]
 fn errors_point_at_the_dockerfile() {
     let cases = [
-        ("FROM busybox\nFOO bar\n", "Dockerfile:2:1: unknown instruction: FOO"),
-        ("FROM busybox\n  COPY --frm=x a b\n", "Dockerfile:2:3: Unknown flag: frm"),
+        ("FROM busybox\nFOO bar\n", "Dockerfile:2:1: unknown instruction: FOO (did you mean FROM?)"),
+        ("FROM busybox\n  COPY --frm=x a b\n", "Dockerfile:2:3: Unknown flag: frm (did you mean from?)"),
         ("FROM busybox\nCOPY --chown a b\n", "Dockerfile:2:1: Missing a value on flag: chown"),
         ("FROM busybox\nCOPY --link=maybe a b\n", "Dockerfile:2:1: Expecting boolean value for flag link, not: maybe"),
         ("FROM busybox\nCOPY --from=a --from=b a b\n", "Dockerfile:2:1: Duplicate flag specified: from"),
@@ -658,4 +658,61 @@ fn errors_point_at_the_dockerfile() {
 fn escape_directive_applies_to_expansion() {
     let plan = plan_ok("# escape=`\nFROM busybox\nARG V=x\nENV A=`$V B=\\$V\n");
     assert_eq!(last_config(&plan), &ConfigChange::Env(vec![("A".into(), "$V".into()), ("B".into(), "\\x".into())]));
+}
+
+#[test]
+fn base_image_of_another_platform_keeps_its_platform_with_a_warning() {
+    let images = FakeImages::default()
+        .with("amd", BaseImageConfig { platform: Some("linux/amd64".into()), ..Default::default() })
+        .with("arm", BaseImageConfig { platform: Some("linux/arm64".into()), ..Default::default() });
+    let options = PlanOptions { platform: Some("linux/arm64".into()), ..PlanOptions::default() };
+    let plan = plan_with(
+        "FROM amd AS a\nFROM a AS b\nFROM arm AS c\nFROM scratch\nCOPY --from=b / /\nCOPY --from=c / /\n",
+        &options,
+        &images,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let platforms: Vec<&str> = plan.stages.iter().map(|s| s.platform.as_str()).collect();
+    // The layers of `amd` are amd64 whatever was asked; a stage FROM it inherits that.
+    assert_eq!(platforms, ["linux/amd64", "linux/amd64", "linux/arm64", "linux/arm64"]);
+    let warnings: Vec<&String> = plan.warnings.iter().filter(|w| w.contains("InvalidBaseImagePlatform")).collect();
+    assert_eq!(
+        warnings,
+        ["Dockerfile:1: InvalidBaseImagePlatform: Base image amd was pulled with platform \"linux/amd64\", expected \
+             \"linux/arm64\" for current build"]
+    );
+}
+
+#[test]
+fn did_you_mean_hints_where_buildkit_gives_them() {
+    let cases = [
+        ("FORM busybox\n", "Dockerfile:1:1: unknown instruction: FORM (did you mean FROM?)"),
+        ("FROM busybox\nworkdr /x\n", "Dockerfile:2:1: unknown instruction: workdr (did you mean workdir?)"),
+        ("FROM busybox\nBOGUS x\n", "Dockerfile:2:1: unknown instruction: BOGUS"),
+        ("FROM busybox\nCOPY --chmodd=755 a b\n", "Dockerfile:2:1: Unknown flag: chmodd (did you mean chmod?)"),
+        (
+            "FROM busybox\nRUN --mout=type=tmpfs,target=/t true\n",
+            "Dockerfile:2:1: Unknown flag: mout (did you mean mount?)",
+        ),
+        ("FROM busybox\nCOPY --zzzzzz a b\n", "Dockerfile:2:1: Unknown flag: zzzzzz"),
+        (
+            "FROM busybox AS build\nFROM buidl\n",
+            "Dockerfile:2:1: base image buidl: no such image (did you mean build?)",
+        ),
+        ("FROM busybx\n", "Dockerfile:1:1: base image busybx: no such image (did you mean busybox?)"),
+        (
+            "FROM busybox AS build\nFROM busybox\nCOPY --from=buidl /a /b\n",
+            "Dockerfile:3:1: COPY --from=buidl: no stage or image named \"buidl\": no such image (did you mean build?)",
+        ),
+        (
+            "FROM busybox AS build\nFROM busybox\nRUN --mount=from=biuld,target=/b true\n",
+            "Dockerfile:3:1: RUN --from=biuld: no stage or image named \"biuld\": no such image (did you mean build?)",
+        ),
+    ];
+    for (source, want) in cases {
+        assert_eq!(plan_err(source), want, "{source:?}");
+    }
+    let options = PlanOptions { target: Some("tset".into()), ..PlanOptions::default() };
+    let err = plan_with("FROM busybox AS test\nFROM busybox AS prod\n", &options, &busybox()).unwrap_err();
+    assert_eq!(err.to_string(), "Dockerfile: target stage \"tset\" could not be found (did you mean test?)");
 }

@@ -63,10 +63,17 @@ pub fn diff_ids_of(config: &ImageConfiguration, context: &str) -> Result<Vec<Dig
         .collect()
 }
 
-/// Parses and sanity-checks an image config.
+/// Parses and sanity-checks an image config. Docker leaves `rootfs.diff_ids` out (or writes
+/// `null`) for an image without layers: that reads as no layers.
 pub fn parse_config(bytes: &[u8], context: &str) -> Result<ImageConfiguration> {
-    let config: ImageConfiguration = serde_json::from_slice(bytes)
-        .map_err(|e| Error::invalid(context.to_string(), format!("not a valid image config: {e}")))?;
+    let invalid = |e: serde_json::Error| Error::invalid(context.to_string(), format!("not a valid image config: {e}"));
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+    if let Some(rootfs) = value.get_mut("rootfs").and_then(serde_json::Value::as_object_mut) {
+        if rootfs.get("diff_ids").is_none_or(serde_json::Value::is_null) {
+            rootfs.insert("diff_ids".to_string(), serde_json::json!([]));
+        }
+    }
+    let config: ImageConfiguration = serde_json::from_value(value).map_err(invalid)?;
     if config.rootfs().typ() != "layers" {
         return Err(Error::invalid(
             context.to_string(),
@@ -138,5 +145,25 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_configs_with_null_or_missing_fields_parse() {
+        // As docker writes them: null maps and lists, no diff_ids for an image without layers.
+        for rootfs in [r#"{"type":"layers"}"#, r#"{"type":"layers","diff_ids":null}"#] {
+            let bytes = format!(
+                r#"{{"architecture":"amd64","os":"linux","config":{{"Env":null,"Cmd":null,"Volumes":null,"Labels":null,"OnBuild":null,"Entrypoint":null}},"history":null,"rootfs":{rootfs}}}"#
+            );
+            let config = parse_config(bytes.as_bytes(), "test").unwrap_or_else(|e| panic!("{rootfs}: {e}"));
+            assert!(config.rootfs().diff_ids().is_empty());
+            assert!(config.config().as_ref().unwrap().labels().is_none());
+        }
+        let err = parse_config(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"foo"}}"#, "x").unwrap_err();
+        assert!(err.to_string().contains("rootfs.type"), "{err}");
     }
 }

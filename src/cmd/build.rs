@@ -18,7 +18,19 @@ use crate::progress::{Printer, ProgressMode};
 pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
     // Every name is checked before any work is done: nothing is built that could not be tagged.
     let tags = args.tags.iter().map(|t| Reference::parse(t)).collect::<Result<Vec<_>, _>>()?;
-    let build_args = parse_build_args(&args.build_args)?;
+    let mut build_args = parse_build_args(&args.build_args)?;
+    let source_date_epoch = source_date_epoch(args.source_date_epoch, &build_args)?;
+    if let Some(epoch) = source_date_epoch {
+        // Whichever way it was given, ARG SOURCE_DATE_EPOCH sees it, as buildx passes it.
+        build_args.insert("SOURCE_DATE_EPOCH".to_string(), epoch.to_string());
+    }
+    check_network(args.network.as_deref())?;
+    let policy = match args.pull.as_str() {
+        "always" | "true" => PullPolicy::Always,
+        "missing" | "false" => PullPolicy::Missing,
+        "never" => PullPolicy::Never,
+        other => bail!("invalid --pull \"{other}\" (always, missing, never)"),
+    };
     let labels = parse_labels(&args.labels)?;
     let secrets = read_secrets(&args.secrets)?;
     let cache_specs = |raw: &[String], direction| {
@@ -35,11 +47,11 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
     let context = BuildContext::open(&spec, &mut std::io::stdin().lock())?;
     let dockerfile =
         kiln_builder::dockerfile::parse_bytes(&context.dockerfile).map_err(|e| e.in_file(&context.dockerfile_name))?;
-    for warning in &dockerfile.warnings {
-        printer.event(ProgressEvent::Warning(format!(
-            "{}:{}: {}",
-            context.dockerfile_name, warning.line, warning.message
-        )));
+    // The parser's warnings now, so they show even when planning fails; the plan repeats them.
+    let parse_warnings: Vec<String> =
+        dockerfile.warnings.iter().map(|w| format!("{}:{}: {}", context.dockerfile_name, w.line, w.message)).collect();
+    for warning in &parse_warnings {
+        printer.event(ProgressEvent::Warning(warning.clone()));
     }
     let options = PlanOptions {
         build_args,
@@ -48,22 +60,16 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
         host_platform: host_platform(),
         file_name: context.dockerfile_name.clone(),
     };
-    let policy = match args.pull.as_str() {
-        "always" | "true" => PullPolicy::Always,
-        "missing" | "false" => PullPolicy::Missing,
-        "never" => PullPolicy::Never,
-        other => bail!("invalid --pull \"{other}\" (always, missing, never)"),
-    };
     let images = StoreImages::new(store, policy);
     let build_plan = plan(&dockerfile, &options, &images)?;
-    for warning in &build_plan.warnings {
+    for warning in build_plan.warnings.iter().filter(|w| !parse_warnings.contains(w)) {
         printer.event(ProgressEvent::Warning(warning.clone()));
     }
     let solve_options = SolveOptions {
         context_dir: &context.dir,
         ignore: &context.ignore,
         file_name: &context.dockerfile_name,
-        source_date_epoch: args.source_date_epoch,
+        source_date_epoch,
         labels,
         secrets,
         network: args.network.clone(),
@@ -106,23 +112,60 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
 }
 
 /// `KEY=VALUE`, or a bare `KEY` taking its value from the environment (skipped when unset), as
-/// docker does.
+/// docker does. A name is not empty and has no whitespace or control characters (no ARG could
+/// declare it).
 fn parse_build_args(raw: &[String]) -> Result<BTreeMap<String, String>> {
     let mut args = BTreeMap::new();
     for item in raw {
-        match item.split_once('=') {
-            Some((key, value)) if !key.is_empty() => {
+        let (key, value) = match item.split_once('=') {
+            Some((key, value)) => (key, Some(value)),
+            None => (item.as_str(), None),
+        };
+        if key.is_empty() {
+            bail!("invalid --build-arg \"{item}\": expected KEY=VALUE or KEY, the name is empty");
+        }
+        if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            bail!("invalid --build-arg \"{item}\": the name \"{key}\" contains whitespace or control characters");
+        }
+        match value {
+            Some(value) => {
                 args.insert(key.to_string(), value.to_string());
             }
-            Some(_) => bail!("invalid --build-arg \"{item}\": the name is empty"),
             None => {
-                if let Ok(value) = std::env::var(item) {
-                    args.insert(item.clone(), value);
+                if let Ok(value) = std::env::var(key) {
+                    args.insert(key.to_string(), value);
                 }
             }
         }
     }
     Ok(args)
+}
+
+/// SOURCE_DATE_EPOCH from `--source-date-epoch`, `--build-arg SOURCE_DATE_EPOCH=N` (BuildKit's
+/// interface) or the environment, in that order; the flag and the build arg must agree.
+fn source_date_epoch(flag: Option<i64>, build_args: &BTreeMap<String, String>) -> Result<Option<i64>> {
+    let parse = |value: &str, from: &str| -> Result<i64> {
+        value.trim().parse().map_err(|_| anyhow::anyhow!("invalid {from} \"{value}\": not a Unix time in seconds"))
+    };
+    let arg = build_args.get("SOURCE_DATE_EPOCH").map(|v| parse(v, "--build-arg SOURCE_DATE_EPOCH")).transpose()?;
+    match (flag, arg) {
+        (Some(f), Some(a)) if f != a => {
+            bail!("--source-date-epoch {f} and --build-arg SOURCE_DATE_EPOCH={a} disagree: give one")
+        }
+        (Some(epoch), _) | (None, Some(epoch)) => Ok(Some(epoch)),
+        (None, None) => match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(value) if !value.is_empty() => Ok(Some(parse(&value, "$SOURCE_DATE_EPOCH")?)),
+            _ => Ok(None),
+        },
+    }
+}
+
+/// `--network`: the modes RUN steps can have, checked even when every step is cached.
+fn check_network(network: Option<&str>) -> Result<()> {
+    match network {
+        None | Some("default" | "host" | "none") => Ok(()),
+        Some(other) => bail!("network mode \"{other}\" not supported by kiln (default, host, none)"),
+    }
 }
 
 /// `id=ID,src=FILE` (also `source=`), `id=ID,env=VAR`, or `id=ID` alone (the env var ID, as

@@ -45,7 +45,11 @@ pub fn prune(open_exclusive: impl FnOnce() -> Result<Store>, args: BuilderPruneA
             _ => bail!("invalid filter \"{filter}\" (supported: until=DURATION)"),
         }
     }
-    let keep_bytes = args.keep_storage.as_deref().map(parse_size).transpose()?;
+    let keep_bytes = args
+        .keep_storage
+        .as_deref()
+        .map(|text| parse_size(text).map_err(|e| anyhow::anyhow!("invalid --keep-storage \"{text}\": {e}")))
+        .transpose()?;
     if !args.force && !confirm("WARNING! This will remove all dangling build cache.")? {
         return Ok(ExitCode::SUCCESS);
     }
@@ -153,12 +157,13 @@ fn parse_duration(text: &str) -> Result<u64> {
     Ok(total)
 }
 
-/// `512MB`, `2GB`, `100kB`, `1.5GB` or plain bytes; decimal units as docker prints them.
+/// `512MB`, `2GB`, `100kB`, `1.5GB` or plain bytes; decimal units as docker prints them. At most
+/// what docker's int64 sizes hold.
 fn parse_size(text: &str) -> Result<u64> {
     let lower = text.trim().to_ascii_lowercase();
     let split = lower.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(lower.len());
     let (number, unit) = lower.split_at(split);
-    let value: f64 = number.parse().with_context(|| format!("invalid size \"{text}\""))?;
+    let value: f64 = number.parse().map_err(|_| anyhow::anyhow!("not a size (e.g. 512MB, 2GB)"))?;
     let factor: f64 = match unit.trim() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
@@ -168,9 +173,13 @@ fn parse_size(text: &str) -> Result<u64> {
         "kib" => 1024.0,
         "mib" => 1024.0 * 1024.0,
         "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => bail!("invalid size \"{text}\""),
+        _ => bail!("unknown unit \"{}\" (B, kB, MB, GB, TB, KiB, MiB, GiB)", unit.trim()),
     };
-    Ok((value * factor) as u64)
+    let bytes = value * factor;
+    if !bytes.is_finite() || bytes > i64::MAX as f64 {
+        bail!("too large (at most {} bytes)", i64::MAX);
+    }
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -185,5 +194,7 @@ mod tests {
         assert_eq!(parse_size("512MB").unwrap(), 512_000_000);
         assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
         assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999999999999GB").is_err(), "beyond int64 must not saturate");
+        assert!(parse_size("1e30").is_err());
     }
 }

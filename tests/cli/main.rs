@@ -5,6 +5,7 @@ mod harness;
 mod hostile;
 
 mod build;
+mod build_config;
 mod cache;
 mod cli_surface;
 mod context_files;

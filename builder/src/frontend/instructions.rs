@@ -141,7 +141,8 @@ fn parse_flags(instruction: &Instruction, specs: &[(&'static str, FlagKind)]) ->
             None => (arg, None),
         };
         let Some(&(spec_name, kind)) = specs.iter().find(|(n, _)| *n == name) else {
-            return Err(format!("Unknown flag: {name}"));
+            let suggestion = super::suggest::search(name, specs.iter().map(|(n, _)| *n), true);
+            return Err(format!("Unknown flag: {name}{}", super::suggest::did_you_mean(&suggestion)));
         };
         if used.contains(&spec_name) && kind != FlagKind::Strings {
             return Err(format!("Duplicate flag specified: {name}"));

@@ -21,6 +21,7 @@
 pub mod history;
 mod instructions;
 pub mod stages;
+mod suggest;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -71,6 +72,20 @@ pub struct BaseImageConfig {
     pub user: String,
     /// ONBUILD triggers, run right after FROM.
     pub onbuild: Vec<String>,
+    /// The image's own `os/arch[/variant]`, when known: the stage gets this platform even when
+    /// another one was asked for (its layers are built for it), with a warning.
+    pub platform: Option<String>,
+}
+
+impl BaseImageConfig {
+    /// BuildKit's empty image for `FROM scratch`: a PATH and WorkingDir `/`.
+    pub fn scratch() -> BaseImageConfig {
+        BaseImageConfig {
+            env: vec![format!("PATH={}", stages::DEFAULT_PATH)],
+            working_dir: "/".to_string(),
+            ..BaseImageConfig::default()
+        }
+    }
 }
 
 /// Looks up base images (FROM, `COPY --from=<image>`, `RUN --mount=from=<image>`).
@@ -103,21 +118,22 @@ fn location(file: &str, line: usize, column: usize) -> String {
 /// What went wrong; messages follow BuildKit's wording where it has one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanErrorKind {
-    #[error("unknown instruction: {}", crate::dockerfile::error::snippet(.0))]
-    UnknownInstruction(String),
+    #[error("unknown instruction: {}{}", crate::dockerfile::error::snippet(.name), suggest::did_you_mean(.suggestion))]
+    UnknownInstruction { name: String, suggestion: Option<String> },
     /// A bad flag, a wrong argument count, a bad value (BuildKit's instruction-parse errors).
     #[error("{0}")]
     Instruction(String),
     #[error("{0}")]
     Expansion(String),
     /// A base image the image source does not have.
+    /// `reason` ends with BuildKit's `(did you mean …?)` hint when there is one.
     #[error("base image {reference}: {reason}")]
     MissingBaseImage { reference: String, reason: String },
     /// `--from` (COPY or RUN --mount) names no stage, and no image of that name exists.
     #[error("{instruction} --from={name}: no stage or image named {name:?}: {reason}")]
     UnknownSource { instruction: String, name: String, reason: String },
-    #[error("target stage {} could not be found", history::go_quote(.0))]
-    TargetNotFound(String),
+    #[error("target stage {} could not be found{}", history::go_quote(.0), suggest::did_you_mean(.1))]
+    TargetNotFound(String, Option<String>),
     /// Stages depending on themselves or on later stages.
     #[error("{0}")]
     StageOrder(String),
@@ -212,6 +228,8 @@ struct Planner<'a> {
     /// ARG names seen (global and in built stages), for the unused build-arg warning.
     consumed: BTreeSet<String>,
     image_cache: HashMap<(String, String), Result<BaseImageConfig, String>>,
+    /// Warnings found while planning (a base image of another platform).
+    warnings: Vec<String>,
 }
 
 /// Plans a build: checks every instruction, resolves stages, keeps only the stages the target
@@ -244,6 +262,7 @@ pub fn plan(
         meta,
         consumed: BTreeSet::new(),
         image_cache: HashMap::new(),
+        warnings: Vec::new(),
     };
     planner.run()
 }
@@ -278,7 +297,10 @@ impl<'a> Planner<'a> {
         for instruction in &dockerfile.instructions {
             let command = instructions::parse_command(instruction).map_err(|message| {
                 let kind = if instruction.keyword == Keyword::Unknown {
-                    PlanErrorKind::UnknownInstruction(instruction.name.clone())
+                    PlanErrorKind::UnknownInstruction {
+                        name: instruction.name.clone(),
+                        suggestion: suggest::search(&instruction.name, suggest::INSTRUCTIONS.iter().copied(), false),
+                    }
                 } else {
                     PlanErrorKind::Instruction(message)
                 };
@@ -350,7 +372,10 @@ impl<'a> Planner<'a> {
                 file: self.options.file_name.clone(),
                 line: 0,
                 column: 0,
-                kind: PlanErrorKind::TargetNotFound(name.clone()),
+                kind: PlanErrorKind::TargetNotFound(
+                    name.clone(),
+                    suggest::search(&name.to_lowercase(), stage_names(&names).iter().map(String::as_str), true),
+                ),
             })?,
         };
 
@@ -391,9 +416,9 @@ impl<'a> Planner<'a> {
                     None if def.base_name == "scratch" => Vec::new(),
                     None => {
                         let (base_name, platform) = (def.base_name.clone(), def.platform.clone());
-                        let config = self.base_config(&base_name, &platform).map_err(|reason| {
-                            self.error(def.from, PlanErrorKind::MissingBaseImage { reference: base_name, reason })
-                        })?;
+                        let config = self
+                            .base_config(&base_name, &platform)
+                            .map_err(|reason| self.error(def.from, missing_base(base_name, reason, &names)))?;
                         config.onbuild
                     }
                 };
@@ -444,25 +469,30 @@ impl<'a> Planner<'a> {
         let positions: HashMap<usize, usize> = reachable.iter().enumerate().map(|(pos, &i)| (i, pos)).collect();
         let mut states: HashMap<usize, StageState> = HashMap::new();
         let mut plan_stages = Vec::new();
+        // The platform each stage's image has: the requested one, or its base image's or base
+        // stage's when that differs (the layers are that platform's).
+        let mut platforms: HashMap<usize, String> = HashMap::new();
         for &index in &reachable {
             let def = &defs[index];
+            let mut platform = def.platform.clone();
             let (base, mut state) = match def.base_stage {
                 Some(parent) => {
+                    platform = platforms[&parent].clone();
                     let mut state = states[&parent].clone();
                     state.onbuild.clear();
                     state.args.clear();
                     (Base::Stage(positions[&parent]), state)
                 }
                 None if def.base_name == "scratch" => {
-                    (Base::Scratch, StageState::from_config(&BaseImageConfig::default()))
+                    (Base::Scratch, StageState::from_config(&BaseImageConfig::scratch()))
                 }
                 None => {
-                    let config = self.base_config(&def.base_name, &def.platform).map_err(|reason| {
-                        self.error(
-                            def.from,
-                            PlanErrorKind::MissingBaseImage { reference: def.base_name.clone(), reason },
-                        )
-                    })?;
+                    let config = self
+                        .base_config(&def.base_name, &def.platform)
+                        .map_err(|reason| self.error(def.from, missing_base(def.base_name.clone(), reason, &names)))?;
+                    if let Some(actual) = &config.platform {
+                        platform = self.check_base_platform(def, actual);
+                    }
                     (Base::Image(def.base_name.clone()), StageState::from_config(&config))
                 }
             };
@@ -481,14 +511,8 @@ impl<'a> Planner<'a> {
                 steps.push(step);
             }
             states.insert(index, state);
-            plan_stages.push(Stage {
-                index,
-                name: def.name.clone(),
-                base,
-                platform: def.platform.clone(),
-                span: def.from.span,
-                steps,
-            });
+            platforms.insert(index, platform.clone());
+            plan_stages.push(Stage { index, name: def.name.clone(), base, platform, span: def.from.span, steps });
         }
 
         let mut warnings: Vec<String> = dockerfile
@@ -496,6 +520,7 @@ impl<'a> Planner<'a> {
             .iter()
             .map(|w| format!("{}:{}: {}", self.options.file_name, w.line, w.message))
             .collect();
+        warnings.append(&mut self.warnings);
         let unused: Vec<&str> = self
             .options
             .build_args
@@ -509,6 +534,27 @@ impl<'a> Planner<'a> {
         }
 
         Ok(BuildPlan { target: positions[&target], stages: plan_stages, warnings })
+    }
+
+    /// The platform a stage built on an image whose platform is `actual` gets: `actual` itself.
+    /// When its OS or architecture is not the one asked for, BuildKit's InvalidBaseImagePlatform
+    /// warning says so (the image is not relabelled: its binaries are still `actual`'s).
+    fn check_base_platform(&mut self, def: &StageDef, actual: &str) -> String {
+        let (Ok(expected), Ok(found)) = (Platform::parse(&def.platform), Platform::parse(actual)) else {
+            return actual.to_string();
+        };
+        if expected.os != found.os || expected.architecture != found.architecture {
+            self.warnings.push(format!(
+                "{}:{}: InvalidBaseImagePlatform: Base image {} was pulled with platform {}, expected {} for current \
+                 build",
+                self.options.file_name,
+                def.from.span.start_line,
+                def.base_name,
+                history::go_quote(&found.format()),
+                history::go_quote(&expected.format())
+            ));
+        }
+        actual.to_string()
     }
 
     fn global_args(&mut self, pairs: &[(String, Option<String>)], instruction: &Instruction) -> Result<(), PlanError> {
@@ -539,8 +585,12 @@ impl<'a> Planner<'a> {
                 return Err(fail(format!("{} isn't allowed as an ONBUILD trigger", instruction.name.to_uppercase())))
             }
             Keyword::Unknown => {
-                let name = crate::dockerfile::error::snippet(&instruction.name);
-                return Err(fail(format!("unknown instruction: {name}")));
+                let suggestion = suggest::search(&instruction.name, suggest::INSTRUCTIONS.iter().copied(), false);
+                return Err(fail(format!(
+                    "unknown instruction: {}{}",
+                    crate::dockerfile::error::snippet(&instruction.name),
+                    suggest::did_you_mean(&suggestion)
+                )));
             }
             _ => {}
         }
@@ -597,12 +647,18 @@ impl<'a> Planner<'a> {
         Ok(out)
     }
 
-    fn check_image_source(&mut self, instruction: &Instruction, name: &str) -> Result<(), PlanErrorKind> {
+    fn check_image_source(
+        &mut self,
+        instruction: &Instruction,
+        name: &str,
+        names: &HashMap<String, usize>,
+    ) -> Result<(), PlanErrorKind> {
         let platform = self.target_platform.format();
         self.base_config(name, &platform).map(|_| ()).map_err(|reason| PlanErrorKind::UnknownSource {
             instruction: instruction.keyword.as_str().unwrap_or("COPY").to_string(),
             name: name.to_string(),
-            reason,
+            reason: reason
+                + &suggest::did_you_mean(&suggest::search(name, stage_names(names).iter().map(String::as_str), true)),
         })
     }
 
@@ -763,7 +819,7 @@ impl<'a> Planner<'a> {
         Ok(match self.resolve_from(value, names, count)? {
             Source::Stage(i) => CopyFrom::Stage(positions[&i]),
             Source::Image(name) => {
-                self.check_image_source(instruction, &name)?;
+                self.check_image_source(instruction, &name, names)?;
                 CopyFrom::Image(name)
             }
         })
@@ -943,6 +999,21 @@ impl<'a> Planner<'a> {
             RunOp { argv, build_args, mounts, network: run.network.clone(), security: run.security.clone(), heredocs };
         Ok((Op::Run(op), created_by))
     }
+}
+
+/// The named stages in Dockerfile order (the options of a `did you mean` hint).
+fn stage_names(names: &HashMap<String, usize>) -> Vec<String> {
+    let mut named: Vec<(&usize, &String)> = names.iter().map(|(name, index)| (index, name)).collect();
+    named.sort();
+    named.into_iter().map(|(_, name)| name.clone()).collect()
+}
+
+/// A FROM image that cannot be had, with BuildKit's hint: a stage name or a common image near it.
+fn missing_base(reference: String, reason: String, names: &HashMap<String, usize>) -> PlanErrorKind {
+    let mut options = stage_names(names);
+    options.extend(suggest::common_images());
+    let hint = suggest::did_you_mean(&suggest::search(&reference, options.iter().map(String::as_str), true));
+    PlanErrorKind::MissingBaseImage { reference, reason: reason + &hint }
 }
 
 /// Stages reachable from `target` through `deps`, in Dockerfile order.

@@ -1,5 +1,10 @@
 //! The image config a stage accumulates, kept as docker's JSON so fields oci-spec does not model
 //! (Healthcheck, OnBuild, Shell) survive from base image to result untouched.
+//!
+//! Docker writes empty fields as `null` (`"Volumes": null`, `"Labels": null`, …): they are read
+//! as absent. What a build writes is BuildKit's view of the config ([`RunConfig::to_value`]):
+//! the fields of its image struct in its order, empty ones left out, docker's container-only
+//! fields (`Hostname`, `AttachStdin`, …) dropped.
 
 use serde_json::{json, Map, Value};
 
@@ -7,6 +12,24 @@ use crate::plan::{ConfigChange, Healthcheck};
 
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 pub const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+
+/// The fields of BuildKit's image config (the OCI `ImageConfig`, then docker's `Healthcheck`,
+/// `OnBuild` and `Shell`), in the order it writes them.
+const CONFIG_FIELDS: &[&str] = &[
+    "User",
+    "ExposedPorts",
+    "Env",
+    "Entrypoint",
+    "Cmd",
+    "Volumes",
+    "WorkingDir",
+    "Labels",
+    "StopSignal",
+    "ArgsEscaped",
+    "Healthcheck",
+    "OnBuild",
+    "Shell",
+];
 
 /// The `config` object of an image config, edited in place.
 #[derive(Clone, Debug, Default)]
@@ -17,12 +40,34 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// The `config` object of an image config; `null` members are dropped (docker writes empty
+    /// maps and lists as `null`).
     pub fn from_value(value: Option<&Value>) -> RunConfig {
-        RunConfig { fields: value.and_then(Value::as_object).cloned().unwrap_or_default(), cmd_set: false }
+        let mut fields = value.and_then(Value::as_object).cloned().unwrap_or_default();
+        fields.retain(|_, v| !v.is_null());
+        RunConfig { fields, cmd_set: false }
     }
 
+    /// The config as BuildKit writes it: the fields of its image config struct in that struct's
+    /// order (Go's `encoding/json`), each left out when empty (`omitempty`); other fields are not
+    /// part of an image config and are dropped.
     pub fn to_value(&self) -> Value {
-        Value::Object(self.fields.clone())
+        let mut out = Map::new();
+        for key in CONFIG_FIELDS {
+            let Some(value) = self.fields.get(*key) else { continue };
+            let empty = match value {
+                Value::Null => true,
+                Value::Bool(b) => !b,
+                Value::String(s) => s.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                Value::Object(o) => o.is_empty() && *key != "Healthcheck",
+                Value::Number(_) => false,
+            };
+            if !empty {
+                out.insert((*key).to_string(), value.clone());
+            }
+        }
+        Value::Object(out)
     }
 
     pub fn env(&self) -> Vec<String> {
@@ -74,17 +119,15 @@ impl RunConfig {
                 c.insert("Env".into(), json!(env));
             }
             ConfigChange::Label(pairs) => {
-                let labels = c.entry("Labels").or_insert_with(|| json!({}));
-                if !labels.is_object() {
-                    *labels = json!({});
-                }
-                let map = labels.as_object_mut().expect("labels is an object");
+                let map = object_field(c, "Labels");
                 for (key, value) in pairs {
                     map.insert(key.clone(), json!(value));
                 }
             }
             ConfigChange::Cmd(argv) => {
                 c.insert("Cmd".into(), json!(argv));
+                // BuildKit marks every CMD so (docker's image spec still reads the field).
+                c.insert("ArgsEscaped".into(), json!(true));
                 self.cmd_set = true;
             }
             ConfigChange::Entrypoint(argv) => {
@@ -95,19 +138,15 @@ impl RunConfig {
                 }
             }
             ConfigChange::Expose(ports) => {
-                let exposed = c.entry("ExposedPorts").or_insert_with(|| json!({}));
-                if let Some(map) = exposed.as_object_mut() {
-                    for port in ports {
-                        map.insert(port.clone(), json!({}));
-                    }
+                let map = object_field(c, "ExposedPorts");
+                for port in ports {
+                    map.insert(port.clone(), json!({}));
                 }
             }
             ConfigChange::Volume(paths) => {
-                let volumes = c.entry("Volumes").or_insert_with(|| json!({}));
-                if let Some(map) = volumes.as_object_mut() {
-                    for path in paths {
-                        map.insert(path.clone(), json!({}));
-                    }
+                let map = object_field(c, "Volumes");
+                for path in paths {
+                    map.insert(path.clone(), json!({}));
                 }
             }
             ConfigChange::User(user) => {
@@ -140,6 +179,15 @@ impl RunConfig {
             }
         }
     }
+}
+
+/// The map under `key`, made empty first when it is missing or not a map (`null`).
+fn object_field<'a>(fields: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let value = fields.entry(key).or_insert_with(|| json!({}));
+    if !value.is_object() {
+        *value = json!({});
+    }
+    value.as_object_mut().expect("just made an object")
 }
 
 fn healthcheck_json(check: &Healthcheck) -> Value {
@@ -180,11 +228,35 @@ mod tests {
     }
 
     #[test]
+    fn docker_nulls_read_as_absent_and_are_not_written() {
+        // A config as `docker import` / `docker commit` write it.
+        let docker = json!({
+            "Hostname": "", "Domainname": "", "User": "", "AttachStdin": false, "Tty": false,
+            "Env": null, "Cmd": null, "Image": "", "Volumes": null, "WorkingDir": "", "Entrypoint": null,
+            "OnBuild": null, "Labels": null, "ExposedPorts": null, "Shell": null, "Healthcheck": null
+        });
+        assert_eq!(RunConfig::from_value(Some(&docker)).to_value(), json!({}), "nothing but empty fields");
+        let mut c = RunConfig::from_value(Some(&docker));
+        assert!(c.env().is_empty() && c.onbuild().is_empty() && c.shell().is_empty());
+        c.apply(&ConfigChange::Label(vec![("a".into(), "b".into())]));
+        c.apply(&ConfigChange::OnBuild("RUN true".into()));
+        c.apply(&ConfigChange::Volume(vec!["/data".into()]));
+        c.apply(&ConfigChange::Expose(vec!["80/tcp".into()]));
+        c.apply(&ConfigChange::Env(vec![("A".into(), "1".into())]));
+        assert_eq!(
+            serde_json::to_string(&c.to_value()).unwrap(),
+            r#"{"ExposedPorts":{"80/tcp":{}},"Env":["A=1"],"Volumes":{"/data":{}},"Labels":{"a":"b"},"OnBuild":["RUN true"]}"#,
+            "BuildKit's fields in BuildKit's order"
+        );
+    }
+
+    #[test]
     fn entrypoint_resets_cmd_and_labels_merge() {
         let mut c = RunConfig::default();
         c.apply(&ConfigChange::Cmd(vec!["sh".into()]));
         c.apply(&ConfigChange::Entrypoint(vec!["/app".into()]));
         assert!(c.fields.get("Cmd").is_some(), "CMD set in this stage survives");
+        assert_eq!(c.to_value()["ArgsEscaped"], json!(true), "BuildKit sets ArgsEscaped with CMD");
         let mut inherited = RunConfig::from_value(Some(&json!({"Cmd": ["sh"]})));
         inherited.apply(&ConfigChange::Entrypoint(vec!["/app".into()]));
         assert!(inherited.fields.get("Cmd").is_none(), "inherited CMD is reset");

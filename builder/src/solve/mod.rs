@@ -126,14 +126,15 @@ impl<'a> StoreImages<'a> {
 
 impl ImageConfigSource for StoreImages<'_> {
     fn base_config(&self, reference: &str, platform: &str) -> Result<BaseImageConfig, String> {
-        let local = self.store.index().map_err(|e| e.to_string())?.resolve(reference);
+        // Not a reference (a 64-hex name, bad characters): no lookup or pull could find it.
+        let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
+        let local = resolve_reference(self.store, reference);
         let id = match (local, self.policy) {
             (Ok(id), PullPolicy::Missing | PullPolicy::Never) => id,
             (Err(_), PullPolicy::Never) => {
                 return Err("not in the store, and --pull=never forbids pulling it".to_string())
             }
             (_, policy) => {
-                let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
                 let platform = Platform::parse(platform).map_err(|e| e.to_string())?;
                 resolve_or_pull(self.store, &parsed, &platform, policy, ClientOptions::default())
                     .map_err(|e| format!("not in the store, and pulling it failed: {e}"))?
@@ -147,6 +148,7 @@ impl ImageConfigSource for StoreImages<'_> {
             shell: config.shell(),
             user: config.user(),
             onbuild: config.onbuild(),
+            platform: Some(image.platform()),
         })
     }
 }
@@ -178,20 +180,20 @@ pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
     });
     let target = board.take(plan.target).map_err(unwrap_error)?;
     let mut config = target.config.clone();
+    // `--label`s go on the target's config as BuildKit puts them: over the Dockerfile's LABELs,
+    // with no history entry.
     if !options.labels.is_empty() {
-        let labels = config["config"].as_object_mut().map(|c| c.entry("Labels").or_insert_with(|| json!({})));
-        if let Some(Value::Object(map)) = labels {
-            for (k, v) in &options.labels {
-                map.insert(k.clone(), json!(v));
-            }
-            map.sort_keys();
-        }
+        let mut run_config = RunConfig::from_value(config.get("config"));
+        let labels = options.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        run_config.apply(&ConfigChange::Label(labels));
+        config["config"] = run_config.to_value();
     }
     // The image is as new as its newest step: taken from the cache on a hit, so a fully cached
     // rebuild gives the same image ID. SOURCE_DATE_EPOCH pins it.
     if options.source_date_epoch.is_some() || config.get("created").is_none_or(Value::is_null) {
         config["created"] = json!(created);
     }
+    let config = buildkit_image(config);
     if let Err(e) = stat.save() {
         options.progress.event(ProgressEvent::Warning(format!("could not save the build context stat cache: {e}")));
     }
@@ -407,8 +409,7 @@ fn step_key(
                     key.field(&source.key)
                 }
                 CopyFrom::Image(reference) => {
-                    let id =
-                        cx.store.index().map_err(|e| e.to_string())?.resolve(reference).map_err(|e| e.to_string())?;
+                    let id = resolve_reference(cx.store, reference)?;
                     key.field(id.to_string())
                 }
             };
@@ -430,8 +431,7 @@ fn step_key(
                         .map_err(|_| format!("stage {} failed", stage_display_name(&cx.plan.stages[i])))?;
                     key = key.field(&source.key);
                 } else if let Some(reference) = options_of.get("from") {
-                    let id =
-                        cx.store.index().map_err(|e| e.to_string())?.resolve(reference).map_err(|e| e.to_string())?;
+                    let id = resolve_reference(cx.store, reference)?;
                     key = key.field(id.to_string());
                 } else {
                     let source = options_of.get("source").cloned().unwrap_or_else(|| "/".into());
@@ -506,7 +506,7 @@ fn mount_source_layers(cx: &StepContext, options: &BTreeMap<String, String>) -> 
     }
     match options.get("from") {
         Some(reference) => {
-            let id = cx.store.index().map_err(|e| e.to_string())?.resolve(reference).map_err(|e| e.to_string())?;
+            let id = resolve_reference(cx.store, reference)?;
             Ok(Some(cx.store.image(&id).map_err(|e| e.to_string())?.diff_ids().map_err(|e| e.to_string())?))
         }
         None => Ok(None),
@@ -589,9 +589,17 @@ fn step_title(step: &Step) -> String {
     step.created_by.trim_end_matches(" # buildkit").to_string()
 }
 
+/// The image a FROM, `COPY --from` or `RUN --mount from=` names: by reference only (name, tag,
+/// digest), as BuildKit resolves them; an image-ID prefix such as `4671` is a repository name.
+fn resolve_reference(store: &Store, reference: &str) -> Result<Digest, String> {
+    let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
+    // The normalised form (`docker.io/library/4671:latest`) never reads as an ID prefix.
+    store.index().map_err(|e| e.to_string())?.resolve(&parsed.to_string()).map_err(|e| e.to_string())
+}
+
 fn load_image(store: &Store, reference: &str) -> Result<StageResult, String> {
-    let index = store.index().map_err(|e| e.to_string())?;
-    let id = index.resolve(reference).map_err(|_| format!("base image \"{reference}\" is not in the store"))?;
+    let id =
+        resolve_reference(store, reference).map_err(|_| format!("base image \"{reference}\" is not in the store"))?;
     let image: Image = store.image(&id).map_err(|e| e.to_string())?;
     let fs = ImageFs::load(store, &image).map_err(|e| e.to_string())?;
     Ok(StageResult {
@@ -602,11 +610,14 @@ fn load_image(store: &Store, reference: &str) -> Result<StageResult, String> {
     })
 }
 
+/// BuildKit's empty image (`dockerfile2llb`'s `emptyImage`): the platform, a PATH, WorkingDir
+/// `/`, no layers.
 fn scratch_result(platform: &str) -> StageResult {
     let mut config = json!({
-        "config": {},
+        "architecture": "",
+        "config": {"Env": [DEFAULT_PATH], "WorkingDir": "/"},
+        "os": "",
         "rootfs": {"type": "layers", "diff_ids": []},
-        "history": [],
     });
     set_platform(&mut config, platform);
     StageResult { config, fs: ImageFs::empty(), pending: Vec::new(), key: KeyBuilder::new("scratch").finish() }
@@ -624,6 +635,39 @@ fn set_platform(config: &mut Value, platform: &str) {
             }
         }
     }
+}
+
+/// The image config as BuildKit's exporter writes it: the fields of the OCI image struct only
+/// (docker's `container_config`, `docker_version`, `comment`, … are not carried over from a base),
+/// empty optional ones left out, keys in sorted order.
+fn buildkit_image(config: Value) -> Value {
+    const FIELDS: &[&str] = &[
+        "architecture",
+        "author",
+        "config",
+        "created",
+        "history",
+        "os",
+        "os.features",
+        "os.version",
+        "rootfs",
+        "variant",
+    ];
+    let Value::Object(mut map) = config else { return config };
+    let mut out = serde_json::Map::new();
+    for key in FIELDS {
+        let Some(value) = map.remove(*key) else { continue };
+        let empty = match &value {
+            Value::Null => true,
+            Value::String(s) => s.is_empty() && *key != "architecture" && *key != "os",
+            Value::Array(a) => a.is_empty(),
+            _ => false,
+        };
+        if !empty {
+            out.insert((*key).to_string(), value);
+        }
+    }
+    Value::Object(out)
 }
 
 fn push_diff_id(config: &mut Value, diff_id: &Digest) {
