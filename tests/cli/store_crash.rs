@@ -121,3 +121,52 @@ fn the_work_dir_of_a_killed_build_is_removed_by_the_next_kiln() {
     assert!(names_in(&tmp).is_empty(), "left after the next kiln: {:?}\n{df}", names_in(&tmp));
     k.assert_fsck_clean();
 }
+
+/// Entries under `dir`, recursively (not following symlinks).
+fn count_tree(dir: &Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        n += 1;
+        if entry.file_type().unwrap().is_dir() {
+            n += count_tree(&entry.path());
+        }
+    }
+    n
+}
+
+/// Live snapshot directories (named by a chain ID alone) and their entry counts.
+fn live_snapshots(k: &Kiln) -> Vec<(String, usize)> {
+    names_in(&k.root().join("snapshots"))
+        .into_iter()
+        .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|n| {
+            let count = count_tree(&k.root().join("snapshots").join(&n));
+            (n, count)
+        })
+        .collect()
+}
+
+#[test]
+fn a_prune_killed_while_deleting_a_snapshot_leaves_no_partial_one_under_its_name() {
+    if !is_root() || !have_tool("strace") {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let ls = ["run", "--rm", "--network", "none", "busybox", "sh", "-c", "find / -xdev | wc -l"];
+    let files_before = k.ok(&ls);
+    let full = live_snapshots(&k);
+    assert_eq!(full.len(), 1, "run unpacked busybox's layer: {full:?}");
+    assert!(full[0].1 > 100, "{full:?}");
+    let killed = kill_at(&k, "unlinkat", 50, &["image", "prune", "-a", "-f"]);
+    assert!(!killed.status.success(), "the prune was not killed");
+    for (name, count) in live_snapshots(&k) {
+        assert_eq!(count, full[0].1, "snapshot {name} is partial under its live name");
+    }
+    // The same layer again: it must be unpacked whole, not taken from a half-deleted directory.
+    k.import_busybox("busybox:latest");
+    assert_eq!(k.ok(&ls), files_before);
+    assert_eq!(live_snapshots(&k), full);
+    k.assert_fsck_clean();
+}
