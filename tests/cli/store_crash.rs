@@ -170,3 +170,41 @@ fn a_prune_killed_while_deleting_a_snapshot_leaves_no_partial_one_under_its_name
     assert_eq!(live_snapshots(&k), full);
     k.assert_fsck_clean();
 }
+
+/// Starts `kiln run ARGS` (a long sleep), waits until its container is recorded, and kills kiln.
+fn kill_a_running_container(k: &Kiln, args: &[&str]) {
+    let mut child = k.cmd(args).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let containers = k.root().join("containers");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let recorded = names_in(&containers).iter().any(|c| containers.join(c).join("container.json").exists());
+        if recorded {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the container was never recorded");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn ps_is_truthful_after_the_kiln_of_a_container_is_killed() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    kill_a_running_container(&k, &["run", "--rm", "--network", "none", "busybox", "sleep", "60"]);
+    let ps = k.ok(&["ps", "-a"]);
+    assert_eq!(ps.lines().count(), 1, "a killed --rm container is gone, not `Created`:\n{ps}");
+    assert!(names_in(&k.root().join("containers")).is_empty(), "{:?}", names_in(&k.root().join("containers")));
+
+    kill_a_running_container(&k, &["run", "--name", "kept", "--network", "none", "busybox", "sleep", "60"]);
+    let ps = k.ok(&["ps", "-a"]);
+    let row = ps.lines().find(|l| l.contains("kept")).unwrap_or_else(|| panic!("{ps}"));
+    assert!(row.contains("Exited (137)"), "a killed container is reported as exited:\n{ps}");
+    k.ok(&["rm", "kept"]);
+    assert_eq!(k.ok(&["ps", "-a"]).lines().count(), 1);
+}

@@ -78,8 +78,14 @@ impl Store {
     }
 
     /// The directories where kiln writes temp files and directories.
-    fn temp_dirs(&self) -> [PathBuf; 4] {
-        [self.root.clone(), self.root.join("cache"), self.root.join("cache/steps"), self.root.join("tmp")]
+    fn temp_dirs(&self) -> [PathBuf; 5] {
+        [
+            self.root.clone(),
+            self.root.join("cache"),
+            self.root.join("cache/steps"),
+            self.root.join("tmp"),
+            self.root.join("containers"),
+        ]
     }
 
     /// Finds the temp files and directories of the store (see [`temp`]) and, with `remove`,
@@ -129,6 +135,9 @@ impl Store {
         let entries = fs::read_dir(&dir).map_err(|e| Error::io("listing containers", &dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("listing containers", &dir, e))?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue; // being removed (see store::temp::DOOMED_MARK)
+            }
             let image_file = entry.path().join("image");
             let Ok(text) = fs::read_to_string(&image_file) else { continue };
             let digest = Digest::parse(text.trim())

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Marks a kiln temp name: `.<what>.kiln-tmp-<pid>-<n>-<nanos>`.
 pub const TEMP_MARK: &str = ".kiln-tmp-";
+/// Marks a directory taken out of its live name to be deleted: `.<what>.kiln-doomed-…`.
+pub const DOOMED_MARK: &str = ".kiln-doomed-";
 /// Marks the temp file of a `kiln save -o <what>` in progress: `.<what>.kiln-save-partial-…`.
 pub const SAVE_MARK: &str = ".kiln-save-partial-";
 /// The suffix of the lock file that owns a temp directory.
@@ -162,7 +164,7 @@ impl TempSweep {
 /// Whether `name` is a kiln temp name (any marker of the form `.kiln-…-<pid>-<n>-<nanos>`).
 pub fn is_temp_name(name: &OsStr) -> bool {
     let name = name.to_string_lossy();
-    name.starts_with('.') && (name.contains(TEMP_MARK) || name.contains(SAVE_MARK))
+    name.starts_with('.') && (name.contains(TEMP_MARK) || name.contains(SAVE_MARK) || name.contains(DOOMED_MARK))
 }
 
 /// Finds the kiln temp files and directories in `dir` and, with `remove`, deletes those nobody
