@@ -208,3 +208,69 @@ fn ps_is_truthful_after_the_kiln_of_a_container_is_killed() {
     k.ok(&["rm", "kept"]);
     assert_eq!(k.ok(&["ps", "-a"]).lines().count(), 1);
 }
+
+/// A small tmpfs mounted at the test's store path, unmounted on drop.
+struct SmallStoreFs(std::path::PathBuf);
+
+impl SmallStoreFs {
+    fn mount(k: &Kiln, size: &str) -> Option<SmallStoreFs> {
+        std::fs::create_dir_all(k.root()).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "kiln-test-store"])
+            .arg(k.root())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("skipping: cannot mount a tmpfs");
+            return None;
+        }
+        Some(SmallStoreFs(k.root()))
+    }
+
+    /// Fills the file system to the last byte.
+    fn fill(&self) {
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k"])
+            .arg(format!("of={}", self.0.join("filler").display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=1"])
+            .arg(format!("of={}", self.0.join("filler-tail").display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+        let probe = std::fs::write(self.0.join("probe"), b"x");
+        assert!(probe.is_err(), "the file system is not full");
+    }
+}
+
+impl Drop for SmallStoreFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn rmi_and_prune_free_space_on_a_full_store() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    let Some(fs) = SmallStoreFs::mount(&k, "8m") else { return };
+    k.import_busybox("busybox:latest");
+    k.ok(&["tag", "busybox", "other:1"]);
+    k.import_busybox("second:1");
+    fs.fill();
+    let out = k.ok(&["rmi", "other:1"]);
+    assert!(out.contains("Untagged: other:1"), "{out}");
+    let out = k.ok(&["rmi", "busybox"]);
+    assert!(out.contains("Deleted:"), "{out}");
+    fs.fill();
+    let out = k.ok(&["image", "prune", "-a", "-f"]);
+    assert!(out.contains("deleted:"), "{out}");
+    assert_eq!(k.ok(&["images", "-q"]).trim(), "");
+    std::fs::remove_file(k.root().join("filler")).unwrap();
+    std::fs::remove_file(k.root().join("filler-tail")).unwrap();
+    k.assert_fsck_clean();
+}
