@@ -35,6 +35,11 @@ pub fn df(store: &Store) -> Result<ExitCode> {
     let active_images = index.images.keys().filter(|id| in_use.contains(id)).count();
     let containers = store.images_used_by_containers()?.len();
     let cache = super::builder::usage(store)?;
+    // Opening the store removed the leftovers it could; what is left is held by running kiln
+    // commands (active) or could not be removed.
+    let temps = store.sweep_temps(false)?;
+    let temp_bytes: u64 = temps.held.iter().chain(&temps.removed).map(|(_, size)| size).sum();
+    let stuck_bytes: u64 = temps.removed.iter().map(|(_, size)| size).sum();
     print_table(
         &["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
         &[
@@ -53,6 +58,13 @@ pub fn df(store: &Store) -> Result<ExitCode> {
                 cache.active.to_string(),
                 human_size(cache.bytes),
                 human_size(cache.bytes),
+            ],
+            vec![
+                "Temporary files".into(),
+                (temps.held.len() + temps.removed.len()).to_string(),
+                temps.held.len().to_string(),
+                human_size(temp_bytes),
+                human_size(stuck_bytes),
             ],
         ],
     );

@@ -112,7 +112,14 @@ fn the_work_dir_of_a_killed_build_is_removed_by_the_next_kiln() {
         assert!(std::time::Instant::now() < deadline, "the build never made its work dir");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    // While the build runs, its work dir is held: df counts it and nothing removes it.
+    let df = k.ok(&["system", "df"]);
+    let row = df.lines().find(|l| l.starts_with("Temporary files")).unwrap_or_else(|| panic!("{df}"));
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&fields[2..4], ["1", "1"], "one temp dir, held: {row}");
+    assert!(fields[4].ends_with("MB"), "the 4 MB the RUN wrote: {row}");
+    assert!(!names_in(&tmp).is_empty());
     child.kill().unwrap();
     child.wait().unwrap();
     std::thread::sleep(std::time::Duration::from_secs(3));
@@ -317,4 +324,30 @@ fn fsck_checks_snapshots_against_their_layers_and_repair_unpacks_them_again() {
     assert!(clean.contains("no problems"), "{clean}");
     let ls = k.ok(&["run", "--rm", "--network", "none", "built:1", "sh", "-c", "ls /bin/ls /bin/cat /d/f"]);
     assert_eq!(ls.lines().count(), 3, "{ls}");
+}
+
+#[test]
+fn a_builder_prune_killed_while_deleting_cache_mounts_leaves_them_whole_or_gone() {
+    if !is_root() || !have_tool("strace") {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    std::fs::create_dir_all(k.path("ctx")).unwrap();
+    std::fs::write(
+        k.path("ctx/Dockerfile"),
+        "FROM busybox\nRUN --mount=type=cache,target=/c for i in $(seq 1 40); do echo $i > /c/f$i; done\n",
+    )
+    .unwrap();
+    k.ok(&["build", "--progress", "quiet", "-t", "cached:1", k.path("ctx").to_str().unwrap()]);
+    let mounts = k.root().join("cache-mounts");
+    assert_eq!(count_tree(&mounts), 41, "one cache mount with 40 files");
+    let killed = kill_at(&k, "unlinkat", 3, &["builder", "prune", "-a", "-f"]);
+    assert!(!killed.status.success(), "the prune was not killed");
+    if mounts.exists() {
+        assert_eq!(count_tree(&mounts), 41, "a half-deleted cache mount is left under its live name");
+    }
+    k.ok(&["images"]);
+    let doomed: Vec<String> = names_in(&k.root()).into_iter().filter(|n| n.contains("cache-mounts")).collect();
+    assert!(doomed.is_empty(), "the next kiln removes what the kill left: {doomed:?}");
 }
