@@ -159,23 +159,26 @@ fn a_prune_killed_while_deleting_a_snapshot_leaves_no_partial_one_under_its_name
     if !is_root() || !have_tool("strace") {
         return;
     }
-    let k = Kiln::new();
-    k.import_busybox("busybox:latest");
-    let ls = ["run", "--rm", "--network", "none", "busybox", "sh", "-c", "find / -xdev | wc -l"];
-    let files_before = k.ok(&ls);
-    let full = live_snapshots(&k);
-    assert_eq!(full.len(), 1, "run unpacked busybox's layer: {full:?}");
-    assert!(full[0].1 > 100, "{full:?}");
-    let killed = kill_at(&k, "unlinkat", 50, &["image", "prune", "-a", "-f"]);
-    assert!(!killed.status.success(), "the prune was not killed");
-    for (name, count) in live_snapshots(&k) {
-        assert_eq!(count, full[0].1, "snapshot {name} is partial under its live name");
+    // Early in the deletion, in the middle (the reproducer), and near its end.
+    for when in [2, 50, 250] {
+        let k = Kiln::new();
+        k.import_busybox("busybox:latest");
+        let ls = ["run", "--rm", "--network", "none", "busybox", "sh", "-c", "find / -xdev | wc -l"];
+        let files_before = k.ok(&ls);
+        let full = live_snapshots(&k);
+        assert_eq!(full.len(), 1, "run unpacked busybox's layer: {full:?}");
+        assert!(full[0].1 > 250, "{full:?}");
+        let killed = kill_at(&k, "unlinkat", when, &["image", "prune", "-a", "-f"]);
+        assert!(!killed.status.success(), "when={when}: the prune was not killed");
+        for (name, count) in live_snapshots(&k) {
+            assert_eq!(count, full[0].1, "when={when}: snapshot {name} is partial under its live name");
+        }
+        // The same layer again: it must be unpacked whole, not taken from a half-deleted directory.
+        k.import_busybox("busybox:latest");
+        assert_eq!(k.ok(&ls), files_before, "when={when}");
+        assert_eq!(live_snapshots(&k), full, "when={when}");
+        k.assert_fsck_clean();
     }
-    // The same layer again: it must be unpacked whole, not taken from a half-deleted directory.
-    k.import_busybox("busybox:latest");
-    assert_eq!(k.ok(&ls), files_before);
-    assert_eq!(live_snapshots(&k), full);
-    k.assert_fsck_clean();
 }
 
 /// Starts `kiln run ARGS` (a long sleep), waits until its container is recorded, and kills kiln.
