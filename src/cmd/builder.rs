@@ -122,7 +122,7 @@ fn blob_size(store: &Store, digest: &Digest) -> u64 {
     std::fs::symlink_metadata(store.blob_path(digest)).map(|m| m.len()).unwrap_or(0)
 }
 
-fn dir_size(dir: &std::path::Path) -> u64 {
+pub(super) fn dir_size(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
         .filter_map(|e| e.ok())

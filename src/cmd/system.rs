@@ -37,7 +37,12 @@ pub fn df(store: &Store) -> Result<ExitCode> {
     let cache = super::builder::usage(store)?;
     // Opening the store removed the leftovers it could; what is left is held by running kiln
     // commands (active) or could not be removed.
-    let temps = store.sweep_temps(false)?;
+    let mut temps = store.sweep_temps(false)?;
+    // Older kilns' work dirs, which only `system fsck --repair` removes.
+    temps.removed.extend(store.legacy_work_dirs().into_iter().map(|dir| {
+        let size = super::builder::dir_size(&dir);
+        (dir, size)
+    }));
     let temp_bytes: u64 = temps.held.iter().chain(&temps.removed).map(|(_, size)| size).sum();
     let stuck_bytes: u64 = temps.removed.iter().map(|(_, size)| size).sum();
     print_table(
@@ -79,7 +84,12 @@ pub fn fsck(store: &Store, args: FsckArgs) -> Result<ExitCode> {
             FsckProblem::Leftover { path } if args.repair => {
                 // Only what no live kiln holds was reported; removed under its lock.
                 let _ = store.sweep_temps(true);
-                let _ = std::fs::remove_file(path);
+                let path_ref = std::path::Path::new(path);
+                if path_ref.is_dir() {
+                    let _ = std::fs::remove_dir_all(path_ref);
+                } else {
+                    let _ = std::fs::remove_file(path_ref);
+                }
                 if std::path::Path::new(path).exists() {
                     println!("{problem} (could not remove it)");
                     unrepaired += 1;

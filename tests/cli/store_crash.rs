@@ -354,3 +354,24 @@ fn a_builder_prune_killed_while_deleting_cache_mounts_leaves_them_whole_or_gone(
     let doomed: Vec<String> = names_in(&k.root()).into_iter().filter(|n| n.contains("cache-mounts")).collect();
     assert!(doomed.is_empty(), "the next kiln removes what the kill left: {doomed:?}");
 }
+
+#[test]
+fn an_older_kilns_work_dir_is_counted_by_df_reported_by_fsck_and_removed_by_repair() {
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let legacy = k.root().join("tmp/run-Ab12Cd/upper");
+    std::fs::create_dir_all(&legacy).unwrap();
+    std::fs::write(legacy.join("big"), vec![1u8; 3 << 20]).unwrap();
+    let df = k.ok(&["system", "df"]);
+    let row = df.lines().find(|l| l.starts_with("Temporary files")).unwrap_or_else(|| panic!("{df}"));
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&fields[2..4], ["1", "0"], "one leftover, not held: {row}");
+    assert!(fields[5].ends_with("MB"), "reclaimable: {row}");
+    let out = k.run(&["system", "fsck"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success() && text.contains("run-Ab12Cd"), "{text}");
+    let repaired = k.ok(&["system", "fsck", "--repair"]);
+    assert!(repaired.contains("removed"), "{repaired}");
+    assert!(!k.root().join("tmp/run-Ab12Cd").exists());
+    k.assert_fsck_clean();
+}

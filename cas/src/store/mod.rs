@@ -126,6 +126,25 @@ impl Store {
         ]
     }
 
+    /// Work dirs of older kiln versions in `<root>/tmp` (`run-XXXXXX`, `reproduce-XXXXXX`), which
+    /// no lock owns: kiln cannot tell whether an old kiln still uses one, so they are only reported
+    /// by fsck and removed by `fsck --repair`.
+    pub fn legacy_work_dirs(&self) -> Vec<PathBuf> {
+        let dir = self.root.join("tmp");
+        let Ok(entries) = fs::read_dir(&dir) else { return Vec::new() };
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let legacy = ["run-", "reproduce-"].iter().any(|p| name.strip_prefix(p).is_some_and(|r| r.len() == 6));
+                legacy && e.file_type().is_ok_and(|t| t.is_dir())
+            })
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        found
+    }
+
     /// Finds the temp files and directories of the store (see [`temp`]) and, with `remove`,
     /// deletes those no live kiln holds: the leftovers of killed commands.
     pub fn sweep_temps(&self, remove: bool) -> Result<temp::TempSweep> {
