@@ -45,7 +45,7 @@ impl std::fmt::Display for FsckProblem {
             FsckProblem::TagToUnknownImage { tag, image } => {
                 write!(f, "tag {tag} names {image}, which is not in the image table")
             }
-            FsckProblem::Leftover { path } => write!(f, "leftover temporary file {path}"),
+            FsckProblem::Leftover { path } => write!(f, "leftover temporary file or directory {path}"),
         }
     }
 }
@@ -119,7 +119,8 @@ impl Store {
                 report.problems.push(FsckProblem::TagToUnknownImage { tag: tag.clone(), image: image.clone() });
             }
         }
-        for path in self.stale_ingests()?.into_iter().chain(self.stale_index_temps()) {
+        let stale_temps = self.sweep_temps(false)?.removed.into_iter().map(|(path, _)| path);
+        for path in self.stale_ingests()?.into_iter().chain(stale_temps).chain(self.legacy_work_dirs()) {
             report.problems.push(FsckProblem::Leftover { path: path.display().to_string() });
         }
         Ok(report)

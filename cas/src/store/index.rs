@@ -4,14 +4,14 @@
 //! config's diffIDs. The index is small, read whole, and replaced atomically under `images.lock`.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{write_file_atomically, Store};
+use super::{is_out_of_space, write_file_atomically, Store};
 use crate::{Digest, Error, Reference, Result};
 
 const INDEX_FORMAT: u32 = 1;
@@ -138,7 +138,15 @@ impl Store {
         let result = change(&mut index)?;
         if index != before {
             let bytes = serde_json::to_vec_pretty(&index).expect("index serialises");
-            write_file_atomically(&self.index_path(), &bytes)?;
+            match write_file_atomically(&self.index_path(), &bytes) {
+                Ok(()) => {}
+                // On a full file system, a change that shrinks the index (rmi, prune: what frees
+                // space) may use the store's reserve; the reserve is made again once space is free.
+                Err(e) if is_out_of_space(&e) && shrinks(&self.index_path(), &bytes) && self.release_reserve() => {
+                    write_file_atomically(&self.index_path(), &bytes)?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         drop(lock);
         Ok(result)
@@ -162,22 +170,18 @@ impl Store {
                 .collect())
         })
     }
+}
 
-    /// Whether a temp file of an interrupted index write is left over (fsck reports it).
-    pub(crate) fn stale_index_temps(&self) -> Vec<PathBuf> {
-        let Ok(entries) = fs::read_dir(&self.root) else { return Vec::new() };
-        entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".images.json.tmp-")))
-            .collect()
-    }
+/// Whether `bytes` are no longer than the file at `path` is now.
+fn shrinks(path: &std::path::Path, bytes: &[u8]) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| bytes.len() as u64 <= m.len())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::LockMode;
+    use std::fs;
 
     fn id(n: u8) -> Digest {
         Digest::of(&[n])

@@ -14,6 +14,7 @@ mod fsck;
 mod gc;
 mod index;
 mod ingest;
+pub mod temp;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -28,6 +29,15 @@ pub use index::{ImageIndex, ImageRecord};
 pub use ingest::{BlobWriter, StagedBlob};
 
 use crate::{Digest, Error, Result};
+
+/// `<root>/reserve`: space set aside so that freeing space never needs free space.
+const RESERVE_FILE: &str = "reserve";
+const RESERVE_BYTES: u64 = 1 << 20;
+
+/// Whether `e` says the file system (or the user's quota) is full.
+pub(crate) fn is_out_of_space(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+}
 
 /// How a process holds the store: builds, loads and reads share it; prune and GC take it alone so
 /// that no blob an in-flight command is about to reference is swept.
@@ -70,7 +80,81 @@ impl Store {
         lock_store(&lock, &lock_path, mode)?;
         let store = Store { root, _lock: lock };
         store.remove_stale_ingests()?;
+        // Best effort: a leftover that cannot be removed now is counted by `system df` and
+        // reported by `system fsck`.
+        let _ = store.sweep_temps(true);
+        store.keep_reserve();
         Ok(store)
+    }
+
+    fn reserve_path(&self) -> PathBuf {
+        self.root.join(RESERVE_FILE)
+    }
+
+    /// Makes sure `<root>/reserve` holds [`RESERVE_BYTES`] (best effort: on a full file system it
+    /// waits for the next command). The reserve is what lets `rmi` and `prune` write the smaller
+    /// `images.json` that frees space when the store's file system is full.
+    pub(crate) fn keep_reserve(&self) {
+        let path = self.reserve_path();
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == RESERVE_BYTES) {
+            return;
+        }
+        let made = (|| -> std::io::Result<()> {
+            let mut tmp = temp::OwnedTemp::create(&self.root, RESERVE_FILE, 0o600)?;
+            tmp.file().write_all(&vec![0u8; RESERVE_BYTES as usize])?;
+            tmp.file().sync_all()?;
+            tmp.persist(&path)
+        })();
+        if made.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+    }
+
+    /// Gives the reserve's space back to the file system; true if there was one.
+    pub(crate) fn release_reserve(&self) -> bool {
+        fs::remove_file(self.reserve_path()).is_ok()
+    }
+
+    /// The directories where kiln writes temp files and directories.
+    fn temp_dirs(&self) -> [PathBuf; 5] {
+        [
+            self.root.clone(),
+            self.root.join("cache"),
+            self.root.join("cache/steps"),
+            self.root.join("tmp"),
+            self.root.join("containers"),
+        ]
+    }
+
+    /// Work dirs of older kiln versions in `<root>/tmp` (`run-XXXXXX`, `reproduce-XXXXXX`), which
+    /// no lock owns: kiln cannot tell whether an old kiln still uses one, so they are only reported
+    /// by fsck and removed by `fsck --repair`.
+    pub fn legacy_work_dirs(&self) -> Vec<PathBuf> {
+        let dir = self.root.join("tmp");
+        let Ok(entries) = fs::read_dir(&dir) else { return Vec::new() };
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let legacy = ["run-", "reproduce-"].iter().any(|p| name.strip_prefix(p).is_some_and(|r| r.len() == 6));
+                legacy && e.file_type().is_ok_and(|t| t.is_dir())
+            })
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Finds the temp files and directories of the store (see [`temp`]) and, with `remove`,
+    /// deletes those no live kiln holds: the leftovers of killed commands.
+    pub fn sweep_temps(&self, remove: bool) -> Result<temp::TempSweep> {
+        let mut sweep = temp::TempSweep::default();
+        for dir in self.temp_dirs() {
+            sweep.extend(
+                temp::remove_stale_temps(&dir, remove).map_err(|e| Error::io("cleaning temp files in", &dir, e))?,
+            );
+        }
+        Ok(sweep)
     }
 
     pub fn root(&self) -> &Path {
@@ -108,6 +192,9 @@ impl Store {
         let entries = fs::read_dir(&dir).map_err(|e| Error::io("listing containers", &dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("listing containers", &dir, e))?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue; // being removed (see store::temp::DOOMED_MARK)
+            }
             let image_file = entry.path().join("image");
             let Ok(text) = fs::read_to_string(&image_file) else { continue };
             let digest = Digest::parse(text.trim())
@@ -142,28 +229,17 @@ fn lock_store(lock: &File, path: &Path, mode: LockMode) -> Result<()> {
     blocking.map_err(|e| Error::io("locking store", path, e))
 }
 
-/// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync of the directory.
+/// Writes `bytes` to `path` atomically and durably: a temp file unique to this writer and held by
+/// its lock ([`temp::OwnedTemp`]), fsync, rename, fsync of the directory.
 pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().expect("store files live in a directory");
-    let tmp =
-        dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io("creating", &tmp, e))?;
-        file.write_all(bytes).map_err(|e| Error::io("writing", &tmp, e))?;
-        file.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let base = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut tmp =
+        temp::OwnedTemp::create(dir, &base, 0o600).map_err(|e| Error::io("creating a temp file in", dir, e))?;
+    tmp.file().write_all(bytes).map_err(|e| Error::io("writing", tmp.path(), e))?;
+    tmp.file().sync_all().map_err(|e| Error::io("syncing", tmp.path(), e))?;
+    tmp.persist(path).map_err(|e| Error::io("renaming into place", path, e))?;
+    sync_dir(dir)
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
@@ -191,6 +267,26 @@ mod tests {
         drop(shared);
         rx.recv_timeout(std::time::Duration::from_secs(5)).expect("exclusive lock after shared released");
         handle.join().unwrap();
+    }
+
+    #[test]
+    fn many_threads_writing_one_key_never_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LockMode::Shared).unwrap();
+        let key = "c".repeat(64);
+        let record = StepRecord { format: CACHE_RECORD_FORMAT, created: "2026-01-01T00:00:00Z".into(), diff_id: None };
+        for round in 0..100 {
+            let _ = fs::remove_dir_all(dir.path().join("cache"));
+            std::thread::scope(|s| {
+                for _ in 0..16 {
+                    s.spawn(|| store.cache_record(&key, &record).expect("concurrent write of one key"));
+                }
+            });
+            assert_eq!(store.cache_lookup(&key), Some(record.clone()), "round {round}");
+            let names: Vec<_> =
+                fs::read_dir(dir.path().join("cache/steps")).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(names.len(), 1, "round {round}: temp files left: {names:?}");
+        }
     }
 
     #[test]

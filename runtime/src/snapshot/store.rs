@@ -420,17 +420,7 @@ impl Snapshots {
                 continue;
             }
             let Some(lock) = self.lock(hex, LockKind::TryExclusive)? else { continue };
-            for victim in [hex.to_string(), format!("{hex}{INCOMPLETE_SUFFIX}")] {
-                let victim = OsStr::new(&victim);
-                match sys::lstat_at(dir.as_fd(), victim) {
-                    Ok(Some(st)) if sys::is_dir(&st) => {
-                        let path = self.dir.join(victim);
-                        freed += disk_usage(dir.as_fd(), victim).map_err(errno_err("measuring", &path))?;
-                        sys::remove_all_at(dir.as_fd(), victim).map_err(errno_err("removing", path))?;
-                    }
-                    _ => {}
-                }
-            }
+            freed += self.retire(dir.as_fd(), hex)?;
             let _ = nix::unistd::unlinkat(
                 &dir,
                 format!("{hex}{BOOT_SUFFIX}").as_str(),
@@ -443,6 +433,101 @@ impl Snapshots {
                 Err(e) => return Err(errno_err("removing", self.dir.join(&lock_name))(e)),
             }
             drop(lock);
+        }
+        Ok(freed)
+    }
+}
+
+impl Snapshots {
+    /// Checks the snapshot of the top layer of `diff_ids` against its layer: the blob (verified
+    /// against its diffID on the way) is unpacked afresh into a temp dir under `<store>/tmp`, over
+    /// the snapshots below, and the two trees are compared (see `check.rs`; with `full`, file
+    /// contents too). `Ok(None)`: the snapshot matches, or is not there (nothing to check).
+    pub fn verify(&self, store: &Store, diff_ids: &[Digest], full: bool) -> Result<Option<String>> {
+        let chains = chain_ids(diff_ids);
+        let (Some(chain), Some(diff_id)) = (chains.last(), diff_ids.last()) else { return Ok(None) };
+        // Shared: a prune leaves it alone while it is read; an unpack of it cannot be under way.
+        let _lease = self.lock(chain.hex(), LockKind::Shared)?;
+        if !self.exists(chain) {
+            return Ok(None);
+        }
+        let mut lowers: Vec<PathBuf> = chains[..chains.len() - 1].iter().map(|c| self.path(c)).collect();
+        lowers.reverse();
+        let scratch_root = store.root().join("tmp");
+        fs::create_dir_all(&scratch_root).map_err(io_err("creating", &scratch_root))?;
+        let scratch = kiln_cas::store::temp::OwnedTempDir::create(&scratch_root, "fsck")
+            .map_err(io_err("creating", &scratch_root))?;
+        let fresh = scratch.path().join("layer");
+        fs::create_dir(&fresh).map_err(io_err("creating", &fresh))?;
+        let blob = store.open_blob(diff_id)?;
+        let mut reader = HashingReader::new(BufReader::with_capacity(1 << 20, blob.file));
+        let opts = ApplyOptions { lower_dirs: &lowers, userxattr: self.userxattr, ..ApplyOptions::default() };
+        let applied = apply_layer(&mut reader, &fresh, &opts);
+        let drained = io::copy(&mut reader, &mut io::sink());
+        let (_, actual, size) = reader.finish();
+        if drained.is_ok() && actual != *diff_id {
+            return Err(SnapshotsError::Corrupt { diff_id: diff_id.clone(), actual, size });
+        }
+        applied.map_err(|source| SnapshotsError::Apply {
+            diff_id: diff_id.clone(),
+            chain_id: chain.clone(),
+            source,
+        })?;
+        drained.map_err(io_err("reading blob", store.blob_path(diff_id)))?;
+        let summary = |dir: &Path| super::check::summarize(dir, full).map_err(io_err("reading", dir));
+        Ok(super::check::compare(&summary(&fresh)?, &summary(&self.path(chain))?))
+    }
+
+    /// Replaces the snapshot of the top layer of `diff_ids` by its layer unpacked afresh from the
+    /// verified blob (the snapshots below must be sound).
+    pub fn repair(&self, store: &Store, diff_ids: &[Digest]) -> Result<()> {
+        let chains = chain_ids(diff_ids);
+        let (Some(chain), Some(diff_id)) = (chains.last(), diff_ids.last()) else { return Ok(()) };
+        let _lock = self.lock(chain.hex(), LockKind::Exclusive)?;
+        let dir = self.open_dir()?;
+        self.retire(dir.as_fd(), chain.hex())?;
+        let _ = nix::unistd::unlinkat(
+            &dir,
+            format!("{}{BOOT_SUFFIX}", chain.hex()).as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+        let mut lowers: Vec<PathBuf> = chains[..chains.len() - 1].iter().map(|c| self.path(c)).collect();
+        lowers.reverse();
+        self.unpack(store, diff_id, chain, &lowers)
+    }
+
+    /// Removes the snapshot `hex` (and a stale `<hex>.incomplete`), returning the bytes freed. The
+    /// caller holds its lock. The snapshot first leaves its live name (renamed to
+    /// `<hex>.incomplete`, durably) and is deleted only then: a crash part-way leaves an
+    /// incomplete snapshot, which the next open removes, never a partial one under its key.
+    fn retire(&self, dir: BorrowedFd<'_>, hex: &str) -> Result<u64> {
+        let doomed = format!("{hex}{INCOMPLETE_SUFFIX}");
+        let doomed_path = self.dir.join(&doomed);
+        let mut freed = 0;
+        if let Some(st) = sys::lstat_at(dir, OsStr::new(&doomed)).map_err(errno_err("inspecting", &doomed_path))? {
+            if sys::is_dir(&st) {
+                freed += disk_usage(dir, OsStr::new(&doomed)).map_err(errno_err("measuring", &doomed_path))?;
+            }
+            sys::remove_all_at(dir, OsStr::new(&doomed)).map_err(errno_err("removing", &doomed_path))?;
+        }
+        match sys::lstat_at(dir, OsStr::new(hex)) {
+            Ok(Some(st)) if sys::is_dir(&st) => {
+                let path = self.dir.join(hex);
+                freed += disk_usage(dir, OsStr::new(hex)).map_err(errno_err("measuring", &path))?;
+                renameat2(dir, hex, dir, doomed.as_str(), RenameFlags::RENAME_NOREPLACE)
+                    .map_err(errno_err("taking out of use", &path))?;
+                let sync = nix::fcntl::openat(
+                    dir,
+                    ".",
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(errno_err("opening", &self.dir))?;
+                nix::unistd::fsync(&sync).map_err(errno_err("syncing", &self.dir))?;
+                sys::remove_all_at(dir, OsStr::new(&doomed)).map_err(errno_err("removing", &doomed_path))?;
+            }
+            Ok(_) => {}
+            Err(e) => return Err(errno_err("inspecting", &self.dir.join(hex))(e)),
         }
         Ok(freed)
     }
