@@ -217,6 +217,49 @@ fn heredoc_run_and_exec_form() {
     assert_eq!(read(&store, &fs, "/exec"), "exec\n");
 }
 
+/// BuildKit's heredoc cases (its `testHeredocIndent`, `testRunComplexHeredoc`,
+/// `testRunShebangHeredoc`): a command after the marker reads the body on stdin.
+#[test]
+fn heredoc_with_a_command_after_the_marker_runs_that_command() {
+    let Some(t) = RunTest::new() else { return };
+    let dockerfile = "FROM busybox\nWORKDIR /dest\n\
+        RUN <<EOF\necho \"\n\tfoo\" > /dest/foo-run\nEOF\n\
+        RUN <<-EOF\necho \"\n\tbar\" > /dest/bar-run\nEOF\n\
+        RUN <<EOF\n#!/bin/sh\necho \"\n\tfoo\" > /dest/foo2-run\nEOF\n\
+        RUN <<-EOF\n#!/bin/sh\necho \"\n\tbar\" > /dest/bar2-run\nEOF\n\
+        RUN <<EOF sh > /dest/foo3-run\necho \"\n\tfoo\"\nEOF\n\
+        RUN <<-EOF sh > /dest/bar3-run\necho \"\n\tbar\"\nEOF\n\
+        RUN <<EOF awk -f - > /dest/awk\nBEGIN { print \"from awk\" }\nEOF\n\
+        RUN <<'EOF' sh -e > /dest/shell\necho $0 $-\nEOF\n\
+        RUN <<EOF 3<<IN1 4<<IN2 awk -f -\nBEGIN {\n\twhile ((getline line < \"/proc/self/fd/3\") > 0)\n\t\tprint tolower(line) > \"./fd3\"\n\twhile ((getline line < \"/proc/self/fd/4\") > 0)\n\t\tprint toupper(line) > \"./fd4\"\n}\nEOF\nhello WORLD\nIN1\nHELLO world\nIN2\n\
+        RUN cat <<EOF1 | tr '[:upper:]' '[:lower:]' > ./out1; \\\n\tcat <<EOF2 | tr '[:lower:]' '[:upper:]' > ./out2\nhello WORLD\nEOF1\nHELLO world\nEOF2\n\
+        ARG name=world\n\
+        RUN <<EOF\nname2=\"new $name\"\necho \"Hello ${name2}!\" > /dest/r1\nEOF\n\
+        RUN <<'EOF' sh\necho \"Hello ${name}!\" > /dest/r2\nEOF\n";
+    t.build("heredoc:2", dockerfile, &[]);
+    let (store, fs, _) = t.image("heredoc:2");
+    for (name, content) in [
+        ("foo-run", "\n\tfoo\n"),
+        ("bar-run", "\nbar\n"),
+        ("foo2-run", "\n\tfoo\n"),
+        ("bar2-run", "\nbar\n"),
+        ("foo3-run", "\n\tfoo\n"),
+        ("bar3-run", "\nbar\n"),
+        ("awk", "from awk\n"),
+        ("fd3", "hello world\n"),
+        ("fd4", "HELLO WORLD\n"),
+        ("out1", "hello world\n"),
+        ("out2", "HELLO WORLD\n"),
+        ("r1", "Hello new world!\n"),
+        ("r2", "Hello world!\n"),
+    ] {
+        assert_eq!(read(&store, &fs, &format!("/dest/{name}")), content, "{name}");
+    }
+    // `sh -e` ran (not the default `/bin/sh -c`): `$0` is `sh` and `$-` holds `e`.
+    let shell = read(&store, &fs, "/dest/shell");
+    assert!(shell.starts_with("sh ") && shell.trim_end().split(' ').nth(1).unwrap().contains('e'), "{shell:?}");
+}
+
 #[test]
 fn four_independent_run_stages_all_overlap() {
     let Some(t) = RunTest::new() else { return };

@@ -887,7 +887,9 @@ impl<'a> Planner<'a> {
         let mut args = command.args.clone();
         let mut heredocs = Vec::new();
         if !command.files.is_empty() {
-            if instructions::heredoc_marker(&args[0]).is_some() {
+            // BuildKit's dispatchRun: only a command that is exactly one marker (`<<EOF`) runs
+            // the body itself; `<<EOF sh > /out` keeps its command and the shell reads the body.
+            if crate::dockerfile::is_heredoc_marker(&args[0]) {
                 let (name, data, chomp) = &command.files[0];
                 let body = if *chomp { chomp_heredoc(data) } else { data.clone() };
                 if body.starts_with("#!") {
