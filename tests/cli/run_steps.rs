@@ -118,14 +118,36 @@ fn mount_points_and_etc_files_are_not_left_in_the_layer() {
 fn failing_run_names_the_line_status_and_command_and_tags_nothing() {
     let Some(t) = RunTest::new() else { return };
     let err = t.build_fails("FROM busybox\nENV A=1\nRUN echo about to fail; exit 7\n");
-    assert!(err.contains("Dockerfile:3: RUN failed (exit status 7): echo about to fail; exit 7"), "{err}");
+    assert!(
+        err.contains(
+            "Dockerfile:3: RUN failed: process \"/bin/sh -c echo about to fail; exit 7\" did not complete successfully: exit code: 7"
+        ),
+        "{err}"
+    );
     let err = t.build_fails("FROM busybox\nRUN [\"/no/such/binary\"]\n");
     assert!(err.contains("Dockerfile:2") && err.contains("/no/such/binary"), "{err}");
     // The command is pid 1 of its namespace, which ignores signals from inside it (as in
     // docker); a child killed by SIGKILL makes the shell exit 137.
     let err = t.build_fails("FROM busybox\nRUN sh -c 'kill -9 $$'; exit $?\n");
-    assert!(err.contains("exit status 137"), "{err}");
+    assert!(err.contains("did not complete successfully: exit code: 137"), "{err}");
     assert!(!t.k.ok(&["images", "--format", "{{.Repository}}"]).contains("failed"));
+}
+
+/// BuildKit's wording, which users and CI scripts grep for: the whole argv, Go-quoted.
+#[test]
+fn failing_run_prints_buildkits_process_error() {
+    let Some(t) = RunTest::new() else { return };
+    for (dockerfile, expected) in [
+        ("FROM busybox\nRUN false\n", "process \"/bin/sh -c false\" did not complete successfully: exit code: 1"),
+        ("FROM busybox\nRUN [\"/bin/false\"]\n", "process \"/bin/false\" did not complete successfully: exit code: 1"),
+        (
+            "FROM busybox\nSHELL [\"/bin/sh\", \"-ec\"]\nRUN <<EOF\necho \"a\"\nexit 2\nEOF\n",
+            "process \"/bin/sh -ec echo \\\"a\\\"\\nexit 2\\n\" did not complete successfully: exit code: 2",
+        ),
+    ] {
+        let err = t.build_fails(dockerfile);
+        assert!(err.contains(expected), "{dockerfile:?}: expected {expected:?} in:\n{err}");
+    }
 }
 
 #[test]

@@ -16,6 +16,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::progress::{Progress, ProgressEvent};
 use super::RunConfig;
+use crate::frontend::history::go_quote;
 use crate::plan::RunOp;
 
 /// BuildKit's hostname for build containers.
@@ -107,15 +108,17 @@ pub(crate) fn run_step(
         scope.spawn(|| forward_output(receiver, cx.progress, cx.progress_id));
         run_container(spec)
     });
-    let shown = shown_command(&op.argv);
+    // BuildKit's wording (`process %q did not complete successfully: exit code: %d`); a signal
+    // shows as runc reports it, 128 + the signal number.
+    let failed = |why: String| format!("RUN failed: {}", process_failed(&op.argv, &why));
     match outcome {
         Ok(result) => match result.outcome {
             ExitOutcome::Exited(0) => {}
-            ExitOutcome::Exited(code) => return Err(format!("RUN failed (exit status {code}): {shown}")),
-            ExitOutcome::Signaled(signal) => return Err(format!("RUN failed (killed by signal {signal}): {shown}")),
-            ExitOutcome::OomKilled => return Err(format!("RUN failed (out of memory): {shown}")),
+            // BuildKit sets ENOMEM as the error of an OOM-killed process.
+            ExitOutcome::OomKilled => return Err(failed("cannot allocate memory".into())),
+            other => return Err(failed(format!("exit code: {}", other.status()))),
         },
-        Err(e) => return Err(format!("RUN failed: {e}")),
+        Err(e) => return Err(failed(e.to_string())),
     }
     let options = DiffOptions { source_date_epoch: cx.source_date_epoch, ..DiffOptions::default() };
     let (diff_id, _) = commit_upper(cx.store, &upper, &options).map_err(|e| format!("making the layer: {e}"))?;
@@ -126,12 +129,9 @@ pub(crate) fn run_step(
     Ok(diff_id)
 }
 
-/// `make install` for `/bin/sh -c make install`; the whole argv for exec form.
-fn shown_command(argv: &[String]) -> String {
-    match argv {
-        [_, flag, rest @ ..] if flag.starts_with('-') && flag.ends_with('c') && !rest.is_empty() => rest.join(" "),
-        _ => argv.join(" "),
-    }
+/// BuildKit's error for a RUN that failed: the argv joined by spaces, Go-quoted.
+fn process_failed(argv: &[String], why: &str) -> String {
+    format!("process {} did not complete successfully: {why}", go_quote(&argv.join(" ")))
 }
 
 /// Splits the container's output into lines for the progress view.
@@ -352,11 +352,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shows_the_shell_command_of_shell_form() {
+    fn process_errors_use_buildkits_wording() {
         let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(shown_command(&argv(&["/bin/sh", "-c", "make install"])), "make install");
-        assert_eq!(shown_command(&argv(&["/bin/sh", "-ec", "false"])), "false");
-        assert_eq!(shown_command(&argv(&["/app", "--flag"])), "/app --flag");
+        assert_eq!(
+            process_failed(&argv(&["/bin/sh", "-c", "false"]), "exit code: 1"),
+            "process \"/bin/sh -c false\" did not complete successfully: exit code: 1"
+        );
+        assert_eq!(
+            process_failed(&argv(&["/bin/sh", "-c", "echo \"a\"\nexit 2"]), "exit code: 2"),
+            "process \"/bin/sh -c echo \\\"a\\\"\\nexit 2\" did not complete successfully: exit code: 2"
+        );
     }
 
     #[test]
