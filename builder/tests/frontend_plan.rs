@@ -684,3 +684,17 @@ fn escape_directive_applies_to_expansion() {
     let plan = plan_ok("# escape=`\nFROM busybox\nARG V=x\nENV A=`$V B=\\$V\n");
     assert_eq!(last_config(&plan), &ConfigChange::Env(vec![("A".into(), "$V".into()), ("B".into(), "\\x".into())]));
 }
+
+/// BuildKit's default cache id is the target as written (cleaned), before WORKDIR makes it
+/// absolute.
+#[test]
+fn cache_mount_id_defaults_to_the_target_as_written() {
+    let plan = plan_ok(
+        "FROM busybox\nWORKDIR /w\nRUN --mount=type=cache,target=./.cache/ --mount=type=cache,target=/abs/./c/ \
+         --mount=type=cache,target=x,id=mine true\n",
+    );
+    let mounts: Vec<BTreeMap<String, String>> = last_run(&plan).mounts.iter().map(|m| m.options.clone()).collect();
+    assert_eq!((mounts[0]["id"].as_str(), mounts[0]["target"].as_str()), (".cache", "/w/.cache"));
+    assert_eq!(mounts[1]["id"], "/abs/c");
+    assert_eq!((mounts[2]["id"].as_str(), mounts[2]["target"].as_str()), ("mine", "/w/x"));
+}

@@ -327,6 +327,37 @@ fn prune_removes_snapshots_no_image_needs() {
     t.k.assert_fsck_clean();
 }
 
+/// BuildKit keys a cache mount by its id (default: the target) plus what it starts from: the
+/// `uid`/`gid`/`mode` its root is made with, or the `from` stage it is seeded from.
+#[test]
+fn cache_mounts_are_keyed_by_owner_mode_and_seed() {
+    let Some(t) = RunTest::new() else { return };
+    let dockerfile = "FROM busybox AS seed\n\
+        RUN mkdir -p /data/sub && echo seeded > /data/sub/file && ln -s file /data/sub/link && chown -R 5:6 /data\n\
+        FROM busybox\n\
+        RUN --mount=type=cache,target=/c,uid=1000,gid=1001,mode=0700 stat -c '%u %g %a' /c > /a && touch /c/from-a\n\
+        RUN --mount=type=cache,target=/c,uid=33,gid=44,mode=0750 stat -c '%u %g %a' /c > /b && ls -A /c > /b-list\n\
+        RUN --mount=type=cache,target=/c,uid=1000,gid=1001,mode=0700 ls -A /c > /a-again\n\
+        RUN --mount=type=cache,target=/c ls -A /c > /plain && stat -c '%u %g %a' /c >> /plain\n\
+        RUN --mount=type=cache,target=/s,from=seed,source=/data cat /s/sub/link > /seeded && \\\n\
+            stat -c '%u %g' /s/sub/file >> /seeded && echo added >> /s/sub/file\n\
+        RUN --mount=type=cache,target=/s,from=seed,source=/data,sharing=locked cat /s/sub/file > /seeded-again\n\
+        RUN --mount=type=bind,from=seed,source=/data,target=/m cat /m/sub/file > /seed-untouched\n\
+        RUN --mount=type=cache,id=shared,target=/one echo one > /one/f\n\
+        RUN --mount=type=cache,id=shared,target=/two cat /two/f > /shared\n";
+    t.build("cachekey:1", dockerfile, &[]);
+    let (store, fs, _) = t.image("cachekey:1");
+    assert_eq!(read(&store, &fs, "/a"), "1000 1001 700\n");
+    assert_eq!(read(&store, &fs, "/b"), "33 44 750\n", "another uid/gid/mode is another cache");
+    assert_eq!(read(&store, &fs, "/b-list"), "");
+    assert_eq!(read(&store, &fs, "/a-again"), "from-a\n", "the same options find the same cache");
+    assert_eq!(read(&store, &fs, "/plain"), "0 0 755\n", "no options: a cache of its own, root's 0755");
+    assert_eq!(read(&store, &fs, "/seeded"), "seeded\n5 6\n", "from= seeds a new cache with the stage's files");
+    assert_eq!(read(&store, &fs, "/seeded-again"), "seeded\nadded\n", "the seeded cache persists");
+    assert_eq!(read(&store, &fs, "/seed-untouched"), "seeded\n", "the stage itself is not changed");
+    assert_eq!(read(&store, &fs, "/shared"), "one\n", "the same id is the same cache on any target");
+}
+
 #[test]
 fn a_cache_mount_id_cannot_leave_the_store() {
     let Some(t) = RunTest::new() else { return };

@@ -854,6 +854,13 @@ impl<'a> Planner<'a> {
         let mut mounts = Vec::with_capacity(run.mounts.len());
         for raw in &run.mounts {
             let mut options = parse_mount(raw, &|word| self.expand(word, &state.env))?;
+            // BuildKit: a cache's id defaults to its target as written (cleaned, not yet made
+            // absolute), so `target=.cache` shares with other `.cache` caches in any WORKDIR.
+            if options.get("type").map(String::as_str) == Some("cache") && !options.contains_key("id") {
+                if let Some(target) = options.get("target").cloned() {
+                    options.insert("id".into(), stages::clean_path(&target));
+                }
+            }
             if let Some(target) = options.get("target").cloned() {
                 if !target.starts_with('/') {
                     options.insert("target".into(), stages::join_path(&["/", &state.workdir, &target]));
