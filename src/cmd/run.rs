@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -145,7 +145,8 @@ fn run_in(
     for d in [&upper, &work] {
         fs::create_dir_all(d).map_err(|e| setup(anyhow::anyhow!("creating {}: {e}", d.display())))?;
     }
-    copy_root_metadata(lowers.first().map(PathBuf::as_path), &upper).map_err(setup)?;
+    // The container's `/` is the upper dir: 0755 root as in docker, whatever the image root is.
+    prepare_upper_root(&upper).map_err(setup)?;
     let hostname = args.hostname.clone().unwrap_or_else(|| id[..12].to_string());
     let spec = ContainerSpec {
         lower_dirs: lowers,
@@ -245,14 +246,10 @@ fn new_container_id() -> String {
     Digest::of(noise.as_bytes()).hex().to_string()
 }
 
-fn copy_root_metadata(lower: Option<&Path>, upper: &Path) -> Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let (mode, uid, gid) = match lower.map(fs::metadata) {
-        Some(Ok(m)) => (m.mode() & 0o7777, m.uid(), m.gid()),
-        _ => (0o755, 0, 0),
-    };
-    fs::set_permissions(upper, fs::Permissions::from_mode(mode))?;
-    std::os::unix::fs::chown(upper, Some(uid), Some(gid))?;
+fn prepare_upper_root(upper: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(upper, fs::Permissions::from_mode(0o755))?;
+    std::os::unix::fs::chown(upper, Some(0), Some(0))?;
     Ok(())
 }
 

@@ -282,6 +282,110 @@ fn heredoc_with_a_command_after_the_marker_runs_that_command() {
     assert!(shell.starts_with("sh ") && shell.trim_end().split(' ').nth(1).unwrap().contains('e'), "{shell:?}");
 }
 
+/// A rootfs tar whose `./` entry is 0700 (made from a `mktemp -d` or tempfile dir): docker's
+/// container `/` is still its overlay upper dir, 0755 root, so other users can reach their files.
+#[test]
+fn the_container_root_is_0755_root_whatever_the_image_root_is() {
+    let Some(t) = RunTest::new() else { return };
+    let rootfs = tempfile::tempdir().unwrap(); // 0700, as in the issue
+    let status = std::process::Command::new("tar")
+        .args(["-xf", busybox_rootfs().to_str().unwrap(), "-C", rootfs.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::os::unix::fs::chown(rootfs.path(), Some(1000), Some(1000)).unwrap();
+    std::fs::set_permissions(rootfs.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let tar = t.k.path("root0700.tar");
+    let status = std::process::Command::new("tar")
+        .args(["-C", rootfs.path().to_str().unwrap(), "-cf", tar.to_str().unwrap(), "."])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    t.k.ok(&["import", tar.to_str().unwrap(), "root0700:1"]);
+    t.build(
+        "root0700:2",
+        "FROM root0700:1\nRUN stat -c '%a %u %g' / > /root-mode\nUSER 65534\nRUN ls /bin/sh > /tmp/seen\n",
+        &[],
+    );
+    let (store, fs, _) = t.image("root0700:2");
+    assert_eq!(read(&store, &fs, "/root-mode"), "755 0 0\n");
+    assert_eq!(read(&store, &fs, "/tmp/seen"), "/bin/sh\n", "a non-root USER can reach /bin");
+}
+
+/// `apt-get update` in a real Debian base downloads as `_apt`, as under docker: no "Download is
+/// performed unsandboxed as root" warning. The base's root entry is 0700 (a rootfs tarred from a
+/// private temp dir): kiln used to give the container's `/` that mode, which locks `_apt` out;
+/// docker's `/` is always 0755 root. Skips when debootstrap or the Debian mirror is missing.
+#[test]
+fn apt_get_update_in_a_debian_base_runs_sandboxed() {
+    let Some(t) = RunTest::new() else { return };
+    let Some(base) = debian_minbase() else { return };
+    t.k.ok(&["import", base.to_str().unwrap(), "debian:minbase"]);
+    let out = t.build("apt:1", "FROM debian:minbase\nRUN --network=host apt-get update\n", &["--network", "host"]);
+    assert!(out.contains("InRelease"), "apt-get update fetched nothing:\n{out}");
+    assert!(!out.contains("unsandboxed") && !out.contains("W: "), "{out}");
+}
+
+/// The first `http://…/debian` URI of the host's apt sources (the mirror this machine uses).
+fn debian_mirror() -> String {
+    let mut sources = String::new();
+    for path in ["/etc/apt/sources.list", "/etc/apt/sources.list.d/debian.sources"] {
+        sources.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+        sources.push('\n');
+    }
+    sources
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .find(|w| w.starts_with("http://") && w.trim_end_matches('/').ends_with("/debian"))
+        .unwrap_or("http://deb.debian.org/debian")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// A bookworm minbase rootfs tar made by debootstrap, cached in the system temp dir across runs
+/// (it takes minutes to make); None, with a message, when debootstrap or the mirror is missing.
+fn debian_minbase() -> Option<std::path::PathBuf> {
+    use std::net::ToSocketAddrs;
+    let cached = std::env::temp_dir().join("kiln-test-cache").join("debian-bookworm-minbase-root0700.tar");
+    if cached.is_file() {
+        return Some(cached);
+    }
+    if !have_tool("debootstrap") {
+        return None; // have_tool said why
+    }
+    let mirror = debian_mirror();
+    let host = mirror.trim_start_matches("http://").split('/').next().unwrap().to_string();
+    let authority = if host.contains(':') { host } else { format!("{host}:80") };
+    let reachable = authority
+        .to_socket_addrs()
+        .ok()
+        .into_iter()
+        .flatten()
+        .any(|addr| std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)).is_ok());
+    if !reachable {
+        eprintln!("skipping: the Debian mirror {mirror} is unreachable");
+        return None;
+    }
+    std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("debootstrap")
+        .args(["--variant=minbase", "bookworm", rootfs.path().to_str().unwrap(), &mirror])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "debootstrap failed:\n{}", String::from_utf8_lossy(&out.stdout));
+    // debootstrap leaves the root 0755; a tempdir's 0700 is what other tools' rootfs tars carry.
+    std::fs::set_permissions(rootfs.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let partial = tempfile::NamedTempFile::new_in(cached.parent().unwrap()).unwrap();
+    let status = std::process::Command::new("tar")
+        .args(["-C", rootfs.path().to_str().unwrap(), "-cf", partial.path().to_str().unwrap(), "."])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    partial.persist(&cached).unwrap();
+    Some(cached)
+}
+
 #[test]
 fn four_independent_run_stages_all_overlap() {
     let Some(t) = RunTest::new() else { return };

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -54,9 +54,10 @@ pub(crate) fn run_step(
     let upper = scratch.path().join("upper");
     let work = scratch.path().join("work");
     fs::create_dir(&upper).and_then(|_| fs::create_dir(&work)).map_err(|e| format!("creating overlay dirs: {e}"))?;
-    // The upper dir's own metadata is the container's `/`: give it the image root's (0755 root
-    // for scratch), or `/` would become the temp dir's 0700.
-    copy_root_metadata(lowers.first().map(PathBuf::as_path), &upper)?;
+    // The upper dir's own metadata is the container's `/`: 0755 root, as docker's upper dir,
+    // whatever the image's root entry says (a rootfs tarred from a 0700 temp dir would otherwise
+    // lock every other user out, e.g. apt's `_apt` sandbox user).
+    prepare_upper_root(&upper)?;
 
     let mut mounts = Vec::new();
     let _held = prepare_mounts(cx, op, scratch.path(), mount_layers, &mut mounts)?;
@@ -151,14 +152,10 @@ fn forward_output(receiver: mpsc::Receiver<Vec<u8>>, progress: &dyn Progress, id
     }
 }
 
-fn copy_root_metadata(lower: Option<&Path>, upper: &Path) -> Result<(), String> {
-    let (mode, uid, gid) = match lower.map(fs::metadata) {
-        Some(Ok(meta)) => (meta.mode() & 0o7777, meta.uid(), meta.gid()),
-        _ => (0o755, 0, 0),
-    };
-    fs::set_permissions(upper, fs::Permissions::from_mode(mode))
+fn prepare_upper_root(upper: &Path) -> Result<(), String> {
+    fs::set_permissions(upper, fs::Permissions::from_mode(0o755))
         .map_err(|e| format!("preparing the upper dir: {e}"))?;
-    std::os::unix::fs::chown(upper, Some(uid), Some(gid)).map_err(|e| format!("preparing the upper dir: {e}"))
+    std::os::unix::fs::chown(upper, Some(0), Some(0)).map_err(|e| format!("preparing the upper dir: {e}"))
 }
 
 /// Files and locks that must live as long as the container: secret files, cache-mount locks.
