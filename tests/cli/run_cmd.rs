@@ -124,3 +124,16 @@ fn run_it_gives_a_shell_on_a_pty() {
     assert!(text.contains("/dev/pts/"), "tty is not a pty:\n{text}");
     assert_eq!(out.status.code(), Some(4), "{text}");
 }
+
+/// As docker's, the container's `/` is 0755 root even when the image's root entry is not.
+#[test]
+fn run_gives_the_container_a_0755_root() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    let tar = crate::run_steps::busybox_tar_with_private_root(&k);
+    k.ok(&["import", tar.to_str().unwrap(), "private:1"]);
+    assert_eq!(k.ok(&["run", "--rm", "private:1", "stat", "-c", "%a %u %g", "/"]), "755 0 0\n");
+    assert_eq!(k.ok(&["run", "--rm", "-u", "65534", "private:1", "ls", "/bin/sh"]), "/bin/sh\n");
+}

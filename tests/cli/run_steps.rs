@@ -287,20 +287,7 @@ fn heredoc_with_a_command_after_the_marker_runs_that_command() {
 #[test]
 fn the_container_root_is_0755_root_whatever_the_image_root_is() {
     let Some(t) = RunTest::new() else { return };
-    let rootfs = tempfile::tempdir().unwrap(); // 0700, as in the issue
-    let status = std::process::Command::new("tar")
-        .args(["-xf", busybox_rootfs().to_str().unwrap(), "-C", rootfs.path().to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::os::unix::fs::chown(rootfs.path(), Some(1000), Some(1000)).unwrap();
-    std::fs::set_permissions(rootfs.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let tar = t.k.path("root0700.tar");
-    let status = std::process::Command::new("tar")
-        .args(["-C", rootfs.path().to_str().unwrap(), "-cf", tar.to_str().unwrap(), "."])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let tar = busybox_tar_with_private_root(&t.k);
     t.k.ok(&["import", tar.to_str().unwrap(), "root0700:1"]);
     t.build(
         "root0700:2",
@@ -310,6 +297,26 @@ fn the_container_root_is_0755_root_whatever_the_image_root_is() {
     let (store, fs, _) = t.image("root0700:2");
     assert_eq!(read(&store, &fs, "/root-mode"), "755 0 0\n");
     assert_eq!(read(&store, &fs, "/tmp/seen"), "/bin/sh\n", "a non-root USER can reach /bin");
+}
+
+/// The busybox rootfs as a tar whose `./` entry is 0700 and owned by 1000:1000, as a rootfs
+/// tarred from a private temp dir is.
+pub(crate) fn busybox_tar_with_private_root(k: &Kiln) -> std::path::PathBuf {
+    let rootfs = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("tar")
+        .args(["-xf", busybox_rootfs().to_str().unwrap(), "-C", rootfs.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::os::unix::fs::chown(rootfs.path(), Some(1000), Some(1000)).unwrap();
+    std::fs::set_permissions(rootfs.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let tar = k.path("root0700.tar");
+    let status = std::process::Command::new("tar")
+        .args(["-C", rootfs.path().to_str().unwrap(), "-cf", tar.to_str().unwrap(), "."])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tar
 }
 
 /// `apt-get update` in a real Debian base downloads as `_apt`, as under docker: no "Download is
