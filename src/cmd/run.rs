@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use kiln_builder::solve::RunConfig;
 use kiln_cas::{Digest, Store};
-use kiln_runtime::container::{run_container, ContainerSpec, MountSpec, Network, StdinMode};
+use kiln_runtime::container::{run_container, ContainerSpec, MountSpec, Network, Seccomp, StdinMode};
 use kiln_runtime::snapshot::{chain_ids, Snapshots};
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,8 @@ fn run_inner(store: &Store, args: RunArgs) -> Result<ExitCode> {
         "none" => Network::None,
         other => bail!("--network {other}: kiln supports host and none"),
     };
+    // Checked here, before anything is made; applied in run_in.
+    seccomp_option(&args.security_opts)?;
     let image_id = store.index()?.resolve(&args.image)?;
     let image = store.image(&image_id)?;
     let config = RunConfig::from_value(image.config_json().get("config"));
@@ -171,6 +173,7 @@ fn run_in(
         stdin: if args.interactive { StdinMode::Inherit } else { StdinMode::Null },
         tty: args.tty,
         output: None,
+        seccomp: seccomp_option(&args.security_opts).unwrap_or_default(),
     };
     match run_container(spec) {
         Ok(result) => Ok(result.outcome.status()),
@@ -244,6 +247,21 @@ fn new_container_id() -> String {
     let _ = fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed));
     let noise = format!("{:?}{}{:?}", std::time::SystemTime::now(), std::process::id(), seed);
     Digest::of(noise.as_bytes()).hex().to_string()
+}
+
+/// `--security-opt`: only `seccomp=unconfined` is known (docker's default profile otherwise).
+fn seccomp_option(options: &[String]) -> Result<Seccomp> {
+    let mut seccomp = Seccomp::Default;
+    for option in options {
+        match option.split_once(['=', ':']) {
+            Some(("seccomp", "unconfined")) => seccomp = Seccomp::Unconfined,
+            Some(("seccomp", file)) => {
+                bail!("--security-opt seccomp={file}: profile files are not supported yet (only seccomp=unconfined)")
+            }
+            _ => bail!("--security-opt {option}: kiln supports seccomp=unconfined only"),
+        }
+    }
+    Ok(seccomp)
 }
 
 fn prepare_upper_root(upper: &Path) -> Result<()> {

@@ -137,3 +137,24 @@ fn run_gives_the_container_a_0755_root() {
     assert_eq!(k.ok(&["run", "--rm", "private:1", "stat", "-c", "%a %u %g", "/"]), "755 0 0\n");
     assert_eq!(k.ok(&["run", "--rm", "-u", "65534", "private:1", "ls", "/bin/sh"]), "/bin/sh\n");
 }
+
+/// `kiln run` applies docker's default seccomp profile; `--security-opt seccomp=unconfined`
+/// turns it off, as in docker.
+#[test]
+fn run_applies_seccomp_unless_unconfined() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let probe = "grep Seccomp: /proc/self/status; unshare -Ur true && echo userns || echo denied";
+    assert_eq!(k.ok(&["run", "--rm", "busybox:latest", "sh", "-c", probe]), "Seccomp:\t2\ndenied\n");
+    assert_eq!(
+        k.ok(&["run", "--rm", "--security-opt", "seccomp=unconfined", "busybox:latest", "sh", "-c", probe]),
+        "Seccomp:\t0\nuserns\n"
+    );
+    let out = k.run(&["run", "--rm", "--security-opt", "apparmor=x", "busybox:latest", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--security-opt apparmor=x") && !err.contains("panicked"), "{err}");
+}

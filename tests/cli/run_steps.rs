@@ -393,6 +393,30 @@ fn debian_minbase() -> Option<std::path::PathBuf> {
     Some(cached)
 }
 
+/// docker's default seccomp profile: no new namespaces (even unprivileged user namespaces, in
+/// which `mount` would work), no mount API, no keyrings.
+#[test]
+fn run_has_dockers_default_seccomp_filter() {
+    let Some(t) = RunTest::new() else { return };
+    t.build(
+        "seccomp:1",
+        "FROM busybox\n\
+         RUN grep Seccomp: /proc/self/status > /status\n\
+         RUN (unshare -Ur sh -c 'mount -t tmpfs none /mnt && echo mounted' || echo denied) > /unshare 2>&1\n\
+         RUN (unshare -n true 2>&1 || true) > /unshare-net; id -u > /still-root\n",
+        &[],
+    );
+    let (store, fs, _) = t.image("seccomp:1");
+    assert_eq!(read(&store, &fs, "/status"), "Seccomp:\t2\n");
+    assert!(read(&store, &fs, "/unshare").ends_with("denied\n"), "{}", read(&store, &fs, "/unshare"));
+    assert!(
+        read(&store, &fs, "/unshare-net").contains("Operation not permitted"),
+        "{}",
+        read(&store, &fs, "/unshare-net")
+    );
+    assert_eq!(read(&store, &fs, "/still-root"), "0\n");
+}
+
 #[test]
 fn four_independent_run_stages_all_overlap() {
     let Some(t) = RunTest::new() else { return };

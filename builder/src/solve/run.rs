@@ -102,6 +102,7 @@ pub(crate) fn run_step(
         },
         stdin: StdinMode::Null,
         tty: false,
+        seccomp: Default::default(),
         output: Some(Box::new(move |bytes: &[u8]| {
             let _ = sender.send(bytes.to_vec());
         })),
