@@ -217,7 +217,7 @@ pub struct RunArgs {
     /// Container host name (default: the short container ID)
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Security options: seccomp=unconfined (no seccomp filter; docker's default profile otherwise)
+    /// Security options: seccomp=unconfined (no filter) or seccomp=FILE (a docker seccomp profile); docker's default profile otherwise
     #[arg(long = "security-opt")]
     pub security_opts: Vec<String>,
     pub image: String,

@@ -157,4 +157,22 @@ fn run_applies_seccomp_unless_unconfined() {
     assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--security-opt apparmor=x") && !err.contains("panicked"), "{err}");
+    // A profile file in docker's format: here everything but mkdir is allowed.
+    let profile = k.path("profile.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    let probe = "mkdir /made 2>&1 || true; unshare -Ur true && echo userns";
+    let out = k.ok(&["run", "--rm", "--security-opt", &opt, "busybox:latest", "sh", "-c", probe]);
+    assert!(out.contains("Operation not permitted") && out.ends_with("userns\n"), "{out}");
+    // A broken profile is refused before anything runs.
+    std::fs::write(&profile, r#"{"defaultAction": "SCMP_ACT_NOPE"}"#).unwrap();
+    let out = k.run(&["run", "--rm", "--security-opt", &opt, "busybox:latest", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&opt) && err.contains("SCMP_ACT_NOPE"), "{err}");
+    assert!(k.ok(&["ps", "-a", "-q"]).trim().is_empty(), "a refused run leaves no container");
 }
