@@ -278,6 +278,9 @@ pub struct RunArgs {
     /// Container host name (default: the short container ID)
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Security options: seccomp=unconfined (no filter) or seccomp=FILE (a docker seccomp profile); docker's default profile otherwise
+    #[arg(long = "security-opt")]
+    pub security_opts: Vec<String>,
     pub image: String,
     /// Command and arguments (override the image's CMD)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

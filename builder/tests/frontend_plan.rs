@@ -368,6 +368,60 @@ fn run_heredocs() {
     assert_eq!(last_run(&plan).argv, s(&["/bin/sh", "-c", "cat <<A > /x\nbody\nA"]));
 }
 
+/// BuildKit's `dispatchRun`: only a command that is exactly one heredoc marker runs the body
+/// itself; any other command keeps its words and gets the heredoc from the shell.
+#[test]
+fn run_heredoc_with_a_command_after_the_marker_keeps_the_command() {
+    for (line, command) in [
+        ("<<EOF sh > /out", "<<EOF sh > /out"),
+        ("<<EOF python3", "<<EOF python3"),
+        ("<<EOF bash -e", "<<EOF bash -e"),
+        ("<<'EOF' sh", "<<'EOF' sh"),
+        ("<<-EOF sh", "<<-EOF sh"),
+    ] {
+        let plan = plan_ok(&format!("FROM busybox\nRUN {line}\n\techo hi\nEOF\n"));
+        let run = last_run(&plan);
+        // The body goes back unchanged (tabs kept: the shell strips them for `<<-`).
+        assert_eq!(run.argv, s(&["/bin/sh", "-c", &format!("{command}\n\techo hi\nEOF")]), "{line}");
+        assert!(run.heredocs.is_empty(), "{line}");
+        assert_eq!(last_step(&plan).created_by, format!("RUN /bin/sh -c {command}\n\techo hi\nEOF # buildkit"));
+    }
+    // A shebang body with a command after the marker is still just stdin of that command.
+    let plan = plan_ok("FROM busybox\nRUN <<EOF python3\n#!/bin/sh\nprint(1)\nEOF\n");
+    assert_eq!(last_run(&plan).argv, s(&["/bin/sh", "-c", "<<EOF python3\n#!/bin/sh\nprint(1)\nEOF"]));
+    assert!(last_run(&plan).heredocs.is_empty());
+}
+
+#[test]
+fn run_heredoc_bodies_chomp_shebang_expansion_several_and_exec_form() {
+    // `<<-` strips leading tabs from the body that runs directly, and a shebang found after
+    // stripping makes the body a file.
+    let plan = plan_ok("FROM busybox\nRUN <<-EOF\n\techo a\n\t\techo b\nEOF\n");
+    assert_eq!(last_run(&plan).argv, s(&["/bin/sh", "-c", "echo a\necho b\n"]));
+    let plan = plan_ok("FROM busybox\nRUN <<-EOF\n\t#!/bin/awk -f\n\tBEGIN { print 1 }\nEOF\n");
+    assert_eq!(last_run(&plan).argv, s(&["/bin/sh", "-c", "/dev/pipes/EOF"]));
+    assert_eq!(last_run(&plan).heredocs, vec![("/dev/pipes/EOF".into(), "#!/bin/awk -f\nBEGIN { print 1 }\n".into())]);
+    // `<<EOF` keeps tabs.
+    let plan = plan_ok("FROM busybox\nRUN <<EOF\n\techo a\nEOF\n");
+    assert_eq!(last_run(&plan).argv, s(&["/bin/sh", "-c", "\techo a\n"]));
+    // The planner never expands a RUN body, quoted marker or not: the shell does, with the
+    // build args in its environment.
+    for marker in ["<<EOF", "<<'EOF'", "<<\"EOF\""] {
+        let plan = plan_ok(&format!("FROM busybox\nARG name=world\nRUN {marker}\necho ${{name}} $HOME\nEOF\n"));
+        assert_eq!(last_run(&plan).argv, s(&["/bin/sh", "-c", "echo ${name} $HOME\n"]), "{marker}");
+        assert_eq!(last_run(&plan).build_args.get("name").map(String::as_str), Some("world"));
+    }
+    // Several heredocs: the whole line, each body followed by its terminator.
+    let plan = plan_ok("FROM busybox\nRUN <<EOF 3<<IN awk -f -\nBEGIN { print 1 }\nEOF\nhello\nIN\n");
+    assert_eq!(last_run(&plan).argv, s(&["/bin/sh", "-c", "<<EOF 3<<IN awk -f -\nBEGIN { print 1 }\nEOF\nhello\nIN"]));
+    let plan = plan_ok("FROM busybox\nRUN <<A <<B\necho a\nA\necho b\nB\n");
+    assert_eq!(last_run(&plan).argv, s(&["/bin/sh", "-c", "<<A <<B\necho a\nA\necho b\nB"]));
+    // Exec form has no heredocs: the marker is an ordinary argument.
+    let plan = plan_ok("FROM busybox\nRUN [\"echo\", \"<<EOF\"]\n");
+    assert_eq!(last_run(&plan).argv, s(&["echo", "<<EOF"]));
+    assert!(last_run(&plan).heredocs.is_empty());
+}
+
 #[test]
 fn run_flags() {
     let plan = plan_ok(
@@ -715,4 +769,18 @@ fn did_you_mean_hints_where_buildkit_gives_them() {
     let options = PlanOptions { target: Some("tset".into()), ..PlanOptions::default() };
     let err = plan_with("FROM busybox AS test\nFROM busybox AS prod\n", &options, &busybox()).unwrap_err();
     assert_eq!(err.to_string(), "Dockerfile: target stage \"tset\" could not be found (did you mean test?)");
+}
+
+/// BuildKit's default cache id is the target as written (cleaned), before WORKDIR makes it
+/// absolute.
+#[test]
+fn cache_mount_id_defaults_to_the_target_as_written() {
+    let plan = plan_ok(
+        "FROM busybox\nWORKDIR /w\nRUN --mount=type=cache,target=./.cache/ --mount=type=cache,target=/abs/./c/ \
+         --mount=type=cache,target=x,id=mine true\n",
+    );
+    let mounts: Vec<BTreeMap<String, String>> = last_run(&plan).mounts.iter().map(|m| m.options.clone()).collect();
+    assert_eq!((mounts[0]["id"].as_str(), mounts[0]["target"].as_str()), (".cache", "/w/.cache"));
+    assert_eq!(mounts[1]["id"], "/abs/c");
+    assert_eq!((mounts[2]["id"].as_str(), mounts[2]["target"].as_str()), ("mine", "/w/x"));
 }

@@ -121,6 +121,7 @@ impl Fx {
             stdin: StdinMode::Null,
             tty: false,
             output: None,
+            seccomp: Default::default(),
         }
     }
 

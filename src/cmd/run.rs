@@ -5,13 +5,13 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use kiln_builder::solve::RunConfig;
 use kiln_cas::{Digest, Store};
-use kiln_runtime::container::{run_container, ContainerSpec, MountSpec, Network, StdinMode};
+use kiln_runtime::container::{run_container, ContainerSpec, MountSpec, Network, Seccomp, StdinMode};
 use kiln_runtime::snapshot::{chain_ids, Snapshots};
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +59,8 @@ fn run_inner(store: &Store, args: RunArgs) -> Result<ExitCode> {
         "none" => Network::None,
         other => bail!("--network {other}: kiln supports host and none"),
     };
+    // Checked here, before anything is made; applied in run_in.
+    seccomp_option(&args.security_opts)?;
     let image_id = store.index()?.resolve(&args.image)?;
     let image = store.image(&image_id)?;
     let config = RunConfig::from_value(image.config_json().get("config"));
@@ -162,7 +164,8 @@ fn run_in(
     for d in [&upper, &work] {
         fs::create_dir_all(d).map_err(|e| setup(anyhow::anyhow!("creating {}: {e}", d.display())))?;
     }
-    copy_root_metadata(lowers.first().map(PathBuf::as_path), &upper).map_err(setup)?;
+    // The container's `/` is the upper dir: 0755 root as in docker, whatever the image root is.
+    prepare_upper_root(&upper).map_err(setup)?;
     let hostname = args.hostname.clone().unwrap_or_else(|| id[..12].to_string());
     let spec = ContainerSpec {
         lower_dirs: lowers,
@@ -187,6 +190,7 @@ fn run_in(
         stdin: if args.interactive { StdinMode::Inherit } else { StdinMode::Null },
         tty: args.tty,
         output: None,
+        seccomp: seccomp_option(&args.security_opts).unwrap_or_default(),
     };
     match run_container(spec) {
         Ok(result) => Ok(result.outcome.status()),
@@ -262,14 +266,38 @@ fn new_container_id() -> String {
     Digest::of(noise.as_bytes()).hex().to_string()
 }
 
-fn copy_root_metadata(lower: Option<&Path>, upper: &Path) -> Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let (mode, uid, gid) = match lower.map(fs::metadata) {
-        Some(Ok(m)) => (m.mode() & 0o7777, m.uid(), m.gid()),
-        _ => (0o755, 0, 0),
-    };
-    fs::set_permissions(upper, fs::Permissions::from_mode(mode))?;
-    std::os::unix::fs::chown(upper, Some(uid), Some(gid))?;
+/// `--security-opt`: `seccomp=unconfined`, or `seccomp=FILE` with a profile in docker's JSON
+/// format (docker's default profile otherwise).
+fn seccomp_option(options: &[String]) -> Result<Seccomp> {
+    let mut seccomp = Seccomp::Default;
+    for option in options {
+        match option.split_once(['=', ':']) {
+            Some(("seccomp", "unconfined")) => seccomp = Seccomp::Unconfined,
+            Some(("seccomp", file)) => {
+                let text =
+                    read_profile(Path::new(file)).map_err(|e| anyhow::anyhow!("--security-opt seccomp={file}: {e}"))?;
+                seccomp = Seccomp::Profile(text);
+                kiln_runtime::container::seccomp::programs(&seccomp)
+                    .map_err(|e| anyhow::anyhow!("--security-opt seccomp={file}: {e}"))?;
+            }
+            _ => bail!("--security-opt {option}: kiln supports seccomp=unconfined and seccomp=FILE"),
+        }
+    }
+    Ok(seccomp)
+}
+
+/// A profile file, at most 4 MiB.
+fn read_profile(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    fs::File::open(path)?.take(4 << 20).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+fn prepare_upper_root(upper: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(upper, fs::Permissions::from_mode(0o755))?;
+    std::os::unix::fs::chown(upper, Some(0), Some(0))?;
     Ok(())
 }
 

@@ -409,7 +409,10 @@ fn errors_name_the_dockerfile_line_and_tag_nothing() {
         ("FROM busybox\nCOPY --from=nostage present /x\n", "nostage"),
         ("FROM busybox\nENV\n", "Dockerfile:2"),
         ("FROM no/such-image:1\n", "Dockerfile:1"),
-        ("FROM busybox\nRUN exit 3\n", "Dockerfile:2: RUN failed (exit status 3): exit 3"),
+        (
+            "FROM busybox\nRUN exit 3\n",
+            "Dockerfile:2: RUN failed: process \"/bin/sh -c exit 3\" did not complete successfully: exit code: 3",
+        ),
         ("", "Dockerfile"),
     ];
     for (dockerfile, expected) in cases {

@@ -124,3 +124,55 @@ fn run_it_gives_a_shell_on_a_pty() {
     assert!(text.contains("/dev/pts/"), "tty is not a pty:\n{text}");
     assert_eq!(out.status.code(), Some(4), "{text}");
 }
+
+/// As docker's, the container's `/` is 0755 root even when the image's root entry is not.
+#[test]
+fn run_gives_the_container_a_0755_root() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    let tar = crate::run_steps::busybox_tar_with_private_root(&k);
+    k.ok(&["import", tar.to_str().unwrap(), "private:1"]);
+    assert_eq!(k.ok(&["run", "--rm", "private:1", "stat", "-c", "%a %u %g", "/"]), "755 0 0\n");
+    assert_eq!(k.ok(&["run", "--rm", "-u", "65534", "private:1", "ls", "/bin/sh"]), "/bin/sh\n");
+}
+
+/// `kiln run` applies docker's default seccomp profile; `--security-opt seccomp=unconfined`
+/// turns it off, as in docker.
+#[test]
+fn run_applies_seccomp_unless_unconfined() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let probe = "grep Seccomp: /proc/self/status; unshare -Ur true && echo userns || echo denied";
+    assert_eq!(k.ok(&["run", "--rm", "busybox:latest", "sh", "-c", probe]), "Seccomp:\t2\ndenied\n");
+    assert_eq!(
+        k.ok(&["run", "--rm", "--security-opt", "seccomp=unconfined", "busybox:latest", "sh", "-c", probe]),
+        "Seccomp:\t0\nuserns\n"
+    );
+    let out = k.run(&["run", "--rm", "--security-opt", "apparmor=x", "busybox:latest", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--security-opt apparmor=x") && !err.contains("panicked"), "{err}");
+    // A profile file in docker's format: here everything but mkdir is allowed.
+    let profile = k.path("profile.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    let probe = "mkdir /made 2>&1 || true; unshare -Ur true && echo userns";
+    let out = k.ok(&["run", "--rm", "--security-opt", &opt, "busybox:latest", "sh", "-c", probe]);
+    assert!(out.contains("Operation not permitted") && out.ends_with("userns\n"), "{out}");
+    // A broken profile is refused before anything runs.
+    std::fs::write(&profile, r#"{"defaultAction": "SCMP_ACT_NOPE"}"#).unwrap();
+    let out = k.run(&["run", "--rm", "--security-opt", &opt, "busybox:latest", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&opt) && err.contains("SCMP_ACT_NOPE"), "{err}");
+    assert!(k.ok(&["ps", "-a", "-q"]).trim().is_empty(), "a refused run leaves no container");
+}

@@ -118,14 +118,36 @@ fn mount_points_and_etc_files_are_not_left_in_the_layer() {
 fn failing_run_names_the_line_status_and_command_and_tags_nothing() {
     let Some(t) = RunTest::new() else { return };
     let err = t.build_fails("FROM busybox\nENV A=1\nRUN echo about to fail; exit 7\n");
-    assert!(err.contains("Dockerfile:3: RUN failed (exit status 7): echo about to fail; exit 7"), "{err}");
+    assert!(
+        err.contains(
+            "Dockerfile:3: RUN failed: process \"/bin/sh -c echo about to fail; exit 7\" did not complete successfully: exit code: 7"
+        ),
+        "{err}"
+    );
     let err = t.build_fails("FROM busybox\nRUN [\"/no/such/binary\"]\n");
     assert!(err.contains("Dockerfile:2") && err.contains("/no/such/binary"), "{err}");
     // The command is pid 1 of its namespace, which ignores signals from inside it (as in
     // docker); a child killed by SIGKILL makes the shell exit 137.
     let err = t.build_fails("FROM busybox\nRUN sh -c 'kill -9 $$'; exit $?\n");
-    assert!(err.contains("exit status 137"), "{err}");
+    assert!(err.contains("did not complete successfully: exit code: 137"), "{err}");
     assert!(!t.k.ok(&["images", "--format", "{{.Repository}}"]).contains("failed"));
+}
+
+/// BuildKit's wording, which users and CI scripts grep for: the whole argv, Go-quoted.
+#[test]
+fn failing_run_prints_buildkits_process_error() {
+    let Some(t) = RunTest::new() else { return };
+    for (dockerfile, expected) in [
+        ("FROM busybox\nRUN false\n", "process \"/bin/sh -c false\" did not complete successfully: exit code: 1"),
+        ("FROM busybox\nRUN [\"/bin/false\"]\n", "process \"/bin/false\" did not complete successfully: exit code: 1"),
+        (
+            "FROM busybox\nSHELL [\"/bin/sh\", \"-ec\"]\nRUN <<EOF\necho \"a\"\nexit 2\nEOF\n",
+            "process \"/bin/sh -ec echo \\\"a\\\"\\nexit 2\\n\" did not complete successfully: exit code: 2",
+        ),
+    ] {
+        let err = t.build_fails(dockerfile);
+        assert!(err.contains(expected), "{dockerfile:?}: expected {expected:?} in:\n{err}");
+    }
 }
 
 #[test]
@@ -217,6 +239,184 @@ fn heredoc_run_and_exec_form() {
     assert_eq!(read(&store, &fs, "/exec"), "exec\n");
 }
 
+/// BuildKit's heredoc cases (its `testHeredocIndent`, `testRunComplexHeredoc`,
+/// `testRunShebangHeredoc`): a command after the marker reads the body on stdin.
+#[test]
+fn heredoc_with_a_command_after_the_marker_runs_that_command() {
+    let Some(t) = RunTest::new() else { return };
+    let dockerfile = "FROM busybox\nWORKDIR /dest\n\
+        RUN <<EOF\necho \"\n\tfoo\" > /dest/foo-run\nEOF\n\
+        RUN <<-EOF\necho \"\n\tbar\" > /dest/bar-run\nEOF\n\
+        RUN <<EOF\n#!/bin/sh\necho \"\n\tfoo\" > /dest/foo2-run\nEOF\n\
+        RUN <<-EOF\n#!/bin/sh\necho \"\n\tbar\" > /dest/bar2-run\nEOF\n\
+        RUN <<EOF sh > /dest/foo3-run\necho \"\n\tfoo\"\nEOF\n\
+        RUN <<-EOF sh > /dest/bar3-run\necho \"\n\tbar\"\nEOF\n\
+        RUN <<EOF awk -f - > /dest/awk\nBEGIN { print \"from awk\" }\nEOF\n\
+        RUN <<'EOF' sh -e > /dest/shell\necho $0 $-\nEOF\n\
+        RUN <<EOF 3<<IN1 4<<IN2 awk -f -\nBEGIN {\n\twhile ((getline line < \"/proc/self/fd/3\") > 0)\n\t\tprint tolower(line) > \"./fd3\"\n\twhile ((getline line < \"/proc/self/fd/4\") > 0)\n\t\tprint toupper(line) > \"./fd4\"\n}\nEOF\nhello WORLD\nIN1\nHELLO world\nIN2\n\
+        RUN cat <<EOF1 | tr '[:upper:]' '[:lower:]' > ./out1; \\\n\tcat <<EOF2 | tr '[:lower:]' '[:upper:]' > ./out2\nhello WORLD\nEOF1\nHELLO world\nEOF2\n\
+        ARG name=world\n\
+        RUN <<EOF\nname2=\"new $name\"\necho \"Hello ${name2}!\" > /dest/r1\nEOF\n\
+        RUN <<'EOF' sh\necho \"Hello ${name}!\" > /dest/r2\nEOF\n";
+    t.build("heredoc:2", dockerfile, &[]);
+    let (store, fs, _) = t.image("heredoc:2");
+    for (name, content) in [
+        ("foo-run", "\n\tfoo\n"),
+        ("bar-run", "\nbar\n"),
+        ("foo2-run", "\n\tfoo\n"),
+        ("bar2-run", "\nbar\n"),
+        ("foo3-run", "\n\tfoo\n"),
+        ("bar3-run", "\nbar\n"),
+        ("awk", "from awk\n"),
+        ("fd3", "hello world\n"),
+        ("fd4", "HELLO WORLD\n"),
+        ("out1", "hello world\n"),
+        ("out2", "HELLO WORLD\n"),
+        ("r1", "Hello new world!\n"),
+        ("r2", "Hello world!\n"),
+    ] {
+        assert_eq!(read(&store, &fs, &format!("/dest/{name}")), content, "{name}");
+    }
+    // `sh -e` ran (not the default `/bin/sh -c`): `$0` is `sh` and `$-` holds `e`.
+    let shell = read(&store, &fs, "/dest/shell");
+    assert!(shell.starts_with("sh ") && shell.trim_end().split(' ').nth(1).unwrap().contains('e'), "{shell:?}");
+}
+
+/// A rootfs tar whose `./` entry is 0700 (made from a `mktemp -d` or tempfile dir): docker's
+/// container `/` is still its overlay upper dir, 0755 root, so other users can reach their files.
+#[test]
+fn the_container_root_is_0755_root_whatever_the_image_root_is() {
+    let Some(t) = RunTest::new() else { return };
+    let tar = busybox_tar_with_private_root(&t.k);
+    t.k.ok(&["import", tar.to_str().unwrap(), "root0700:1"]);
+    t.build(
+        "root0700:2",
+        "FROM root0700:1\nRUN stat -c '%a %u %g' / > /root-mode\nUSER 65534\nRUN ls /bin/sh > /tmp/seen\n",
+        &[],
+    );
+    let (store, fs, _) = t.image("root0700:2");
+    assert_eq!(read(&store, &fs, "/root-mode"), "755 0 0\n");
+    assert_eq!(read(&store, &fs, "/tmp/seen"), "/bin/sh\n", "a non-root USER can reach /bin");
+}
+
+/// The busybox rootfs as a tar whose `./` entry is 0700 and owned by 1000:1000, as a rootfs
+/// tarred from a private temp dir is.
+pub(crate) fn busybox_tar_with_private_root(k: &Kiln) -> std::path::PathBuf {
+    let rootfs = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("tar")
+        .args(["-xf", busybox_rootfs().to_str().unwrap(), "-C", rootfs.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::os::unix::fs::chown(rootfs.path(), Some(1000), Some(1000)).unwrap();
+    std::fs::set_permissions(rootfs.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let tar = k.path("root0700.tar");
+    let status = std::process::Command::new("tar")
+        .args(["-C", rootfs.path().to_str().unwrap(), "-cf", tar.to_str().unwrap(), "."])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tar
+}
+
+/// `apt-get update` in a real Debian base downloads as `_apt`, as under docker: no "Download is
+/// performed unsandboxed as root" warning. The base's root entry is 0700 (a rootfs tarred from a
+/// private temp dir): kiln used to give the container's `/` that mode, which locks `_apt` out;
+/// docker's `/` is always 0755 root. Skips when debootstrap or the Debian mirror is missing.
+#[test]
+fn apt_get_update_in_a_debian_base_runs_sandboxed() {
+    let Some(t) = RunTest::new() else { return };
+    let Some(base) = debian_minbase() else { return };
+    t.k.ok(&["import", base.to_str().unwrap(), "debian:minbase"]);
+    let out = t.build("apt:1", "FROM debian:minbase\nRUN --network=host apt-get update\n", &["--network", "host"]);
+    assert!(out.contains("InRelease"), "apt-get update fetched nothing:\n{out}");
+    assert!(!out.contains("unsandboxed") && !out.contains("W: "), "{out}");
+}
+
+/// The first `http://…/debian` URI of the host's apt sources (the mirror this machine uses).
+fn debian_mirror() -> String {
+    let mut sources = String::new();
+    for path in ["/etc/apt/sources.list", "/etc/apt/sources.list.d/debian.sources"] {
+        sources.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+        sources.push('\n');
+    }
+    sources
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .find(|w| w.starts_with("http://") && w.trim_end_matches('/').ends_with("/debian"))
+        .unwrap_or("http://deb.debian.org/debian")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// A bookworm minbase rootfs tar made by debootstrap, cached in the system temp dir across runs
+/// (it takes minutes to make); None, with a message, when debootstrap or the mirror is missing.
+fn debian_minbase() -> Option<std::path::PathBuf> {
+    use std::net::ToSocketAddrs;
+    let cached = std::env::temp_dir().join("kiln-test-cache").join("debian-bookworm-minbase-root0700.tar");
+    if cached.is_file() {
+        return Some(cached);
+    }
+    if !have_tool("debootstrap") {
+        return None; // have_tool said why
+    }
+    let mirror = debian_mirror();
+    let host = mirror.trim_start_matches("http://").split('/').next().unwrap().to_string();
+    let authority = if host.contains(':') { host } else { format!("{host}:80") };
+    let reachable = authority
+        .to_socket_addrs()
+        .ok()
+        .into_iter()
+        .flatten()
+        .any(|addr| std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)).is_ok());
+    if !reachable {
+        eprintln!("skipping: the Debian mirror {mirror} is unreachable");
+        return None;
+    }
+    std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("debootstrap")
+        .args(["--variant=minbase", "bookworm", rootfs.path().to_str().unwrap(), &mirror])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "debootstrap failed:\n{}", String::from_utf8_lossy(&out.stdout));
+    // debootstrap leaves the root 0755; a tempdir's 0700 is what other tools' rootfs tars carry.
+    std::fs::set_permissions(rootfs.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let partial = tempfile::NamedTempFile::new_in(cached.parent().unwrap()).unwrap();
+    let status = std::process::Command::new("tar")
+        .args(["-C", rootfs.path().to_str().unwrap(), "-cf", partial.path().to_str().unwrap(), "."])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    partial.persist(&cached).unwrap();
+    Some(cached)
+}
+
+/// docker's default seccomp profile: no new namespaces (even unprivileged user namespaces, in
+/// which `mount` would work), no mount API, no keyrings.
+#[test]
+fn run_has_dockers_default_seccomp_filter() {
+    let Some(t) = RunTest::new() else { return };
+    t.build(
+        "seccomp:1",
+        "FROM busybox\n\
+         RUN grep Seccomp: /proc/self/status > /status\n\
+         RUN (unshare -Ur sh -c 'mount -t tmpfs none /mnt && echo mounted' || echo denied) > /unshare 2>&1\n\
+         RUN (unshare -n true 2>&1 || true) > /unshare-net; id -u > /still-root\n",
+        &[],
+    );
+    let (store, fs, _) = t.image("seccomp:1");
+    assert_eq!(read(&store, &fs, "/status"), "Seccomp:\t2\n");
+    assert!(read(&store, &fs, "/unshare").ends_with("denied\n"), "{}", read(&store, &fs, "/unshare"));
+    assert!(
+        read(&store, &fs, "/unshare-net").contains("Operation not permitted"),
+        "{}",
+        read(&store, &fs, "/unshare-net")
+    );
+    assert_eq!(read(&store, &fs, "/still-root"), "0\n");
+}
+
 #[test]
 fn four_independent_run_stages_all_overlap() {
     let Some(t) = RunTest::new() else { return };
@@ -260,6 +460,37 @@ fn prune_removes_snapshots_no_image_needs() {
     t.k.ok(&["image", "prune", "-a", "-f"]);
     assert_eq!(snapshot_dirs(), 0);
     t.k.assert_fsck_clean();
+}
+
+/// BuildKit keys a cache mount by its id (default: the target) plus what it starts from: the
+/// `uid`/`gid`/`mode` its root is made with, or the `from` stage it is seeded from.
+#[test]
+fn cache_mounts_are_keyed_by_owner_mode_and_seed() {
+    let Some(t) = RunTest::new() else { return };
+    let dockerfile = "FROM busybox AS seed\n\
+        RUN mkdir -p /data/sub && echo seeded > /data/sub/file && ln -s file /data/sub/link && chown -R 5:6 /data\n\
+        FROM busybox\n\
+        RUN --mount=type=cache,target=/c,uid=1000,gid=1001,mode=0700 stat -c '%u %g %a' /c > /a && touch /c/from-a\n\
+        RUN --mount=type=cache,target=/c,uid=33,gid=44,mode=0750 stat -c '%u %g %a' /c > /b && ls -A /c > /b-list\n\
+        RUN --mount=type=cache,target=/c,uid=1000,gid=1001,mode=0700 ls -A /c > /a-again\n\
+        RUN --mount=type=cache,target=/c ls -A /c > /plain && stat -c '%u %g %a' /c >> /plain\n\
+        RUN --mount=type=cache,target=/s,from=seed,source=/data cat /s/sub/link > /seeded && \\\n\
+            stat -c '%u %g' /s/sub/file >> /seeded && echo added >> /s/sub/file\n\
+        RUN --mount=type=cache,target=/s,from=seed,source=/data,sharing=locked cat /s/sub/file > /seeded-again\n\
+        RUN --mount=type=bind,from=seed,source=/data,target=/m cat /m/sub/file > /seed-untouched\n\
+        RUN --mount=type=cache,id=shared,target=/one echo one > /one/f\n\
+        RUN --mount=type=cache,id=shared,target=/two cat /two/f > /shared\n";
+    t.build("cachekey:1", dockerfile, &[]);
+    let (store, fs, _) = t.image("cachekey:1");
+    assert_eq!(read(&store, &fs, "/a"), "1000 1001 700\n");
+    assert_eq!(read(&store, &fs, "/b"), "33 44 750\n", "another uid/gid/mode is another cache");
+    assert_eq!(read(&store, &fs, "/b-list"), "");
+    assert_eq!(read(&store, &fs, "/a-again"), "from-a\n", "the same options find the same cache");
+    assert_eq!(read(&store, &fs, "/plain"), "0 0 755\n", "no options: a cache of its own, root's 0755");
+    assert_eq!(read(&store, &fs, "/seeded"), "seeded\n5 6\n", "from= seeds a new cache with the stage's files");
+    assert_eq!(read(&store, &fs, "/seeded-again"), "seeded\nadded\n", "the seeded cache persists");
+    assert_eq!(read(&store, &fs, "/seed-untouched"), "seeded\n", "the stage itself is not changed");
+    assert_eq!(read(&store, &fs, "/shared"), "one\n", "the same id is the same cache on any target");
 }
 
 #[test]

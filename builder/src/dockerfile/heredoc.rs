@@ -22,6 +22,12 @@ pub(super) fn heredoc_markers(line: &str) -> Vec<HeredocMarker> {
     words.iter().filter_map(|word| marker_from_word(word)).collect()
 }
 
+/// BuildKit's `MustParseHeredoc`: whether all of `src` is one heredoc marker (`<<EOF`,
+/// `<<-'EOF'`, `3<<EOF`); `<<EOF sh` is not.
+pub(crate) fn is_heredoc_marker(src: &str) -> bool {
+    marker_from_word(src).is_some()
+}
+
 fn marker_from_word(word: &str) -> Option<HeredocMarker> {
     let digits_len = word.bytes().take_while(u8::is_ascii_digit).count();
     let (digits, after_digits) = word.split_at(digits_len);

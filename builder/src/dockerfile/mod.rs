@@ -19,6 +19,7 @@ mod json;
 mod parse;
 
 pub use error::{ParseError, ParseErrorKind};
+pub(crate) use heredoc::is_heredoc_marker;
 pub use parse::{parse, parse_bytes};
 
 /// Longest accepted line, in bytes without its newline (BuildKit's scanner limit, 64 KiB − 1).

@@ -913,6 +913,13 @@ impl<'a> Planner<'a> {
         let mut mounts = Vec::with_capacity(run.mounts.len());
         for raw in &run.mounts {
             let mut options = parse_mount(raw, &|word| self.expand(word, &state.env))?;
+            // BuildKit: a cache's id defaults to its target as written (cleaned, not yet made
+            // absolute), so `target=.cache` shares with other `.cache` caches in any WORKDIR.
+            if options.get("type").map(String::as_str) == Some("cache") && !options.contains_key("id") {
+                if let Some(target) = options.get("target").cloned() {
+                    options.insert("id".into(), stages::clean_path(&target));
+                }
+            }
             if let Some(target) = options.get("target").cloned() {
                 if !target.starts_with('/') {
                     options.insert("target".into(), stages::join_path(&["/", &state.workdir, &target]));
@@ -946,7 +953,9 @@ impl<'a> Planner<'a> {
         let mut args = command.args.clone();
         let mut heredocs = Vec::new();
         if !command.files.is_empty() {
-            if instructions::heredoc_marker(&args[0]).is_some() {
+            // BuildKit's dispatchRun: only a command that is exactly one marker (`<<EOF`) runs
+            // the body itself; `<<EOF sh > /out` keeps its command and the shell reads the body.
+            if crate::dockerfile::is_heredoc_marker(&args[0]) {
                 let (name, data, chomp) = &command.files[0];
                 let body = if *chomp { chomp_heredoc(data) } else { data.clone() };
                 if body.starts_with("#!") {

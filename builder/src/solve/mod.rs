@@ -493,10 +493,11 @@ fn make_layer(
     }
 }
 
-/// The layers a `--mount=type=bind,from=…` reads: a stage's (`from-stage`, its position in the
+/// The layers a `--mount=type=bind,from=…` (or `type=cache,from=…`) reads: a stage's (`from-stage`, its position in the
 /// plan) or an image's; None for mounts of the build context.
 fn mount_source_layers(cx: &StepContext, options: &BTreeMap<String, String>) -> Result<Option<Vec<Digest>>, String> {
-    if options.get("type").map(String::as_str).unwrap_or("bind") != "bind" {
+    // Bind mounts read these; a cache mount with `from` is seeded from them when it is new.
+    if !matches!(options.get("type").map(String::as_str).unwrap_or("bind"), "bind" | "cache") {
         return Ok(None);
     }
     if let Some(position) = options.get("from-stage") {

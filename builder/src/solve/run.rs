@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
+use kiln_cas::image_fs::{EntryKind, ImageFs};
 use kiln_cas::{Digest, Store};
 use kiln_runtime::container::{run_container, ContainerSpec, ExitOutcome, MountSpec, Network, StdinMode};
 use kiln_runtime::snapshot::{chain_ids, commit_upper, DiffOptions, Snapshots};
@@ -16,6 +17,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::progress::{Progress, ProgressEvent};
 use super::RunConfig;
+use crate::frontend::history::go_quote;
 use crate::plan::RunOp;
 
 /// BuildKit's hostname for build containers.
@@ -51,9 +53,10 @@ pub(crate) fn run_step(
     let upper = scratch.path().join("upper");
     let work = scratch.path().join("work");
     fs::create_dir(&upper).and_then(|_| fs::create_dir(&work)).map_err(|e| format!("creating overlay dirs: {e}"))?;
-    // The upper dir's own metadata is the container's `/`: give it the image root's (0755 root
-    // for scratch), or `/` would become the temp dir's 0700.
-    copy_root_metadata(lowers.first().map(PathBuf::as_path), &upper)?;
+    // The upper dir's own metadata is the container's `/`: 0755 root, as docker's upper dir,
+    // whatever the image's root entry says (a rootfs tarred from a 0700 temp dir would otherwise
+    // lock every other user out, e.g. apt's `_apt` sandbox user).
+    prepare_upper_root(&upper)?;
 
     let mut mounts = Vec::new();
     let _held = prepare_mounts(cx, op, scratch.path(), mount_layers, &mut mounts)?;
@@ -98,6 +101,7 @@ pub(crate) fn run_step(
         },
         stdin: StdinMode::Null,
         tty: false,
+        seccomp: Default::default(),
         output: Some(Box::new(move |bytes: &[u8]| {
             let _ = sender.send(bytes.to_vec());
         })),
@@ -106,15 +110,17 @@ pub(crate) fn run_step(
         scope.spawn(|| forward_output(receiver, cx.progress, cx.progress_id));
         run_container(spec)
     });
-    let shown = shown_command(&op.argv);
+    // BuildKit's wording (`process %q did not complete successfully: exit code: %d`); a signal
+    // shows as runc reports it, 128 + the signal number.
+    let failed = |why: String| format!("RUN failed: {}", process_failed(&op.argv, &why));
     match outcome {
         Ok(result) => match result.outcome {
             ExitOutcome::Exited(0) => {}
-            ExitOutcome::Exited(code) => return Err(format!("RUN failed (exit status {code}): {shown}")),
-            ExitOutcome::Signaled(signal) => return Err(format!("RUN failed (killed by signal {signal}): {shown}")),
-            ExitOutcome::OomKilled => return Err(format!("RUN failed (out of memory): {shown}")),
+            // BuildKit sets ENOMEM as the error of an OOM-killed process.
+            ExitOutcome::OomKilled => return Err(failed("cannot allocate memory".into())),
+            other => return Err(failed(format!("exit code: {}", other.status()))),
         },
-        Err(e) => return Err(format!("RUN failed: {e}")),
+        Err(e) => return Err(failed(e.to_string())),
     }
     let options = DiffOptions { source_date_epoch: cx.source_date_epoch, ..DiffOptions::default() };
     let (diff_id, _) = commit_upper(cx.store, &upper, &options).map_err(|e| format!("making the layer: {e}"))?;
@@ -125,12 +131,9 @@ pub(crate) fn run_step(
     Ok(diff_id)
 }
 
-/// `make install` for `/bin/sh -c make install`; the whole argv for exec form.
-fn shown_command(argv: &[String]) -> String {
-    match argv {
-        [_, flag, rest @ ..] if flag.starts_with('-') && flag.ends_with('c') && !rest.is_empty() => rest.join(" "),
-        _ => argv.join(" "),
-    }
+/// BuildKit's error for a RUN that failed: the argv joined by spaces, Go-quoted.
+fn process_failed(argv: &[String], why: &str) -> String {
+    format!("process {} did not complete successfully: {why}", go_quote(&argv.join(" ")))
 }
 
 /// Splits the container's output into lines for the progress view.
@@ -149,14 +152,10 @@ fn forward_output(receiver: mpsc::Receiver<Vec<u8>>, progress: &dyn Progress, id
     }
 }
 
-fn copy_root_metadata(lower: Option<&Path>, upper: &Path) -> Result<(), String> {
-    let (mode, uid, gid) = match lower.map(fs::metadata) {
-        Some(Ok(meta)) => (meta.mode() & 0o7777, meta.uid(), meta.gid()),
-        _ => (0o755, 0, 0),
-    };
-    fs::set_permissions(upper, fs::Permissions::from_mode(mode))
+fn prepare_upper_root(upper: &Path) -> Result<(), String> {
+    fs::set_permissions(upper, fs::Permissions::from_mode(0o755))
         .map_err(|e| format!("preparing the upper dir: {e}"))?;
-    std::os::unix::fs::chown(upper, Some(uid), Some(gid)).map_err(|e| format!("preparing the upper dir: {e}"))
+    std::os::unix::fs::chown(upper, Some(0), Some(0)).map_err(|e| format!("preparing the upper dir: {e}"))
 }
 
 /// Files and locks that must live as long as the container: secret files, cache-mount locks.
@@ -186,8 +185,8 @@ fn prepare_mounts(
             }
             "cache" => {
                 let target = target.ok_or("--mount=type=cache needs a target")?;
-                let id = get("id").unwrap_or(&target).to_string();
-                let dir = cache_dir(cx.store, &id, options)?;
+                let seed = mount_layers.get(n).cloned().flatten();
+                let dir = cache_dir(cx.store, &target, options, seed.as_deref())?;
                 match get("sharing").unwrap_or("shared") {
                     "locked" => locks.push(lock_cache(&dir, true)?.expect("blocking lock")),
                     "private" => {
@@ -262,23 +261,171 @@ fn prepare_mounts(
     Ok(HeldForRun { _locks: locks })
 }
 
-/// A cache mount's directory in the store: `cache-mounts/<sha256 of the id>`, made with the
-/// mount's mode and owner the first time.
-fn cache_dir(store: &Store, id: &str, options: &BTreeMap<String, String>) -> Result<PathBuf, String> {
-    let dir = store.root().join("cache-mounts").join(hex::encode(Sha256::digest(id.as_bytes())));
-    if !dir.exists() {
-        fs::create_dir_all(&dir).map_err(|e| format!("creating cache mount {}: {e}", dir.display()))?;
-        let mode = options
-            .get("mode")
-            .map(|m| u32::from_str_radix(m, 8))
-            .transpose()
-            .map_err(|e| format!("cache mode: {e}"))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(mode.unwrap_or(0o755))).map_err(|e| e.to_string())?;
-        let uid = parse_id(options.get("uid").map(String::as_str))?;
-        let gid = parse_id(options.get("gid").map(String::as_str))?;
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+/// What a cache mount starts from, and so part of its key (BuildKit keys a cache by its id and
+/// the ref it is made on).
+#[derive(Debug, PartialEq, Eq)]
+enum CacheBase {
+    /// An empty root dir, 0755 root (no `from`, no `uid`/`gid`/`mode`): the key is the id alone.
+    Empty,
+    /// An empty root dir made with `uid`/`gid`/`mode` (BuildKit's `mkdir /cache` under the mount).
+    Owned { uid: u32, gid: u32, mode: u32 },
+    /// A copy of `source` in the `from` stage or image whose top chain ID is `chain`.
+    Seeded { chain: String, source: String },
+}
+
+impl CacheBase {
+    fn of(options: &BTreeMap<String, String>, seed: Option<&[Digest]>) -> Result<CacheBase, String> {
+        let get = |key: &str| options.get(key).map(String::as_str);
+        let source = format!(
+            "/{}",
+            get("source")
+                .unwrap_or("/")
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect::<Vec<_>>()
+                .join("/")
+        );
+        let owned = ["uid", "gid", "mode"].iter().any(|k| options.contains_key(*k));
+        // BuildKit applies uid/gid/mode only when the mount shows the base's root (no source).
+        if owned && source == "/" {
+            let mode = get("mode")
+                .map(|m| {
+                    u32::from_str_radix(m, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o7777)
+                        .ok_or(format!("invalid cache mode \"{m}\" (octal, at most 7777)"))
+                })
+                .transpose()?;
+            return Ok(CacheBase::Owned {
+                uid: parse_id(get("uid"))?,
+                gid: parse_id(get("gid"))?,
+                mode: mode.unwrap_or(0o755),
+            });
+        }
+        match seed {
+            Some(layers) => {
+                let chain = chain_ids(layers).last().map(|c| c.to_string()).unwrap_or_else(|| "scratch".into());
+                Ok(CacheBase::Seeded { chain, source })
+            }
+            None => Ok(CacheBase::Empty),
+        }
+    }
+
+    /// The key the directory is named by: the id, and for a non-empty base what it was made from.
+    fn key(&self, id: &str) -> String {
+        match self {
+            CacheBase::Empty => id.to_string(),
+            CacheBase::Owned { uid, gid, mode } => format!("{id}\0owned\0{uid}:{gid}:{mode:o}"),
+            CacheBase::Seeded { chain, source } => format!("{id}\0from\0{chain}\0{source}"),
+        }
+    }
+}
+
+/// A cache mount's directory in the store: `cache-mounts/<sha256 of its key>` (see [`CacheBase`];
+/// the id defaults to the target). A new cache is made under a temporary name — empty with its
+/// owner and mode, or seeded from `seed` — and renamed into place, so a half-made cache is never
+/// used; when another step made the same cache first, that one wins.
+fn cache_dir(
+    store: &Store,
+    target: &str,
+    options: &BTreeMap<String, String>,
+    seed: Option<&[Digest]>,
+) -> Result<PathBuf, String> {
+    let id = options.get("id").map(String::as_str).filter(|id| !id.is_empty()).unwrap_or(target);
+    let base = CacheBase::of(options, seed)?;
+    let parent = store.root().join("cache-mounts");
+    let dir = parent.join(hex::encode(Sha256::digest(base.key(id).as_bytes())));
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    fs::create_dir_all(&parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+    let fresh = tempfile::Builder::new()
+        .prefix(".new-")
+        .tempdir_in(&parent)
+        .map_err(|e| format!("creating a cache mount in {}: {e}", parent.display()))?;
+    let (uid, gid, mode) = match &base {
+        CacheBase::Empty => (0, 0, 0o755),
+        CacheBase::Owned { uid, gid, mode } => (*uid, *gid, *mode),
+        CacheBase::Seeded { source, .. } => {
+            let layers = seed.unwrap_or_default();
+            seed_cache(store, layers, source, fresh.path())
+                .map_err(|e| format!("seeding cache mount {id} from {source}: {e}"))?
+        }
+    };
+    let fail = |e: std::io::Error| format!("creating cache mount {}: {e}", dir.display());
+    std::os::unix::fs::chown(fresh.path(), Some(uid), Some(gid)).map_err(fail)?;
+    fs::set_permissions(fresh.path(), fs::Permissions::from_mode(mode)).map_err(fail)?;
+    match fs::rename(fresh.path(), &dir) {
+        Ok(()) => {
+            // Renamed: nothing is left to remove.
+            let _ = fresh.keep();
+        }
+        // Made by a step running at the same time; ours is removed on drop.
+        Err(_) if dir.is_dir() => {}
+        Err(e) => return Err(fail(e)),
     }
     Ok(dir)
+}
+
+/// Copies `source` of the merged tree of `layers` into the empty dir `into` (contents, owners,
+/// modes, file mtimes; hardlinks become copies, device nodes are skipped). Returns the owner and
+/// mode of `source` itself, for the cache's root.
+fn seed_cache(store: &Store, layers: &[Digest], source: &str, into: &Path) -> Result<(u32, u32, u32), String> {
+    let mut tree = ImageFs::empty();
+    for diff_id in layers {
+        tree.push_layer(store, diff_id).map_err(|e| e.to_string())?;
+    }
+    let (root, entry) = tree.resolve(source).map_err(|e| e.to_string())?.ok_or("no such directory in the stage")?;
+    if entry.kind != EntryKind::Dir {
+        return Err("not a directory in the stage".into());
+    }
+    let root_meta = (entry.uid as u32, entry.gid as u32, entry.mode & 0o7777);
+    let strip = if root.is_empty() { 0 } else { root.len() + 1 };
+    let mut dirs = Vec::new();
+    for (path, entry) in tree.descendants(&root) {
+        let dest = into.join(&path[strip..]);
+        let io = |e: std::io::Error| format!("{}: {e}", dest.display());
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(io)?;
+        }
+        let mut file_entry = entry;
+        let mut hops = 0;
+        while file_entry.kind == EntryKind::Hardlink && hops < 40 {
+            hops += 1;
+            file_entry = file_entry
+                .link
+                .as_deref()
+                .and_then(|l| tree.entry(l))
+                .ok_or_else(|| format!("/{path}: hardlink to a missing file"))?;
+        }
+        match file_entry.kind {
+            EntryKind::Dir => {
+                fs::create_dir(&dest).or_else(|e| if dest.is_dir() { Ok(()) } else { Err(e) }).map_err(io)?;
+                dirs.push((dest.clone(), entry.mode & 0o7777));
+            }
+            EntryKind::File => {
+                let mut reader = tree.open_entry(store, file_entry).map_err(|e| e.to_string())?;
+                let mut out = OpenOptions::new().create_new(true).write(true).mode(0o600).open(&dest).map_err(io)?;
+                std::io::copy(&mut reader, &mut out).map_err(io)?;
+                let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(file_entry.mtime);
+                out.set_modified(mtime).map_err(io)?;
+                std::os::unix::fs::chown(&dest, Some(entry.uid as u32), Some(entry.gid as u32)).map_err(io)?;
+                fs::set_permissions(&dest, fs::Permissions::from_mode(file_entry.mode & 0o7777)).map_err(io)?;
+                continue;
+            }
+            EntryKind::Symlink => {
+                std::os::unix::fs::symlink(entry.link.as_deref().unwrap_or_default(), &dest).map_err(io)?;
+            }
+            // Device nodes and fifos have no place in a cache.
+            _ => continue,
+        }
+        std::os::unix::fs::lchown(&dest, Some(entry.uid as u32), Some(entry.gid as u32)).map_err(io)?;
+    }
+    // Modes last, deepest first, so a read-only directory is filled before it is closed.
+    for (dir, mode) in dirs.into_iter().rev() {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok(root_meta)
 }
 
 /// Locks a cache dir (`sharing=locked` waits; `private` only tries).
@@ -351,11 +498,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shows_the_shell_command_of_shell_form() {
+    fn process_errors_use_buildkits_wording() {
         let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(shown_command(&argv(&["/bin/sh", "-c", "make install"])), "make install");
-        assert_eq!(shown_command(&argv(&["/bin/sh", "-ec", "false"])), "false");
-        assert_eq!(shown_command(&argv(&["/app", "--flag"])), "/app --flag");
+        assert_eq!(
+            process_failed(&argv(&["/bin/sh", "-c", "false"]), "exit code: 1"),
+            "process \"/bin/sh -c false\" did not complete successfully: exit code: 1"
+        );
+        assert_eq!(
+            process_failed(&argv(&["/bin/sh", "-c", "echo \"a\"\nexit 2"]), "exit code: 2"),
+            "process \"/bin/sh -c echo \\\"a\\\"\\nexit 2\" did not complete successfully: exit code: 2"
+        );
+    }
+
+    #[test]
+    fn cache_keys_follow_what_the_cache_starts_from() {
+        let opts = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let key =
+            |pairs: &[(&str, &str)], seed: Option<&[Digest]>| CacheBase::of(&opts(pairs), seed).map(|b| b.key("id"));
+        assert_eq!(key(&[], None).unwrap(), "id", "no base: the id alone, as before");
+        let owned = key(&[("uid", "1000")], None).unwrap();
+        assert_ne!(owned, "id");
+        assert_ne!(owned, key(&[("uid", "1001")], None).unwrap());
+        assert_ne!(owned, key(&[("uid", "1000"), ("mode", "0700")], None).unwrap());
+        assert_eq!(
+            key(&[("uid", "0"), ("gid", "0"), ("mode", "755")], None).unwrap(),
+            key(&[("mode", "0755")], None).unwrap()
+        );
+        let layer = Digest::parse(&format!("sha256:{}", "ab".repeat(32))).unwrap();
+        let other = Digest::parse(&format!("sha256:{}", "cd".repeat(32))).unwrap();
+        let seeded = key(&[("source", "/data/")], Some(std::slice::from_ref(&layer))).unwrap();
+        assert_eq!(seeded, key(&[("source", "data")], Some(std::slice::from_ref(&layer))).unwrap());
+        assert_ne!(seeded, key(&[("source", "/data")], Some(std::slice::from_ref(&other))).unwrap());
+        assert_ne!(seeded, key(&[("source", "/other")], Some(std::slice::from_ref(&layer))).unwrap());
+        // uid/gid/mode with a source are ignored, as in BuildKit.
+        assert_eq!(seeded, key(&[("source", "/data"), ("uid", "5")], Some(std::slice::from_ref(&layer))).unwrap());
+        assert!(key(&[("mode", "999")], None).unwrap_err().contains("invalid cache mode \"999\""));
+        assert!(key(&[("uid", "-1")], None).unwrap_err().contains("-1"));
     }
 
     #[test]

@@ -202,6 +202,8 @@ fn send(fd: RawFd, msg: &Msg) {
 
 /// Everything the children need, prepared by kiln before `fork` (so the children allocate little).
 pub(crate) struct ChildConfig {
+    /// Seccomp programs, installed just before the capabilities are dropped.
+    pub seccomp: Vec<seccompiler::BpfProgram>,
     pub plan: Vec<MountOp>,
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
@@ -464,6 +466,13 @@ fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
         Err(e) => setup_fail(&format!("creating {}", cfg.cwd), e),
     }
     drop(root);
+    // While CAP_SYS_ADMIN is still held, so no_new_privs can stay off (as in docker); every
+    // syscall from here to execve is one the filter allows.
+    for program in &cfg.seccomp {
+        if let Err(e) = super::seccomp::install(program) {
+            setup_fail("installing the seccomp filter", e);
+        }
+    }
     if let Err(e) = drop_capabilities() {
         setup_fail("dropping capabilities", e);
     }

@@ -22,6 +22,7 @@ mod child;
 mod cleanup;
 pub mod plan;
 mod relay;
+pub mod seccomp;
 mod sys;
 pub mod user;
 
@@ -34,6 +35,7 @@ use std::path::PathBuf;
 use nix::fcntl::OFlag;
 
 pub use plan::{apply_plan, mount_plan, Attrs, Create, MountOp, Source, Syscall};
+pub use seccomp::Seccomp;
 
 /// The network of a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +120,8 @@ pub struct ContainerSpec {
     /// When set, stdout and stderr are captured (one stream, in order) and passed here as they
     /// arrive; when `None` they are kiln's own (or kiln's stdout, with a tty).
     pub output: Option<OutputSink>,
+    /// The process's seccomp filter (docker's default unless unconfined).
+    pub seccomp: Seccomp,
 }
 
 /// How the container's process ended.
@@ -299,7 +303,10 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     } else {
         (None, None)
     };
+    let seccomp = seccomp::programs(&spec.seccomp)
+        .map_err(|e| ContainerError::Setup { step: "preparing seccomp".into(), source: std::io::Error::other(e) })?;
     let cfg = child::ChildConfig {
+        seccomp,
         plan,
         argv,
         env,

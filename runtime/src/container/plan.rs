@@ -458,6 +458,7 @@ mod tests {
             stdin: StdinMode::Null,
             tty: false,
             output: None,
+            seccomp: Default::default(),
         }
     }
 
