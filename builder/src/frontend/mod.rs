@@ -440,18 +440,19 @@ impl<'a> Planner<'a> {
             }
         };
 
+        // A cycle is reported before any ordering error, as BuildKit checks the whole graph first.
+        if let Some((index, span)) = first_cycle(&reachable, &deps) {
+            return Err(self.error_at(
+                span,
+                PlanErrorKind::StageOrder(format!(
+                    "circular dependency detected on stage: {}",
+                    defs[index].display_name(index)
+                )),
+            ));
+        }
         // Every dependency must be an earlier stage.
         for &index in &reachable {
             for &(dep, span) in &deps[index] {
-                if dep == index {
-                    return Err(self.error_at(
-                        span,
-                        PlanErrorKind::StageOrder(format!(
-                            "circular dependency detected on stage: {}",
-                            defs[index].display_name(index)
-                        )),
-                    ));
-                }
                 if dep > index {
                     return Err(self.error_at(
                         span,
@@ -1035,6 +1036,48 @@ fn reachable_from(target: usize, deps: &[Vec<(usize, Span)>]) -> Vec<usize> {
         }
     }
     seen.into_iter().collect()
+}
+
+/// The first stage, in `order`, from which a walk of `deps` comes back to a stage on its own
+/// path (BuildKit's hasCircularDependency). Iterative, so 10,000 chained stages cannot overflow
+/// the stack. Gives that stage and where its edge into the cycle is written.
+fn first_cycle(order: &[usize], deps: &[Vec<(usize, Span)>]) -> Option<(usize, Span)> {
+    let mut visited = vec![false; deps.len()];
+    let mut on_path = vec![false; deps.len()];
+    for &start in order {
+        if visited[start] {
+            continue;
+        }
+        // (stage, index of the next dependency to visit)
+        let mut stack = vec![(start, 0usize)];
+        visited[start] = true;
+        on_path[start] = true;
+        while let Some((stage, next)) = stack.last_mut() {
+            let stage = *stage;
+            match deps[stage].get(*next) {
+                Some(&(dep, _)) => {
+                    *next += 1;
+                    if dep >= deps.len() {
+                        continue;
+                    }
+                    if on_path[dep] {
+                        let (_, taken) = stack[0];
+                        return Some((start, deps[start][taken - 1].1));
+                    }
+                    if !visited[dep] {
+                        visited[dep] = true;
+                        on_path[dep] = true;
+                        stack.push((dep, 0));
+                    }
+                }
+                None => {
+                    on_path[stage] = false;
+                    stack.pop();
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Go's `strconv.Atoi` accepting only what it accepts (optional sign, ASCII digits).
