@@ -211,8 +211,9 @@ fn prepare_mounts(
                 let id = id.ok_or("--mount=type=secret needs an id or a target")?;
                 let Some(value) = cx.secrets.get(&id) else {
                     if get("required") == Some("true") {
+                        // BuildKit's text (users grep for "not found"), then how to give it.
                         return Err(format!(
-                            "secret {id} is required but was not given (kiln build --secret id={id},src=FILE)"
+                            "secret {id} not found: not found (give it with kiln build --secret id={id},src=FILE)"
                         ));
                     }
                     continue;
