@@ -23,37 +23,27 @@ pub(crate) struct Owner {
 pub(crate) fn resolve(spec: &str, fs: &ImageFs, store: &Store) -> Result<Owner, CopyError> {
     let invalid = |why: String| CopyError::InvalidChown { value: spec.to_string(), why };
     let (user, group) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
+        Some((u, g)) => (u, g),
+        None => (spec, ""),
     };
-    if user.is_empty() {
-        return Err(invalid("missing user".into()));
-    }
-    if group == Some("") {
-        return Err(invalid("missing group after ':'".into()));
-    }
-    let (uid, primary_gid) = match numeric(user).map_err(&invalid)? {
-        Some(uid) => (uid, uid),
-        None => {
-            let passwd = read_account_file(fs, store, "etc/passwd")?;
-            match passwd.as_deref().and_then(|text| find_user(text, user)) {
-                Some(ids) => ids,
-                None => return Err(CopyError::UnknownUser { name: user.to_string() }),
-            }
-        }
+    // BuildKit's WithUser + readUser: an empty part is not given (`:50` is uid 0, `app:` is
+    // app's primary group), and a name the image's passwd or group lacks leaves the id at what it
+    // was (0 for a user, the user's primary group for a group) instead of failing.
+    let (uid, primary_gid) = if user.is_empty() {
+        (0, 0)
+    } else if let Some(uid) = numeric(user).map_err(&invalid)? {
+        (uid, uid)
+    } else {
+        let passwd = read_account_file(fs, store, "etc/passwd")?;
+        passwd.as_deref().and_then(|text| find_user(text, user)).unwrap_or((0, 0))
     };
-    let gid = match group {
-        None => primary_gid,
-        Some(group) => match numeric(group).map_err(&invalid)? {
-            Some(gid) => gid,
-            None => {
-                let groups = read_account_file(fs, store, "etc/group")?;
-                match groups.as_deref().and_then(|text| find_group(text, group)) {
-                    Some(gid) => gid,
-                    None => return Err(CopyError::UnknownGroup { name: group.to_string() }),
-                }
-            }
-        },
+    let gid = if group.is_empty() {
+        primary_gid
+    } else if let Some(gid) = numeric(group).map_err(&invalid)? {
+        gid
+    } else {
+        let groups = read_account_file(fs, store, "etc/group")?;
+        groups.as_deref().and_then(|text| find_group(text, group)).unwrap_or(primary_gid)
     };
     Ok(Owner { uid, gid })
 }
@@ -138,9 +128,12 @@ mod tests {
         let fs = ImageFs::empty();
         assert_eq!(resolve("1000", &fs, &store).unwrap(), Owner { uid: 1000, gid: 1000 });
         assert_eq!(resolve("1000:20", &fs, &store).unwrap(), Owner { uid: 1000, gid: 20 });
-        assert!(matches!(resolve("app", &fs, &store), Err(CopyError::UnknownUser { .. })));
-        assert!(matches!(resolve("1:staff", &fs, &store), Err(CopyError::UnknownGroup { .. })));
+        // No passwd or group file: names stay at BuildKit's defaults, empty parts are not given.
+        assert_eq!(resolve("app", &fs, &store).unwrap(), Owner { uid: 0, gid: 0 });
+        assert_eq!(resolve("1:staff", &fs, &store).unwrap(), Owner { uid: 1, gid: 1 });
+        assert_eq!(resolve(":50", &fs, &store).unwrap(), Owner { uid: 0, gid: 50 });
+        assert_eq!(resolve("7:", &fs, &store).unwrap(), Owner { uid: 7, gid: 7 });
         assert!(matches!(resolve("99999999999", &fs, &store), Err(CopyError::InvalidChown { .. })));
-        assert!(matches!(resolve(":1", &fs, &store), Err(CopyError::InvalidChown { .. })));
+        assert!(matches!(resolve(":99999999999", &fs, &store), Err(CopyError::InvalidChown { .. })));
     }
 }

@@ -94,10 +94,6 @@ pub enum CopyError {
     InvalidChmod { value: String, why: String },
     #[error("invalid chown \"{value}\": {why}")]
     InvalidChown { value: String, why: String },
-    #[error("unable to find user {name}: no matching entries in passwd file")]
-    UnknownUser { name: String },
-    #[error("unable to find group {name}: no matching entries in group file")]
-    UnknownGroup { name: String },
     #[error("invalid checksum \"{value}\": {why}")]
     InvalidChecksum { value: String, why: String },
     #[error("digest mismatch for {url}: expected {expected}, got {actual}")]
