@@ -7,6 +7,7 @@ mod hostile;
 mod build;
 mod cache;
 mod docker_compare;
+mod faults;
 mod images;
 mod import;
 mod load;
