@@ -29,7 +29,7 @@ pub fn check(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
     let mut results = Vec::new();
     let mut dirs = Vec::new();
     for round in 1..=2 {
-        let dir = tempfile::Builder::new().prefix("reproduce-").tempdir_in(&scratch)?;
+        let dir = kiln_cas::store::temp::OwnedTempDir::create(&scratch, "reproduce")?;
         seed_store(store, dir.path())?;
         let throwaway = Store::open(dir.path(), LockMode::Shared)?;
         let output = solve(&throwaway, plan, &options).with_context(|| format!("build {round} of 2"))?;

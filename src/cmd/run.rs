@@ -30,7 +30,17 @@ struct ContainerRecord {
     exit_code: Option<i32>,
     #[serde(default)]
     finished: Option<String>,
+    /// `--rm`: whoever finds the container finished (or its kiln gone) removes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    rm: bool,
 }
+
+/// `containers/<id>/owner.lock`: flocked by the `kiln run` that owns the container for as long as
+/// it runs, so that `ps` can tell a running container from one whose kiln was killed.
+const OWNER_LOCK: &str = "owner.lock";
+/// Exit status reported for a container whose kiln was killed: the container's processes die with
+/// it (SIGKILL through PR_SET_PDEATHSIG), so docker's 128 + 9.
+const KILLED_WITH_OWNER: i32 = 137;
 
 pub fn run(store: &Store, args: RunArgs) -> Result<ExitCode> {
     match run_inner(store, args) {
@@ -84,6 +94,12 @@ fn run_inner(store: &Store, args: RunArgs) -> Result<ExitCode> {
     };
     let dir = store.root().join("containers").join(&id);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Locked before the record exists: a container with a record and an unlocked owner lock has
+    // lost its kiln.
+    let owner_path = dir.join(OWNER_LOCK);
+    let _owner = fs::File::create(&owner_path)
+        .and_then(|f| f.lock().map(|()| f))
+        .with_context(|| format!("locking {}", owner_path.display()))?;
     let record = ContainerRecord {
         id: id.clone(),
         name,
@@ -93,6 +109,7 @@ fn run_inner(store: &Store, args: RunArgs) -> Result<ExitCode> {
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         exit_code: None,
         finished: None,
+        rm: args.rm,
     };
     write_record(&dir, &record)?;
     // The image file is what `rmi` reads: written before anything runs.
@@ -257,20 +274,45 @@ fn copy_root_metadata(lower: Option<&Path>, upper: &Path) -> Result<()> {
 }
 
 fn write_record(dir: &Path, record: &ContainerRecord) -> Result<()> {
-    let tmp = dir.join(".container.json.tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(record)?)?;
-    fs::rename(&tmp, dir.join("container.json"))?;
+    let mut tmp = kiln_cas::store::temp::OwnedTemp::create(dir, "container.json", 0o600)
+        .with_context(|| format!("writing the record in {}", dir.display()))?;
+    std::io::Write::write_all(tmp.file(), &serde_json::to_vec_pretty(record)?)?;
+    tmp.persist(&dir.join("container.json"))?;
     Ok(())
+}
+
+/// Whether the `kiln run` owning the container in `dir` is gone (its owner lock is free). A
+/// container without an owner lock (made by an older kiln) cannot tell and counts as owned.
+fn owner_is_gone(dir: &Path) -> bool {
+    let Ok(file) = fs::File::open(dir.join(OWNER_LOCK)) else { return false };
+    // Shared, so that two checkers never make each other see the owner as alive.
+    file.try_lock_shared().is_ok()
 }
 
 fn records(store: &Store) -> Result<Vec<ContainerRecord>> {
     let dir = store.root().join("containers");
     let mut out = Vec::new();
     for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
-        let path = entry?.path().join("container.json");
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue; // being removed
+        }
+        let path = entry.path().join("container.json");
         if let Ok(bytes) = fs::read(&path) {
             match serde_json::from_slice::<ContainerRecord>(&bytes) {
-                Ok(record) => out.push(record),
+                Ok(mut record) => {
+                    if record.exit_code.is_none() && owner_is_gone(&entry.path()) {
+                        // Its kiln was killed, and the container with it.
+                        if record.rm {
+                            remove_container_dir(&entry.path())?;
+                            continue;
+                        }
+                        record.exit_code = Some(KILLED_WITH_OWNER);
+                        record.finished = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+                        write_record(&entry.path(), &record)?;
+                    }
+                    out.push(record)
+                }
                 Err(e) => eprintln!("warning: {}: {e}", path.display()),
             }
         }
@@ -280,10 +322,19 @@ fn records(store: &Store) -> Result<Vec<ContainerRecord>> {
 }
 
 /// Removes a container's directory; the upper dir may hold root-owned files and whiteout devices.
+/// It first leaves its live name (`containers/.<id>.kiln-doomed-…`, which nothing lists and the
+/// next kiln removes), so a crash never leaves a half-removed container that looks whole.
 fn remove_container_dir(dir: &Path) -> Result<()> {
-    // `image` goes first so that a half-removed container no longer holds its image.
-    let _ = fs::remove_file(dir.join("image"));
-    fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
+    let parent = dir.parent().context("a container directory has a parent")?;
+    let id = dir.file_name().context("a container directory has a name")?.to_string_lossy();
+    let doomed = parent.join(kiln_cas::store::temp::unique_temp_name(&id, kiln_cas::store::temp::DOOMED_MARK));
+    fs::rename(dir, &doomed).with_context(|| format!("removing {}", dir.display()))?;
+    if let Err(e) = fs::remove_dir_all(&doomed) {
+        if doomed.exists() {
+            return Err(e).with_context(|| format!("removing {}", doomed.display()));
+        }
+    }
+    Ok(())
 }
 
 pub fn ps(store: &Store, args: PsArgs) -> Result<ExitCode> {

@@ -17,3 +17,4 @@ mod robustness;
 mod run_cmd;
 mod run_steps;
 mod save;
+mod store_crash;

@@ -15,6 +15,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use kiln_cas::store::temp::{remove_stale_temps, OwnedTemp};
 use kiln_cas::store::ExportedRecord;
 use kiln_cas::Store;
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,10 @@ pub fn export(store: &Store, keys: &[String], dir: &Path) -> Result<TransferStat
     let err = |what: &str, path: &Path, e: io::Error| format!("{what} {}: {e}", path.display());
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).map_err(|e| err("creating", &blobs, e))?;
+    // Temp files of an export that was killed (no live writer holds them).
+    for leftovers in [dir, blobs.as_path()] {
+        remove_stale_temps(leftovers, true).map_err(|e| err("cleaning temp files in", leftovers, e))?;
+    }
     let mut records: BTreeMap<String, ExportedRecord> =
         read_index(dir)?.map(|i| i.records.into_iter().map(|r| (r.key.clone(), r)).collect()).unwrap_or_default();
     let mut stats = TransferStats::default();
@@ -56,9 +61,9 @@ pub fn export(store: &Store, keys: &[String], dir: &Path) -> Result<TransferStat
             } else {
                 // Verified as it leaves the store, then copied (copy_file_range) and renamed in.
                 store.verify_blob(layer).map_err(|e| e.to_string())?;
-                let tmp = blobs.join(format!(".{}.tmp-{}", layer.hex(), std::process::id()));
-                fs::copy(store.blob_path(layer), &tmp).map_err(|e| err("writing", &tmp, e))?;
-                fs::rename(&tmp, &target).map_err(|e| err("writing", &target, e))?;
+                let tmp = OwnedTemp::create(&blobs, layer.hex(), 0o644).map_err(|e| err("writing", &blobs, e))?;
+                fs::copy(store.blob_path(layer), tmp.path()).map_err(|e| err("writing", tmp.path(), e))?;
+                tmp.persist(&target).map_err(|e| err("writing", &target, e))?;
                 stats.blobs_copied += 1;
             }
         }
@@ -67,10 +72,10 @@ pub fn export(store: &Store, keys: &[String], dir: &Path) -> Result<TransferStat
     }
     stats.mount_files_copied += sync_tree(&store.root().join("cache-mounts"), &dir.join("cache-mounts"))?;
     let index = CacheIndex { format: INDEX_FORMAT, records: records.into_values().collect() };
-    let tmp = dir.join(format!(".{INDEX}.tmp"));
-    fs::write(&tmp, serde_json::to_vec_pretty(&index).expect("index serialises"))
-        .map_err(|e| err("writing", &tmp, e))?;
-    fs::rename(&tmp, dir.join(INDEX)).map_err(|e| err("writing", &dir.join(INDEX), e))?;
+    let mut tmp = OwnedTemp::create(dir, INDEX, 0o644).map_err(|e| err("writing", dir, e))?;
+    io::Write::write_all(tmp.file(), &serde_json::to_vec_pretty(&index).expect("index serialises"))
+        .map_err(|e| err("writing", dir, e))?;
+    tmp.persist(&dir.join(INDEX)).map_err(|e| err("writing", &dir.join(INDEX), e))?;
     Ok(stats)
 }
 

@@ -80,13 +80,15 @@ impl StatCache {
         }
         let dir = self.path.parent().expect("cache file has a directory");
         fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(".{FILE_NAME}.tmp-{}", std::process::id()));
-        let mut out = std::io::BufWriter::new(fs::File::create(&tmp)?);
+        // Unique per writer and held by its lock: two builds saving at once never share a temp
+        // file, and a killed build's is removed by the next kiln (kiln_cas::store::temp).
+        let mut tmp = kiln_cas::store::temp::OwnedTemp::create(dir, FILE_NAME, 0o600)?;
+        let mut out = std::io::BufWriter::new(tmp.file());
         for (k, hash) in self.entries.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             writeln!(out, "{} {} {} {} {} {hash}", k.dev, k.ino, k.size, k.mtime_ns, k.ctime_ns)?;
         }
         out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        fs::rename(&tmp, &self.path)
+        tmp.persist(&self.path)
     }
 }
 

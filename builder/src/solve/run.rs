@@ -45,9 +45,8 @@ pub(crate) fn run_step(
     let lowers = cx.snapshots.prepare_lowers(cx.store, layers).map_err(|e| e.to_string())?;
     let scratch_root = cx.store.root().join("tmp");
     fs::create_dir_all(&scratch_root).map_err(|e| format!("creating {}: {e}", scratch_root.display()))?;
-    let scratch = tempfile::Builder::new()
-        .prefix("run-")
-        .tempdir_in(&scratch_root)
+    // Owned by a lock for as long as the step runs: the next kiln removes it if this one is killed.
+    let scratch = kiln_cas::store::temp::OwnedTempDir::create(&scratch_root, "run")
         .map_err(|e| format!("creating a work dir in {}: {e}", scratch_root.display()))?;
     let upper = scratch.path().join("upper");
     let work = scratch.path().join("work");

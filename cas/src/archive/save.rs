@@ -30,6 +30,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::image::{uncompressed_manifest, Image};
+use crate::store::temp::{remove_stale_temps_named, OwnedTemp, SAVE_MARK};
 use crate::store::{BlobReader, ImageIndex, Store};
 use crate::{Digest, Error, Reference, Result};
 
@@ -343,7 +344,7 @@ pub fn save_to_path(store: &Store, names: &[String], target: &Path) -> Result<Sa
     // Through a symlink, the file it points at is replaced (as `docker save -o` writes through it).
     let target = fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
     let mut temp = TempOutput::create_beside(&target)?;
-    plan.verify_while_writing(&mut temp.file, &what)?;
+    plan.verify_while_writing(temp.temp.file(), &what)?;
     // No fsync: like `docker save` and `cp`, durability of a transfer file is left to the caller;
     // syncing a GiB would cost more than the whole save. The rename still means no reader ever
     // sees a partial archive under the target name.
@@ -360,11 +361,11 @@ pub fn save_to_file(store: &Store, names: &[String], out: &mut File, what: &str)
     Ok(plan)
 }
 
-/// A temp file that is removed unless it is renamed into place.
+/// The output file while it is written: `.<name>.kiln-save-partial-<pid>-<n>-<time>` beside the
+/// target, held by this process's lock ([`OwnedTemp`]), removed unless renamed into place. A killed
+/// save's is removed by the next save to the same directory.
 struct TempOutput {
-    path: PathBuf,
-    file: File,
-    persisted: bool,
+    temp: OwnedTemp,
 }
 
 impl TempOutput {
@@ -374,37 +375,17 @@ impl TempOutput {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let path = dir.join(format!(".{}.kiln-save-{}", name.to_string_lossy(), std::process::id()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o666)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| Error::io("creating", &path, e))?;
-        Ok(TempOutput { path, file, persisted: false })
+        let base = name.to_string_lossy();
+        let _ = remove_stale_temps_named(&dir, &format!(".{base}{SAVE_MARK}"), true);
+        let temp = OwnedTemp::create_marked(&dir, &base, SAVE_MARK, 0o666)
+            .map_err(|e| Error::io("creating a temp file beside", target, e))?;
+        Ok(TempOutput { temp })
     }
 
-    fn persist(mut self, target: &Path) -> Result<()> {
-        // The old archive is removed first: renaming over an existing file makes ext4
-        // (auto_da_alloc) start writeback of the whole new file inside rename(), 0.7 s for 1 GiB
-        // here. Readers see the old archive, then none, then the complete new one; never a part.
-        match fs::remove_file(target) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("replacing", target, e)),
-        }
-        fs::rename(&self.path, target).map_err(|e| Error::io("renaming archive into place", target, e))?;
-        self.persisted = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempOutput {
-    fn drop(&mut self) {
-        if !self.persisted {
-            let _ = fs::remove_file(&self.path);
-        }
+    /// Renames the finished archive over `target` in one step: a reader (or a crash) sees the old
+    /// archive or the new one, never neither.
+    fn persist(self, target: &Path) -> Result<()> {
+        self.temp.persist(target).map_err(|e| Error::io("renaming archive into place", target, e))
     }
 }
 

@@ -119,7 +119,8 @@ impl Store {
                 report.problems.push(FsckProblem::TagToUnknownImage { tag: tag.clone(), image: image.clone() });
             }
         }
-        for path in self.stale_ingests()?.into_iter().chain(self.stale_index_temps()) {
+        let stale_temps = self.sweep_temps(false)?.removed.into_iter().map(|(path, _)| path);
+        for path in self.stale_ingests()?.into_iter().chain(stale_temps) {
             report.problems.push(FsckProblem::Leftover { path: path.display().to_string() });
         }
         Ok(report)

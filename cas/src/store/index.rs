@@ -4,7 +4,7 @@
 //! config's diffIDs. The index is small, read whole, and replaced atomically under `images.lock`.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -162,22 +162,13 @@ impl Store {
                 .collect())
         })
     }
-
-    /// Whether a temp file of an interrupted index write is left over (fsck reports it).
-    pub(crate) fn stale_index_temps(&self) -> Vec<PathBuf> {
-        let Ok(entries) = fs::read_dir(&self.root) else { return Vec::new() };
-        entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".images.json.tmp-")))
-            .collect()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::LockMode;
+    use std::fs;
 
     fn id(n: u8) -> Digest {
         Digest::of(&[n])

@@ -14,6 +14,7 @@ mod fsck;
 mod gc;
 mod index;
 mod ingest;
+pub mod temp;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -70,7 +71,33 @@ impl Store {
         lock_store(&lock, &lock_path, mode)?;
         let store = Store { root, _lock: lock };
         store.remove_stale_ingests()?;
+        // Best effort: a leftover that cannot be removed now is counted by `system df` and
+        // reported by `system fsck`.
+        let _ = store.sweep_temps(true);
         Ok(store)
+    }
+
+    /// The directories where kiln writes temp files and directories.
+    fn temp_dirs(&self) -> [PathBuf; 5] {
+        [
+            self.root.clone(),
+            self.root.join("cache"),
+            self.root.join("cache/steps"),
+            self.root.join("tmp"),
+            self.root.join("containers"),
+        ]
+    }
+
+    /// Finds the temp files and directories of the store (see [`temp`]) and, with `remove`,
+    /// deletes those no live kiln holds: the leftovers of killed commands.
+    pub fn sweep_temps(&self, remove: bool) -> Result<temp::TempSweep> {
+        let mut sweep = temp::TempSweep::default();
+        for dir in self.temp_dirs() {
+            sweep.extend(
+                temp::remove_stale_temps(&dir, remove).map_err(|e| Error::io("cleaning temp files in", &dir, e))?,
+            );
+        }
+        Ok(sweep)
     }
 
     pub fn root(&self) -> &Path {
@@ -108,6 +135,9 @@ impl Store {
         let entries = fs::read_dir(&dir).map_err(|e| Error::io("listing containers", &dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("listing containers", &dir, e))?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue; // being removed (see store::temp::DOOMED_MARK)
+            }
             let image_file = entry.path().join("image");
             let Ok(text) = fs::read_to_string(&image_file) else { continue };
             let digest = Digest::parse(text.trim())
@@ -142,28 +172,17 @@ fn lock_store(lock: &File, path: &Path, mode: LockMode) -> Result<()> {
     blocking.map_err(|e| Error::io("locking store", path, e))
 }
 
-/// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync of the directory.
+/// Writes `bytes` to `path` atomically and durably: a temp file unique to this writer and held by
+/// its lock ([`temp::OwnedTemp`]), fsync, rename, fsync of the directory.
 pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().expect("store files live in a directory");
-    let tmp =
-        dir.join(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io("creating", &tmp, e))?;
-        file.write_all(bytes).map_err(|e| Error::io("writing", &tmp, e))?;
-        file.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let base = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut tmp =
+        temp::OwnedTemp::create(dir, &base, 0o600).map_err(|e| Error::io("creating a temp file in", dir, e))?;
+    tmp.file().write_all(bytes).map_err(|e| Error::io("writing", tmp.path(), e))?;
+    tmp.file().sync_all().map_err(|e| Error::io("syncing", tmp.path(), e))?;
+    tmp.persist(path).map_err(|e| Error::io("renaming into place", path, e))?;
+    sync_dir(dir)
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
@@ -191,6 +210,26 @@ mod tests {
         drop(shared);
         rx.recv_timeout(std::time::Duration::from_secs(5)).expect("exclusive lock after shared released");
         handle.join().unwrap();
+    }
+
+    #[test]
+    fn many_threads_writing_one_key_never_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LockMode::Shared).unwrap();
+        let key = "c".repeat(64);
+        let record = StepRecord { format: CACHE_RECORD_FORMAT, created: "2026-01-01T00:00:00Z".into(), diff_id: None };
+        for round in 0..100 {
+            let _ = fs::remove_dir_all(dir.path().join("cache"));
+            std::thread::scope(|s| {
+                for _ in 0..16 {
+                    s.spawn(|| store.cache_record(&key, &record).expect("concurrent write of one key"));
+                }
+            });
+            assert_eq!(store.cache_lookup(&key), Some(record.clone()), "round {round}");
+            let names: Vec<_> =
+                fs::read_dir(dir.path().join("cache/steps")).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(names.len(), 1, "round {round}: temp files left: {names:?}");
+        }
     }
 
     #[test]

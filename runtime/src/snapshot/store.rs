@@ -420,17 +420,7 @@ impl Snapshots {
                 continue;
             }
             let Some(lock) = self.lock(hex, LockKind::TryExclusive)? else { continue };
-            for victim in [hex.to_string(), format!("{hex}{INCOMPLETE_SUFFIX}")] {
-                let victim = OsStr::new(&victim);
-                match sys::lstat_at(dir.as_fd(), victim) {
-                    Ok(Some(st)) if sys::is_dir(&st) => {
-                        let path = self.dir.join(victim);
-                        freed += disk_usage(dir.as_fd(), victim).map_err(errno_err("measuring", &path))?;
-                        sys::remove_all_at(dir.as_fd(), victim).map_err(errno_err("removing", path))?;
-                    }
-                    _ => {}
-                }
-            }
+            freed += self.retire(dir.as_fd(), hex)?;
             let _ = nix::unistd::unlinkat(
                 &dir,
                 format!("{hex}{BOOT_SUFFIX}").as_str(),
@@ -443,6 +433,44 @@ impl Snapshots {
                 Err(e) => return Err(errno_err("removing", self.dir.join(&lock_name))(e)),
             }
             drop(lock);
+        }
+        Ok(freed)
+    }
+}
+
+impl Snapshots {
+    /// Removes the snapshot `hex` (and a stale `<hex>.incomplete`), returning the bytes freed. The
+    /// caller holds its lock. The snapshot first leaves its live name (renamed to
+    /// `<hex>.incomplete`, durably) and is deleted only then: a crash part-way leaves an
+    /// incomplete snapshot, which the next open removes, never a partial one under its key.
+    fn retire(&self, dir: BorrowedFd<'_>, hex: &str) -> Result<u64> {
+        let doomed = format!("{hex}{INCOMPLETE_SUFFIX}");
+        let doomed_path = self.dir.join(&doomed);
+        let mut freed = 0;
+        if let Some(st) = sys::lstat_at(dir, OsStr::new(&doomed)).map_err(errno_err("inspecting", &doomed_path))? {
+            if sys::is_dir(&st) {
+                freed += disk_usage(dir, OsStr::new(&doomed)).map_err(errno_err("measuring", &doomed_path))?;
+            }
+            sys::remove_all_at(dir, OsStr::new(&doomed)).map_err(errno_err("removing", &doomed_path))?;
+        }
+        match sys::lstat_at(dir, OsStr::new(hex)) {
+            Ok(Some(st)) if sys::is_dir(&st) => {
+                let path = self.dir.join(hex);
+                freed += disk_usage(dir, OsStr::new(hex)).map_err(errno_err("measuring", &path))?;
+                renameat2(dir, hex, dir, doomed.as_str(), RenameFlags::RENAME_NOREPLACE)
+                    .map_err(errno_err("taking out of use", &path))?;
+                let sync = nix::fcntl::openat(
+                    dir,
+                    ".",
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(errno_err("opening", &self.dir))?;
+                nix::unistd::fsync(&sync).map_err(errno_err("syncing", &self.dir))?;
+                sys::remove_all_at(dir, OsStr::new(&doomed)).map_err(errno_err("removing", &doomed_path))?;
+            }
+            Ok(_) => {}
+            Err(e) => return Err(errno_err("inspecting", &self.dir.join(hex))(e)),
         }
         Ok(freed)
     }

@@ -1,0 +1,210 @@
+//! The store under races and kills: temp names unique per writer, nothing half-made under a live
+//! name, leftovers of killed commands removed by the next kiln (DESIGN.md §2). The kills are made
+//! with strace's fault injection (`-e inject=SYSCALL:signal=SIGKILL:when=N`).
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::*;
+
+/// Runs `kiln ARGS` under strace, killing it (SIGKILL) at the `when`-th call of one of `syscalls`.
+fn kill_at(k: &Kiln, syscalls: &str, when: u32, args: &[&str]) -> std::process::Output {
+    let kiln = assert_cmd::cargo::cargo_bin("kiln");
+    Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+        .arg(format!("inject={syscalls}:signal=SIGKILL:when={when}"))
+        .arg(&kiln)
+        .env_remove("KILN_ROOT")
+        .arg("--root")
+        .arg(k.root())
+        .args(args)
+        .output()
+        .expect("run strace")
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn two_stages_running_one_step_on_a_cold_store_never_collide() {
+    if !is_root() {
+        return;
+    }
+    let dockerfile = "FROM busybox AS a\nRUN echo same > /same\n\
+                      FROM busybox AS b\nRUN echo same > /same\n\
+                      FROM busybox\nCOPY --from=a /same /a\nCOPY --from=b /same /b\n";
+    for round in 0..12 {
+        let k = Kiln::new();
+        k.import_busybox("busybox:latest");
+        std::fs::create_dir_all(k.path("ctx")).unwrap();
+        std::fs::write(k.path("ctx/Dockerfile"), dockerfile).unwrap();
+        let ctx = k.path("ctx");
+        let args = ["build", "--progress", "plain", "-t", "twins:1", ctx.to_str().unwrap()];
+        let out = k.run(&args);
+        assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+        let steps = names_in(&k.root().join("cache/steps"));
+        assert!(steps.iter().all(|n| !n.starts_with('.')), "round {round}: temp files left: {steps:?}");
+        k.assert_fsck_clean();
+    }
+}
+
+#[test]
+fn a_save_killed_at_its_rename_keeps_the_old_archive_and_the_next_save_removes_its_temp() {
+    if !have_tool("strace") {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let out = k.path("out.tar");
+    let out_s = out.to_str().unwrap();
+    k.ok(&["save", "-o", out_s, "busybox"]);
+    let old = std::fs::read(&out).unwrap();
+    k.ok(&["tag", "busybox", "second:1"]);
+    let killed = kill_at(&k, "rename,renameat,renameat2", 1, &["save", "-o", out_s, "busybox", "second:1"]);
+    assert!(!killed.status.success(), "the save was not killed");
+    assert!(std::fs::read(&out).ok() == Some(old), "the old archive must survive a killed save");
+    let partial: Vec<String> =
+        names_in(k.dir.path()).into_iter().filter(|n| n.starts_with(".out.tar.kiln-save-partial-")).collect();
+    assert_eq!(partial.len(), 1, "the killed save's temp file, named for what it is: {:?}", names_in(k.dir.path()));
+    k.ok(&["save", "-o", out_s, "busybox", "second:1"]);
+    let left: Vec<String> = names_in(k.dir.path()).into_iter().filter(|n| n.starts_with(".out.tar")).collect();
+    assert!(left.is_empty(), "temp files left: {left:?}");
+    let listing = Command::new("tar").arg("-tf").arg(&out).output().unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("manifest.json"));
+}
+
+#[test]
+fn an_index_temp_left_by_a_kill_is_removed_and_fsck_stays_clean() {
+    if !have_tool("strace") {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    // Killed between writing the new images.json and renaming it into place.
+    let killed = kill_at(&k, "rename,renameat,renameat2", 1, &["tag", "busybox", "other:1"]);
+    assert!(!killed.status.success(), "the tag was not killed");
+    let temps: Vec<String> = names_in(&k.root()).into_iter().filter(|n| n.starts_with(".images.json")).collect();
+    assert_eq!(temps.len(), 1, "the kill leaves the index's temp file: {:?}", names_in(&k.root()));
+    k.assert_fsck_clean();
+    let left: Vec<String> = names_in(&k.root()).into_iter().filter(|n| n.starts_with(".images.json")).collect();
+    assert!(left.is_empty(), "the next kiln removes it: {left:?}");
+}
+
+#[test]
+fn the_work_dir_of_a_killed_build_is_removed_by_the_next_kiln() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    std::fs::create_dir_all(k.path("ctx")).unwrap();
+    std::fs::write(k.path("ctx/Dockerfile"), "FROM busybox\nRUN dd if=/dev/zero of=/big bs=1M count=4 && sleep 2\n")
+        .unwrap();
+    let mut child = k.cmd(&["build", "--progress", "quiet", k.path("ctx").to_str().unwrap()]).spawn().unwrap();
+    let tmp = k.root().join("tmp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while names_in(&tmp).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the build never made its work dir");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(!names_in(&tmp).is_empty(), "the kill leaves the work dir");
+    let df = k.ok(&["system", "df"]);
+    assert!(names_in(&tmp).is_empty(), "left after the next kiln: {:?}\n{df}", names_in(&tmp));
+    k.assert_fsck_clean();
+}
+
+/// Entries under `dir`, recursively (not following symlinks).
+fn count_tree(dir: &Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        n += 1;
+        if entry.file_type().unwrap().is_dir() {
+            n += count_tree(&entry.path());
+        }
+    }
+    n
+}
+
+/// Live snapshot directories (named by a chain ID alone) and their entry counts.
+fn live_snapshots(k: &Kiln) -> Vec<(String, usize)> {
+    names_in(&k.root().join("snapshots"))
+        .into_iter()
+        .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|n| {
+            let count = count_tree(&k.root().join("snapshots").join(&n));
+            (n, count)
+        })
+        .collect()
+}
+
+#[test]
+fn a_prune_killed_while_deleting_a_snapshot_leaves_no_partial_one_under_its_name() {
+    if !is_root() || !have_tool("strace") {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let ls = ["run", "--rm", "--network", "none", "busybox", "sh", "-c", "find / -xdev | wc -l"];
+    let files_before = k.ok(&ls);
+    let full = live_snapshots(&k);
+    assert_eq!(full.len(), 1, "run unpacked busybox's layer: {full:?}");
+    assert!(full[0].1 > 100, "{full:?}");
+    let killed = kill_at(&k, "unlinkat", 50, &["image", "prune", "-a", "-f"]);
+    assert!(!killed.status.success(), "the prune was not killed");
+    for (name, count) in live_snapshots(&k) {
+        assert_eq!(count, full[0].1, "snapshot {name} is partial under its live name");
+    }
+    // The same layer again: it must be unpacked whole, not taken from a half-deleted directory.
+    k.import_busybox("busybox:latest");
+    assert_eq!(k.ok(&ls), files_before);
+    assert_eq!(live_snapshots(&k), full);
+    k.assert_fsck_clean();
+}
+
+/// Starts `kiln run ARGS` (a long sleep), waits until its container is recorded, and kills kiln.
+fn kill_a_running_container(k: &Kiln, args: &[&str]) {
+    let mut child = k.cmd(args).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let containers = k.root().join("containers");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let recorded = names_in(&containers).iter().any(|c| containers.join(c).join("container.json").exists());
+        if recorded {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the container was never recorded");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn ps_is_truthful_after_the_kiln_of_a_container_is_killed() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    kill_a_running_container(&k, &["run", "--rm", "--network", "none", "busybox", "sleep", "60"]);
+    let ps = k.ok(&["ps", "-a"]);
+    assert_eq!(ps.lines().count(), 1, "a killed --rm container is gone, not `Created`:\n{ps}");
+    assert!(names_in(&k.root().join("containers")).is_empty(), "{:?}", names_in(&k.root().join("containers")));
+
+    kill_a_running_container(&k, &["run", "--name", "kept", "--network", "none", "busybox", "sleep", "60"]);
+    let ps = k.ok(&["ps", "-a"]);
+    let row = ps.lines().find(|l| l.contains("kept")).unwrap_or_else(|| panic!("{ps}"));
+    assert!(row.contains("Exited (137)"), "a killed container is reported as exited:\n{ps}");
+    k.ok(&["rm", "kept"]);
+    assert_eq!(k.ok(&["ps", "-a"]).lines().count(), 1);
+}
