@@ -15,9 +15,10 @@
 //! operation works on what the kill left: building the reference Dockerfile gives the reference
 //! image ID and running it sees every file of its layers; the command redone succeeds and gives
 //! the reference result (image ID, tags, archive bytes, pushed digest, output); fsck is clean
-//! again. Each test prints how many kill points it covered and one reproduction line per failure.
-//! Failures that a fix on branch h/store removes are listed in [`PENDING`]: they are printed as
-//! PENDING and do not fail the test unless `KILN_FAULTS_STRICT=1`.
+//! again and no temp file of the killed command is left in the store. Each test prints how many
+//! kill points it covered and one reproduction line per failure. A failure that a fix on another
+//! branch removes can be listed in [`PENDING`]: it is then printed as PENDING and does not fail
+//! the test unless `KILN_FAULTS_STRICT=1`.
 
 use crate::harness::*;
 use crate::registry::{free_port, registry_installed, serve_registry};
@@ -463,6 +464,29 @@ fn mounts_under(root: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Files of interrupted writers still in the store: anything in `tmp/`, `ingest/` (but its lock),
+/// a temp name (`.tmp`) at the top, in `cache/` or `cache/steps/`, and any snapshot name other than
+/// a chain ID with its `.lock`/`.boot`. Once the next kiln command has run, none may be left.
+fn leftovers(root: &Path) -> Vec<String> {
+    let list = |dir: &str| -> Vec<String> {
+        std::fs::read_dir(root.join(dir))
+            .map(|d| d.map(|e| format!("{dir}/{}", e.unwrap().file_name().to_string_lossy())).collect())
+            .unwrap_or_default()
+    };
+    let mut found: Vec<String> = list("tmp");
+    found.extend(list("ingest").into_iter().filter(|n| n != "ingest/.lock"));
+    for dir in [".", "cache", "cache/steps"] {
+        found.extend(list(dir).into_iter().filter(|n| n.contains(".tmp")));
+    }
+    found.extend(list("snapshots").into_iter().filter(|n| {
+        let name = n.trim_start_matches("snapshots/");
+        let key = name.trim_end_matches(".lock").trim_end_matches(".boot");
+        !(key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()))
+    }));
+    found.sort();
+    found
+}
+
 /// Per-thread call counts of each syscall in [`SYSCALLS`] from `strace -f -o` output; the
 /// largest count over the threads is the number of kill points of that syscall.
 fn max_calls_per_thread(trace: &str) -> BTreeMap<String, usize> {
@@ -522,28 +546,13 @@ struct Tally {
     pending: Vec<String>,
 }
 
-/// Failures that fixes on branch h/store (the store's crash-safety work, merged separately)
-/// remove: until they are merged such a failure is printed as PENDING with its reproduction and
-/// does not fail the test; every other failure does. `KILN_FAULTS_STRICT=1` fails on these too.
-/// Once h/store is merged this list must be emptied (the test then fails if one comes back).
+/// Failures that a fix on another branch removes (the store's crash-safety work was on h/store):
+/// until it is merged such a failure is printed as PENDING with its reproduction and does not fail
+/// the test; every other failure does. `KILN_FAULTS_STRICT=1` fails on these too. Empty the list
+/// when the fix is merged, so that the failure coming back fails the test.
 const PENDING: &[(&[Op], &str, &str)] = &[
-    (
-        &[Op::Tag, Op::Rmi, Op::Load, Op::Pull, Op::Push, Op::Build, Op::ImagePrune, Op::BuilderPrune, Op::Run],
-        "leftover temporary file",
-        "h/store #5: the temp file of a killed index write (.images.json.tmp-PID) is never removed, so fsck fails forever",
-    ),
-    (
-        &[Op::ImagePrune, Op::BuilderPrune],
-        "next build: ",
-        "h/store #2: a killed prune leaves a half-deleted snapshot under its live name and the next build/run uses it",
-    ),
-    (&[Op::Run], "still listed as Created", "h/store #6: a killed `run --rm` stays listed as Created"),
-    (
-        &[Op::Save],
-        "save -o lost its output file",
-        "h/store #3: save -o unlinks the old archive before renaming the new one over it",
-    ),
-    (&[Op::Save], "temp files of the killed save", "h/store #3: the temp file of a killed save is never removed"),
+    // Emptied when h/store (its items #2, #3, #5 and #6) was merged; an entry looks like
+    // (&[Op::Save], "save -o lost its output file", "h/store #3: save -o unlinks the old archive first"),
 ];
 
 fn strict() -> bool {
@@ -578,8 +587,22 @@ fn inject(case: &Case, scene: &Scene, fault: &Fault) -> Result<&'static str, Str
                 .expect("spawn kiln");
             std::thread::sleep(*delay);
             let pgid = child.id();
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).stderr(Stdio::null()).status();
-            child.wait().unwrap()
+            let group = format!("-{pgid}");
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+            let status = child.wait().unwrap();
+            // timeout(1) is reaped first; kiln may still be exiting and holding its locks, and the
+            // next command must meet the store as the kill left it, not a dying writer.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline
+                && Command::new("kill")
+                    .args(["-0", "--", &group])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            status
         }
     };
     // timeout(1) exits 124 on a hang and 128+N when its command died of signal N.
@@ -619,7 +642,15 @@ fn one_round(case: &Case, serial: usize, fault: &Fault, tally: &mut Tally) {
         }
         case.rebuild(&scene).map_err(|e| format!("next build: {e}"))?;
         case.redo(&scene).map_err(|e| format!("redo: {e}"))?;
-        fsck_or_repair(&scene.root()).map(|_| ()).map_err(|e| format!("after the redo: {e}"))
+        fsck_or_repair(&scene.root()).map_err(|e| format!("after the redo: {e}"))?;
+        let left = leftovers(&scene.root());
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "temp leftovers of the killed command are still in the store after the next commands: {left:?}"
+            ))
+        }
     })();
     if let Err(e) = result {
         let line =
@@ -729,7 +760,7 @@ fn sweep(op: Op) {
     }
     let _ = write!(
         summary,
-        "; random {}; killed {}, finished first {}, failed cleanly {}; repaired {}; pending on h/store {}; failures {}",
+        "; random {}; killed {}, finished first {}, failed cleanly {}; repaired {}; pending {}; failures {}",
         tally.random,
         tally.killed,
         tally.completed,
@@ -816,4 +847,37 @@ fn per_thread_counts_ignore_resumed_lines_and_signals() {
     assert_eq!(counts.get("rename"), Some(&1));
     assert_eq!(counts.get("fsync"), Some(&3));
     assert_eq!(counts.len(), 2);
+}
+
+#[test]
+fn leftovers_are_temp_names_and_odd_snapshot_names_but_not_live_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let key = "ab".repeat(32);
+    for d in ["tmp", "ingest", "cache/steps", "snapshots", "blobs/sha256"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for f in ["ingest/.lock", "images.json", "cache/stat-cache.v1"] {
+        std::fs::write(root.join(f), "").unwrap();
+    }
+    std::fs::write(root.join("cache/steps").join(&key), "").unwrap();
+    std::fs::create_dir(root.join("snapshots").join(&key)).unwrap();
+    std::fs::write(root.join("snapshots").join(format!("{key}.lock")), "").unwrap();
+    assert!(leftovers(root).is_empty(), "{:?}", leftovers(root));
+
+    std::fs::create_dir(root.join("tmp/run-x")).unwrap();
+    std::fs::write(root.join(".images.json.tmp-7"), "").unwrap();
+    std::fs::write(root.join("cache/steps").join(format!(".{key}.tmp-7")), "").unwrap();
+    std::fs::write(root.join("ingest/7-1-0"), "").unwrap();
+    std::fs::create_dir(root.join("snapshots").join(format!("{key}.incomplete"))).unwrap();
+    assert_eq!(
+        leftovers(root),
+        vec![
+            "./.images.json.tmp-7".to_string(),
+            format!("cache/steps/.{key}.tmp-7"),
+            "ingest/7-1-0".into(),
+            format!("snapshots/{key}.incomplete"),
+            "tmp/run-x".into(),
+        ]
+    );
 }
