@@ -111,8 +111,19 @@ pub struct BuilderPruneArgs {
 pub enum SystemCommand {
     /// Show store disk usage
     Df,
-    /// Check every blob against its digest and every image's closure
-    Fsck,
+    /// Check every blob against its digest, every image's closure and every unpacked layer
+    Fsck(FsckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FsckArgs {
+    /// Fix what can be fixed: re-unpack damaged snapshots from their verified blobs, remove
+    /// leftover temp files
+    #[arg(long)]
+    pub repair: bool,
+    /// Also compare the content of every file of every snapshot with its layer
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Args, Debug)]

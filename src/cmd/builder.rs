@@ -88,7 +88,13 @@ pub fn prune(open_exclusive: impl FnOnce() -> Result<Store>, args: BuilderPruneA
         let mounts = store.root().join("cache-mounts");
         reclaimed += dir_size(&mounts);
         if mounts.exists() {
-            std::fs::remove_dir_all(&mounts).with_context(|| format!("removing {}", mounts.display()))?;
+            // Out of its live name first: a crash part-way leaves a doomed directory that the
+            // next kiln removes, never half a cache mount where a build would use it.
+            let doomed = store
+                .root()
+                .join(kiln_cas::store::temp::unique_temp_name("cache-mounts", kiln_cas::store::temp::DOOMED_MARK));
+            std::fs::rename(&mounts, &doomed).with_context(|| format!("removing {}", mounts.display()))?;
+            std::fs::remove_dir_all(&doomed).with_context(|| format!("removing {}", doomed.display()))?;
         }
     }
     if !forget.is_empty() {
@@ -116,7 +122,7 @@ fn blob_size(store: &Store, digest: &Digest) -> u64 {
     std::fs::symlink_metadata(store.blob_path(digest)).map(|m| m.len()).unwrap_or(0)
 }
 
-fn dir_size(dir: &std::path::Path) -> u64 {
+pub(super) fn dir_size(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
         .filter_map(|e| e.ok())

@@ -65,7 +65,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Image { command: ImageCommand::Prune(args) } => prune::run(|| open(LockMode::Exclusive), args),
         Command::Builder { command: BuilderCommand::Prune(args) } => builder::prune(|| open(LockMode::Exclusive), args),
         Command::System { command: SystemCommand::Df } => system::df(&open(LockMode::Shared)?),
-        Command::System { command: SystemCommand::Fsck } => system::fsck(&open(LockMode::Shared)?),
+        Command::System { command: SystemCommand::Fsck(args) } => system::fsck(&open(LockMode::Shared)?, args),
         Command::Pull(args) => pull::run(&open(LockMode::Shared)?, args),
         Command::Push(args) => push::run(&open(LockMode::Shared)?, args),
         Command::Login(args) => login::login(args),

@@ -297,6 +297,8 @@ fn records(store: &Store) -> Result<Vec<ContainerRecord>> {
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue; // being removed
         }
+        // A record write killed half-way leaves its temp file; nobody holds it any more.
+        let _ = kiln_cas::store::temp::remove_stale_temps(&entry.path(), true);
         let path = entry.path().join("container.json");
         if let Ok(bytes) = fs::read(&path) {
             match serde_json::from_slice::<ContainerRecord>(&bytes) {

@@ -1,10 +1,14 @@
 //! `kiln system df` and `kiln system fsck`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
 use anyhow::Result;
+use kiln_cas::store::FsckProblem;
 use kiln_cas::{Digest, Store};
+use kiln_runtime::snapshot::{chain_ids, Snapshots};
+
+use crate::cli::FsckArgs;
 
 use crate::output::{human_size, print_table};
 
@@ -31,6 +35,16 @@ pub fn df(store: &Store) -> Result<ExitCode> {
     let active_images = index.images.keys().filter(|id| in_use.contains(id)).count();
     let containers = store.images_used_by_containers()?.len();
     let cache = super::builder::usage(store)?;
+    // Opening the store removed the leftovers it could; what is left is held by running kiln
+    // commands (active) or could not be removed.
+    let mut temps = store.sweep_temps(false)?;
+    // Older kilns' work dirs, which only `system fsck --repair` removes.
+    temps.removed.extend(store.legacy_work_dirs().into_iter().map(|dir| {
+        let size = super::builder::dir_size(&dir);
+        (dir, size)
+    }));
+    let temp_bytes: u64 = temps.held.iter().chain(&temps.removed).map(|(_, size)| size).sum();
+    let stuck_bytes: u64 = temps.removed.iter().map(|(_, size)| size).sum();
     print_table(
         &["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
         &[
@@ -50,26 +64,105 @@ pub fn df(store: &Store) -> Result<ExitCode> {
                 human_size(cache.bytes),
                 human_size(cache.bytes),
             ],
+            vec![
+                "Temporary files".into(),
+                (temps.held.len() + temps.removed.len()).to_string(),
+                temps.held.len().to_string(),
+                human_size(temp_bytes),
+                human_size(stuck_bytes),
+            ],
         ],
     );
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn fsck(store: &Store) -> Result<ExitCode> {
+pub fn fsck(store: &Store, args: FsckArgs) -> Result<ExitCode> {
     let report = store.fsck()?;
+    let mut unrepaired = 0;
     for problem in &report.problems {
-        println!("{problem}");
+        match problem {
+            FsckProblem::Leftover { path } if args.repair => {
+                // Only what no live kiln holds was reported; removed under its lock.
+                let _ = store.sweep_temps(true);
+                let path_ref = std::path::Path::new(path);
+                if path_ref.is_dir() {
+                    let _ = std::fs::remove_dir_all(path_ref);
+                } else {
+                    let _ = std::fs::remove_file(path_ref);
+                }
+                if std::path::Path::new(path).exists() {
+                    println!("{problem} (could not remove it)");
+                    unrepaired += 1;
+                } else {
+                    println!("{problem}: removed");
+                }
+            }
+            _ => {
+                println!("{problem}");
+                unrepaired += 1;
+            }
+        }
     }
+    let (snapshots_checked, snapshot_problems, snapshots_left) = check_snapshots(store, &args)?;
+    unrepaired += snapshots_left;
+    let problems = report.problems.len() + snapshot_problems;
     println!(
-        "checked {} blobs ({}) and {} images: {}",
+        "checked {} blobs ({}), {} images and {snapshots_checked} snapshots{}: {}",
         report.blobs_checked,
         human_size(report.bytes_checked),
         report.images_checked,
-        if report.problems.is_empty() {
+        if args.full { " (with file contents)" } else { "" },
+        if unrepaired == 0 && problems == 0 {
             "no problems".to_string()
+        } else if unrepaired == 0 {
+            "every problem repaired".to_string()
         } else {
-            format!("{} problems", report.problems.len())
+            format!("{unrepaired} problems")
         }
     );
-    Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if unrepaired == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Checks every unpacked layer of every image against its layer blob, bottom layer first (with
+/// `--repair`, a damaged one is unpacked again before the layers above it are checked). Returns
+/// (snapshots checked, problems found, problems left).
+fn check_snapshots(store: &Store, args: &FsckArgs) -> Result<(usize, usize, usize)> {
+    if !store.root().join("snapshots").exists() {
+        return Ok((0, 0, 0));
+    }
+    let snapshots = Snapshots::open(store.root())?;
+    let mut seen = BTreeSet::new();
+    let mut checked = 0;
+    let mut found = 0;
+    let mut left = 0;
+    for id in store.index()?.images.keys() {
+        let Ok(diff_ids) = store.image(id).and_then(|image| image.diff_ids()) else { continue };
+        for (depth, chain) in chain_ids(&diff_ids).iter().enumerate() {
+            if !seen.insert(chain.clone()) || !snapshots.exists(chain) {
+                continue;
+            }
+            checked += 1;
+            let layers = &diff_ids[..=depth];
+            let why = match snapshots.verify(store, layers, args.full) {
+                Ok(None) => continue,
+                Ok(Some(why)) => why,
+                Err(e) => e.to_string(),
+            };
+            found += 1;
+            let what = format!("snapshot {} (layer {}): {why}", chain.hex(), diff_ids[depth]);
+            if args.repair {
+                match snapshots.repair(store, layers) {
+                    Ok(()) => {
+                        println!("{what}: unpacked again from its blob");
+                        continue;
+                    }
+                    Err(e) => println!("{what} (repair failed: {e})"),
+                }
+            } else {
+                println!("{what}");
+            }
+            left += 1;
+        }
+    }
+    Ok((checked, found, left))
 }

@@ -112,7 +112,14 @@ fn the_work_dir_of_a_killed_build_is_removed_by_the_next_kiln() {
         assert!(std::time::Instant::now() < deadline, "the build never made its work dir");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    // While the build runs, its work dir is held: df counts it and nothing removes it.
+    let df = k.ok(&["system", "df"]);
+    let row = df.lines().find(|l| l.starts_with("Temporary files")).unwrap_or_else(|| panic!("{df}"));
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&fields[2..4], ["1", "1"], "one temp dir, held: {row}");
+    assert!(fields[4].ends_with("MB"), "the 4 MB the RUN wrote: {row}");
+    assert!(!names_in(&tmp).is_empty());
     child.kill().unwrap();
     child.wait().unwrap();
     std::thread::sleep(std::time::Duration::from_secs(3));
@@ -152,23 +159,26 @@ fn a_prune_killed_while_deleting_a_snapshot_leaves_no_partial_one_under_its_name
     if !is_root() || !have_tool("strace") {
         return;
     }
-    let k = Kiln::new();
-    k.import_busybox("busybox:latest");
-    let ls = ["run", "--rm", "--network", "none", "busybox", "sh", "-c", "find / -xdev | wc -l"];
-    let files_before = k.ok(&ls);
-    let full = live_snapshots(&k);
-    assert_eq!(full.len(), 1, "run unpacked busybox's layer: {full:?}");
-    assert!(full[0].1 > 100, "{full:?}");
-    let killed = kill_at(&k, "unlinkat", 50, &["image", "prune", "-a", "-f"]);
-    assert!(!killed.status.success(), "the prune was not killed");
-    for (name, count) in live_snapshots(&k) {
-        assert_eq!(count, full[0].1, "snapshot {name} is partial under its live name");
+    // Early in the deletion, in the middle (the reproducer), and near its end.
+    for when in [2, 50, 250] {
+        let k = Kiln::new();
+        k.import_busybox("busybox:latest");
+        let ls = ["run", "--rm", "--network", "none", "busybox", "sh", "-c", "find / -xdev | wc -l"];
+        let files_before = k.ok(&ls);
+        let full = live_snapshots(&k);
+        assert_eq!(full.len(), 1, "run unpacked busybox's layer: {full:?}");
+        assert!(full[0].1 > 250, "{full:?}");
+        let killed = kill_at(&k, "unlinkat", when, &["image", "prune", "-a", "-f"]);
+        assert!(!killed.status.success(), "when={when}: the prune was not killed");
+        for (name, count) in live_snapshots(&k) {
+            assert_eq!(count, full[0].1, "when={when}: snapshot {name} is partial under its live name");
+        }
+        // The same layer again: it must be unpacked whole, not taken from a half-deleted directory.
+        k.import_busybox("busybox:latest");
+        assert_eq!(k.ok(&ls), files_before, "when={when}");
+        assert_eq!(live_snapshots(&k), full, "when={when}");
+        k.assert_fsck_clean();
     }
-    // The same layer again: it must be unpacked whole, not taken from a half-deleted directory.
-    k.import_busybox("busybox:latest");
-    assert_eq!(k.ok(&ls), files_before);
-    assert_eq!(live_snapshots(&k), full);
-    k.assert_fsck_clean();
 }
 
 /// Starts `kiln run ARGS` (a long sleep), waits until its container is recorded, and kills kiln.
@@ -207,4 +217,161 @@ fn ps_is_truthful_after_the_kiln_of_a_container_is_killed() {
     assert!(row.contains("Exited (137)"), "a killed container is reported as exited:\n{ps}");
     k.ok(&["rm", "kept"]);
     assert_eq!(k.ok(&["ps", "-a"]).lines().count(), 1);
+}
+
+/// A small tmpfs mounted at the test's store path, unmounted on drop.
+struct SmallStoreFs(std::path::PathBuf);
+
+impl SmallStoreFs {
+    fn mount(k: &Kiln, size: &str) -> Option<SmallStoreFs> {
+        std::fs::create_dir_all(k.root()).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "kiln-test-store"])
+            .arg(k.root())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("skipping: cannot mount a tmpfs");
+            return None;
+        }
+        Some(SmallStoreFs(k.root()))
+    }
+
+    /// Fills the file system to the last byte.
+    fn fill(&self) {
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k"])
+            .arg(format!("of={}", self.0.join("filler").display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=1"])
+            .arg(format!("of={}", self.0.join("filler-tail").display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+        let probe = std::fs::write(self.0.join("probe"), b"x");
+        assert!(probe.is_err(), "the file system is not full");
+    }
+}
+
+impl Drop for SmallStoreFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn rmi_and_prune_free_space_on_a_full_store() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    let Some(fs) = SmallStoreFs::mount(&k, "8m") else { return };
+    k.import_busybox("busybox:latest");
+    k.ok(&["tag", "busybox", "other:1"]);
+    k.import_busybox("second:1");
+    fs.fill();
+    let out = k.ok(&["rmi", "other:1"]);
+    assert!(out.contains("Untagged: other:1"), "{out}");
+    let out = k.ok(&["rmi", "busybox"]);
+    assert!(out.contains("Deleted:"), "{out}");
+    fs.fill();
+    let out = k.ok(&["image", "prune", "-a", "-f"]);
+    assert!(out.contains("deleted:"), "{out}");
+    assert_eq!(k.ok(&["images", "-q"]).trim(), "");
+    std::fs::remove_file(k.root().join("filler")).unwrap();
+    std::fs::remove_file(k.root().join("filler-tail")).unwrap();
+    k.assert_fsck_clean();
+}
+
+#[test]
+fn fsck_checks_snapshots_against_their_layers_and_repair_unpacks_them_again() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    std::fs::create_dir_all(k.path("ctx")).unwrap();
+    std::fs::write(k.path("ctx/Dockerfile"), "FROM busybox\nRUN mkdir /d && echo hi > /d/f && rm /bin/vi\n").unwrap();
+    k.ok(&["build", "--progress", "quiet", "-t", "built:1", k.path("ctx").to_str().unwrap()]);
+    let ok = k.ok(&["system", "fsck", "--full"]);
+    assert!(ok.contains("2 snapshots") && ok.contains("no problems"), "{ok}");
+    let full = live_snapshots(&k);
+    let busybox = full.iter().max_by_key(|(_, n)| *n).unwrap().0.clone();
+    let snap = k.root().join("snapshots").join(&busybox);
+    // What a crash in the old deleting code left: files gone, one changed in place.
+    std::fs::remove_file(snap.join("bin/ls")).unwrap();
+    std::fs::remove_file(snap.join("bin/cat")).unwrap();
+    let sh = std::fs::read_link(snap.join("bin/sh")).ok();
+    let victim = match &sh {
+        Some(target) if target.is_absolute() => snap.join(target.strip_prefix("/").unwrap()),
+        Some(target) => snap.join("bin").join(target),
+        None => snap.join("bin/sh"),
+    };
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&victim, &bytes).unwrap();
+
+    let out = k.run(&["system", "fsck"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains(&busybox) && text.contains("2 of ") && text.contains("missing"), "{text}");
+    let out = k.run(&["system", "fsck", "--full"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("other content"), "{text}");
+    let repaired = k.ok(&["system", "fsck", "--full", "--repair"]);
+    assert!(repaired.contains("unpacked again") && repaired.contains("every problem repaired"), "{repaired}");
+    assert_eq!(live_snapshots(&k), full);
+    let clean = k.ok(&["system", "fsck", "--full"]);
+    assert!(clean.contains("no problems"), "{clean}");
+    let ls = k.ok(&["run", "--rm", "--network", "none", "built:1", "sh", "-c", "ls /bin/ls /bin/cat /d/f"]);
+    assert_eq!(ls.lines().count(), 3, "{ls}");
+}
+
+#[test]
+fn a_builder_prune_killed_while_deleting_cache_mounts_leaves_them_whole_or_gone() {
+    if !is_root() || !have_tool("strace") {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    std::fs::create_dir_all(k.path("ctx")).unwrap();
+    std::fs::write(
+        k.path("ctx/Dockerfile"),
+        "FROM busybox\nRUN --mount=type=cache,target=/c for i in $(seq 1 40); do echo $i > /c/f$i; done\n",
+    )
+    .unwrap();
+    k.ok(&["build", "--progress", "quiet", "-t", "cached:1", k.path("ctx").to_str().unwrap()]);
+    let mounts = k.root().join("cache-mounts");
+    assert_eq!(count_tree(&mounts), 41, "one cache mount with 40 files");
+    let killed = kill_at(&k, "unlinkat", 3, &["builder", "prune", "-a", "-f"]);
+    assert!(!killed.status.success(), "the prune was not killed");
+    if mounts.exists() {
+        assert_eq!(count_tree(&mounts), 41, "a half-deleted cache mount is left under its live name");
+    }
+    k.ok(&["images"]);
+    let doomed: Vec<String> = names_in(&k.root()).into_iter().filter(|n| n.contains("cache-mounts")).collect();
+    assert!(doomed.is_empty(), "the next kiln removes what the kill left: {doomed:?}");
+}
+
+#[test]
+fn an_older_kilns_work_dir_is_counted_by_df_reported_by_fsck_and_removed_by_repair() {
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let legacy = k.root().join("tmp/run-Ab12Cd/upper");
+    std::fs::create_dir_all(&legacy).unwrap();
+    std::fs::write(legacy.join("big"), vec![1u8; 3 << 20]).unwrap();
+    let df = k.ok(&["system", "df"]);
+    let row = df.lines().find(|l| l.starts_with("Temporary files")).unwrap_or_else(|| panic!("{df}"));
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&fields[2..4], ["1", "0"], "one leftover, not held: {row}");
+    assert!(fields[5].ends_with("MB"), "reclaimable: {row}");
+    let out = k.run(&["system", "fsck"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success() && text.contains("run-Ab12Cd"), "{text}");
+    let repaired = k.ok(&["system", "fsck", "--repair"]);
+    assert!(repaired.contains("removed"), "{repaired}");
+    assert!(!k.root().join("tmp/run-Ab12Cd").exists());
+    k.assert_fsck_clean();
 }

@@ -45,7 +45,7 @@ impl std::fmt::Display for FsckProblem {
             FsckProblem::TagToUnknownImage { tag, image } => {
                 write!(f, "tag {tag} names {image}, which is not in the image table")
             }
-            FsckProblem::Leftover { path } => write!(f, "leftover temporary file {path}"),
+            FsckProblem::Leftover { path } => write!(f, "leftover temporary file or directory {path}"),
         }
     }
 }
@@ -120,7 +120,7 @@ impl Store {
             }
         }
         let stale_temps = self.sweep_temps(false)?.removed.into_iter().map(|(path, _)| path);
-        for path in self.stale_ingests()?.into_iter().chain(stale_temps) {
+        for path in self.stale_ingests()?.into_iter().chain(stale_temps).chain(self.legacy_work_dirs()) {
             report.problems.push(FsckProblem::Leftover { path: path.display().to_string() });
         }
         Ok(report)

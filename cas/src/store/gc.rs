@@ -89,6 +89,7 @@ impl Store {
             Ok(())
         })?;
         self.sweep_if_alone(report)?;
+        self.keep_reserve();
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{write_file_atomically, Store};
+use super::{is_out_of_space, write_file_atomically, Store};
 use crate::{Digest, Error, Reference, Result};
 
 const INDEX_FORMAT: u32 = 1;
@@ -138,7 +138,15 @@ impl Store {
         let result = change(&mut index)?;
         if index != before {
             let bytes = serde_json::to_vec_pretty(&index).expect("index serialises");
-            write_file_atomically(&self.index_path(), &bytes)?;
+            match write_file_atomically(&self.index_path(), &bytes) {
+                Ok(()) => {}
+                // On a full file system, a change that shrinks the index (rmi, prune: what frees
+                // space) may use the store's reserve; the reserve is made again once space is free.
+                Err(e) if is_out_of_space(&e) && shrinks(&self.index_path(), &bytes) && self.release_reserve() => {
+                    write_file_atomically(&self.index_path(), &bytes)?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         drop(lock);
         Ok(result)
@@ -162,6 +170,11 @@ impl Store {
                 .collect())
         })
     }
+}
+
+/// Whether `bytes` are no longer than the file at `path` is now.
+fn shrinks(path: &std::path::Path, bytes: &[u8]) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| bytes.len() as u64 <= m.len())
 }
 
 #[cfg(test)]

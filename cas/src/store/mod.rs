@@ -30,6 +30,15 @@ pub use ingest::{BlobWriter, StagedBlob};
 
 use crate::{Digest, Error, Result};
 
+/// `<root>/reserve`: space set aside so that freeing space never needs free space.
+const RESERVE_FILE: &str = "reserve";
+const RESERVE_BYTES: u64 = 1 << 20;
+
+/// Whether `e` says the file system (or the user's quota) is full.
+pub(crate) fn is_out_of_space(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+}
+
 /// How a process holds the store: builds, loads and reads share it; prune and GC take it alone so
 /// that no blob an in-flight command is about to reference is swept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +83,36 @@ impl Store {
         // Best effort: a leftover that cannot be removed now is counted by `system df` and
         // reported by `system fsck`.
         let _ = store.sweep_temps(true);
+        store.keep_reserve();
         Ok(store)
+    }
+
+    fn reserve_path(&self) -> PathBuf {
+        self.root.join(RESERVE_FILE)
+    }
+
+    /// Makes sure `<root>/reserve` holds [`RESERVE_BYTES`] (best effort: on a full file system it
+    /// waits for the next command). The reserve is what lets `rmi` and `prune` write the smaller
+    /// `images.json` that frees space when the store's file system is full.
+    pub(crate) fn keep_reserve(&self) {
+        let path = self.reserve_path();
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == RESERVE_BYTES) {
+            return;
+        }
+        let made = (|| -> std::io::Result<()> {
+            let mut tmp = temp::OwnedTemp::create(&self.root, RESERVE_FILE, 0o600)?;
+            tmp.file().write_all(&vec![0u8; RESERVE_BYTES as usize])?;
+            tmp.file().sync_all()?;
+            tmp.persist(&path)
+        })();
+        if made.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+    }
+
+    /// Gives the reserve's space back to the file system; true if there was one.
+    pub(crate) fn release_reserve(&self) -> bool {
+        fs::remove_file(self.reserve_path()).is_ok()
     }
 
     /// The directories where kiln writes temp files and directories.
@@ -86,6 +124,25 @@ impl Store {
             self.root.join("tmp"),
             self.root.join("containers"),
         ]
+    }
+
+    /// Work dirs of older kiln versions in `<root>/tmp` (`run-XXXXXX`, `reproduce-XXXXXX`), which
+    /// no lock owns: kiln cannot tell whether an old kiln still uses one, so they are only reported
+    /// by fsck and removed by `fsck --repair`.
+    pub fn legacy_work_dirs(&self) -> Vec<PathBuf> {
+        let dir = self.root.join("tmp");
+        let Ok(entries) = fs::read_dir(&dir) else { return Vec::new() };
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let legacy = ["run-", "reproduce-"].iter().any(|p| name.strip_prefix(p).is_some_and(|r| r.len() == 6));
+                legacy && e.file_type().is_ok_and(|t| t.is_dir())
+            })
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        found
     }
 
     /// Finds the temp files and directories of the store (see [`temp`]) and, with `remove`,

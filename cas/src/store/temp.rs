@@ -167,6 +167,13 @@ pub fn is_temp_name(name: &OsStr) -> bool {
     name.starts_with('.') && (name.contains(TEMP_MARK) || name.contains(SAVE_MARK) || name.contains(DOOMED_MARK))
 }
 
+/// The pid in a temp file name of older kiln versions (`.<name>.tmp-<pid>`), which held no lock.
+fn legacy_temp_pid(name: &OsStr) -> Option<u32> {
+    let name = name.to_str()?;
+    let (_, pid) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    pid.parse().ok()
+}
+
 /// Finds the kiln temp files and directories in `dir` and, with `remove`, deletes those nobody
 /// holds. A missing `dir` has none.
 pub fn remove_stale_temps(dir: &Path, remove: bool) -> io::Result<TempSweep> {
@@ -184,8 +191,23 @@ pub fn remove_stale_temps_named(dir: &Path, prefix: &str, remove: bool) -> io::R
     let mut names: Vec<std::ffi::OsString> = Vec::new();
     for entry in entries {
         let name = entry?.file_name();
-        if is_temp_name(&name) && name.as_encoded_bytes().starts_with(prefix.as_bytes()) {
+        if !name.as_encoded_bytes().starts_with(prefix.as_bytes()) {
+            continue;
+        }
+        if is_temp_name(&name) {
             names.push(name);
+        } else if let Some(pid) = legacy_temp_pid(&name) {
+            // Left by an older kiln: stale once its writer is no longer running.
+            let path = dir.join(&name);
+            let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                sweep.held.push((path, meta.len()));
+            } else if !remove || fs::remove_file(&path).is_ok() {
+                sweep.removed.push((path, meta.len()));
+            }
         }
     }
     for name in names {
@@ -298,11 +320,14 @@ mod tests {
         fs::write(with_suffix(&dead_dir, ".lock"), b"").unwrap();
         let orphan_dir = dir.path().join(unique_temp_name("run", TEMP_MARK));
         fs::create_dir(&orphan_dir).unwrap();
+        let legacy = dir.path().join(".images.json.tmp-999999999");
+        fs::write(&legacy, b"old kiln").unwrap();
         let user_file = dir.path().join("keep-me");
         fs::write(&user_file, b"not ours").unwrap();
 
         let sweep = remove_stale_temps(dir.path(), true).unwrap();
-        assert_eq!(sweep.removed.len(), 3, "{sweep:?}");
+        assert_eq!(sweep.removed.len(), 4, "{sweep:?}");
+        assert!(!legacy.exists());
         assert_eq!(sweep.held.len(), 2, "{sweep:?}");
         assert!(!dead.exists() && !dead_dir.exists() && !orphan_dir.exists());
         assert!(live.path().exists() && live_dir.path().join("f").exists() && user_file.exists());

@@ -13,6 +13,7 @@
 //! device nodes that unprivileged host users must not reach.
 
 mod apply;
+mod check;
 mod diff;
 mod entry_path;
 mod store;

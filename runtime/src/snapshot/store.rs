@@ -439,6 +439,63 @@ impl Snapshots {
 }
 
 impl Snapshots {
+    /// Checks the snapshot of the top layer of `diff_ids` against its layer: the blob (verified
+    /// against its diffID on the way) is unpacked afresh into a temp dir under `<store>/tmp`, over
+    /// the snapshots below, and the two trees are compared (see `check.rs`; with `full`, file
+    /// contents too). `Ok(None)`: the snapshot matches, or is not there (nothing to check).
+    pub fn verify(&self, store: &Store, diff_ids: &[Digest], full: bool) -> Result<Option<String>> {
+        let chains = chain_ids(diff_ids);
+        let (Some(chain), Some(diff_id)) = (chains.last(), diff_ids.last()) else { return Ok(None) };
+        // Shared: a prune leaves it alone while it is read; an unpack of it cannot be under way.
+        let _lease = self.lock(chain.hex(), LockKind::Shared)?;
+        if !self.exists(chain) {
+            return Ok(None);
+        }
+        let mut lowers: Vec<PathBuf> = chains[..chains.len() - 1].iter().map(|c| self.path(c)).collect();
+        lowers.reverse();
+        let scratch_root = store.root().join("tmp");
+        fs::create_dir_all(&scratch_root).map_err(io_err("creating", &scratch_root))?;
+        let scratch = kiln_cas::store::temp::OwnedTempDir::create(&scratch_root, "fsck")
+            .map_err(io_err("creating", &scratch_root))?;
+        let fresh = scratch.path().join("layer");
+        fs::create_dir(&fresh).map_err(io_err("creating", &fresh))?;
+        let blob = store.open_blob(diff_id)?;
+        let mut reader = HashingReader::new(BufReader::with_capacity(1 << 20, blob.file));
+        let opts = ApplyOptions { lower_dirs: &lowers, userxattr: self.userxattr, ..ApplyOptions::default() };
+        let applied = apply_layer(&mut reader, &fresh, &opts);
+        let drained = io::copy(&mut reader, &mut io::sink());
+        let (_, actual, size) = reader.finish();
+        if drained.is_ok() && actual != *diff_id {
+            return Err(SnapshotsError::Corrupt { diff_id: diff_id.clone(), actual, size });
+        }
+        applied.map_err(|source| SnapshotsError::Apply {
+            diff_id: diff_id.clone(),
+            chain_id: chain.clone(),
+            source,
+        })?;
+        drained.map_err(io_err("reading blob", store.blob_path(diff_id)))?;
+        let summary = |dir: &Path| super::check::summarize(dir, full).map_err(io_err("reading", dir));
+        Ok(super::check::compare(&summary(&fresh)?, &summary(&self.path(chain))?))
+    }
+
+    /// Replaces the snapshot of the top layer of `diff_ids` by its layer unpacked afresh from the
+    /// verified blob (the snapshots below must be sound).
+    pub fn repair(&self, store: &Store, diff_ids: &[Digest]) -> Result<()> {
+        let chains = chain_ids(diff_ids);
+        let (Some(chain), Some(diff_id)) = (chains.last(), diff_ids.last()) else { return Ok(()) };
+        let _lock = self.lock(chain.hex(), LockKind::Exclusive)?;
+        let dir = self.open_dir()?;
+        self.retire(dir.as_fd(), chain.hex())?;
+        let _ = nix::unistd::unlinkat(
+            &dir,
+            format!("{}{BOOT_SUFFIX}", chain.hex()).as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
+        let mut lowers: Vec<PathBuf> = chains[..chains.len() - 1].iter().map(|c| self.path(c)).collect();
+        lowers.reverse();
+        self.unpack(store, diff_id, chain, &lowers)
+    }
+
     /// Removes the snapshot `hex` (and a stale `<hex>.incomplete`), returning the bytes freed. The
     /// caller holds its lock. The snapshot first leaves its live name (renamed to
     /// `<hex>.incomplete`, durably) and is deleted only then: a crash part-way leaves an
