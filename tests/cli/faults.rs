@@ -7,7 +7,9 @@
 //! `strace -f -e inject=SYSCALL:signal=SIGKILL:when=K`; strace counts per syscall and per thread,
 //! so K = N is the last point any thread reaches. It also kills the command's process group with
 //! SIGKILL after a random delay (seeded; `KILN_FAULTS_SEED` changes the seed, [`RANDOM_KILLS`]
-//! rounds, 20 with `KILN_FAULTS_FULL=1`).
+//! rounds, 20 with `KILN_FAULTS_FULL=1`). The `fsync_eio_*` tests instead make the k-th
+//! fsync/fdatasync fail with EIO: the command must then fail with one line naming the I/O error
+//! (never succeed), and the same checks as after a kill follow.
 //!
 //! After every kill: the store has no mount left under it; what the command promises about its
 //! output holds (save -o: the old archive or the whole new one; run --rm: not left "Created");
@@ -33,8 +35,8 @@ use std::time::{Duration, Instant};
 
 /// The syscalls a kill is injected at: every way kiln renames, removes or syncs.
 const SYSCALLS: &[&str] = &["rename", "renameat", "renameat2", "unlink", "unlinkat", "rmdir", "fsync", "fdatasync"];
-/// Kill points per syscall when not `KILN_FAULTS_FULL`.
-const SAMPLE: usize = 6;
+/// Kill (and EIO) points per syscall when not `KILN_FAULTS_FULL`.
+const SAMPLE: usize = 5;
 /// Random-time kills per command when not `KILN_FAULTS_FULL`.
 const RANDOM_KILLS: usize = 3;
 /// Seconds any one kiln (or strace) run may take before the test calls it a hang.
@@ -519,8 +521,18 @@ fn kill_points(n: usize) -> Vec<usize> {
 }
 
 enum Fault {
-    Syscall { name: String, k: usize },
-    Random { delay: Duration },
+    Syscall {
+        name: String,
+        k: usize,
+    },
+    Random {
+        delay: Duration,
+    },
+    /// The k-th call of `name` (fsync or fdatasync) fails with EIO.
+    Eio {
+        name: String,
+        k: usize,
+    },
 }
 
 impl Fault {
@@ -528,6 +540,7 @@ impl Fault {
         match self {
             Fault::Syscall { name, k } => format!("{name} #{k}"),
             Fault::Random { delay } => format!("SIGKILL after {delay:?}"),
+            Fault::Eio { name, k } => format!("EIO from {name} #{k}"),
         }
     }
 }
@@ -604,6 +617,41 @@ fn inject(case: &Case, scene: &Scene, fault: &Fault) -> Result<&'static str, Str
             }
             status
         }
+        // A failed fsync must fail the command (never be taken for success) with one line.
+        Fault::Eio { name, k } => {
+            let trace = scene.kiln.path("eio-trace");
+            let out = Command::new("timeout")
+                .args(["-k", "5", TIMEOUT_SECS, "strace", "-f", "-qq", "-o"])
+                .arg(&trace)
+                .arg("-e")
+                .arg(format!("trace={name}"))
+                .arg("-e")
+                .arg(format!("inject={name}:error=EIO:when={k}"))
+                .arg(kiln_bin())
+                .arg("--root")
+                .arg(scene.root())
+                .args(&args)
+                .env_remove("KILN_ROOT")
+                .env("DOCKER_CONFIG", scene.root().with_extension("docker-config"))
+                .stdin(Stdio::null())
+                .output()
+                .expect("run strace");
+            let injected = std::fs::read_to_string(&trace).unwrap_or_default().contains("(INJECTED)");
+            let _ = std::fs::remove_file(&trace);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            // Build progress lines (`#N …`) are not errors.
+            let errors: Vec<&str> = stderr.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+            return match out.status.code() {
+                Some(124) => Err(format!("hung for {TIMEOUT_SECS}s")),
+                Some(0) if injected => Err(format!("{name} failed with EIO but the command succeeded")),
+                Some(0) => Ok("completed"),
+                _ if stderr.contains("panicked") => Err(format!("panicked: {stderr}")),
+                _ if errors.len() != 1 || !errors[0].contains("Input/output error") => {
+                    Err(format!("not one error line naming the I/O error: {stderr}"))
+                }
+                _ => Ok("failed"),
+            };
+        }
     };
     // timeout(1) exits 124 on a hang and 128+N when its command died of signal N.
     match (status.code(), status.signal()) {
@@ -621,6 +669,9 @@ fn reproduce(case: &Case, scene: &Scene, fault: &Fault) -> String {
             format!("strace -f -e trace={name} -e inject={name}:signal=SIGKILL:when={k} kiln --root STORE {args}")
         }
         Fault::Random { delay } => format!("kiln --root STORE {args} & sleep {:.3}; kill -9 $!", delay.as_secs_f64()),
+        Fault::Eio { name, k } => {
+            format!("strace -f -e trace={name} -e inject={name}:error=EIO:when={k} kiln --root STORE {args}")
+        }
     }
 }
 
@@ -676,6 +727,15 @@ fn next_random(seed: &mut u64) -> u64 {
 }
 
 fn sweep(op: Op) {
+    sweep_with(op, false);
+}
+
+/// EIO from each sampled fsync/fdatasync point of `op` (THREATS ST-08, FI-07).
+fn sweep_eio(op: Op) {
+    sweep_with(op, true);
+}
+
+fn sweep_with(op: Op, eio: bool) {
     if !is_root() || !have_tool("strace") {
         return;
     }
@@ -736,16 +796,27 @@ fn sweep(op: Op) {
     let mut tally = Tally::default();
     let mut serial = 1;
     for (name, &n) in &counts {
+        if eio && !name.contains("sync") {
+            continue;
+        }
         let ks = kill_points(n);
         tally.points.push((name.clone(), n, ks.len()));
         for k in ks {
-            one_round(&case, serial, &Fault::Syscall { name: name.clone(), k }, &mut tally);
+            let fault =
+                if eio { Fault::Eio { name: name.clone(), k } } else { Fault::Syscall { name: name.clone(), k } };
+            one_round(&case, serial, &fault, &mut tally);
             serial += 1;
         }
     }
     let mut seed: u64 = std::env::var("KILN_FAULTS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_f00d);
     seed ^= op as u64 + 1;
-    let rounds = if full() { 20 } else { RANDOM_KILLS };
+    let rounds = if eio {
+        0
+    } else if full() {
+        20
+    } else {
+        RANDOM_KILLS
+    };
     for _ in 0..rounds {
         let span = clean.as_micros() as u64 * 12 / 10 + 1;
         let delay = Duration::from_micros(next_random(&mut seed) % span);
@@ -754,7 +825,7 @@ fn sweep(op: Op) {
         serial += 1;
     }
 
-    let mut summary = format!("faults {}: kill points", case.name());
+    let mut summary = format!("faults {}: {}", case.name(), if eio { "EIO points" } else { "kill points" });
     for (name, n, run) in &tally.points {
         let _ = write!(summary, " {name} {run}/{n}");
     }
@@ -880,4 +951,34 @@ fn leftovers_are_temp_names_and_odd_snapshot_names_but_not_live_entries() {
             "tmp/run-x".into(),
         ]
     );
+}
+
+#[test]
+fn fsync_eio_build() {
+    sweep_eio(Op::Build);
+}
+
+#[test]
+fn fsync_eio_load() {
+    sweep_eio(Op::Load);
+}
+
+#[test]
+fn fsync_eio_pull() {
+    sweep_eio(Op::Pull);
+}
+
+#[test]
+fn fsync_eio_tag() {
+    sweep_eio(Op::Tag);
+}
+
+#[test]
+fn fsync_eio_rmi() {
+    sweep_eio(Op::Rmi);
+}
+
+#[test]
+fn fsync_eio_image_prune() {
+    sweep_eio(Op::ImagePrune);
 }
