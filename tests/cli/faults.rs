@@ -982,3 +982,88 @@ fn fsync_eio_rmi() {
 fn fsync_eio_image_prune() {
     sweep_eio(Op::ImagePrune);
 }
+
+/// fsync discipline (THREATS FI-05, the cheap stand-in for power loss, ST-05): every file renamed
+/// into place was fsynced under its temp name first, and the directory it lands in is fsynced
+/// after the rename. Reads `strace -f -y -e trace=fsync,fdatasync,rename` output; returns one line
+/// per rename that breaks the rule.
+fn sync_violations(trace: &str) -> Vec<String> {
+    let mut synced: Vec<(usize, String)> = Vec::new();
+    let mut renames: Vec<(usize, String, String)> = Vec::new();
+    for (i, line) in trace.lines().enumerate() {
+        let Some(rest) = line.split_once(' ').map(|(_, r)| r.trim_start()) else { continue };
+        if let Some(args) = rest.strip_prefix("fsync(").or_else(|| rest.strip_prefix("fdatasync(")) {
+            if let Some(path) = args.split_once('<').and_then(|(_, p)| p.split_once('>')).map(|(p, _)| p) {
+                synced.push((i, path.to_string()));
+            }
+        } else if let Some(args) = rest.strip_prefix("rename(\"") {
+            let mut parts = args.split('"');
+            if let (Some(from), Some(_), Some(to)) = (parts.next(), parts.next(), parts.next()) {
+                renames.push((i, from.to_string(), to.to_string()));
+            }
+        }
+    }
+    let mut violations = Vec::new();
+    for (at, from, to) in renames {
+        if !synced.iter().any(|(i, p)| *i < at && *p == from) {
+            violations.push(format!("{from} was renamed to {to} without an fsync first"));
+        }
+        // The stat cache is a hint (losing it only costs hashing the context again), so its
+        // directory is not synced for it.
+        let dir = Path::new(&to).parent().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
+        if !to.ends_with("/cache/stat-cache.v1") && !synced.iter().any(|(i, p)| *i > at && *p == dir) {
+            violations.push(format!("{dir} was not fsynced after {to} was renamed into it"));
+        }
+    }
+    violations
+}
+
+#[test]
+fn sync_violations_find_unsynced_renames_and_directories() {
+    let good = "1 fsync(3</s/.t>) = 0\n1 rename(\"/s/.t\", \"/s/f\") = 0\n1 fsync(4</s>) = 0\n";
+    assert!(sync_violations(good).is_empty(), "{:?}", sync_violations(good));
+    let bad = "1 rename(\"/s/.t\", \"/s/f\") = 0\n1 fsync(3</s/.t>) = 0\n";
+    assert_eq!(sync_violations(bad).len(), 2, "{:?}", sync_violations(bad));
+}
+
+/// Every rename-into-place of build, load, pull-free commands (tag, rmi) is synced before and
+/// after. `save -o` is left out: it does not sync its archive yet (see docs/THREATS.md ST-05).
+#[test]
+fn renames_into_place_are_synced_before_and_after() {
+    if !is_root() || !have_tool("strace") {
+        return;
+    }
+    let fx = fixture();
+    let ctx = fx.ctx.to_str().unwrap();
+    let demo = fx.demo_tar.to_str().unwrap();
+    let cases: [(&PathBuf, Vec<&str>); 4] = [
+        (&fx.base_store, vec!["build", "-q", "-t", "demo:1", "--source-date-epoch", "0", ctx]),
+        (&fx.base_store, vec!["load", "-q", "-i", demo]),
+        (&fx.full_store, vec!["tag", "demo:1", "demo:2"]),
+        (&fx.full_store, vec!["rmi", "demo:1"]),
+    ];
+    let mut problems = Vec::new();
+    for (template, args) in cases {
+        let k = Kiln::new();
+        copy_tree(template, &k.root());
+        let trace = k.path("trace");
+        let status = Command::new("timeout")
+            .args(["-k", "5", TIMEOUT_SECS, "strace", "-f", "-qq", "-y", "-o"])
+            .arg(&trace)
+            .args(["-e", "trace=fsync,fdatasync,rename"])
+            .arg(kiln_bin())
+            .arg("--root")
+            .arg(k.root())
+            .args(&args)
+            .env_remove("KILN_ROOT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kiln {args:?} failed under strace");
+        for v in sync_violations(&std::fs::read_to_string(&trace).unwrap()) {
+            problems.push(format!("kiln {}: {v}", args.join(" ")));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
