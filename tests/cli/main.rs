@@ -12,6 +12,7 @@ mod context_files;
 mod docker_compare;
 mod docker_diff;
 mod image_compare;
+mod faults;
 mod images;
 mod import;
 mod load;
