@@ -1026,8 +1026,8 @@ fn sync_violations_find_unsynced_renames_and_directories() {
     assert_eq!(sync_violations(bad).len(), 2, "{:?}", sync_violations(bad));
 }
 
-/// Every rename-into-place of build, load, pull-free commands (tag, rmi) is synced before and
-/// after. `save -o` is left out: it does not sync its archive yet (see docs/THREATS.md ST-05).
+/// Every rename-into-place of build, load, pull-free commands (tag, rmi) and `save -o` is synced
+/// before and after.
 #[test]
 fn renames_into_place_are_synced_before_and_after() {
     if !is_root() || !have_tool("strace") {
@@ -1036,17 +1036,22 @@ fn renames_into_place_are_synced_before_and_after() {
     let fx = fixture();
     let ctx = fx.ctx.to_str().unwrap();
     let demo = fx.demo_tar.to_str().unwrap();
-    let cases: [(&PathBuf, Vec<&str>); 4] = [
+    let cases: [(&PathBuf, Vec<&str>); 5] = [
         (&fx.base_store, vec!["build", "-q", "-t", "demo:1", "--source-date-epoch", "0", ctx]),
         (&fx.base_store, vec!["load", "-q", "-i", demo]),
         (&fx.full_store, vec!["tag", "demo:1", "demo:2"]),
         (&fx.full_store, vec!["rmi", "demo:1"]),
+        // `@OUT@`: a file in the test's own dir, made first so that the rename replaces it.
+        (&fx.full_store, vec!["save", "-o", "@OUT@", "demo:1"]),
     ];
     let mut problems = Vec::new();
     for (template, args) in cases {
         let k = Kiln::new();
         copy_tree(template, &k.root());
         let trace = k.path("trace");
+        let out = k.path("out.tar");
+        std::fs::write(&out, b"old archive").unwrap();
+        let args: Vec<&str> = args.iter().map(|a| if *a == "@OUT@" { out.to_str().unwrap() } else { a }).collect();
         let status = Command::new("timeout")
             .args(["-k", "5", TIMEOUT_SECS, "strace", "-f", "-qq", "-y", "-o"])
             .arg(&trace)

@@ -345,10 +345,13 @@ pub fn save_to_path(store: &Store, names: &[String], target: &Path) -> Result<Sa
     let target = fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
     let mut temp = TempOutput::create_beside(&target)?;
     plan.verify_while_writing(temp.temp.file(), &what)?;
-    // No fsync: like `docker save` and `cp`, durability of a transfer file is left to the caller;
-    // syncing a GiB would cost more than the whole save. The rename still means no reader ever
-    // sees a partial archive under the target name.
+    // Synced before the rename and the directory after: the rename replaces the user's old
+    // archive, so a power loss right after it must find the new archive's bytes, not an empty file
+    // under the name (docker save does not sync; losing the only copy of an air-gapped transfer
+    // is worse than the seconds a sync costs).
+    temp.temp.file().sync_data().map_err(|e| Error::io("syncing", &target, e))?;
     temp.persist(&target)?;
+    crate::store::sync_dir(target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
     Ok(plan)
 }
 
