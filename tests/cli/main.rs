@@ -10,6 +10,7 @@ mod docker_compare;
 mod images;
 mod import;
 mod load;
+mod net_timeouts;
 mod registry;
 mod registry_tls;
 mod robustness;

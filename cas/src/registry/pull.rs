@@ -372,8 +372,20 @@ fn download_layer<'s>(
     let digest = &job.digest;
     let context = format!("{}/{repo}: layer {digest}", client.registry());
     progress(0);
-    let stream = Counting { inner: client.open_blob(repo, digest, job.size)?, done: 0, reported: 0, progress };
-    let ingested = ingest_layer(store, stream, &context)?;
+    let failure = std::cell::RefCell::new(None);
+    let stream = Counting {
+        inner: client.open_blob(repo, digest, job.size)?,
+        done: 0,
+        reported: 0,
+        progress,
+        failure: &failure,
+    };
+    let ingested = ingest_layer(store, stream, &context).map_err(|e| match failure.borrow_mut().take() {
+        // The download failed (timed out, connection lost): say so, not what the parser made of
+        // the bytes that did arrive.
+        Some(why) => fail(format!("blob {digest}: download failed: {why}")),
+        None => e,
+    })?;
     if ingested.input_size != job.size {
         return Err(fail(format!(
             "blob {digest}: size mismatch (descriptor {}, got {}{})",
@@ -396,17 +408,20 @@ fn download_layer<'s>(
     Ok(ingested.staged)
 }
 
-/// Reports how many bytes went through, every 512 KiB.
+/// Reports how many bytes went through, every 512 KiB, and keeps the first read error aside.
 struct Counting<'p, R> {
     inner: R,
     done: u64,
     reported: u64,
     progress: &'p dyn Fn(u64),
+    failure: &'p std::cell::RefCell<Option<String>>,
 }
 
 impl<R: std::io::Read> std::io::Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).inspect_err(|e| {
+            self.failure.borrow_mut().get_or_insert_with(|| e.to_string());
+        })?;
         self.done += n as u64;
         if self.done - self.reported >= 512 << 10 || (n == 0 && self.done > self.reported) {
             self.reported = self.done;
