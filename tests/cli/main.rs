@@ -5,6 +5,7 @@ mod harness;
 mod hostile;
 
 mod build;
+mod build_scale;
 mod cache;
 mod docker_compare;
 mod images;

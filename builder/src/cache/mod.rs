@@ -16,7 +16,7 @@ use crate::plan::CopyOp;
 use stat::StatCache;
 
 /// Bumped whenever what goes into a key changes, so old records are never misread.
-pub const KEY_FORMAT: u32 = 1;
+pub const KEY_FORMAT: u32 = 2;
 
 /// Hashes length-prefixed fields, so that no two field lists give the same byte stream.
 pub struct KeyBuilder(blake3::Hasher);
