@@ -10,12 +10,12 @@ use assert_cmd::cargo::CommandCargoExt;
 use crate::harness::is_root;
 
 /// A child pids cgroup (cgroup v1) with `pids.max` set; removed when dropped.
-struct PidsCgroup {
-    dir: PathBuf,
+pub(crate) struct PidsCgroup {
+    pub(crate) dir: PathBuf,
 }
 
 impl PidsCgroup {
-    fn new(max: u32) -> Option<PidsCgroup> {
+    pub(crate) fn new(max: u32) -> Option<PidsCgroup> {
         let base = Path::new("/sys/fs/cgroup/pids");
         if !is_root() || !base.join("cgroup.procs").exists() {
             eprintln!("skipping: needs root and the cgroup v1 pids controller at {}", base.display());
@@ -30,7 +30,7 @@ impl PidsCgroup {
     }
 
     /// How many forks and thread starts the limit refused.
-    fn refused(&self) -> u64 {
+    pub(crate) fn refused(&self) -> u64 {
         std::fs::read_to_string(self.dir.join("pids.events"))
             .ok()
             .and_then(|t| t.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
@@ -44,10 +44,9 @@ impl Drop for PidsCgroup {
     }
 }
 
-/// `kiln --root ROOT build -q -t scale CONTEXT` inside `cgroup`; (success, stderr, time taken).
-fn build_in(cgroup: &PidsCgroup, root: &Path, context: &Path) -> (bool, String, Duration) {
+/// `kiln --root ROOT ARGS` run inside `cgroup`; (success, stderr).
+pub(crate) fn kiln_in(cgroup: &PidsCgroup, root: &Path, args: &[&std::ffi::OsStr]) -> (bool, String) {
     let kiln = Command::cargo_bin("kiln").unwrap();
-    let start = Instant::now();
     let out = Command::new("sh")
         .arg("-c")
         .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec "$@""#)
@@ -56,12 +55,19 @@ fn build_in(cgroup: &PidsCgroup, root: &Path, context: &Path) -> (bool, String, 
         .arg(kiln.get_program())
         .arg("--root")
         .arg(root)
-        .args(["build", "-q", "-t", "scale:1"])
-        .arg(context)
+        .args(args)
         .env_remove("KILN_ROOT")
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned(), start.elapsed())
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `kiln --root ROOT build -q -t scale CONTEXT` inside `cgroup`; (success, stderr, time taken).
+fn build_in(cgroup: &PidsCgroup, root: &Path, context: &Path) -> (bool, String, Duration) {
+    let start = Instant::now();
+    let args = ["build".as_ref(), "-q".as_ref(), "-t".as_ref(), "scale:1".as_ref(), context.as_os_str()];
+    let (ok, err) = kiln_in(cgroup, root, &args);
+    (ok, err, start.elapsed())
 }
 
 /// A scratch directory on tmpfs when there is one (the store fsyncs every blob, and this test is
@@ -138,4 +144,15 @@ fn a_chain_of_stages_costs_linear_time() {
 #[test]
 fn a_stage_of_many_env_label_copy_workdir_steps_costs_linear_time() {
     assert_linear("steps", 1_000, many_steps);
+}
+
+#[test]
+fn a_build_that_can_start_no_thread_runs_on_the_main_one() {
+    // pids.max 1: kiln itself, and no thread more.
+    let Some(cgroup) = PidsCgroup::new(1) else { return };
+    let context = context_with(format!("{}FROM s2\nCOPY --from=s0 /a /b\n", chain_of_stages(3)));
+    let root = scratch();
+    let (ok, err, _) = build_in(&cgroup, root.path(), context.path());
+    assert!(ok && !err.contains("panicked"), "{err}");
+    assert!(cgroup.refused() > 0, "the test meant kiln to be refused a thread");
 }

@@ -22,6 +22,8 @@ enum Stall {
     Headers,
     /// Layer downloads: the headers and half the body are sent, then the connection is closed.
     Cutting,
+    /// Nothing: the image is served whole.
+    Nothing,
 }
 
 /// A registry on 127.0.0.1 that serves one tiny image (`stall/img`) and takes uploads, but
@@ -156,11 +158,30 @@ fn serve(mut stream: TcpStream, stall: Stall, (layer, config, manifest): &(Vec<u
                 }
             }
             Stall::Reading => answer(&mut stream, "404 Not Found", &[], b"{}"),
+            Stall::Nothing => answer(&mut stream, "200 OK", &[], layer),
         },
         ("HEAD", _) => answer(&mut stream, "404 Not Found", &[], b""),
         ("POST", p) if p.ends_with("/blobs/uploads/") => {
             let location = format!("{p}session-1?_state=1");
             answer(&mut stream, "202 Accepted", &[("Location", location), ("Range", "0-0".into())], b"")
+        }
+        ("PATCH", p) if stall == Stall::Nothing => {
+            let mut body = vec![0u8; length];
+            if stream.read_exact(&mut body).is_ok() {
+                let range = format!("0-{}", length.saturating_sub(1));
+                answer(&mut stream, "202 Accepted", &[("Location", format!("{p}?_state=2")), ("Range", range)], b"")
+            }
+        }
+        ("PUT", p) if stall == Stall::Nothing => {
+            let mut body = vec![0u8; length];
+            if stream.read_exact(&mut body).is_ok() {
+                // A blob's digest is the one the client names (not checked here); a manifest's is
+                // its body's.
+                let digest =
+                    target.split("digest=").nth(1).map(|d| d.replace("%3A", ":")).unwrap_or_else(|| sha256(&body));
+                let _ = p;
+                answer(&mut stream, "201 Created", &[("Docker-Content-Digest", digest)], b"")
+            }
         }
         ("PATCH", _) => {
             // Read a little of the body, then stop reading with the request still open.
@@ -301,4 +322,29 @@ fn a_bad_net_timeout_is_refused_naming_the_variable() {
         assert!(err.contains(&format!("KILN_NET_TIMEOUT={bad}")) && err.contains("seconds"), "{bad}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
+}
+
+#[test]
+fn a_pull_that_can_start_no_thread_downloads_on_the_main_one() {
+    // pids.max 1: kiln itself, and no thread more.
+    let Some(cgroup) = crate::build_scale::PidsCgroup::new(1) else { return };
+    let server = StallingRegistry::start(Stall::Nothing);
+    let kiln = Kiln::new();
+    let reference = format!("127.0.0.1:{}/stall/img:1", server.port);
+    let (ok, err) = crate::build_scale::kiln_in(&cgroup, &kiln.root(), &["pull".as_ref(), reference.as_ref()]);
+    assert!(ok && !err.contains("panicked"), "{err}");
+    assert!(cgroup.refused() > 0, "the test meant kiln to be refused a thread");
+    kiln.image_id(&reference);
+}
+
+#[test]
+fn a_push_that_can_start_no_thread_uploads_on_the_main_one() {
+    let Some(cgroup) = crate::build_scale::PidsCgroup::new(1) else { return };
+    let server = StallingRegistry::start(Stall::Nothing);
+    let kiln = Kiln::new();
+    let reference = format!("127.0.0.1:{}/stall/up:1", server.port);
+    kiln.import_busybox(&reference);
+    let (ok, err) = crate::build_scale::kiln_in(&cgroup, &kiln.root(), &["push".as_ref(), reference.as_ref()]);
+    assert!(ok && !err.contains("panicked"), "{err}");
+    assert!(cgroup.refused() > 0, "the test meant kiln to be refused a thread");
 }

@@ -103,9 +103,20 @@ pub(crate) fn run_step(
             let _ = sender.send(bytes.to_vec());
         })),
     };
+    // The output goes to the progress display from a thread of its own while the command runs;
+    // when no thread can be started (a pids limit), it is shown once the command is done.
+    let receiver = std::sync::Mutex::new(Some(receiver));
+    let forward = || {
+        let taken = receiver.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(receiver) = taken {
+            forward_output(receiver, cx.progress, cx.progress_id);
+        }
+    };
     let outcome = std::thread::scope(|scope| {
-        scope.spawn(|| forward_output(receiver, cx.progress, cx.progress_id));
-        run_container(spec)
+        let _ = std::thread::Builder::new().name("kiln-run-output".into()).spawn_scoped(scope, forward);
+        let outcome = run_container(spec);
+        forward();
+        outcome
     });
     let shown = shown_command(&op.argv);
     match outcome {

@@ -1165,12 +1165,13 @@ enum PingError {
     Other(Error),
 }
 
+/// No resolve timeout: ureq runs a timed lookup on a thread of its own, and panics when it cannot
+/// start one (a pids limit); the system resolver has its own timeouts (resolv.conf's).
 fn agent(tls: TlsConfig, timeouts: &Timeouts) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .tls_config(tls)
-        .timeout_resolve(Some(timeouts.connect))
         .timeout_connect(Some(timeouts.connect))
         .timeout_send_request(Some(timeouts.idle))
         .timeout_recv_response(Some(timeouts.response))

@@ -322,26 +322,33 @@ pub(crate) fn download_layers<'s>(
     let failed = AtomicBool::new(false);
     let results: Mutex<Vec<Option<Result<StagedBlob<'s>>>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
     let events = Mutex::new(events);
+    // Workers share the list; a thread that cannot be started (a pids limit) leaves its share
+    // to the others, or to this thread when none could be.
+    let worker = || loop {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        if i >= jobs.len() || failed.load(Ordering::SeqCst) {
+            break;
+        }
+        let job = &jobs[i];
+        (events.lock().expect("events lock"))(PullEvent::Layer(&job.digest, LayerStatus::Downloading));
+        let progress =
+            |done: u64| (events.lock().expect("events lock"))(PullEvent::Progress(&job.digest, done, job.size));
+        let result = download_layer(store, client, repo, job, &progress);
+        match &result {
+            Ok(_) => (events.lock().expect("events lock"))(PullEvent::Layer(&job.digest, LayerStatus::PullComplete)),
+            Err(_) => failed.store(true, Ordering::SeqCst),
+        }
+        results.lock().expect("results lock")[i] = Some(result);
+    };
     std::thread::scope(|scope| {
+        let mut started = 0;
         for _ in 0..PARALLEL_DOWNLOADS.min(jobs.len()) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= jobs.len() || failed.load(Ordering::SeqCst) {
-                    break;
-                }
-                let job = &jobs[i];
-                (events.lock().expect("events lock"))(PullEvent::Layer(&job.digest, LayerStatus::Downloading));
-                let progress =
-                    |done: u64| (events.lock().expect("events lock"))(PullEvent::Progress(&job.digest, done, job.size));
-                let result = download_layer(store, client, repo, job, &progress);
-                match &result {
-                    Ok(_) => {
-                        (events.lock().expect("events lock"))(PullEvent::Layer(&job.digest, LayerStatus::PullComplete))
-                    }
-                    Err(_) => failed.store(true, Ordering::SeqCst),
-                }
-                results.lock().expect("results lock")[i] = Some(result);
-            });
+            if std::thread::Builder::new().spawn_scoped(scope, worker).is_ok() {
+                started += 1;
+            }
+        }
+        if started == 0 {
+            worker();
         }
     });
     let mut staged = Vec::with_capacity(jobs.len());
