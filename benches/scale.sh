@@ -117,4 +117,7 @@ done
 
 limit=none
 [ -n "$cgroup" ] && limit=$PIDS_MAX
-python3 "$repo/benches/scale_plot.py" "$tsv" "$OUT" "kiln: $desc; $(nproc) cores; WORK=$WORK; pids.max=$limit"
+# Debian's python3 (where python3-matplotlib installs), not whatever python3 is first on PATH.
+py=python3
+[ -x /usr/bin/python3 ] && py=/usr/bin/python3
+"$py" "$repo/benches/scale_plot.py" "$tsv" "$OUT" "kiln: $desc; $(nproc) cores; WORK=$WORK; pids.max=$limit"

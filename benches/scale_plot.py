@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns benches/scale.tsv (from benches/scale.sh) into scale.md (a table) and, when matplotlib
 is installed (Debian: python3-matplotlib), scale.png: build time against the number of stages or
-steps, log-log, with a line of slope 1 (linear cost) through the smallest size for reference.
+steps, log-log, with a line of slope 1 (linear cost) through the largest size for reference.
 
 usage: scale_plot.py SCALE_TSV OUT_DIR [NOTE]
 """
@@ -49,7 +49,7 @@ def main():
             pts.sort()
             xs, ys = [p[0] for p in pts], [max(p[1], 1e-3) for p in pts]
             ax.plot(xs, ys, marker="o", label=kind)
-            ax.plot(xs, [ys[0] * x / xs[0] for x in xs], linestyle=":", color="grey")
+            ax.plot(xs, [ys[-1] * x / xs[-1] for x in xs], linestyle=":", color="grey")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("stages or steps")
