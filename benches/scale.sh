@@ -98,6 +98,11 @@ run_build() {
   echo "$wall $(awk -v u="$user" -v s="$sys" 'BEGIN {print u + s}') $rss $peak"
 }
 
+# Warm-up: the binary and the tools in the page cache before anything is timed.
+make_context stages 3 "$WORK/warm-up"
+run_build "$WORK/store-warm-up" "$WORK/warm-up" >/dev/null
+rm -rf "$WORK/warm-up" "$WORK/store-warm-up"
+
 tsv=$OUT/scale.tsv
 printf 'kind\tn\tcold_s\tcold_cpu_s\tcached_s\tcached_cpu_s\tpeak_rss_kb\tpeak_threads\n' >"$tsv"
 for kind in $KINDS; do
