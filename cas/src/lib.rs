@@ -8,6 +8,7 @@ pub mod image_fs;
 pub mod reference;
 pub mod registry;
 pub mod store;
+pub mod threads;
 
 pub use digest::Digest;
 pub use error::{Error, Result};

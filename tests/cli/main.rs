@@ -6,6 +6,7 @@ mod hostile;
 
 mod build;
 mod build_config;
+mod build_scale;
 mod cache;
 mod cli_surface;
 mod context_files;
@@ -16,6 +17,7 @@ mod image_compare;
 mod images;
 mod import;
 mod load;
+mod net_timeouts;
 mod registry;
 mod registry_tls;
 mod robustness;

@@ -47,7 +47,11 @@ impl StatCache {
     /// blake3 of each file's content, in order; files are hashed in parallel, and only those
     /// whose stat changed since the last time. A stamp the caller already has saves a `stat`.
     pub fn hash_files(&self, files: &[(&Path, Option<StatKey>)]) -> std::io::Result<Vec<String>> {
-        files.par_iter().map(|(path, stamp)| self.hash_file(path, *stamp)).collect()
+        if kiln_cas::threads::parallel() {
+            files.par_iter().map(|(path, stamp)| self.hash_file(path, *stamp)).collect()
+        } else {
+            files.iter().map(|(path, stamp)| self.hash_file(path, *stamp)).collect()
+        }
     }
 
     fn hash_file(&self, path: &Path, stamp: Option<StatKey>) -> std::io::Result<String> {
@@ -60,7 +64,11 @@ impl StatCache {
         }
         let hash = if key.size >= MMAP_THRESHOLD {
             let mut hasher = blake3::Hasher::new();
-            hasher.update_mmap_rayon(path)?;
+            if kiln_cas::threads::parallel() {
+                hasher.update_mmap_rayon(path)?;
+            } else {
+                hasher.update_mmap(path)?;
+            }
             hasher.finalize().to_hex().to_string()
         } else {
             blake3::hash(&fs::read(path)?).to_hex().to_string()

@@ -980,7 +980,7 @@ impl<'a> Planner<'a> {
 
         // The RUN environment over the config env: ARG values (and ENV-overridden ones), proxies.
         let mut build_args = BTreeMap::new();
-        for (k, v) in &state.env.0 {
+        for (k, v) in state.env.iter() {
             if state.config_env.get(k) != Some(v.as_str()) {
                 build_args.insert(k.clone(), v.clone());
             }

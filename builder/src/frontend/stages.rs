@@ -2,7 +2,7 @@
 //! global (pre-FROM) ARG scope with the predefined platform args, and `os/arch[/variant]`
 //! parsing with containerd's normalisation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::shell::Env;
 
@@ -25,8 +25,12 @@ pub const PROXY_ARGS: [&str; 10] = [
 
 /// An ordered `KEY=value` list where setting an existing key replaces it in place (BuildKit's
 /// `addEnv` / `EnvList.AddOrReplace`).
+/// Names are found through an index, so a stage of n ENV steps costs n, not n².
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct EnvList(pub Vec<(String, String)>);
+pub(crate) struct EnvList {
+    entries: Vec<(String, String)>,
+    index: HashMap<String, usize>,
+}
 
 impl EnvList {
     pub fn from_strings(entries: &[String]) -> Self {
@@ -39,14 +43,22 @@ impl EnvList {
     }
 
     pub fn set(&mut self, key: &str, value: &str) {
-        match self.0.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1 = value.to_string(),
-            None => self.0.push((key.to_string(), value.to_string())),
+        match self.index.get(key) {
+            Some(&i) => self.entries[i].1 = value.to_string(),
+            None => {
+                self.index.insert(key.to_string(), self.entries.len());
+                self.entries.push((key.to_string(), value.to_string()));
+            }
         }
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.index.get(key).map(|&i| self.entries[i].1.as_str())
+    }
+
+    /// The entries in the order they were first set.
+    pub fn iter(&self) -> std::slice::Iter<'_, (String, String)> {
+        self.entries.iter()
     }
 }
 

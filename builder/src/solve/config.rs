@@ -6,6 +6,8 @@
 //! the fields of its image struct in its order, empty ones left out, docker's container-only
 //! fields (`Hostname`, `AttachStdin`, …) dropped.
 
+use std::collections::HashMap;
+
 use serde_json::{json, Map, Value};
 
 use crate::plan::{ConfigChange, Healthcheck};
@@ -37,6 +39,9 @@ pub struct RunConfig {
     pub fields: Map<String, Value>,
     /// CMD was set in this stage: a later ENTRYPOINT keeps it (BuildKit resets only an inherited CMD).
     cmd_set: bool,
+    /// Where each variable is in `Env` (the first entry of that name), made at the first ENV, so
+    /// that each ENV costs the same however many came before it.
+    env_index: Option<HashMap<String, usize>>,
 }
 
 impl RunConfig {
@@ -45,12 +50,14 @@ impl RunConfig {
     pub fn from_value(value: Option<&Value>) -> RunConfig {
         let mut fields = value.and_then(Value::as_object).cloned().unwrap_or_default();
         fields.retain(|_, v| !v.is_null());
-        RunConfig { fields, cmd_set: false }
+        RunConfig { fields, cmd_set: false, env_index: None }
     }
 
     /// The config as BuildKit writes it: the fields of its image config struct in that struct's
     /// order (Go's `encoding/json`), each left out when empty (`omitempty`); other fields are not
-    /// part of an image config and are dropped.
+    /// part of an image config and are dropped. The Labels, Volumes and ExposedPorts maps get
+    /// sorted keys (Go's encoding of maps), so the bytes match whatever order the Dockerfile used;
+    /// sorted here, once, rather than after every change.
     pub fn to_value(&self) -> Value {
         let mut out = Map::new();
         for key in CONFIG_FIELDS {
@@ -64,7 +71,11 @@ impl RunConfig {
                 Value::Number(_) => false,
             };
             if !empty {
-                out.insert((*key).to_string(), value.clone());
+                let mut value = value.clone();
+                if let (Value::Object(map), "Labels" | "Volumes" | "ExposedPorts") = (&mut value, *key) {
+                    map.sort_keys();
+                }
+                out.insert((*key).to_string(), value);
             }
         }
         Value::Object(out)
@@ -96,6 +107,7 @@ impl RunConfig {
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.insert(0, DEFAULT_PATH.to_string());
             self.fields.insert("Env".into(), json!(env));
+            self.env_index = None;
         }
     }
 
@@ -108,15 +120,34 @@ impl RunConfig {
         let c = &mut self.fields;
         match change {
             ConfigChange::Env(pairs) => {
-                let mut env = strings(c.get("Env"));
+                if !c.get("Env").is_some_and(Value::is_array) {
+                    c.insert("Env".into(), json!([]));
+                    self.env_index = None;
+                }
+                let Some(Value::Array(env)) = c.get_mut("Env") else { return };
+                // Entries that are not strings are dropped, as before.
+                if self.env_index.is_none() {
+                    env.retain(Value::is_string);
+                }
+                let index = self.env_index.get_or_insert_with(|| {
+                    let mut index = HashMap::new();
+                    for (i, e) in env.iter().enumerate() {
+                        if let Some((name, _)) = e.as_str().and_then(|e| e.split_once('=')) {
+                            index.entry(name.to_string()).or_insert(i);
+                        }
+                    }
+                    index
+                });
                 for (key, value) in pairs {
-                    let entry = format!("{key}={value}");
-                    match env.iter_mut().find(|e| e.split_once('=').map(|(k, _)| k) == Some(key.as_str())) {
-                        Some(existing) => *existing = entry,
-                        None => env.push(entry),
+                    let entry = Value::String(format!("{key}={value}"));
+                    match index.get(key) {
+                        Some(&i) => env[i] = entry,
+                        None => {
+                            index.insert(key.clone(), env.len());
+                            env.push(entry);
+                        }
                     }
                 }
-                c.insert("Env".into(), json!(env));
             }
             ConfigChange::Label(pairs) => {
                 let map = object_field(c, "Labels");
@@ -171,13 +202,6 @@ impl RunConfig {
             }
             ConfigChange::Maintainer(_) | ConfigChange::Arg { .. } => {}
         }
-        // Docker writes these maps with sorted keys (Go's encoding of maps); so do we, so the
-        // config bytes match whatever order the Dockerfile used.
-        for key in ["Labels", "Volumes", "ExposedPorts"] {
-            if let Some(Value::Object(map)) = self.fields.get_mut(key) {
-                map.sort_keys();
-            }
-        }
     }
 }
 
@@ -225,6 +249,10 @@ mod tests {
         c.apply(&ConfigChange::Env(vec![("A".into(), "1".into()), ("PATH".into(), "/bin".into())]));
         c.apply(&ConfigChange::Env(vec![("A".into(), "2".into())]));
         assert_eq!(c.env(), ["PATH=/bin", "A=2"]);
+        // Entries without a value are kept; a later ENV of that name adds one of its own.
+        let mut c = RunConfig::from_value(Some(&json!({"Env": ["X", "B=1", 5, "B=2"]})));
+        c.apply(&ConfigChange::Env(vec![("B".into(), "3".into()), ("X".into(), "4".into())]));
+        assert_eq!(c.env(), ["X", "B=3", "B=2", "X=4"]);
     }
 
     #[test]
@@ -263,7 +291,7 @@ mod tests {
         c.apply(&ConfigChange::Label(vec![("b".into(), "2".into())]));
         c.apply(&ConfigChange::Label(vec![("a".into(), "1".into())]));
         assert_eq!(
-            serde_json::to_string(&c.fields["Labels"]).unwrap(),
+            serde_json::to_string(&c.to_value()["Labels"]).unwrap(),
             r#"{"a":"1","b":"2"}"#,
             "keys sorted as docker writes them"
         );

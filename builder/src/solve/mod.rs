@@ -1,15 +1,17 @@
-//! The solver: runs a `BuildPlan`. Each stage runs on its own thread as soon as the stages it
-//! needs are done, so independent stages overlap; steps within a stage run in order. The result
+//! The solver: runs a `BuildPlan`. Each stage the target needs runs on a bounded pool of threads
+//! as soon as the stages it reads are done, so independent stages overlap; steps within a stage
+//! run in order. The result
 //! is the same whatever order stages finish in, because each stage's output depends only on its
 //! inputs.
 
 mod config;
+mod pool;
 pub mod progress;
 mod run;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use kiln_cas::image_fs::ImageFs;
@@ -165,19 +167,17 @@ pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
     let used_keys: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     let used = &used_keys;
     let created = created_timestamp(options.source_date_epoch);
-    let board = Board { results: Mutex::new(vec![None; plan.stages.len()]), changed: Condvar::new() };
+    let board = Board { results: Mutex::new(vec![None; plan.stages.len()]) };
     let ids = StepIds::default();
-    std::thread::scope(|scope| {
-        for position in 0..plan.stages.len() {
-            let board = &board;
-            let ids = &ids;
-            let created = created.as_str();
-            scope.spawn(move || {
-                let result = run_stage(store, snapshots, stat, used, plan, position, options, board, ids, created);
-                board.publish(position, result.map(Arc::new).map_err(Arc::new));
-            });
-        }
-    });
+    let pool = pool::StagePool::new(&stage_dependencies(plan), plan.target, pool::worker_limit());
+    let run = |position: usize| {
+        let result =
+            run_stage(store, snapshots, stat, used, plan, position, options, &board, &ids, created.as_str(), &pool);
+        board.publish(position, result.map(Arc::new).map_err(Arc::new));
+    };
+    if let Some(warning) = pool.run(&run) {
+        options.progress.event(ProgressEvent::Warning(warning));
+    }
     let target = board.take(plan.target).map_err(unwrap_error)?;
     let mut config = target.config.clone();
     // `--label`s go on the target's config as BuildKit puts them: over the Dockerfile's LABELs,
@@ -225,33 +225,59 @@ fn unwrap_error(e: Arc<SolveError>) -> SolveError {
 
 type Published = Result<Arc<StageResult>, Arc<SolveError>>;
 
-/// Where stages post their results and wait for each other's.
+/// Where stages post their results. The pool starts a stage only when every stage it reads is
+/// done, so a result is always there when asked for.
 struct Board {
     results: Mutex<Vec<Option<Published>>>,
-    changed: Condvar,
 }
 
 impl Board {
     fn publish(&self, position: usize, result: Published) {
         let mut results = self.results.lock().unwrap_or_else(|p| p.into_inner());
         results[position] = Some(result);
-        self.changed.notify_all();
     }
 
-    /// Blocks until stage `position` is done.
+    /// The result of stage `position`, which is done.
     fn wait(&self, position: usize) -> Published {
-        let mut results = self.results.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(result) = &results[position] {
-                return result.clone();
-            }
-            results = self.changed.wait(results).unwrap_or_else(|p| p.into_inner());
+        let results = self.results.lock().unwrap_or_else(|p| p.into_inner());
+        match results.get(position) {
+            Some(Some(result)) => result.clone(),
+            _ => Err(Arc::new(SolveError::plain(format!("stage {position} was used before it was built")))),
         }
     }
 
     fn take(&self, position: usize) -> Published {
         self.wait(position)
     }
+}
+
+/// The stages each stage reads: its base, `COPY --from` and `RUN --mount=from=` stages.
+fn stage_dependencies(plan: &BuildPlan) -> Vec<Vec<usize>> {
+    plan.stages
+        .iter()
+        .enumerate()
+        .map(|(position, stage)| {
+            let mut deps = Vec::new();
+            if let Base::Stage(i) = stage.base {
+                deps.push(i);
+            }
+            for step in &stage.steps {
+                match &step.op {
+                    Op::Copy(CopyOp { from: CopyFrom::Stage(i), .. }) => deps.push(*i),
+                    Op::Run(op) => deps.extend(
+                        op.mounts
+                            .iter()
+                            .filter_map(|m| m.options.get("from-stage").and_then(|p| p.parse::<usize>().ok())),
+                    ),
+                    _ => {}
+                }
+            }
+            deps.retain(|&i| i != position && i < plan.stages.len());
+            deps.sort_unstable();
+            deps.dedup();
+            deps
+        })
+        .collect()
 }
 
 /// Progress IDs, unique across the build.
@@ -278,6 +304,7 @@ fn run_stage(
     board: &Board,
     ids: &StepIds,
     created: &str,
+    pool: &pool::StagePool,
 ) -> Result<StageResult, SolveError> {
     let stage = &plan.stages[position];
     let file = options.file_name;
@@ -288,11 +315,8 @@ fn run_stage(
         (None, _) => format!("[stage-{} {n}/{total}]", stage.index),
     };
 
-    // A step is reported as started only once the stages it reads are done, so its start time
-    // is when it could really start.
-    if let Base::Stage(i) = stage.base {
-        let _ = board.wait(i);
-    }
+    // The pool starts a stage only once the stages it reads are done, so a step's start time is
+    // when it could really start.
     let from_id = ids.next();
     let from_name = match &stage.base {
         Base::Scratch => "FROM scratch".to_string(),
@@ -318,13 +342,10 @@ fn run_stage(
         && !stage.name.as_ref().is_some_and(|n| options.no_cache_filter.iter().any(|f| f.eq_ignore_ascii_case(n)));
 
     for (n, step) in stage.steps.iter().enumerate() {
-        if let Op::Copy(CopyOp { from: CopyFrom::Stage(i), .. }) = &step.op {
-            let _ = board.wait(*i);
-        }
         let reporter = StepReporter { progress: options.progress, id: ids.next() };
         reporter.start(format!("{} {}", label(n + 2), step_title(step)));
-        let cx = StepContext { store, snapshots, plan, stage, options, board, stat, progress_id: reporter.id };
-        let key = step_key(&cx, step, &state, &run_config).map_err(|m| SolveError::at(file, &step.span, m));
+        let cx = StepContext { store, snapshots, plan, stage, options, board, stat, progress_id: reporter.id, pool };
+        let key = step_key(&cx, step, &state).map_err(|m| SolveError::at(file, &step.span, m));
         let key = match key {
             Ok(key) => key,
             Err(e) => return Err(reporter.finish::<()>(Err(e), false).unwrap_err()),
@@ -371,16 +392,12 @@ struct StepContext<'a> {
     board: &'a Board,
     stat: &'a StatCache,
     progress_id: usize,
+    pool: &'a pool::StagePool,
 }
 
 /// The step's cache key, or None when its result cannot be known in advance (ADD of a URL
 /// without `--checksum`).
-fn step_key(
-    cx: &StepContext,
-    step: &Step,
-    state: &StageResult,
-    run_config: &RunConfig,
-) -> Result<Option<String>, String> {
+fn step_key(cx: &StepContext, step: &Step, state: &StageResult) -> Result<Option<String>, String> {
     let options = cx.options;
     // An ARG's value reaches the steps that use it (through their expanded words, or a RUN's
     // build args), not the chain: as in BuildKit, a COPY after a changed ARG stays cached.
@@ -388,10 +405,12 @@ fn step_key(
         Op::Config(ConfigChange::Arg { name, .. }) => format!("ARG {name}"),
         op => format!("{op:?}"),
     };
+    // The config the step runs under is not hashed again: it follows from the chain (the base
+    // image's ID or stage key, then every earlier step's instruction), and hashing it per step
+    // made a stage of n ENV or LABEL steps cost n².
     let mut key = KeyBuilder::new("step")
         .field(&state.key)
         .field(op_text)
-        .field(run_config.to_value().to_string())
         .field(&cx.stage.platform)
         .field(options.source_date_epoch.map(|e| e.to_string()).unwrap_or_default());
     match &step.op {
@@ -486,7 +505,9 @@ fn make_layer(
                 .map(|mount| mount_source_layers(cx, &mount.options))
                 .collect::<Result<Vec<_>, String>>()
                 .map_err(|m| SolveError::at(file, &step.span, m))?;
-            run::run_step(&run_cx, &state.layers(), run_config, op, &mount_layers)
+            // The command's processes are waited for off the pool's CPU slots.
+            cx.pool
+                .blocking(|| run::run_step(&run_cx, &state.layers(), run_config, op, &mount_layers))
                 .map(Some)
                 .map_err(|m| SolveError::at(file, &step.span, m))
         }

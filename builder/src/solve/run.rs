@@ -106,9 +106,20 @@ pub(crate) fn run_step(
             let _ = sender.send(bytes.to_vec());
         })),
     };
+    // The output goes to the progress display from a thread of its own while the command runs;
+    // when no thread can be started (a pids limit), it is shown once the command is done.
+    let receiver = std::sync::Mutex::new(Some(receiver));
+    let forward = || {
+        let taken = receiver.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(receiver) = taken {
+            forward_output(receiver, cx.progress, cx.progress_id);
+        }
+    };
     let outcome = std::thread::scope(|scope| {
-        scope.spawn(|| forward_output(receiver, cx.progress, cx.progress_id));
-        run_container(spec)
+        let _ = std::thread::Builder::new().name("kiln-run-output".into()).spawn_scoped(scope, forward);
+        let outcome = run_container(spec);
+        forward();
+        outcome
     });
     // BuildKit's wording (`process %q did not complete successfully: exit code: %d`); a signal
     // shows as runc reports it, 128 + the signal number.

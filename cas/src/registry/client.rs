@@ -37,6 +37,89 @@ application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
+/// The environment variable that sets every network timeout of a registry client, in seconds.
+pub const TIMEOUT_ENV: &str = "KILN_NET_TIMEOUT";
+
+/// How long a registry connection may take to do anything. Every request has all of them; a
+/// request that runs out is retried like a dropped connection, then reported with the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Setting up a connection (TCP and TLS).
+    pub connect: Duration,
+    /// Between two reads or two writes that make progress: a registry (or proxy) that stops
+    /// reading an upload or stops sending a body is given up on after this long.
+    pub idle: Duration,
+    /// From the end of the request to the end of the response headers.
+    pub response: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts { connect: Duration::from_secs(30), idle: Duration::from_secs(60), response: Duration::from_secs(120) }
+    }
+}
+
+impl Timeouts {
+    /// The defaults, or `$KILN_NET_TIMEOUT` seconds (`30`, `0.5`) for every one of them.
+    pub fn from_env() -> Result<Timeouts> {
+        match std::env::var_os(TIMEOUT_ENV) {
+            None => Ok(Timeouts::default()),
+            Some(value) => Timeouts::parse(&value.to_string_lossy()),
+        }
+    }
+
+    fn parse(text: &str) -> Result<Timeouts> {
+        let what = format!("{TIMEOUT_ENV}={}", cut(text, 40));
+        let seconds: f64 = text
+            .trim()
+            .trim_end_matches('s')
+            .parse()
+            .map_err(|_| Error::invalid(what.clone(), "not a number of seconds (such as 30 or 0.5)"))?;
+        if !seconds.is_finite() || !(0.001..=86_400.0).contains(&seconds) {
+            return Err(Error::invalid(what, "the timeout must be between 0.001 and 86400 seconds"));
+        }
+        let limit = Duration::from_secs_f64(seconds);
+        Ok(Timeouts { connect: limit, idle: limit, response: limit })
+    }
+
+    /// What ran out, for the one line that reports it.
+    fn describe(&self, timeout: ureq::Timeout) -> String {
+        use ureq::Timeout as T;
+        let secs = |d: Duration| format!("{} s", (d.as_secs_f64() * 1000.0).round() / 1000.0);
+        let what = match timeout {
+            T::Connect | T::Resolve => format!("could not connect within {} (connect timeout", secs(self.connect)),
+            T::PerWrite | T::SendRequest | T::SendBody | T::Await100 => {
+                format!("the server read nothing for {} (idle timeout", secs(self.idle))
+            }
+            T::PerRead | T::RecvBody => format!("the server sent nothing for {} (idle timeout", secs(self.idle)),
+            T::RecvResponse => format!("no response within {} (response timeout", secs(self.response)),
+            other => format!("the {other} limit ran out (timeout"),
+        };
+        format!("timed out: {what}, set by {TIMEOUT_ENV})")
+    }
+
+    /// An I/O error while a body was read or written, with a timeout named as one.
+    fn describe_io(&self, e: &io::Error) -> String {
+        match e.get_ref().and_then(|inner| inner.downcast_ref::<ureq::Error>()) {
+            Some(ureq::Error::Timeout(timeout)) => self.describe(*timeout),
+            Some(ureq::Error::Io(io)) => io.to_string(),
+            Some(other) => other.to_string(),
+            None => e.to_string(),
+        }
+    }
+
+    /// A wait before a retry: never longer than the idle timeout (a server already given that
+    /// long is not helped by waiting longer).
+    /// A `Retry-After` the server sent is kept as it is.
+    fn backoff(&self, attempt: u32, retry_after: Option<&str>) -> Duration {
+        let wait = backoff(attempt, retry_after);
+        if retry_after.is_some_and(|v| v.trim().parse::<u64>().is_ok()) {
+            return wait;
+        }
+        wait.min(self.idle.max(Duration::from_millis(50)))
+    }
+}
+
 /// How to reach a registry. HTTPS is checked against the machine's CAs plus the registry's certs
 /// directory; a loopback registry without a certs directory is reached over plain HTTP.
 #[derive(Clone, Debug, Default)]
@@ -69,6 +152,7 @@ pub struct Client {
     registry: String,
     credentials: Option<Credentials>,
     auth: Mutex<AuthState>,
+    timeouts: Timeouts,
 }
 
 #[derive(Default)]
@@ -159,9 +243,10 @@ fn header<'r>(resp: &'r Response<Body>, name: &str) -> Option<&'r str> {
     resp.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-fn transport_error(e: &ureq::Error) -> String {
+fn transport_error(e: &ureq::Error, timeouts: &Timeouts) -> String {
     match e {
-        ureq::Error::Io(io) => io.to_string(),
+        ureq::Error::Io(io) => timeouts.describe_io(io),
+        ureq::Error::Timeout(timeout) => timeouts.describe(*timeout),
         other => other.to_string(),
     }
 }
@@ -197,15 +282,17 @@ impl Client {
             Some(c) => Some(c),
             None => super::auth::credentials_for(registry)?,
         };
+        let timeouts = Timeouts::from_env()?;
         let certs = registry_certs(registry, options.cert_dir.as_deref(), &CERTS_D)?;
         let roots = certs.as_ref().map_or_else(|| roots_with(&[]), |c| roots_with(&c.cas));
         let client_cert = certs.as_ref().and_then(|c| c.client.clone());
         let make = |scheme: &str, verify: bool| Client {
-            agent: agent(tls_config(verify, &roots, client_cert.as_ref().map(|(cert, _)| cert))),
+            agent: agent(tls_config(verify, &roots, client_cert.as_ref().map(|(cert, _)| cert)), &timeouts),
             base: format!("{scheme}://{endpoint}"),
             registry: registry.to_string(),
             credentials: credentials.clone(),
             auth: Mutex::new(AuthState::default()),
+            timeouts,
         };
         let fix = trust_fix(registry, options.cert_dir.as_deref());
         if is_loopback(registry) && certs.is_none() && !options.insecure {
@@ -273,7 +360,8 @@ impl Client {
     /// `GET /v2/`: 200 (anonymous access) or 401 with the challenge to answer from now on.
     fn ping(&self) -> std::result::Result<(), PingError> {
         let url = format!("{}/v2/", self.base);
-        let mut resp = self.agent.get(&url).call().map_err(|e| PingError::Transport(transport_error(&e)))?;
+        let mut resp =
+            self.agent.get(&url).call().map_err(|e| PingError::Transport(transport_error(&e, &self.timeouts)))?;
         match resp.status().as_u16() {
             200 => Ok(()),
             401 => {
@@ -307,7 +395,7 @@ impl Client {
         if let Some(creds) = &self.credentials {
             request = request.header("Authorization", creds.basic_header());
         }
-        let mut resp = request.call().map_err(|e| self.error(None, transport_error(&e)))?;
+        let mut resp = request.call().map_err(|e| self.error(None, transport_error(&e, &self.timeouts)))?;
         match resp.status().as_u16() {
             200 => Ok(()),
             401 => Err(self.error(None, "login failed: unauthorized (wrong user name or password)")),
@@ -362,8 +450,9 @@ impl Client {
         if let (Some(creds), true) = (&self.credentials, credentials_allowed) {
             request = request.header("Authorization", creds.basic_header());
         }
-        let mut resp =
-            request.call().map_err(|e| self.error(repo, format!("token server: {}", transport_error(&e))))?;
+        let mut resp = request
+            .call()
+            .map_err(|e| self.error(repo, format!("token server: {}", transport_error(&e, &self.timeouts))))?;
         let status = resp.status().as_u16();
         if status != 200 {
             let body = read_error_body(&mut resp);
@@ -375,7 +464,7 @@ impl Client {
             return Err(self.error(repo, why));
         }
         let body = read_limited(resp.body_mut().as_reader(), TOKEN_LIMIT)
-            .map_err(|e| self.error(repo, format!("reading token: {e}")))?
+            .map_err(|e| self.error(repo, format!("reading token: {}", self.timeouts.describe_io(&e))))?
             .ok_or_else(|| self.error(repo, "token response is over 1 MiB"))?;
         let value: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| self.error(repo, format!("token response is not JSON: {e}")))?;
@@ -485,7 +574,7 @@ impl Client {
                         return Err(self.error(req.repo, "authentication failed: unauthorized"));
                     }
                     if req.idempotent && retryable_status(status) && attempt + 1 < MAX_ATTEMPTS {
-                        let wait = backoff(attempt, header(&resp, "retry-after"));
+                        let wait = self.timeouts.backoff(attempt, header(&resp, "retry-after"));
                         let _ = read_error_body(&mut resp);
                         attempt += 1;
                         std::thread::sleep(wait);
@@ -495,7 +584,7 @@ impl Client {
                 }
                 Err(why) => {
                     if req.idempotent && attempt + 1 < MAX_ATTEMPTS {
-                        std::thread::sleep(backoff(attempt, None));
+                        std::thread::sleep(self.timeouts.backoff(attempt, None));
                         attempt += 1;
                         continue;
                     }
@@ -523,7 +612,7 @@ impl Client {
                 self.agent.run(request)
             }
         };
-        result.map_err(|e| transport_error(&e))
+        result.map_err(|e| transport_error(&e, &self.timeouts))
     }
 
     fn url(&self, repo: &str, rest: &str) -> String {
@@ -551,7 +640,9 @@ impl Client {
         let content_type =
             header(&resp, "content-type").unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
         let bytes = read_limited(resp.body_mut().as_reader(), MANIFEST_LIMIT)
-            .map_err(|e| self.error(Some(repo), format!("reading manifest {reference}: {e}")))?
+            .map_err(|e| {
+                self.error(Some(repo), format!("reading manifest {reference}: {}", self.timeouts.describe_io(&e)))
+            })?
             .ok_or_else(|| self.error(Some(repo), format!("manifest {reference} exceeds 4 MiB")))?;
         let digest = Digest::of(&bytes);
         if let Ok(expected) = Digest::parse(reference) {
@@ -570,7 +661,7 @@ impl Client {
         let mut bytes = Vec::new();
         self.open_blob(repo, digest, size)?
             .read_to_end(&mut bytes)
-            .map_err(|e| self.error(Some(repo), format!("blob {digest}: {e}")))?;
+            .map_err(|e| self.error(Some(repo), format!("blob {digest}: {}", self.timeouts.describe_io(&e))))?;
         let actual = Digest::of(&bytes);
         if actual != *digest {
             return Err(self.error(Some(repo), format!("blob {digest}: digest mismatch (got {actual})")));
@@ -632,7 +723,7 @@ impl Client {
                         match self.send_once(&follow, None) {
                             Ok(r) => break r,
                             Err(_) if attempt + 1 < MAX_ATTEMPTS => {
-                                std::thread::sleep(backoff(attempt, None));
+                                std::thread::sleep(self.timeouts.backoff(attempt, None));
                                 attempt += 1;
                             }
                             Err(why) => {
@@ -648,8 +739,9 @@ impl Client {
                 if offset > 0 && status == StatusCode::OK {
                     // The server ignored Range: skip what we already have.
                     let mut reader = resp.into_body().into_reader();
-                    io::copy(&mut (&mut reader).take(offset), &mut io::sink())
-                        .map_err(|e| self.error(Some(repo), format!("blob {digest}: {e}")))?;
+                    io::copy(&mut (&mut reader).take(offset), &mut io::sink()).map_err(|e| {
+                        self.error(Some(repo), format!("blob {digest}: {}", self.timeouts.describe_io(&e)))
+                    })?;
                     return Ok(reader);
                 }
                 let body = read_error_body(&mut resp);
@@ -695,7 +787,7 @@ impl Client {
             }
             let next = header(&resp, "link").and_then(next_link).and_then(|l| resolve_location(&url, &l).ok());
             let body = read_limited(resp.body_mut().as_reader(), MANIFEST_LIMIT)
-                .map_err(|e| self.error(repo, format!("reading {field}: {e}")))?
+                .map_err(|e| self.error(repo, format!("reading {field}: {}", self.timeouts.describe_io(&e))))?
                 .ok_or_else(|| self.error(repo, format!("a page of {field} exceeds 4 MiB")))?;
             let value: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| self.error(repo, format!("{field} list is not JSON: {e}")))?;
@@ -782,7 +874,7 @@ impl Client {
                     format!("blob {digest}: upload failed after {recoveries} attempts: {}", failure.0),
                 ));
             }
-            std::thread::sleep(backoff(recoveries - 1, None));
+            std::thread::sleep(self.timeouts.backoff(recoveries - 1, None));
             if self.has_blob(repo, digest).unwrap_or(false) {
                 return Ok(());
             }
@@ -867,7 +959,7 @@ impl Client {
             patch.headers.push(("Content-Type", "application/octet-stream".into()));
             patch.headers.push(("Content-Range", format!("{offset}-{end}")));
             patch.body = Some(&buffer[..n]);
-            let mut resp = self.send(&patch).map_err(|e| UploadFailure::Retry(e.to_string()))?;
+            let mut resp = self.send(&patch).map_err(|e| UploadFailure::Retry(reason(e)))?;
             let status = resp.status().as_u16();
             if status == 416 || retryable_status(status) {
                 let body = read_error_body(&mut resp);
@@ -898,7 +990,7 @@ impl Client {
         let separator = if location.contains('?') { '&' } else { '?' };
         let mut put = Req::new("PUT", format!("{location}{separator}digest={digest}"), Some(repo), Access::Push);
         put.body = Some(&[]);
-        let mut resp = self.send(&put).map_err(|e| UploadFailure::Retry(e.to_string()))?;
+        let mut resp = self.send(&put).map_err(|e| UploadFailure::Retry(reason(e)))?;
         let status = resp.status().as_u16();
         if retryable_status(status) {
             let body = read_error_body(&mut resp);
@@ -987,10 +1079,11 @@ pub struct SearchResult {
 pub fn docker_hub_search(term: &str, limit: usize) -> Result<Vec<SearchResult>> {
     let fail = |why: String| Error::Registry { what: "docker.io".into(), why };
     let url = format!("https://index.docker.io/v1/search?q={}&n={}", encode_query(term), limit.clamp(1, 100));
-    let mut resp = agent(tls_config(true, &roots_with(&[]), None))
+    let timeouts = Timeouts::from_env()?;
+    let mut resp = agent(tls_config(true, &roots_with(&[]), None), &timeouts)
         .get(&url)
         .call()
-        .map_err(|e| fail(format!("search: {}", transport_error(&e))))?;
+        .map_err(|e| fail(format!("search: {}", transport_error(&e, &timeouts))))?;
     let status = resp.status().as_u16();
     if status != 200 {
         let body = read_error_body(&mut resp);
@@ -1012,6 +1105,14 @@ pub fn docker_hub_search(term: &str, limit: usize) -> Result<Vec<SearchResult>> 
             automated: r.get("is_automated").and_then(|v| v.as_bool()).unwrap_or(false),
         })
         .collect())
+}
+
+/// An error's reason without the registry it names (for a message that names it already).
+fn reason(e: Error) -> String {
+    match e {
+        Error::Registry { why, .. } => why,
+        other => other.to_string(),
+    }
 }
 
 enum UploadFailure {
@@ -1065,14 +1166,18 @@ enum PingError {
     Other(Error),
 }
 
-fn agent(tls: TlsConfig) -> ureq::Agent {
+/// No resolve timeout: ureq runs a timed lookup on a thread of its own, and panics when it cannot
+/// start one (a pids limit); the system resolver has its own timeouts (resolv.conf's).
+fn agent(tls: TlsConfig, timeouts: &Timeouts) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .tls_config(tls)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(120)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
+        .timeout_connect(Some(timeouts.connect))
+        .timeout_send_request(Some(timeouts.idle))
+        .timeout_recv_response(Some(timeouts.response))
+        .timeout_per_read(Some(timeouts.idle))
+        .timeout_per_write(Some(timeouts.idle))
         .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
         .accept_encoding("identity")
         .build()
@@ -1404,16 +1509,21 @@ impl Read for BlobStream<'_> {
                 Err(e) if self.resumes < MAX_ATTEMPTS => {
                     self.resumes += 1;
                     self.inner = None;
-                    std::thread::sleep(backoff(self.resumes - 1, None));
+                    std::thread::sleep(self.client.timeouts.backoff(self.resumes - 1, None));
                     match self.client.blob_get(self.repo, &self.digest, self.offset) {
                         Ok(reader) => self.inner = Some(reader),
                         Err(again) if self.resumes >= MAX_ATTEMPTS => {
-                            return Err(io::Error::other(format!("{e}; resuming failed: {again}")))
+                            let again = reason(again);
+                            let why = self.client.timeouts.describe_io(&e);
+                            return Err(io::Error::new(e.kind(), format!("{why}; resuming failed: {again}")));
                         }
                         Err(_) => {}
                     }
                 }
-                Err(e) => return Err(io::Error::other(format!("{e} (after {} resumed attempts)", self.resumes))),
+                Err(e) => {
+                    let why = self.client.timeouts.describe_io(&e);
+                    return Err(io::Error::new(e.kind(), format!("{why} (after {} resumed attempts)", self.resumes)));
+                }
             }
         }
     }
@@ -1422,6 +1532,28 @@ impl Read for BlobStream<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn net_timeouts_parse_and_name_themselves() {
+        let t = Timeouts::parse("0.5").unwrap();
+        assert_eq!((t.connect, t.idle, t.response), (Duration::from_millis(500), t.connect, t.connect));
+        assert_eq!(Timeouts::parse("2s").unwrap().idle, Duration::from_secs(2));
+        for bad in ["", "x", "0", "-3", "NaN", "inf", "100000"] {
+            let err = Timeouts::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(&format!("{TIMEOUT_ENV}={bad}")) && err.contains("seconds"), "{bad}: {err}");
+        }
+        let t = Timeouts::default();
+        let write = t.describe(ureq::Timeout::PerWrite);
+        assert!(write.contains("read nothing for 60 s") && write.contains(TIMEOUT_ENV), "{write}");
+        assert!(t.describe(ureq::Timeout::Connect).contains("within 30 s"));
+        assert!(t.describe(ureq::Timeout::RecvResponse).contains("within 120 s"));
+        let wrapped = io::Error::other(ureq::Error::Timeout(ureq::Timeout::PerRead));
+        assert!(t.describe_io(&wrapped).contains("sent nothing for 60 s"), "{}", t.describe_io(&wrapped));
+        // Waits before a retry never exceed the idle timeout, but a server's Retry-After is kept.
+        let short = Timeouts::parse("1").unwrap();
+        assert!(short.backoff(4, None) <= Duration::from_secs(1));
+        assert_eq!(short.backoff(0, Some("3")), Duration::from_secs(3));
+    }
 
     #[test]
     fn loopback_names_use_plain_http() {

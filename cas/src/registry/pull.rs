@@ -322,26 +322,33 @@ pub(crate) fn download_layers<'s>(
     let failed = AtomicBool::new(false);
     let results: Mutex<Vec<Option<Result<StagedBlob<'s>>>>> = Mutex::new((0..jobs.len()).map(|_| None).collect());
     let events = Mutex::new(events);
+    // Workers share the list; a thread that cannot be started (a pids limit) leaves its share
+    // to the others, or to this thread when none could be.
+    let worker = || loop {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        if i >= jobs.len() || failed.load(Ordering::SeqCst) {
+            break;
+        }
+        let job = &jobs[i];
+        (events.lock().expect("events lock"))(PullEvent::Layer(&job.digest, LayerStatus::Downloading));
+        let progress =
+            |done: u64| (events.lock().expect("events lock"))(PullEvent::Progress(&job.digest, done, job.size));
+        let result = download_layer(store, client, repo, job, &progress);
+        match &result {
+            Ok(_) => (events.lock().expect("events lock"))(PullEvent::Layer(&job.digest, LayerStatus::PullComplete)),
+            Err(_) => failed.store(true, Ordering::SeqCst),
+        }
+        results.lock().expect("results lock")[i] = Some(result);
+    };
     std::thread::scope(|scope| {
+        let mut started = 0;
         for _ in 0..PARALLEL_DOWNLOADS.min(jobs.len()) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= jobs.len() || failed.load(Ordering::SeqCst) {
-                    break;
-                }
-                let job = &jobs[i];
-                (events.lock().expect("events lock"))(PullEvent::Layer(&job.digest, LayerStatus::Downloading));
-                let progress =
-                    |done: u64| (events.lock().expect("events lock"))(PullEvent::Progress(&job.digest, done, job.size));
-                let result = download_layer(store, client, repo, job, &progress);
-                match &result {
-                    Ok(_) => {
-                        (events.lock().expect("events lock"))(PullEvent::Layer(&job.digest, LayerStatus::PullComplete))
-                    }
-                    Err(_) => failed.store(true, Ordering::SeqCst),
-                }
-                results.lock().expect("results lock")[i] = Some(result);
-            });
+            if std::thread::Builder::new().spawn_scoped(scope, worker).is_ok() {
+                started += 1;
+            }
+        }
+        if started == 0 {
+            worker();
         }
     });
     let mut staged = Vec::with_capacity(jobs.len());
@@ -372,8 +379,20 @@ fn download_layer<'s>(
     let digest = &job.digest;
     let context = format!("{}/{repo}: layer {digest}", client.registry());
     progress(0);
-    let stream = Counting { inner: client.open_blob(repo, digest, job.size)?, done: 0, reported: 0, progress };
-    let ingested = ingest_layer(store, stream, &context)?;
+    let failure = std::cell::RefCell::new(None);
+    let stream = Counting {
+        inner: client.open_blob(repo, digest, job.size)?,
+        done: 0,
+        reported: 0,
+        progress,
+        failure: &failure,
+    };
+    let ingested = ingest_layer(store, stream, &context).map_err(|e| match failure.borrow_mut().take() {
+        // The download failed (timed out, connection lost): say so, not what the parser made of
+        // the bytes that did arrive.
+        Some(why) => fail(format!("blob {digest}: download failed: {why}")),
+        None => e,
+    })?;
     if ingested.input_size != job.size {
         return Err(fail(format!(
             "blob {digest}: size mismatch (descriptor {}, got {}{})",
@@ -396,17 +415,20 @@ fn download_layer<'s>(
     Ok(ingested.staged)
 }
 
-/// Reports how many bytes went through, every 512 KiB.
+/// Reports how many bytes went through, every 512 KiB, and keeps the first read error aside.
 struct Counting<'p, R> {
     inner: R,
     done: u64,
     reported: u64,
     progress: &'p dyn Fn(u64),
+    failure: &'p std::cell::RefCell<Option<String>>,
 }
 
 impl<R: std::io::Read> std::io::Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).inspect_err(|e| {
+            self.failure.borrow_mut().get_or_insert_with(|| e.to_string());
+        })?;
         self.done += n as u64;
         if self.done - self.reported >= 512 << 10 || (n == 0 && self.done > self.reported) {
             self.reported = self.done;

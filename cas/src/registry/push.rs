@@ -57,7 +57,11 @@ pub fn gzip(input: &mut impl io::Read, out: &mut impl io::Write) -> io::Result<(
             break;
         }
         crc.update(&batch[..filled]);
-        let pieces: Vec<Vec<u8>> = batch[..filled].par_chunks(GZIP_PIECE).map(deflate_piece).collect();
+        let pieces: Vec<Vec<u8>> = if crate::threads::parallel() {
+            batch[..filled].par_chunks(GZIP_PIECE).map(deflate_piece).collect()
+        } else {
+            batch[..filled].chunks(GZIP_PIECE).map(deflate_piece).collect()
+        };
         for piece in pieces {
             out.write_all(&piece)?;
         }
@@ -353,48 +357,49 @@ pub(crate) fn upload_blobs(
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<(usize, Error)>> = Mutex::new(None);
     let events = Mutex::new(events);
+    // Workers share the list; a thread that cannot be started (a pids limit) leaves its share
+    // to the others, or to this thread when none could be.
+    let worker = || loop {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        if i >= blobs.len() || failed.load(Ordering::SeqCst) {
+            break;
+        }
+        let pushed = match blobs[i] {
+            PushBlob::Layer(diff_id) => {
+                compressed_layer_made(store, diff_id, compression).and_then(|(d, size, made)| {
+                    push_blob(store, client, repo, &d, size, BlobSource::Store { just_compressed: made }, mount_sources)
+                        .map(|s| (d, size, s))
+                })
+            }
+            PushBlob::Config(d, bytes) => {
+                let size = bytes.len() as u64;
+                push_blob(store, client, repo, d, size, BlobSource::Bytes(bytes), mount_sources)
+                    .map(|s| (d.clone(), size, s))
+            }
+        };
+        match pushed {
+            Ok((digest, size, status)) => {
+                (events.lock().expect("events lock"))(&digest, status);
+                done.lock().expect("results lock")[i] = Some((digest, size));
+            }
+            Err(e) => {
+                failed.store(true, Ordering::SeqCst);
+                let mut slot = first_error.lock().expect("error lock");
+                if slot.as_ref().is_none_or(|(j, _)| i < *j) {
+                    *slot = Some((i, e));
+                }
+            }
+        }
+    };
     std::thread::scope(|scope| {
+        let mut started = 0;
         for _ in 0..PARALLEL_UPLOADS.min(blobs.len()) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= blobs.len() || failed.load(Ordering::SeqCst) {
-                    break;
-                }
-                let pushed = match blobs[i] {
-                    PushBlob::Layer(diff_id) => {
-                        compressed_layer_made(store, diff_id, compression).and_then(|(d, size, made)| {
-                            push_blob(
-                                store,
-                                client,
-                                repo,
-                                &d,
-                                size,
-                                BlobSource::Store { just_compressed: made },
-                                mount_sources,
-                            )
-                            .map(|s| (d, size, s))
-                        })
-                    }
-                    PushBlob::Config(d, bytes) => {
-                        let size = bytes.len() as u64;
-                        push_blob(store, client, repo, d, size, BlobSource::Bytes(bytes), mount_sources)
-                            .map(|s| (d.clone(), size, s))
-                    }
-                };
-                match pushed {
-                    Ok((digest, size, status)) => {
-                        (events.lock().expect("events lock"))(&digest, status);
-                        done.lock().expect("results lock")[i] = Some((digest, size));
-                    }
-                    Err(e) => {
-                        failed.store(true, Ordering::SeqCst);
-                        let mut slot = first_error.lock().expect("error lock");
-                        if slot.as_ref().is_none_or(|(j, _)| i < *j) {
-                            *slot = Some((i, e));
-                        }
-                    }
-                }
-            });
+            if std::thread::Builder::new().spawn_scoped(scope, worker).is_ok() {
+                started += 1;
+            }
+        }
+        if started == 0 {
+            worker();
         }
     });
     if let Some((_, e)) = first_error.into_inner().expect("error lock") {
