@@ -191,3 +191,23 @@ pub fn have_tool(name: &str) -> bool {
     }
     found
 }
+
+/// A layer tar of one file `big.bin` holding `size` bytes that gzip cannot shrink (xorshift64 from
+/// `seed`): uploads of it fill socket buffers and take several chunks.
+pub fn incompressible_layer_tar(size: usize, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; size];
+    let mut x = seed;
+    for word in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        word.copy_from_slice(&x.to_le_bytes()[..word.len()]);
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append_data(&mut header, "big.bin", &data[..]).unwrap();
+    builder.into_inner().unwrap()
+}

@@ -223,22 +223,8 @@ fn run_with_limit(kiln: &Kiln, args: &[&str], limit: Duration) -> (bool, String,
 /// An image with one 8 MiB layer that gzip cannot shrink: its upload fills the socket buffers of
 /// a registry that stops reading.
 fn import_big_image(kiln: &Kiln, reference: &str) {
-    let mut data = vec![0u8; 8 << 20];
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for word in data.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        word.copy_from_slice(&x.to_le_bytes()[..word.len()]);
-    }
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(data.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    builder.append_data(&mut header, "big.bin", &data[..]).unwrap();
     let tar_path = kiln.path("big.tar");
-    std::fs::write(&tar_path, builder.into_inner().unwrap()).unwrap();
+    std::fs::write(&tar_path, crate::harness::incompressible_layer_tar(8 << 20, 0x9e37_79b9_7f4a_7c15)).unwrap();
     kiln.ok(&["import", tar_path.to_str().unwrap(), reference]);
 }
 

@@ -1286,23 +1286,8 @@ fn a_push_cut_mid_chunk_resumes_where_the_registry_says_when_the_session_survive
     let fake = UploadRegistry::start("resume/big", CHUNK, KEPT);
     let kiln = Kiln::new();
     // 40 MiB that gzip cannot shrink (xorshift64): the layer goes up in three chunks.
-    let mut data = vec![0u8; 40 << 20];
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    for word in data.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        word.copy_from_slice(&x.to_le_bytes()[..word.len()]);
-    }
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(data.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    builder.append_data(&mut header, "big.bin", &data[..]).unwrap();
     let tar_path = kiln.path("big.tar");
-    std::fs::write(&tar_path, builder.into_inner().unwrap()).unwrap();
-    drop(data);
+    std::fs::write(&tar_path, crate::harness::incompressible_layer_tar(40 << 20, 0x2545_f491_4f6c_dd1d)).unwrap();
     let reference = format!("127.0.0.1:{}/resume/big:1", fake.port);
     ok(&kiln, &["import", tar_path.to_str().unwrap(), &reference]);
 
