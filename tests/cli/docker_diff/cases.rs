@@ -91,11 +91,11 @@ const D: Case = Case {
 /// Cases that differ from docker today, each with the cause in one line. The test fails if a listed
 /// case matches (remove it) or an unlisted one differs.
 pub const KNOWN_DIFFERING: &[(&str, &str)] = &[
-    // COPY / ADD
-    ("copy-chmod-octal", "COPY --chmod=7777: docker 20.10's BuildKit drops setuid/setgid/sticky (0777), kiln keeps them (7777); current BuildKit not checked"),
     // newer than docker 20.10
-    ("fail-check-error-newer", "build checks: `# check=error=true` with a FromAsCasing violation fails in current BuildKit, kiln builds"),
-    // error text users grep for
+    (
+        "fail-check-error-newer",
+        "build checks: `# check=error=true` with a FromAsCasing violation fails in current BuildKit, kiln builds",
+    ),
 ];
 
 pub const CASES: &[Case] = &[
@@ -556,10 +556,20 @@ COPY --chown=1000:1000 a.txt /existing/sub/
         dockerfile: r#"FROM @BB@
 COPY --chmod=755 a.txt /exec
 COPY --chmod=0400 dir /ro/
-COPY --chmod=7777 a.txt /all-bits
 COPY --chown=app --chmod=640 a.txt /both
 "#,
         files: &[("a.txt", "a\n"), ("dir/x", "x\n"), ("dir/sub/y", "y\n")],
+        ..D
+    },
+    Case {
+        name: "copy-chmod-special-bits-newer",
+        from: "bk issue 3920, fixed by fsutil PR 168 (BuildKit 0.13): --chmod keeps setuid, setgid and sticky; docker 20.10 drops them",
+        dockerfile: "FROM @BB@\nCOPY --chmod=7777 a.txt /all-bits\nCOPY --chmod=4755 a.txt /suid\n",
+        files: &[("a.txt", "a\n")],
+        expect: Expect::Newer {
+            docker: Some("FROM @BB@\nCOPY a.txt /all-bits\nCOPY a.txt /suid\nRUN chmod 7777 /all-bits && chmod 4755 /suid\n"),
+            kiln: &[("fs /all-bits", Want::File("7777 0:0", "a\n")), ("fs /suid", Want::File("4755 0:0", "a\n"))],
+        },
         ..D
     },
     Case {
