@@ -173,6 +173,11 @@ impl StagePool {
                 if let Some(stage) = state.ready.pop_front() {
                     state.free_slots -= 1;
                     state.running += 1;
+                    if !state.ready.is_empty() {
+                        // More ready work and this thread is no longer idle: the spawning loop
+                        // (waiting while a started thread was counted idle) may start another.
+                        self.changed.notify_all();
+                    }
                     drop(state);
                     // Marks the stage done even if the job panics, so no thread waits forever.
                     let done = Done { pool: self, stage };
@@ -286,6 +291,29 @@ mod tests {
         let at = |s: usize| order.iter().position(|&x| x == s).unwrap();
         assert!(at(0) < at(1) && at(1) < at(3) && at(2) < at(3), "{order:?}");
         assert!(!order.contains(&4));
+    }
+
+    #[test]
+    fn two_independent_stages_run_at_once_on_two_slots() {
+        // Each stage (holding its slot, as an ADD from a URL does) waits until the other one has
+        // started too; one at a time, neither would see the other within the timeout.
+        let deps = vec![vec![], vec![], vec![0, 1]];
+        let started = AtomicUsize::new(0);
+        let overlapped = AtomicUsize::new(0);
+        run(&deps, 2, Limits { slots: 2, threads: 4 }, |stage| {
+            if stage == 2 {
+                return;
+            }
+            started.fetch_add(1, Ordering::SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while started.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if started.load(Ordering::SeqCst) == 2 {
+                overlapped.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        assert_eq!(overlapped.load(Ordering::SeqCst), 2, "the two stages did not run at the same time");
     }
 
     #[test]
