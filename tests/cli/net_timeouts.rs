@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::harness::Kiln;
+use crate::registry::sha256;
 
 /// How a fake registry misbehaves.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,38 +63,9 @@ impl Drop for StallingRegistry {
     }
 }
 
-/// (layer, config, manifest) of a one-layer image.
+/// (layer, config, manifest) of a one-layer image big enough to stall in the middle of.
 fn tiny_image() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    let data = vec![7u8; 200_000];
-    header.set_size(data.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    builder.append_data(&mut header, "data.bin", &data[..]).unwrap();
-    let layer = builder.into_inner().unwrap();
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": arch, "os": "linux", "config": {},
-        "rootfs": { "type": "layers", "diff_ids": [sha256(&layer)] },
-    }))
-    .unwrap();
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": { "mediaType": "application/vnd.docker.container.image.v1+json", "size": config.len(), "digest": sha256(&config) },
-        "layers": [{ "mediaType": "application/vnd.docker.image.rootfs.diff.tar", "size": layer.len(), "digest": sha256(&layer) }],
-    }))
-    .unwrap();
-    (layer, config, manifest)
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)))
+    crate::registry::one_layer_image("data.bin", &vec![7u8; 200_000], None)
 }
 
 fn head(stream: &mut TcpStream) -> Option<String> {

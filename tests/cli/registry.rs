@@ -703,18 +703,29 @@ fn response(status: &str, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
     bytes
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)))
 }
 
 /// A one-layer image as a registry would serve it: (uncompressed layer, config, manifest).
 fn tiny_image(layer_size_in_manifest: Option<u64>) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    one_layer_image("hello", b"hello\n", layer_size_in_manifest)
+}
+
+/// An image of one layer holding the file `name` with `data`, for this machine's architecture:
+/// (uncompressed layer, config, docker v2 manifest). `layer_size_in_manifest` overrides the size
+/// the manifest states, for tests of a registry that lies.
+pub(crate) fn one_layer_image(
+    name: &str,
+    data: &[u8],
+    layer_size_in_manifest: Option<u64>,
+) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let mut builder = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
-    header.set_size(6);
+    header.set_size(data.len() as u64);
     header.set_mode(0o644);
     header.set_cksum();
-    builder.append_data(&mut header, "hello", &b"hello\n"[..]).unwrap();
+    builder.append_data(&mut header, name, data).unwrap();
     let layer = builder.into_inner().unwrap();
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
