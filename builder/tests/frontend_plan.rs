@@ -751,6 +751,10 @@ fn did_you_mean_hints_where_buildkit_gives_them() {
         ),
         ("FROM busybox\nCOPY --zzzzzz a b\n", "Dockerfile:2:1: Unknown flag: zzzzzz"),
         (
+            "FROM busybox\nRUN --mount=tpye=cache,target=/c true\n",
+            "Dockerfile:2:1: unexpected key 'tpye' in 'tpye=cache' (did you mean type?)",
+        ),
+        (
             "FROM busybox AS build\nFROM buidl\n",
             "Dockerfile:2:1: base image buidl: no such image (did you mean build?)",
         ),

@@ -1254,7 +1254,31 @@ fn parse_mount(
                 v.parse::<u32>().map_err(|_| invalid(format!("invalid value {v} for {key}")))?;
                 m.insert(key.clone(), v);
             }
-            _ => return Err(invalid(format!("unexpected key '{key}' in '{field}'"))),
+            _ => {
+                // BuildKit's parseMount suggests the nearest of its keys.
+                const MOUNT_KEYS: &[&str] = &[
+                    "type",
+                    "from",
+                    "source",
+                    "src",
+                    "target",
+                    "dst",
+                    "destination",
+                    "readonly",
+                    "ro",
+                    "readwrite",
+                    "rw",
+                    "required",
+                    "size",
+                    "id",
+                    "sharing",
+                    "mode",
+                    "uid",
+                    "gid",
+                ];
+                let hint = suggest::did_you_mean(&suggest::search(&key, MOUNT_KEYS.iter().copied(), true));
+                return Err(invalid(format!("unexpected key '{key}' in '{field}'{hint}")));
+            }
         }
     }
     let file_info_allowed = matches!(kind.as_str(), "secret" | "ssh" | "cache");
