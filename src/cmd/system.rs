@@ -79,18 +79,21 @@ pub fn df(store: &Store) -> Result<ExitCode> {
 pub fn fsck(store: &Store, args: FsckArgs) -> Result<ExitCode> {
     let report = store.fsck()?;
     let mut unrepaired = 0;
+    if args.repair && report.problems.iter().any(|p| matches!(p, FsckProblem::Leftover { .. })) {
+        // Only what no live kiln holds was reported; the sweep removes those under their locks,
+        // once for all of them. What it leaves (an older kiln's leftovers) is removed below.
+        let _ = store.sweep_temps(true);
+    }
     for problem in &report.problems {
         match problem {
             FsckProblem::Leftover { path } if args.repair => {
-                // Only what no live kiln holds was reported; removed under its lock.
-                let _ = store.sweep_temps(true);
-                let path_ref = std::path::Path::new(path);
-                if path_ref.is_dir() {
-                    let _ = std::fs::remove_dir_all(path_ref);
+                let path = std::path::Path::new(path);
+                if path.is_dir() {
+                    let _ = std::fs::remove_dir_all(path);
                 } else {
-                    let _ = std::fs::remove_file(path_ref);
+                    let _ = std::fs::remove_file(path);
                 }
-                if std::path::Path::new(path).exists() {
+                if path.exists() {
                     outln!("{problem} (could not remove it)");
                     unrepaired += 1;
                 } else {
