@@ -2,6 +2,8 @@
 
 mod cli;
 mod cmd;
+#[allow(dead_code)] // wired into the commands next
+mod container;
 mod output;
 mod progress;
 mod view;

@@ -122,6 +122,7 @@ impl Fx {
             tty: false,
             output: None,
             seccomp: Default::default(),
+            ..Default::default()
         }
     }
 

@@ -191,6 +191,7 @@ fn run_in(
         tty: args.tty,
         output: None,
         seccomp: seccomp_option(&args.security_opts).unwrap_or_default(),
+        ..Default::default()
     };
     match run_container(spec) {
         Ok(result) => Ok(result.outcome.status()),

@@ -105,6 +105,7 @@ pub(crate) fn run_step(
         output: Some(Box::new(move |bytes: &[u8]| {
             let _ = sender.send(bytes.to_vec());
         })),
+        ..Default::default()
     };
     // The output goes to the progress display from a thread of its own while the command runs;
     // when no thread can be started (a pids limit), it is shown once the command is done.

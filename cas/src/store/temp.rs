@@ -99,11 +99,22 @@ impl OwnedTempDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Renames the directory to `target` (which must not exist, or be an empty directory), then
+    /// drops its lock file.
+    pub fn persist(mut self, target: &Path) -> io::Result<()> {
+        fs::rename(&self.path, target)?;
+        // Nothing left for drop to remove but the lock file.
+        self.path = PathBuf::new();
+        Ok(())
+    }
 }
 
 impl Drop for OwnedTempDir {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_dir_all(&self.path);
+        }
         let _ = fs::remove_file(&self.lock_path);
     }
 }

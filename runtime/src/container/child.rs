@@ -223,6 +223,10 @@ pub(crate) struct ChildConfig {
     pub status_w: RawFd,
     /// stdout and stderr of the process, when captured.
     pub out_w: Option<RawFd>,
+    /// stderr of the process, when captured apart from stdout.
+    pub err_w: Option<RawFd>,
+    /// Closed by `init`'s `execve` (see `run_container`).
+    pub exec_w: RawFd,
     /// Where `init` sends the pty master, when `tty`.
     pub pty_sock: Option<RawFd>,
 }
@@ -324,7 +328,8 @@ pub(crate) fn monitor(cfg: &ChildConfig) -> ! {
     if unsafe { libc::getppid() } != cfg.parent_pid {
         exit(1);
     }
-    let inherited: Vec<RawFd> = [Some(cfg.status_w), cfg.out_w, cfg.pty_sock].into_iter().flatten().collect();
+    let inherited: Vec<RawFd> =
+        [Some(cfg.status_w), cfg.out_w, cfg.err_w, Some(cfg.exec_w), cfg.pty_sock].into_iter().flatten().collect();
     close_fds_except(&inherited);
     // Out of kiln's session and process group: terminal signals go to kiln, which forwards them.
     // SAFETY: plain syscall.
@@ -632,7 +637,7 @@ fn setup_stdio(cfg: &ChildConfig, root: BorrowedFd<'_>, user: &ExecUser) -> io::
     }
     if let Some(out) = cfg.out_w {
         dup2(out, 1)?;
-        dup2(out, 2)?;
+        dup2(cfg.err_w.unwrap_or(out), 2)?;
     }
     Ok(())
 }

@@ -38,18 +38,20 @@ pub use plan::{apply_plan, mount_plan, Attrs, Create, MountOp, Source, Syscall};
 pub use seccomp::Seccomp;
 
 /// The network of a container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Network {
     /// Share the host's network namespace.
     Host,
     /// A new network namespace with only `lo`, up.
+    #[default]
     None,
 }
 
 /// What the container's stdin is (without a tty; with one it is always the pty).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StdinMode {
     /// `/dev/null`. With a tty: host stdin is not relayed.
+    #[default]
     Null,
     /// kiln's own stdin. With a tty: relayed into the pty.
     Inherit,
@@ -88,7 +90,11 @@ pub enum MountSpec {
 /// Called with the container's stdout and stderr as they arrive.
 pub type OutputSink = Box<dyn FnMut(&[u8]) + Send>;
 
-/// What to run and how.
+/// Called once with the host pid of the container's process, when it has exec'd the program.
+pub type StartedHook = Box<dyn FnOnce(i32) + Send>;
+
+/// What to run and how. New fields have defaults: construct with `..Default::default()`.
+#[derive(Default)]
 pub struct ContainerSpec {
     /// Overlay lower dirs, topmost first; empty for `scratch`.
     pub lower_dirs: Vec<PathBuf>,
@@ -117,9 +123,14 @@ pub struct ContainerSpec {
     /// kiln relays it: host stdin into it (if [`StdinMode::Inherit`]; the host terminal is put
     /// in raw mode if it is one), its output to `output` or kiln's stdout, and window size changes.
     pub tty: bool,
-    /// When set, stdout and stderr are captured (one stream, in order) and passed here as they
-    /// arrive; when `None` they are kiln's own (or kiln's stdout, with a tty).
+    /// When set, stdout and stderr are captured (one stream, in order, unless `stderr_output` is
+    /// set too) and passed here as they arrive; when `None` they are kiln's own (or kiln's
+    /// stdout, with a tty).
     pub output: Option<OutputSink>,
+    /// With `output`: stderr captured apart, passed here. Ignored with a tty.
+    pub stderr_output: Option<OutputSink>,
+    /// Called when the program is running (its `execve` succeeded), with its host pid.
+    pub on_started: Option<StartedHook>,
     /// The process's seccomp filter (docker's default unless unconfined).
     pub seccomp: Seccomp,
 }
@@ -291,6 +302,15 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     } else {
         (None, None)
     };
+    let (err_r, err_w) = if capture && spec.stderr_output.is_some() {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
+    // Held only by `init`, closed by its `execve`: EOF with no error reported means the program
+    // runs.
+    let (exec_r, exec_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
     let (pty_parent, pty_child): (Option<OwnedFd>, Option<OwnedFd>) = if spec.tty {
         let (a, b) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
@@ -323,6 +343,8 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         parent_pid: unsafe { libc::getpid() },
         status_w: status_w.as_raw_fd(),
         out_w: out_w.as_ref().map(|fd| fd.as_raw_fd()),
+        err_w: err_w.as_ref().map(|fd| fd.as_raw_fd()),
+        exec_w: exec_w.as_raw_fd(),
         pty_sock: pty_child.as_ref().map(|fd| fd.as_raw_fd()),
     };
 
@@ -342,6 +364,8 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     relay::restore_signal_mask(&old_mask);
     drop(status_w);
     drop(out_w);
+    drop(err_w);
+    drop(exec_w);
     drop(pty_child);
     if pid < 0 {
         return Err(ContainerError::Setup { step: "forking".into(), source: fork_err });
@@ -351,6 +375,10 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     let relay_result = relay::relay(relay::RelayIo {
         status: status_r,
         output: out_r,
+        errors: err_r,
+        err_sink: if capture { spec.stderr_output.take() } else { None },
+        exec: Some(exec_r),
+        on_started: spec.on_started.take(),
         pty_sock: pty_parent,
         stdin_into_pty: spec.tty && spec.stdin == StdinMode::Inherit,
         sink,

@@ -459,6 +459,7 @@ mod tests {
             tty: false,
             output: None,
             seccomp: Default::default(),
+            ..Default::default()
         }
     }
 

@@ -229,6 +229,12 @@ pub(crate) struct RelayIo<'a> {
     pub status: OwnedFd,
     /// The capture pipe.
     pub output: Option<OwnedFd>,
+    /// The stderr capture pipe, when stderr is captured apart.
+    pub errors: Option<OwnedFd>,
+    pub err_sink: Option<OutputSink>,
+    /// EOF when `init` has exec'd (or died).
+    pub exec: Option<OwnedFd>,
+    pub on_started: Option<super::StartedHook>,
     /// Where the pty master arrives.
     pub pty_sock: Option<OwnedFd>,
     pub stdin_into_pty: bool,
@@ -276,6 +282,11 @@ pub(crate) fn relay(mut io_: RelayIo<'_>) -> Result<Report, ContainerError> {
     let mut decoder = Decoder::default();
     let mut status = Some(io_.status);
     let mut output = io_.output.take();
+    let mut errors = io_.errors.take();
+    let mut err_sink = io_.err_sink.take();
+    let mut exec = io_.exec.take();
+    let mut on_started = io_.on_started.take();
+    let mut pid = None;
     let mut pty_sock = io_.pty_sock.take();
     let mut master: Option<OwnedFd> = None;
     let mut stdin_open = io_.stdin_into_pty;
@@ -302,13 +313,15 @@ pub(crate) fn relay(mut io_: RelayIo<'_>) -> Result<Report, ContainerError> {
         };
         let i_status = status.as_ref().map(|fd| push(fd.as_raw_fd(), libc::POLLIN));
         let i_out = output.as_ref().map(|fd| push(fd.as_raw_fd(), libc::POLLIN));
+        let i_err = errors.as_ref().map(|fd| push(fd.as_raw_fd(), libc::POLLIN));
+        let i_exec = exec.as_ref().map(|fd| push(fd.as_raw_fd(), libc::POLLIN));
         let i_sock = pty_sock.as_ref().map(|fd| push(fd.as_raw_fd(), libc::POLLIN));
         let i_master = master.as_ref().map(|fd| {
             let events = if pending_in.is_empty() { libc::POLLIN } else { libc::POLLIN | libc::POLLOUT };
             push(fd.as_raw_fd(), events)
         });
         let i_stdin = (master.is_some() && stdin_open && pending_in.is_empty()).then(|| push(0, libc::POLLIN));
-        if i_status.is_none() && i_out.is_none() && i_sock.is_none() && i_master.is_none() {
+        if i_status.is_none() && i_out.is_none() && i_err.is_none() && i_sock.is_none() && i_master.is_none() {
             break;
         }
         let timeout = if master.is_some() && host_tty.is_some() { 200 } else { -1 };
@@ -335,7 +348,10 @@ pub(crate) fn relay(mut io_: RelayIo<'_>) -> Result<Report, ContainerError> {
                 Ok(n) => {
                     for msg in decoder.feed(&buf[..n]) {
                         match msg {
-                            Msg::Pid(pid) => io_.forwarding.set_pid(pid),
+                            Msg::Pid(p) => {
+                                io_.forwarding.set_pid(p);
+                                pid = Some(p);
+                            }
                             Msg::Created(c) => report.created.push(c),
                             Msg::Exit(s) => report.exit = Some(s),
                             other => {
@@ -356,6 +372,30 @@ pub(crate) fn relay(mut io_: RelayIo<'_>) -> Result<Report, ContainerError> {
                 Ok(n) => emit(&buf[..n]),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(_) => output = None,
+            }
+        }
+        if ready(i_err).is_some() {
+            match read_fd(errors.as_ref().unwrap().as_fd(), &mut buf) {
+                Ok(0) => errors = None,
+                Ok(n) => match err_sink.as_mut() {
+                    Some(f) => f(&buf[..n]),
+                    None => write_all_fd(2, &buf[..n]),
+                },
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(_) => errors = None,
+            }
+        }
+        // After the status pipe: an exec error sent before `init` exited is read first.
+        if ready(i_exec).is_some() {
+            let mut byte = [0u8; 1];
+            match read_fd(exec.as_ref().unwrap().as_fd(), &mut byte) {
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                _ => {
+                    exec = None;
+                    if let (Some(hook), Some(p), None) = (on_started.take(), pid, report.error.as_ref()) {
+                        hook(p);
+                    }
+                }
             }
         }
         if ready(i_sock).is_some() {
