@@ -950,3 +950,86 @@ fn layers_may_share_the_roots_lower_dirs() {
     assert_eq!(fx.upper_entries(), ["image-etc", "rw-etc"]);
     assert!(scratch_leftovers(&fx).is_empty());
 }
+
+// ---- hooks and apart-captured stderr -------------------------------------------------------------
+
+#[test]
+fn stderr_is_captured_apart_when_asked() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let mut spec = sh(&fx, "echo out; echo err >&2; echo out2");
+    let errs = Arc::new(Mutex::new(Vec::new()));
+    let sink = errs.clone();
+    spec.stderr_output = Some(Box::new(move |data: &[u8]| sink.lock().unwrap().extend_from_slice(data)));
+    let out = run_ok(spec);
+    assert_eq!(out, "out\nout2\n");
+    assert_eq!(String::from_utf8_lossy(&errs.lock().unwrap()), "err\n");
+}
+
+#[test]
+fn started_hook_gets_the_pid_of_the_running_program() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let mut spec = sh(&fx, "sleep 0.3; echo done");
+    let (tx, rx) = mpsc::channel();
+    spec.on_started = Some(Box::new(move |pid| {
+        // The program runs already: its /proc entry shows the container's command, not kiln.
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        tx.send((pid, String::from_utf8_lossy(&cmdline).replace('\0', " "))).unwrap();
+    }));
+    assert_eq!(run_ok(spec), "done\n");
+    let (pid, cmdline) = rx.try_recv().expect("the hook ran");
+    assert!(pid > 1, "{pid}");
+    assert!(cmdline.starts_with("/bin/sh -c sleep"), "{cmdline}");
+}
+
+#[test]
+fn no_started_hook_when_the_program_cannot_run() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let mut spec = fx.spec(&["/no/such/program"]);
+    let (tx, rx) = mpsc::channel::<i32>();
+    spec.on_started = Some(Box::new(move |pid| tx.send(pid).unwrap()));
+    let (res, _) = run(spec);
+    assert!(matches!(res, Err(ContainerError::ExecNotFound { .. })), "{res:?}");
+    assert!(rx.try_recv().is_err(), "the started hook must not run");
+}
+
+#[test]
+fn a_failing_created_hook_stops_the_container_before_its_program_runs() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let mut spec = sh(&fx, "touch /ran");
+    let (tx, rx) = mpsc::channel::<i32>();
+    spec.on_created.push(Box::new(move |pid| {
+        tx.send(pid).unwrap();
+        Err(std::io::Error::other("no network for you"))
+    }));
+    let (res, _) = run(spec);
+    let err = res.expect_err("the hook failed");
+    assert!(err.to_string().contains("no network for you"), "{err}");
+    assert!(rx.try_recv().unwrap() > 1);
+    assert!(!fx.upper.join("ran").exists(), "the program ran despite the failed hook");
+}
+
+#[test]
+fn created_hook_runs_before_the_program() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let mut spec = sh(&fx, "cat /proc/self/status | grep -c . >/dev/null; echo ok");
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (o1, o2) = (order.clone(), order.clone());
+    spec.on_created.push(Box::new(move |_| {
+        std::thread::sleep(Duration::from_millis(100));
+        o1.lock().unwrap().push("created");
+        Ok(())
+    }));
+    spec.on_started = Some(Box::new(move |_| o2.lock().unwrap().push("started")));
+    assert_eq!(run_ok(spec), "ok\n");
+    assert_eq!(*order.lock().unwrap(), vec!["created", "started"]);
+}

@@ -227,6 +227,9 @@ pub(crate) struct ChildConfig {
     pub err_w: Option<RawFd>,
     /// Closed by `init`'s `execve` (see `run_container`).
     pub exec_w: RawFd,
+    /// kiln writes `g` here once it has prepared what needs `init`'s pid (cgroup, network);
+    /// the monitor lets `init` go on only then, and kills it on anything else (EOF).
+    pub go_r: RawFd,
     /// Where `init` sends the pty master, when `tty`.
     pub pty_sock: Option<RawFd>,
 }
@@ -329,7 +332,10 @@ pub(crate) fn monitor(cfg: &ChildConfig) -> ! {
         exit(1);
     }
     let inherited: Vec<RawFd> =
-        [Some(cfg.status_w), cfg.out_w, cfg.err_w, Some(cfg.exec_w), cfg.pty_sock].into_iter().flatten().collect();
+        [Some(cfg.status_w), cfg.out_w, cfg.err_w, Some(cfg.exec_w), Some(cfg.go_r), cfg.pty_sock]
+            .into_iter()
+            .flatten()
+            .collect();
     close_fds_except(&inherited);
     // Out of kiln's session and process group: terminal signals go to kiln, which forwards them.
     // SAFETY: plain syscall.
@@ -363,12 +369,29 @@ pub(crate) fn monitor(cfg: &ChildConfig) -> ! {
         init(cfg, life_r);
     }
     drop(life_r);
-    close_fds_except(&[cfg.status_w, life_w.as_raw_fd()]);
+    close_fds_except(&[cfg.status_w, life_w.as_raw_fd(), cfg.go_r]);
     // Nothing of the host's tree is kept by the monitor (it never enters the container's pid ns).
     let _ = nix::unistd::chdir("/");
     send(cfg.status_w, &Msg::Pid(pid));
-    // SAFETY: writing one byte from a valid buffer.
-    unsafe { libc::write(life_w.as_raw_fd(), b"g".as_ptr().cast(), 1) };
+    let mut go = [0u8; 1];
+    let go_ahead = loop {
+        // SAFETY: reading one byte into a valid buffer.
+        let n = unsafe { libc::read(cfg.go_r, go.as_mut_ptr().cast(), 1) };
+        if n < 0 && last_errno() == libc::EINTR {
+            continue;
+        }
+        break n == 1 && go[0] == b'g';
+    };
+    // SAFETY: closing our own descriptor.
+    unsafe { libc::close(cfg.go_r) };
+    if go_ahead {
+        // SAFETY: writing one byte from a valid buffer.
+        unsafe { libc::write(life_w.as_raw_fd(), b"g".as_ptr().cast(), 1) };
+    } else {
+        // kiln could not prepare the container (or died): init must not run the program.
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
     let mut status = 0;
     loop {
         // SAFETY: status is a valid out pointer.

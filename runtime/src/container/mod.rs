@@ -93,6 +93,11 @@ pub type OutputSink = Box<dyn FnMut(&[u8]) + Send>;
 /// Called once with the host pid of the container's process, when it has exec'd the program.
 pub type StartedHook = Box<dyn FnOnce(i32) + Send>;
 
+/// Called once with the host pid of the container's `init` when its namespaces exist but before
+/// it sets up the root or runs anything (the place to join a cgroup or attach a network); an
+/// error stops the container before the program runs.
+pub type CreatedHook = Box<dyn FnOnce(i32) -> io::Result<()> + Send>;
+
 /// What to run and how. New fields have defaults: construct with `..Default::default()`.
 #[derive(Default)]
 pub struct ContainerSpec {
@@ -131,6 +136,8 @@ pub struct ContainerSpec {
     pub stderr_output: Option<OutputSink>,
     /// Called when the program is running (its `execve` succeeded), with its host pid.
     pub on_started: Option<StartedHook>,
+    /// Called before `init` goes on (see [`CreatedHook`]); runs in kiln's process.
+    pub on_created: Vec<CreatedHook>,
     /// The process's seccomp filter (docker's default unless unconfined).
     pub seccomp: Seccomp,
 }
@@ -311,6 +318,7 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     // Held only by `init`, closed by its `execve`: EOF with no error reported means the program
     // runs.
     let (exec_r, exec_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
+    let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
     let (pty_parent, pty_child): (Option<OwnedFd>, Option<OwnedFd>) = if spec.tty {
         let (a, b) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
@@ -345,6 +353,7 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         out_w: out_w.as_ref().map(|fd| fd.as_raw_fd()),
         err_w: err_w.as_ref().map(|fd| fd.as_raw_fd()),
         exec_w: exec_w.as_raw_fd(),
+        go_r: go_r.as_raw_fd(),
         pty_sock: pty_child.as_ref().map(|fd| fd.as_raw_fd()),
     };
 
@@ -366,6 +375,7 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     drop(out_w);
     drop(err_w);
     drop(exec_w);
+    drop(go_r);
     drop(pty_child);
     if pid < 0 {
         return Err(ContainerError::Setup { step: "forking".into(), source: fork_err });
@@ -379,6 +389,8 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         err_sink: if capture { spec.stderr_output.take() } else { None },
         exec: Some(exec_r),
         on_started: spec.on_started.take(),
+        go: Some(go_w),
+        on_created: std::mem::take(&mut spec.on_created),
         pty_sock: pty_parent,
         stdin_into_pty: spec.tty && spec.stdin == StdinMode::Inherit,
         sink,

@@ -235,6 +235,9 @@ pub(crate) struct RelayIo<'a> {
     /// EOF when `init` has exec'd (or died).
     pub exec: Option<OwnedFd>,
     pub on_started: Option<super::StartedHook>,
+    /// Written `g` once the `on_created` hooks succeeded (dropped otherwise).
+    pub go: Option<OwnedFd>,
+    pub on_created: Vec<super::CreatedHook>,
     /// Where the pty master arrives.
     pub pty_sock: Option<OwnedFd>,
     pub stdin_into_pty: bool,
@@ -286,6 +289,8 @@ pub(crate) fn relay(mut io_: RelayIo<'_>) -> Result<Report, ContainerError> {
     let mut err_sink = io_.err_sink.take();
     let mut exec = io_.exec.take();
     let mut on_started = io_.on_started.take();
+    let mut go = io_.go.take();
+    let mut on_created = std::mem::take(&mut io_.on_created);
     let mut pid = None;
     let mut pty_sock = io_.pty_sock.take();
     let mut master: Option<OwnedFd> = None;
@@ -351,6 +356,21 @@ pub(crate) fn relay(mut io_: RelayIo<'_>) -> Result<Report, ContainerError> {
                             Msg::Pid(p) => {
                                 io_.forwarding.set_pid(p);
                                 pid = Some(p);
+                                let mut prepared = Ok(());
+                                for hook in on_created.drain(..) {
+                                    prepared = prepared.and_then(|()| hook(p));
+                                }
+                                match (prepared, go.take()) {
+                                    (Ok(()), Some(go)) => write_all_fd(go.as_raw_fd(), b"g"),
+                                    (Err(source), _) => {
+                                        // Dropping `go` makes the monitor kill init.
+                                        report.error.get_or_insert(ContainerError::Setup {
+                                            step: "preparing the container".into(),
+                                            source,
+                                        });
+                                    }
+                                    (Ok(()), None) => {}
+                                }
                             }
                             Msg::Created(c) => report.created.push(c),
                             Msg::Exit(s) => report.exit = Some(s),
