@@ -204,6 +204,8 @@ fn send(fd: RawFd, msg: &Msg) {
 pub(crate) struct ChildConfig {
     /// Seccomp programs, installed just before the capabilities are dropped.
     pub seccomp: Vec<seccompiler::BpfProgram>,
+    /// The capabilities the process keeps.
+    pub caps: super::caps::CapSet,
     pub plan: Vec<MountOp>,
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
@@ -235,24 +237,6 @@ pub(crate) struct ChildConfig {
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Docker's default capability set (moby `oci/caps/defaults.go`).
-const DEFAULT_CAPS: &[u32] = &[
-    0,  // CHOWN
-    1,  // DAC_OVERRIDE
-    3,  // FOWNER
-    4,  // FSETID
-    5,  // KILL
-    6,  // SETGID
-    7,  // SETUID
-    8,  // SETPCAP
-    10, // NET_BIND_SERVICE
-    13, // NET_RAW
-    18, // SYS_CHROOT
-    27, // MKNOD
-    29, // AUDIT_WRITE
-    31, // SETFCAP
-];
 
 fn exit(code: i32) -> ! {
     // SAFETY: _exit is always safe; it skips atexit handlers and stdio flushing, as a forked
@@ -501,7 +485,7 @@ fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
             setup_fail("installing the seccomp filter", e);
         }
     }
-    if let Err(e) = drop_capabilities() {
+    if let Err(e) = drop_capabilities(cfg.caps) {
         setup_fail("dropping capabilities", e);
     }
     if let Err(e) = switch_user(&user) {
@@ -688,10 +672,11 @@ struct CapData {
     inheritable: u32,
 }
 
-/// Docker's default: the bounding set cut down to [`DEFAULT_CAPS`], effective and permitted the
-/// same, inheritable and ambient empty. `no_new_privs` stays off, as in Docker.
-fn drop_capabilities() -> io::Result<()> {
-    let keep = |cap: u32| DEFAULT_CAPS.contains(&cap);
+/// As docker does: the bounding set cut down to `caps` (docker's default set unless the caller
+/// tweaked it), effective and permitted the same, inheritable and ambient empty. `no_new_privs`
+/// stays off, as in Docker.
+fn drop_capabilities(caps: super::caps::CapSet) -> io::Result<()> {
+    let keep = |cap: u32| caps.contains(cap);
     for cap in 0..64u32 {
         if keep(cap) {
             continue;
@@ -706,10 +691,7 @@ fn drop_capabilities() -> io::Result<()> {
     }
     // SAFETY: plain prctl; EINVAL on kernels without ambient capabilities is fine.
     unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
-    let mut mask = [0u32; 2];
-    for &cap in DEFAULT_CAPS {
-        mask[(cap / 32) as usize] |= 1 << (cap % 32);
-    }
+    let mask = [caps.0 as u32, (caps.0 >> 32) as u32];
     let header = CapHeader { version: 0x2008_0522, pid: 0 };
     let mut data = [CapData::default(); 2];
     // SAFETY: v3 takes two CapData entries.

@@ -18,6 +18,7 @@
 //! Not done yet: cgroups (so no OOM detection and no resource limits), seccomp, AppArmor/SELinux,
 //! user namespaces (rootless).
 
+pub mod caps;
 mod child;
 mod cleanup;
 pub mod plan;
@@ -140,6 +141,13 @@ pub struct ContainerSpec {
     pub on_created: Vec<CreatedHook>,
     /// The process's seccomp filter (docker's default unless unconfined).
     pub seccomp: Seccomp,
+    /// The process's capabilities (bounding, permitted, effective); `None`: docker's default set.
+    pub capabilities: Option<caps::CapSet>,
+    /// Mount the root read-only (docker's `--read-only`); `/dev`, `/proc`, the caller's mounts
+    /// and the runtime's files keep their own modes.
+    pub readonly_root: bool,
+    /// Docker's `--privileged` for the mounts: no masked or read-only paths in `/proc` and `/sys`.
+    pub unmasked_paths: bool,
 }
 
 /// How the container's process ended.
@@ -335,6 +343,7 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         .map_err(|e| ContainerError::Setup { step: "preparing seccomp".into(), source: std::io::Error::other(e) })?;
     let cfg = child::ChildConfig {
         seccomp,
+        caps: spec.capabilities.unwrap_or_else(caps::CapSet::default_set),
         plan,
         argv,
         env,

@@ -119,6 +119,8 @@ pub enum MountOp {
     Symlink { path: String, link: String },
     /// `pivot_root` into the overlay; the old root is detached.
     PivotRoot,
+    /// After the pivot: the root mount itself (not the mounts on it) made read-only.
+    ReadonlyRoot,
 }
 
 impl MountOp {
@@ -138,6 +140,7 @@ impl MountOp {
             MountOp::CharDevice { path, .. } => format!("creating device {path}"),
             MountOp::Symlink { path, .. } => format!("creating symlink {path}"),
             MountOp::PivotRoot => "pivot_root".to_string(),
+            MountOp::ReadonlyRoot => "making / read-only".to_string(),
         }
     }
 }
@@ -160,6 +163,8 @@ pub trait Syscall {
     fn mknod_char(&mut self, path: &str, major: u32, minor: u32, mode: u32) -> io::Result<()>;
     fn symlink(&mut self, link: &str, path: &str) -> io::Result<()>;
     fn pivot_root(&mut self) -> io::Result<()>;
+    /// Makes the current root mount read-only (not recursively).
+    fn readonly_root(&mut self) -> io::Result<()>;
 }
 
 /// A plan step that failed: what it was doing, and why.
@@ -181,6 +186,7 @@ pub fn apply_plan(plan: &[MountOp], sys: &mut dyn Syscall) -> Result<(), StepErr
             MountOp::CharDevice { path, major, minor, mode } => sys.mknod_char(path, *major, *minor, *mode),
             MountOp::Symlink { path, link } => sys.symlink(link, path),
             MountOp::PivotRoot => sys.pivot_root(),
+            MountOp::ReadonlyRoot => sys.readonly_root(),
         };
         res.map_err(|source| StepError { step: op.describe(), source })?;
     }
@@ -346,13 +352,18 @@ pub fn mount_plan(spec: &ContainerSpec) -> Result<Vec<MountOp>, ContainerError> 
         Network::Host => plan.push(mount(Source::Host(PathBuf::from("/sys")), "/sys", sys_attrs, Create::Dir)),
     }
     plan.push(mount(fs("proc", &[]), "/proc", nosuid_noexec_nodev, Create::Dir));
-    for path in MASKED_PATHS {
-        plan.push(mount(Source::Mask, path, Attrs::RDONLY | nosuid_noexec_nodev, Create::Skip));
-    }
-    for path in READONLY_PATHS {
-        plan.push(mount(Source::Itself, path, Attrs::RDONLY | nosuid_noexec_nodev, Create::Skip));
+    if !spec.unmasked_paths {
+        for path in MASKED_PATHS {
+            plan.push(mount(Source::Mask, path, Attrs::RDONLY | nosuid_noexec_nodev, Create::Skip));
+        }
+        for path in READONLY_PATHS {
+            plan.push(mount(Source::Itself, path, Attrs::RDONLY | nosuid_noexec_nodev, Create::Skip));
+        }
     }
     plan.push(MountOp::PivotRoot);
+    if spec.readonly_root {
+        plan.push(MountOp::ReadonlyRoot);
+    }
     Ok(plan)
 }
 
@@ -431,6 +442,9 @@ pub(crate) mod fake {
         }
         fn pivot_root(&mut self) -> io::Result<()> {
             self.record("pivot_root".into())
+        }
+        fn readonly_root(&mut self) -> io::Result<()> {
+            self.record("ro /".into())
         }
     }
 }
@@ -618,5 +632,19 @@ mod tests {
         assert_eq!(clean_target("/../../etc//x/./").unwrap(), "/etc/x");
         assert_eq!(clean_target("/").unwrap(), "/");
         assert!(clean_target("etc").is_err());
+    }
+
+    #[test]
+    fn read_only_root_comes_after_the_pivot_and_privileged_unmasks() {
+        let mut s = spec(Network::None, vec![]);
+        s.readonly_root = true;
+        let plan = mount_plan(&s).unwrap();
+        assert_eq!(&plan[plan.len() - 2..], &[MountOp::PivotRoot, MountOp::ReadonlyRoot]);
+        assert!(plan.iter().any(|op| matches!(op, MountOp::Mount { source: Source::Mask, .. })));
+        s.unmasked_paths = true;
+        let plan = mount_plan(&s).unwrap();
+        assert!(!plan.iter().any(|op| matches!(op, MountOp::Mount { source: Source::Mask | Source::Itself, .. })));
+        let plain = mount_plan(&spec(Network::None, vec![])).unwrap();
+        assert_eq!(plain.last(), Some(&MountOp::PivotRoot));
     }
 }

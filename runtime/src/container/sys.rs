@@ -660,6 +660,12 @@ impl Syscall for RealSys {
         self.root = None;
         Ok(())
     }
+
+    fn readonly_root(&mut self) -> io::Result<()> {
+        let root = nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(errno_io)?;
+        set_attrs(root.as_fd(), Attrs::RDONLY, false)
+    }
 }
 
 fn split_parent(path: &str) -> io::Result<(&str, &str)> {
