@@ -17,11 +17,13 @@ mod reproduce;
 mod rm;
 mod rmi;
 mod run;
+mod run_flags;
 mod save;
 mod search;
 mod start;
 mod system;
 mod tag;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -130,6 +132,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Push(args) | Command::Image { command: ImageCommand::Push(args) } => {
             push::run(&open(LockMode::Shared)?, args)
         }
+        Command::Volume { command } => volume::run(&open(LockMode::Shared)?, command),
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),
         Command::Search(args) => search::run(args),

@@ -43,7 +43,33 @@ pub fn run(store: &Store, args: PullArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `run`/`create` of an image the store does not have: the pull, with docker's progress lines on
+/// stderr (stdout is the container's, or its ID).
+pub fn pull_for_run(store: &Store, image: &str) -> Result<()> {
+    let reference = Reference::parse(image)?;
+    let client = Client::connect(reference.domain(), Default::default()).context("pull")?;
+    pull_inner(store, &client, &reference, &Platform::host(), false, true)
+}
+
 fn pull_one(store: &Store, client: &Client, reference: &Reference, platform: &Platform, quiet: bool) -> Result<()> {
+    pull_inner(store, client, reference, platform, quiet, false)
+}
+
+fn pull_inner(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    platform: &Platform,
+    quiet: bool,
+    to_stderr: bool,
+) -> Result<()> {
+    let say = |line: String| {
+        if to_stderr {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    };
     let shown = match (reference.tag(), reference.digest()) {
         (_, Some(digest)) => digest.to_string(),
         (Some(tag), None) => tag.to_string(),
@@ -51,7 +77,7 @@ fn pull_one(store: &Store, client: &Client, reference: &Reference, platform: &Pl
     };
     let repo = reference.path().to_string();
     // On a terminal, a bar per layer being downloaded; otherwise docker's plain lines.
-    let multi = std::io::stdout().is_terminal().then(MultiProgress::new);
+    let multi = (!to_stderr && std::io::stdout().is_terminal()).then(MultiProgress::new);
     let mut bars: HashMap<String, ProgressBar> = HashMap::new();
     let style = ProgressStyle::with_template("{prefix}: {msg} [{bar:40}] {bytes}/{total_bytes}")
         .expect("progress template")
@@ -61,12 +87,12 @@ fn pull_one(store: &Store, client: &Client, reference: &Reference, platform: &Pl
             return;
         }
         match (event, &multi) {
-            (PullEvent::Resolved, _) => println!("{shown}: Pulling from {repo}"),
+            (PullEvent::Resolved, _) => say(format!("{shown}: Pulling from {repo}")),
             (PullEvent::Layer(digest, LayerStatus::AlreadyExists), Some(multi)) => {
                 let _ = multi.println(format!("{}: Already exists", digest.short()));
             }
             (PullEvent::Layer(digest, LayerStatus::AlreadyExists), None) => {
-                println!("{}: Already exists", digest.short())
+                say(format!("{}: Already exists", digest.short()))
             }
             (PullEvent::Layer(digest, LayerStatus::Downloading), Some(multi)) => {
                 let bar = multi.add(ProgressBar::new(0).with_style(style.clone()));
@@ -87,20 +113,22 @@ fn pull_one(store: &Store, client: &Client, reference: &Reference, platform: &Pl
                 }
             },
             (PullEvent::Layer(digest, LayerStatus::PullComplete), None) => {
-                println!("{}: Pull complete", digest.short())
+                say(format!("{}: Pull complete", digest.short()))
             }
             _ => {}
         }
     })
     .context("pull")?;
     if !quiet {
-        println!("Digest: {}", outcome.digest);
+        say(format!("Digest: {}", outcome.digest));
         if outcome.changed {
-            println!("Status: Downloaded newer image for {}", reference.familiar());
+            say(format!("Status: Downloaded newer image for {}", reference.familiar()));
         } else {
-            println!("Status: Image is up to date for {}", reference.familiar());
+            say(format!("Status: Image is up to date for {}", reference.familiar()));
         }
     }
-    println!("{reference}");
+    if !to_stderr {
+        say(format!("{reference}"));
+    }
     Ok(())
 }

@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use kiln_cas::Store;
+use kiln_runtime::container::caps::CapSet;
 use kiln_runtime::container::{ContainerSpec, MountSpec, Network, Seccomp, StdinMode};
 use kiln_runtime::snapshot::{chain_ids, SnapshotLease, Snapshots};
 use serde::{Deserialize, Serialize};
 
-use super::Container;
+use super::{volume, Container};
 
 const SIGTERM: i32 = 15;
 
@@ -50,6 +51,46 @@ pub struct ContainerConfig {
     /// The image's labels with `--label` applied.
     pub labels: BTreeMap<String, String>,
     pub log: LogConfig,
+    /// `--read-only`: the root file system mounted read-only.
+    pub readonly_rootfs: bool,
+    /// `--cap-add`, `--cap-drop`, as given (checked at create).
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `--privileged`: every capability, no seccomp filter, nothing masked in `/proc`, `/sys`.
+    pub privileged: bool,
+    /// `--add-host` entries as `name:ip` (`host-gateway` is resolved at each start).
+    pub extra_hosts: Vec<String>,
+    /// `--init`: docker-init (tini) as pid 1, the program its child.
+    pub init: bool,
+    /// The health check: the image's HEALTHCHECK with the `--health-*` flags applied (docker's
+    /// shape; `Test: ["NONE"]` disables it); `None` when there is none.
+    pub healthcheck: Option<HealthConfig>,
+}
+
+/// docker's `HealthConfig` (durations in nanoseconds, 0: docker's default).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HealthConfig {
+    /// `[]` (inherit), `["NONE"]`, `["CMD", args…]` or `["CMD-SHELL", command]`.
+    pub test: Vec<String>,
+    pub interval: i64,
+    pub timeout: i64,
+    pub start_period: i64,
+    pub retries: i64,
+}
+
+/// Where docker-init comes from: Debian's static tini (package `tini`).
+pub const TINI: &str = "/usr/bin/tini-static";
+/// Where docker puts its init in the container.
+pub const INIT_PATH: &str = "/sbin/docker-init";
+
+/// The host's address as a container reaches it (`--add-host NAME:host-gateway`).
+pub fn host_gateway(network: &str) -> &'static str {
+    match network {
+        // pasta and slirp4netns map this address to the host's loopback.
+        "bridge" => "10.0.2.2",
+        _ => "127.0.0.1",
+    }
 }
 
 impl ContainerConfig {
@@ -72,7 +113,7 @@ impl ContainerConfig {
 }
 
 /// An extra mount, as recorded.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct Mount {
     /// `bind` (a host path), `volume` (a directory under the store's `volumes/`) or `tmpfs`.
     #[serde(rename = "Type")]
@@ -81,6 +122,15 @@ pub struct Mount {
     pub source: String,
     pub target: String,
     pub readonly: bool,
+    /// tmpfs: at most this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// volume: do not copy the image's content into a new, empty volume (`nocopy`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_copy: bool,
+    /// volume: made for this container (`-v /path`, an image VOLUME), removed by `rm -v`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -198,19 +248,50 @@ pub fn prepare(store: &Store, container: &Container) -> Result<Prepared> {
     };
     let hostname =
         if config.hostname.is_empty() { container.record.short_id().to_string() } else { config.hostname.clone() };
-    let mounts = config.mounts.iter().map(|m| runtime_mount(store, m)).collect::<Result<Vec<_>>>()?;
+    let first_start = container.record.state.started_at.is_empty();
+    let mut mounts = Vec::new();
+    for m in &config.mounts {
+        if m.kind == "volume" {
+            volume::create(store, Some(&m.source), Default::default(), m.anonymous)?;
+            if first_start && !m.no_copy {
+                volume::populate(store, &m.source, &lower_dirs, &m.target)?;
+            }
+        }
+        mounts.push(runtime_mount(store, m)?);
+    }
+    let mut argv = config.argv();
+    if config.init {
+        if !std::path::Path::new(TINI).exists() {
+            bail!("--init: {TINI} is missing (Debian's package tini)");
+        }
+        mounts.push(MountSpec::Bind { source: PathBuf::from(TINI), target: INIT_PATH.into(), readonly: true });
+        argv.splice(0..0, [INIT_PATH.to_string(), "--".to_string()]);
+    }
+    let mut hosts = format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for entry in &config.extra_hosts {
+        if let Some((name, ip)) = entry.split_once([':', '=']) {
+            let ip = if ip == "host-gateway" { host_gateway(&config.network) } else { ip };
+            hosts.push_str(&format!("{ip}\t{name}\n"));
+        }
+    }
+    let capabilities = if config.privileged {
+        CapSet::all()
+    } else {
+        CapSet::tweak(&config.cap_add, &config.cap_drop).map_err(|e| anyhow!("container {}: {e}", container.name()))?
+    };
+    let seccomp = if config.privileged { Seccomp::Unconfined } else { config.seccomp.to_runtime() };
     let spec = ContainerSpec {
         lower_dirs,
         upper_dir,
         work_dir,
-        argv: config.argv(),
+        argv,
         env: config.env.clone(),
         cwd: if config.working_dir.is_empty() { "/".into() } else { config.working_dir.clone() },
         user: config.user.clone(),
         hostname: hostname.clone(),
         network,
         mounts,
-        hosts: format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n").into_bytes(),
+        hosts: hosts.into_bytes(),
         resolv_conf: match network {
             Network::Host => fs::read("/etc/resolv.conf").unwrap_or_default(),
             Network::None => Vec::new(),
@@ -218,7 +299,10 @@ pub fn prepare(store: &Store, container: &Container) -> Result<Prepared> {
         stdin: StdinMode::Null,
         tty: config.tty,
         output: None,
-        seccomp: config.seccomp.to_runtime(),
+        seccomp,
+        capabilities: Some(capabilities),
+        readonly_root: config.readonly_rootfs,
+        unmasked_paths: config.privileged,
         ..Default::default()
     };
     Ok(Prepared { spec, lease })
@@ -232,11 +316,10 @@ fn runtime_mount(store: &Store, mount: &Mount) -> Result<MountSpec> {
             readonly: mount.readonly,
         }),
         "volume" => {
-            let source = store.root().join("volumes").join(&mount.source).join("_data");
-            fs::create_dir_all(&source).with_context(|| format!("creating volume {}", mount.source))?;
+            let source = volume::find(store, &mount.source)?.mountpoint();
             Ok(MountSpec::Bind { source, target: mount.target.clone(), readonly: mount.readonly })
         }
-        "tmpfs" => Ok(MountSpec::Tmpfs { target: mount.target.clone(), size: None }),
+        "tmpfs" => Ok(MountSpec::Tmpfs { target: mount.target.clone(), size: mount.size }),
         other => Err(anyhow!("mount of type {other} at {}: kiln supports bind, volume and tmpfs", mount.target)),
     }
 }

@@ -15,6 +15,7 @@
 pub mod config;
 pub mod logs;
 pub mod supervisor;
+pub mod volume;
 
 use std::fs;
 use std::path::{Path, PathBuf};

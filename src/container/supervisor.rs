@@ -179,6 +179,9 @@ pub fn supervise(
             }
             if record.config.auto_remove && mode == Mode::Detached {
                 let _ = super::remove_dir(&container.dir);
+                if let Ok(store) = Store::open(root, LockMode::Shared) {
+                    let _ = super::volume::remove_anonymous(&store, &record.config.mounts);
+                }
             }
             return Ok(status);
         }

@@ -91,8 +91,8 @@ impl CapSet {
     /// Docker's rules: with `ALL` added, every capability but the dropped ones; with `ALL`
     /// dropped, only the added ones; otherwise the default set minus drops plus adds.
     pub fn tweak(adds: &[String], drops: &[String]) -> Result<CapSet, String> {
-        let adds = parse_list(adds)?;
-        let drops = parse_list(drops)?;
+        let adds = parse_list(adds).map_err(|e| format!("invalid CapAdd: {e}"))?;
+        let drops = parse_list(drops).map_err(|e| format!("invalid CapDrop: {e}"))?;
         let mask = |list: &[Option<u32>]| list.iter().flatten().fold(0u64, |m, c| m | 1 << c);
         let (add_all, drop_all) = (adds.contains(&None), drops.contains(&None));
         Ok(CapSet(if add_all {
@@ -117,7 +117,7 @@ pub fn parse(name: &str) -> Result<Option<u32>, String> {
         .iter()
         .position(|n| *n == bare)
         .map(|i| Some(i as u32))
-        .ok_or_else(|| format!("unknown capability: \"{name}\""))
+        .ok_or_else(|| format!("unknown capability: \"CAP_{bare}\""))
 }
 
 fn parse_list(names: &[String]) -> Result<Vec<Option<u32>>, String> {
@@ -137,7 +137,7 @@ mod tests {
         assert_eq!(parse("NET_ADMIN"), Ok(Some(12)));
         assert_eq!(parse("cap_net_admin"), Ok(Some(12)));
         assert_eq!(parse("all"), Ok(None));
-        assert!(parse("NET_ADMINX").unwrap_err().contains("unknown capability: \"NET_ADMINX\""));
+        assert!(parse("NET_ADMINX").unwrap_err().contains("unknown capability: \"CAP_NET_ADMINX\""));
     }
 
     #[test]
@@ -153,6 +153,9 @@ mod tests {
         assert_eq!(only.names(), vec!["CAP_SYS_ADMIN"]);
         let all = CapSet::tweak(&s(&["ALL"]), &s(&["MKNOD"])).unwrap();
         assert!(all.contains(21) && !all.contains(27) && all.contains(40));
-        assert!(CapSet::tweak(&s(&["BOGUS"]), &[]).is_err());
+        assert_eq!(
+            CapSet::tweak(&s(&["BOGUS"]), &[]).unwrap_err(),
+            "invalid CapAdd: unknown capability: \"CAP_BOGUS\""
+        );
     }
 }

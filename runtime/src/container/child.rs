@@ -485,12 +485,21 @@ fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
             setup_fail("installing the seccomp filter", e);
         }
     }
-    if let Err(e) = drop_capabilities(cfg.caps) {
+    // The bounding set first (that needs CAP_SETPCAP), then the user (which needs CAP_SETUID and
+    // CAP_SETGID even when `--cap-drop ALL` takes them: runc's order), then the final sets.
+    if let Err(e) = limit_bounding_set(cfg.caps) {
         setup_fail("dropping capabilities", e);
     }
+    // SAFETY: plain prctl: keep the permitted set across the uid change, as runc does.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1 as libc::c_ulong, 0, 0, 0) };
     if let Err(e) = switch_user(&user) {
         setup_fail("switching user", e);
     }
+    if let Err(e) = set_capabilities(cfg.caps) {
+        setup_fail("dropping capabilities", e);
+    }
+    // SAFETY: plain prctl.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0 as libc::c_ulong, 0, 0, 0) };
     // Credential changes clear the parent-death signal: set it again.
     set_pdeathsig();
     // SAFETY: plain syscall.
@@ -673,9 +682,9 @@ struct CapData {
 }
 
 /// As docker does: the bounding set cut down to `caps` (docker's default set unless the caller
-/// tweaked it), effective and permitted the same, inheritable and ambient empty. `no_new_privs`
-/// stays off, as in Docker.
-fn drop_capabilities(caps: super::caps::CapSet) -> io::Result<()> {
+/// tweaked it), then (see [`set_capabilities`]) effective and permitted the same, inheritable and
+/// ambient empty. `no_new_privs` stays off, as in Docker.
+fn limit_bounding_set(caps: super::caps::CapSet) -> io::Result<()> {
     let keep = |cap: u32| caps.contains(cap);
     for cap in 0..64u32 {
         if keep(cap) {
@@ -691,6 +700,11 @@ fn drop_capabilities(caps: super::caps::CapSet) -> io::Result<()> {
     }
     // SAFETY: plain prctl; EINVAL on kernels without ambient capabilities is fine.
     unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
+    Ok(())
+}
+
+/// Permitted and effective cut down to `caps` (after [`limit_bounding_set`] and the user switch).
+fn set_capabilities(caps: super::caps::CapSet) -> io::Result<()> {
     let mask = [caps.0 as u32, (caps.0 >> 32) as u32];
     let header = CapHeader { version: 0x2008_0522, pid: 0 };
     let mut data = [CapData::default(); 2];
