@@ -22,6 +22,8 @@ mod registry;
 mod registry_tls;
 mod robustness;
 mod run_cmd;
+mod run_flags;
 mod run_steps;
 mod save;
 mod store_crash;
+mod volumes;
