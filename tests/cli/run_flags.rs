@@ -36,6 +36,10 @@ fn read_only_root_refuses_writes_but_tmpfs_dev_and_volumes_stay_writable() {
         "touch /tmp/a /dev/shm/b /data/c && test -e /proc/self/status && grep ' / ' /proc/self/mounts | grep -c ro,",
     ]);
     assert_eq!(out.trim(), "1", "the root is mounted ro");
+    // A missing working directory is still made (as docker does), then the root is read-only.
+    let out = k.run(&["run", "--rm", "--read-only", "-w", "/newdir", "busybox", "sh", "-c", "pwd; touch x"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "/newdir\n", "{}", stderr(&out));
+    assert!(stderr(&out).contains("Read-only file system"), "{}", stderr(&out));
     // Without the flag the root is writable.
     k.ok(&["run", "--rm", "busybox", "touch", "/x"]);
 }

@@ -433,8 +433,14 @@ fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
         }
     }
 
+    // A read-only root is made so last, once the working directory exists (docker creates a
+    // missing WORKDIR even with `--read-only`).
+    let (plan, readonly_root) = match cfg.plan.split_last() {
+        Some((MountOp::ReadonlyRoot, rest)) => (rest, true),
+        _ => (&cfg.plan[..], false),
+    };
     let mut sys = RealSys::new(cfg.layers_scratch.clone());
-    let applied = apply_plan(&cfg.plan, &mut sys);
+    let applied = apply_plan(plan, &mut sys);
     for c in &sys.created {
         send(status_w, &Msg::Created(c.clone()));
     }
@@ -478,6 +484,11 @@ fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
         Err(e) => setup_fail(&format!("creating {}", cfg.cwd), e),
     }
     drop(root);
+    if readonly_root {
+        if let Err(e) = super::sys::readonly_root() {
+            setup_fail(&MountOp::ReadonlyRoot.describe(), e);
+        }
+    }
     // While CAP_SYS_ADMIN is still held, so no_new_privs can stay off (as in docker); every
     // syscall from here to execve is one the filter allows.
     for program in &cfg.seccomp {

@@ -119,7 +119,8 @@ pub enum MountOp {
     Symlink { path: String, link: String },
     /// `pivot_root` into the overlay; the old root is detached.
     PivotRoot,
-    /// After the pivot: the root mount itself (not the mounts on it) made read-only.
+    /// After the pivot: the root mount itself (not the mounts on it) made read-only. Always last;
+    /// the container's init applies it once the working directory exists.
     ReadonlyRoot,
 }
 
