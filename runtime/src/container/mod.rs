@@ -146,7 +146,8 @@ pub struct ContainerSpec {
     /// Mount the root read-only (docker's `--read-only`); `/dev`, `/proc`, the caller's mounts
     /// and the runtime's files keep their own modes.
     pub readonly_root: bool,
-    /// Docker's `--privileged` for the mounts: no masked or read-only paths in `/proc` and `/sys`.
+    /// Docker's `--privileged` for the mounts: no masked or read-only paths in `/proc` and `/sys`,
+    /// and `/sys` read-write.
     pub unmasked_paths: bool,
 }
 

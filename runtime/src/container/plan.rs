@@ -346,7 +346,8 @@ pub fn mount_plan(spec: &ContainerSpec) -> Result<Vec<MountOp>, ContainerError> 
         plan.push(MountOp::Mount { source, target: clean, attrs, create, keep_dirs: true });
     }
 
-    let sys_attrs = Attrs::RDONLY | nosuid_noexec_nodev;
+    // Read-only, as docker mounts it, except for a privileged container.
+    let sys_attrs = if spec.unmasked_paths { nosuid_noexec_nodev } else { Attrs::RDONLY | nosuid_noexec_nodev };
     match spec.network {
         // A fresh sysfs shows the network namespace it was mounted in: only with our own.
         Network::None => plan.push(mount(fs("sysfs", &[]), "/sys", sys_attrs, Create::Dir)),
@@ -642,9 +643,14 @@ mod tests {
         let plan = mount_plan(&s).unwrap();
         assert_eq!(&plan[plan.len() - 2..], &[MountOp::PivotRoot, MountOp::ReadonlyRoot]);
         assert!(plan.iter().any(|op| matches!(op, MountOp::Mount { source: Source::Mask, .. })));
+        let sys_ro = |plan: &[MountOp]| {
+            plan.iter().any(|op| matches!(op, MountOp::Mount { target, attrs, .. } if target == "/sys" && attrs.contains(Attrs::RDONLY)))
+        };
+        assert!(sys_ro(&plan));
         s.unmasked_paths = true;
         let plan = mount_plan(&s).unwrap();
         assert!(!plan.iter().any(|op| matches!(op, MountOp::Mount { source: Source::Mask | Source::Itself, .. })));
+        assert!(!sys_ro(&plan), "a privileged container's /sys is writable");
         let plain = mount_plan(&spec(Network::None, vec![])).unwrap();
         assert_eq!(plain.last(), Some(&MountOp::PivotRoot));
     }
