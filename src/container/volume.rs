@@ -19,6 +19,8 @@ use super::config::Mount;
 pub const META: &str = "volume.json";
 pub const DATA: &str = "_data";
 const LOCK: &str = "lock";
+/// The label docker puts on anonymous volumes.
+pub const ANONYMOUS_LABEL: &str = "com.docker.volume.anonymous";
 
 /// `volume.json`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -53,10 +55,10 @@ impl Volume {
         serde_json::json!({
             "CreatedAt": created,
             "Driver": "local",
-            "Labels": if self.meta.labels.is_empty() { serde_json::Value::Null } else { serde_json::json!(self.meta.labels) },
+            "Labels": self.meta.labels,
             "Mountpoint": self.mountpoint(),
             "Name": self.name,
-            "Options": serde_json::Value::Null,
+            "Options": {},
             "Scope": "local",
         })
     }
@@ -171,6 +173,11 @@ pub fn create(store: &Store, name: Option<&str>, labels: BTreeMap<String, String
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(building.path(), fs::Permissions::from_mode(0o701))?;
         fs::set_permissions(&data, fs::Permissions::from_mode(0o755))?;
+    }
+    let mut labels = labels;
+    if anonymous {
+        // docker (23+) marks its anonymous volumes so.
+        labels.insert(ANONYMOUS_LABEL.into(), String::new());
     }
     let meta = Meta { created_at: super::now(), labels, anonymous };
     write_meta(building.path(), &meta)?;

@@ -32,6 +32,7 @@ fn a_named_volume_keeps_data_across_containers() {
     let inspect: serde_json::Value = serde_json::from_str(&k.ok(&["volume", "inspect", "notes"])).unwrap();
     assert_eq!(inspect[0]["Name"], "notes");
     assert_eq!(inspect[0]["Driver"], "local");
+    assert_eq!((&inspect[0]["Labels"], &inspect[0]["Scope"]), (&serde_json::json!({}), &serde_json::json!("local")));
     let mountpoint = inspect[0]["Mountpoint"].as_str().unwrap();
     assert_eq!(std::fs::read_to_string(format!("{mountpoint}/a")).unwrap(), "kept\n");
     k.ok(&["volume", "rm", "notes"]);
@@ -65,6 +66,8 @@ fn the_images_volume_content_is_copied_into_a_new_volume() {
     let anon = names(&k);
     assert_eq!(anon.len(), 1, "{anon:?}");
     assert_eq!(anon[0].len(), 64);
+    let labels = k.ok(&["volume", "inspect", "-f", "{{json .Labels}}", &anon[0]]);
+    assert_eq!(labels.trim(), r#"{"com.docker.volume.anonymous":""}"#, "docker's mark of an anonymous volume");
     let vols = k.ok(&["inspect", "-f", "{{json .Config.Volumes}} {{(index .Mounts 0).Name}}", "one"]);
     assert_eq!(vols.trim(), format!("{{\"/data\":{{}}}} {}", anon[0]));
     // A named volume at that path is filled the same way, once; later content stays.
