@@ -241,3 +241,72 @@ fn run_pulls_a_missing_image_as_docker_does_and_pull_never_refuses() {
     let _ = registry.kill();
     let _ = registry.wait();
 }
+
+/// The same flags and commands under `docker run` (dockerd 20.10) and `kiln run`, on the same
+/// image: the same output and exit status. Needs dockerd; skips without it.
+#[test]
+fn docker_and_kiln_run_agree_on_flags_and_volumes() {
+    use crate::image_compare::{docker_available, output_text, DockerImages, DOCKER};
+    use std::process::Command;
+    if !is_root() || !docker_available() {
+        eprintln!("skipping: needs root and a running dockerd");
+        return;
+    }
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+    );
+    let base = format!("rfh-bb-{unique}:1");
+    let img = format!("rfh-vol-{unique}:1");
+    let named = format!("rfh-named-{unique}");
+    let docker = DockerImages { tags: vec![img.clone(), base.clone()] };
+    let tar = busybox_rootfs();
+    docker.run(&["import", tar.to_str().unwrap(), &base]);
+    let k = Kiln::new();
+    k.ok(&["import", tar.to_str().unwrap(), &base]);
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {base}\nRUN mkdir -p /data/sub && echo seed > /data/sub/file && ln -s /etc/passwd /data/link \
+             && chown -R 1000:1000 /data && chmod 0750 /data\nVOLUME /data\n"
+        ),
+    )
+    .unwrap();
+    docker.run(&["build", "-q", "--network", "none", "-t", &img, ctx.to_str().unwrap()]);
+    k.ok(&["build", "-q", "-t", &img, ctx.to_str().unwrap()]);
+    let named_mount = format!("{named}:/data");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--read-only", "-w", "/newdir"], "pwd; touch x; echo $?"),
+        (vec!["--read-only", "--tmpfs", "/tmp"], "touch /tmp/a && echo tmp; touch /dev/shm/b && echo shm"),
+        (vec!["--cap-drop", "ALL"], "grep Cap /proc/self/status; chown 1 /etc/passwd"),
+        (vec!["--cap-add", "NET_ADMIN", "--cap-drop", "chown"], "grep CapEff /proc/self/status"),
+        // Not --privileged: this machine's bounding set lacks CAP_SYS_RESOURCE, and runc then
+        // refuses to start any privileged container ("unable to apply caps"); kiln gives it
+        // every capability the machine has (see privileged_drops_the_seccomp_filter_…).
+        (vec!["--init"], "tr '\\0' ' ' < /proc/1/cmdline"),
+        (vec!["--add-host", "db:10.1.2.3", "--add-host", "v6:::1"], "grep -E 'db|v6' /etc/hosts"),
+        (vec![], "cat /data/sub/file; stat -c '%u %g %a' /data /data/sub; readlink /data/link"),
+        (vec!["-v", &named_mount], "cat /data/sub/file; stat -c '%u %a' /data; echo x > /data/new"),
+        (vec!["-v", &named_mount], "ls /data"),
+        (vec!["-v", "/scratch"], "stat -c '%u %a' /scratch; touch /scratch/x && echo w"),
+        (vec!["--mount", "type=tmpfs,target=/t,tmpfs-size=1m"], "stat -c %a /t; df -k /t | tail -1 | awk '{print $2}'"),
+    ];
+    let mut mismatches = Vec::new();
+    for (flags, script) in &cases {
+        let mut args = vec!["run", "--rm", "--network", "none"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[img.as_str(), "sh", "-c", script]);
+        let theirs = Command::new(DOCKER).args(&args).output().unwrap();
+        let ours = k.run(&args);
+        let show = |o: &std::process::Output| format!("{:?} {}", o.status.code(), output_text(o));
+        if show(&theirs) != show(&ours) {
+            mismatches.push(format!("{flags:?} {script}\n  docker: {}\n  kiln:   {}", show(&theirs), show(&ours)));
+        }
+    }
+    let _ = Command::new(DOCKER).args(["volume", "rm", "-f", &named]).output();
+    drop(docker);
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
