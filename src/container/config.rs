@@ -303,9 +303,35 @@ pub fn prepare(store: &Store, container: &Container) -> Result<Prepared> {
         capabilities: Some(capabilities),
         readonly_root: config.readonly_rootfs,
         unmasked_paths: config.privileged,
+        devices: if config.privileged { host_devices() } else { Vec::new() },
         ..Default::default()
     };
     Ok(Prepared { spec, lease })
+}
+
+/// The host's device nodes under `/dev` (what docker gives a privileged container), as runc lists
+/// them: subdirectories too, not `pts`, `shm`, `mqueue`, `fd` nor symlinks.
+fn host_devices() -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = Vec::new();
+    let mut stack = vec![(PathBuf::from("/dev"), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else { continue };
+            let name = entry.file_name();
+            if kind.is_dir() {
+                let skip = depth == 0 && matches!(name.to_str(), Some("pts" | "shm" | "mqueue" | "fd"));
+                if !skip && depth < 4 && !name.to_string_lossy().starts_with('.') {
+                    stack.push((entry.path(), depth + 1));
+                }
+            } else if kind.is_char_device() || kind.is_block_device() {
+                out.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 fn runtime_mount(store: &Store, mount: &Mount) -> Result<MountSpec> {

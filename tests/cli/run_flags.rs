@@ -96,6 +96,23 @@ fn privileged_drops_the_seccomp_filter_and_the_masked_paths() {
     assert!(plain.contains("Seccomp:\t2") && plain.ends_with("1\n"), "{plain}");
     let privileged = status(&["--privileged"]);
     assert!(privileged.contains("Seccomp:\t0") && privileged.ends_with("0\n"), "{privileged}");
+    // The host's devices, as docker gives them (the block devices here: loop devices, disks).
+    let host_block: Vec<String> = std::fs::read_dir("/dev")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::os::unix::fs::FileTypeExt::is_block_device(&e.file_type().unwrap()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let list = "find /dev -maxdepth 1 -type b | sort";
+    assert_eq!(k.ok(&["run", "--rm", "busybox", "sh", "-c", list]), "", "no host device without --privileged");
+    let seen = k.ok(&["run", "--rm", "--privileged", "busybox", "sh", "-c", list]);
+    let mut wanted: Vec<String> = host_block.iter().map(|n| format!("/dev/{n}")).collect();
+    wanted.sort();
+    assert_eq!(seen.lines().collect::<Vec<_>>(), wanted);
+    assert_eq!(
+        k.ok(&["run", "--rm", "--privileged", "busybox", "sh", "-c", "cat /dev/null; stat -c %t,%T /dev/null"]),
+        "1,3\n"
+    );
 }
 
 #[test]

@@ -146,6 +146,10 @@ pub struct ContainerSpec {
     /// Mount the root read-only (docker's `--read-only`); `/dev`, `/proc`, the caller's mounts
     /// and the runtime's files keep their own modes.
     pub readonly_root: bool,
+    /// Host device nodes (absolute paths under `/dev`) bound at the same path in the container's
+    /// `/dev` (docker's `--privileged` gives every host device). Those the runtime makes itself
+    /// (`/dev/null`, `/dev/pts`, …) are left out.
+    pub devices: Vec<PathBuf>,
     /// Docker's `--privileged` for the mounts: no masked or read-only paths in `/proc` and `/sys`,
     /// and `/sys` read-write.
     pub unmasked_paths: bool,

@@ -247,6 +247,12 @@ fn mount(source: Source, target: &str, attrs: Attrs, create: Create) -> MountOp 
     MountOp::Mount { source, target: target.to_string(), attrs, create, keep_dirs: false }
 }
 
+/// What the runtime makes in `/dev` itself (host devices of these names are not bound).
+const RUNTIME_DEV: &[&str] = &[
+    "null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue", "ptmx", "fd", "stdin", "stdout",
+    "stderr", "core", "console",
+];
+
 /// Where the caller may mount under `/dev`: BuildKit's `/dev/pipes/` (heredoc scripts). The
 /// directory is made on demand in the container's own `/dev` tmpfs.
 const DEV_PIPES: &str = "/dev/pipes";
@@ -299,6 +305,20 @@ pub fn mount_plan(spec: &ContainerSpec) -> Result<Vec<MountOp>, ContainerError> 
         ("/dev/core", "/proc/kcore"),
     ] {
         plan.push(MountOp::Symlink { path: path.to_string(), link: link.to_string() });
+    }
+
+    for device in &spec.devices {
+        let path = device.to_str().ok_or_else(|| invalid(format!("device {} is not UTF-8", device.display())))?;
+        let clean = clean_target(path).map_err(invalid)?;
+        let name = clean.strip_prefix("/dev/").filter(|n| !n.is_empty() && clean == path);
+        let Some(name) = name else {
+            return Err(invalid(format!("device {path} is not a path under /dev")));
+        };
+        let top = name.split('/').next().unwrap_or(name);
+        if RUNTIME_DEV.contains(&top) || top == "pipes" {
+            continue;
+        }
+        plan.push(mount(Source::Host(device.clone()), &clean, Attrs::NONE, Create::File));
     }
 
     let files_attrs = Attrs::RDONLY | nosuid_noexec_nodev;
@@ -653,5 +673,26 @@ mod tests {
         assert!(!sys_ro(&plan), "a privileged container's /sys is writable");
         let plain = mount_plan(&spec(Network::None, vec![])).unwrap();
         assert_eq!(plain.last(), Some(&MountOp::PivotRoot));
+    }
+
+    #[test]
+    fn host_devices_are_bound_under_dev_except_the_runtimes_own() {
+        let mut s = spec(Network::None, vec![]);
+        s.devices = ["/dev/loop0", "/dev/null", "/dev/net/tun", "/dev/pts/0"].iter().map(PathBuf::from).collect();
+        let plan = mount_plan(&s).unwrap();
+        let bound: Vec<&str> = plan
+            .iter()
+            .filter_map(|op| match op {
+                MountOp::Mount { source: Source::Host(p), target, .. } if p.starts_with("/dev") => {
+                    Some(target.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(bound, vec!["/dev/loop0", "/dev/net/tun"]);
+        for bad in ["/etc/passwd", "/dev/../etc/shadow", "/dev/", "dev/loop0"] {
+            s.devices = vec![PathBuf::from(bad)];
+            assert!(mount_plan(&s).is_err(), "{bad}");
+        }
     }
 }
