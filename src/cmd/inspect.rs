@@ -69,12 +69,9 @@ pub fn container_json(c: &crate::container::Container) -> Value {
     let status = state.status;
     let zero_time = |t: &str| if t.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { t.to_string() };
     let (mounts, host_mounts, tmpfs) = mounts_json(c);
-    let binds: Vec<String> = config
-        .mounts
-        .iter()
-        .filter(|m| m.kind == "bind")
-        .map(|m| format!("{}:{}{}", m.source, m.target, if m.readonly { ":ro" } else { "" }))
-        .collect();
+    let binds: Vec<String> =
+        config.mounts.iter().filter(|m| !m.bind_spec.is_empty()).map(|m| m.bind_spec.clone()).collect();
+    let binds = if binds.is_empty() { Value::Null } else { json!(binds) };
     let hostname = if config.hostname.is_empty() { r.short_id().to_string() } else { config.hostname.clone() };
     let mut log_config = serde_json::Map::new();
     if let Some(size) = config.log.max_size {
@@ -154,8 +151,8 @@ pub fn container_json(c: &crate::container::Container) -> Value {
     })
 }
 
-/// `Mounts` (what is mounted, docker's shape), `HostConfig.Mounts` (the `--mount` flags as
-/// given; kiln records every non-`-v` mount there) and `HostConfig.Tmpfs`.
+/// `Mounts` (what is mounted, docker's shape), `HostConfig.Mounts` (the `--mount` flags) and
+/// `HostConfig.Tmpfs`.
 fn mounts_json(c: &crate::container::Container) -> (Vec<Value>, Value, Value) {
     let store_root = c.dir.parent().and_then(|p| p.parent()).map(|p| p.to_path_buf()).unwrap_or_default();
     let config = &c.record.config;
@@ -173,7 +170,7 @@ fn mounts_json(c: &crate::container::Container) -> (Vec<Value>, Value, Value) {
         })
         .map(|m| {
             let volume = m.kind == "volume";
-            if !volume || !m.anonymous {
+            if m.bind_spec.is_empty() && !m.anonymous {
                 host_mounts
                     .push(json!({"Type": m.kind, "Source": m.source, "Target": m.target, "ReadOnly": m.readonly}));
             }

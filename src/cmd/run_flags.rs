@@ -124,7 +124,9 @@ fn add_host(text: &str) -> Result<String> {
 fn mounts(args: &RunArgs, image: &RunConfig) -> Result<Vec<Mount>> {
     let mut mounts = Vec::new();
     for v in &args.volumes {
-        mounts.push(parse_volume(v)?);
+        let mount = parse_volume(v)?;
+        let bind_spec = if mount.anonymous { String::new() } else { v.clone() };
+        mounts.push(Mount { bind_spec, ..mount });
     }
     for m in &args.mounts {
         mounts.push(parse_mount(m)?);

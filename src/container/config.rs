@@ -131,6 +131,10 @@ pub struct Mount {
     /// volume: made for this container (`-v /path`, an image VOLUME), removed by `rm -v`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub anonymous: bool,
+    /// The `-v` argument this mount came from (docker's `HostConfig.Binds`); empty for
+    /// `--mount`, `--tmpfs` and the image's VOLUMEs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bind_spec: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -27,6 +27,18 @@ fn a_named_volume_keeps_data_across_containers() {
     let out = k.run(&["run", "--rm", "-v", "notes:/n:ro", "busybox", "touch", "/n/b"]);
     assert_ne!(out.status.code(), Some(0), ":ro is read-only");
     k.ok(&["run", "--rm", "--mount", "type=volume,source=notes,target=/m", "busybox", "test", "-f", "/m/a"]);
+    let id = k.ok(&["create", "-v", "notes:/n:ro", "--mount", "type=volume,src=notes,dst=/m", "busybox", "true"]);
+    let shown = k.ok(&[
+        "inspect",
+        "-f",
+        "{{json .HostConfig.Binds}} {{json .HostConfig.Mounts}} {{range .Mounts}}{{.Name}}:{{.Destination}}:{{.RW}} {{end}}",
+        id.trim(),
+    ]);
+    assert_eq!(
+        shown.trim(),
+        r#"["notes:/n:ro"] [{"ReadOnly":false,"Source":"notes","Target":"/m","Type":"volume"}] notes:/n:false notes:/m:true"#
+    );
+    k.ok(&["rm", id.trim()]);
     assert_eq!(names(&k), vec!["notes"], "--rm keeps a named volume");
     assert_eq!(k.ok(&["volume", "ls"]), "DRIVER    VOLUME NAME\nlocal     notes\n");
     let inspect: serde_json::Value = serde_json::from_str(&k.ok(&["volume", "inspect", "notes"])).unwrap();
