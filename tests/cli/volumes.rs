@@ -113,6 +113,17 @@ fn a_volume_in_use_is_not_removed_and_prune_takes_only_unused_anonymous_ones() {
     assert_eq!(err.trim(), format!("Error: remove kept: volume is in use - [{id}]"));
     assert!(names(&k).contains(&"kept".to_string()));
     assert_eq!(k.ok(&["volume", "ls", "-q", "--filter", "label=env=test"]), "kept\n");
+    assert_eq!(
+        k.ok(&["volume", "ls", "--filter", "name=kep", "--format", "{{.Name}} {{.Driver}} {{.Labels}}"]),
+        "kept local env=test\n"
+    );
+    assert_eq!(
+        k.ok(&["volume", "ls", "--filter", "name=kept", "--format", "table {{.Name}}\t{{.Scope}}"]),
+        "VOLUME NAME   SCOPE\nkept          local\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(k.ok(&["volume", "ls", "--filter", "name=kept", "--format", "json"]).trim()).unwrap();
+    assert_eq!(json["Name"], "kept");
     assert_eq!(k.ok(&["volume", "ls", "-q", "--filter", "dangling=true"]), "");
     // In use: prune leaves everything.
     assert_eq!(k.ok(&["volume", "prune", "-f"]), "Total reclaimed space: 0B\n");
