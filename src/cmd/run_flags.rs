@@ -190,6 +190,10 @@ pub fn parse_volume(text: &str) -> Result<Mount> {
         return Ok(Mount { readonly, no_copy, ..anonymous(target) });
     }
     if source.starts_with('/') {
+        // docker creates a missing host directory for `-v` (not for `--mount`).
+        if fs::symlink_metadata(source).is_err() {
+            fs::create_dir_all(source).with_context(|| format!("error while creating mount source path '{source}'"))?;
+        }
         let host = fs::canonicalize(source).with_context(|| format!("volume source {source}"))?;
         let host = host.to_str().with_context(|| format!("volume source {source}: not UTF-8"))?.to_string();
         return Ok(Mount {
@@ -394,6 +398,12 @@ mod tests {
         for bad in ["../x:/data", "a/b:/data", "x:data", "/tmp:/data:bogus", "a:b:c:d"] {
             assert!(parse_volume(bad).is_err(), "{bad}");
         }
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("new/sub");
+        let m = parse_volume(&format!("{}:/data", missing.display())).unwrap();
+        assert!(missing.is_dir(), "docker makes a missing -v source");
+        assert_eq!(m.source, missing.to_str().unwrap());
+        assert!(parse_mount(&format!("type=bind,source={},target=/x", dir.path().join("other").display())).is_err());
         let err = parse_volume("../etc:/data").unwrap_err().to_string();
         assert!(err.contains("includes invalid characters for a local volume name"), "{err}");
     }
