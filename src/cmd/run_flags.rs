@@ -330,6 +330,9 @@ fn healthcheck(args: &RunArgs, image: &RunConfig) -> Result<Option<HealthConfig>
             if *into < 0 {
                 bail!("--{flag} cannot be negative");
             }
+            if *into != 0 && *into < 1_000_000 {
+                bail!("--{flag} cannot be less than 1ms");
+            }
         }
         Ok(())
     };

@@ -72,11 +72,21 @@ pub struct ContainerConfig {
 #[serde(rename_all = "PascalCase", default)]
 pub struct HealthConfig {
     /// `[]` (inherit), `["NONE"]`, `["CMD", args…]` or `["CMD-SHELL", command]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub test: Vec<String>,
+    // Zero fields are left out, as docker's JSON does (`omitempty`).
+    #[serde(skip_serializing_if = "is_zero")]
     pub interval: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub timeout: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub start_period: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub retries: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// Where docker-init comes from: Debian's static tini (package `tini`).

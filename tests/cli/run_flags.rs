@@ -203,7 +203,7 @@ fn labels_and_health_checks_are_recorded_as_docker_shows_them() {
     let health = k.ok(&["inspect", "-f", "{{json .Config.Healthcheck}}", id]);
     assert_eq!(
         health.trim(),
-        r#"{"Interval":30000000000,"Retries":3,"StartPeriod":0,"Test":["CMD-SHELL","wget -q -O- localhost || exit 1"],"Timeout":0}"#
+        r#"{"Interval":30000000000,"Retries":3,"Test":["CMD-SHELL","wget -q -O- localhost || exit 1"]}"#
     );
     let host = k.ok(&[
         "inspect",
@@ -213,8 +213,28 @@ fn labels_and_health_checks_are_recorded_as_docker_shows_them() {
     ]);
     assert_eq!(host.trim(), r#"true ["NET_ADMIN"] ["db:10.0.0.1"]"#);
     assert_eq!(k.ok(&["ps", "-a", "--filter", "label=team=web", "-q"]).trim(), &id[..12]);
+    // The image's HEALTHCHECK, with single fields overridden; --no-healthcheck disables it.
+    let ctx = k.path("hc");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nHEALTHCHECK --interval=5s CMD true\nCMD [\"true\"]\n")
+        .unwrap();
+    k.ok(&["build", "-q", "-t", "hc:1", ctx.to_str().unwrap()]);
+    let health_of = |args: &[&str]| {
+        let mut all = vec!["create"];
+        all.extend_from_slice(args);
+        all.push("hc:1");
+        let id = k.ok(&all);
+        k.ok(&["inspect", "-f", "{{json .Config.Healthcheck}}", id.trim()]).trim().to_string()
+    };
+    assert_eq!(
+        health_of(&["--health-retries", "7"]),
+        r#"{"Interval":5000000000,"Retries":7,"Test":["CMD-SHELL","true"]}"#
+    );
+    assert_eq!(health_of(&["--no-healthcheck"]), r#"{"Test":["NONE"]}"#);
     let err = k.fails(&["create", "--health-interval", "10", "busybox", "true"]);
     assert!(err.contains("missing unit in duration"), "{err}");
+    let err = k.fails(&["create", "--health-timeout", "10us", "busybox", "true"]);
+    assert!(err.contains("--health-timeout cannot be less than 1ms"), "{err}");
     let err = k.fails(&["create", "--no-healthcheck", "--health-cmd", "true", "busybox", "true"]);
     assert!(err.contains("conflicts"), "{err}");
 }
