@@ -11,6 +11,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
+    /// A docker.io pull-through mirror (http(s)://host[:port]), tried before docker.io; may be
+    /// repeated, and replaces the config file's registry-mirrors
+    #[arg(long = "registry-mirror", global = true, value_name = "URL")]
+    pub registry_mirrors: Vec<String>,
+
     /// No command: kiln prints its help, as docker does.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -504,10 +509,16 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
+    /// The flags, plus the config file's registry mirrors and insecure registries.
     pub fn client_options(
         &self,
         credentials: Option<kiln_cas::registry::Credentials>,
-    ) -> kiln_cas::registry::ClientOptions {
-        kiln_cas::registry::ClientOptions { insecure: !self.tls_verify, credentials, cert_dir: self.cert_dir.clone() }
+    ) -> anyhow::Result<kiln_cas::registry::ClientOptions> {
+        crate::config::client_options(kiln_cas::registry::ClientOptions {
+            insecure: !self.tls_verify,
+            credentials,
+            cert_dir: self.cert_dir.clone(),
+            ..Default::default()
+        })
     }
 }

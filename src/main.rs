@@ -2,6 +2,7 @@
 
 mod cli;
 mod cmd;
+mod config;
 #[allow(dead_code)] // wired into the commands next
 mod container;
 mod output;

@@ -48,7 +48,7 @@ pub fn login(args: LoginArgs) -> Result<ExitCode> {
         bail!("login: the password is empty");
     }
     let credentials = Credentials { username, password };
-    let client = Client::connect(&registry, args.tls.client_options(Some(credentials.clone()))).context("login")?;
+    let client = Client::connect(&registry, args.tls.client_options(Some(credentials.clone()))?).context("login")?;
     client.check_login().context("login")?;
     let path = docker_config_path()?;
     save_credentials(&path, &registry, &credentials).context("login: saving credentials")?;

@@ -40,6 +40,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         crate::output::out!("{}", <Cli as clap::CommandFactory>::command().render_help());
         return Ok(ExitCode::SUCCESS);
     };
+    crate::config::set_flag_mirrors(cli.registry_mirrors);
     if let Command::Version(args) = &command {
         return version(args.format.as_deref());
     }
@@ -145,7 +146,7 @@ fn default_root() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/kiln"))
 }
 
-fn nix_is_root() -> bool {
+pub(crate) fn nix_is_root() -> bool {
     // The owner of /proc/self is our effective uid; avoids unsafe geteuid() in the binary crate.
     std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
 }

@@ -133,6 +133,11 @@ pub struct ClientOptions {
     /// certificate) are in this directory instead of `/etc/containers/certs.d/<registry>/` and
     /// `/etc/docker/certs.d/<registry>/`.
     pub cert_dir: Option<PathBuf>,
+    /// docker.io's pull-through mirrors (`registry-mirrors`), tried in order before docker.io
+    /// by [`super::pull_with_mirrors`].
+    pub mirrors: Vec<super::Mirror>,
+    /// `insecure-registries`: registries reached as with `insecure`.
+    pub insecure_registries: Vec<super::InsecureRegistry>,
 }
 
 /// A manifest or index as the registry sent it.
@@ -277,6 +282,8 @@ impl Client {
     /// directory is reached over plain HTTP, or with `insecure` over HTTPS without checks first.
     pub fn connect(registry: &str, options: ClientOptions) -> Result<Client> {
         crate::reference::check_registry_port(registry)?;
+        let mut options = options;
+        options.insecure |= super::mirror::is_insecure(registry, &options.insecure_registries);
         let endpoint = if registry == crate::reference::DEFAULT_DOMAIN { "registry-1.docker.io" } else { registry };
         let credentials = match options.credentials {
             Some(c) => Some(c),
@@ -342,6 +349,34 @@ impl Client {
             Err(PingError::SpeaksHttps) => Err(client.error(None, "GET /v2/ answered 400")),
             Err(PingError::Other(e)) => Err(e),
         }
+    }
+
+    /// Connects to a docker.io mirror at its URL (with its own credentials and certificates, by
+    /// its `host[:port]`); an `https://` mirror listed in `insecure-registries` (or with
+    /// `insecure`) is reached without certificate checks.
+    pub fn connect_mirror(mirror: &super::Mirror, options: &ClientOptions) -> Result<Client> {
+        let authority = mirror.authority();
+        let insecure = options.insecure || super::mirror::is_insecure(authority, &options.insecure_registries);
+        let timeouts = Timeouts::from_env()?;
+        let certs = registry_certs(authority, options.cert_dir.as_deref(), &CERTS_D)?;
+        let roots = certs.as_ref().map_or_else(|| roots_with(&[]), |c| roots_with(&c.cas));
+        let client_cert = certs.as_ref().and_then(|c| c.client.clone());
+        let client = Client {
+            agent: agent(tls_config(!insecure, &roots, client_cert.as_ref().map(|(cert, _)| cert)), &timeouts),
+            base: mirror.base_url(),
+            registry: authority.to_string(),
+            credentials: super::auth::credentials_for(authority)?,
+            auth: Mutex::new(AuthState::default()),
+            timeouts,
+        };
+        client.ping().map_err(|e| match e {
+            PingError::Transport(why) => client.error(None, format!("cannot reach the mirror: {why}")),
+            PingError::SpeaksHttps => {
+                client.error(None, format!("the mirror speaks only HTTPS: use https:// in {mirror}"))
+            }
+            PingError::Other(e) => e,
+        })?;
+        Ok(client)
     }
 
     /// The registry as references name it.
