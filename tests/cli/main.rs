@@ -17,6 +17,7 @@ mod image_compare;
 mod images;
 mod import;
 mod load;
+mod login_prompt;
 mod mirrors;
 mod net_timeouts;
 mod registry;
