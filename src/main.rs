@@ -3,7 +3,6 @@
 mod cli;
 mod cmd;
 mod config;
-#[allow(dead_code)] // wired into the commands next
 mod container;
 mod output;
 mod progress;
