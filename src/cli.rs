@@ -79,6 +79,8 @@ pub enum Command {
     Search(SearchArgs),
     /// Show the kiln version
     Version(VersionArgs),
+    /// Display system-wide information (store, storage, cgroups, network tool, registries)
+    Info(InfoArgs),
     /// Manage images
     #[command(arg_required_else_help = true)]
     Image {
@@ -204,6 +206,15 @@ pub enum SystemCommand {
     Df,
     /// Check every blob against its digest, every image's closure and every unpacked layer
     Fsck(FsckArgs),
+    /// Display system-wide information
+    Info(InfoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// Format the output: "json", or a Go template such as '{{.Driver}}' or '{{json .RegistryConfig}}'
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
 }
 
 #[derive(Args, Debug)]

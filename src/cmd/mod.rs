@@ -5,6 +5,7 @@ mod builder;
 mod history;
 mod images;
 mod import;
+mod info;
 mod inspect;
 mod load;
 mod login;
@@ -123,6 +124,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Image { command: ImageCommand::Prune(args) } => prune::run(|| open(LockMode::Exclusive), args),
         Command::Builder { command: BuilderCommand::Prune(args) } => builder::prune(|| open(LockMode::Exclusive), args),
+        Command::Info(args) | Command::System { command: SystemCommand::Info(args) } => {
+            info::run(&open(LockMode::Shared)?, args)
+        }
         Command::System { command: SystemCommand::Df } => system::df(&open(LockMode::Shared)?),
         Command::System { command: SystemCommand::Fsck(args) } => system::fsck(&open(LockMode::Shared)?, args),
         Command::Pull(args) | Command::Image { command: ImageCommand::Pull(args) } => {
