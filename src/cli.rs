@@ -475,7 +475,7 @@ pub struct ContainerPruneArgs {
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// Rootfs tarball, or - for stdin
+    /// Rootfs tarball: a file, an http:// or https:// URL, or - for stdin
     pub file: String,
     /// Reference to tag the image as
     pub reference: Option<String>,

@@ -16,6 +16,7 @@ mod faults;
 mod image_compare;
 mod images;
 mod import;
+mod import_url;
 mod info;
 mod load;
 mod login_prompt;

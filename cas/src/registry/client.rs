@@ -1564,6 +1564,113 @@ impl Read for BlobStream<'_> {
     }
 }
 
+/// The most `kiln import URL` downloads unless `$KILN_IMPORT_MAX_SIZE` (bytes) says otherwise.
+pub const DOWNLOAD_LIMIT: u64 = 64 << 30;
+/// The environment variable that sets the download limit of `kiln import URL`, in bytes.
+pub const DOWNLOAD_LIMIT_ENV: &str = "KILN_IMPORT_MAX_SIZE";
+
+/// The body of an `http://` or `https://` URL (for `kiln import URL`), as a stream: HTTPS checked
+/// against the machine's CAs, redirects followed (at most 10), the registry client's timeouts
+/// (`KILN_NET_TIMEOUT`), and at most `$KILN_IMPORT_MAX_SIZE` bytes (64 GiB by default). Errors
+/// name the URL.
+pub fn download(url: &str) -> Result<Download> {
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(Error::invalid(format!("URL {}", cut(url, 200)), "only http:// and https:// URLs can be imported"));
+    }
+    let shown = shown_url(url);
+    let fail = |why: String| Error::invalid(format!("GET {shown}"), why);
+    let limit = match std::env::var(DOWNLOAD_LIMIT_ENV) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| Error::invalid(format!("{DOWNLOAD_LIMIT_ENV}={}", cut(&text, 40)), "not a number of bytes"))?,
+        Err(_) => DOWNLOAD_LIMIT,
+    };
+    let timeouts = Timeouts::from_env()?;
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(MAX_REDIRECTS as u32)
+        .tls_config(tls_config(true, &roots_with(&[]), None))
+        .timeout_connect(Some(timeouts.connect))
+        .timeout_send_request(Some(timeouts.idle))
+        .timeout_recv_response(Some(timeouts.response))
+        .timeout_per_read(Some(timeouts.idle))
+        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+        .accept_encoding("identity")
+        .build()
+        .new_agent();
+    let mut resp = agent.get(url).call().map_err(|e| fail(transport_error(&e, &timeouts)))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let reason = status.canonical_reason().unwrap_or("");
+        let _ = read_error_body(&mut resp);
+        return Err(fail(format!("the server answered {} {reason}", status.as_u16())));
+    }
+    let announced = header(&resp, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(size) = announced.filter(|size| *size > limit) {
+        return Err(fail(format!("{size} bytes is more than the limit of {limit} ({DOWNLOAD_LIMIT_ENV})")));
+    }
+    let failure = Arc::default();
+    Ok(Download { body: resp.into_body().into_reader(), shown, limit, read: 0, timeouts, failure })
+}
+
+/// A URL for messages: without a user name or password.
+fn shown_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else { return cut(url, 200) };
+    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => cut(&format!("{}{}", &url[..start], &url[start + at + 1..]), 200),
+        None => cut(url, 200),
+    }
+}
+
+/// A download in progress; reading past the limit, or a timeout, is an error naming the URL.
+pub struct Download {
+    body: ureq::BodyReader<'static>,
+    shown: String,
+    limit: u64,
+    read: u64,
+    timeouts: Timeouts,
+    failure: Arc<OnceLock<String>>,
+}
+
+impl Download {
+    /// The URL, for messages (credentials left out).
+    pub fn url(&self) -> &str {
+        &self.shown
+    }
+
+    /// Where the reason the download failed (a timeout, the size limit) is kept, for the one
+    /// line that reports it: readers of the stream (a tar parser) may hide it behind their own.
+    pub fn failure(&self) -> Arc<OnceLock<String>> {
+        self.failure.clone()
+    }
+
+    fn fail(&self, why: String) -> io::Error {
+        let _ = self.failure.set(why.clone());
+        io::Error::other(why)
+    }
+}
+
+impl Read for Download {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = match self.body.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let why = self.timeouts.describe_io(&e);
+                return Err(self.fail(format!("download failed: {why}")));
+            }
+        };
+        self.read += n as u64;
+        if self.read > self.limit {
+            let why = format!("larger than the limit of {} bytes ({DOWNLOAD_LIMIT_ENV})", self.limit);
+            return Err(self.fail(why));
+        }
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
