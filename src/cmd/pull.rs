@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use kiln_cas::registry::{pull_with_mirrors, Client, ClientOptions, LayerStatus, Platform, PullEvent};
+use kiln_cas::registry::{list_tags_with_mirrors, pull_with_mirrors, ClientOptions, LayerStatus, Platform, PullEvent};
 use kiln_cas::{Reference, Store};
 
 use crate::cli::PullArgs;
@@ -30,8 +30,7 @@ pub fn run(store: &Store, args: PullArgs) -> Result<ExitCode> {
         pull_one(store, &options, &reference, &platform, args.quiet)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let client = Client::connect(reference.domain(), options.clone()).context("pull")?;
-    let mut tags = client.list_tags(reference.path()).context("pull")?;
+    let mut tags = list_tags_with_mirrors(&reference, &options).context("pull")?;
     tags.sort();
     if tags.is_empty() {
         bail!("pull: {} has no tags", reference.familiar_repository());

@@ -98,6 +98,13 @@ fn docker_io_pulls_try_the_mirrors_in_order_then_docker_io() {
     assert_eq!(kiln.store_state(), before);
     kiln.assert_fsck_clean();
 
+    // pull --all-tags lists the tags on the mirror too.
+    let all = Kiln::new();
+    std::fs::copy(kiln.config_path(), all.config_path()).unwrap();
+    let out = expect_success(&["pull", "-a"], run(&all, &["pull", "-a", "busybox"]));
+    assert!(out.contains("docker.io/library/busybox:latest"), "{out}");
+    assert_eq!(all.image_id("busybox:latest"), id);
+
     // Images of other registries never go to a mirror.
     let err = expect_failure(&["pull"], run(&kiln, &["pull", "127.0.0.1:1/library/busybox"]));
     assert!(!err.contains(&format!(":{}", full.port)), "{err}");

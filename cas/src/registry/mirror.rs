@@ -184,6 +184,29 @@ pub fn pull_with_mirrors(
     }
 }
 
+/// The tags of `reference`'s repository, asked of docker.io's mirrors first as
+/// [`pull_with_mirrors`] does (for `pull --all-tags`).
+pub fn list_tags_with_mirrors(reference: &Reference, options: &ClientOptions) -> Result<Vec<String>> {
+    let mut mirror_errors = Vec::new();
+    if reference.domain() == DEFAULT_DOMAIN {
+        for mirror in &options.mirrors {
+            match Client::connect_mirror(mirror, options).and_then(|client| client.list_tags(reference.path())) {
+                Ok(tags) => return Ok(tags),
+                Err(e) => mirror_errors.push(e.to_string()),
+            }
+        }
+    }
+    let direct = Client::connect(reference.domain(), options.clone()).and_then(|c| c.list_tags(reference.path()));
+    match direct {
+        Ok(tags) => Ok(tags),
+        Err(e) if mirror_errors.is_empty() => Err(e),
+        Err(e) => Err(Error::Registry {
+            what: reference.familiar_repository(),
+            why: format!("{e} (after the mirrors failed: {})", mirror_errors.join("; ")),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ pub mod push;
 pub use auth::Credentials;
 pub use cache::{pull_cache, push_cache, CacheImport};
 pub use client::{Client, ClientOptions};
-pub use mirror::{pull_with_mirrors, InsecureRegistry, Mirror};
+pub use mirror::{list_tags_with_mirrors, pull_with_mirrors, InsecureRegistry, Mirror};
 pub use pull::{pull_image, LayerStatus, Platform, PullEvent, PullOutcome};
 pub use push::{push_image, BlobStatus, LayerCompression, PushOutcome};
 
