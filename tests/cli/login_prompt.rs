@@ -39,6 +39,34 @@ fn wait_for(output: &Mutex<Vec<u8>>, text: &str) {
     panic!("no {text:?} in {:?}", String::from_utf8_lossy(&output.lock().unwrap()));
 }
 
+/// Waits until the terminal of the `kiln` process under `script` (pid `root`) has echo off: the
+/// prompt is printed just before, so typing at once could race it.
+fn wait_for_echo_off(root: u32) {
+    fn descendants(pid: u32, out: &mut Vec<u32>) {
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            out.push(child);
+            descendants(child, out);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let mut pids = Vec::new();
+        descendants(root, &mut pids);
+        let kiln = pids
+            .into_iter()
+            .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "kiln"));
+        if let Some(tty) = kiln.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/fd/0")).ok()) {
+            let out = Command::new("stty").arg("-F").arg(&tty).arg("-a").output().unwrap();
+            if String::from_utf8_lossy(&out.stdout).split_whitespace().any(|flag| flag == "-echo") {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("kiln never turned the terminal's echo off");
+}
+
 #[test]
 fn login_prompts_for_user_and_password_on_a_terminal_without_echo() {
     if !registry_installed() || !have_tool("script") {
@@ -88,8 +116,7 @@ fn login_prompts_for_user_and_password_on_a_terminal_without_echo() {
     wait_for(&output, "Username: ");
     stdin.write_all(b"alice\n").unwrap();
     wait_for(&output, "Password: ");
-    // Give kiln a moment to turn echo off after printing the prompt.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_echo_off(child.id());
     stdin.write_all(b"s3cr3t-pw\n").unwrap();
     wait_for(&output, "Login Succeeded");
     drop(stdin);
