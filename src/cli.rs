@@ -11,6 +11,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
+    /// A docker.io pull-through mirror (http(s)://host[:port]), tried before docker.io; may be
+    /// repeated, and replaces the config file's registry-mirrors
+    #[arg(long = "registry-mirror", global = true, value_name = "URL")]
+    pub registry_mirrors: Vec<String>,
+
     /// No command: kiln prints its help, as docker does.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -74,6 +79,8 @@ pub enum Command {
     Search(SearchArgs),
     /// Show the kiln version
     Version(VersionArgs),
+    /// Display system-wide information (store, storage, cgroups, network tool, registries)
+    Info(InfoArgs),
     /// Manage images
     #[command(arg_required_else_help = true)]
     Image {
@@ -199,6 +206,15 @@ pub enum SystemCommand {
     Df,
     /// Check every blob against its digest, every image's closure and every unpacked layer
     Fsck(FsckArgs),
+    /// Display system-wide information
+    Info(InfoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// Format the output: "json", or a Go template such as '{{.Driver}}' or '{{json .RegistryConfig}}'
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -459,7 +475,7 @@ pub struct ContainerPruneArgs {
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// Rootfs tarball, or - for stdin
+    /// Rootfs tarball: a file, an http:// or https:// URL, or - for stdin
     pub file: String,
     /// Reference to tag the image as
     pub reference: Option<String>,
@@ -649,10 +665,16 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
+    /// The flags, plus the config file's registry mirrors and insecure registries.
     pub fn client_options(
         &self,
         credentials: Option<kiln_cas::registry::Credentials>,
-    ) -> kiln_cas::registry::ClientOptions {
-        kiln_cas::registry::ClientOptions { insecure: !self.tls_verify, credentials, cert_dir: self.cert_dir.clone() }
+    ) -> anyhow::Result<kiln_cas::registry::ClientOptions> {
+        crate::config::client_options(kiln_cas::registry::ClientOptions {
+            insecure: !self.tls_verify,
+            credentials,
+            cert_dir: self.cert_dir.clone(),
+            ..Default::default()
+        })
     }
 }

@@ -5,6 +5,7 @@ mod builder;
 mod history;
 mod images;
 mod import;
+mod info;
 mod inspect;
 mod load;
 mod login;
@@ -44,6 +45,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         crate::output::out!("{}", <Cli as clap::CommandFactory>::command().render_help());
         return Ok(ExitCode::SUCCESS);
     };
+    crate::config::set_flag_mirrors(cli.registry_mirrors);
     if let Command::Version(args) = &command {
         return version(args.format.as_deref());
     }
@@ -122,6 +124,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Image { command: ImageCommand::Prune(args) } => prune::run(|| open(LockMode::Exclusive), args),
         Command::Builder { command: BuilderCommand::Prune(args) } => builder::prune(|| open(LockMode::Exclusive), args),
+        Command::Info(args) | Command::System { command: SystemCommand::Info(args) } => {
+            info::run(&open(LockMode::Shared)?, args)
+        }
         Command::System { command: SystemCommand::Df } => system::df(&open(LockMode::Shared)?),
         Command::System { command: SystemCommand::Fsck(args) } => system::fsck(&open(LockMode::Shared)?, args),
         Command::Pull(args) | Command::Image { command: ImageCommand::Pull(args) } => {
@@ -179,7 +184,7 @@ fn default_root() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/kiln"))
 }
 
-fn nix_is_root() -> bool {
+pub(crate) fn nix_is_root() -> bool {
     // The owner of /proc/self is our effective uid; avoids unsafe geteuid() in the binary crate.
     std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
 }
