@@ -281,10 +281,33 @@ pub struct RunArgs {
     /// Security options: seccomp=unconfined (no filter) or seccomp=FILE (a docker seccomp profile); docker's default profile otherwise
     #[arg(long = "security-opt")]
     pub security_opts: Vec<String>,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
     pub image: String,
     /// Command and arguments (override the image's CMD)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+/// `run`/`create`: resource limits, applied through the container's cgroup.
+#[derive(Args, Debug, Default)]
+pub struct ResourceArgs {
+    /// Memory limit (a number with an optional unit b, k, m, g: 64m)
+    #[arg(short = 'm', long, value_name = "BYTES", value_parser = crate::container::resources::parse_memory)]
+    pub memory: Option<u64>,
+    /// Number of CPUs (a decimal: 0.5)
+    #[arg(long, value_name = "DECIMAL", value_parser = crate::container::resources::parse_cpus)]
+    pub cpus: Option<u64>,
+    /// Tune the container's pids limit (-1 for unlimited)
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = crate::container::resources::parse_pids_limit)]
+    pub pids_limit: Option<i64>,
+}
+
+impl ResourceArgs {
+    /// The limits, checked (docker's rules and this machine's cgroups).
+    pub fn resources(&self) -> anyhow::Result<crate::container::resources::Resources> {
+        crate::container::resources::Resources::from_flags(self.memory, self.cpus, self.pids_limit)
+    }
 }
 
 #[derive(Args, Debug)]

@@ -61,6 +61,7 @@ fn run_inner(store: &Store, args: RunArgs) -> Result<ExitCode> {
     };
     // Checked here, before anything is made; applied in run_in.
     seccomp_option(&args.security_opts)?;
+    args.resources.resources()?;
     let image_id = store.index()?.resolve(&args.image)?;
     let image = store.image(&image_id)?;
     let config = RunConfig::from_value(image.config_json().get("config"));
@@ -191,6 +192,7 @@ fn run_in(
         tty: args.tty,
         output: None,
         seccomp: seccomp_option(&args.security_opts).unwrap_or_default(),
+        cgroup: args.resources.resources().ok().map(|r| r.cgroup_spec(id)),
         ..Default::default()
     };
     match run_container(spec) {

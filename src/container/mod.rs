@@ -13,6 +13,7 @@
 //! writer of a running container's exit.
 
 pub mod config;
+pub mod resources;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -20,6 +20,7 @@ mod load;
 mod net_timeouts;
 mod registry;
 mod registry_tls;
+mod resources;
 mod robustness;
 mod run_cmd;
 mod run_steps;

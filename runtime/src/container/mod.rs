@@ -148,7 +148,8 @@ pub struct ContainerSpec {
     pub seccomp: Seccomp,
     /// Run in a cgroup of this name with these limits (`None`: in kiln's own cgroup, no
     /// limits, no OOM detection, nothing to pause). A cgroup left by an earlier start under the
-    /// same name is reused.
+    /// same name is reused. When there are no limits and the machine cannot make the cgroup
+    /// (none mounted, no permission), the container runs in kiln's own instead.
     pub cgroup: Option<CgroupSpec>,
 }
 
@@ -340,16 +341,23 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     let env = cstrings(&spec.env, "environment entry")?;
     let layers_scratch = LayersScratch::create(&spec)?;
     let cgroup = match &spec.cgroup {
-        Some(cg) => {
-            let cgroup = Cgroup::create(cg).map_err(|e| ContainerError::Setup {
-                step: format!("making the container's cgroup kiln/{}", cg.name),
-                source: io::Error::other(e),
-            })?;
-            let joining = cgroup.clone();
-            // First, so that no other hook runs while the process is outside its limits.
-            spec.on_created.insert(0, Box::new(move |pid| joining.add_pid(pid).map_err(io::Error::other)));
-            Some(RemoveOnDrop(Some(cgroup)))
-        }
+        // Without limits, a machine that cannot give the container a cgroup (none mounted, or
+        // not writable) runs it in kiln's own.
+        Some(cg) => match Cgroup::create(cg) {
+            Err(_) if cg.resources.is_empty() => None,
+            Err(e) => {
+                return Err(ContainerError::Setup {
+                    step: format!("making the container's cgroup kiln/{}", cg.name),
+                    source: io::Error::other(e),
+                })
+            }
+            Ok(cgroup) => {
+                let joining = cgroup.clone();
+                // First, so that no other hook runs while the process is outside its limits.
+                spec.on_created.insert(0, Box::new(move |pid| joining.add_pid(pid).map_err(io::Error::other)));
+                Some(RemoveOnDrop(Some(cgroup)))
+            }
+        },
         None => None,
     };
 
