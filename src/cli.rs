@@ -26,6 +26,12 @@ pub enum Command {
     Ps(PsArgs),
     /// Remove one or more containers
     Rm(RmArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(StatsArgs),
+    /// Pause all processes within one or more containers
+    Pause(PauseArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(PauseArgs),
     /// Import a rootfs tarball (plain, gzip or zstd) as a one-layer image
     Import(ImportArgs),
     /// Load images from a docker-archive or OCI archive (stdin by default)
@@ -125,6 +131,12 @@ pub enum ContainerCommand {
     Rm(RmArgs),
     /// Run a command in a new container
     Run(RunArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(StatsArgs),
+    /// Pause all processes within one or more containers
+    Pause(PauseArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(PauseArgs),
 }
 
 #[derive(Args, Debug)]
@@ -324,6 +336,29 @@ pub struct PsArgs {
     /// Format output: "table", "json", or a Go template such as '{{.ID}} {{.Names}}'
     #[arg(long)]
     pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Disable streaming stats and only pull the first result
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Do not truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Format output: "table", "json", or a Go template such as '{{.Name}} {{.CPUPerc}}'
+    #[arg(long)]
+    pub format: Option<String>,
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PauseArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
 }
 
 #[derive(Args, Debug)]

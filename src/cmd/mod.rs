@@ -16,6 +16,7 @@ mod rmi;
 mod run;
 mod save;
 mod search;
+mod stats;
 mod system;
 mod tag;
 
@@ -61,6 +62,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Rm(args) | Command::Container { command: ContainerCommand::Rm(args) } => {
             run::rm(&open(LockMode::Shared)?, args)
+        }
+        Command::Stats(args) | Command::Container { command: ContainerCommand::Stats(args) } => {
+            stats::stats(&open(LockMode::Shared)?, args)
+        }
+        Command::Pause(args) | Command::Container { command: ContainerCommand::Pause(args) } => {
+            stats::pause(&open(LockMode::Shared)?, args)
+        }
+        Command::Unpause(args) | Command::Container { command: ContainerCommand::Unpause(args) } => {
+            stats::unpause(&open(LockMode::Shared)?, args)
         }
         Command::Import(args) | Command::Image { command: ImageCommand::Import(args) } => {
             import::run(&open(LockMode::Shared)?, args)

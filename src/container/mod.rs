@@ -295,6 +295,7 @@ fn settle(dir: &Path, record: &mut Record) -> Result<()> {
         fresh.state.supervisor_pid = 0;
         fresh.state.finished_at = now();
         write_record(dir, &fresh)?;
+        resources::remove_leftover_cgroup(&fresh.id);
     }
     *record = fresh;
     Ok(())

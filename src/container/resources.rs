@@ -76,6 +76,14 @@ impl Resources {
     }
 }
 
+/// Removes container `id`'s cgroup if one was left behind (its supervisor was killed before it
+/// could), killing whatever is still in it.
+pub fn remove_leftover_cgroup(id: &str) {
+    if let Ok(cgroup) = kiln_runtime::cgroup::Cgroup::open(id) {
+        let _ = cgroup.remove();
+    }
+}
+
 /// docker's memory sizes (go-units `RAMInBytes`): a decimal number, optionally a space, then an
 /// optional unit b, k, m, g, t or p (any case, binary multiples, an optional `i` and `b`
 /// after it: `64m`, `1.5GiB`, `512kb`).
