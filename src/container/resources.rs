@@ -84,6 +84,26 @@ pub fn remove_leftover_cgroup(id: &str) {
     }
 }
 
+/// After `signal` was sent to the process of `container`: a paused container is thawed (and
+/// recorded running again) when the signal is SIGKILL or its stop signal, as docker does, so
+/// that the signal is delivered and the container ends instead of staying frozen.
+pub fn thaw_after_signal(container: &mut super::Container, signal: i32) -> Result<()> {
+    if container.state().status != super::Status::Paused
+        || (signal != 9 && signal != container.record.config.stop_signal_number())
+    {
+        return Ok(());
+    }
+    container.update(|r| {
+        if r.state.status == super::Status::Paused {
+            if let Ok(cgroup) = kiln_runtime::cgroup::Cgroup::open(&r.id) {
+                cgroup.thaw().map_err(|e| anyhow!("unpausing container {}: {e}", r.id))?;
+            }
+            r.state.status = super::Status::Running;
+        }
+        Ok(())
+    })
+}
+
 /// docker's memory sizes (go-units `RAMInBytes`): a decimal number, optionally a space, then an
 /// optional unit b, k, m, g, t or p (any case, binary multiples, an optional `i` and `b`
 /// after it: `64m`, `1.5GiB`, `512kb`).

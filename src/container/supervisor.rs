@@ -306,9 +306,10 @@ pub fn stop(container: &mut Container, signal: i32, timeout: Duration) -> Result
         return Ok(());
     }
     if pid > 0 {
-        // A paused container gets the signal once thawed; SIGKILL reaches it frozen too.
+        // A paused container is thawed after the signal (as docker does) so that it gets it.
         kiln_runtime::process::send_signal(pid, signal)
             .with_context(|| format!("signalling container {}", container.name()))?;
+        super::resources::thaw_after_signal(container, signal)?;
     }
     if wait_stopped(container, Some(timeout))? {
         return Ok(());
@@ -318,6 +319,7 @@ pub fn stop(container: &mut Container, signal: i32, timeout: Duration) -> Result
     if pid > 0 {
         kiln_runtime::process::send_signal(pid, 9)
             .with_context(|| format!("killing container {}", container.name()))?;
+        super::resources::thaw_after_signal(container, 9)?;
     }
     if !wait_stopped(container, Some(Duration::from_secs(30)))? {
         bail!("container {} did not stop after SIGKILL", container.name());

@@ -95,3 +95,187 @@ fn a_pids_limit_stops_a_fork_loop() {
     let out = k.ok(&["run", "--rm", "busybox", "sh", "-c", script]);
     assert!(!out.contains("can't fork") && out.ends_with("end\n"), "{out}");
 }
+
+/// The cgroup directories named after container `id` (there are none once it is gone).
+fn cgroup_dirs_of(id: &str) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, id: &str, depth: usize, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if e.file_name() == id {
+                out.push(e.path());
+            } else if depth > 0 {
+                walk(&e.path(), id, depth - 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(std::path::Path::new("/sys/fs/cgroup"), id, 5, &mut out);
+    out
+}
+
+/// Removes the named containers (`rm -f`) when dropped, also when the test fails half-way, so
+/// that no supervisor or frozen process outlives the test.
+struct RemoveAtEnd<'a>(&'a Kiln, &'a [&'a str]);
+
+impl Drop for RemoveAtEnd<'_> {
+    fn drop(&mut self) {
+        let mut args = vec!["rm", "-f"];
+        args.extend_from_slice(self.1);
+        let _ = self.0.run(&args);
+    }
+}
+
+fn log_lines(k: &Kiln, name: &str) -> usize {
+    k.ok(&["logs", name]).lines().count()
+}
+
+#[test]
+fn stats_no_stream_shows_dockers_columns() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let _cleanup = RemoveAtEnd(&k, &["web", "other", "idle"]);
+    let web = k.ok(&["run", "-d", "--name", "web", "--memory", "64m", "busybox", "sleep", "1000"]).trim().to_string();
+    k.ok(&["run", "-d", "--name", "other", "busybox", "sleep", "1000"]);
+    k.ok(&["create", "--name", "idle", "busybox", "true"]);
+
+    let out = k.ok(&["stats", "--no-stream"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0], "CONTAINER ID   NAME      CPU %     MEM USAGE / LIMIT   MEM %     NET I/O   BLOCK I/O   PIDS",
+        "{out}"
+    );
+    assert_eq!(lines.len(), 3, "running containers only: {out}");
+    let web_row = lines.iter().find(|l| l.starts_with(&web[..12])).expect("web's row");
+    let cells: Vec<&str> = web_row.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert_eq!(cells[1], "web");
+    assert!(cells[2].ends_with('%') && cells[4].ends_with('%'), "{web_row}");
+    assert!(cells[3].ends_with(" / 64MiB") && !cells[3].starts_with("0B"), "{web_row}");
+    assert_eq!(cells.last(), Some(&"1"), "one process: {web_row}");
+
+    // A container that is not running shows zeros; -a lists it.
+    let out = k.ok(&["stats", "--no-stream", "--format", "{{.Name}}|{{.MemUsage}}|{{.PIDs}}|{{.CPUPerc}}", "idle"]);
+    assert_eq!(out, "idle|0B / 0B|0|0.00%\n");
+    let all = k.ok(&["stats", "--no-stream", "-a", "--format", "{{.Name}}"]);
+    let mut names: Vec<&str> = all.lines().collect();
+    names.sort();
+    assert_eq!(names, ["idle", "other", "web"]);
+    // json, and the CONTAINER column as named.
+    let json: serde_json::Value =
+        serde_json::from_str(k.ok(&["stats", "--no-stream", "--format", "json", "web"]).trim()).unwrap();
+    assert_eq!((json["Container"].as_str(), json["Name"].as_str()), (Some("web"), Some("web")));
+    assert_eq!(json["ID"].as_str(), Some(&web[..12]));
+    let table = k.ok(&["stats", "--no-stream", "--format", "table {{.Container}}\\t{{.PIDs}}", &web[..8]]);
+    assert_eq!(table.lines().next(), Some("CONTAINER   PIDS"), "{table}");
+
+    let out = k.run(&["stats", "--no-stream", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such container: nosuch"));
+    k.ok(&["rm", "-f", "web", "other", "idle"]);
+    assert!(cgroup_dirs_of(&web).is_empty(), "web's cgroup is left: {:?}", cgroup_dirs_of(&web));
+}
+
+#[test]
+fn pause_freezes_a_container_and_unpause_resumes_it() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let _cleanup = RemoveAtEnd(&k, &["ticker", "idle"]);
+    let id = k.ok(&["run", "-d", "--name", "ticker", "busybox", "sh", "-c", "while :; do echo tick; sleep 0.02; done"]);
+    let id = id.trim();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(k.ok(&["pause", "ticker"]), "ticker\n");
+    let ps = k.ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.contains("ticker Up ") && ps.contains("(Paused)"), "{ps}");
+    assert_eq!(k.ok(&["inspect", "--format", "{{.State.Status}} {{.State.Paused}}", "ticker"]).trim(), "paused true");
+    let frozen = log_lines(&k, "ticker");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(log_lines(&k, "ticker"), frozen, "a paused container printed");
+
+    let err = k.run(&["pause", "ticker"]);
+    assert_eq!(err.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&err.stderr).contains(&format!("Container {id} is already paused")));
+
+    assert_eq!(k.ok(&["unpause", "ticker"]), "ticker\n");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(log_lines(&k, "ticker") > frozen, "unpaused, it runs again");
+    let err = k.run(&["unpause", "ticker"]);
+    assert_eq!(err.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&err.stderr).contains(&format!("Container {id} is not paused")));
+
+    // Neither works on a container that is not running.
+    k.ok(&["create", "--name", "idle", "busybox", "true"]);
+    let err = k.run(&["pause", "idle", "ticker"]);
+    assert_eq!(err.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&err.stderr).contains("is not running"), "one error line per container");
+    assert_eq!(String::from_utf8_lossy(&err.stdout), "ticker\n", "the others are paused");
+    let ticker_cgroups = cgroup_dirs_of(id);
+    assert!(!ticker_cgroups.is_empty());
+    k.ok(&["rm", "-f", "idle", "ticker"]);
+    assert!(cgroup_dirs_of(id).is_empty(), "a paused container removed leaves no cgroup");
+}
+
+#[test]
+fn a_paused_container_can_be_killed_stopped_and_removed() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let _cleanup = RemoveAtEnd(&k, &["ka", "kb", "kc"]);
+    // kill: the signal is delivered (docker thaws the container after sending it).
+    let id = k.ok(&["run", "-d", "--name", "ka", "busybox", "sleep", "1000"]).trim().to_string();
+    k.ok(&["pause", "ka"]);
+    k.ok(&["kill", "ka"]);
+    assert_eq!(k.ok(&["wait", "ka"]).trim(), "137");
+    assert!(cgroup_dirs_of(&id).is_empty(), "{:?}", cgroup_dirs_of(&id));
+    // stop: SIGTERM to a pid 1 that traps it.
+    k.ok(&["run", "-d", "--name", "kb", "busybox", "sh", "-c", "trap 'exit 3' TERM; while :; do sleep 0.05; done"]);
+    k.ok(&["pause", "kb"]);
+    let started = std::time::Instant::now();
+    k.ok(&["stop", "-t", "5", "kb"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(4), "stopped by its signal, not by the timeout");
+    assert_eq!(k.ok(&["inspect", "--format", "{{.State.ExitCode}}", "kb"]).trim(), "3");
+    // rm -f
+    let c = k.ok(&["run", "-d", "--name", "kc", "busybox", "sleep", "1000"]).trim().to_string();
+    k.ok(&["pause", "kc"]);
+    k.ok(&["rm", "-f", "kc"]);
+    assert!(cgroup_dirs_of(&c).is_empty(), "{:?}", cgroup_dirs_of(&c));
+    k.ok(&["rm", "ka", "kb"]);
+    k.assert_fsck_clean();
+}
+
+#[test]
+fn a_detached_container_killed_by_the_oom_killer_says_so_in_inspect() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hog",
+        "--memory",
+        "32m",
+        "busybox",
+        "sh",
+        "-c",
+        "x=0123456789; while :; do x=$x$x; done",
+    ]);
+    assert_eq!(k.ok(&["wait", "hog"]).trim(), "137");
+    let state =
+        k.ok(&["inspect", "--format", "{{.State.OOMKilled}} {{.State.ExitCode}} {{.HostConfig.Memory}}", "hog"]);
+    assert_eq!(state.trim(), "true 137 33554432");
+    let ps = k.ok(&["ps", "-a", "--format", "{{.Status}}"]);
+    assert!(ps.starts_with("Exited (137)"), "{ps}");
+    k.ok(&["rm", "hog"]);
+}
