@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use kiln_cas::{LockMode, Store};
-use kiln_runtime::container::{run_container, ExitOutcome, StdinMode};
+use kiln_runtime::container::{run_container, RunResult, StdinMode};
 
 use super::logs::{LogWriter, Stream};
 use super::{config, now, read_record, Container, Status};
@@ -150,7 +150,8 @@ pub fn supervise(
         let ran = started_rx.try_recv().is_ok();
         ever_ran |= ran;
         let (status, oom, error) = match &result {
-            Ok(outcome) => (outcome.status(), *outcome == ExitOutcome::OomKilled, String::new()),
+            // docker's OOMKilled: the OOM killer killed a process of the container, any one.
+            Ok(r) => (r.outcome.status(), r.oom_killed, String::new()),
             Err(e) => (e.status, false, one_line(&e.error)),
         };
         let record = container
@@ -214,7 +215,7 @@ fn run_once(
     container: &mut Container,
     mode: Mode,
     announce: Box<dyn FnOnce() + Send>,
-) -> Result<ExitOutcome, StartError> {
+) -> Result<RunResult, StartError> {
     // The store is opened only to prepare: a long-running container must not hold the store's
     // lock (prune takes it exclusively). The lease keeps its snapshots.
     let prepared = {
@@ -270,7 +271,7 @@ fn run_once(
         let _ = log.lock().unwrap_or_else(|p| p.into_inner()).flush();
     }
     match result {
-        Ok(r) => Ok(r.outcome),
+        Ok(r) => Ok(r),
         Err(e) => Err(StartError { status: e.exit_status(), error: e.into() }),
     }
 }

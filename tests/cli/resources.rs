@@ -279,3 +279,67 @@ fn a_detached_container_killed_by_the_oom_killer_says_so_in_inspect() {
     assert!(ps.starts_with("Exited (137)"), "{ps}");
     k.ok(&["rm", "hog"]);
 }
+
+#[test]
+fn oom_killed_is_reported_when_the_killer_takes_any_process_of_the_container() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let _cleanup = RemoveAtEnd(&k, &["parent"]);
+    let script = "sh -c 'x=0123456789; while :; do x=$x$x; done'; echo child $?; exit 0";
+    k.ok(&["run", "-d", "--name", "parent", "--memory", "32m", "busybox", "sh", "-c", script]);
+    assert_eq!(k.ok(&["wait", "parent"]).trim(), "0");
+    assert_eq!(k.ok(&["logs", "parent"]), "child 137\n");
+    assert_eq!(k.ok(&["inspect", "--format", "{{.State.OOMKilled}}", "parent"]).trim(), "true");
+}
+
+/// The supervisor's pid as the record holds it.
+fn supervisor_pid(k: &Kiln, id: &str) -> i32 {
+    let record = std::fs::read(k.root().join("containers").join(id).join("container.json")).unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    record["state"]["supervisor_pid"].as_i64().unwrap() as i32
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie is gone for this purpose; its parent (init) reaps it.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn a_killed_supervisor_leaves_no_cgroup_and_no_frozen_process() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let _cleanup = RemoveAtEnd(&k, &["running", "frozen"]);
+    for (name, pause) in [("running", false), ("frozen", true)] {
+        let id = k.ok(&["run", "-d", "--name", name, "busybox", "sleep", "1000"]).trim().to_string();
+        if pause {
+            k.ok(&["pause", name]);
+        }
+        let pid: i32 = k.ok(&["inspect", "--format", "{{.State.Pid}}", name]).trim().parse().unwrap();
+        assert!(pid > 0 && alive(pid));
+        let supervisor = supervisor_pid(&k, &id);
+        assert!(supervisor > 0);
+        std::process::Command::new("kill").args(["-9", &supervisor.to_string()]).status().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while alive(supervisor) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // The next kiln that looks settles it: exited, its cgroup gone, its processes too.
+        let ps = k.ok(&["ps", "-a", "--filter", &format!("name={name}"), "--format", "{{.Status}}"]);
+        assert!(ps.starts_with("Exited (137)"), "{name}: {ps}");
+        assert!(cgroup_dirs_of(&id).is_empty(), "{name}: {:?}", cgroup_dirs_of(&id));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(!alive(pid), "{name}: the container's process {pid} outlived its supervisor");
+        k.ok(&["rm", name]);
+    }
+    k.assert_fsck_clean();
+}
