@@ -343,3 +343,19 @@ fn a_killed_supervisor_leaves_no_cgroup_and_no_frozen_process() {
     }
     k.assert_fsck_clean();
 }
+
+#[test]
+fn cpus_caps_a_busy_loop_as_stats_shows() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let _cleanup = RemoveAtEnd(&k, &["busy"]);
+    k.ok(&["run", "-d", "--name", "busy", "--cpus", "0.5", "busybox", "sh", "-c", "while :; do :; done"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let cpu = k.ok(&["stats", "--no-stream", "--format", "{{.CPUPerc}}", "busy"]);
+    let cpu: f64 = cpu.trim().trim_end_matches('%').parse().unwrap();
+    // Half a CPU, measured over half a second: well below the 100 % an uncapped loop takes.
+    assert!(cpu > 0.0 && cpu < 65.0, "CPU % of a loop capped at 0.5 CPUs: {cpu}");
+}
