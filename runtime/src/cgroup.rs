@@ -238,7 +238,11 @@ impl Cgroup {
     /// Makes container `spec.name`'s cgroup and sets its limits. A leftover cgroup of the same
     /// name (from a kiln that was killed) is emptied and reused.
     pub fn create(spec: &CgroupSpec) -> Result<Cgroup, CgroupError> {
-        let h = Hierarchies::detect()?;
+        Cgroup::create_in(&Hierarchies::detect()?, spec)
+    }
+
+    /// [`Cgroup::create`] in the given hierarchies.
+    pub fn create_in(h: &Hierarchies, spec: &CgroupSpec) -> Result<Cgroup, CgroupError> {
         h.check(&spec.resources)?;
         let dirs = h.dirs(&spec.name)?;
         let cgroup = Cgroup { name: spec.name.clone(), version: h.version, dirs };
@@ -273,7 +277,11 @@ impl Cgroup {
 
     /// Finds container `name`'s cgroup (made by another kiln process).
     pub fn open(name: &str) -> Result<Cgroup, CgroupError> {
-        let h = Hierarchies::detect()?;
+        Cgroup::open_in(&Hierarchies::detect()?, name)
+    }
+
+    /// [`Cgroup::open`] in the given hierarchies.
+    pub fn open_in(h: &Hierarchies, name: &str) -> Result<Cgroup, CgroupError> {
         let dirs: Vec<_> = h.dirs(name)?.into_iter().filter(|(_, d)| d.is_dir()).collect();
         if dirs.is_empty() {
             return Err(CgroupError::NotFound(name.to_string()));

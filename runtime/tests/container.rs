@@ -1185,3 +1185,33 @@ fn the_cgroup_is_removed_when_the_program_cannot_start() {
     assert!(matches!(res, Err(ContainerError::ExecNotFound { .. })), "{res:?}");
     assert_removed(&name);
 }
+
+#[test]
+fn a_cgroup2_mount_freezes_kills_and_removes_a_cgroup() {
+    require_root!();
+    use std::os::unix::process::ExitStatusExt;
+    // The v2 code on a real cgroup2 mount: this machine's only one on a v2 machine, the
+    // controller-less `unified` one beside the v1 hierarchies on a hybrid one.
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let Some(line) = mountinfo.lines().find(|l| l.contains(" - cgroup2 ")) else {
+        eprintln!("skipped: no cgroup2 mount");
+        return;
+    };
+    let h = kiln_runtime::cgroup::Hierarchies::from_proc(line, "0::/\n", |p| fs::read_to_string(p).ok()).unwrap();
+    assert_eq!(h.version, kiln_runtime::cgroup::Version::V2);
+    let name = cg_name("v2");
+    let cg = Cgroup::create_in(&h, &CgroupSpec { name: name.clone(), resources: Resources::default() }).unwrap();
+    let mut child = std::process::Command::new(BUSYBOX).args(["sleep", "100"]).spawn().unwrap();
+    let pid = child.id() as i32;
+    cg.add_pid(pid).unwrap();
+    assert_eq!(Cgroup::open_in(&h, &name).unwrap().pids().unwrap(), vec![pid]);
+    cg.freeze().unwrap();
+    assert!(cg.is_frozen());
+    cg.thaw().unwrap();
+    assert!(!cg.is_frozen());
+    cg.freeze().unwrap();
+    // Removing kills what is left, frozen or not.
+    cg.remove().unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+    assert!(matches!(Cgroup::open_in(&h, &name), Err(CgroupError::NotFound(_))));
+}
