@@ -5,8 +5,11 @@
 //! - **v1** (one hierarchy per controller, possibly with a controller-less v2 mount beside them,
 //!   as on this project's machines): a container's cgroup is `kiln/<id>` in each of the
 //!   memory, cpu, cpuacct, pids, freezer and blkio hierarchies that are mounted, *below the
-//!   calling process's own cgroup* of that hierarchy (so the containers stay inside whatever
-//!   limits kiln itself runs under). Comounted controllers (`cpu,cpuacct`) share one directory.
+//!   cgroup of pid 1* in that hierarchy: the machine's root (as docker's `/docker/<id>`), or,
+//!   when kiln itself runs in a container, that container's cgroup. Every kiln process finds
+//!   the same directory that way, whichever session or service cgroup it runs in (kiln's own
+//!   cgroup would differ between two ssh sessions of a systemd machine). Comounted controllers
+//!   (`cpu,cpuacct`) share one directory.
 //! - **v2** (unified): one directory `kiln/<id>` below the root of the cgroup2 mount (a v2
 //!   cgroup with processes cannot give controllers to its children, so kiln's own cgroup cannot
 //!   be the parent); the memory, cpu, pids and io controllers are enabled on the way down.
@@ -85,28 +88,32 @@ const V1_CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "freezer"
 const V2_CONTROLLERS: [&str; 4] = ["memory", "cpu", "pids", "io"];
 const CFS_PERIOD_US: u64 = 100_000;
 
-/// Where the cgroup hierarchies are, for the calling process.
+/// Where the cgroup hierarchies are, and where kiln's containers go in them.
 #[derive(Debug, Clone)]
 pub struct Hierarchies {
     pub version: Version,
-    /// v1: (controllers of the hierarchy, the caller's own cgroup directory in it).
+    /// v1: (controllers of the hierarchy, pid 1's cgroup directory in it).
     /// v2: one entry, (the controllers available at the root, the mount's root directory).
     bases: Vec<(Vec<String>, PathBuf)>,
 }
 
 impl Hierarchies {
-    /// Reads `/proc/self/mountinfo` and `/proc/self/cgroup`.
+    /// Reads `/proc/self/mountinfo` and `/proc/1/cgroup` (`/proc/self/cgroup` if that cannot
+    /// be read).
     pub fn detect() -> Result<Hierarchies, CgroupError> {
         let mountinfo =
             fs::read_to_string("/proc/self/mountinfo").map_err(io_err(Path::new("/proc/self/mountinfo")))?;
-        let own = fs::read_to_string("/proc/self/cgroup").map_err(io_err(Path::new("/proc/self/cgroup")))?;
-        Self::from_proc(&mountinfo, &own, |p| fs::read_to_string(p).ok())
+        let base = fs::read_to_string("/proc/1/cgroup")
+            .or_else(|_| fs::read_to_string("/proc/self/cgroup"))
+            .map_err(io_err(Path::new("/proc/self/cgroup")))?;
+        Self::from_proc(&mountinfo, &base, |p| fs::read_to_string(p).ok())
     }
 
-    /// [`Hierarchies::detect`] from the two files' texts; `read` reads a v2 `cgroup.controllers`.
+    /// [`Hierarchies::detect`] from the texts of a mountinfo and of the `cgroup` file of the
+    /// process whose cgroups are the parents (pid 1); `read` reads a v2 `cgroup.controllers`.
     pub fn from_proc(
         mountinfo: &str,
-        own_cgroups: &str,
+        base_cgroups: &str,
         read: impl Fn(&Path) -> Option<String>,
     ) -> Result<Hierarchies, CgroupError> {
         let mut v1: Vec<(Vec<String>, PathBuf)> = Vec::new();
@@ -126,8 +133,8 @@ impl Hierarchies {
                     if controllers.is_empty() || v1.iter().any(|(c, _)| c == &controllers) {
                         continue;
                     }
-                    // The caller's own cgroup in this hierarchy, relative to the mount's root.
-                    let own = own_cgroups.lines().find_map(|l| {
+                    // The base cgroup in this hierarchy, relative to the mount's root.
+                    let own = base_cgroups.lines().find_map(|l| {
                         let mut parts = l.splitn(3, ':');
                         let (_, list, path) = (parts.next()?, parts.next()?, parts.next()?);
                         let list: Vec<&str> = list.split(',').collect();
@@ -236,7 +243,7 @@ pub struct Cgroup {
 
 impl Cgroup {
     /// Makes container `spec.name`'s cgroup and sets its limits. A leftover cgroup of the same
-    /// name (from a kiln that was killed) is emptied and reused.
+    /// name (from a kiln that was killed) is removed first, its processes killed.
     pub fn create(spec: &CgroupSpec) -> Result<Cgroup, CgroupError> {
         Cgroup::create_in(&Hierarchies::detect()?, spec)
     }
@@ -258,15 +265,16 @@ impl Cgroup {
                 write(&kiln.join("cgroup.subtree_control"), &line)?;
             }
         }
+        // A leftover of an earlier start (its supervisor killed) goes first, with its processes
+        // and its settings.
+        if cgroup.dirs.iter().any(|(_, d)| d.exists()) {
+            cgroup.remove()?;
+        }
         for (_, dir) in &cgroup.dirs {
             if let Some(parent) = dir.parent() {
                 mkdir(parent)?;
             }
-            if dir.exists() {
-                cgroup.kill_all();
-            } else {
-                mkdir(dir)?;
-            }
+            mkdir(dir)?;
         }
         if let Err(e) = cgroup.set_limits(&spec.resources) {
             let _ = cgroup.remove();
@@ -404,7 +412,7 @@ impl Cgroup {
                 s.memory_limit = read("memory", "memory.limit_in_bytes")
                     .and_then(|t| t.trim().parse::<u64>().ok())
                     // "Unlimited" is the largest page-aligned i64.
-                    .filter(|l| *l < (i64::MAX as u64) & !0xfff);
+                    .filter(|l| *l < 1 << 62);
                 s.pids = read("pids", "pids.current").and_then(|t| t.trim().parse().ok()).unwrap_or(0);
                 if let Some(t) = read("blkio", "blkio.throttle.io_service_bytes_recursive")
                     .or_else(|| read("blkio", "blkio.throttle.io_service_bytes"))
@@ -594,7 +602,7 @@ mod tests {
     const V1_OWN: &str = "9:name=systemd:/\n8:pids:/\n6:freezer:/\n4:memory:/api/abc\n2:cpuacct:/\n1:cpu:/\n0::/\n";
 
     #[test]
-    fn v1_hierarchies_sit_below_the_callers_own_cgroup() {
+    fn v1_hierarchies_sit_below_the_base_cgroup() {
         let h = Hierarchies::from_proc(V1_MOUNTINFO, V1_OWN, |_| None).unwrap();
         assert_eq!(h.version, Version::V1);
         let dirs = h.dirs("c1").unwrap();

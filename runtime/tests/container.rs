@@ -1215,3 +1215,24 @@ fn a_cgroup2_mount_freezes_kills_and_removes_a_cgroup() {
     assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
     assert!(matches!(Cgroup::open_in(&h, &name), Err(CgroupError::NotFound(_))));
 }
+
+#[test]
+fn a_leftover_cgroup_of_the_same_name_is_replaced_with_its_processes_and_limits() {
+    require_root!();
+    let _g = shared();
+    use std::os::unix::process::ExitStatusExt;
+    let name = cg_name("leftover");
+    let old = Cgroup::create(&CgroupSpec {
+        name: name.clone(),
+        resources: Resources { pids_limit: Some(5), ..Default::default() },
+    })
+    .unwrap();
+    let mut child = std::process::Command::new(BUSYBOX).args(["sleep", "100"]).spawn().unwrap();
+    old.add_pid(child.id() as i32).unwrap();
+    let fx = Fx::new(true);
+    let script = "for i in 1 2 3 4 5 6 7; do sleep 0.1 & done; wait; echo ok";
+    let out = run_ok(with_cgroup(sh(&fx, script), &name, Resources::default()));
+    assert_eq!(out, "ok\n", "the old pids limit is gone");
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL), "the old process is killed");
+    assert_removed(&name);
+}

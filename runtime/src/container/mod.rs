@@ -148,7 +148,7 @@ pub struct ContainerSpec {
     pub seccomp: Seccomp,
     /// Run in a cgroup of this name with these limits (`None`: in kiln's own cgroup, no
     /// limits, no OOM detection, nothing to pause). A cgroup left by an earlier start under the
-    /// same name is reused. When there are no limits and the machine cannot make the cgroup
+    /// same name is removed first (its processes killed). When there are no limits and the machine cannot make the cgroup
     /// (none mounted, no permission), the container runs in kiln's own instead.
     pub cgroup: Option<CgroupSpec>,
 }
