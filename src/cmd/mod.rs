@@ -21,6 +21,7 @@ mod run;
 mod save;
 mod search;
 mod start;
+mod stats;
 mod system;
 mod tag;
 
@@ -97,6 +98,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Rm(args) | Command::Container { command: ContainerCommand::Rm(args) } => {
             rm::rm(&open(LockMode::Shared)?, args)
+        }
+        Command::Stats(args) | Command::Container { command: ContainerCommand::Stats(args) } => {
+            stats::stats(&open(LockMode::Shared)?, args)
+        }
+        Command::Pause(args) | Command::Container { command: ContainerCommand::Pause(args) } => {
+            stats::pause(&open(LockMode::Shared)?, args)
+        }
+        Command::Unpause(args) | Command::Container { command: ContainerCommand::Unpause(args) } => {
+            stats::unpause(&open(LockMode::Shared)?, args)
         }
         Command::Import(args) | Command::Image { command: ImageCommand::Import(args) } => {
             import::run(&open(LockMode::Shared)?, args)

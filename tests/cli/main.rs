@@ -25,6 +25,7 @@ mod mirrors;
 mod net_timeouts;
 mod registry;
 mod registry_tls;
+mod resources;
 mod robustness;
 mod run_cmd;
 mod run_steps;
