@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use kiln_cas::registry::{pull_image, Client, LayerStatus, Platform, PullEvent};
+use kiln_cas::registry::{list_tags_with_mirrors, pull_with_mirrors, ClientOptions, LayerStatus, Platform, PullEvent};
 use kiln_cas::{Reference, Store};
 
 use crate::cli::PullArgs;
@@ -25,12 +25,12 @@ pub fn run(store: &Store, args: PullArgs) -> Result<ExitCode> {
             bail!("pull: a tag or digest cannot be used with --all-tags/-a");
         }
     }
-    let client = Client::connect(reference.domain(), args.tls.client_options(None)).context("pull")?;
+    let options = args.tls.client_options(None)?;
     if !args.all_tags {
-        pull_one(store, &client, &reference, &platform, args.quiet)?;
+        pull_one(store, &options, &reference, &platform, args.quiet)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut tags = client.list_tags(reference.path()).context("pull")?;
+    let mut tags = list_tags_with_mirrors(&reference, &options).context("pull")?;
     tags.sort();
     if tags.is_empty() {
         bail!("pull: {} has no tags", reference.familiar_repository());
@@ -38,26 +38,33 @@ pub fn run(store: &Store, args: PullArgs) -> Result<ExitCode> {
     for tag in tags {
         let tagged = Reference::parse(&format!("{}:{tag}", reference.repository()))
             .with_context(|| format!("pull: the registry lists an invalid tag for {}", reference.repository()))?;
-        pull_one(store, &client, &tagged, &platform, args.quiet)?;
+        pull_one(store, &options, &tagged, &platform, args.quiet)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `run`/`create` of an image the store does not have: the pull, with docker's progress lines on
-/// stderr (stdout is the container's, or its ID).
+/// `run`/`create` of an image the store does not have: the pull (mirrors and config file as for
+/// `pull`), with docker's progress lines on stderr (stdout is the container's, or its ID).
 pub fn pull_for_run(store: &Store, image: &str) -> Result<()> {
     let reference = Reference::parse(image)?;
-    let client = Client::connect(reference.domain(), Default::default()).context("pull")?;
-    pull_inner(store, &client, &reference, &Platform::host(), false, true)
+    let options = crate::config::client_options(ClientOptions::default())?;
+    pull_inner(store, &options, &reference, &Platform::host(), false, true)
 }
 
-fn pull_one(store: &Store, client: &Client, reference: &Reference, platform: &Platform, quiet: bool) -> Result<()> {
-    pull_inner(store, client, reference, platform, quiet, false)
+/// One image, from docker.io's mirrors first when it is a docker.io image.
+fn pull_one(
+    store: &Store,
+    options: &ClientOptions,
+    reference: &Reference,
+    platform: &Platform,
+    quiet: bool,
+) -> Result<()> {
+    pull_inner(store, options, reference, platform, quiet, false)
 }
 
 fn pull_inner(
     store: &Store,
-    client: &Client,
+    options: &ClientOptions,
     reference: &Reference,
     platform: &Platform,
     quiet: bool,
@@ -82,7 +89,7 @@ fn pull_inner(
     let style = ProgressStyle::with_template("{prefix}: {msg} [{bar:40}] {bytes}/{total_bytes}")
         .expect("progress template")
         .progress_chars("=> ");
-    let outcome = pull_image(store, client, reference, platform, &mut |event| {
+    let outcome = pull_with_mirrors(store, reference, platform, options, &mut |event| {
         if quiet {
             return;
         }

@@ -102,6 +102,7 @@ fn container_config(store: &Store, args: &RunArgs) -> Result<ContainerConfig> {
     }
     // Checked here, before anything is made.
     let seccomp = seccomp_option(&args.security_opts)?;
+    let resources = args.resources.resources()?;
     let image_id = super::run_flags::resolve_image(store, args)?;
     let image = store.image(&image_id)?;
     let image_config = RunConfig::from_value(image.config_json().get("config"));
@@ -164,6 +165,7 @@ fn container_config(store: &Store, args: &RunArgs) -> Result<ContainerConfig> {
         stop_timeout: args.stop_timeout,
         labels,
         log: log_config(&args.log_opts)?,
+        resources,
         ..Default::default()
     };
     super::run_flags::apply(args, &image_config, &mut config)?;

@@ -65,6 +65,8 @@ pub struct ContainerConfig {
     /// The health check: the image's HEALTHCHECK with the `--health-*` flags applied (docker's
     /// shape; `Test: ["NONE"]` disables it); `None` when there is none.
     pub healthcheck: Option<HealthConfig>,
+    /// `--memory`, `--cpus`, `--pids-limit`.
+    pub resources: super::resources::Resources,
 }
 
 /// docker's `HealthConfig` (durations in nanoseconds, 0: docker's default).
@@ -318,6 +320,8 @@ pub fn prepare(store: &Store, container: &Container) -> Result<Prepared> {
         readonly_root: config.readonly_rootfs,
         unmasked_paths: config.privileged,
         devices: if config.privileged { host_devices() } else { Vec::new() },
+        // Every container gets a cgroup of its own (as in docker): `stats` and `pause` use it.
+        cgroup: Some(config.resources.cgroup_spec(container.id())),
         ..Default::default()
     };
     Ok(Prepared { spec, lease })

@@ -17,6 +17,7 @@ pub mod config;
 #[allow(dead_code)]
 pub mod health;
 pub mod logs;
+pub mod resources;
 pub mod supervisor;
 pub mod volume;
 
@@ -296,6 +297,7 @@ fn settle(dir: &Path, record: &mut Record) -> Result<()> {
         fresh.state.supervisor_pid = 0;
         fresh.state.finished_at = now();
         write_record(dir, &fresh)?;
+        resources::remove_leftover_cgroup(&fresh.id);
     }
     *record = fresh;
     Ok(())
