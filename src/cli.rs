@@ -41,6 +41,8 @@ pub enum Command {
     Wait(ContainersArgs),
     /// Fetch the logs of a container
     Logs(LogsArgs),
+    /// Attach the terminal to a running container's output (and stdin, if made with -i)
+    Attach(AttachArgs),
     /// Rename a container
     Rename(RenameArgs),
     /// List containers
@@ -149,6 +151,8 @@ pub enum ImageCommand {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum ContainerCommand {
+    /// Attach the terminal to a running container's output (and stdin, if made with -i)
+    Attach(AttachArgs),
     /// Create a new container (not started)
     Create(RunArgs),
     /// Show low-level information about containers, as JSON
@@ -514,6 +518,20 @@ pub struct LogsArgs {
     /// Show extra details (accepted; kiln has no log attributes)
     #[arg(long)]
     pub details: bool,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach stdin
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// Override the key sequence for detaching (default ctrl-p,ctrl-q)
+    #[arg(long)]
+    pub detach_keys: Option<String>,
+    /// Proxy received signals to the process (accepted; with a tty, Ctrl-C reaches it through the terminal)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub sig_proxy: bool,
     pub container: String,
 }
 

@@ -1,5 +1,6 @@
 //! One file per command; `run` opens the store the command needs and dispatches.
 
+mod attach;
 mod build;
 mod builder;
 mod history;
@@ -87,6 +88,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Rename(args) | Command::Container { command: ContainerCommand::Rename(args) } => {
             start::rename(&open(LockMode::Shared)?, args)
+        }
+        Command::Attach(args) | Command::Container { command: ContainerCommand::Attach(args) } => {
+            attach::run(&open(LockMode::Shared)?, args)
         }
         Command::Logs(args) | Command::Container { command: ContainerCommand::Logs(args) } => {
             logs::run(&open(LockMode::Shared)?, args)

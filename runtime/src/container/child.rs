@@ -232,6 +232,8 @@ pub(crate) struct ChildConfig {
     pub go_r: RawFd,
     /// Where `init` sends the pty master, when `tty`.
     pub pty_sock: Option<RawFd>,
+    /// The process's stdin (without a tty), in place of `stdin`'s choice.
+    pub stdin_fd: Option<RawFd>,
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -332,7 +334,7 @@ pub(crate) fn monitor(cfg: &ChildConfig) -> ! {
         exit(1);
     }
     let inherited: Vec<RawFd> =
-        [Some(cfg.status_w), cfg.out_w, cfg.err_w, Some(cfg.exec_w), Some(cfg.go_r), cfg.pty_sock]
+        [Some(cfg.status_w), cfg.out_w, cfg.err_w, Some(cfg.exec_w), Some(cfg.go_r), cfg.pty_sock, cfg.stdin_fd]
             .into_iter()
             .flatten()
             .collect();
@@ -653,7 +655,9 @@ fn setup_stdio(cfg: &ChildConfig, root: BorrowedFd<'_>, user: &ExecUser) -> io::
         }
         return Ok(());
     }
-    if cfg.stdin == StdinMode::Null {
+    if let Some(fd) = cfg.stdin_fd {
+        dup2(fd, 0)?;
+    } else if cfg.stdin == StdinMode::Null {
         let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
             .map_err(errno_io)?;
         dup2(null.as_raw_fd(), 0)?;

@@ -144,6 +144,9 @@ pub struct ContainerSpec {
     pub on_started: Option<StartedHook>,
     /// Called before `init` goes on (see [`CreatedHook`]); runs in kiln's process.
     pub on_created: Vec<CreatedHook>,
+    /// The container's stdin, in place of `stdin`'s choice: the process's fd 0 without a tty,
+    /// relayed into the pty with one (a supervisor's pipe from `attach` clients).
+    pub stdin_fd: Option<OwnedFd>,
     /// The process's seccomp filter (docker's default unless unconfined).
     pub seccomp: Seccomp,
     /// Run in a cgroup of this name with these limits (`None`: in kiln's own cgroup, no
@@ -415,6 +418,7 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         exec_w: exec_w.as_raw_fd(),
         go_r: go_r.as_raw_fd(),
         pty_sock: pty_child.as_ref().map(|fd| fd.as_raw_fd()),
+        stdin_fd: if spec.tty { None } else { spec.stdin_fd.as_ref().map(|fd| fd.as_raw_fd()) },
     };
 
     let forwarding = relay::Forwarding::start();
@@ -452,7 +456,8 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         go: Some(go_w),
         on_created: std::mem::take(&mut spec.on_created),
         pty_sock: pty_parent,
-        stdin_into_pty: spec.tty && spec.stdin == StdinMode::Inherit,
+        stdin_into_pty: spec.tty && (spec.stdin == StdinMode::Inherit || spec.stdin_fd.is_some()),
+        stdin_from: if spec.tty { spec.stdin_fd.take() } else { None },
         sink,
         forwarding: &forwarding,
         user: &spec.user,

@@ -241,6 +241,8 @@ pub(crate) struct RelayIo<'a> {
     /// Where the pty master arrives.
     pub pty_sock: Option<OwnedFd>,
     pub stdin_into_pty: bool,
+    /// Read from here instead of kiln's stdin for the pty (the terminal is then left alone).
+    pub stdin_from: Option<OwnedFd>,
     pub sink: Option<OutputSink>,
     pub forwarding: &'a Forwarding,
     pub user: &'a str,
@@ -325,7 +327,8 @@ pub(crate) fn relay(mut io_: RelayIo<'_>) -> Result<Report, ContainerError> {
             let events = if pending_in.is_empty() { libc::POLLIN } else { libc::POLLIN | libc::POLLOUT };
             push(fd.as_raw_fd(), events)
         });
-        let i_stdin = (master.is_some() && stdin_open && pending_in.is_empty()).then(|| push(0, libc::POLLIN));
+        let stdin_raw = io_.stdin_from.as_ref().map_or(0, |fd| fd.as_raw_fd());
+        let i_stdin = (master.is_some() && stdin_open && pending_in.is_empty()).then(|| push(stdin_raw, libc::POLLIN));
         if i_status.is_none() && i_out.is_none() && i_err.is_none() && i_sock.is_none() && i_master.is_none() {
             break;
         }
@@ -427,7 +430,7 @@ pub(crate) fn relay(mut io_: RelayIo<'_>) -> Result<Report, ContainerError> {
                         install(libc::SIGWINCH, on_winch);
                     });
                 }
-                if stdin_open && isatty(0) {
+                if stdin_open && io_.stdin_from.is_none() && isatty(0) {
                     raw_mode = RawMode::enter();
                 }
                 master = Some(m);
@@ -454,7 +457,12 @@ pub(crate) fn relay(mut io_: RelayIo<'_>) -> Result<Report, ContainerError> {
             }
         }
         if ready(i_stdin).is_some() {
-            match read_fd(std::io::stdin().as_fd(), &mut buf) {
+            let kiln_stdin = std::io::stdin();
+            let from = match io_.stdin_from.as_ref() {
+                Some(fd) => fd.as_fd(),
+                None => kiln_stdin.as_fd(),
+            };
+            match read_fd(from, &mut buf) {
                 Ok(0) => stdin_open = false,
                 Ok(n) => pending_in.extend_from_slice(&buf[..n]),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
