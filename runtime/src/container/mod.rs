@@ -20,6 +20,7 @@
 
 mod child;
 mod cleanup;
+mod exec;
 pub mod plan;
 mod relay;
 pub mod seccomp;
@@ -34,6 +35,7 @@ use std::path::PathBuf;
 
 use nix::fcntl::OFlag;
 
+pub use exec::{exec_in, ExecSpec};
 pub use plan::{apply_plan, mount_plan, Attrs, Create, MountOp, Source, Syscall};
 pub use seccomp::Seccomp;
 
@@ -180,6 +182,9 @@ pub enum ContainerError {
     ExecNotExecutable { path: String, source: io::Error },
     #[error("container setup: {step}: {source}")]
     Setup { step: String, source: io::Error },
+    /// `exec` into a container whose process (this host pid) is gone.
+    #[error("the container's process {pid} is not running")]
+    NotRunning { pid: i32 },
 }
 
 impl ContainerError {
