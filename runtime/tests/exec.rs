@@ -215,12 +215,22 @@ fn detached_exec_returns_at_once_and_outlives_the_call() {
         return;
     }
     let c = Running::start(Network::None);
-    let mut spec = c.spec(&["sh", "-c", "sleep 0.3; echo done > /tmp/detached"]);
+    let mut spec = c.spec(&["sh", "-c", "sleep 0.5; echo done > /tmp/detached"]);
     spec.detach = true;
+    let (tx, rx) = mpsc::channel();
+    spec.on_started = Some(Box::new(move |pid| tx.send(pid).unwrap()));
     let t = std::time::Instant::now();
     let res = exec_in(c.pid, spec).unwrap();
     assert_eq!(res.outcome, ExitOutcome::Exited(0));
-    assert!(t.elapsed() < Duration::from_millis(300), "returned after {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_millis(500), "returned after {:?}", t.elapsed());
+    // Its parent is a monitor of kiln's (a fork of this binary) that will reap it, not the
+    // host's init nor the container's.
+    let pid = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let ppid: i32 = status.lines().find_map(|l| l.strip_prefix("PPid:")).unwrap().trim().parse().unwrap();
+    assert_ne!(ppid, 1);
+    assert_eq!(fs::read_link(format!("/proc/{ppid}/exe")).unwrap(), fs::read_link("/proc/self/exe").unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (res, out) = c.exec(c.spec(&["cat", "/tmp/detached"]));
@@ -229,6 +239,13 @@ fn detached_exec_returns_at_once_and_outlives_the_call() {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "the detached process never wrote its file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Once it has ended, it is reaped: no zombie is left in the container.
+    let zombies = || c.exec_ok(c.spec(&["sh", "-c", "grep -l '^State:.*Z' /proc/[0-9]*/status; true"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !zombies().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "a zombie stays: {}", zombies());
         std::thread::sleep(Duration::from_millis(50));
     }
     // A detached program that cannot run is still reported.

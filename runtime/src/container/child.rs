@@ -334,8 +334,9 @@ pub(crate) struct MonitorIo {
     pub pty_sock: Option<RawFd>,
     /// A descriptor the monitor's `enter` needs (a pidfd to join), kept open until then.
     pub enter_fd: Option<RawFd>,
-    /// Whether the monitor dies with kiln, waits for its child and reports its exit. Off for a
-    /// detached exec: the monitor leaves once the child may go on, and the child lives on.
+    /// Whether the monitor dies with kiln and reports its child's exit. Off for a detached exec:
+    /// kiln's child leaves at once, and its own child (not waited for by kiln) starts the
+    /// process, lets it go on, and reaps it when it ends, without reporting.
     pub attached: bool,
 }
 
@@ -421,13 +422,34 @@ pub(crate) fn supervise(
             .flatten()
             .collect();
     close_fds_except(&inherited);
-    // Out of kiln's session and process group: terminal signals go to kiln, which forwards them.
-    // SAFETY: plain syscall.
-    unsafe { libc::setsid() };
     let fail = |step: &str, errno: i32| -> ! {
         send(cfg.status_w, &Msg::Setup { step: step.to_string(), errno, message: String::new() });
         exit(1)
     };
+    if !cfg.attached {
+        // Detached: the work is done by a child that kiln does not wait for, which outlives
+        // kiln and reaps the process it starts when that ends.
+        // SAFETY: glibc's fork in a single-threaded process.
+        match unsafe { libc::fork() } {
+            0 => {}
+            pid if pid < 0 => fail("forking", last_errno()),
+            _ => exit(0),
+        }
+        // Nor does it keep kiln's stdio open (a reader of kiln's output would wait for it).
+        match nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+            Ok(null) => {
+                for fd in 0..3 {
+                    if let Err(e) = dup2(null.as_raw_fd(), fd) {
+                        fail("redirecting stdio to /dev/null", e.raw_os_error().unwrap_or(libc::EIO));
+                    }
+                }
+            }
+            Err(e) => fail("opening /dev/null", e as i32),
+        }
+    }
+    // Out of kiln's session and process group: terminal signals go to kiln, which forwards them.
+    // SAFETY: plain syscall.
+    unsafe { libc::setsid() };
     if let Err((step, errno)) = enter() {
         fail(step, errno);
     }
@@ -473,7 +495,9 @@ pub(crate) fn supervise(
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     if !cfg.attached {
-        exit(0);
+        // Nothing more to report: kiln sees EOF once the process has exec'd.
+        // SAFETY: closing our own descriptor.
+        unsafe { libc::close(cfg.status_w) };
     }
     let mut status = 0;
     loop {
@@ -486,7 +510,9 @@ pub(crate) fn supervise(
             fail("waiting for the container", last_errno());
         }
     }
-    send(cfg.status_w, &Msg::Exit(status));
+    if cfg.attached {
+        send(cfg.status_w, &Msg::Exit(status));
+    }
     exit(0)
 }
 

@@ -50,7 +50,7 @@ pub struct ExecSpec {
     /// Keep every capability (docker's `exec --privileged`).
     pub privileged: bool,
     /// Return as soon as the program runs (`exec -d`): its stdio is `/dev/null`, no tty, and it
-    /// outlives kiln (its parent becomes the container's init).
+    /// outlives kiln (a monitor of its own, outside the container, reaps it when it ends).
     pub detach: bool,
     /// Called with the host pid of the process once its `execve` succeeded.
     pub on_started: Option<StartedHook>,
