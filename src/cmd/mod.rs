@@ -2,6 +2,7 @@
 
 mod build;
 mod builder;
+mod exec;
 mod history;
 mod images;
 mod import;
@@ -84,6 +85,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Rename(args) | Command::Container { command: ContainerCommand::Rename(args) } => {
             start::rename(&open(LockMode::Shared)?, args)
+        }
+        Command::Exec(args) | Command::Container { command: ContainerCommand::Exec(args) } => {
+            exec::exec(&open(LockMode::Shared)?, args)
+        }
+        Command::Top(args) | Command::Container { command: ContainerCommand::Top(args) } => {
+            exec::top(&open(LockMode::Shared)?, args)
         }
         Command::Logs(args) | Command::Container { command: ContainerCommand::Logs(args) } => {
             logs::run(&open(LockMode::Shared)?, args)

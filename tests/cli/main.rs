@@ -12,6 +12,7 @@ mod cli_surface;
 mod context_files;
 mod docker_compare;
 mod docker_diff;
+mod exec;
 mod faults;
 mod image_compare;
 mod images;

@@ -1,0 +1,175 @@
+//! `kiln exec` and `kiln top` against containers started with `kiln run -d` (as root; skipped
+//! without it), with docker's exit statuses and messages.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// A detached busybox container (`sleep 1000`) named `name`, removed with `rm -f` when dropped.
+struct Web<'a> {
+    k: &'a Kiln,
+    name: String,
+}
+
+impl<'a> Web<'a> {
+    fn start(k: &'a Kiln, name: &str) -> Web<'a> {
+        k.import_busybox("busybox:latest");
+        k.ok(&["run", "-d", "--name", name, "-e", "FROM_RUN=yes", "busybox", "sleep", "1000"]);
+        Web { k, name: name.to_string() }
+    }
+}
+
+impl Drop for Web<'_> {
+    fn drop(&mut self) {
+        let _ = self.k.run(&["rm", "-f", &self.name]);
+    }
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn exec_runs_commands_in_the_running_container() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    let _web = Web::start(&k, "web");
+    let ls = k.ok(&["exec", "web", "ls", "/"]);
+    assert!(ls.lines().any(|l| l == "bin") && ls.lines().any(|l| l == "etc"), "{ls}");
+    // The container's environment, with -e and --env-file applied; -u and -w.
+    std::fs::write(k.path("env.list"), "# comment\nFROM_FILE=file\n\nOVERRIDE=file\n").unwrap();
+    let out = k.ok(&[
+        "exec",
+        "-u",
+        "app",
+        "-w",
+        "/tmp",
+        "--env-file",
+        k.path("env.list").to_str().unwrap(),
+        "-e",
+        "OVERRIDE=flag",
+        "web",
+        "sh",
+        "-c",
+        "echo $(id -u) $(pwd) $FROM_RUN $FROM_FILE $OVERRIDE",
+    ]);
+    assert_eq!(out, "1000 /tmp yes file flag\n");
+    // Arguments that look like flags belong to the command.
+    assert_eq!(k.ok(&["exec", "web", "echo", "-n", "x"]), "x");
+    // The command's exit status is kiln's.
+    assert_eq!(k.run(&["exec", "web", "sh", "-c", "exit 7"]).status.code(), Some(7));
+    // What one exec writes, the next one sees: the same container.
+    k.ok(&["exec", "web", "sh", "-c", "echo shared > /tmp/f"]);
+    assert_eq!(k.ok(&["exec", "web", "cat", "/tmp/f"]), "shared\n");
+    // stdin with -i.
+    let mut child = k
+        .cmd(&["exec", "-i", "web", "sh", "-c", "read line; echo got:$line"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got:hello\n");
+}
+
+#[test]
+fn exec_detached_returns_at_once_and_top_lists_the_containers_processes() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    let _web = Web::start(&k, "web");
+    // kiln's output is a pipe here: -d must neither wait for the process nor keep the pipe.
+    let t = Instant::now();
+    let out = k.ok(&["exec", "-d", "web", "sleep", "20"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "exec -d took {:?}", t.elapsed());
+    assert_eq!(out, "");
+
+    let top = k.ok(&["top", "web"]);
+    let mut lines = top.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]);
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 2, "{top}");
+    assert!(rows.iter().any(|r| r.ends_with("sleep 1000")) && rows.iter().any(|r| r.ends_with("sleep 20")), "{top}");
+    // docker's table: columns padded to at least 20.
+    assert!(top.starts_with(&format!("UID{}PID", " ".repeat(17))), "{top:?}");
+    // ps options.
+    let top = k.ok(&["top", "web", "-o", "pid,args"]);
+    assert_eq!(top.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(), ["PID", "COMMAND"]);
+    assert_eq!(top.lines().count(), 3, "{top}");
+    let out = k.run(&["top", "web", "-o", "bogus"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("Error: ps: "), "{}", stderr(&out));
+}
+
+#[test]
+fn exec_failures_have_dockers_statuses() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    let web = Web::start(&k, "web");
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["exec", "web", "/no/such"], 127, "/no/such"),
+        (&["exec", "web", "nosuchprogram"], 127, "executable file not found in $PATH"),
+        (&["exec", "web", "/etc/passwd"], 126, "/etc/passwd"),
+        (&["exec", "-w", "/nonexistent", "web", "pwd"], 126, "/nonexistent"),
+        (&["exec", "-w", "relative", "web", "pwd"], 126, "relative"),
+        (&["exec", "-u", "nobody2", "web", "id"], 126, "unable to find user nobody2"),
+        (&["exec", "nosuchcontainer", "ls"], 1, "No such container: nosuchcontainer"),
+        (&["top", "nosuchcontainer"], 1, "No such container: nosuchcontainer"),
+    ];
+    for (args, status, message) in cases {
+        let out = k.run(args);
+        assert_eq!(out.status.code(), Some(*status), "kiln {args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.starts_with("Error: ") && err.contains(message), "kiln {args:?}: {err}");
+    }
+    // The missing working dir was not created.
+    assert_eq!(k.ok(&["exec", "web", "sh", "-c", "test -e /nonexistent || echo absent"]), "absent\n");
+    // A stopped container.
+    let id = k.ok(&["inspect", "-f", "{{.Id}}", "web"]).trim().to_string();
+    k.ok(&["stop", "-t", "1", "web"]);
+    for args in [&["exec", "web", "ls"][..], &["top", "web"]] {
+        let out = k.run(args);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(stderr(&out), format!("Error: Container {id} is not running\n"));
+    }
+    drop(web);
+    k.assert_fsck_clean();
+}
+
+#[test]
+fn exec_it_gives_an_interactive_shell_in_a_pty() {
+    if !is_root() || !have_tool("script") {
+        return;
+    }
+    let k = Kiln::new();
+    let _web = Web::start(&k, "web");
+    let kiln = assert_cmd::cargo::cargo_bin("kiln");
+    let command = format!("{} --root {} exec -it web sh", kiln.display(), k.root().display());
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("KILN_ROOT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"echo hi-$((6*7)) $TERM; tty\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(b"exit 3\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("hi-42 xterm"), "{text}");
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert_eq!(out.status.code(), Some(3), "{text}");
+}
