@@ -202,6 +202,16 @@ fn exec_failures_are_dockers() {
     let err = c.exec(spec).0.unwrap_err();
     assert!(err.to_string().contains("/nonexistent"), "{err}");
     assert_eq!(c.exec_ok(c.spec(&["sh", "-c", "test -e /nonexistent || echo absent"])), "absent\n");
+    // A host process (a pid reused after a container ended) is refused: nothing runs on the host.
+    let mut host = std::process::Command::new("sleep").arg("100").spawn().unwrap();
+    let marker = c._dir.path().join("ran-on-host");
+    let mut spec = c.spec(&["sh", "-c", &format!("touch {}", marker.display())]);
+    spec.env[0] = "PATH=/bin:/usr/bin".to_string();
+    let err = exec_in(host.id() as i32, spec).unwrap_err();
+    host.kill().unwrap();
+    host.wait().unwrap();
+    assert!(matches!(err, ContainerError::NotRunning { .. }), "{err}");
+    assert!(!marker.exists());
     // Once the container is gone: not running.
     let pid = c.pid;
     c.stop();

@@ -94,6 +94,7 @@ pub fn exec_in(pid: i32, mut spec: ExecSpec) -> Result<RunResult, ContainerError
     let argv = cstrings(&spec.argv, "argument")?;
     let env = cstrings(&spec.env, "environment entry")?;
     let pidfd = pidfd_open(pid)?;
+    check_container_init(pid, &pidfd)?;
     let cgroups = cgroup_procs_to_join(pid);
     let seccomp = seccomp::programs(&spec.seccomp)
         .map_err(|e| ContainerError::Setup { step: "preparing seccomp".into(), source: io::Error::other(e) })?;
@@ -286,6 +287,32 @@ fn pidfd_open(pid: i32) -> Result<OwnedFd, ContainerError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Makes sure `pid` (held by `pidfd`) is pid 1 of a pid namespace below kiln's, i.e. a
+/// container's init, and not a host process that got the pid of a container that ended
+/// meanwhile: joining that one's namespaces would run the command on the host.
+fn check_container_init(pid: i32, pidfd: &OwnedFd) -> Result<(), ContainerError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let is_init = status.lines().find_map(|l| l.strip_prefix("NSpid:")).is_some_and(is_init_of_a_child_namespace);
+    // Still alive after the read, so what was read is the pidfd's process (a pid is only
+    // reused once its process is reaped).
+    // SAFETY: plain syscall; signal 0 only checks.
+    let alive = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), 0, std::ptr::null::<libc::siginfo_t>(), 0)
+    } == 0;
+    if is_init && alive {
+        Ok(())
+    } else {
+        Err(ContainerError::NotRunning { pid })
+    }
+}
+
+/// Whether an `NSpid:` line (the pid in each pid namespace, kiln's first) ends in a 1 of a
+/// namespace other than kiln's.
+fn is_init_of_a_child_namespace(nspid: &str) -> bool {
+    let pids: Vec<&str> = nspid.split_whitespace().collect();
+    pids.len() >= 2 && pids.last() == Some(&"1")
+}
+
 /// The `cgroup.procs` files of the cgroups `pid` is in where kiln itself is in another one (the
 /// container's own cgroups, once it has some), under `/sys/fs/cgroup`.
 fn cgroup_procs_to_join(pid: i32) -> Vec<PathBuf> {
@@ -338,6 +365,16 @@ fn cgroups_to_join(
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn only_a_namespace_init_is_a_container() {
+        assert!(is_init_of_a_child_namespace("\t4242\t1"));
+        assert!(is_init_of_a_child_namespace("\t4242\t77\t1"));
+        assert!(!is_init_of_a_child_namespace("\t4242"));
+        assert!(!is_init_of_a_child_namespace("\t1"));
+        assert!(!is_init_of_a_child_namespace("\t4242\t3"));
+        assert!(!is_init_of_a_child_namespace(""));
+    }
 
     #[test]
     fn cgroups_joined_are_the_containers_own() {
