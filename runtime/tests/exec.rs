@@ -34,6 +34,11 @@ struct Running {
 
 impl Running {
     fn start(network: Network) -> Running {
+        Running::start_in(network, None)
+    }
+
+    /// With `cgroup`: the container's init is put in that cgroup directory before it runs.
+    fn start_in(network: Network, cgroup: Option<PathBuf>) -> Running {
         let dir = tempfile::Builder::new().prefix("kiln-exec-").tempdir().unwrap();
         let base = dir.path().to_path_buf();
         let (lower, upper, work) = (base.join("lower"), base.join("upper"), base.join("work"));
@@ -75,6 +80,9 @@ impl Running {
         let (tx, rx) = mpsc::channel();
         let mut spec = spec;
         spec.on_started = Some(Box::new(move |pid| tx.send(pid).unwrap()));
+        if let Some(cgroup) = cgroup {
+            spec.on_created.push(Box::new(move |pid| fs::write(cgroup.join("cgroup.procs"), pid.to_string())));
+        }
         let handle = std::thread::spawn(move || run_container(spec));
         let pid = rx.recv_timeout(Duration::from_secs(20)).expect("the container started");
         Running { _dir: dir, pid, handle: Some(handle) }
@@ -276,4 +284,22 @@ fn exec_with_a_tty_gets_a_pty_of_the_container() {
     let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
     assert!(lines[0].starts_with("/dev/pts/"), "{out:?}");
     assert_eq!(lines[0], lines[1], "{out:?}");
+}
+
+#[test]
+fn exec_joins_the_containers_cgroup() {
+    if !can_run() {
+        return;
+    }
+    let cgroup = PathBuf::from(format!("/sys/fs/cgroup/pids/kiln-exec-test-{}", std::process::id()));
+    if fs::create_dir(&cgroup).is_err() {
+        eprintln!("skipped: cannot make a v1 pids cgroup");
+        return;
+    }
+    let mut c = Running::start_in(Network::None, Some(cgroup.clone()));
+    let out = c.exec_ok(c.spec(&["cat", "/proc/self/cgroup"]));
+    let pids_line = out.lines().find(|l| l.split(':').nth(1) == Some("pids")).unwrap_or_default().to_string();
+    c.stop();
+    let _ = fs::remove_dir(&cgroup);
+    assert!(pids_line.ends_with(&format!("/kiln-exec-test-{}", std::process::id())), "{out}");
 }
