@@ -173,3 +173,83 @@ fn exec_it_gives_an_interactive_shell_in_a_pty() {
     assert!(text.contains("/dev/pts/"), "{text}");
     assert_eq!(out.status.code(), Some(3), "{text}");
 }
+
+/// The same `exec` and `top` calls against docker (dockerd 20.10) and kiln, on the same busybox
+/// rootfs: the same output and status, except where dockerd 20.10 differs from current docker
+/// (a command not found is 126 there, 127 in current docker and kiln). `--privileged` is left
+/// out: runc asks for every capability the kernel knows, which fails (126) on a host that lacks
+/// one, as this machine does; kiln keeps what it has.
+#[test]
+fn exec_and_top_match_docker() {
+    use crate::image_compare::{docker_available, DockerImages, DOCKER};
+    if !is_root() || !docker_available() {
+        eprintln!("skipped: needs root and a running dockerd");
+        return;
+    }
+    let k = Kiln::new();
+    let _web = Web::start(&k, "web");
+    let tag = format!("kiln-exec-cmp-{}:1", std::process::id());
+    let name = format!("kiln-exec-cmp-{}", std::process::id());
+    let images = DockerImages { tags: vec![tag.clone()] };
+    images.run(&["import", busybox_rootfs().to_str().unwrap(), &tag]);
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(DOCKER).args(["rm", "-f", &self.0]).output();
+        }
+    }
+    let _container = Gone(name.clone());
+    images.run(&["run", "-d", "--network", "none", "--name", &name, "-e", "FROM_RUN=yes", &tag, "sleep", "1000"]);
+
+    let calls: &[(&[&str], &[&str])] = &[
+        (&[], &["ls", "/"]),
+        (&[], &["sh", "-c", "id; pwd; echo $HOME $FROM_RUN"]),
+        (&["-u", "app", "-w", "/tmp"], &["sh", "-c", "id; pwd; echo $HOME"]),
+        (&["-u", "1000:50"], &["sh", "-c", "id -u; id -g; id -G"]),
+        (&["-e", "FROM_RUN=flag", "-e", "NEW=1"], &["sh", "-c", "echo $FROM_RUN $NEW"]),
+        (&["-w", "/etc"], &["sh", "-c", "pwd; exit 5"]),
+        (&[], &["sh", "-c", "grep -E '^Cap(Eff|Bnd)' /proc/self/status"]),
+        (&[], &["/etc/passwd"]),
+        (&["-w", "/nonexistent"], &["pwd"]),
+        (&["-u", "nobody2"], &["id"]),
+    ];
+    for &(flags, command) in calls {
+        let call = [flags, command].concat();
+        let mut kiln_args = vec!["exec"];
+        kiln_args.extend_from_slice(flags);
+        kiln_args.push("web");
+        kiln_args.extend_from_slice(command);
+        let mut docker_args = vec!["exec"];
+        docker_args.extend_from_slice(flags);
+        docker_args.push(&name);
+        docker_args.extend_from_slice(command);
+        let kiln = k.run(&kiln_args);
+        let docker = std::process::Command::new(DOCKER).args(&docker_args).output().unwrap();
+        assert_eq!(kiln.status.code(), docker.status.code(), "exec {call:?}: kiln {}", stderr(&kiln));
+        // dockerd 20.10 prints the runtime's errors on stdout; kiln on stderr, as current docker.
+        if docker.status.code() != Some(126) {
+            assert_eq!(String::from_utf8_lossy(&kiln.stdout), String::from_utf8_lossy(&docker.stdout), "exec {call:?}");
+        }
+    }
+    // Not found: 127 in kiln (current docker), 126 in dockerd 20.10; both say so on stderr.
+    let kiln = k.run(&["exec", "web", "nosuchprogram"]);
+    let docker = std::process::Command::new(DOCKER).args(["exec", &name, "nosuchprogram"]).output().unwrap();
+    assert_eq!((kiln.status.code(), docker.status.code()), (Some(127), Some(126)));
+    assert!(stderr(&kiln).contains("executable file not found in $PATH"));
+    // top: the same columns and the same command column.
+    let kiln_top = k.ok(&["top", "web"]);
+    let docker_top = images.run(&["top", &name]);
+    let columns = |t: &str| t.lines().next().unwrap().split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(columns(&kiln_top), columns(&docker_top));
+    let commands = |t: &str| {
+        t.lines().skip(1).map(|l| l.split_whitespace().skip(7).collect::<Vec<_>>().join(" ")).collect::<Vec<_>>()
+    };
+    assert_eq!(commands(&kiln_top), commands(&docker_top));
+    // A stopped container: status 1 from both.
+    k.ok(&["stop", "-t", "0", "web"]);
+    images.run(&["stop", "-t", "0", &name]);
+    let kiln = k.run(&["exec", "web", "ls"]);
+    let docker = std::process::Command::new(DOCKER).args(["exec", &name, "ls"]).output().unwrap();
+    assert_eq!((kiln.status.code(), docker.status.code()), (Some(1), Some(1)));
+    assert!(stderr(&kiln).contains("is not running") && stderr(&docker).contains("is not running"));
+}
