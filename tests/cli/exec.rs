@@ -253,3 +253,61 @@ fn exec_and_top_match_docker() {
     assert_eq!((kiln.status.code(), docker.status.code()), (Some(1), Some(1)));
     assert!(stderr(&kiln).contains("is not running") && stderr(&docker).contains("is not running"));
 }
+
+/// Host processes whose command line names this test's store and `exec` (kiln exec and the
+/// monitors forked from it), and those running `sleep <arg>`.
+fn leftovers(k: &Kiln, sleep_arg: &str) -> Vec<String> {
+    let root = k.root().display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let ours = args.contains(&root) && args.iter().any(|a| a == "exec");
+        let sleeper = args.len() >= 2 && args[0] == "sleep" && args[1] == sleep_arg;
+        if ours || sleeper {
+            found.push(format!("{}: {}", entry.file_name().to_string_lossy(), args.join(" ")));
+        }
+    }
+    found
+}
+
+#[test]
+fn exec_forwards_signals_and_nothing_outlives_the_container() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    let web = Web::start(&k, "web");
+    // A signal to kiln exec reaches the command.
+    let mut child = k
+        .cmd(&["exec", "web", "sh", "-c", "trap 'echo got-term; exit 4' TERM; echo ready; while :; do sleep 0.1; done"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("ready") {
+        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
+        assert!(n > 0, "exec ended early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    std::io::Read::read_to_end(&mut stdout, &mut seen).unwrap();
+    assert!(String::from_utf8_lossy(&seen).contains("got-term"), "{}", String::from_utf8_lossy(&seen));
+    assert_eq!(status.code(), Some(4));
+
+    // Detached processes and their monitors go with the container.
+    k.ok(&["exec", "-d", "web", "sleep", "4242"]);
+    k.ok(&["exec", "-d", "web", "sh", "-c", "sleep 4242"]);
+    assert_eq!(leftovers(&k, "4242").len(), 4, "{:?}", leftovers(&k, "4242"));
+    k.ok(&["rm", "-f", "web"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !leftovers(&k, "4242").is_empty() {
+        assert!(Instant::now() < deadline, "left behind: {:?}", leftovers(&k, "4242"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(web);
+    k.assert_fsck_clean();
+}
