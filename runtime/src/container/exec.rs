@@ -99,38 +99,19 @@ pub fn exec_in(pid: i32, mut spec: ExecSpec) -> Result<RunResult, ContainerError
     let seccomp = seccomp::programs(&spec.seccomp)
         .map_err(|e| ContainerError::Setup { step: "preparing seccomp".into(), source: io::Error::other(e) })?;
 
-    let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
     let capture = spec.output.is_some() && !spec.tty;
-    let (out_r, out_w) = if capture {
-        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-        (Some(r), Some(w))
-    } else if spec.detach {
+    let channels = relay::Channels::new(capture, spec.stderr_output.is_some(), spec.tty)?;
+    let (status_r, status_w) = channels.status;
+    let (out_r, mut out_w) = channels.out.map_or((None, None), |(r, w)| (Some(r), Some(w)));
+    if spec.detach {
         let null = nix::fcntl::open("/dev/null", OFlag::O_WRONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
             .map_err(setup_err("opening /dev/null"))?;
-        (None, Some(null))
-    } else {
-        (None, None)
-    };
-    let (err_r, err_w) = if capture && spec.stderr_output.is_some() {
-        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-        (Some(r), Some(w))
-    } else {
-        (None, None)
-    };
-    let (exec_r, exec_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-    let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-    let (pty_parent, pty_child): (Option<OwnedFd>, Option<OwnedFd>) = if spec.tty {
-        let (a, b) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::SeqPacket,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(setup_err("creating a socket pair"))?;
-        (Some(a), Some(b))
-    } else {
-        (None, None)
-    };
+        out_w = Some(null);
+    }
+    let (err_r, err_w) = channels.err.map_or((None, None), |(r, w)| (Some(r), Some(w)));
+    let (exec_r, exec_w) = channels.exec;
+    let (go_r, go_w) = channels.go;
+    let (pty_parent, pty_child) = channels.pty.map_or((None, None), |(a, b)| (Some(a), Some(b)));
 
     let attached = !spec.detach;
     let monitor_io = MonitorIo {
@@ -237,14 +218,7 @@ pub fn exec_in(pid: i32, mut spec: ExecSpec) -> Result<RunResult, ContainerError
         forwarding: &forwarding,
         user: &spec.user,
     });
-    let mut monitor_status = 0;
-    loop {
-        // SAFETY: monitor_status is a valid out pointer.
-        let r = unsafe { libc::waitpid(monitor, &mut monitor_status, 0) };
-        if r == monitor || (r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
-            break;
-        }
-    }
+    let monitor_status = relay::wait_child(monitor);
     drop(forwarding);
     let report = relay_result?;
     if let Some(err) = report.error {
