@@ -233,7 +233,7 @@ fn detached_exec_returns_at_once_and_outlives_the_call() {
         return;
     }
     let c = Running::start(Network::None);
-    let mut spec = c.spec(&["sh", "-c", "sleep 0.5; echo done > /tmp/detached"]);
+    let mut spec = c.spec(&["sh", "-c", "sleep 1; echo done > /tmp/detached"]);
     spec.detach = true;
     let (tx, rx) = mpsc::channel();
     spec.on_started = Some(Box::new(move |pid| tx.send(pid).unwrap()));
