@@ -316,3 +316,24 @@ fn exec_forwards_signals_and_nothing_outlives_the_container() {
     drop(web);
     k.assert_fsck_clean();
 }
+
+#[test]
+fn exec_joins_the_containers_cgroups() {
+    if !is_root() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let out =
+        k.run(&["run", "-d", "--name", "lim", "--memory", "64m", "--pids-limit", "50", "busybox", "sleep", "1000"]);
+    if !out.status.success() {
+        eprintln!("skipped: no cgroup limits on this machine: {}", stderr(&out));
+        return;
+    }
+    let web = Web { k: &k, name: "lim".into() };
+    let pid = k.ok(&["inspect", "-f", "{{.State.Pid}}", "lim"]).trim().to_string();
+    let container = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(container.contains("/kiln/"), "{container}");
+    assert_eq!(k.ok(&["exec", "lim", "cat", "/proc/self/cgroup"]), container);
+    drop(web);
+}

@@ -232,12 +232,12 @@ pub fn exec_in(pid: i32, mut spec: ExecSpec) -> Result<RunResult, ContainerError
     }
     match report.exit {
         Some(status) if libc::WIFEXITED(status) => {
-            Ok(RunResult { outcome: ExitOutcome::Exited(libc::WEXITSTATUS(status)) })
+            Ok(RunResult { outcome: ExitOutcome::Exited(libc::WEXITSTATUS(status)), oom_killed: false })
         }
         Some(status) if libc::WIFSIGNALED(status) => {
-            Ok(RunResult { outcome: ExitOutcome::Signaled(libc::WTERMSIG(status)) })
+            Ok(RunResult { outcome: ExitOutcome::Signaled(libc::WTERMSIG(status)), oom_killed: false })
         }
-        None if !attached => Ok(RunResult { outcome: ExitOutcome::Exited(0) }),
+        None if !attached => Ok(RunResult { outcome: ExitOutcome::Exited(0), oom_killed: false }),
         _ => Err(ContainerError::Setup {
             step: "monitoring the exec'd process".into(),
             source: io::Error::other(format!(
