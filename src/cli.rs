@@ -157,6 +157,8 @@ pub enum ContainerCommand {
     Create(RunArgs),
     /// Run a command in a running container
     Exec(ExecArgs),
+    /// Show low-level information about containers, as JSON
+    Inspect(InspectArgs),
     /// Display the running processes of a container
     Top(TopArgs),
     /// Kill one or more running containers
@@ -662,7 +664,7 @@ pub struct InspectArgs {
     /// Format the output using a Go template, e.g. '{{.Id}}' or '{{index .Config.Labels "k"}}'
     #[arg(short = 'f', long)]
     pub format: Option<String>,
-    /// Only "image" objects exist so far
+    /// Only this type of object: "container" or "image" (docker looks for a container first)
     #[arg(long = "type")]
     pub kind: Option<String>,
     #[arg(required = true)]
