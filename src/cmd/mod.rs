@@ -3,6 +3,7 @@
 mod attach;
 mod build;
 mod builder;
+mod exec;
 mod history;
 mod images;
 mod import;
@@ -91,6 +92,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Attach(args) | Command::Container { command: ContainerCommand::Attach(args) } => {
             attach::run(&open(LockMode::Shared)?, args)
+        }
+        Command::Exec(args) | Command::Container { command: ContainerCommand::Exec(args) } => {
+            exec::exec(&open(LockMode::Shared)?, args)
+        }
+        Command::Top(args) | Command::Container { command: ContainerCommand::Top(args) } => {
+            exec::top(&open(LockMode::Shared)?, args)
         }
         Command::Logs(args) | Command::Container { command: ContainerCommand::Logs(args) } => {
             logs::run(&open(LockMode::Shared)?, args)

@@ -23,6 +23,7 @@
 
 mod child;
 mod cleanup;
+mod exec;
 pub mod plan;
 mod relay;
 pub mod seccomp;
@@ -35,8 +36,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
-use nix::fcntl::OFlag;
-
+pub use exec::{exec_in, ExecSpec};
 pub use plan::{apply_plan, mount_plan, Attrs, Create, MountOp, Source, Syscall};
 pub use seccomp::Seccomp;
 
@@ -198,6 +198,9 @@ pub enum ContainerError {
     ExecNotExecutable { path: String, source: io::Error },
     #[error("container setup: {step}: {source}")]
     Setup { step: String, source: io::Error },
+    /// `exec` into a container whose process (this host pid) is gone.
+    #[error("the container's process {pid} is not running")]
+    NotRunning { pid: i32 },
 }
 
 impl ContainerError {
@@ -364,36 +367,14 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         None => None,
     };
 
-    let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
     let capture = spec.output.is_some() && !spec.tty;
-    let (out_r, out_w) = if capture {
-        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-        (Some(r), Some(w))
-    } else {
-        (None, None)
-    };
-    let (err_r, err_w) = if capture && spec.stderr_output.is_some() {
-        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-        (Some(r), Some(w))
-    } else {
-        (None, None)
-    };
-    // Held only by `init`, closed by its `execve`: EOF with no error reported means the program
-    // runs.
-    let (exec_r, exec_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-    let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-    let (pty_parent, pty_child): (Option<OwnedFd>, Option<OwnedFd>) = if spec.tty {
-        let (a, b) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::SeqPacket,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(setup_err("creating a socket pair"))?;
-        (Some(a), Some(b))
-    } else {
-        (None, None)
-    };
+    let channels = relay::Channels::new(capture, spec.stderr_output.is_some(), spec.tty)?;
+    let (status_r, status_w) = channels.status;
+    let (out_r, out_w) = channels.out.map_or((None, None), |(r, w)| (Some(r), Some(w)));
+    let (err_r, err_w) = channels.err.map_or((None, None), |(r, w)| (Some(r), Some(w)));
+    let (exec_r, exec_w) = channels.exec;
+    let (go_r, go_w) = channels.go;
+    let (pty_parent, pty_child) = channels.pty.map_or((None, None), |(a, b)| (Some(a), Some(b)));
     let seccomp = seccomp::programs(&spec.seccomp)
         .map_err(|e| ContainerError::Setup { step: "preparing seccomp".into(), source: std::io::Error::other(e) })?;
     let cfg = child::ChildConfig {
@@ -462,14 +443,7 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         forwarding: &forwarding,
         user: &spec.user,
     });
-    let mut monitor_status = 0;
-    loop {
-        // SAFETY: monitor_status is a valid out pointer.
-        let r = unsafe { libc::waitpid(pid, &mut monitor_status, 0) };
-        if r == pid || (r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
-            break;
-        }
-    }
+    let monitor_status = relay::wait_child(pid);
     drop(forwarding);
     // Every process of the container is gone with its pid namespace: read what the cgroup saw,
     // then remove it.

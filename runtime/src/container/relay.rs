@@ -223,6 +223,70 @@ fn set_nonblocking(fd: BorrowedFd<'_>) {
     }
 }
 
+// ---- the descriptors between kiln and the children ----------------------------------------------
+
+type Pipe = (OwnedFd, OwnedFd);
+
+fn pipe() -> Result<Pipe, ContainerError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(super::setup_err("creating a pipe"))
+}
+
+/// The pipes (read end, write end) and the pty socket pair (kiln's end, the child's end) between
+/// kiln and a monitor and the process it starts, all close-on-exec, made before `fork`.
+pub(crate) struct Channels {
+    /// The children's messages.
+    pub status: Pipe,
+    /// Captured stdout (and stderr, unless `err`).
+    pub out: Option<Pipe>,
+    /// Captured stderr, apart.
+    pub err: Option<Pipe>,
+    /// Held only by the process, closed by its `execve`: EOF with no error reported means the
+    /// program runs.
+    pub exec: Pipe,
+    /// kiln's go-ahead once the `on_created` hooks ran.
+    pub go: Pipe,
+    /// Where the pty master is passed, with a tty.
+    pub pty: Option<Pipe>,
+}
+
+impl Channels {
+    pub fn new(capture: bool, apart: bool, tty: bool) -> Result<Channels, ContainerError> {
+        let pty = if tty {
+            Some(
+                nix::sys::socket::socketpair(
+                    nix::sys::socket::AddressFamily::Unix,
+                    nix::sys::socket::SockType::SeqPacket,
+                    None,
+                    nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+                )
+                .map_err(super::setup_err("creating a socket pair"))?,
+            )
+        } else {
+            None
+        };
+        Ok(Channels {
+            status: pipe()?,
+            out: if capture { Some(pipe()?) } else { None },
+            err: if capture && apart { Some(pipe()?) } else { None },
+            exec: pipe()?,
+            go: pipe()?,
+            pty,
+        })
+    }
+}
+
+/// Waits for the child `pid` (retrying on EINTR); its wait status, or 0 when it cannot be had.
+pub(crate) fn wait_child(pid: i32) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid || (r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
+            return status;
+        }
+    }
+}
+
 // ---- the relay loop ----------------------------------------------------------------------------
 
 pub(crate) struct RelayIo<'a> {
