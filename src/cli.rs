@@ -41,8 +41,14 @@ pub enum Command {
     Wait(ContainersArgs),
     /// Fetch the logs of a container
     Logs(LogsArgs),
+    /// Attach the terminal to a running container's output (and stdin, if made with -i)
+    Attach(AttachArgs),
     /// Rename a container
     Rename(RenameArgs),
+    /// Run a command in a running container
+    Exec(ExecArgs),
+    /// Display the running processes of a container
+    Top(TopArgs),
     /// List containers
     Ps(PsArgs),
     /// Remove one or more containers
@@ -155,10 +161,16 @@ pub enum ImageCommand {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum ContainerCommand {
+    /// Attach the terminal to a running container's output (and stdin, if made with -i)
+    Attach(AttachArgs),
     /// Create a new container (not started)
     Create(RunArgs),
+    /// Run a command in a running container
+    Exec(ExecArgs),
     /// Show low-level information about containers, as JSON
     Inspect(InspectArgs),
+    /// Display the running processes of a container
+    Top(TopArgs),
     /// Kill one or more running containers
     Kill(KillArgs),
     /// Fetch the logs of a container
@@ -652,6 +664,63 @@ pub struct LogsArgs {
     #[arg(long)]
     pub details: bool,
     pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach stdin
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// Override the key sequence for detaching (default ctrl-p,ctrl-q)
+    #[arg(long)]
+    pub detach_keys: Option<String>,
+    /// Proxy received signals to the process (accepted; with a tty, Ctrl-C reaches it through the terminal)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub sig_proxy: bool,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Detached mode: run the command in the background
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep STDIN open
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Username or UID (format: <name|uid>[:<group|gid>]); default: the container's user
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Working directory inside the container (absolute; default: the container's)
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// Set environment variables
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file")]
+    pub env_files: Vec<PathBuf>,
+    /// Give extended privileges (every capability) to the command
+    #[arg(long)]
+    pub privileged: bool,
+    /// Override the key sequence for detaching (accepted; exec has nothing to detach from)
+    #[arg(long)]
+    pub detach_keys: Option<String>,
+    pub container: String,
+    /// The command and its arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    pub container: String,
+    /// Options for ps (default: -ef)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -1,7 +1,9 @@
 //! One file per command; `run` opens the store the command needs and dispatches.
 
+mod attach;
 mod build;
 mod builder;
+mod exec;
 mod history;
 mod images;
 mod import;
@@ -89,6 +91,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Rename(args) | Command::Container { command: ContainerCommand::Rename(args) } => {
             start::rename(&open(LockMode::Shared)?, args)
+        }
+        Command::Attach(args) | Command::Container { command: ContainerCommand::Attach(args) } => {
+            attach::run(&open(LockMode::Shared)?, args)
+        }
+        Command::Exec(args) | Command::Container { command: ContainerCommand::Exec(args) } => {
+            exec::exec(&open(LockMode::Shared)?, args)
+        }
+        Command::Top(args) | Command::Container { command: ContainerCommand::Top(args) } => {
+            exec::top(&open(LockMode::Shared)?, args)
         }
         Command::Logs(args) | Command::Container { command: ContainerCommand::Logs(args) } => {
             logs::run(&open(LockMode::Shared)?, args)

@@ -238,7 +238,7 @@ fn command_line(config: &RunConfig, entrypoint: Option<&str>, command: &[String]
 }
 
 /// `KEY=VALUE` sets; a bare `KEY` copies kiln's own value if it has one (docker's rule).
-fn set_env(env: &mut Vec<String>, item: &str) {
+pub(crate) fn set_env(env: &mut Vec<String>, item: &str) {
     let entry = match item.split_once('=') {
         Some(_) => item.to_string(),
         None => match std::env::var(item) {

@@ -119,6 +119,15 @@ impl ContainerConfig {
         kiln_runtime::process::parse_signal(&self.stop_signal).unwrap_or(SIGTERM)
     }
 
+    /// The container's capabilities: all with `--privileged`, else docker's default set with
+    /// `--cap-add`/`--cap-drop` applied (`exec` gives its processes the same).
+    pub fn capabilities(&self) -> Result<CapSet> {
+        if self.privileged {
+            return Ok(CapSet::all());
+        }
+        CapSet::tweak(&self.cap_add, &self.cap_drop).map_err(|e| anyhow!("{e}"))
+    }
+
     pub fn stop_timeout_secs(&self) -> u32 {
         self.stop_timeout.unwrap_or(10)
     }
@@ -290,11 +299,7 @@ pub fn prepare(store: &Store, container: &Container) -> Result<Prepared> {
             hosts.push_str(&format!("{ip}\t{name}\n"));
         }
     }
-    let capabilities = if config.privileged {
-        CapSet::all()
-    } else {
-        CapSet::tweak(&config.cap_add, &config.cap_drop).map_err(|e| anyhow!("container {}: {e}", container.name()))?
-    };
+    let capabilities = config.capabilities().with_context(|| format!("container {}", container.name()))?;
     let seccomp = if config.privileged { Seccomp::Unconfined } else { config.seccomp.to_runtime() };
     let spec = ContainerSpec {
         lower_dirs,

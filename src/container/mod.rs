@@ -12,6 +12,7 @@
 //! No daemon: every kiln process reads the truth from here, and the supervisor is the only
 //! writer of a running container's exit.
 
+pub mod attach;
 pub mod config;
 // The rules are here and tested; the supervisor's probe loop (which needs `exec`) is not yet.
 #[allow(dead_code)]

@@ -21,6 +21,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use kiln_cas::{LockMode, Store};
 use kiln_runtime::container::{run_container, RunResult, StdinMode};
 
+use super::attach::AttachServer;
 use super::logs::{LogWriter, Stream};
 use super::{config, now, read_record, Container, Status};
 
@@ -134,6 +135,22 @@ pub fn supervise(
         return Err(StartError::setup(anyhow!("container {} is already running", container.name())));
     };
     let mut announce = Some(announce);
+    // Detached: clients of `kiln attach` get the output and, with `-i`, feed stdin.
+    let (attach, stdin) = match mode {
+        Mode::Detached => {
+            let (reader, writer) = if container.record.config.open_stdin {
+                let (r, w) = std::io::pipe().context("creating the stdin pipe").map_err(StartError::setup)?;
+                (Some(r), Some(w))
+            } else {
+                (None, None)
+            };
+            let server = AttachServer::start(&container.dir, writer)
+                .with_context(|| format!("listening on {}", container.dir.join(super::attach::SOCKET).display()))
+                .map_err(StartError::setup)?;
+            (Some(Arc::new(server)), reader)
+        }
+        Mode::Foreground { .. } => (None, None),
+    };
     let mut delay = Duration::from_millis(100);
     let mut ever_ran = false;
     loop {
@@ -146,7 +163,20 @@ pub fn supervise(
                 f();
             }
         });
-        let result = run_once(root, &mut container, mode, announce_once);
+        let stdin_fd = match &stdin {
+            Some(reader) => Some(
+                reader
+                    .try_clone()
+                    .map(std::os::fd::OwnedFd::from)
+                    .context("sharing the stdin pipe")
+                    .map_err(StartError::setup)?,
+            ),
+            None => None,
+        };
+        let result = run_once(root, &mut container, mode, announce_once, attach.clone(), stdin_fd);
+        if let Some(server) = &attach {
+            server.close_clients();
+        }
         let ran = started_rx.try_recv().is_ok();
         ever_ran |= ran;
         let (status, oom, error) = match &result {
@@ -218,6 +248,8 @@ fn run_once(
     container: &mut Container,
     mode: Mode,
     announce: Box<dyn FnOnce() + Send>,
+    attach: Option<Arc<AttachServer>>,
+    stdin_fd: Option<std::os::fd::OwnedFd>,
 ) -> Result<RunResult, StartError> {
     // The store is opened only to prepare: a long-running container must not hold the store's
     // lock (prune takes it exclusively). The lease keeps its snapshots.
@@ -258,12 +290,20 @@ fn run_once(
                 .map_err(StartError::setup)?;
             let log = Arc::new(Mutex::new(writer));
             let (out, err) = (log.clone(), log.clone());
+            let (attach_out, attach_err) = (attach.clone(), attach);
             spec.output = Some(Box::new(move |data: &[u8]| {
                 let _ = out.lock().unwrap_or_else(|p| p.into_inner()).write(Stream::Stdout, data);
+                if let Some(a) = &attach_out {
+                    a.broadcast(super::attach::STDOUT, data);
+                }
             }));
             spec.stderr_output = Some(Box::new(move |data: &[u8]| {
                 let _ = err.lock().unwrap_or_else(|p| p.into_inner()).write(Stream::Stderr, data);
+                if let Some(a) = &attach_err {
+                    a.broadcast(super::attach::STDERR, data);
+                }
             }));
+            spec.stdin_fd = stdin_fd;
             Some(log)
         }
         Mode::Foreground { interactive } => {

@@ -572,3 +572,46 @@ fn the_lifecycle_prints_what_podman_prints() {
     let (kn, p) = both(&["rm", &name]);
     assert_eq!((kn.0, p.0), (Some(1), Some(1)), "rm of a removed container");
 }
+
+#[test]
+fn attach_feeds_stdin_shows_output_and_detaches_with_ctrl_p_ctrl_q() {
+    let Some(k) = setup() else { return };
+    let _cleanup = Cleanup(&k);
+    // Without a tty: stdin from the pipe, output on both streams, the container's exit status.
+    k.ok(&["run", "-d", "-i", "--name", "shell", "busybox", "sh"]);
+    let mut attach = assert_cmd::Command::from_std(k.cmd(&["attach", "shell"]));
+    attach.write_stdin("echo hello from attach\necho to-err >&2\nexit 5\n");
+    let out = attach.timeout(Duration::from_secs(30)).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "attach ends with the container's status");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from attach\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "to-err\n");
+    assert_eq!(inspect(&k, "shell", "{{.State.Status}} {{.State.ExitCode}}"), "exited 5");
+    let err = k.fails(&["attach", "shell"]);
+    assert!(err.contains("You cannot attach to a stopped container"), "{err}");
+    // With a tty, through a pty: the keys reach the shell, and Ctrl-P Ctrl-Q detaches, leaving
+    // the container running.
+    if !have_tool("script") {
+        eprintln!("skipped the tty part: script (util-linux) missing");
+        return;
+    }
+    k.ok(&["run", "-dit", "--name", "tty", "busybox", "sh"]);
+    let kiln = assert_cmd::cargo::cargo_bin("kiln");
+    let command = format!("{} --root {} attach tty", kiln.display(), k.root().display());
+    let mut script = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = script.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    use std::io::Write;
+    stdin.write_all(b"echo tty-$((40+2))\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(&[0x10, 0x11]).unwrap();
+    let out = script.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(text.contains("tty-42"), "{text}");
+    assert_eq!(out.status.code(), Some(0), "detaching is a success");
+    assert_eq!(inspect(&k, "tty", "{{.State.Status}}"), "running", "detaching leaves it running");
+}

@@ -13,6 +13,7 @@ mod containers;
 mod context_files;
 mod docker_compare;
 mod docker_diff;
+mod exec;
 mod faults;
 mod image_compare;
 mod images;

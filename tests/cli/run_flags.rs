@@ -69,6 +69,11 @@ fn cap_drop_and_cap_add_follow_dockers_rules() {
     assert_eq!(caps(&["--cap-drop", "ALL", "--cap-add", "CAP_KILL"]), 1 << 5);
     let privileged = caps(&["--privileged"]);
     assert!(privileged & (1 << 21) != 0 && privileged & 0xa80425fb == 0xa80425fb, "{privileged:x}");
+    // exec gets the container's set, as in docker.
+    let id = k.ok(&["run", "-d", "--cap-drop", "ALL", "--cap-add", "KILL", "busybox", "sleep", "30"]);
+    let exec = k.ok(&["exec", id.trim(), "grep", "CapEff", "/proc/self/status"]);
+    k.ok(&["rm", "-f", id.trim()]);
+    assert_eq!(exec, "CapEff:\t0000000000000020\n");
     let err = k.fails(&["run", "--rm", "--cap-add", "BOGUS", "busybox", "true"]);
     assert!(err.contains("invalid CapAdd: unknown capability: \"CAP_BOGUS\""), "{err}");
     assert!(k.ok(&["ps", "-a", "-q"]).trim().is_empty(), "a refused flag makes no container");

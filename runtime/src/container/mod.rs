@@ -24,6 +24,7 @@
 pub mod caps;
 mod child;
 mod cleanup;
+mod exec;
 pub mod plan;
 mod relay;
 pub mod seccomp;
@@ -36,8 +37,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
-use nix::fcntl::OFlag;
-
+pub use exec::{exec_in, ExecSpec};
 pub use plan::{apply_plan, mount_plan, Attrs, Create, MountOp, Source, Syscall};
 pub use seccomp::Seccomp;
 
@@ -145,6 +145,9 @@ pub struct ContainerSpec {
     pub on_started: Option<StartedHook>,
     /// Called before `init` goes on (see [`CreatedHook`]); runs in kiln's process.
     pub on_created: Vec<CreatedHook>,
+    /// The container's stdin, in place of `stdin`'s choice: the process's fd 0 without a tty,
+    /// relayed into the pty with one (a supervisor's pipe from `attach` clients).
+    pub stdin_fd: Option<OwnedFd>,
     /// The process's seccomp filter (docker's default unless unconfined).
     pub seccomp: Seccomp,
     /// The process's capabilities (bounding, permitted, effective); `None`: docker's default set.
@@ -208,6 +211,9 @@ pub enum ContainerError {
     ExecNotExecutable { path: String, source: io::Error },
     #[error("container setup: {step}: {source}")]
     Setup { step: String, source: io::Error },
+    /// `exec` into a container whose process (this host pid) is gone.
+    #[error("the container's process {pid} is not running")]
+    NotRunning { pid: i32 },
 }
 
 impl ContainerError {
@@ -374,36 +380,14 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         None => None,
     };
 
-    let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
     let capture = spec.output.is_some() && !spec.tty;
-    let (out_r, out_w) = if capture {
-        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-        (Some(r), Some(w))
-    } else {
-        (None, None)
-    };
-    let (err_r, err_w) = if capture && spec.stderr_output.is_some() {
-        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-        (Some(r), Some(w))
-    } else {
-        (None, None)
-    };
-    // Held only by `init`, closed by its `execve`: EOF with no error reported means the program
-    // runs.
-    let (exec_r, exec_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-    let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-    let (pty_parent, pty_child): (Option<OwnedFd>, Option<OwnedFd>) = if spec.tty {
-        let (a, b) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::SeqPacket,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(setup_err("creating a socket pair"))?;
-        (Some(a), Some(b))
-    } else {
-        (None, None)
-    };
+    let channels = relay::Channels::new(capture, spec.stderr_output.is_some(), spec.tty)?;
+    let (status_r, status_w) = channels.status;
+    let (out_r, out_w) = channels.out.map_or((None, None), |(r, w)| (Some(r), Some(w)));
+    let (err_r, err_w) = channels.err.map_or((None, None), |(r, w)| (Some(r), Some(w)));
+    let (exec_r, exec_w) = channels.exec;
+    let (go_r, go_w) = channels.go;
+    let (pty_parent, pty_child) = channels.pty.map_or((None, None), |(a, b)| (Some(a), Some(b)));
     let seccomp = seccomp::programs(&spec.seccomp)
         .map_err(|e| ContainerError::Setup { step: "preparing seccomp".into(), source: std::io::Error::other(e) })?;
     let cfg = child::ChildConfig {
@@ -429,6 +413,7 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         exec_w: exec_w.as_raw_fd(),
         go_r: go_r.as_raw_fd(),
         pty_sock: pty_child.as_ref().map(|fd| fd.as_raw_fd()),
+        stdin_fd: if spec.tty { None } else { spec.stdin_fd.as_ref().map(|fd| fd.as_raw_fd()) },
     };
 
     let forwarding = relay::Forwarding::start();
@@ -466,19 +451,13 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         go: Some(go_w),
         on_created: std::mem::take(&mut spec.on_created),
         pty_sock: pty_parent,
-        stdin_into_pty: spec.tty && spec.stdin == StdinMode::Inherit,
+        stdin_into_pty: spec.tty && (spec.stdin == StdinMode::Inherit || spec.stdin_fd.is_some()),
+        stdin_from: if spec.tty { spec.stdin_fd.take() } else { None },
         sink,
         forwarding: &forwarding,
         user: &spec.user,
     });
-    let mut monitor_status = 0;
-    loop {
-        // SAFETY: monitor_status is a valid out pointer.
-        let r = unsafe { libc::waitpid(pid, &mut monitor_status, 0) };
-        if r == pid || (r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
-            break;
-        }
-    }
+    let monitor_status = relay::wait_child(pid);
     drop(forwarding);
     // Every process of the container is gone with its pid namespace: read what the cgroup saw,
     // then remove it.
