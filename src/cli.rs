@@ -55,6 +55,14 @@ pub enum Command {
     Search(SearchArgs),
     /// Show the kiln version
     Version(VersionArgs),
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(ExportArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(DiffArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
     /// Manage images
     #[command(arg_required_else_help = true)]
     Image {
@@ -125,6 +133,14 @@ pub enum ContainerCommand {
     Rm(RmArgs),
     /// Run a command in a new container
     Run(RunArgs),
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(ExportArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(DiffArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
 }
 
 #[derive(Args, Debug)]
@@ -510,4 +526,56 @@ impl TlsArgs {
     ) -> kiln_cas::registry::ClientOptions {
         kiln_cas::registry::ClientOptions { insecure: !self.tls_verify, credentials, cert_dir: self.cert_dir.clone() }
     }
+}
+
+#[derive(Args, Debug)]
+pub struct CommitArgs {
+    /// Container name or ID
+    pub container: String,
+    /// Repository and tag for the new image (REPO[:TAG])
+    pub reference: Option<String>,
+    /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")
+    #[arg(short = 'a', long)]
+    pub author: Option<String>,
+    /// Apply a Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)
+    #[arg(short = 'c', long = "change")]
+    pub changes: Vec<String>,
+    /// Commit message
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// Pause container during commit
+    #[arg(short = 'p', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub pause: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Container name or ID
+    pub container: String,
+    /// Write to a file, instead of STDOUT
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// Container name or ID
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CpArgs {
+    /// CONTAINER:SRC_PATH, a local path, or - (a tar stream on stdin)
+    pub source: String,
+    /// CONTAINER:DEST_PATH, a local path, or - (a tar stream on stdout)
+    pub destination: String,
+    /// Archive mode (copy all uid/gid information)
+    #[arg(short = 'a', long)]
+    pub archive: bool,
+    /// Always follow symbol link in SRC_PATH
+    #[arg(short = 'L', long = "follow-link")]
+    pub follow_link: bool,
+    /// Suppress progress output during copy
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }

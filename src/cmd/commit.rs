@@ -1,0 +1,369 @@
+//! A container's file system as docker hands it on: `kiln commit` (its changes become a layer of a
+//! new image, as a RUN step's do), `kiln export` (the whole file system as a tar) and `kiln diff`
+//! (what changed, as `A`/`C`/`D` lines).
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, IsTerminal, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use kiln_builder::solve::RunConfig;
+use kiln_cas::image_fs::ImageFs;
+use kiln_cas::{Digest, Image, Reference, Store};
+use kiln_runtime::container::view::FsView;
+use kiln_runtime::snapshot::{chain_ids, commit_upper, diff_upper, DiffOptions, SnapshotLease, Snapshots};
+use serde_json::{json, Value};
+
+use crate::cli::{CommitArgs, DiffArgs, ExportArgs};
+use crate::container::{self, Container};
+use crate::output::outln;
+
+/// The diffID of an empty layer (a tar of only its end blocks): docker adds no layer for it.
+const EMPTY_LAYER: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+
+/// Paths the runtime mounts over in every container. While a container runs, the ones its image
+/// lacks exist in its upper dir only as mount points (the runtime removes them when it stops):
+/// they are not the container's changes.
+const RUNTIME_MOUNT_POINTS: &[&str] = &["proc", "sys", "dev", "etc/hosts", "etc/hostname", "etc/resolv.conf"];
+
+/// The instructions `commit --change` takes (docker's list).
+const COMMIT_CHANGES: &[&str] = &[
+    "CMD",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "HEALTHCHECK",
+    "LABEL",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+];
+
+pub fn commit(store: &Store, args: CommitArgs) -> Result<ExitCode> {
+    let tags = match &args.reference {
+        Some(text) => vec![Reference::parse(text).with_context(|| format!("invalid reference format: {text}"))?],
+        None => Vec::new(),
+    };
+    let container = container::find(store, &args.container)?;
+    let image = container_image(store, &container)?;
+    let mut config = RunConfig::from_value(image.config_json().get("config"));
+    apply_container(&mut config, &container);
+    for change in parse_changes(&args.changes, &config)? {
+        config.apply(&change);
+    }
+    let excluded = if container.state().status.is_live() {
+        runtime_mount_points(&ImageFs::load(store, &image)?)
+    } else {
+        BTreeSet::new()
+    };
+    let upper = container.upper_dir();
+    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().filter(|v| !v.is_empty());
+    let created = kiln_cas::archive::import::creation_time(epoch.as_deref())?;
+    let source_date_epoch = epoch.as_deref().and_then(|e| e.trim().parse().ok());
+    // docker pauses the container while it commits (`--pause`, on by default); kiln has no
+    // freezer yet, so a running container is committed as `--pause=false` would.
+    let _ = args.pause;
+    let diff_id = if upper.is_dir() {
+        let options = DiffOptions { exclude: excluded, source_date_epoch, ..DiffOptions::default() };
+        let (diff_id, _) = commit_upper(store, &upper, &options)
+            .map_err(|e| anyhow!("committing container {}: {e}", container.name()))?;
+        Some(diff_id).filter(|d| d.to_string() != EMPTY_LAYER)
+    } else {
+        None
+    };
+    let bytes = committed_config(&image, &container, &config, diff_id.as_ref(), &created, &args)?;
+    kiln_cas::image::parse_config(&bytes, "commit config")?;
+    let id = store.put_bytes(&bytes)?;
+    store.add_image(&id, &tags)?;
+    outln!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn container_image(store: &Store, container: &Container) -> Result<Image> {
+    let id: Digest = container
+        .image_id()
+        .parse()
+        .map_err(|e| anyhow!("container {}: image {}: {e}", container.name(), container.image_id()))?;
+    store.image(&id).with_context(|| format!("container {}: its image {}", container.name(), container.image_id()))
+}
+
+/// The image config as the container ran it: docker commits the container's own config (its
+/// command, environment, working dir, user, labels, stop signal) over the image's.
+fn apply_container(config: &mut RunConfig, container: &Container) {
+    let c = &container.record.config;
+    let image_env = config.env();
+    // kiln's `run` gives a container a PATH when its image has none, as docker does only when
+    // it starts the process: a committed image does not inherit it.
+    let env: Vec<String> = c
+        .env
+        .iter()
+        .filter(|e| e.as_str() != kiln_builder::solve::DEFAULT_PATH || image_env.iter().any(|i| i.starts_with("PATH=")))
+        .cloned()
+        .collect();
+    let f = &mut config.fields;
+    let mut set = |key: &str, value: Value, empty: bool| {
+        if empty {
+            f.remove(key);
+        } else {
+            f.insert(key.to_string(), value);
+        }
+    };
+    set("Env", json!(env), env.is_empty());
+    set("Entrypoint", json!(c.entrypoint), c.entrypoint.is_empty());
+    set("Cmd", json!(c.cmd), c.cmd.is_empty());
+    let image_workdir = f.get("WorkingDir").and_then(Value::as_str).unwrap_or("").to_string();
+    // The record says `/` when neither the image nor `-w` did; docker keeps it empty.
+    let workdir = if c.working_dir == "/" && image_workdir.is_empty() { "" } else { c.working_dir.as_str() };
+    let f = &mut config.fields;
+    if workdir.is_empty() {
+        f.remove("WorkingDir");
+    } else {
+        f.insert("WorkingDir".into(), json!(workdir));
+    }
+    if c.user.is_empty() {
+        f.remove("User");
+    } else {
+        f.insert("User".into(), json!(c.user));
+    }
+    if !c.labels.is_empty() {
+        f.insert("Labels".into(), json!(c.labels));
+    }
+    if !c.stop_signal.is_empty() {
+        f.insert("StopSignal".into(), json!(c.stop_signal));
+    }
+}
+
+/// Parses `--change` instructions with the Dockerfile parser and planner (words expanded with the
+/// container's environment, WORKDIR joined to its working dir), refusing the instructions docker
+/// refuses.
+fn parse_changes(changes: &[String], config: &RunConfig) -> Result<Vec<kiln_builder::plan::ConfigChange>> {
+    use kiln_builder::frontend::{plan, BaseImageConfig, ImageConfigSource, PlanOptions};
+    use kiln_builder::plan::Op;
+    if changes.is_empty() {
+        return Ok(Vec::new());
+    }
+    for change in changes {
+        let keyword = change.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+        if change.contains('\n') || !COMMIT_CHANGES.contains(&keyword.as_str()) {
+            let shown = if keyword.is_empty() { "an empty change".to_string() } else { keyword };
+            bail!("--change '{change}': {shown} is not a valid change command (only {})", COMMIT_CHANGES.join(", "));
+        }
+    }
+    struct Base(BaseImageConfig);
+    impl ImageConfigSource for Base {
+        fn base_config(&self, _reference: &str, _platform: &str) -> Result<BaseImageConfig, String> {
+            Ok(self.0.clone())
+        }
+    }
+    let base = Base(BaseImageConfig {
+        env: config.env(),
+        working_dir: config.working_dir(),
+        shell: config.shell(),
+        user: config.user(),
+        ..BaseImageConfig::default()
+    });
+    let text = format!("FROM container\n{}\n", changes.join("\n"));
+    let dockerfile = kiln_builder::dockerfile::parse(&text).map_err(|e| anyhow!("--change: {e}"))?;
+    let options = PlanOptions { file_name: "--change".into(), ..PlanOptions::default() };
+    let planned = plan(&dockerfile, &options, &base).map_err(|e| {
+        // Line 2 of the made-up Dockerfile is the first change.
+        match changes.get(e.line.wrapping_sub(2)) {
+            Some(change) => anyhow!("--change '{change}': {}", e.kind),
+            None => anyhow!("--change: {}", e.kind),
+        }
+    })?;
+    let stage = planned.stages.get(planned.target).context("--change: nothing planned")?;
+    Ok(stage
+        .steps
+        .iter()
+        .filter_map(|step| match &step.op {
+            Op::Config(change) => Some(change.clone()),
+            _ => None,
+        })
+        .collect())
+}
+
+fn committed_config(
+    image: &Image,
+    container: &Container,
+    config: &RunConfig,
+    diff_id: Option<&Digest>,
+    created: &str,
+    args: &CommitArgs,
+) -> Result<Vec<u8>> {
+    let mut value = image.config_json();
+    let top = value.as_object_mut().context("the image config is not a JSON object")?;
+    top.insert("config".into(), config.to_value());
+    top.insert("created".into(), json!(created));
+    top.insert("container".into(), json!(container.id()));
+    top.remove("container_config");
+    match &args.author {
+        Some(author) => top.insert("author".into(), json!(author)),
+        None => top.remove("author"),
+    };
+    match &args.message {
+        Some(message) => top.insert("comment".into(), json!(message)),
+        None => top.remove("comment"),
+    };
+    if let Some(diff_id) = diff_id {
+        let rootfs = top.entry("rootfs").or_insert_with(|| json!({"type": "layers", "diff_ids": []}));
+        let ids = rootfs
+            .as_object_mut()
+            .context("the image's rootfs is not an object")?
+            .entry("diff_ids")
+            .or_insert_with(|| json!([]));
+        ids.as_array_mut().context("the image's diff_ids are not a list")?.push(json!(diff_id.to_string()));
+    }
+    let mut entry = serde_json::Map::new();
+    entry.insert("created".into(), json!(created));
+    if let Some(author) = &args.author {
+        entry.insert("author".into(), json!(author));
+    }
+    // docker's `created_by` for a commit: the container's command (without its entrypoint).
+    entry.insert("created_by".into(), json!(container.record.config.cmd.join(" ")));
+    if let Some(message) = &args.message {
+        entry.insert("comment".into(), json!(message));
+    }
+    if diff_id.is_none() {
+        entry.insert("empty_layer".into(), json!(true));
+    }
+    let history = top.entry("history").or_insert_with(|| json!([]));
+    if !history.is_array() {
+        *history = json!([]);
+    }
+    history.as_array_mut().expect("just made a list").push(Value::Object(entry));
+    Ok(serde_json::to_vec(&value)?)
+}
+
+/// The runtime's mount points the image does not have (see [`RUNTIME_MOUNT_POINTS`]).
+fn runtime_mount_points(image_fs: &ImageFs) -> BTreeSet<PathBuf> {
+    RUNTIME_MOUNT_POINTS.iter().filter(|p| image_fs.entry(p).is_none()).map(PathBuf::from).collect()
+}
+
+/// The container's whole file system, read-only, and the lease that keeps its image's snapshots.
+pub(crate) fn read_only_view(store: &Store, container: &Container) -> Result<(FsView, SnapshotLease)> {
+    let (lowers, lease) = lower_dirs(store, container)?;
+    let upper = container.upper_dir();
+    let upper = upper.is_dir().then_some(upper.as_path());
+    let view = FsView::read_only(upper, &lowers)
+        .with_context(|| format!("mounting the file system of container {}", container.name()))?;
+    Ok((view, lease))
+}
+
+/// The image's snapshot dirs (unpacked if needed), topmost first.
+pub(crate) fn lower_dirs(store: &Store, container: &Container) -> Result<(Vec<PathBuf>, SnapshotLease)> {
+    let image = container_image(store, container)?;
+    let diff_ids = image.diff_ids()?;
+    let snapshots = Snapshots::open(store.root()).map_err(|e| anyhow!("opening snapshots: {e}"))?;
+    let lowers = snapshots.prepare_lowers(store, &diff_ids).map_err(|e| anyhow!("{e}"))?;
+    let lease = snapshots.lease(&chain_ids(&diff_ids)).map_err(|e| anyhow!("{e}"))?;
+    Ok((lowers, lease))
+}
+
+pub fn export(store: &Store, args: ExportArgs) -> Result<ExitCode> {
+    let container = container::find(store, &args.container)?;
+    if args.output.is_none() && io::stdout().is_terminal() {
+        bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+    }
+    let (view, _lease) = read_only_view(store, &container)?;
+    let options = DiffOptions::default();
+    let failed = |e| anyhow!("exporting container {}: {e}", container.name());
+    match &args.output {
+        Some(path) => {
+            // Written next to its final name and renamed into place: a failed export leaves no
+            // half-written file under the name asked for.
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let name = path.file_name().with_context(|| format!("export: {} is not a file name", path.display()))?;
+            let mut tmp = tempfile::Builder::new()
+                .prefix(&format!(".{}.", name.to_string_lossy()))
+                .tempfile_in(&dir)
+                .with_context(|| format!("export: creating a file in {}", dir.display()))?;
+            diff_upper(&view.path(), tmp.as_file_mut(), &options).map_err(failed)?;
+            tmp.as_file().sync_all().with_context(|| format!("export: writing {}", path.display()))?;
+            tmp.persist(path).map_err(|e| anyhow!("export: writing {}: {}", path.display(), e.error))?;
+        }
+        None => {
+            let fd = io::stdout().as_fd().try_clone_to_owned().context("export: duplicating stdout")?;
+            let mut out = File::from(fd);
+            match diff_upper(&view.path(), &mut out, &options) {
+                Ok(_) => out.flush()?,
+                Err(kiln_runtime::snapshot::DiffError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    return Err(crate::output::StdoutClosed.into());
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line of `kiln diff`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Change {
+    /// `A`, `C` or `D`.
+    pub kind: char,
+    /// Absolute, as docker prints it.
+    pub path: String,
+}
+
+pub fn diff(store: &Store, args: DiffArgs) -> Result<ExitCode> {
+    let container = container::find(store, &args.container)?;
+    let image = container_image(store, &container)?;
+    let image_fs = ImageFs::load(store, &image)?;
+    let excluded = if container.state().status.is_live() { runtime_mount_points(&image_fs) } else { BTreeSet::new() };
+    let upper = container.upper_dir();
+    let mut changes = Vec::new();
+    if upper.is_dir() {
+        changes_of(&upper, "", &image_fs, &excluded, &mut changes)
+            .with_context(|| format!("reading the changes of container {}", container.name()))?;
+    }
+    for change in changes {
+        outln!("{} {}", change.kind, change.path);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Walks the upper dir (never following a symlink) in name order, parents before their
+/// children: a whiteout is a deletion (`D`), anything else a change (`C`) of what the image has
+/// at that path, or an addition (`A`).
+pub(crate) fn changes_of(
+    dir: &Path,
+    rel: &str,
+    image_fs: &ImageFs,
+    excluded: &BTreeSet<PathBuf>,
+    out: &mut Vec<Change>,
+) -> Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .collect::<io::Result<_>>()
+        .with_context(|| format!("listing {}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let path = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
+        if excluded.contains(Path::new(&path)) {
+            continue;
+        }
+        let meta = fs::symlink_metadata(entry.path()).with_context(|| format!("reading /{path}"))?;
+        if meta.file_type().is_char_device() && meta.rdev() == 0 {
+            out.push(Change { kind: 'D', path: format!("/{path}") });
+            continue;
+        }
+        let kind = if image_fs.entry(&path).is_some() { 'C' } else { 'A' };
+        out.push(Change { kind, path: format!("/{path}") });
+        if meta.is_dir() {
+            changes_of(&entry.path(), &path, image_fs, excluded, out)?;
+        }
+    }
+    Ok(())
+}

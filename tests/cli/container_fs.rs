@@ -1,0 +1,338 @@
+//! Tests of `kiln commit`, `kiln export`, `kiln diff` and `kiln cp`: a container's file system
+//! handed on. The containers are made as a stopped container leaves its directory (record, image,
+//! upper dir with overlay whiteouts), so these tests need root (whiteouts are 0/0 devices,
+//! views are overlay mounts).
+
+use crate::harness::*;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+}
+
+/// Makes a stopped container of `image_id` named `name` that ran `cmd`, as kiln keeps one
+/// (`containers/<id>/{container.json,image,upper/}`), and returns its upper dir.
+fn stopped_container(kiln: &Kiln, image_id: &str, name: &str, cmd: &[&str]) -> PathBuf {
+    let id = format!("{:0>64}", format!("{:x}", name.len() * 7919 + name.bytes().map(|b| b as usize).sum::<usize>()));
+    let dir = kiln.root().join("containers").join(&id);
+    std::fs::create_dir_all(dir.join("upper")).unwrap();
+    std::fs::create_dir_all(dir.join("work")).unwrap();
+    let record = json!({
+        "id": id,
+        "name": name,
+        "created": "2026-12-03T10:00:00.000000000Z",
+        "config": {
+            "image": image_id,
+            "image_ref": "busybox",
+            "cmd": cmd,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "FROM_RUN=1"],
+            "working_dir": "/",
+        },
+        "state": {"status": "exited", "exit_code": 0},
+    });
+    std::fs::write(dir.join("container.json"), serde_json::to_vec_pretty(&record).unwrap()).unwrap();
+    std::fs::write(dir.join("image"), image_id).unwrap();
+    dir.join("upper")
+}
+
+fn whiteout(path: &Path) {
+    let status = Command::new("mknod").arg(path).args(["c", "0", "0"]).status().unwrap();
+    assert!(status.success(), "mknod {}", path.display());
+}
+
+/// The changes of the container as a container leaves them: a new file, a changed file, a new
+/// directory tree, a deleted file, and a directory deleted and made again (opaque).
+fn make_changes(upper: &Path) {
+    std::fs::create_dir_all(upper.join("etc")).unwrap();
+    std::fs::write(upper.join("etc/new"), "new file\n").unwrap();
+    std::fs::write(upper.join("etc/group"), "root:x:0:\nchanged:x:5:\n").unwrap();
+    whiteout(&upper.join("etc/passwd"));
+    std::fs::create_dir_all(upper.join("opt/x")).unwrap();
+    std::fs::write(upper.join("opt/x/y"), "y\n").unwrap();
+    std::fs::create_dir_all(upper.join("home/app")).unwrap();
+    let status =
+        Command::new("setfattr").args(["-n", "trusted.overlay.opaque", "-v", "y"]).arg(upper.join("home/app")).status();
+    if !status.is_ok_and(|s| s.success()) {
+        // No setfattr: python can set it too.
+        let code = format!(
+            "import os; os.setxattr({:?}, 'trusted.overlay.opaque', b'y')",
+            upper.join("home/app").to_str().unwrap()
+        );
+        assert!(Command::new("python3").args(["-c", &code]).status().unwrap().success());
+    }
+    std::fs::write(upper.join("home/app/q"), "q\n").unwrap();
+}
+
+/// The config of an image, read straight from the store's blobs.
+fn config_of(kiln: &Kiln, id: &str) -> Value {
+    let hex = id.trim().strip_prefix("sha256:").unwrap_or_else(|| panic!("not an image ID: {id:?}"));
+    let bytes = std::fs::read(kiln.root().join("blobs/sha256").join(hex)).expect("config blob");
+    serde_json::from_slice(&bytes).expect("config is JSON")
+}
+
+/// Path → (type, mode, size, contents of small files) of every entry of a tar.
+fn tar_tree(bytes: &[u8]) -> BTreeMap<String, (char, u32, u64, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut archive = tar::Archive::new(bytes);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
+        let kind = match entry.header().entry_type() {
+            tar::EntryType::Regular => 'f',
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Symlink => 'l',
+            tar::EntryType::Link => 'h',
+            other => panic!("unexpected entry type {other:?} at {path}"),
+        };
+        let mode = entry.header().mode().unwrap();
+        let size = entry.header().size().unwrap();
+        let mut data = Vec::new();
+        if size < 4096 {
+            entry.read_to_end(&mut data).unwrap();
+        }
+        out.insert(path, (kind, mode, size, data));
+    }
+    out
+}
+
+/// The layer tar blob of the image's last layer.
+fn last_layer(kiln: &Kiln, config: &Value) -> Vec<u8> {
+    let ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    let last = ids.last().unwrap().as_str().unwrap();
+    std::fs::read(kiln.root().join("blobs/sha256").join(&last["sha256:".len()..])).unwrap()
+}
+
+#[test]
+fn commit_makes_one_layer_of_the_changes_with_the_containers_config() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let kiln = Kiln::new();
+    let image = kiln.import_busybox("busybox:latest");
+    let upper = stopped_container(&kiln, &image, "web", &["sh", "-c", "echo hi > /etc/new"]);
+    make_changes(&upper);
+    let args = [
+        "commit",
+        "-m",
+        "a message",
+        "-a",
+        "Ann Author <ann@example.com>",
+        "-c",
+        "ENV X=1 Y=$FROM_RUN",
+        "-c",
+        r#"CMD ["cat", "/etc/new"]"#,
+        "-c",
+        "EXPOSE 80",
+        "-c",
+        "WORKDIR sub",
+        "web",
+        "committed:v2",
+    ];
+    let id = kiln.ok(&args).trim().to_string();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "stdout is the image ID: {id:?}");
+    assert_eq!(kiln.image_id("committed:v2"), id);
+    let base = config_of(&kiln, &image);
+    let config = config_of(&kiln, &id);
+    // One layer more than the image, one history entry more, docker's fields.
+    let base_ids = base["rootfs"]["diff_ids"].as_array().unwrap().clone();
+    let ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), base_ids.len() + 1);
+    assert_eq!(ids[..base_ids.len()], base_ids[..]);
+    let history = config["history"].as_array().unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(last["created_by"], "sh -c echo hi > /etc/new");
+    assert_eq!(last["comment"], "a message");
+    assert_eq!(last["author"], "Ann Author <ann@example.com>");
+    assert!(last.get("empty_layer").is_none(), "{last}");
+    assert_eq!(config["author"], "Ann Author <ann@example.com>");
+    assert_eq!(config["comment"], "a message");
+    // The container's config, with the changes applied (ENV expanded with its environment).
+    let c = &config["config"];
+    assert_eq!(c["Cmd"], json!(["cat", "/etc/new"]));
+    // The PATH kiln's run gave the container (its image has none) is not committed, as docker.
+    assert_eq!(c["Env"], json!(["FROM_RUN=1", "X=1", "Y=1"]));
+    assert_eq!(c["ExposedPorts"], json!({"80/tcp": {}}));
+    assert_eq!(c["WorkingDir"], "/sub");
+
+    // The layer: the upper dir as a RUN step's layer, whiteouts and opaque dirs included.
+    let tree = tar_tree(&last_layer(&kiln, &config));
+    let names: Vec<&str> = tree.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "etc",
+            "etc/.wh.passwd",
+            "etc/group",
+            "etc/new",
+            "home",
+            "home/app",
+            "home/app/.wh..wh..opq",
+            "home/app/q",
+            "opt",
+            "opt/x",
+            "opt/x/y"
+        ]
+    );
+    assert_eq!(tree["etc/new"].3, b"new file\n");
+
+    // The committed image runs with the change, and the deletion.
+    let out = kiln.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "committed:v2",
+        "sh",
+        "-c",
+        "cat /etc/new; test ! -e /etc/passwd && echo gone; ls /home/app",
+    ]);
+    assert_eq!(out, "new file\ngone\nq\n");
+    kiln.assert_fsck_clean();
+}
+
+#[test]
+fn commit_of_an_unchanged_container_adds_an_empty_layer_history_entry_only() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let kiln = Kiln::new();
+    let image = kiln.import_busybox("busybox:latest");
+    stopped_container(&kiln, &image, "idle", &["true"]);
+    let id = kiln.ok(&["commit", "idle"]).trim().to_string();
+    let (base, config) = (config_of(&kiln, &image), config_of(&kiln, &id));
+    assert_eq!(config["rootfs"], base["rootfs"]);
+    let last = config["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["empty_layer"], true);
+    assert_eq!(last["created_by"], "true");
+    // Untagged, as docker leaves an image committed without a name.
+    assert!(!kiln.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).contains("idle"));
+}
+
+#[test]
+fn commit_refuses_bad_changes_and_unknown_containers_and_changes_nothing() {
+    let kiln = Kiln::new();
+    let image = kiln.import_busybox("busybox:latest");
+    std::fs::create_dir_all(kiln.root().join("containers")).unwrap();
+    stopped_container(&kiln, &image, "c1", &["true"]);
+    let before = kiln.store_state();
+    let err = kiln.fails(&["commit", "-c", "RUN rm -rf /", "c1"]);
+    assert!(err.contains("--change 'RUN rm -rf /': RUN is not a valid change command"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = kiln.fails(&["commit", "-c", "EXPOSE 99999", "c1"]);
+    assert!(err.contains("--change 'EXPOSE 99999'"), "{err}");
+    let err = kiln.fails(&["commit", "nosuch"]);
+    assert!(err.contains("No such container: nosuch"), "{err}");
+    let err = kiln.fails(&["commit", "c1", "Bad:Ref:x"]);
+    assert!(err.contains("Bad:Ref:x"), "{err}");
+    assert_eq!(kiln.store_state(), before, "a refused commit changes nothing");
+}
+
+#[test]
+fn diff_prints_dockers_lines_in_tree_order() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let kiln = Kiln::new();
+    let image = kiln.import_busybox("busybox:latest");
+    let upper = stopped_container(&kiln, &image, "d1", &["true"]);
+    make_changes(&upper);
+    let out = kiln.ok(&["diff", "d1"]);
+    assert_eq!(
+        out,
+        "C /etc\nC /etc/group\nA /etc/new\nD /etc/passwd\nC /home\nC /home/app\nA /home/app/q\nA /opt\nA /opt/x\nA /opt/x/y\n"
+    );
+    stopped_container(&kiln, &image, "d2", &["true"]);
+    assert_eq!(kiln.ok(&["container", "diff", "d2"]), "");
+}
+
+/// `kiln export NAME` to stdout, as bytes.
+fn export_bytes(kiln: &Kiln, name: &str) -> Vec<u8> {
+    let out = kiln.cmd(&["export", name]).stdout(Stdio::piped()).output().unwrap();
+    assert!(out.status.success(), "export failed: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+#[test]
+fn export_gives_the_merged_file_system_that_import_reads_back() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let kiln = Kiln::new();
+    let image = kiln.import_busybox("busybox:latest");
+    let upper = stopped_container(&kiln, &image, "e1", &["true"]);
+    make_changes(&upper);
+    let exported = export_bytes(&kiln, "e1");
+    let tree = tar_tree(&exported);
+    assert_eq!(tree["etc/new"].3, b"new file\n");
+    assert_eq!(tree["etc/group"].3, b"root:x:0:\nchanged:x:5:\n");
+    assert!(!tree.contains_key("etc/passwd"), "the deleted file is not exported");
+    assert!(tree.contains_key("home/app/q") && !tree.keys().any(|k| k.contains(".wh.")));
+    assert_eq!(tree["bin/busybox"].0, 'f');
+    assert_eq!(tree["bin/sh"], ('l', 0o777, 0, Vec::new()));
+    // Every file of the image is there unless the container deleted it.
+    let base = tar_tree(&std::fs::read(busybox_rootfs()).unwrap());
+    for path in base.keys().filter(|p| !p.is_empty() && *p != ".") {
+        let path = path.trim_start_matches("./");
+        let deleted = path == "etc/passwd" || path.starts_with("home/app/");
+        assert_eq!(tree.contains_key(path), !deleted, "{path}");
+    }
+
+    // `kiln export c | kiln import - img` gives an image with the same files.
+    let mut import =
+        kiln.cmd(&["import", "-", "exported:1"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    import.stdin.take().unwrap().write_all(&exported).unwrap();
+    assert!(import.wait_with_output().unwrap().status.success());
+    let image2 = kiln.image_id("exported:1");
+    stopped_container(&kiln, &image2, "e2", &["true"]);
+    assert_eq!(tar_tree(&export_bytes(&kiln, "e2")), tree, "export of the imported image");
+
+    // -o FILE writes the same bytes; a file that cannot be made leaves nothing behind.
+    let file = kiln.path("e1.tar");
+    kiln.ok(&["export", "-o", file.to_str().unwrap(), "e1"]);
+    assert_eq!(std::fs::read(&file).unwrap(), exported);
+    let err = kiln.fails(&["export", "-o", kiln.path("missing-dir/x.tar").to_str().unwrap(), "e1"]);
+    assert!(err.contains("missing-dir"), "{err}");
+    assert!(!kiln.path("missing-dir").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(kiln.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    kiln.assert_fsck_clean();
+
+    // docker reads it too.
+    if docker_available() {
+        let tag = format!("hcommit-export-{}", std::process::id());
+        let mut child = Command::new("/usr/bin/docker")
+            .args(["import", "-", &tag])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&exported).unwrap();
+        assert!(child.wait().unwrap().success(), "docker import of kiln's export");
+        let out = Command::new("/usr/bin/docker")
+            .args(["run", "--rm", "--network", "none", &tag, "cat", "/etc/new"])
+            .output()
+            .unwrap();
+        let _ = Command::new("/usr/bin/docker").args(["rmi", "-f", &tag]).output();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "new file\n", "{}", String::from_utf8_lossy(&out.stderr));
+    } else {
+        eprintln!("docker not available: skipped the docker import check");
+    }
+}
+
+fn docker_available() -> bool {
+    Command::new("/usr/bin/docker").args(["version"]).output().is_ok_and(|o| o.status.success())
+}
