@@ -7,6 +7,7 @@ use crate::harness::*;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -335,4 +336,148 @@ fn export_gives_the_merged_file_system_that_import_reads_back() {
 
 fn docker_available() -> bool {
     Command::new("/usr/bin/docker").args(["version"]).output().is_ok_and(|o| o.status.success())
+}
+
+/// A stopped container with the changes of [`make_changes`] and, as its image might have them,
+/// symlinks that point out of it: `/evil -> /etc/shadow`, `/up -> ../../../..`,
+/// `/hostetc -> /etc`.
+fn hostile_container(kiln: &Kiln, name: &str) -> PathBuf {
+    let image = kiln.import_busybox("busybox:latest");
+    let upper = stopped_container(kiln, &image, name, &["true"]);
+    make_changes(&upper);
+    std::os::unix::fs::symlink("/etc/shadow", upper.join("evil")).unwrap();
+    std::os::unix::fs::symlink("../../../..", upper.join("up")).unwrap();
+    std::os::unix::fs::symlink("/etc", upper.join("hostetc")).unwrap();
+    upper
+}
+
+#[test]
+fn cp_out_of_a_container_follows_dockers_rules() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let kiln = Kiln::new();
+    hostile_container(&kiln, "c1");
+    let p = |name: &str| kiln.path(name).to_str().unwrap().to_string();
+    // A file to a new name, into an existing directory, over an existing file.
+    kiln.ok(&["cp", "c1:/etc/new", &p("out.txt")]);
+    assert_eq!(std::fs::read_to_string(kiln.path("out.txt")).unwrap(), "new file\n");
+    std::fs::create_dir(kiln.path("into")).unwrap();
+    kiln.ok(&["cp", "c1:etc/group", &p("into")]);
+    assert_eq!(std::fs::read_to_string(kiln.path("into/group")).unwrap(), "root:x:0:\nchanged:x:5:\n");
+    kiln.ok(&["cp", "c1:/etc/group", &p("out.txt")]);
+    assert_eq!(std::fs::read_to_string(kiln.path("out.txt")).unwrap(), "root:x:0:\nchanged:x:5:\n");
+    // A directory to a new name, into an existing one, its contents with `/.`.
+    kiln.ok(&["cp", "c1:/opt", &p("optcopy")]);
+    assert_eq!(std::fs::read_to_string(kiln.path("optcopy/x/y")).unwrap(), "y\n");
+    kiln.ok(&["cp", "c1:/opt", &p("into")]);
+    assert_eq!(std::fs::read_to_string(kiln.path("into/opt/x/y")).unwrap(), "y\n");
+    std::fs::create_dir(kiln.path("contents")).unwrap();
+    kiln.ok(&["cp", "c1:/opt/.", &p("contents")]);
+    assert_eq!(std::fs::read_to_string(kiln.path("contents/x/y")).unwrap(), "y\n");
+    // The image's files and the container's, merged; a deleted file is gone.
+    kiln.ok(&["cp", "c1:/etc", &p("etc")]);
+    assert!(kiln.path("etc/group").exists() && kiln.path("etc/new").exists() && !kiln.path("etc/passwd").exists());
+    let err = kiln.fails(&["cp", "c1:/etc/passwd", &p("gone")]);
+    assert!(err.contains("No such container:path: c1:/etc/passwd"), "{err}");
+    let err = kiln.fails(&["cp", "c1:/etc/new/", &p("x")]);
+    assert!(err.contains("not a directory"), "{err}");
+    let err = kiln.fails(&["cp", "c1:/etc/new", &p("nodir/")]);
+    assert!(err.contains("no such directory"), "{err}");
+    let err = kiln.fails(&["cp", "c1:/etc/new", &p("nodir/deeper")]);
+    assert!(err.contains("no such directory"), "{err}");
+    let err = kiln.fails(&["cp", "c1:/opt", &p("out.txt")]);
+    assert!(err.contains("cannot copy directory"), "{err}");
+    // `-`: a tar on stdout, named as docker names it.
+    let out = kiln.cmd(&["cp", "c1:/opt", "-"]).stdout(Stdio::piped()).output().unwrap();
+    assert!(out.status.success());
+    let names: Vec<String> = tar_tree(&out.stdout).into_keys().collect();
+    assert_eq!(names, ["opt", "opt/x", "opt/x/y"]);
+    let err = kiln.fails(&["cp", "c1:/x", "c1:/y"]);
+    assert!(err.contains("copying between containers is not supported"), "{err}");
+    let err = kiln.fails(&["cp", "nosuch:/x", &p("y")]);
+    assert!(err.contains("No such container: nosuch"), "{err}");
+}
+
+#[test]
+fn cp_never_reads_or_writes_outside_the_container() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let kiln = Kiln::new();
+    let upper = hostile_container(&kiln, "h1");
+    let p = |name: &str| kiln.path(name).to_str().unwrap().to_string();
+    let container_group = "root:x:0:\nchanged:x:5:\n";
+    // `..` and symlinks resolve inside the container's root.
+    for src in ["h1:/../../etc/group", "h1:/up/etc/group", "h1:/hostetc/group", "h1:../../../etc/group"] {
+        let _ = std::fs::remove_file(kiln.path("g"));
+        kiln.ok(&["cp", "-L", src, &p("g")]);
+        assert_eq!(std::fs::read_to_string(kiln.path("g")).unwrap(), container_group, "{src}");
+    }
+    // A symlink to /etc/shadow: copied as the link; followed (-L), it finds no shadow in the container.
+    kiln.ok(&["cp", "h1:/evil", &p("evil")]);
+    assert_eq!(std::fs::read_link(kiln.path("evil")).unwrap(), Path::new("/etc/shadow"));
+    let err = kiln.fails(&["cp", "-L", "h1:/evil", &p("evil2")]);
+    assert!(err.contains("No such container:path: h1:/evil"), "{err}");
+    assert!(!kiln.path("evil2").exists());
+
+    // Into the container: `..` and symlinks in DEST stay inside it, and writes land in the upper dir.
+    std::fs::write(kiln.path("host.txt"), "from the host\n").unwrap();
+    let marker = format!("kiln-cp-escape-{}", std::process::id());
+    kiln.ok(&["cp", &p("host.txt"), &format!("h1:/../../../tmp/{marker}")]);
+    assert!(!Path::new("/tmp").join(&marker).exists(), "written on the host");
+    assert_eq!(std::fs::read_to_string(upper.join("tmp").join(&marker)).unwrap(), "from the host\n");
+    kiln.ok(&["cp", &p("host.txt"), "h1:/hostetc/"]);
+    assert!(!Path::new("/etc/host.txt").exists(), "written on the host");
+    assert_eq!(std::fs::read_to_string(upper.join("etc/host.txt")).unwrap(), "from the host\n");
+    kiln.ok(&["cp", &p("host.txt"), "h1:/up/up/root/"]);
+    assert!(upper.join("root/host.txt").exists());
+    // A tar on stdin with a whiteout name is refused, and deletes nothing.
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(0);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder.append_data(&mut header, "etc/.wh.group", &[][..]).unwrap();
+    let tar = builder.into_inner().unwrap();
+    let mut child = kiln.cmd(&["cp", "-", "h1:/"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(&tar).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".wh."), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(upper.join("etc/group")).unwrap(), container_group);
+}
+
+#[test]
+fn cp_into_a_stopped_container_lands_in_its_changes() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let kiln = Kiln::new();
+    let image = kiln.import_busybox("busybox:latest");
+    let upper = stopped_container(&kiln, &image, "w1", &["true"]);
+    let p = |name: &str| kiln.path(name).to_str().unwrap().to_string();
+    std::fs::create_dir_all(kiln.path("site/sub")).unwrap();
+    std::fs::write(kiln.path("site/index.html"), "<h1>hi</h1>\n").unwrap();
+    std::fs::write(kiln.path("site/sub/a"), "a\n").unwrap();
+    std::os::unix::fs::chown(kiln.path("site/sub/a"), Some(1000), Some(1000)).unwrap();
+    kiln.ok(&["cp", &p("site"), "w1:/www"]);
+    kiln.ok(&["cp", &p("site/index.html"), "w1:/etc/motd"]);
+    kiln.ok(&["cp", "-a", &p("site"), "w1:/home/"]);
+    assert_eq!(kiln.ok(&["diff", "w1"]), "C /etc\nA /etc/motd\nC /home\nA /home/site\nA /home/site/index.html\nA /home/site/sub\nA /home/site/sub/a\nA /www\nA /www/index.html\nA /www/sub\nA /www/sub/a\n");
+    // Without -a the files belong to the container's root; with -a they keep their owners.
+    assert_eq!(std::fs::metadata(upper.join("www/sub/a")).unwrap().uid(), 0);
+    assert_eq!(std::fs::metadata(upper.join("home/site/sub/a")).unwrap().uid(), 1000);
+    // The copied files are in a committed image.
+    kiln.ok(&["commit", "w1", "withsite:1"]);
+    let out = kiln.ok(&["run", "--rm", "--network", "none", "withsite:1", "sh", "-c", "cat /www/index.html /etc/motd"]);
+    assert_eq!(out, "<h1>hi</h1>\n<h1>hi</h1>\n");
+    let err = kiln.fails(&["cp", &p("nothere"), "w1:/x"]);
+    assert!(err.contains("no such file or directory"), "{err}");
+    let err = kiln.fails(&["cp", &p("site"), "w1:/nodir/deeper"]);
+    assert!(err.contains("No such container:path: w1:/nodir"), "{err}");
+    kiln.assert_fsck_clean();
 }

@@ -13,12 +13,17 @@
 //! *inside* it in-root (`openat2(RESOLVE_IN_ROOT)`, see [`FsView::open_in_root`]), never by
 //! joining strings, since the container's symlinks (absolute ones included) point into it.
 
-use std::io;
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::Mode;
+use nix::fcntl::{openat, openat2, readlinkat, AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstat, fstatat, Mode};
+
+use crate::snapshot::{
+    apply_layer, diff_upper, ApplyError, ApplyOptions, ApplyStats, DiffError, DiffOptions, DiffStats,
+};
 
 use super::plan::Attrs;
 use super::sys::{errno_io, fs_mount};
@@ -126,6 +131,124 @@ impl FsView {
     }
 }
 
+/// What a path names (for `kiln cp`'s rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+    /// A device, FIFO or socket.
+    Other,
+}
+
+/// Most symlinks followed for one path (Linux's own limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// `path` split into its parent and its last component (`None` for the root: nothing to name).
+fn split_last(path: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let (last, parent) = parts.split_last()?;
+    if *last == ".." {
+        return None;
+    }
+    Some((format!("/{}", parent.join("/")), last.to_string()))
+}
+
+impl FsView {
+    /// The host's own root, for the host side of a copy.
+    pub fn host() -> io::Result<FsView> {
+        let root =
+            openat(nix::fcntl::AT_FDCWD, "/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(errno_io)?;
+        Ok(FsView { root })
+    }
+
+    /// What `path` is (resolved in-root; its final symlink followed when `follow`); `None` when
+    /// nothing is there.
+    pub fn kind(&self, path: &str, follow: bool) -> io::Result<Option<Kind>> {
+        let flags = if follow { OFlag::O_PATH } else { OFlag::O_PATH | OFlag::O_NOFOLLOW };
+        let fd = match self.open_in_root(path, flags) {
+            Ok(fd) => fd,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let st = fstat(&fd).map_err(errno_io)?;
+        Ok(Some(match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFREG => Kind::File,
+            libc::S_IFLNK => Kind::Symlink,
+            _ => Kind::Other,
+        }))
+    }
+
+    /// The parent directory (open) and last name of `path`, with the final symlinks followed
+    /// in-root when `follow`. `None` for the root itself.
+    fn parent_and_name(&self, path: &str, follow: bool) -> io::Result<Option<(OwnedFd, OsString)>> {
+        let mut path = path.to_string();
+        for _ in 0..MAX_SYMLINKS {
+            let Some((parent, name)) = split_last(&path) else { return Ok(None) };
+            let dir = self.open_in_root(&parent, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+            if follow {
+                let st = fstatat(&dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(errno_io)?;
+                if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                    let target = readlinkat(&dir, name.as_str()).map_err(errno_io)?;
+                    let target = target.to_string_lossy();
+                    path = if target.starts_with('/') { target.into_owned() } else { format!("{parent}/{target}") };
+                    continue;
+                }
+            }
+            return Ok(Some((dir, OsString::from(name))));
+        }
+        Err(io::Error::from_raw_os_error(libc::ELOOP))
+    }
+
+    /// Writes a tar of `path` to `out`: the entry itself named `name` (with everything under it),
+    /// or with `name` `None` the entries under the directory `path`. `path` is resolved in-root,
+    /// its final symlink followed only when `follow`; nothing under it is ever followed.
+    pub fn archive(
+        &self,
+        path: &str,
+        follow: bool,
+        name: Option<&[u8]>,
+        options: DiffOptions,
+        out: &mut dyn Write,
+    ) -> Result<DiffStats, DiffError> {
+        let io = |source: io::Error| DiffError::Upper { path: PathBuf::from(path), source };
+        match name {
+            None => {
+                let dir = self.open_in_root(path, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(io)?;
+                diff_upper(&fd_path(&dir), out, &options)
+            }
+            Some(name) => {
+                let (dir, entry) = self
+                    .parent_and_name(path, follow)
+                    .map_err(io)?
+                    .ok_or_else(|| io(io::Error::other("the root has no name to copy it under")))?;
+                let options = DiffOptions { select: Some((entry, name.to_vec())), ..options };
+                let stats = diff_upper(&fd_path(&dir), out, &options)?;
+                if stats.entries == 0 {
+                    return Err(io(io::Error::from_raw_os_error(libc::ENOENT)));
+                }
+                Ok(stats)
+            }
+        }
+    }
+
+    /// Extracts the tar `input` into the directory `dir` (resolved in-root; it must exist). Every
+    /// entry is resolved inside `dir` as in a chroot; an entry over an existing one replaces it,
+    /// a directory over a directory merges. The caller keeps whiteout names (`.wh.`) out of it.
+    pub fn extract(&self, dir: &str, input: impl Read) -> Result<ApplyStats, ApplyError> {
+        let fd = self
+            .open_in_root(dir, OFlag::O_PATH | OFlag::O_DIRECTORY)
+            .map_err(|source| ApplyError::Snapshot { path: PathBuf::from(dir), source })?;
+        apply_layer(input, &fd_path(&fd), &ApplyOptions::default())
+    }
+}
+
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}/.", fd.as_raw_fd()))
+}
+
 /// `openat2(root, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, retried on `EAGAIN`.
 pub fn open_in_root(root: BorrowedFd<'_>, path: &str, flags: OFlag) -> io::Result<OwnedFd> {
     let rel = path.trim_start_matches('/');
@@ -197,5 +320,57 @@ mod tests {
             std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text).unwrap();
             assert_eq!(text, "container", "{path}");
         }
+    }
+}
+
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+
+    fn names(tar: &[u8]) -> Vec<(String, u64)> {
+        let mut archive = tar::Archive::new(tar);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string(), e.header().uid().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn archives_one_entry_under_the_name_given_and_follows_only_when_asked() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root (chown)");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("etc/sub")).unwrap();
+        std::fs::write(root.join("etc/sub/f"), "f").unwrap();
+        std::fs::write(root.join("etc/other"), "o").unwrap();
+        std::os::unix::fs::chown(root.join("etc/sub/f"), Some(1000), Some(1000)).unwrap();
+        std::os::unix::fs::symlink("/etc/sub", root.join("link")).unwrap();
+        let view = FsView {
+            root: openat(nix::fcntl::AT_FDCWD, root, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap(),
+        };
+        let mut out = Vec::new();
+        view.archive("/etc/sub", false, Some(b"copy"), DiffOptions::default(), &mut out).unwrap();
+        assert_eq!(names(&out), [("copy".to_string(), 0), ("copy/f".to_string(), 1000)]);
+        let mut out = Vec::new();
+        let owner = DiffOptions { owner: Some((0, 0)), ..DiffOptions::default() };
+        view.archive("/../link", true, Some(b"link"), owner, &mut out).unwrap();
+        assert_eq!(names(&out), [("link".to_string(), 0), ("link/f".to_string(), 0)]);
+        let mut out = Vec::new();
+        view.archive("link", false, Some(b"link"), DiffOptions::default(), &mut out).unwrap();
+        assert_eq!(names(&out), [("link".to_string(), 0)]);
+        let mut out = Vec::new();
+        view.archive("/etc/sub", false, None, DiffOptions::default(), &mut out).unwrap();
+        assert_eq!(names(&out), [("f".to_string(), 1000)]);
+        assert!(view.archive("/nope", false, Some(b"x"), DiffOptions::default(), &mut Vec::new()).is_err());
+        assert_eq!(view.kind("/link", false).unwrap(), Some(Kind::Symlink));
+        assert_eq!(view.kind("/link", true).unwrap(), Some(Kind::Dir));
+        assert_eq!(view.kind("/nope/x", true).unwrap(), None);
     }
 }

@@ -72,6 +72,11 @@ pub struct DiffOptions {
     pub max_depth: usize,
     /// Longest entry path, in bytes (the applier refuses longer ones by default).
     pub max_path_len: usize,
+    /// Write only the entry `.0` of the directory given (and everything under it), named `.1` in
+    /// the tar: `kiln cp` archives one file or directory under the name the copy gives it.
+    pub select: Option<(OsString, Vec<u8>)>,
+    /// Write every entry with this owner (uid, gid) instead of its own (`kiln cp` without `-a`).
+    pub owner: Option<(u64, u64)>,
 }
 
 impl Default for DiffOptions {
@@ -83,6 +88,8 @@ impl Default for DiffOptions {
             normalize_upper: false,
             max_depth: 1024,
             max_path_len: 4096,
+            select: None,
+            owner: None,
         }
     }
 }
@@ -281,7 +288,16 @@ impl Walker<'_, '_> {
         let fd = dir.as_fd();
         let mut items = Vec::with_capacity(names.len() + 1);
         for name in names {
-            let path = join(prefix, name.as_bytes());
+            let tar_name = match &self.opts.select {
+                Some((wanted, as_name)) if depth == 0 => {
+                    if name != *wanted {
+                        continue;
+                    }
+                    as_name.clone()
+                }
+                _ => name.as_bytes().to_vec(),
+            };
+            let path = join(prefix, &tar_name);
             let st = match sys::lstat_at(fd, &name) {
                 Ok(Some(st)) => st,
                 Ok(None) => return Err(changed(&path)),
@@ -292,7 +308,7 @@ impl Walker<'_, '_> {
                 continue;
             }
             if sys::is_whiteout(&st) {
-                let key = [WHITEOUT_PREFIX, name.as_bytes()].concat();
+                let key = [WHITEOUT_PREFIX, &tar_name].concat();
                 items.push(Item { key, name, kind: ItemKind::Whiteout, st: Some(st) });
                 continue;
             }
@@ -303,11 +319,11 @@ impl Walker<'_, '_> {
                 ));
             }
             if sys::is_dir(&st) {
-                let mut key = name.as_bytes().to_vec();
+                let mut key = tar_name.clone();
                 key.push(b'/');
                 items.push(Item { key, name: name.clone(), kind: ItemKind::Subtree, st: Some(st) });
             }
-            items.push(Item { key: name.as_bytes().to_vec(), name, kind: ItemKind::Entry, st: Some(st) });
+            items.push(Item { key: tar_name, name, kind: ItemKind::Entry, st: Some(st) });
         }
         if opaque.is_some() {
             items.push(Item { key: OPAQUE_MARKER.to_vec(), name: OsString::new(), kind: ItemKind::Opaque, st: None });
@@ -336,7 +352,7 @@ impl Walker<'_, '_> {
                     }
                 }
                 ItemKind::Subtree => {
-                    let path = join(prefix, item.name.as_bytes());
+                    let path = join(prefix, &item.key[..item.key.len() - 1]);
                     let st = item.st.expect("subtrees carry their stat");
                     if depth + 1 > self.opts.max_depth {
                         return Err(DiffError::Limit {
@@ -518,8 +534,8 @@ impl Walker<'_, '_> {
             name,
             type_flag,
             mode: st.st_mode & 0o7777,
-            uid: u64::from(st.st_uid),
-            gid: u64::from(st.st_gid),
+            uid: self.opts.owner.map_or(u64::from(st.st_uid), |o| o.0),
+            gid: self.opts.owner.map_or(u64::from(st.st_gid), |o| o.1),
             size,
             mtime: self.clamp(st),
             link,
