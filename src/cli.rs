@@ -22,10 +22,29 @@ pub enum Command {
     Build(BuildArgs),
     /// Run a command in a new container
     Run(RunArgs),
+    /// Create a new container (not started)
+    Create(RunArgs),
+    /// Start one or more stopped containers
+    Start(StartArgs),
+    /// Stop one or more running containers (their stop signal, then SIGKILL)
+    Stop(StopArgs),
+    /// Restart one or more containers
+    Restart(StopArgs),
+    /// Kill one or more running containers
+    Kill(KillArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(ContainersArgs),
+    /// Fetch the logs of a container
+    Logs(LogsArgs),
+    /// Rename a container
+    Rename(RenameArgs),
     /// List containers
     Ps(PsArgs),
     /// Remove one or more containers
     Rm(RmArgs),
+    /// The supervisor of a detached container (started by kiln itself)
+    #[command(name = "__supervise", hide = true)]
+    Supervise { id: String },
     /// Import a rootfs tarball (plain, gzip or zstd) as a one-layer image
     Import(ImportArgs),
     /// Load images from a docker-archive or OCI archive (stdin by default)
@@ -125,22 +144,40 @@ pub enum ImageCommand {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum ContainerCommand {
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
+    /// Create a new container (not started)
+    Create(RunArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(DiffArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(ExportArgs),
+    /// Kill one or more running containers
+    Kill(KillArgs),
+    /// Fetch the logs of a container
+    Logs(LogsArgs),
     /// List containers
     #[command(aliases = ["ps", "list"])]
     Ls(PsArgs),
+    /// Remove all stopped containers
+    Prune(ContainerPruneArgs),
+    /// Rename a container
+    Rename(RenameArgs),
+    /// Restart one or more containers
+    Restart(StopArgs),
     /// Remove one or more containers
     #[command(alias = "remove")]
     Rm(RmArgs),
     /// Run a command in a new container
     Run(RunArgs),
-    /// Create a new image from a container's changes
-    Commit(CommitArgs),
-    /// Export a container's filesystem as a tar archive
-    Export(ExportArgs),
-    /// Inspect changes to files or directories on a container's filesystem
-    Diff(DiffArgs),
-    /// Copy files/folders between a container and the local filesystem
-    Cp(CpArgs),
+    /// Start one or more stopped containers
+    Start(StartArgs),
+    /// Stop one or more running containers
+    Stop(StopArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(ContainersArgs),
 }
 
 #[derive(Args, Debug)]
@@ -258,9 +295,24 @@ pub struct BuildArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// Run the container in the background and print its ID
+    #[arg(short = 'd', long)]
+    pub detach: bool,
     /// Remove the container when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Restart policy when the container exits: no, on-failure[:max-retries], always, unless-stopped
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Signal to stop the container (default: the image's STOPSIGNAL, else SIGTERM)
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Seconds to wait for the stop signal before SIGKILL (default 10)
+    #[arg(long)]
+    pub stop_timeout: Option<u32>,
+    /// Log options of the json-file log: max-size=SIZE, max-file=N
+    #[arg(long = "log-opt")]
+    pub log_opts: Vec<String>,
     /// Name of the container
     #[arg(long)]
     pub name: Option<String>,
@@ -305,12 +357,24 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct PsArgs {
-    /// Show all containers (kiln only keeps stopped ones; accepted for docker's muscle memory)
+    /// Show all containers (default shows just running)
     #[arg(short = 'a', long)]
     pub all: bool,
     /// Only show container IDs
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Show the latest created container (includes all states)
+    #[arg(short = 'l', long)]
+    pub latest: bool,
+    /// Show n last created containers (includes all states)
+    #[arg(short = 'n', long, value_name = "N")]
+    pub last: Option<usize>,
+    /// Display total file sizes
+    #[arg(short = 's', long)]
+    pub size: bool,
+    /// Filter output: status=, name=, id=, ancestor=, label=, exited=
+    #[arg(short = 'f', long = "filter")]
+    pub filters: Vec<String>,
     /// Don't truncate output
     #[arg(long)]
     pub no_trunc: bool,
@@ -321,11 +385,92 @@ pub struct PsArgs {
 
 #[derive(Args, Debug)]
 pub struct RmArgs {
-    /// Accepted for docker compatibility (kiln keeps no running containers to stop)
+    /// Force the removal of a running container (uses SIGKILL)
     #[arg(short = 'f', long)]
     pub force: bool,
+    /// Remove anonymous volumes associated with the container
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
     #[arg(required = true)]
     pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Attach stdout/stderr and forward signals (one container)
+    #[arg(short = 'a', long)]
+    pub attach: bool,
+    /// Attach the container's stdin
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container (default: its --stop-timeout, else 10)
+    #[arg(short = 't', long = "time")]
+    pub time: Option<i64>,
+    /// Signal to send first (default: the container's stop signal)
+    #[arg(short = 's', long)]
+    pub signal: Option<String>,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Signal to send
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ContainersArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Number of lines to show from the end of the logs ("all" for all)
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Show logs since a timestamp (2013-01-02T13:23:37Z) or relative (42m)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Show logs before a timestamp or relative (42m)
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Show timestamps
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    /// Show extra details (accepted; kiln has no log attributes)
+    #[arg(long)]
+    pub details: bool,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    pub container: String,
+    pub new_name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ContainerPruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Filter: until=DURATION|TIMESTAMP, label=KEY[=VALUE]
+    #[arg(long = "filter")]
+    pub filters: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -2,7 +2,6 @@
 
 mod cli;
 mod cmd;
-#[allow(dead_code)] // wired into the commands next
 mod container;
 mod output;
 mod progress;

@@ -10,14 +10,18 @@ mod import;
 mod inspect;
 mod load;
 mod login;
+pub mod logs;
 mod prune;
+mod ps;
 mod pull;
 mod push;
 mod reproduce;
+mod rm;
 mod rmi;
 mod run;
 mod save;
 mod search;
+mod start;
 mod system;
 mod tag;
 
@@ -49,6 +53,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(root) => root,
         None => default_root()?,
     };
+    if let Command::Supervise { id } = &command {
+        crate::container::supervisor::supervise_detached(&root, id)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let open = |mode| Store::open(&root, mode).with_context(|| format!("opening store {}", root.display()));
     match command {
         Command::Version(_) => unreachable!("handled above"),
@@ -58,11 +66,37 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) | Command::Container { command: ContainerCommand::Run(args) } => {
             run::run(&open(LockMode::Shared)?, args)
         }
+        Command::Create(args) | Command::Container { command: ContainerCommand::Create(args) } => {
+            run::create(&open(LockMode::Shared)?, args)
+        }
+        Command::Start(args) | Command::Container { command: ContainerCommand::Start(args) } => {
+            start::start(&open(LockMode::Shared)?, args)
+        }
+        Command::Stop(args) | Command::Container { command: ContainerCommand::Stop(args) } => {
+            start::stop(&open(LockMode::Shared)?, args)
+        }
+        Command::Restart(args) | Command::Container { command: ContainerCommand::Restart(args) } => {
+            start::restart(&open(LockMode::Shared)?, args)
+        }
+        Command::Kill(args) | Command::Container { command: ContainerCommand::Kill(args) } => {
+            start::kill(&open(LockMode::Shared)?, args)
+        }
+        Command::Wait(args) | Command::Container { command: ContainerCommand::Wait(args) } => {
+            start::wait(&open(LockMode::Shared)?, args)
+        }
+        Command::Rename(args) | Command::Container { command: ContainerCommand::Rename(args) } => {
+            start::rename(&open(LockMode::Shared)?, args)
+        }
+        Command::Logs(args) | Command::Container { command: ContainerCommand::Logs(args) } => {
+            logs::run(&open(LockMode::Shared)?, args)
+        }
+        Command::Container { command: ContainerCommand::Prune(args) } => rm::prune(&open(LockMode::Shared)?, args),
+        Command::Supervise { .. } => unreachable!("handled above"),
         Command::Ps(args) | Command::Container { command: ContainerCommand::Ls(args) } => {
-            run::ps(&open(LockMode::Shared)?, args)
+            ps::run(&open(LockMode::Shared)?, args)
         }
         Command::Rm(args) | Command::Container { command: ContainerCommand::Rm(args) } => {
-            run::rm(&open(LockMode::Shared)?, args)
+            rm::rm(&open(LockMode::Shared)?, args)
         }
         Command::Import(args) | Command::Image { command: ImageCommand::Import(args) } => {
             import::run(&open(LockMode::Shared)?, args)

@@ -13,6 +13,8 @@
 //! writer of a running container's exit.
 
 pub mod config;
+pub mod logs;
+pub mod supervisor;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -63,10 +65,6 @@ impl Status {
 
     pub fn can_start(self) -> bool {
         matches!(self, Status::Created | Status::Exited)
-    }
-
-    pub fn can_exec(self) -> bool {
-        self == Status::Running
     }
 }
 
@@ -429,7 +427,6 @@ mod tests {
     fn status_guards() {
         assert!(Status::Exited.can_start() && Status::Created.can_start());
         assert!(!Status::Running.can_start() && !Status::Paused.can_start());
-        assert!(Status::Running.can_exec() && !Status::Paused.can_exec());
         assert!(Status::Restarting.is_live() && !Status::Dead.is_live());
     }
 }
