@@ -25,9 +25,9 @@ use crate::output::outln;
 /// The diffID of an empty layer (a tar of only its end blocks): docker adds no layer for it.
 const EMPTY_LAYER: &str = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
 
-/// Paths the runtime mounts over in every container. While a container runs, the ones its image
-/// lacks exist in its upper dir only as mount points (the runtime removes them when it stops):
-/// they are not the container's changes.
+/// Paths the runtime mounts over in every container. The ones its image lacks exist in its upper
+/// dir only as mount points while it runs (the runtime removes them when it stops): they are not
+/// the container's changes.
 const RUNTIME_MOUNT_POINTS: &[&str] = &["proc", "sys", "dev", "etc/hosts", "etc/hostname", "etc/resolv.conf"];
 
 /// The instructions `commit --change` takes (docker's list).
@@ -57,12 +57,8 @@ pub fn commit(store: &Store, args: CommitArgs) -> Result<ExitCode> {
     for change in parse_changes(&args.changes, &config)? {
         config.apply(&change);
     }
-    let excluded = if container.state().status.is_live() {
-        runtime_mount_points(&ImageFs::load(store, &image)?)
-    } else {
-        BTreeSet::new()
-    };
     let upper = container.upper_dir();
+    let excluded = runtime_leftovers(&upper, &ImageFs::load(store, &image)?);
     let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().filter(|v| !v.is_empty());
     let created = kiln_cas::archive::import::creation_time(epoch.as_deref())?;
     let source_date_epoch = epoch.as_deref().and_then(|e| e.trim().parse().ok());
@@ -241,9 +237,38 @@ fn committed_config(
     Ok(serde_json::to_vec(&value)?)
 }
 
-/// The runtime's mount points the image does not have (see [`RUNTIME_MOUNT_POINTS`]).
-fn runtime_mount_points(image_fs: &ImageFs) -> BTreeSet<PathBuf> {
-    RUNTIME_MOUNT_POINTS.iter().filter(|p| image_fs.entry(p).is_none()).map(PathBuf::from).collect()
+/// What the runtime put in the upper dir that is not the container's change: its mount points
+/// the image does not have (see [`RUNTIME_MOUNT_POINTS`]; left there while the container runs,
+/// or when its supervisor was killed before it could clean up), and the image's directories that
+/// overlay copied up only to hold them (`/etc` for `/etc/hosts`: a directory of the image that
+/// holds nothing else in the upper dir).
+fn runtime_leftovers(upper: &Path, image_fs: &ImageFs) -> BTreeSet<PathBuf> {
+    let is_real_dir = |p: &Path| fs::symlink_metadata(upper.join(p)).is_ok_and(|m| m.is_dir());
+    let mut out: BTreeSet<PathBuf> = RUNTIME_MOUNT_POINTS
+        .iter()
+        .map(Path::new)
+        .filter(|p| image_fs.entry(&p.to_string_lossy()).is_none())
+        .filter(|p| p.parent().is_none_or(|d| d.as_os_str().is_empty() || is_real_dir(d)))
+        .filter(|p| fs::symlink_metadata(upper.join(p)).is_ok())
+        .map(Path::to_path_buf)
+        .collect();
+    for point in out.clone() {
+        let mut parent = point.parent();
+        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            let in_image =
+                image_fs.entry(&dir.to_string_lossy()).is_some_and(|e| e.kind == kiln_cas::image_fs::EntryKind::Dir);
+            let only_leftovers = is_real_dir(dir)
+                && fs::read_dir(upper.join(dir))
+                    .map(|entries| entries.flatten().all(|e| out.contains(&dir.join(e.file_name()))))
+                    .unwrap_or(false);
+            if !(in_image && only_leftovers) {
+                break;
+            }
+            out.insert(dir.to_path_buf());
+            parent = dir.parent();
+        }
+    }
+    out
 }
 
 /// The container's whole file system, read-only, and the lease that keeps its image's snapshots.
@@ -319,8 +344,8 @@ pub fn diff(store: &Store, args: DiffArgs) -> Result<ExitCode> {
     let container = container::find(store, &args.container)?;
     let image = container_image(store, &container)?;
     let image_fs = ImageFs::load(store, &image)?;
-    let excluded = if container.state().status.is_live() { runtime_mount_points(&image_fs) } else { BTreeSet::new() };
     let upper = container.upper_dir();
+    let excluded = runtime_leftovers(&upper, &image_fs);
     let mut changes = Vec::new();
     if upper.is_dir() {
         changes_of(&upper, "", &image_fs, &excluded, &mut changes)

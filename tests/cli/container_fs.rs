@@ -481,3 +481,87 @@ fn cp_into_a_stopped_container_lands_in_its_changes() {
     assert!(err.contains("No such container:path: w1:/nodir"), "{err}");
     kiln.assert_fsck_clean();
 }
+
+/// Polls `check` for up to ten seconds.
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn commit_diff_export_and_cp_of_containers_kiln_ran() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let kiln = Kiln::new();
+    kiln.import_busybox("busybox:latest");
+    let p = |name: &str| kiln.path(name).to_str().unwrap().to_string();
+    // A container that ran in the foreground and exited.
+    kiln.ok(&[
+        "run",
+        "--name",
+        "fg",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi > /etc/new && rm /etc/passwd && mkdir -p /opt/x && echo y > /opt/x/y",
+    ]);
+    assert_eq!(kiln.ok(&["diff", "fg"]), "C /etc\nA /etc/new\nD /etc/passwd\nA /opt\nA /opt/x\nA /opt/x/y\n");
+    let id = kiln.ok(&["commit", "-c", "CMD [\"cat\", \"/etc/new\"]", "fg", "fgimg"]).trim().to_string();
+    assert_eq!(kiln.ok(&["run", "--rm", "--network", "none", "fgimg"]), "hi\n");
+    let history = config_of(&kiln, &id)["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        history["created_by"],
+        "sh -c echo hi > /etc/new && rm /etc/passwd && mkdir -p /opt/x && echo y > /opt/x/y"
+    );
+
+    // A running one: its changes without the runtime's mount points (/etc/hosts and the /etc
+    // copied up to hold it), files copied in and out while it runs.
+    kiln.ok(&["run", "-d", "--name", "bg", "--network", "none", "busybox", "sh", "-c", "echo live > /live; sleep 60"]);
+    wait_for("the container's file", || kiln.run(&["diff", "bg"]).stdout.ends_with(b"A /live\n"));
+    assert_eq!(kiln.ok(&["diff", "bg"]), "A /live\n");
+    std::fs::write(kiln.path("in.txt"), "copied in\n").unwrap();
+    kiln.ok(&["cp", &p("in.txt"), "bg:/tmp/"]);
+    kiln.ok(&["cp", "bg:/tmp/in.txt", &p("back.txt")]);
+    assert_eq!(std::fs::read_to_string(kiln.path("back.txt")).unwrap(), "copied in\n");
+    kiln.ok(&["cp", "bg:/live", &p("live.txt")]);
+    assert_eq!(std::fs::read_to_string(kiln.path("live.txt")).unwrap(), "live\n");
+    let id = kiln.ok(&["commit", "bg", "bgimg"]).trim().to_string();
+    let names: Vec<String> = tar_tree(&last_layer(&kiln, &config_of(&kiln, &id))).into_keys().collect();
+    assert_eq!(names, ["live", "tmp", "tmp/in.txt"], "the layer holds the container's changes only");
+    assert_eq!(
+        kiln.ok(&["run", "--rm", "--network", "none", "bgimg", "cat", "/live", "/tmp/in.txt"]),
+        "live\ncopied in\n"
+    );
+    let exported = tar_tree(&export_bytes(&kiln, "bg"));
+    assert_eq!(exported["live"].3, b"live\n");
+    kiln.ok(&["rm", "-f", "bg"]);
+    kiln.assert_fsck_clean();
+}
+
+#[test]
+fn export_refuses_to_write_a_tar_to_a_terminal() {
+    if !is_root() || Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root and script(1)");
+        return;
+    }
+    let kiln = Kiln::new();
+    let image = kiln.import_busybox("busybox:latest");
+    stopped_container(&kiln, &image, "t1", &["true"]);
+    let kiln_bin = assert_cmd::cargo::cargo_bin("kiln");
+    let line = format!("{} --root {} export t1", kiln_bin.display(), kiln.root().display());
+    // script(1) gives the command a pseudo-terminal as stdout.
+    let out = Command::new("script").args(["-qec", &line, "/dev/null"]).stdin(Stdio::null()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("cowardly refusing to save to a terminal. Use the -o flag or redirect"), "{text}");
+    assert!(!text.contains("bin/busybox"), "no tar on the terminal");
+}
