@@ -186,7 +186,8 @@ fn copy_out(store: &Store, container: &Container, name: &str, src: &str, dest: &
         .ok_or_else(|| anyhow!("No such container:path: {shown_src}"))?;
     let contents = wants_contents(&src_path) || (src_kind == Kind::Dir && base_name(&src_path).is_none());
     let owner = if args.archive { None } else { Some(own_ids()) };
-    let options = DiffOptions { owner, ..DiffOptions::default() };
+    // A running container's root has proc and sysfs mounted: their files are not copied.
+    let options = DiffOptions { owner, skip_kernel_fs: true, ..DiffOptions::default() };
     if dest == "-" {
         let stdout = io::stdout();
         if stdout.is_terminal() {
@@ -243,7 +244,7 @@ fn copy_in(store: &Store, container: &Container, src: &str, dest: &str, args: &C
     let contents = wants_contents(&src_path) || (src_kind == Kind::Dir && base_name(&src_path).is_none());
     // Into a container, files belong to its root unless `-a` keeps their owners.
     let owner = if args.archive { None } else { Some((0, 0)) };
-    let options = DiffOptions { owner, ..DiffOptions::default() };
+    let options = DiffOptions { owner, skip_kernel_fs: true, ..DiffOptions::default() };
     with_container_view_for_write(store, container, |view| {
         let missing = |parent: &str| format!("No such container:path: {}:{parent}", container.name());
         let to = target(view, &dest_path, &shown_dest, src_kind, base_name(&src_path), contents, &missing)?;

@@ -89,6 +89,9 @@ fn tar_tree(bytes: &[u8]) -> BTreeMap<String, (char, u32, u64, Vec<u8>)> {
             tar::EntryType::Directory => 'd',
             tar::EntryType::Symlink => 'l',
             tar::EntryType::Link => 'h',
+            tar::EntryType::Char => 'c',
+            tar::EntryType::Block => 'b',
+            tar::EntryType::Fifo => 'p',
             other => panic!("unexpected entry type {other:?} at {path}"),
         };
         let mode = entry.header().mode().unwrap();
@@ -543,6 +546,23 @@ fn commit_diff_export_and_cp_of_containers_kiln_ran() {
     );
     let exported = tar_tree(&export_bytes(&kiln, "bg"));
     assert_eq!(exported["live"].3, b"live\n");
+    // The whole root of the running container: proc and sysfs are mounted there, and are not
+    // walked (their files are not files: /proc/kcore says it is 128 TiB).
+    let kiln_bin = assert_cmd::cargo::cargo_bin("kiln");
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(&kiln_bin)
+        .arg("--root")
+        .arg(kiln.root())
+        .args(["cp", "bg:/", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tree = tar_tree(&out.stdout);
+    assert!(tree.contains_key("live") && tree.contains_key("proc") && tree.contains_key("bin/busybox"));
+    assert!(!tree.keys().any(|k| k.starts_with("proc/") || k.starts_with("sys/")), "walked into proc or sysfs");
+    let err = kiln.fails(&["cp", "bg:/proc/1/status", &p("status")]);
+    assert!(err.contains("kernel file system"), "{err}");
     kiln.ok(&["rm", "-f", "bg"]);
     kiln.assert_fsck_clean();
 }

@@ -22,7 +22,7 @@ use nix::fcntl::{openat, openat2, readlinkat, AtFlags, OFlag, OpenHow, ResolveFl
 use nix::sys::stat::{fstat, fstatat, Mode};
 
 use crate::snapshot::{
-    apply_layer, diff_upper, ApplyError, ApplyOptions, ApplyStats, DiffError, DiffOptions, DiffStats,
+    apply_layer, diff_upper, is_kernel_fs, ApplyError, ApplyOptions, ApplyStats, DiffError, DiffOptions, DiffStats,
 };
 
 use super::plan::Attrs;
@@ -214,9 +214,13 @@ impl FsView {
         out: &mut dyn Write,
     ) -> Result<DiffStats, DiffError> {
         let io = |source: io::Error| DiffError::Upper { path: PathBuf::from(path), source };
+        let kernel_fs = || io(io::Error::other("it is on a kernel file system (proc, sysfs, cgroup): not copied"));
         match name {
             None => {
                 let dir = self.open_in_root(path, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(io)?;
+                if options.skip_kernel_fs && is_kernel_fs(dir.as_fd()) {
+                    return Err(kernel_fs());
+                }
                 diff_upper(&fd_path(&dir), out, &options)
             }
             Some(name) => {
@@ -224,6 +228,18 @@ impl FsView {
                     .parent_and_name(path, follow)
                     .map_err(io)?
                     .ok_or_else(|| io(io::Error::other("the root has no name to copy it under")))?;
+                if options.skip_kernel_fs {
+                    let fd = openat(
+                        &dir,
+                        entry.as_os_str(),
+                        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| io(errno_io(e)))?;
+                    if is_kernel_fs(fd.as_fd()) {
+                        return Err(kernel_fs());
+                    }
+                }
                 let options = DiffOptions { select: Some((entry, name.to_vec())), ..options };
                 let stats = diff_upper(&fd_path(&dir), out, &options)?;
                 if stats.entries == 0 {

@@ -77,6 +77,10 @@ pub struct DiffOptions {
     pub select: Option<(OsString, Vec<u8>)>,
     /// Write every entry with this owner (uid, gid) instead of its own (`kiln cp` without `-a`).
     pub owner: Option<(u64, u64)>,
+    /// Do not go into directories of kernel file systems (proc, sysfs, cgroup, devpts): their
+    /// files are not files (`/proc/kcore` says it is 128 TiB). For walks of a running
+    /// container's root, where they are mounted.
+    pub skip_kernel_fs: bool,
 }
 
 impl Default for DiffOptions {
@@ -90,6 +94,7 @@ impl Default for DiffOptions {
             max_path_len: 4096,
             select: None,
             owner: None,
+            skip_kernel_fs: false,
         }
     }
 }
@@ -236,6 +241,17 @@ fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Whether `fd` is on proc, sysfs, a cgroup file system or devpts.
+pub fn is_kernel_fs(fd: BorrowedFd<'_>) -> bool {
+    use nix::sys::statfs::{
+        fstatfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC, DEVPTS_SUPER_MAGIC, PROC_SUPER_MAGIC, SYSFS_MAGIC,
+    };
+    fstatfs(fd).is_ok_and(|s| {
+        [PROC_SUPER_MAGIC, SYSFS_MAGIC, CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, DEVPTS_SUPER_MAGIC]
+            .contains(&s.filesystem_type())
+    })
+}
+
 fn same_inode(a: &FileStat, b: &FileStat) -> bool {
     a.st_dev == b.st_dev && a.st_ino == b.st_ino && sys::file_type(a) == sys::file_type(b)
 }
@@ -376,6 +392,9 @@ impl Walker<'_, '_> {
                         return Err(changed(&path));
                     }
                     let opaque = dir_state.remove(&item.name).flatten();
+                    if self.opts.skip_kernel_fs && is_kernel_fs(child.as_fd()) {
+                        continue;
+                    }
                     self.walk(child, &path, opaque, depth + 1)?;
                 }
             }
