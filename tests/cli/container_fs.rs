@@ -585,3 +585,99 @@ fn export_refuses_to_write_a_tar_to_a_terminal() {
     assert!(text.contains("cowardly refusing to save to a terminal. Use the -o flag or redirect"), "{text}");
     assert!(!text.contains("bin/busybox"), "no tar on the terminal");
 }
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("/usr/bin/docker").args(args).env("DOCKER_BUILDKIT", "1").output().expect("run docker")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The names in the last layer of a `docker save` archive.
+fn docker_last_layer_names(archive: &[u8]) -> Vec<String> {
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for entry in tar::Archive::new(archive).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        files.insert(path, data);
+    }
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let last = manifest[0]["Layers"].as_array().unwrap().last().unwrap().as_str().unwrap().to_string();
+    tar_tree(&files[&last]).into_keys().collect()
+}
+
+#[test]
+fn commit_and_diff_agree_with_docker() {
+    if !is_root() || !docker_available() {
+        eprintln!("skipped: needs root and docker");
+        return;
+    }
+    let tag = format!("hcommit-cmp-{}", std::process::id());
+    let script = "echo new > /etc/new; rm /etc/passwd; mkdir -p /opt/x; echo y > /opt/x/y; echo z >> /etc/group; \
+                  rm -r /home/app; mkdir /home/app; touch /home/app/q";
+    let changes = ["-m", "the message", "-a", "someone", "-c", "ENV X=1", "-c", r#"CMD ["cat", "/etc/new"]"#];
+    // docker
+    docker_ok(&["import", busybox_rootfs().to_str().unwrap(), &format!("{tag}:1")]);
+    let cleanup = || {
+        let _ = docker(&["rm", "-f", &format!("{tag}-c")]);
+        let _ = docker(&["rmi", "-f", &format!("{tag}:1"), &format!("{tag}:2")]);
+    };
+    let result = std::panic::catch_unwind(|| {
+        docker_ok(&[
+            "run",
+            "--name",
+            &format!("{tag}-c"),
+            "--network",
+            "none",
+            &format!("{tag}:1"),
+            "sh",
+            "-c",
+            script,
+        ]);
+        let mut docker_diff: Vec<String> =
+            docker_ok(&["diff", &format!("{tag}-c")]).lines().map(String::from).collect();
+        docker_diff.sort();
+        let mut args = vec!["commit"];
+        args.extend_from_slice(&changes);
+        let container = format!("{tag}-c");
+        let image = format!("{tag}:2");
+        args.extend_from_slice(&[&container, &image]);
+        docker_ok(&args);
+        let docker_config: Value = serde_json::from_str(&docker_ok(&["inspect", &image])).unwrap();
+        let docker_history = docker_ok(&["history", "--no-trunc", "--format", "{{.CreatedBy}}|{{.Comment}}", &image]);
+        let archive = Command::new("/usr/bin/docker").args(["save", &image]).output().unwrap().stdout;
+        let docker_layer = docker_last_layer_names(&archive);
+
+        // kiln
+        let kiln = Kiln::new();
+        kiln.import_busybox("busybox:latest");
+        kiln.ok(&["run", "--name", "cc", "--network", "none", "busybox", "sh", "-c", script]);
+        let mut kiln_diff: Vec<String> = kiln.ok(&["diff", "cc"]).lines().map(String::from).collect();
+        kiln_diff.sort();
+        assert_eq!(kiln_diff, docker_diff, "diff lines (sorted)");
+        let mut args = vec!["commit"];
+        args.extend_from_slice(&changes);
+        args.extend_from_slice(&["cc", "committed:2"]);
+        let id = kiln.ok(&args).trim().to_string();
+        let config = config_of(&kiln, &id);
+        let d = &docker_config[0];
+        assert_eq!(config["config"]["Env"], d["Config"]["Env"]);
+        assert_eq!(config["config"]["Cmd"], d["Config"]["Cmd"]);
+        assert_eq!(config["author"], d["Author"]);
+        assert_eq!(config["comment"], d["Comment"]);
+        let last = config["history"].as_array().unwrap().last().unwrap().clone();
+        let kiln_history = format!("{}|{}", last["created_by"].as_str().unwrap(), last["comment"].as_str().unwrap());
+        assert_eq!(kiln_history, docker_history.lines().next().unwrap());
+        let kiln_layer: Vec<String> = tar_tree(&last_layer(&kiln, &config)).into_keys().collect();
+        assert_eq!(kiln_layer, docker_layer, "the committed layer's entries");
+    });
+    cleanup();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
