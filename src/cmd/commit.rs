@@ -145,8 +145,11 @@ fn parse_changes(changes: &[String], config: &RunConfig) -> Result<Vec<kiln_buil
         return Ok(Vec::new());
     }
     for change in changes {
+        if change.contains(['\n', '\r']) {
+            bail!("--change {change:?}: one instruction per --change, on one line");
+        }
         let keyword = change.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
-        if change.contains('\n') || !COMMIT_CHANGES.contains(&keyword.as_str()) {
+        if !COMMIT_CHANGES.contains(&keyword.as_str()) {
             let shown = if keyword.is_empty() { "an empty change".to_string() } else { keyword };
             bail!("--change '{change}': {shown} is not a valid change command (only {})", COMMIT_CHANGES.join(", "));
         }

@@ -218,6 +218,33 @@ fn commit_of_an_unchanged_container_adds_an_empty_layer_history_entry_only() {
     assert_eq!(last["created_by"], "true");
     // Untagged, as docker leaves an image committed without a name.
     assert!(!kiln.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).contains("idle"));
+    // Every instruction docker's --change takes.
+    let changes = [
+        "ONBUILD RUN echo hi",
+        "HEALTHCHECK --interval=5s CMD true",
+        "USER app",
+        "VOLUME /data",
+        "LABEL a=b",
+        "STOPSIGNAL SIGINT",
+        "WORKDIR rel",
+        "EXPOSE 53/udp",
+        "ENTRYPOINT [\"/bin/sh\"]",
+        "CMD [\"-c\", \"true\"]",
+    ];
+    let mut args = vec!["commit"];
+    for change in &changes {
+        args.extend_from_slice(&["--change", change]);
+    }
+    args.push("idle");
+    let id = kiln.ok(&args).trim().to_string();
+    let c = config_of(&kiln, &id)["config"].clone();
+    assert_eq!(c["OnBuild"], json!(["RUN echo hi"]));
+    assert_eq!(c["Healthcheck"], json!({"Test": ["CMD-SHELL", "true"], "Interval": 5_000_000_000u64}));
+    assert_eq!((c["User"].as_str(), c["StopSignal"].as_str()), (Some("app"), Some("SIGINT")));
+    assert_eq!((c["Volumes"].clone(), c["Labels"].clone()), (json!({"/data": {}}), json!({"a": "b"})));
+    assert_eq!(c["WorkingDir"], "/rel");
+    assert_eq!(c["ExposedPorts"], json!({"53/udp": {}}));
+    assert_eq!((c["Entrypoint"].clone(), c["Cmd"].clone()), (json!(["/bin/sh"]), json!(["-c", "true"])));
 }
 
 #[test]
@@ -230,6 +257,8 @@ fn commit_refuses_bad_changes_and_unknown_containers_and_changes_nothing() {
     let err = kiln.fails(&["commit", "-c", "RUN rm -rf /", "c1"]);
     assert!(err.contains("--change 'RUN rm -rf /': RUN is not a valid change command"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+    let err = kiln.fails(&["commit", "-c", "CMD a\nRUN b", "c1"]);
+    assert!(err.contains("one instruction per --change"), "{err}");
     let err = kiln.fails(&["commit", "-c", "EXPOSE 99999", "c1"]);
     assert!(err.contains("--change 'EXPOSE 99999'"), "{err}");
     let err = kiln.fails(&["commit", "nosuch"]);
