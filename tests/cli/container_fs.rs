@@ -710,3 +710,137 @@ fn commit_and_diff_agree_with_docker() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// Type and contents of every path under `dir` (symlinks as their targets), for comparing trees.
+fn host_tree(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let what = if meta.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                walk(root, &path, out);
+                format!("dir {:o}", meta.mode() & 0o7777)
+            } else {
+                let data = std::fs::read(&path).unwrap();
+                format!(
+                    "file {:o} {} {:x}",
+                    meta.mode() & 0o7777,
+                    data.len(),
+                    data.iter().map(|b| *b as u64).sum::<u64>()
+                )
+            };
+            out.insert(rel, what);
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+#[test]
+fn cp_lands_where_docker_cp_lands() {
+    if !is_root() || !docker_available() {
+        eprintln!("skipped: needs root and docker");
+        return;
+    }
+    let tag = format!("hcommit-cp-{}", std::process::id());
+    let script = "echo new > /etc/new; mkdir -p /opt/x; echo y > /opt/x/y; ln -s x /opt/link";
+    docker_ok(&["import", busybox_rootfs().to_str().unwrap(), &format!("{tag}:1")]);
+    let container = format!("{tag}-c");
+    let cleanup = || {
+        let _ = docker(&["rm", "-f", &container]);
+        let _ = docker(&["rmi", "-f", &format!("{tag}:1")]);
+    };
+    let result = std::panic::catch_unwind(|| {
+        docker_ok(&["run", "--name", &container, "--network", "none", &format!("{tag}:1"), "sh", "-c", script]);
+        let kiln = Kiln::new();
+        kiln.import_busybox("busybox:latest");
+        kiln.ok(&["run", "--name", "kc", "--network", "none", "busybox", "sh", "-c", script]);
+        // (source in the container, destination: what exists there first, and the argument)
+        let out_cases: &[(&[&str], &str, &str)] = &[
+            (&["/etc/new"], "", "out"),
+            (&["/etc/new"], "dir", "out/"),
+            (&["/opt"], "", "out"),
+            (&["/opt"], "dir", "out"),
+            (&["/opt/."], "dir", "out"),
+            (&["/opt/."], "", "out"),
+            (&["/opt/link"], "", "out"),
+            (&["-L", "/opt/link"], "", "out"),
+            (&["/opt/x/"], "", "out"),
+            (&["/etc/new/"], "", "out"),
+            (&["/nope"], "", "out"),
+            (&["/opt"], "file", "out"),
+            (&["/etc/new"], "file", "out"),
+            (&["/etc/new"], "", "out/"),
+            (&["/etc/new"], "", "missing/out"),
+        ];
+        for (i, (src, setup, dest)) in out_cases.iter().enumerate() {
+            let mut results = Vec::new();
+            for tool in ["docker", "kiln"] {
+                let base = kiln.path(&format!("case{i}-{tool}"));
+                std::fs::create_dir_all(&base).unwrap();
+                match *setup {
+                    "dir" => std::fs::create_dir(base.join("out")).unwrap(),
+                    "file" => std::fs::write(base.join("out"), "existing\n").unwrap(),
+                    _ => {}
+                }
+                let before = host_tree(&base);
+                let dest = format!("{}/{dest}", base.display());
+                let (flags, path) = src.split_at(src.len() - 1);
+                let ok = if tool == "docker" {
+                    let mut args = vec!["cp"];
+                    args.extend_from_slice(flags);
+                    let from = format!("{container}:{}", path[0]);
+                    args.extend_from_slice(&[&from, &dest]);
+                    docker(&args).status.success()
+                } else {
+                    let mut args = vec!["cp"];
+                    args.extend_from_slice(flags);
+                    let from = format!("kc:{}", path[0]);
+                    args.extend_from_slice(&[&from, &dest]);
+                    kiln.run(&args).status.success()
+                };
+                results.push((ok, host_tree(&base), before));
+            }
+            assert_eq!(results[1], results[0], "kiln cp {src:?} {dest} (over {setup:?}) against docker cp");
+            assert!(!results[0].0 || results[0].2 != results[0].1, "case {i} copied nothing");
+        }
+        // Into the containers: compare what changed in them.
+        let src = kiln.path("src");
+        std::fs::create_dir_all(src.join("dir/sub")).unwrap();
+        std::fs::write(src.join("file"), "f\n").unwrap();
+        std::fs::write(src.join("dir/a"), "a\n").unwrap();
+        std::fs::write(src.join("dir/sub/b"), "b\n").unwrap();
+        let s = |name: &str| format!("{}/{name}", src.display());
+        let in_cases: &[(String, &str)] = &[
+            (s("file"), "/tmp/"),
+            (s("file"), "/tmp/renamed"),
+            (s("dir"), "/newdir"),
+            (s("dir"), "/tmp"),
+            (s("dir/."), "/root"),
+            (s("dir/."), "/fresh"),
+            (s("file"), "/nodir/"),
+            (s("dir"), "/etc/new"),
+            (s("file"), "/nodir/deeper"),
+        ];
+        for (from, to) in in_cases {
+            let docker_ok = docker(&["cp", from, &format!("{container}:{to}")]).status.success();
+            let kiln_ok = kiln.run(&["cp", from, &format!("kc:{to}")]).status.success();
+            assert_eq!(kiln_ok, docker_ok, "kiln cp {from} {to} against docker cp");
+        }
+        let mut docker_diff: Vec<String> = docker_ok(&["diff", &container]).lines().map(String::from).collect();
+        docker_diff.sort();
+        let mut kiln_diff: Vec<String> = kiln.ok(&["diff", "kc"]).lines().map(String::from).collect();
+        kiln_diff.sort();
+        assert_eq!(kiln_diff, docker_diff, "the containers' changes after the copies");
+    });
+    cleanup();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
