@@ -46,6 +46,10 @@ const COMMIT_CHANGES: &[&str] = &[
 ];
 
 pub fn commit(store: &Store, args: CommitArgs) -> Result<ExitCode> {
+    exit_as_docker(commit_inner(store, args))
+}
+
+fn commit_inner(store: &Store, args: CommitArgs) -> Result<ExitCode> {
     let tags = match &args.reference {
         Some(text) => vec![Reference::parse(text).with_context(|| format!("invalid reference format: {text}"))?],
         None => Vec::new(),
@@ -79,6 +83,18 @@ pub fn commit(store: &Store, args: CommitArgs) -> Result<ExitCode> {
     store.add_image(&id, &tags)?;
     outln!("{id}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// docker's status for these commands' errors: 1 (the CLI's for an error from the daemon), not
+/// kiln's own 125. A closed stdout still ends kiln quietly.
+pub(crate) fn exit_as_docker(result: Result<ExitCode>) -> Result<ExitCode> {
+    match result {
+        Err(err) if !err.chain().any(|cause| cause.is::<crate::output::StdoutClosed>()) => {
+            eprintln!("Error: {}", crate::output::error_line(&err));
+            Ok(ExitCode::from(1))
+        }
+        other => other,
+    }
 }
 
 fn container_image(store: &Store, container: &Container) -> Result<Image> {
@@ -295,6 +311,10 @@ pub(crate) fn lower_dirs(store: &Store, container: &Container) -> Result<(Vec<Pa
 }
 
 pub fn export(store: &Store, args: ExportArgs) -> Result<ExitCode> {
+    exit_as_docker(export_inner(store, args))
+}
+
+fn export_inner(store: &Store, args: ExportArgs) -> Result<ExitCode> {
     let container = container::find(store, &args.container)?;
     if args.output.is_none() && io::stdout().is_terminal() {
         bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
@@ -344,6 +364,10 @@ pub(crate) struct Change {
 }
 
 pub fn diff(store: &Store, args: DiffArgs) -> Result<ExitCode> {
+    exit_as_docker(diff_inner(store, args))
+}
+
+fn diff_inner(store: &Store, args: DiffArgs) -> Result<ExitCode> {
     let container = container::find(store, &args.container)?;
     let image = container_image(store, &container)?;
     let image_fs = ImageFs::load(store, &image)?;

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use kiln_cas::Store;
 use kiln_runtime::container::view::{FsView, Kind};
-use kiln_runtime::snapshot::DiffOptions;
+use kiln_runtime::snapshot::{DiffError, DiffOptions};
 
 use crate::cli::CpArgs;
 use crate::container::{self, Container};
@@ -45,6 +45,10 @@ fn split(arg: &str) -> Side {
 }
 
 pub fn run(store: &Store, args: CpArgs) -> Result<ExitCode> {
+    super::commit::exit_as_docker(run_inner(store, args))
+}
+
+fn run_inner(store: &Store, args: CpArgs) -> Result<ExitCode> {
     match (split(&args.source), split(&args.destination)) {
         (Side::Container(..), Side::Container(..)) => bail!("copying between containers is not supported"),
         (Side::Local(_), Side::Local(_)) => bail!("must specify at least one container source"),
@@ -195,10 +199,14 @@ fn copy_out(store: &Store, container: &Container, name: &str, src: &str, dest: &
         }
         let mut out = File::from(stdout.as_fd().try_clone_to_owned().context("duplicating stdout")?);
         let name = if contents { None } else { base_name(&src_path) };
-        view.archive(&src_path, args.follow_link, name.as_deref().map(str::as_bytes), options, &mut out)
-            .map_err(|e| anyhow!("copying {shown_src}: {e}"))?;
-        out.flush()?;
-        return Ok(());
+        return match view.archive(&src_path, args.follow_link, name.as_deref().map(str::as_bytes), options, &mut out) {
+            Ok(_) => Ok(out.flush()?),
+            // The reader went away (`kiln cp c:/x - | head`): end quietly, as docker does.
+            Err(DiffError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                Err(crate::output::StdoutClosed.into())
+            }
+            Err(e) => Err(anyhow!("copying {shown_src}: {e}")),
+        };
     }
     let host = FsView::host().context("opening /")?;
     let dest_path = local_path(dest)?;

@@ -263,6 +263,12 @@ fn commit_refuses_bad_changes_and_unknown_containers_and_changes_nothing() {
     assert!(err.contains("--change 'EXPOSE 99999'"), "{err}");
     let err = kiln.fails(&["commit", "nosuch"]);
     assert!(err.contains("No such container: nosuch"), "{err}");
+    // docker's status for these commands' errors is 1.
+    for args in [&["commit", "nosuch"][..], &["export", "nosuch"], &["diff", "nosuch"], &["cp", "nosuch:/x", "-"]] {
+        let out = kiln.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "Error: No such container: nosuch\n", "{args:?}");
+    }
     let err = kiln.fails(&["commit", "c1", "Bad:Ref:x"]);
     assert!(err.contains("Bad:Ref:x"), "{err}");
     assert_eq!(kiln.store_state(), before, "a refused commit changes nothing");
@@ -426,6 +432,16 @@ fn cp_out_of_a_container_follows_dockers_rules() {
     assert!(out.status.success());
     let names: Vec<String> = tar_tree(&out.stdout).into_keys().collect();
     assert_eq!(names, ["opt", "opt/x", "opt/x/y"]);
+    // A reader that goes away ends kiln quietly, with the shell's status for SIGPIPE (as docker).
+    for args in [&["cp", "c1:/bin", "-"][..], &["export", "c1"]] {
+        let mut child = kiln.cmd(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut first = [0u8; 512];
+        child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stderr.is_empty(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
     let err = kiln.fails(&["cp", "c1:/x", "c1:/y"]);
     assert!(err.contains("copying between containers is not supported"), "{err}");
     let err = kiln.fails(&["cp", "nosuch:/x", &p("y")]);
