@@ -85,6 +85,11 @@ fn commit_inner(store: &Store, args: CommitArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The differ's error about a file of a container's whole file system (not of an upper dir).
+pub(crate) fn walk_error(e: &kiln_runtime::snapshot::DiffError) -> String {
+    e.to_string().replacen("upper dir entry ", "", 1).replacen("cannot open upper directory ", "cannot open ", 1)
+}
+
 /// docker's status for these commands' errors: 1 (the CLI's for an error from the daemon), not
 /// kiln's own 125. A closed stdout still ends kiln quietly.
 pub(crate) fn exit_as_docker(result: Result<ExitCode>) -> Result<ExitCode> {
@@ -321,7 +326,8 @@ fn export_inner(store: &Store, args: ExportArgs) -> Result<ExitCode> {
     }
     let (view, _lease) = read_only_view(store, &container)?;
     let options = DiffOptions::default();
-    let failed = |e| anyhow!("exporting container {}: {e}", container.name());
+    let failed =
+        |e: kiln_runtime::snapshot::DiffError| anyhow!("exporting container {}: {}", container.name(), walk_error(&e));
     match &args.output {
         Some(path) => {
             // Written next to its final name and renamed into place: a failed export leaves no
@@ -336,6 +342,11 @@ fn export_inner(store: &Store, args: ExportArgs) -> Result<ExitCode> {
                 .tempfile_in(&dir)
                 .with_context(|| format!("export: creating a file in {}", dir.display()))?;
             diff_upper(&view.path(), tmp.as_file_mut(), &options).map_err(failed)?;
+            // docker makes the file as os.Create does: 0666 less the umask (0644 as a rule).
+            {
+                use std::os::unix::fs::PermissionsExt;
+                tmp.as_file().set_permissions(fs::Permissions::from_mode(0o644))?;
+            }
             tmp.as_file().sync_all().with_context(|| format!("export: writing {}", path.display()))?;
             tmp.persist(path).map_err(|e| anyhow!("export: writing {}: {}", path.display(), e.error))?;
         }

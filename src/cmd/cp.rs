@@ -24,6 +24,7 @@ use kiln_cas::Store;
 use kiln_runtime::container::view::{FsView, Kind};
 use kiln_runtime::snapshot::{DiffError, DiffOptions};
 
+use super::commit::walk_error;
 use crate::cli::CpArgs;
 use crate::container::{self, Container};
 
@@ -205,7 +206,7 @@ fn copy_out(store: &Store, container: &Container, name: &str, src: &str, dest: &
             Err(DiffError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
                 Err(crate::output::StdoutClosed.into())
             }
-            Err(e) => Err(anyhow!("copying {shown_src}: {e}")),
+            Err(e) => Err(anyhow!("copying {shown_src}: {}", walk_error(&e))),
         };
     }
     let host = FsView::host().context("opening /")?;
@@ -216,7 +217,7 @@ fn copy_out(store: &Store, container: &Container, name: &str, src: &str, dest: &
         |out| {
             view.archive(&src_path, args.follow_link, to.name.as_deref().map(str::as_bytes), options, out)
                 .map(drop)
-                .map_err(|e| anyhow!("copying {shown_src}: {e}"))
+                .map_err(|e| anyhow!("copying {shown_src}: {}", walk_error(&e)))
         },
         |input| host.extract(&to.dir, input).map(drop).map_err(|e| anyhow!("copying to {dest}: {e}")),
     )
@@ -260,7 +261,7 @@ fn copy_in(store: &Store, container: &Container, src: &str, dest: &str, args: &C
             |out| {
                 host.archive(&src_path, args.follow_link, to.name.as_deref().map(str::as_bytes), options, out)
                     .map(drop)
-                    .map_err(|e| anyhow!("copying {src}: {e}"))
+                    .map_err(|e| anyhow!("copying {src}: {}", walk_error(&e)))
             },
             |input| view.extract(&to.dir, input).map(drop).map_err(|e| anyhow!("copying to {shown_dest}: {e}")),
         )

@@ -339,6 +339,7 @@ fn export_gives_the_merged_file_system_that_import_reads_back() {
     let file = kiln.path("e1.tar");
     kiln.ok(&["export", "-o", file.to_str().unwrap(), "e1"]);
     assert_eq!(std::fs::read(&file).unwrap(), exported);
+    assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o644, "made as docker makes it");
     let err = kiln.fails(&["export", "-o", kiln.path("missing-dir/x.tar").to_str().unwrap(), "e1"]);
     assert!(err.contains("missing-dir"), "{err}");
     assert!(!kiln.path("missing-dir").exists());
@@ -482,6 +483,13 @@ fn cp_never_reads_or_writes_outside_the_container() {
     assert_eq!(std::fs::read_to_string(upper.join("etc/host.txt")).unwrap(), "from the host\n");
     kiln.ok(&["cp", &p("host.txt"), "h1:/up/up/root/"]);
     assert!(upper.join("root/host.txt").exists());
+    // A host file named as a whiteout is refused (in a container it would delete a file).
+    std::fs::create_dir_all(kiln.path("wh")).unwrap();
+    std::fs::write(kiln.path("wh/.wh.group"), "").unwrap();
+    let err = kiln.fails(&["cp", &p("wh"), "h1:/etc/"]);
+    assert!(err.contains("\"wh/.wh.group\": names beginning with \".wh.\""), "{err}");
+    assert!(!err.contains("upper dir"), "{err}");
+    assert_eq!(std::fs::read_to_string(upper.join("etc/group")).unwrap(), container_group);
     // A tar on stdin with a whiteout name is refused, and deletes nothing.
     let mut builder = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
