@@ -11,6 +11,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
+    /// A docker.io pull-through mirror (http(s)://host[:port]), tried before docker.io; may be
+    /// repeated, and replaces the config file's registry-mirrors
+    #[arg(long = "registry-mirror", global = true, value_name = "URL")]
+    pub registry_mirrors: Vec<String>,
+
     /// No command: kiln prints its help, as docker does.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -45,6 +50,12 @@ pub enum Command {
     /// The supervisor of a detached container (started by kiln itself)
     #[command(name = "__supervise", hide = true)]
     Supervise { id: String },
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(StatsArgs),
+    /// Pause all processes within one or more containers
+    Pause(PauseArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(PauseArgs),
     /// Import a rootfs tarball (plain, gzip or zstd) as a one-layer image
     Import(ImportArgs),
     /// Load images from a docker-archive or OCI archive (stdin by default)
@@ -82,6 +93,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Copy files/folders between a container and the local filesystem
     Cp(CpArgs),
+    /// Display system-wide information (store, storage, cgroups, network tool, registries)
+    Info(InfoArgs),
     /// Manage images
     #[command(arg_required_else_help = true)]
     Image {
@@ -178,6 +191,12 @@ pub enum ContainerCommand {
     Stop(StopArgs),
     /// Block until one or more containers stop, then print their exit codes
     Wait(ContainersArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(StatsArgs),
+    /// Pause all processes within one or more containers
+    Pause(PauseArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(PauseArgs),
 }
 
 #[derive(Args, Debug)]
@@ -215,6 +234,15 @@ pub enum SystemCommand {
     Df,
     /// Check every blob against its digest, every image's closure and every unpacked layer
     Fsck(FsckArgs),
+    /// Display system-wide information
+    Info(InfoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// Format the output: "json", or a Go template such as '{{.Driver}}' or '{{json .RegistryConfig}}'
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -349,10 +377,33 @@ pub struct RunArgs {
     /// Security options: seccomp=unconfined (no filter) or seccomp=FILE (a docker seccomp profile); docker's default profile otherwise
     #[arg(long = "security-opt")]
     pub security_opts: Vec<String>,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
     pub image: String,
     /// Command and arguments (override the image's CMD)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+/// `run`/`create`: resource limits, applied through the container's cgroup.
+#[derive(Args, Debug, Default)]
+pub struct ResourceArgs {
+    /// Memory limit (a number with an optional unit b, k, m, g: 64m)
+    #[arg(short = 'm', long, value_name = "BYTES", value_parser = crate::container::resources::parse_memory)]
+    pub memory: Option<u64>,
+    /// Number of CPUs (a decimal: 0.5)
+    #[arg(long, value_name = "DECIMAL", value_parser = crate::container::resources::parse_cpus)]
+    pub cpus: Option<u64>,
+    /// Tune the container's pids limit (-1 for unlimited)
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = crate::container::resources::parse_pids_limit)]
+    pub pids_limit: Option<i64>,
+}
+
+impl ResourceArgs {
+    /// The limits, checked (docker's rules and this machine's cgroups).
+    pub fn resources(&self) -> anyhow::Result<crate::container::resources::Resources> {
+        crate::container::resources::Resources::from_flags(self.memory, self.cpus, self.pids_limit)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -381,6 +432,29 @@ pub struct PsArgs {
     /// Format output: "table", "json", or a Go template such as '{{.ID}} {{.Names}}'
     #[arg(long)]
     pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Disable streaming stats and only pull the first result
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Do not truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Format output: "table", "json", or a Go template such as '{{.Name}} {{.CPUPerc}}'
+    #[arg(long)]
+    pub format: Option<String>,
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PauseArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -475,7 +549,7 @@ pub struct ContainerPruneArgs {
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// Rootfs tarball, or - for stdin
+    /// Rootfs tarball: a file, an http:// or https:// URL, or - for stdin
     pub file: String,
     /// Reference to tag the image as
     pub reference: Option<String>,
@@ -665,11 +739,17 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
+    /// The flags, plus the config file's registry mirrors and insecure registries.
     pub fn client_options(
         &self,
         credentials: Option<kiln_cas::registry::Credentials>,
-    ) -> kiln_cas::registry::ClientOptions {
-        kiln_cas::registry::ClientOptions { insecure: !self.tls_verify, credentials, cert_dir: self.cert_dir.clone() }
+    ) -> anyhow::Result<kiln_cas::registry::ClientOptions> {
+        crate::config::client_options(kiln_cas::registry::ClientOptions {
+            insecure: !self.tls_verify,
+            credentials,
+            cert_dir: self.cert_dir.clone(),
+            ..Default::default()
+        })
     }
 }
 

@@ -15,7 +15,14 @@ use crate::container::logs::{read_all, read_entries, Entry};
 use crate::container::{self, Container};
 
 pub fn run(store: &Store, args: LogsArgs) -> Result<ExitCode> {
-    let mut c = container::find(store, &args.container)?;
+    let mut c = match container::find(store, &args.container) {
+        Ok(c) => c,
+        // docker's client: 1 when the daemon refuses.
+        Err(err) => {
+            eprintln!("Error: {}", crate::output::error_line(&err));
+            return Ok(ExitCode::from(1));
+        }
+    };
     let tail = match args.tail.as_str() {
         "all" | "-1" => None,
         n => Some(n.parse::<usize>().with_context(|| format!("--tail {n}: not a number of lines"))?),

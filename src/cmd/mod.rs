@@ -7,6 +7,7 @@ mod cp;
 mod history;
 mod images;
 mod import;
+mod info;
 mod inspect;
 mod load;
 mod login;
@@ -22,6 +23,7 @@ mod run;
 mod save;
 mod search;
 mod start;
+mod stats;
 mod system;
 mod tag;
 
@@ -46,6 +48,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         crate::output::out!("{}", <Cli as clap::CommandFactory>::command().render_help());
         return Ok(ExitCode::SUCCESS);
     };
+    crate::config::set_flag_mirrors(cli.registry_mirrors);
     if let Command::Version(args) = &command {
         return version(args.format.as_deref());
     }
@@ -98,6 +101,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Rm(args) | Command::Container { command: ContainerCommand::Rm(args) } => {
             rm::rm(&open(LockMode::Shared)?, args)
         }
+        Command::Stats(args) | Command::Container { command: ContainerCommand::Stats(args) } => {
+            stats::stats(&open(LockMode::Shared)?, args)
+        }
+        Command::Pause(args) | Command::Container { command: ContainerCommand::Pause(args) } => {
+            stats::pause(&open(LockMode::Shared)?, args)
+        }
+        Command::Unpause(args) | Command::Container { command: ContainerCommand::Unpause(args) } => {
+            stats::unpause(&open(LockMode::Shared)?, args)
+        }
         Command::Import(args) | Command::Image { command: ImageCommand::Import(args) } => {
             import::run(&open(LockMode::Shared)?, args)
         }
@@ -124,6 +136,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Image { command: ImageCommand::Prune(args) } => prune::run(|| open(LockMode::Exclusive), args),
         Command::Builder { command: BuilderCommand::Prune(args) } => builder::prune(|| open(LockMode::Exclusive), args),
+        Command::Info(args) | Command::System { command: SystemCommand::Info(args) } => {
+            info::run(&open(LockMode::Shared)?, args)
+        }
         Command::System { command: SystemCommand::Df } => system::df(&open(LockMode::Shared)?),
         Command::System { command: SystemCommand::Fsck(args) } => system::fsck(&open(LockMode::Shared)?, args),
         Command::Pull(args) | Command::Image { command: ImageCommand::Pull(args) } => {
@@ -193,7 +208,7 @@ fn default_root() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/kiln"))
 }
 
-fn nix_is_root() -> bool {
+pub(crate) fn nix_is_root() -> bool {
     // The owner of /proc/self is our effective uid; avoids unsafe geteuid() in the binary crate.
     std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
 }

@@ -96,6 +96,7 @@ fn container_config(store: &Store, args: &RunArgs) -> Result<ContainerConfig> {
     }
     // Checked here, before anything is made.
     let seccomp = seccomp_option(&args.security_opts)?;
+    let resources = args.resources.resources()?;
     let image_id = store.index()?.resolve(&args.image)?;
     let image = store.image(&image_id)?;
     let image_config = RunConfig::from_value(image.config_json().get("config"));
@@ -160,6 +161,7 @@ fn container_config(store: &Store, args: &RunArgs) -> Result<ContainerConfig> {
         stop_timeout: args.stop_timeout,
         labels,
         log: log_config(&args.log_opts)?,
+        resources,
     })
 }
 

@@ -120,7 +120,9 @@ pub fn kill(store: &Store, args: KillArgs) -> Result<ExitCode> {
             }
             Ok(r.state.pid)
         })?;
-        kiln_runtime::process::send_signal(pid, signal).map_err(|e| anyhow!("signalling container {}: {e}", c.name()))
+        kiln_runtime::process::send_signal(pid, signal)
+            .map_err(|e| anyhow!("signalling container {}: {e}", c.name()))?;
+        container::resources::thaw_after_signal(c, signal)
     }))
 }
 

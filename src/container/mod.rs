@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod logs;
+pub mod resources;
 pub mod supervisor;
 
 use std::fs;
@@ -292,6 +293,7 @@ fn settle(dir: &Path, record: &mut Record) -> Result<()> {
         fresh.state.supervisor_pid = 0;
         fresh.state.finished_at = now();
         write_record(dir, &fresh)?;
+        resources::remove_leftover_cgroup(&fresh.id);
     }
     *record = fresh;
     Ok(())

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use kiln_cas::{LockMode, Store};
-use kiln_runtime::container::{run_container, ExitOutcome, StdinMode};
+use kiln_runtime::container::{run_container, RunResult, StdinMode};
 
 use super::logs::{LogWriter, Stream};
 use super::{config, now, read_record, Container, Status};
@@ -150,7 +150,8 @@ pub fn supervise(
         let ran = started_rx.try_recv().is_ok();
         ever_ran |= ran;
         let (status, oom, error) = match &result {
-            Ok(outcome) => (outcome.status(), *outcome == ExitOutcome::OomKilled, String::new()),
+            // docker's OOMKilled: the OOM killer killed a process of the container, any one.
+            Ok(r) => (r.outcome.status(), r.oom_killed, String::new()),
             Err(e) => (e.status, false, one_line(&e.error)),
         };
         let record = container
@@ -214,7 +215,7 @@ fn run_once(
     container: &mut Container,
     mode: Mode,
     announce: Box<dyn FnOnce() + Send>,
-) -> Result<ExitOutcome, StartError> {
+) -> Result<RunResult, StartError> {
     // The store is opened only to prepare: a long-running container must not hold the store's
     // lock (prune takes it exclusively). The lease keeps its snapshots.
     let prepared = {
@@ -270,7 +271,7 @@ fn run_once(
         let _ = log.lock().unwrap_or_else(|p| p.into_inner()).flush();
     }
     match result {
-        Ok(r) => Ok(r.outcome),
+        Ok(r) => Ok(r),
         Err(e) => Err(StartError { status: e.exit_status(), error: e.into() }),
     }
 }
@@ -306,9 +307,10 @@ pub fn stop(container: &mut Container, signal: i32, timeout: Duration) -> Result
         return Ok(());
     }
     if pid > 0 {
-        // A paused container gets the signal once thawed; SIGKILL reaches it frozen too.
+        // A paused container is thawed after the signal (as docker does) so that it gets it.
         kiln_runtime::process::send_signal(pid, signal)
             .with_context(|| format!("signalling container {}", container.name()))?;
+        super::resources::thaw_after_signal(container, signal)?;
     }
     if wait_stopped(container, Some(timeout))? {
         return Ok(());
@@ -318,6 +320,7 @@ pub fn stop(container: &mut Container, signal: i32, timeout: Duration) -> Result
     if pid > 0 {
         kiln_runtime::process::send_signal(pid, 9)
             .with_context(|| format!("killing container {}", container.name()))?;
+        super::resources::thaw_after_signal(container, 9)?;
     }
     if !wait_stopped(container, Some(Duration::from_secs(30)))? {
         bail!("container {} did not stop after SIGKILL", container.name());

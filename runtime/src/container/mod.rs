@@ -15,8 +15,11 @@
 //! - writable [`MountSpec::Layers`] mounts get their upper dirs in a scratch directory next to
 //!   the upper dir, deleted once the container is gone.
 //!
-//! Not done yet: cgroups (so no OOM detection and no resource limits), seccomp, AppArmor/SELinux,
-//! user namespaces (rootless).
+//! With [`ContainerSpec::cgroup`], the container runs in a cgroup of its own (made before its
+//! `init` runs anything, removed when it is gone; see [`crate::cgroup`]) with the resource limits
+//! asked for, and an OOM kill of its process is reported as [`ExitOutcome::OomKilled`].
+//!
+//! Not done yet: AppArmor/SELinux, user namespaces (rootless).
 
 mod child;
 mod cleanup;
@@ -37,6 +40,9 @@ use nix::fcntl::OFlag;
 
 pub use plan::{apply_plan, mount_plan, Attrs, Create, MountOp, Source, Syscall};
 pub use seccomp::Seccomp;
+
+use crate::cgroup::Cgroup;
+pub use crate::cgroup::{CgroupSpec, Resources};
 
 /// The network of a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -141,6 +147,11 @@ pub struct ContainerSpec {
     pub on_created: Vec<CreatedHook>,
     /// The process's seccomp filter (docker's default unless unconfined).
     pub seccomp: Seccomp,
+    /// Run in a cgroup of this name with these limits (`None`: in kiln's own cgroup, no
+    /// limits, no OOM detection, nothing to pause). A cgroup left by an earlier start under the
+    /// same name is removed first (its processes killed). When there are no limits and the machine cannot make the cgroup
+    /// (none mounted, no permission), the container runs in kiln's own instead.
+    pub cgroup: Option<CgroupSpec>,
 }
 
 /// How the container's process ended.
@@ -148,7 +159,8 @@ pub struct ContainerSpec {
 pub enum ExitOutcome {
     Exited(i32),
     Signaled(i32),
-    /// Needs cgroups, which this runtime does not use yet: never reported for now.
+    /// Killed (SIGKILL) by the kernel's OOM killer for going over its cgroup's memory limit;
+    /// only reported for a container with a [`ContainerSpec::cgroup`].
     OomKilled,
 }
 
@@ -166,6 +178,9 @@ impl ExitOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunResult {
     pub outcome: ExitOutcome,
+    /// Whether the OOM killer killed any process of the container (docker's `OOMKilled`, which
+    /// is true even when the process it killed was not the main one); false without a cgroup.
+    pub oom_killed: bool,
 }
 
 /// Why a container could not run its process.
@@ -294,6 +309,31 @@ impl Drop for LayersScratch {
     }
 }
 
+/// A container's cgroup, removed (its leftovers killed) if the run fails early.
+struct RemoveOnDrop(Option<Cgroup>);
+
+impl RemoveOnDrop {
+    fn oom_killed(&self) -> bool {
+        self.0.as_ref().is_some_and(Cgroup::oom_killed)
+    }
+
+    fn remove(mut self) -> Result<(), ContainerError> {
+        let Some(cgroup) = self.0.take() else { return Ok(()) };
+        cgroup.remove().map_err(|e| ContainerError::Setup {
+            step: format!("removing the container's cgroup kiln/{}", cgroup.name()),
+            source: io::Error::other(e),
+        })
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(cgroup) = self.0.take() {
+            let _ = cgroup.remove();
+        }
+    }
+}
+
 /// Runs `spec` to completion (see the module docs). Needs root (real, not in a user namespace).
 pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerError> {
     validate(&spec)?;
@@ -301,6 +341,26 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     let argv = cstrings(&spec.argv, "argument")?;
     let env = cstrings(&spec.env, "environment entry")?;
     let layers_scratch = LayersScratch::create(&spec)?;
+    let cgroup = match &spec.cgroup {
+        // Without limits, a machine that cannot give the container a cgroup (none mounted, or
+        // not writable) runs it in kiln's own.
+        Some(cg) => match Cgroup::create(cg) {
+            Err(_) if cg.resources.is_empty() => None,
+            Err(e) => {
+                return Err(ContainerError::Setup {
+                    step: format!("making the container's cgroup kiln/{}", cg.name),
+                    source: io::Error::other(e),
+                })
+            }
+            Ok(cgroup) => {
+                let joining = cgroup.clone();
+                // First, so that no other hook runs while the process is outside its limits.
+                spec.on_created.insert(0, Box::new(move |pid| joining.add_pid(pid).map_err(io::Error::other)));
+                Some(RemoveOnDrop(Some(cgroup)))
+            }
+        },
+        None => None,
+    };
 
     let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
     let capture = spec.output.is_some() && !spec.tty;
@@ -407,6 +467,13 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         }
     }
     drop(forwarding);
+    // Every process of the container is gone with its pid namespace: read what the cgroup saw,
+    // then remove it.
+    let oom_killed = cgroup.as_ref().is_some_and(RemoveOnDrop::oom_killed);
+    let cgroup_removed = match cgroup {
+        Some(c) => c.remove(),
+        None => Ok(()),
+    };
     let report = relay_result?;
 
     // The mount namespace is gone with its last process: the overlay is unmounted.
@@ -416,16 +483,20 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     if let Some(err) = report.error {
         return Err(err);
     }
+    cgroup_removed?;
     cleanup.map_err(|source| ContainerError::Setup {
         step: "removing mount points from the upper dir and the writable mounts' scratch dir".into(),
         source,
     })?;
     match report.exit {
         Some(status) if libc::WIFEXITED(status) => {
-            Ok(RunResult { outcome: ExitOutcome::Exited(libc::WEXITSTATUS(status)) })
+            Ok(RunResult { outcome: ExitOutcome::Exited(libc::WEXITSTATUS(status)), oom_killed })
+        }
+        Some(status) if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL && oom_killed => {
+            Ok(RunResult { outcome: ExitOutcome::OomKilled, oom_killed })
         }
         Some(status) if libc::WIFSIGNALED(status) => {
-            Ok(RunResult { outcome: ExitOutcome::Signaled(libc::WTERMSIG(status)) })
+            Ok(RunResult { outcome: ExitOutcome::Signaled(libc::WTERMSIG(status)), oom_killed })
         }
         _ => Err(ContainerError::Setup {
             step: "monitoring the container".into(),
