@@ -54,7 +54,7 @@ fn commit_inner(store: &Store, args: CommitArgs) -> Result<ExitCode> {
         Some(text) => vec![Reference::parse(text).with_context(|| format!("invalid reference format: {text}"))?],
         None => Vec::new(),
     };
-    let container = container::find(store, &args.container)?;
+    let mut container = container::find(store, &args.container)?;
     let image = container_image(store, &container)?;
     let mut config = RunConfig::from_value(image.config_json().get("config"));
     apply_container(&mut config, &container);
@@ -66,9 +66,9 @@ fn commit_inner(store: &Store, args: CommitArgs) -> Result<ExitCode> {
     let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().filter(|v| !v.is_empty());
     let created = kiln_cas::archive::import::creation_time(epoch.as_deref())?;
     let source_date_epoch = epoch.as_deref().and_then(|e| e.trim().parse().ok());
-    // docker pauses the container while it commits (`--pause`, on by default); kiln has no
-    // freezer yet, so a running container is committed as `--pause=false` would.
-    let _ = args.pause;
+    // A running container is frozen while its changes are read (`--pause`, on by default), so
+    // that the layer is one moment of it; thawed when done, whatever happens.
+    let _paused = if args.pause { PausedForCommit::pause(&mut container)? } else { None };
     let diff_id = if upper.is_dir() {
         let options = DiffOptions { exclude: excluded, source_date_epoch, ..DiffOptions::default() };
         let (diff_id, _) = commit_upper(store, &upper, &options)
@@ -99,6 +99,49 @@ pub(crate) fn exit_as_docker(result: Result<ExitCode>) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
         other => other,
+    }
+}
+
+/// A running container frozen (its cgroup's freezer) and recorded paused, as `kiln pause`
+/// leaves it; thawed and recorded running again when dropped.
+struct PausedForCommit {
+    container: Container,
+}
+
+impl PausedForCommit {
+    /// Pauses `container` if it is running; `None` if it is not (nothing to pause).
+    fn pause(container: &mut Container) -> Result<Option<PausedForCommit>> {
+        let paused = container.update(|record| {
+            if record.state.status != container::Status::Running {
+                return Ok(false);
+            }
+            kiln_runtime::cgroup::Cgroup::open(&record.id).and_then(|cgroup| cgroup.freeze()).map_err(|e| {
+                anyhow!(
+                    "pausing container {} to commit it: {e} (commit with --pause=false to commit it running)",
+                    record.name
+                )
+            })?;
+            record.state.status = container::Status::Paused;
+            Ok(true)
+        })?;
+        Ok(paused.then(|| PausedForCommit { container: container.clone() }))
+    }
+}
+
+impl Drop for PausedForCommit {
+    fn drop(&mut self) {
+        let result = self.container.update(|record| {
+            if record.state.status == container::Status::Paused {
+                kiln_runtime::cgroup::Cgroup::open(&record.id)
+                    .and_then(|cgroup| cgroup.thaw())
+                    .map_err(|e| anyhow!("unpausing container {} after the commit: {e}", record.name))?;
+                record.state.status = container::Status::Running;
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            eprintln!("Error: {}", crate::output::error_line(&e));
+        }
     }
 }
 

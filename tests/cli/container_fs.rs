@@ -868,3 +868,35 @@ fn cp_lands_where_docker_cp_lands() {
         std::panic::resume_unwind(panic);
     }
 }
+
+#[test]
+fn commit_pauses_a_running_container_and_leaves_it_as_it_was() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let kiln = Kiln::new();
+    kiln.import_busybox("busybox:latest");
+    // Two files written one after the other, all the time: a commit of a frozen container sees
+    // /a equal to /b or one ahead; read while it runs, /b may be ahead or a file half-renamed.
+    let script = "i=0; while true; do i=$((i+1)); echo $i > /a.t; mv /a.t /a; echo $i > /b.t; mv /b.t /b; done";
+    kiln.ok(&["run", "-d", "--name", "busy", "--network", "none", "busybox", "sh", "-c", script]);
+    wait_for("the files", || kiln.run(&["diff", "busy"]).stdout.windows(3).any(|w| w == b"/b\n"));
+    let status = || kiln.ok(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+    for _ in 0..10 {
+        kiln.ok(&["commit", "busy", "busy:img"]);
+        assert_eq!(status(), "busy running\n", "thawed after the commit");
+        let out = kiln.ok(&["run", "--rm", "--network", "none", "busy:img", "sh", "-c", "echo $(cat /a) $(cat /b)"]);
+        let (a, b) = out.trim().split_once(' ').unwrap();
+        let (a, b): (i64, i64) = (a.parse().unwrap(), b.parse().unwrap());
+        assert!(a == b || a == b + 1, "a={a} b={b}: the commit saw the container move");
+    }
+    // A container the user paused stays paused.
+    kiln.ok(&["pause", "busy"]);
+    kiln.ok(&["commit", "busy"]);
+    assert_eq!(status(), "busy paused\n");
+    kiln.ok(&["unpause", "busy"]);
+    kiln.ok(&["commit", "--pause=false", "busy"]);
+    kiln.ok(&["rm", "-f", "busy"]);
+    kiln.assert_fsck_clean();
+}
