@@ -94,7 +94,7 @@ fn tar_tree(bytes: &[u8]) -> BTreeMap<String, (char, u32, u64, Vec<u8>)> {
             tar::EntryType::Fifo => 'p',
             other => panic!("unexpected entry type {other:?} at {path}"),
         };
-        let mode = entry.header().mode().unwrap();
+        let mode = entry.header().mode().unwrap() & 0o7777;
         let size = entry.header().size().unwrap();
         let mut data = Vec::new();
         if size < 4096 {
@@ -728,6 +728,23 @@ fn commit_and_diff_agree_with_docker() {
         assert_eq!(kiln_history, docker_history.lines().next().unwrap());
         let kiln_layer: Vec<String> = tar_tree(&last_layer(&kiln, &config)).into_keys().collect();
         assert_eq!(kiln_layer, docker_layer, "the committed layer's entries");
+        // export: the same files, modes and contents, but for what docker's init layer adds.
+        let docker_export = Command::new("/usr/bin/docker").args(["export", &container]).output().unwrap();
+        assert!(docker_export.status.success());
+        let mut docker_tree = tar_tree(&docker_export.stdout);
+        for init in [
+            ".dockerenv",
+            "dev/console",
+            "dev/pts",
+            "dev/shm",
+            "etc/hostname",
+            "etc/hosts",
+            "etc/mtab",
+            "etc/resolv.conf",
+        ] {
+            docker_tree.remove(init);
+        }
+        assert_eq!(tar_tree(&export_bytes(&kiln, "cc")), docker_tree, "kiln export against docker export");
     });
     cleanup();
     if let Err(panic) = result {
