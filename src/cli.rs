@@ -167,6 +167,8 @@ pub enum ContainerCommand {
     Diff(DiffArgs),
     /// Export a container's filesystem as a tar archive
     Export(ExportArgs),
+    /// Show low-level information about containers, as JSON
+    Inspect(InspectArgs),
     /// Kill one or more running containers
     Kill(KillArgs),
     /// Fetch the logs of a container
@@ -627,7 +629,7 @@ pub struct InspectArgs {
     /// Format the output using a Go template, e.g. '{{.Id}}' or '{{index .Config.Labels "k"}}'
     #[arg(short = 'f', long)]
     pub format: Option<String>,
-    /// Only "image" objects exist so far
+    /// Only this type of object: "container" or "image" (docker looks for a container first)
     #[arg(long = "type")]
     pub kind: Option<String>,
     #[arg(required = true)]

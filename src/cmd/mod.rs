@@ -93,6 +93,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logs(args) | Command::Container { command: ContainerCommand::Logs(args) } => {
             logs::run(&open(LockMode::Shared)?, args)
         }
+        Command::Container { command: ContainerCommand::Inspect(mut args) } => {
+            args.kind = Some("container".into());
+            inspect::run(&open(LockMode::Shared)?, args)
+        }
         Command::Container { command: ContainerCommand::Prune(args) } => rm::prune(&open(LockMode::Shared)?, args),
         Command::Supervise { .. } => unreachable!("handled above"),
         Command::Ps(args) | Command::Container { command: ContainerCommand::Ls(args) } => {

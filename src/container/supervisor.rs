@@ -240,6 +240,8 @@ fn run_once(
             r.state.pid = pid;
             r.state.supervisor_pid = supervisor_pid;
             r.state.started_at = now();
+            // A running container has no exit code yet (docker shows 0).
+            r.state.exit_code = 0;
             r.state.error.clear();
             r.state.oom_killed = false;
             Ok(())

@@ -485,3 +485,90 @@ fn fifty_detached_containers_at_once() {
     assert!(mounts_under(&k.root()).is_empty());
     k.assert_fsck_clean();
 }
+
+/// The daemonless peer: the same sequence through podman (Debian's 4.3) and kiln gives the same
+/// columns, statuses, exit codes and printed names.
+#[test]
+fn the_lifecycle_prints_what_podman_prints() {
+    let Some(k) = setup() else { return };
+    if !have_tool("podman") {
+        eprintln!("skipped: podman missing (apt-get install podman)");
+        return;
+    }
+    let _cleanup = Cleanup(&k);
+    let tag = format!("kiln-test-{}:1", std::process::id());
+    let name = format!("kilnpeer{}", std::process::id());
+    let podman = |args: &[&str]| {
+        // runc cannot raise podman's default rlimits in this sandbox: keep them low.
+        let mut full: Vec<&str> = args.to_vec();
+        if matches!(args[0], "run") {
+            full.splice(1..1, ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000", "--network", "none"]);
+        }
+        std::process::Command::new("podman").args(&full).output().unwrap()
+    };
+    let imported = podman(&["import", busybox_rootfs().to_str().unwrap(), &tag]);
+    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    struct Gone<'a>(&'a str, &'a str);
+    impl Drop for Gone<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("podman").args(["rm", "-f", self.0]).output();
+            let _ = std::process::Command::new("podman").args(["rmi", "-f", self.1]).output();
+        }
+    }
+    let _gone = Gone(&name, &tag);
+    k.ok(&["tag", "busybox:latest", &tag]);
+    let script = "echo hi; echo err >&2; trap 'exit 3' TERM; while :; do sleep 0.1; done";
+    // Each step: (kiln's output, podman's output) as (status, stdout, stderr).
+    let both = |args: &[&str]| {
+        let p = podman(args);
+        let kn = k.run(args);
+        let text = |o: &std::process::Output| {
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        };
+        (text(&kn), text(&p))
+    };
+    let (kn, p) = both(&["run", "-d", "--name", &name, &tag, "sh", "-c", script]);
+    assert_eq!((kn.0, kn.1.trim().len()), (p.0, p.1.trim().len()), "run -d: status and a 64-hex ID");
+    let (kn, p) = both(&["ps"]);
+    let columns = |table: &str| -> Vec<String> {
+        table
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(columns(&kn.1), columns(&p.1), "ps columns");
+    assert!(kn.1.lines().nth(1).unwrap().contains(" Up "), "{}", kn.1);
+    assert!(p.1.lines().nth(1).unwrap().contains(" Up "), "{}", p.1);
+    wait_until("both logs", Duration::from_secs(10), || {
+        let (kn, p) = both(&["logs", &name]);
+        kn.1 == "hi\n" && p.1 == "hi\n" && kn.2 == "err\n" && p.2 == "err\n"
+    });
+    for step in [&["stop", &name][..], &["wait", &name], &["start", &name], &["restart", "-t", "1", &name]] {
+        let (kn, p) = both(step);
+        assert_eq!(kn.0, p.0, "{step:?} status");
+        assert_eq!(kn.1, p.1, "{step:?} output");
+    }
+    let (kn, p) = both(&["inspect", "--format", "{{.State.Status}} {{.State.ExitCode}} {{.State.Running}}", &name]);
+    assert_eq!(kn.1, p.1, "inspect after restart");
+    let (kn, p) = both(&["kill", &name]);
+    assert_eq!((kn.0, &kn.1), (p.0, &p.1), "kill");
+    let (kn, p) = both(&["wait", &name]);
+    assert_eq!((kn.0, kn.1.as_str()), (p.0, "137\n"), "wait after kill");
+    let (kn, p) = both(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(kn.1.contains(&name) && p.1.contains(&name));
+    let (kn, p) = both(&["inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", &name]);
+    assert_eq!(kn.1, p.1, "inspect after kill");
+    let (kn, p) = both(&["rm", &name]);
+    assert_eq!((kn.0, &kn.1), (p.0, &p.1), "rm");
+    let (kn, p) = both(&["rm", &name]);
+    assert_eq!((kn.0, p.0), (Some(1), Some(1)), "rm of a removed container");
+}
