@@ -91,6 +91,14 @@ pub enum Command {
     Search(SearchArgs),
     /// Show the kiln version
     Version(VersionArgs),
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(ExportArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(DiffArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
     /// Display system-wide information (store, storage, cgroups, network tool, registries)
     Info(InfoArgs),
     /// Manage images
@@ -163,10 +171,18 @@ pub enum ImageCommand {
 pub enum ContainerCommand {
     /// Attach the terminal to a running container's output (and stdin, if made with -i)
     Attach(AttachArgs),
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
     /// Create a new container (not started)
     Create(RunArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(DiffArgs),
     /// Run a command in a running container
     Exec(ExecArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(ExportArgs),
     /// Show low-level information about containers, as JSON
     Inspect(InspectArgs),
     /// Display the running processes of a container
@@ -943,4 +959,56 @@ impl TlsArgs {
             ..Default::default()
         })
     }
+}
+
+#[derive(Args, Debug)]
+pub struct CommitArgs {
+    /// Container name or ID
+    pub container: String,
+    /// Repository and tag for the new image (REPO[:TAG])
+    pub reference: Option<String>,
+    /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")
+    #[arg(short = 'a', long)]
+    pub author: Option<String>,
+    /// Apply a Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)
+    #[arg(short = 'c', long = "change")]
+    pub changes: Vec<String>,
+    /// Commit message
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// Pause container during commit
+    #[arg(short = 'p', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub pause: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Container name or ID
+    pub container: String,
+    /// Write to a file, instead of STDOUT
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// Container name or ID
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CpArgs {
+    /// CONTAINER:SRC_PATH, a local path, or - (a tar stream on stdin)
+    pub source: String,
+    /// CONTAINER:DEST_PATH, a local path, or - (a tar stream on stdout)
+    pub destination: String,
+    /// Archive mode (copy all uid/gid information)
+    #[arg(short = 'a', long)]
+    pub archive: bool,
+    /// Always follow symbol link in SRC_PATH
+    #[arg(short = 'L', long = "follow-link")]
+    pub follow_link: bool,
+    /// Suppress progress output during copy
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }

@@ -9,6 +9,7 @@ mod build_config;
 mod build_scale;
 mod cache;
 mod cli_surface;
+mod container_fs;
 mod containers;
 mod context_files;
 mod docker_compare;

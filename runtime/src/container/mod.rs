@@ -30,6 +30,7 @@ mod relay;
 pub mod seccomp;
 mod sys;
 pub mod user;
+pub mod view;
 
 use std::ffi::CString;
 use std::io;
