@@ -336,7 +336,12 @@ pub struct BuildArgs {
 }
 
 #[derive(Args, Debug)]
+// docker's `-h` is the host name: help is `--help` only.
+#[command(disable_help_flag = true)]
 pub struct RunArgs {
+    /// Print help
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     /// Run the container in the background and print its ID
     #[arg(short = 'd', long)]
     pub detach: bool,
@@ -386,7 +391,7 @@ pub struct RunArgs {
     #[arg(short = 't', long)]
     pub tty: bool,
     /// Container host name (default: the short container ID)
-    #[arg(long)]
+    #[arg(short = 'h', long)]
     pub hostname: Option<String>,
     /// Security options: seccomp=unconfined (no filter) or seccomp=FILE (a docker seccomp profile); docker's default profile otherwise
     #[arg(long = "security-opt")]
