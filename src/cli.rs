@@ -418,6 +418,7 @@ pub struct BuildArgs {
 }
 
 #[derive(Args, Debug)]
+// docker's `-h` is the host name: help is `--help` only.
 #[command(disable_help_flag = true)]
 pub struct RunArgs {
     /// Print help

@@ -128,6 +128,30 @@ impl ContainerConfig {
         CapSet::tweak(&self.cap_add, &self.cap_drop).map_err(|e| anyhow!("{e}"))
     }
 
+    /// The container's host name: `-h`, else the short ID (docker's rule).
+    pub fn hostname_for(&self, id: &str) -> String {
+        if self.hostname.is_empty() {
+            id[..12.min(id.len())].to_string()
+        } else {
+            self.hostname.clone()
+        }
+    }
+
+    /// The environment a process of the container gets: the config's, with docker's `HOSTNAME`
+    /// (after `PATH`) and, with a tty, `TERM=xterm`, unless set already.
+    pub fn process_env(&self, hostname: &str, tty: bool) -> Vec<String> {
+        let mut env = self.env.clone();
+        let has = |env: &[String], key: &str| env.iter().any(|e| e.split_once('=').is_some_and(|(k, _)| k == key));
+        if !has(&env, "HOSTNAME") {
+            let at = usize::from(env.first().is_some_and(|e| e.starts_with("PATH=")));
+            env.insert(at, format!("HOSTNAME={hostname}"));
+        }
+        if tty && !has(&env, "TERM") {
+            env.push("TERM=xterm".into());
+        }
+        env
+    }
+
     pub fn stop_timeout_secs(&self) -> u32 {
         self.stop_timeout.unwrap_or(10)
     }
@@ -271,8 +295,7 @@ pub fn prepare(store: &Store, container: &Container) -> Result<Prepared> {
         "none" => Network::None,
         _ => Network::Host,
     };
-    let hostname =
-        if config.hostname.is_empty() { container.record.short_id().to_string() } else { config.hostname.clone() };
+    let hostname = config.hostname_for(container.id());
     let first_start = container.record.state.started_at.is_empty();
     let mut mounts = Vec::new();
     for m in &config.mounts {
@@ -306,7 +329,7 @@ pub fn prepare(store: &Store, container: &Container) -> Result<Prepared> {
         upper_dir,
         work_dir,
         argv,
-        env: config.env.clone(),
+        env: config.process_env(&hostname, config.tty),
         cwd: if config.working_dir.is_empty() { "/".into() } else { config.working_dir.clone() },
         user: config.user.clone(),
         hostname: hostname.clone(),

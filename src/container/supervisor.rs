@@ -308,7 +308,27 @@ fn run_once(
         }
         Mode::Foreground { interactive } => {
             spec.stdin = if interactive { StdinMode::Inherit } else { StdinMode::Null };
-            None
+            if container.record.config.auto_remove {
+                // Gone when it ends: no log to keep, the terminal gets the streams as they are.
+                None
+            } else {
+                // As docker: the terminal and the log both, so that `logs` works afterwards.
+                let writer = LogWriter::open(&container.log_path(), container.record.config.log.clone())
+                    .with_context(|| format!("opening {}", container.log_path().display()))
+                    .map_err(StartError::setup)?;
+                let log = Arc::new(Mutex::new(writer));
+                let (out, err) = (log.clone(), log.clone());
+                spec.output = Some(Box::new(move |data: &[u8]| {
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = stdout.write_all(data).and_then(|()| stdout.flush());
+                    let _ = out.lock().unwrap_or_else(|p| p.into_inner()).write(Stream::Stdout, data);
+                }));
+                spec.stderr_output = Some(Box::new(move |data: &[u8]| {
+                    let _ = std::io::stderr().write_all(data);
+                    let _ = err.lock().unwrap_or_else(|p| p.into_inner()).write(Stream::Stderr, data);
+                }));
+                Some(log)
+            }
         }
     };
     let result = run_container(spec);

@@ -615,3 +615,24 @@ fn attach_feeds_stdin_shows_output_and_detaches_with_ctrl_p_ctrl_q() {
     assert_eq!(out.status.code(), Some(0), "detaching is a success");
     assert_eq!(inspect(&k, "tty", "{{.State.Status}}"), "running", "detaching leaves it running");
 }
+
+#[test]
+fn a_foreground_container_keeps_its_log_and_gets_dockers_hostname_env() {
+    let Some(k) = setup() else { return };
+    let _cleanup = Cleanup(&k);
+    let out = k.run(&["run", "--name", "fg", "busybox", "sh", "-c", "echo out; echo err >&2; env"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("out\n"), "{stdout}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    // docker logs works on a container that ran in the foreground.
+    let logs = k.run(&["logs", "fg"]);
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), stdout);
+    assert_eq!(String::from_utf8_lossy(&logs.stderr), "err\n");
+    // dockerd's HOSTNAME (the short ID); -h sets the name (docker's short flag).
+    let id = inspect(&k, "fg", "{{.Id}}");
+    assert!(stdout.lines().any(|l| l == format!("HOSTNAME={}", &id[..12])), "{stdout}");
+    assert_eq!(k.ok(&["run", "--rm", "-h", "box1", "busybox", "hostname"]), "box1\n");
+    assert!(k.ok(&["run", "--rm", "-h", "box1", "busybox", "env"]).contains("HOSTNAME=box1\n"));
+    assert!(k.ok(&["run", "--help"]).contains("--hostname"), "--help still prints help");
+}
