@@ -94,6 +94,8 @@ fn lock(store: &Store) -> Result<fs::File> {
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     file.lock().with_context(|| format!("locking {}", path.display()))?;
+    // What a killed create or remove left (temp and doomed dirs nobody holds) goes now.
+    let _ = kiln_cas::store::temp::remove_stale_temps(&dir, true);
     Ok(file)
 }
 

@@ -197,7 +197,14 @@ fn concurrent_creates_of_one_volume_make_one() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "shared\n");
     }
     assert_eq!(names(&k), vec!["shared"]);
+    // What a create or rm killed half-way leaves (a temp or doomed dir nobody holds) goes with
+    // the next change.
+    let volumes = k.root().join("volumes");
+    for leftover in [".half.kiln-tmp-999999-1-1", ".gone.kiln-doomed-999999-1-1"] {
+        std::fs::create_dir_all(volumes.join(leftover).join("_data")).unwrap();
+    }
+    k.ok(&["volume", "create", "another"]);
     let entries: Vec<_> =
         std::fs::read_dir(k.root().join("volumes")).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(entries.len(), 2, "the volume and the lock, no leftovers: {entries:?}");
+    assert_eq!(entries.len(), 3, "the volumes and the lock, no leftovers: {entries:?}");
 }
