@@ -80,7 +80,7 @@ pub fn container_json(c: &crate::container::Container) -> Value {
     if let Some(n) = config.log.max_file {
         log_config.insert("max-file".into(), json!(n.to_string()));
     }
-    json!({
+    let mut value = json!({
         "Id": r.id,
         "Created": r.created,
         "Path": config.argv().first().cloned().unwrap_or_default(),
@@ -97,6 +97,7 @@ pub fn container_json(c: &crate::container::Container) -> Value {
             "Error": state.error,
             "StartedAt": zero_time(&state.started_at),
             "FinishedAt": zero_time(&state.finished_at),
+            "Health": state.health,
         },
         "Image": config.image,
         "LogPath": c.log_path(),
@@ -152,7 +153,14 @@ pub fn container_json(c: &crate::container::Container) -> Value {
             "Ports": {},
             "IPAddress": "",
         },
-    })
+    });
+    // docker has no Health without a health check.
+    if state.health.is_none() {
+        if let Some(state) = value.get_mut("State").and_then(Value::as_object_mut) {
+            state.remove("Health");
+        }
+    }
+    value
 }
 
 /// `Mounts` (what is mounted, docker's shape), `HostConfig.Mounts` (the `--mount` flags) and

@@ -119,6 +119,15 @@ impl ContainerConfig {
         kiln_runtime::process::parse_signal(&self.stop_signal).unwrap_or(SIGTERM)
     }
 
+    /// The seccomp filter of the container's processes (none with `--privileged`).
+    pub fn runtime_seccomp(&self) -> Seccomp {
+        if self.privileged {
+            Seccomp::Unconfined
+        } else {
+            self.seccomp.to_runtime()
+        }
+    }
+
     /// The container's capabilities: all with `--privileged`, else docker's default set with
     /// `--cap-add`/`--cap-drop` applied (`exec` gives its processes the same).
     pub fn capabilities(&self) -> Result<CapSet> {
@@ -323,7 +332,7 @@ pub fn prepare(store: &Store, container: &Container) -> Result<Prepared> {
         }
     }
     let capabilities = config.capabilities().with_context(|| format!("container {}", container.name()))?;
-    let seccomp = if config.privileged { Seccomp::Unconfined } else { config.seccomp.to_runtime() };
+    let seccomp = config.runtime_seccomp();
     let spec = ContainerSpec {
         lower_dirs,
         upper_dir,

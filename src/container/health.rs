@@ -1,9 +1,9 @@
 //! Health checks as docker runs them (moby `daemon/health.go`): when a probe is due, and how
 //! its result moves the container's health between `starting`, `healthy` and `unhealthy`.
 //!
-//! Only the rules live here. Running a probe needs `exec` into the container and a loop in the
-//! supervisor, which call [`health_check_due`] and [`Health::record`]; until they do, a
-//! container's health is never probed.
+//! The supervisor runs [`probe_loop`] beside each run of a container that has a check: it
+//! execs the probe into the container when it is due (as `exec` does), kills it after the
+//! timeout, and records each result in the container's `State.Health`.
 
 use std::time::Duration;
 
@@ -133,8 +133,115 @@ impl Health {
     }
 }
 
+/// Probes the running container (pid 1 `pid`, in `dir`) until `stop` is set; the health starts
+/// as `starting`. Errors of one probe (kiln's, not the probe's) are recorded as failures.
+pub fn probe_loop(dir: &std::path::Path, pid: i32, stop: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+    let mut container = match super::read_record(dir) {
+        Ok(record) => super::Container { dir: dir.to_path_buf(), record },
+        Err(_) => return,
+    };
+    let Some(check) = container.record.config.healthcheck.clone().filter(|c| c.enabled()) else { return };
+    let Some(argv) = check.probe_argv() else { return };
+    let _ = container.update(|r| {
+        r.state.health = Some(Health::default());
+        Ok(())
+    });
+    let origin = Instant::now();
+    let mut last_end = None;
+    loop {
+        while !health_check_due(&check, Duration::ZERO, last_end, origin.elapsed()) {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let since_start = origin.elapsed();
+        let result = probe(&container, pid, &argv, check.timeout());
+        last_end = Some(origin.elapsed());
+        if stop.load(Ordering::SeqCst) {
+            // The container ended during the probe: its failure says nothing about health.
+            return;
+        }
+        let _ = container.update(|r| {
+            r.state.health.get_or_insert_with(Health::default).record(&check, result.clone(), since_start);
+            Ok(())
+        });
+    }
+}
+
+/// One probe: the command exec'd into the container with its user, environment and working
+/// dir, output captured (at most [`MAX_OUTPUT`] bytes), killed after `timeout` (exit code -1).
+fn probe(container: &super::Container, pid: i32, argv: &[String], timeout: Duration) -> ProbeResult {
+    use std::sync::{mpsc, Arc, Mutex};
+    let config = &container.record.config;
+    let start = super::now();
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let sink = output.clone();
+    let (pid_tx, pid_rx) = mpsc::channel();
+    let spec = kiln_runtime::container::ExecSpec {
+        argv: argv.to_vec(),
+        env: config.process_env(&config.hostname_for(container.id()), false),
+        cwd: if config.working_dir.is_empty() { "/".into() } else { config.working_dir.clone() },
+        user: config.user.clone(),
+        output: Some(Box::new(move |data: &[u8]| {
+            let mut out = sink.lock().unwrap_or_else(|p| p.into_inner());
+            let room = MAX_OUTPUT.saturating_sub(out.len());
+            out.extend_from_slice(&data[..data.len().min(room)]);
+        })),
+        seccomp: config.runtime_seccomp(),
+        capabilities: config.capabilities().ok(),
+        on_started: Some(Box::new(move |p| {
+            let _ = pid_tx.send(p);
+        })),
+        ..Default::default()
+    };
+    let (done_tx, done_rx) = mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        let _ = done_tx.send(kiln_runtime::container::exec_in(pid, spec));
+    });
+    let outcome = match done_rx.recv_timeout(timeout) {
+        Ok(result) => Some(result),
+        Err(_) => {
+            if let Ok(probe_pid) = pid_rx.try_recv() {
+                let _ = kiln_runtime::process::send_signal(probe_pid, 9);
+            }
+            None
+        }
+    };
+    let _ = runner.join();
+    let text = String::from_utf8_lossy(&output.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    let (exit_code, output) = match outcome {
+        Some(Ok(r)) => (r.outcome.status(), text),
+        Some(Err(e)) => (e.exit_status(), format!("{text}{e}")),
+        None => (-1, format!("Health check exceeded timeout ({})", go_duration(timeout))),
+    };
+    ProbeResult { start, end: super::now(), exit_code, output }
+}
+
+/// A duration as Go prints it: `30s`, `300ms`, `1.5s`, `2m0s`.
+fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        _ if ms < 1000 => format!("{ms}ms"),
+        _ if ms < 60_000 => format!("{}s", d.as_secs_f64()),
+        _ => format!("{}m{}s", ms / 60_000, (ms % 60_000) as f64 / 1000.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_as_go_prints_them() {
+        use super::go_duration;
+        use std::time::Duration;
+        assert_eq!(go_duration(Duration::from_millis(300)), "300ms");
+        assert_eq!(go_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_secs(120)), "2m0s");
+    }
+
     use super::*;
 
     fn check(test: &[&str], retries: i64, start_period_s: i64) -> HealthConfig {

@@ -95,6 +95,9 @@ pub struct State {
     /// Set by `stop`, `kill` and `rm -f`: the supervisor does not restart a container it finds
     /// with this set, whatever the restart policy.
     pub stopped_by_user: bool,
+    /// docker's `State.Health`, for a container with a health check (probed by its supervisor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<health::Health>,
 }
 
 /// `container.json`.

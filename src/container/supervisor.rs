@@ -262,6 +262,11 @@ fn run_once(
     let config::Prepared { mut spec, lease: _lease } = prepared;
     let dir = container.dir.clone();
     let supervisor_pid = std::process::id() as i32;
+    // The health probes run beside the container, from its start until it ends.
+    let probes_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probes: Arc<Mutex<Option<std::thread::JoinHandle<()>>>> = Arc::new(Mutex::new(None));
+    let with_health = container.record.config.healthcheck.as_ref().is_some_and(|h| h.enabled());
+    let (probes_in_hook, stop_in_hook) = (probes.clone(), probes_stop.clone());
     spec.on_started = Some(Box::new(move |pid| {
         let mut c = Container {
             dir: dir.clone(),
@@ -281,6 +286,13 @@ fn run_once(
             r.state.oom_killed = false;
             Ok(())
         });
+        if with_health {
+            let dir = dir.clone();
+            let spawned = std::thread::Builder::new()
+                .name("kiln-health".into())
+                .spawn(move || super::health::probe_loop(&dir, pid, &stop_in_hook));
+            *probes_in_hook.lock().unwrap_or_else(|p| p.into_inner()) = spawned.ok();
+        }
         announce();
     }));
     let log = match mode {
@@ -332,6 +344,10 @@ fn run_once(
         }
     };
     let result = run_container(spec);
+    probes_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(handle) = probes.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let _ = handle.join();
+    }
     if let Some(log) = log {
         let _ = log.lock().unwrap_or_else(|p| p.into_inner()).flush();
     }
