@@ -345,7 +345,7 @@ pub(crate) fn monitor(cfg: &ChildConfig) -> ! {
         exit(1)
     };
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
-    if cfg.network == Network::None {
+    if cfg.network.isolated() {
         flags |= libc::CLONE_NEWNET;
     }
     // SAFETY: plain syscall; the monitor is single-threaded.
@@ -443,7 +443,7 @@ fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
             setup_fail("setting the hostname", errno_io(e));
         }
     }
-    if cfg.network == Network::None {
+    if cfg.network.isolated() {
         if let Err(e) = loopback_up() {
             setup_fail("bringing up lo", e);
         }

@@ -1,5 +1,5 @@
 //! The container executor: runs one process in new mount, pid, ipc and uts namespaces (and a new
-//! network namespace for [`Network::None`]) over an overlay of the image's snapshots, for RUN
+//! network namespace for [`Network::None`] and [`Network::Bridge`], see [`net`]) over an overlay of the image's snapshots, for RUN
 //! steps and `kiln run` (issue 4; DESIGN.md §4 "RUN"; THREATS.md §3.G).
 //!
 //! [`run_container`] blocks until the container is gone and reports how its process ended:
@@ -20,6 +20,7 @@
 
 mod child;
 mod cleanup;
+pub mod net;
 pub mod plan;
 mod relay;
 pub mod seccomp;
@@ -34,6 +35,7 @@ use std::path::PathBuf;
 
 use nix::fcntl::OFlag;
 
+pub use net::{PortMapping, Proto};
 pub use plan::{apply_plan, mount_plan, Attrs, Create, MountOp, Source, Syscall};
 pub use seccomp::Seccomp;
 
@@ -45,6 +47,17 @@ pub enum Network {
     /// A new network namespace with only `lo`, up.
     #[default]
     None,
+    /// A new network namespace with outbound access through a user-mode network tool (pasta or
+    /// slirp4netns, see [`net`]) that also carries [`ContainerSpec::ports`]; the host's loopback
+    /// is out of reach. docker's default `bridge` network, without a bridge.
+    Bridge,
+}
+
+impl Network {
+    /// Whether the container gets a network namespace of its own.
+    pub fn isolated(self) -> bool {
+        self != Network::Host
+    }
 }
 
 /// What the container's stdin is (without a tty; with one it is always the pty).
@@ -119,6 +132,8 @@ pub struct ContainerSpec {
     pub user: String,
     pub hostname: String,
     pub network: Network,
+    /// Host ports forwarded into the container; only with [`Network::Bridge`].
+    pub ports: Vec<PortMapping>,
     pub mounts: Vec<MountSpec>,
     /// Contents of `/etc/hosts`, `/etc/resolv.conf` (read-only; `/etc/hostname` too).
     pub hosts: Vec<u8>,
@@ -180,6 +195,9 @@ pub enum ContainerError {
     ExecNotExecutable { path: String, source: io::Error },
     #[error("container setup: {step}: {source}")]
     Setup { step: String, source: io::Error },
+    /// The bridge network could not be attached (a port in use, no tool, the tool failed).
+    #[error("{0}")]
+    Network(#[from] net::NetError),
 }
 
 impl ContainerError {
@@ -232,6 +250,12 @@ fn validate(spec: &ContainerSpec) -> Result<(), ContainerError> {
     }
     if spec.user.contains('\0') || spec.cwd.contains('\0') {
         return invalid("NUL byte in user or working directory".into());
+    }
+    if !spec.ports.is_empty() && spec.network != Network::Bridge {
+        return invalid("published ports need the bridge network".into());
+    }
+    if let Some(p) = spec.ports.iter().find(|p| p.host_port == 0 || p.container_port == 0) {
+        return invalid(format!("invalid port mapping {}:{}", p.host_port, p.container_port));
     }
     Ok(())
 }
@@ -291,6 +315,13 @@ impl Drop for LayersScratch {
             let _ = std::fs::remove_dir_all(path);
         }
     }
+}
+
+/// The bridge network's tool while the container runs, or why it could not start.
+#[derive(Default)]
+struct NetSlot {
+    tool: Option<net::Attached>,
+    error: Option<net::NetError>,
 }
 
 /// Runs `spec` to completion (see the module docs). Needs root (real, not in a user namespace).
@@ -357,6 +388,33 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         pty_sock: pty_child.as_ref().map(|fd| fd.as_raw_fd()),
     };
 
+    // The bridge network is attached once init's namespaces exist, before the program runs;
+    // the tool is stopped (below) once the container is gone.
+    let attached: std::sync::Arc<std::sync::Mutex<NetSlot>> = Default::default();
+    if spec.network == Network::Bridge {
+        let tool = net::Tool::find().ok_or(net::NetError::NoTool)?;
+        let ports = spec.ports.clone();
+        let slot = attached.clone();
+        spec.on_created.insert(
+            0,
+            Box::new(move |pid| {
+                let result = net::attach(&tool, pid, &ports);
+                let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+                match result {
+                    Ok(a) => {
+                        slot.tool = Some(a);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        slot.error = Some(e);
+                        Err(io::Error::other(message))
+                    }
+                }
+            }),
+        );
+    }
+
     let forwarding = relay::Forwarding::start();
     // Signals stay blocked across fork, so no handler of kiln's runs in a child; the children
     // reset the dispositions before unblocking.
@@ -406,6 +464,12 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         }
     }
     drop(forwarding);
+    let net_error = {
+        let mut slot = attached.lock().unwrap_or_else(|e| e.into_inner());
+        // Kills and reaps the tool: the namespace and its port listeners go with it.
+        slot.tool.take();
+        slot.error.take()
+    };
     let report = relay_result?;
 
     // The mount namespace is gone with its last process: the overlay is unmounted.
@@ -413,7 +477,8 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     let cleanup = cleanup.and(layers_scratch.remove());
 
     if let Some(err) = report.error {
-        return Err(err);
+        // A failed hook reads "preparing the container": say what the network tool said.
+        return Err(net_error.map(ContainerError::from).unwrap_or(err));
     }
     cleanup.map_err(|source| ContainerError::Setup {
         step: "removing mount points from the upper dir and the writable mounts' scratch dir".into(),
