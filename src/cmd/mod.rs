@@ -8,6 +8,7 @@ mod import;
 mod inspect;
 mod load;
 mod login;
+mod port;
 mod prune;
 mod pull;
 mod push;
@@ -61,6 +62,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Rm(args) | Command::Container { command: ContainerCommand::Rm(args) } => {
             run::rm(&open(LockMode::Shared)?, args)
+        }
+        Command::Port(args) | Command::Container { command: ContainerCommand::Port(args) } => {
+            port::run(&open(LockMode::Shared)?, args)
         }
         Command::Import(args) | Command::Image { command: ImageCommand::Import(args) } => {
             import::run(&open(LockMode::Shared)?, args)

@@ -54,16 +54,18 @@ pub fn run(store: &Store, args: RunArgs) -> Result<ExitCode> {
 }
 
 fn run_inner(store: &Store, args: RunArgs) -> Result<ExitCode> {
-    let network = match args.network.as_str() {
-        "host" | "default" => Network::Host,
-        "none" => Network::None,
-        other => bail!("--network {other}: kiln supports host and none"),
-    };
     // Checked here, before anything is made; applied in run_in.
     seccomp_option(&args.security_opts)?;
     let image_id = store.index()?.resolve(&args.image)?;
     let image = store.image(&image_id)?;
     let config = RunConfig::from_value(image.config_json().get("config"));
+    let (network, port_specs) = crate::container::ports::from_flags(
+        &args.network,
+        &args.publish,
+        args.publish_all,
+        config.fields.get("ExposedPorts"),
+    )?;
+    let ports = crate::container::ports::resolve(&port_specs)?;
     let argv = command_line(&config, args.entrypoint.as_deref(), &args.command);
     if argv.is_empty() {
         bail!("no command specified: the image has no CMD or ENTRYPOINT; give one after the image name");
@@ -117,7 +119,7 @@ fn run_inner(store: &Store, args: RunArgs) -> Result<ExitCode> {
     // The image file is what `rmi` reads: written before anything runs.
     fs::write(dir.join("image"), image_id.to_string()).context("recording the container's image")?;
 
-    let outcome = run_in(store, &dir, &image, &config, argv, env, mounts, network, &args, &id);
+    let outcome = run_in(store, &dir, &image, &config, argv, env, mounts, (network, ports), &args, &id);
     let mut record = record;
     record.exit_code = Some(match &outcome {
         Ok(code) => *code,
@@ -149,7 +151,7 @@ fn run_in(
     argv: Vec<String>,
     env: Vec<String>,
     mounts: Vec<MountSpec>,
-    network: Network,
+    (network, ports): (Network, Vec<kiln_runtime::container::PortMapping>),
     args: &RunArgs,
     id: &str,
 ) -> Result<i32, (i32, anyhow::Error)> {
@@ -181,12 +183,10 @@ fn run_in(
         user: args.user.clone().unwrap_or_else(|| config.user()),
         hostname: hostname.clone(),
         network,
+        ports,
         mounts,
         hosts: format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n").into_bytes(),
-        resolv_conf: match network {
-            Network::Host => fs::read("/etc/resolv.conf").unwrap_or_default(),
-            Network::None => Vec::new(),
-        },
+        resolv_conf: crate::container::ports::resolv_conf(network),
         stdin: if args.interactive { StdinMode::Inherit } else { StdinMode::Null },
         tty: args.tty,
         output: None,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
 use kiln_cas::Store;
-use kiln_runtime::container::{ContainerSpec, MountSpec, Network, Seccomp, StdinMode};
+use kiln_runtime::container::{ContainerSpec, MountSpec, Seccomp, StdinMode};
 use kiln_runtime::snapshot::{chain_ids, SnapshotLease, Snapshots};
 use serde::{Deserialize, Serialize};
 
@@ -33,8 +33,10 @@ pub struct ContainerConfig {
     pub working_dir: String,
     pub user: String,
     pub hostname: String,
-    /// `bridge`, `host` or `none`.
+    /// `bridge`, `host` or `none` (empty reads as `bridge`, docker's default).
     pub network: String,
+    /// `-p` and `-P` (the image's EXPOSE ports); host ports left open are chosen at each start.
+    pub ports: Vec<super::ports::PortSpec>,
     pub mounts: Vec<Mount>,
     pub tty: bool,
     pub open_stdin: bool,
@@ -192,10 +194,9 @@ pub fn prepare(store: &Store, container: &Container) -> Result<Prepared> {
         std::os::unix::fs::chown(&upper_dir, Some(0), Some(0))
             .with_context(|| format!("setting the owner of {}", upper_dir.display()))?;
     }
-    let network = match config.network.as_str() {
-        "none" => Network::None,
-        _ => Network::Host,
-    };
+    let network = super::ports::parse_network(&config.network)?;
+    // Chosen again at each start, as docker does for ports without a host port.
+    let ports = super::ports::resolve(&config.ports)?;
     let hostname =
         if config.hostname.is_empty() { container.record.short_id().to_string() } else { config.hostname.clone() };
     let mounts = config.mounts.iter().map(|m| runtime_mount(store, m)).collect::<Result<Vec<_>>>()?;
@@ -209,12 +210,10 @@ pub fn prepare(store: &Store, container: &Container) -> Result<Prepared> {
         user: config.user.clone(),
         hostname: hostname.clone(),
         network,
+        ports,
         mounts,
         hosts: format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n").into_bytes(),
-        resolv_conf: match network {
-            Network::Host => fs::read("/etc/resolv.conf").unwrap_or_default(),
-            Network::None => Vec::new(),
-        },
+        resolv_conf: super::ports::resolv_conf(network),
         stdin: StdinMode::Null,
         tty: config.tty,
         output: None,

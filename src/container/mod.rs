@@ -13,6 +13,7 @@
 //! writer of a running container's exit.
 
 pub mod config;
+pub mod ports;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -91,6 +92,10 @@ pub struct State {
     /// Set by `stop`, `kill` and `rm -f`: the supervisor does not restart a container it finds
     /// with this set, whatever the restart policy.
     pub stopped_by_user: bool,
+    /// The host ports bound for the current (or last) start, set when it starts (see
+    /// [`config::Prepared`]'s `spec.ports`); cleared when it exits. What `ps`, `port` and
+    /// `inspect` show.
+    pub ports: Vec<kiln_runtime::container::PortMapping>,
 }
 
 /// `container.json`.

@@ -18,6 +18,7 @@ mod images;
 mod import;
 mod load;
 mod net_timeouts;
+mod networking;
 mod registry;
 mod registry_tls;
 mod robustness;

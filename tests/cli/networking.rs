@@ -1,0 +1,288 @@
+//! Container networking (issue 12): `kiln run -p` serves the host through pasta, RUN steps get
+//! BuildKit's isolated default (outbound only, not the build machine's loopback) with
+//! `--network host` as the opt-in, a taken port gives docker's error, and pasta never outlives
+//! its container, even when kiln is SIGKILLed. As root with pasta (Debian `passt`); they skip
+//! otherwise.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+fn can_run() -> bool {
+    if !is_root() {
+        return false;
+    }
+    if !have_tool("pasta") {
+        eprintln!("skipping: pasta missing (apt-get install passt)");
+        return false;
+    }
+    true
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The host's address on its default route, if it has one.
+fn host_address() -> Option<IpAddr> {
+    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("203.0.113.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// An HTTP server answering every request with `body`, until the test ends.
+fn serve(listener: TcpListener, body: &'static str) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        }
+    });
+}
+
+fn http_get(port: u16, deadline: Duration) -> Result<String, String> {
+    let start = Instant::now();
+    loop {
+        let attempt = (|| -> std::io::Result<String> {
+            let mut s = TcpStream::connect(("127.0.0.1", port))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            if body.is_empty() {
+                return Err(std::io::Error::other("empty answer"));
+            }
+            Ok(body)
+        })();
+        match attempt {
+            Ok(body) => return Ok(body),
+            Err(e) if start.elapsed() > deadline => return Err(e.to_string()),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// pids of processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) && !cmdline.contains("cargo") {
+            found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+fn wait_until_gone(needle: &str) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let left = processes_with(needle);
+        if left.is_empty() || start.elapsed() > Duration::from_secs(5) {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn web_image(k: &Kiln) {
+    let ctx = k.path("ctx-web");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN mkdir /www && echo 'hello from kiln' > /www/index.html\nEXPOSE 80\n\
+         CMD [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n",
+    )
+    .unwrap();
+    k.ok(&["build", "-q", "-t", "web:1", ctx.to_str().unwrap()]);
+}
+
+fn spawn_run(k: &Kiln, args: &[&str]) -> Child {
+    k.cmd(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+fn kill(child: &Child, signal: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+    assert!(status.unwrap().success(), "kill -{signal} {}", child.id());
+}
+
+#[test]
+fn published_port_serves_httpd_and_pasta_ends_with_the_container() {
+    if !can_run() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    web_image(&k);
+    let port = free_port();
+    let mut child = spawn_run(&k, &["run", "--rm", "-p", &format!("{port}:80"), "web:1"]);
+    let answer = http_get(port, Duration::from_secs(10));
+    let needle = format!("--tcp-ports {port}:80");
+    let tools = processes_with(&needle);
+    // SIGTERM goes to the container; httpd, as pid 1 without a handler, ignores it; kiln kills
+    // the container at the third.
+    let mut status = None;
+    for _ in 0..3 {
+        kill(&child, "TERM");
+        std::thread::sleep(Duration::from_millis(300));
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+    }
+    let status = match status {
+        Some(s) => s,
+        None => child.wait().unwrap(),
+    };
+    let answer = answer.unwrap_or_else(|e| panic!("GET from the host failed: {e}"));
+    assert!(answer.starts_with("HTTP/1.") && answer.contains("hello from kiln"), "{answer}");
+    assert_eq!(tools.len(), 1, "one pasta while it runs: {tools:?}");
+    assert_eq!(status.code(), Some(137), "httpd killed at the third SIGTERM");
+    assert_eq!(wait_until_gone(&needle), Vec::<String>::new(), "pasta outlived the container");
+    assert!(TcpListener::bind(("0.0.0.0", port)).is_ok(), "the host port is still bound");
+    k.assert_fsck_clean();
+}
+
+#[test]
+fn a_sigkilled_kiln_leaves_no_pasta_nor_listener() {
+    if !can_run() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    web_image(&k);
+    let port = free_port();
+    let mut child = spawn_run(&k, &["run", "--rm", "-P", "-p", &format!("{port}:80"), "web:1"]);
+    http_get(port, Duration::from_secs(10)).unwrap_or_else(|e| panic!("GET from the host failed: {e}"));
+    kill(&child, "KILL");
+    child.wait().unwrap();
+    let needle = format!("--tcp-ports {port}:80");
+    assert_eq!(wait_until_gone(&needle), Vec::<String>::new(), "pasta outlived a SIGKILLed kiln");
+    let start = Instant::now();
+    while TcpListener::bind(("0.0.0.0", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(5), "port {port} still bound after kiln died");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_taken_host_port_is_dockers_error_and_nothing_runs() {
+    if !can_run() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let taken = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let marker = k.path("ran");
+    let out = k.run(&[
+        "run",
+        "--name",
+        "web",
+        "-p",
+        &format!("{port}:80"),
+        "-v",
+        &format!("{}:/out", k.path("").display()),
+        "busybox",
+        "touch",
+        "/out/ran",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert_eq!(stderr.trim(), format!("Error: Bind for 0.0.0.0:{port} failed: port is already allocated"));
+    assert!(!marker.exists(), "the container's program ran");
+    assert_eq!(wait_until_gone(&format!("--tcp-ports {port}:80")), Vec::<String>::new());
+    drop(taken);
+    // Bad flags are refused before anything is made.
+    for (flags, wanted) in [
+        (vec!["-p", "80/sctp"], "invalid protocol"),
+        (vec!["-p", "99999:80"], "invalid host port"),
+        (vec!["--network", "mynet"], "network mynet not found"),
+        (vec!["--network", "host", "-p", "8080:80"], "--publish needs the bridge network"),
+    ] {
+        let mut args = vec!["run", "--rm"];
+        args.extend(flags);
+        args.extend(["busybox", "true"]);
+        let out = k.run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {stderr}");
+        assert!(stderr.contains(wanted) && stderr.lines().count() == 1, "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn run_containers_default_to_the_bridge_network() {
+    if !can_run() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let show = "ip -4 addr show eth0 | grep -o 'inet [0-9./]*'; ip route | grep default; cat /etc/resolv.conf | grep -c nameserver";
+    let out = k.ok(&["run", "--rm", "busybox", "sh", "-c", show]);
+    assert_eq!(out, "inet 10.0.2.100/24\ndefault via 10.0.2.2 dev eth0 \n1\n");
+    let out = k.ok(&["run", "--rm", "--network", "none", "busybox", "sh", "-c", "ls /sys/class/net"]);
+    assert_eq!(out, "lo\n");
+}
+
+#[test]
+fn run_steps_reach_the_outside_but_not_the_build_machines_loopback() {
+    if !can_run() {
+        return;
+    }
+    let Some(host_ip) = host_address() else {
+        eprintln!("skipping: the host has no address on a default route");
+        return;
+    };
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let local = TcpListener::bind("127.0.0.1:0").unwrap();
+    let local_port = local.local_addr().unwrap().port();
+    serve(local, "loopback service\n");
+    let outside = TcpListener::bind((host_ip, 0)).unwrap();
+    let outside_port = outside.local_addr().unwrap().port();
+    serve(outside, "outside service\n");
+
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    // busybox-static's wget crashes in glibc's static NSS: nc speaks the HTTP.
+    let get = |host: &str, port: u16, file: &str| {
+        format!("(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc -w 3 {host} {port} > {file}; true)")
+    };
+    let dockerfile = format!(
+        "FROM busybox\nRUN {} && {} && {}\nRUN --network=host {}\n",
+        get("127.0.0.1", local_port, "/lo"),
+        get("10.0.2.2", local_port, "/gw"),
+        get(&host_ip.to_string(), outside_port, "/out"),
+        get("127.0.0.1", local_port, "/host-lo"),
+    );
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    k.ok(&["build", "-q", "-t", "net:1", ctx.to_str().unwrap()]);
+    let cat = |image: &str, path: &str| k.ok(&["run", "--rm", "--network", "none", image, "cat", path]);
+    assert!(!cat("net:1", "/lo").contains("loopback service"), "a default RUN reached the build machine's loopback");
+    assert!(!cat("net:1", "/gw").contains("loopback service"), "the gateway leads to the build machine's loopback");
+    assert!(cat("net:1", "/out").contains("outside service"), "a default RUN reaches the outside");
+    assert!(cat("net:1", "/host-lo").contains("loopback service"), "RUN --network=host shares the host's network");
+
+    // `kiln build --network host` is the build-wide opt-in.
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\nRUN {}\n", get("127.0.0.1", local_port, "/lo2")))
+        .unwrap();
+    k.ok(&["build", "-q", "--network", "host", "-t", "net:2", ctx.to_str().unwrap()]);
+    assert!(cat("net:2", "/lo2").contains("loopback service"));
+}
+
+#[test]
+fn port_names_a_missing_container() {
+    let k = Kiln::new();
+    let err = k.fails(&["port", "nosuch"]);
+    assert!(err.contains("No such container: nosuch"), "{err}");
+}
