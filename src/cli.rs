@@ -11,6 +11,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
+    /// A docker.io pull-through mirror (http(s)://host[:port]), tried before docker.io; may be
+    /// repeated, and replaces the config file's registry-mirrors
+    #[arg(long = "registry-mirror", global = true, value_name = "URL")]
+    pub registry_mirrors: Vec<String>,
+
     /// No command: kiln prints its help, as docker does.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -22,10 +27,41 @@ pub enum Command {
     Build(BuildArgs),
     /// Run a command in a new container
     Run(RunArgs),
+    /// Create a new container (not started)
+    Create(RunArgs),
+    /// Start one or more stopped containers
+    Start(StartArgs),
+    /// Stop one or more running containers (their stop signal, then SIGKILL)
+    Stop(StopArgs),
+    /// Restart one or more containers
+    Restart(StopArgs),
+    /// Kill one or more running containers
+    Kill(KillArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(ContainersArgs),
+    /// Fetch the logs of a container
+    Logs(LogsArgs),
+    /// Attach the terminal to a running container's output (and stdin, if made with -i)
+    Attach(AttachArgs),
+    /// Rename a container
+    Rename(RenameArgs),
+    /// Run a command in a running container
+    Exec(ExecArgs),
+    /// Display the running processes of a container
+    Top(TopArgs),
     /// List containers
     Ps(PsArgs),
     /// Remove one or more containers
     Rm(RmArgs),
+    /// The supervisor of a detached container (started by kiln itself)
+    #[command(name = "__supervise", hide = true)]
+    Supervise { id: String },
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(StatsArgs),
+    /// Pause all processes within one or more containers
+    Pause(PauseArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(PauseArgs),
     /// List port mappings or a specific mapping for the container
     Port(PortArgs),
     /// Import a rootfs tarball (plain, gzip or zstd) as a one-layer image
@@ -57,6 +93,8 @@ pub enum Command {
     Search(SearchArgs),
     /// Show the kiln version
     Version(VersionArgs),
+    /// Display system-wide information (store, storage, cgroups, network tool, registries)
+    Info(InfoArgs),
     /// Manage images
     #[command(arg_required_else_help = true)]
     Image {
@@ -119,14 +157,46 @@ pub enum ImageCommand {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum ContainerCommand {
+    /// Attach the terminal to a running container's output (and stdin, if made with -i)
+    Attach(AttachArgs),
+    /// Create a new container (not started)
+    Create(RunArgs),
+    /// Run a command in a running container
+    Exec(ExecArgs),
+    /// Show low-level information about containers, as JSON
+    Inspect(InspectArgs),
+    /// Display the running processes of a container
+    Top(TopArgs),
+    /// Kill one or more running containers
+    Kill(KillArgs),
+    /// Fetch the logs of a container
+    Logs(LogsArgs),
     /// List containers
     #[command(aliases = ["ps", "list"])]
     Ls(PsArgs),
+    /// Remove all stopped containers
+    Prune(ContainerPruneArgs),
+    /// Rename a container
+    Rename(RenameArgs),
+    /// Restart one or more containers
+    Restart(StopArgs),
     /// Remove one or more containers
     #[command(alias = "remove")]
     Rm(RmArgs),
     /// Run a command in a new container
     Run(RunArgs),
+    /// Start one or more stopped containers
+    Start(StartArgs),
+    /// Stop one or more running containers
+    Stop(StopArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(ContainersArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(StatsArgs),
+    /// Pause all processes within one or more containers
+    Pause(PauseArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(PauseArgs),
     /// List port mappings or a specific mapping for the container
     Port(PortArgs),
 }
@@ -166,6 +236,15 @@ pub enum SystemCommand {
     Df,
     /// Check every blob against its digest, every image's closure and every unpacked layer
     Fsck(FsckArgs),
+    /// Display system-wide information
+    Info(InfoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// Format the output: "json", or a Go template such as '{{.Driver}}' or '{{json .RegistryConfig}}'
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -247,9 +326,24 @@ pub struct BuildArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// Run the container in the background and print its ID
+    #[arg(short = 'd', long)]
+    pub detach: bool,
     /// Remove the container when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Restart policy when the container exits: no, on-failure[:max-retries], always, unless-stopped
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Signal to stop the container (default: the image's STOPSIGNAL, else SIGTERM)
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Seconds to wait for the stop signal before SIGKILL (default 10)
+    #[arg(long)]
+    pub stop_timeout: Option<u32>,
+    /// Log options of the json-file log: max-size=SIZE, max-file=N
+    #[arg(long = "log-opt")]
+    pub log_opts: Vec<String>,
     /// Name of the container
     #[arg(long)]
     pub name: Option<String>,
@@ -294,20 +388,55 @@ pub struct RunArgs {
     /// Security options: seccomp=unconfined (no filter) or seccomp=FILE (a docker seccomp profile); docker's default profile otherwise
     #[arg(long = "security-opt")]
     pub security_opts: Vec<String>,
+    #[command(flatten)]
+    pub resources: ResourceArgs,
     pub image: String,
     /// Command and arguments (override the image's CMD)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
 }
 
+/// `run`/`create`: resource limits, applied through the container's cgroup.
+#[derive(Args, Debug, Default)]
+pub struct ResourceArgs {
+    /// Memory limit (a number with an optional unit b, k, m, g: 64m)
+    #[arg(short = 'm', long, value_name = "BYTES", value_parser = crate::container::resources::parse_memory)]
+    pub memory: Option<u64>,
+    /// Number of CPUs (a decimal: 0.5)
+    #[arg(long, value_name = "DECIMAL", value_parser = crate::container::resources::parse_cpus)]
+    pub cpus: Option<u64>,
+    /// Tune the container's pids limit (-1 for unlimited)
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = crate::container::resources::parse_pids_limit)]
+    pub pids_limit: Option<i64>,
+}
+
+impl ResourceArgs {
+    /// The limits, checked (docker's rules and this machine's cgroups).
+    pub fn resources(&self) -> anyhow::Result<crate::container::resources::Resources> {
+        crate::container::resources::Resources::from_flags(self.memory, self.cpus, self.pids_limit)
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct PsArgs {
-    /// Show all containers (kiln only keeps stopped ones; accepted for docker's muscle memory)
+    /// Show all containers (default shows just running)
     #[arg(short = 'a', long)]
     pub all: bool,
     /// Only show container IDs
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Show the latest created container (includes all states)
+    #[arg(short = 'l', long)]
+    pub latest: bool,
+    /// Show n last created containers (includes all states)
+    #[arg(short = 'n', long, value_name = "N")]
+    pub last: Option<usize>,
+    /// Display total file sizes
+    #[arg(short = 's', long)]
+    pub size: bool,
+    /// Filter output: status=, name=, id=, ancestor=, label=, exited=
+    #[arg(short = 'f', long = "filter")]
+    pub filters: Vec<String>,
     /// Don't truncate output
     #[arg(long)]
     pub no_trunc: bool,
@@ -324,17 +453,178 @@ pub struct PortArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct RmArgs {
-    /// Accepted for docker compatibility (kiln keeps no running containers to stop)
-    #[arg(short = 'f', long)]
-    pub force: bool,
+pub struct StatsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Disable streaming stats and only pull the first result
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Do not truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Format output: "table", "json", or a Go template such as '{{.Name}} {{.CPUPerc}}'
+    #[arg(long)]
+    pub format: Option<String>,
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PauseArgs {
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
 
 #[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Force the removal of a running container (uses SIGKILL)
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Remove anonymous volumes associated with the container
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Attach stdout/stderr and forward signals (one container)
+    #[arg(short = 'a', long)]
+    pub attach: bool,
+    /// Attach the container's stdin
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container (default: its --stop-timeout, else 10)
+    #[arg(short = 't', long = "time")]
+    pub time: Option<i64>,
+    /// Signal to send first (default: the container's stop signal)
+    #[arg(short = 's', long)]
+    pub signal: Option<String>,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Signal to send
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ContainersArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Number of lines to show from the end of the logs ("all" for all)
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Show logs since a timestamp (2013-01-02T13:23:37Z) or relative (42m)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Show logs before a timestamp or relative (42m)
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Show timestamps
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    /// Show extra details (accepted; kiln has no log attributes)
+    #[arg(long)]
+    pub details: bool,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach stdin
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// Override the key sequence for detaching (default ctrl-p,ctrl-q)
+    #[arg(long)]
+    pub detach_keys: Option<String>,
+    /// Proxy received signals to the process (accepted; with a tty, Ctrl-C reaches it through the terminal)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub sig_proxy: bool,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Detached mode: run the command in the background
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep STDIN open
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Username or UID (format: <name|uid>[:<group|gid>]); default: the container's user
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Working directory inside the container (absolute; default: the container's)
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// Set environment variables
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file")]
+    pub env_files: Vec<PathBuf>,
+    /// Give extended privileges (every capability) to the command
+    #[arg(long)]
+    pub privileged: bool,
+    /// Override the key sequence for detaching (accepted; exec has nothing to detach from)
+    #[arg(long)]
+    pub detach_keys: Option<String>,
+    pub container: String,
+    /// The command and its arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    pub container: String,
+    /// Options for ps (default: -ef)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    pub container: String,
+    pub new_name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ContainerPruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Filter: until=DURATION|TIMESTAMP, label=KEY[=VALUE]
+    #[arg(long = "filter")]
+    pub filters: Vec<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// Rootfs tarball, or - for stdin
+    /// Rootfs tarball: a file, an http:// or https:// URL, or - for stdin
     pub file: String,
     /// Reference to tag the image as
     pub reference: Option<String>,
@@ -412,7 +702,7 @@ pub struct InspectArgs {
     /// Format the output using a Go template, e.g. '{{.Id}}' or '{{index .Config.Labels "k"}}'
     #[arg(short = 'f', long)]
     pub format: Option<String>,
-    /// Only "image" objects exist so far
+    /// Only this type of object: "container" or "image" (docker looks for a container first)
     #[arg(long = "type")]
     pub kind: Option<String>,
     #[arg(required = true)]
@@ -524,10 +814,16 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
+    /// The flags, plus the config file's registry mirrors and insecure registries.
     pub fn client_options(
         &self,
         credentials: Option<kiln_cas::registry::Credentials>,
-    ) -> kiln_cas::registry::ClientOptions {
-        kiln_cas::registry::ClientOptions { insecure: !self.tls_verify, credentials, cert_dir: self.cert_dir.clone() }
+    ) -> anyhow::Result<kiln_cas::registry::ClientOptions> {
+        crate::config::client_options(kiln_cas::registry::ClientOptions {
+            insecure: !self.tls_verify,
+            credentials,
+            cert_dir: self.cert_dir.clone(),
+            ..Default::default()
+        })
     }
 }

@@ -2,7 +2,7 @@
 
 mod cli;
 mod cmd;
-#[allow(dead_code)] // wired into the commands next
+mod config;
 mod container;
 mod output;
 mod progress;

@@ -91,7 +91,7 @@ pub fn human_since(created: Option<&str>) -> String {
     format!("{} ago", human_duration(seconds.max(0) as u64))
 }
 
-fn human_duration(seconds: u64) -> String {
+pub fn human_duration(seconds: u64) -> String {
     let minutes = seconds / 60;
     let hours = (seconds as f64 / 3600.0 + 0.5) as u64;
     match () {

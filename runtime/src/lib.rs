@@ -3,6 +3,7 @@
 //! So far: [`snapshot`], the per-layer snapshot directories and the layer applier that fills them;
 //! [`container`], the executor that runs a process in namespaces over an overlay of snapshots.
 
+pub mod cgroup;
 pub mod container;
 pub mod process;
 pub mod snapshot;

@@ -66,6 +66,33 @@ pub fn ignore_hangups() {
     }
 }
 
+/// kiln's stdin terminal in raw mode (no echo, no line editing, no signals from keys) while
+/// this lives, as `attach` to a container with a tty needs; restored when dropped.
+pub struct RawTerminal {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawTerminal {
+    /// `None` when stdin is not a terminal.
+    pub fn enter() -> Option<RawTerminal> {
+        use std::os::fd::AsFd;
+        let stdin = std::io::stdin();
+        let saved = nix::sys::termios::tcgetattr(stdin.as_fd()).ok()?;
+        let mut raw = saved.clone();
+        nix::sys::termios::cfmakeraw(&mut raw);
+        nix::sys::termios::tcsetattr(stdin.as_fd(), nix::sys::termios::SetArg::TCSANOW, &raw).ok()?;
+        Some(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        use std::os::fd::AsFd;
+        let stdin = std::io::stdin();
+        let _ = nix::sys::termios::tcsetattr(stdin.as_fd(), nix::sys::termios::SetArg::TCSANOW, &self.saved);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

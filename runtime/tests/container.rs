@@ -1033,3 +1033,206 @@ fn created_hook_runs_before_the_program() {
     assert_eq!(run_ok(spec), "ok\n");
     assert_eq!(*order.lock().unwrap(), vec!["created", "started"]);
 }
+
+// ---- cgroups (issue 12) ------------------------------------------------------------------------
+
+use kiln_runtime::cgroup::{Cgroup, CgroupError, CgroupSpec, Resources};
+
+/// A cgroup name unique to this test process and test.
+fn cg_name(test: &str) -> String {
+    format!("kiln-test-{}-{test}", std::process::id())
+}
+
+fn with_cgroup(mut spec: ContainerSpec, name: &str, resources: Resources) -> ContainerSpec {
+    spec.cgroup = Some(CgroupSpec { name: name.to_string(), resources });
+    spec
+}
+
+fn read_trim(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).trim().to_string()
+}
+
+fn assert_removed(name: &str) {
+    assert!(matches!(Cgroup::open(name), Err(CgroupError::NotFound(_))), "cgroup kiln/{name} left behind");
+}
+
+#[test]
+fn limits_are_applied_while_the_container_runs_and_the_cgroup_goes_with_it() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let name = cg_name("limits");
+    let resources = Resources { memory: Some(64 << 20), nano_cpus: Some(500_000_000), pids_limit: Some(50) };
+    let (tx, rx_pid) = mpsc::channel::<i32>();
+    let mut spec = with_cgroup(sh(&fx, "echo ready; exec sleep 1000"), &name, resources);
+    spec.on_started = Some(Box::new(move |pid| tx.send(pid).unwrap()));
+    let (rx, handle) = run_async(spec);
+    wait_for(&rx, "ready");
+    let pid = rx_pid.recv_timeout(Duration::from_secs(10)).unwrap();
+
+    let cg = Cgroup::open(&name).unwrap();
+    assert_eq!(cg.pids().unwrap(), vec![pid], "the container's process is in its cgroup");
+    match cg.version() {
+        kiln_runtime::cgroup::Version::V1 => {
+            let mem = cg.dir("memory").unwrap();
+            assert_eq!(read_trim(&mem.join("memory.limit_in_bytes")), (64u64 << 20).to_string());
+            let cpu = cg.dir("cpu").unwrap();
+            assert_eq!(read_trim(&cpu.join("cpu.cfs_quota_us")), "50000");
+            assert_eq!(read_trim(&cpu.join("cpu.cfs_period_us")), "100000");
+            assert_eq!(read_trim(&cg.dir("pids").unwrap().join("pids.max")), "50");
+            // Every hierarchy holds the process, not just the limited ones.
+            let freezer = cg.dir("freezer").unwrap();
+            assert_eq!(read_trim(&freezer.join("cgroup.procs")), pid.to_string());
+        }
+        kiln_runtime::cgroup::Version::V2 => {
+            let dir = cg.dir("memory").unwrap();
+            assert_eq!(read_trim(&dir.join("memory.max")), (64u64 << 20).to_string());
+            assert_eq!(read_trim(&dir.join("cpu.max")), "50000 100000");
+            assert_eq!(read_trim(&dir.join("pids.max")), "50");
+        }
+    }
+    let stats = cg.stats().unwrap();
+    assert_eq!(stats.memory_limit, Some(64 << 20));
+    assert_eq!(stats.pids, 1);
+    assert!(stats.memory_usage > 0 && stats.cpu_usage_ns > 0, "{stats:?}");
+
+    cg.kill_all();
+    let res = handle.join().unwrap().unwrap();
+    assert_eq!(res.outcome, ExitOutcome::Signaled(libc::SIGKILL));
+    assert!(!res.oom_killed);
+    assert_removed(&name);
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed_and_reported_as_such() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let name = cg_name("oom");
+    let resources = Resources { memory: Some(32 << 20), ..Default::default() };
+    let spec = with_cgroup(sh(&fx, "x=0123456789abcdef; while :; do x=$x$x; done"), &name, resources);
+    let (res, out) = run(spec);
+    let res = res.unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(res.outcome, ExitOutcome::OomKilled, "output: {out}");
+    assert!(res.oom_killed);
+    assert_eq!(res.outcome.status(), 137);
+    assert_removed(&name);
+
+    // The same program with room to spare is not reported as OOM-killed.
+    let fx = Fx::new(true);
+    let name = cg_name("no-oom");
+    let resources = Resources { memory: Some(64 << 20), ..Default::default() };
+    let res = run(with_cgroup(sh(&fx, "x=0123456789abcdef; x=$x$x$x; exit 3"), &name, resources)).0.unwrap();
+    assert_eq!((res.outcome, res.oom_killed), (ExitOutcome::Exited(3), false));
+    assert_removed(&name);
+}
+
+#[test]
+fn a_pids_limit_stops_a_fork_loop() {
+    require_root!();
+    let _g = shared();
+    let script = "n=0; for i in $(seq 20); do sleep 2 & n=$((n+1)); done; wait; echo end";
+    let fx = Fx::new(true);
+    let name = cg_name("pids");
+    let resources = Resources { pids_limit: Some(10), ..Default::default() };
+    let (res, out) = run(with_cgroup(sh(&fx, script), &name, resources));
+    res.unwrap();
+    assert!(out.contains("can't fork"), "forks beyond 10 processes fail: {out}");
+    assert_removed(&name);
+
+    // Without the limit, the same loop forks all 20.
+    let fx = Fx::new(true);
+    let name = cg_name("no-pids");
+    let (res, out) = run(with_cgroup(sh(&fx, script), &name, Resources::default()));
+    res.unwrap();
+    assert!(!out.contains("can't fork") && out.contains("end"), "{out}");
+    assert_removed(&name);
+}
+
+#[test]
+fn a_frozen_container_stops_running_until_thawed() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let name = cg_name("freeze");
+    let spec = with_cgroup(sh(&fx, "echo ready; while :; do echo tick; sleep 0.02; done"), &name, Resources::default());
+    let (rx, handle) = run_async(spec);
+    wait_for(&rx, "ready");
+    let cg = Cgroup::open(&name).unwrap();
+    cg.freeze().unwrap();
+    assert!(cg.is_frozen());
+    while rx.recv_timeout(Duration::from_millis(100)).is_ok() {}
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(rx.try_recv().is_err(), "a frozen container printed");
+    cg.thaw().unwrap();
+    assert!(!cg.is_frozen());
+    wait_for(&rx, "tick");
+    // A frozen container can still be killed and removed.
+    cg.freeze().unwrap();
+    cg.remove().unwrap();
+    let res = handle.join().unwrap().unwrap();
+    assert_eq!(res.outcome, ExitOutcome::Signaled(libc::SIGKILL));
+    assert_removed(&name);
+}
+
+#[test]
+fn the_cgroup_is_removed_when_the_program_cannot_start() {
+    require_root!();
+    let _g = shared();
+    let fx = Fx::new(true);
+    let name = cg_name("noexec");
+    let (res, _) = run(with_cgroup(fx.spec(&["/no/such/program"]), &name, Resources::default()));
+    assert!(matches!(res, Err(ContainerError::ExecNotFound { .. })), "{res:?}");
+    assert_removed(&name);
+}
+
+#[test]
+fn a_cgroup2_mount_freezes_kills_and_removes_a_cgroup() {
+    require_root!();
+    use std::os::unix::process::ExitStatusExt;
+    // The v2 code on a real cgroup2 mount: this machine's only one on a v2 machine, the
+    // controller-less `unified` one beside the v1 hierarchies on a hybrid one.
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let Some(line) = mountinfo.lines().find(|l| l.contains(" - cgroup2 ")) else {
+        eprintln!("skipped: no cgroup2 mount");
+        return;
+    };
+    let h = kiln_runtime::cgroup::Hierarchies::from_proc(line, "0::/\n", |p| fs::read_to_string(p).ok()).unwrap();
+    assert_eq!(h.version, kiln_runtime::cgroup::Version::V2);
+    let name = cg_name("v2");
+    let cg = Cgroup::create_in(&h, &CgroupSpec { name: name.clone(), resources: Resources::default() }).unwrap();
+    let mut child = std::process::Command::new(BUSYBOX).args(["sleep", "100"]).spawn().unwrap();
+    let pid = child.id() as i32;
+    cg.add_pid(pid).unwrap();
+    assert_eq!(Cgroup::open_in(&h, &name).unwrap().pids().unwrap(), vec![pid]);
+    cg.freeze().unwrap();
+    assert!(cg.is_frozen());
+    cg.thaw().unwrap();
+    assert!(!cg.is_frozen());
+    cg.freeze().unwrap();
+    // Removing kills what is left, frozen or not.
+    cg.remove().unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+    assert!(matches!(Cgroup::open_in(&h, &name), Err(CgroupError::NotFound(_))));
+}
+
+#[test]
+fn a_leftover_cgroup_of_the_same_name_is_replaced_with_its_processes_and_limits() {
+    require_root!();
+    let _g = shared();
+    use std::os::unix::process::ExitStatusExt;
+    let name = cg_name("leftover");
+    let old = Cgroup::create(&CgroupSpec {
+        name: name.clone(),
+        resources: Resources { pids_limit: Some(5), ..Default::default() },
+    })
+    .unwrap();
+    let mut child = std::process::Command::new(BUSYBOX).args(["sleep", "100"]).spawn().unwrap();
+    old.add_pid(child.id() as i32).unwrap();
+    let fx = Fx::new(true);
+    let script = "for i in 1 2 3 4 5 6 7; do sleep 0.1 & done; wait; echo ok";
+    let out = run_ok(with_cgroup(sh(&fx, script), &name, Resources::default()));
+    assert_eq!(out, "ok\n", "the old pids limit is gone");
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL), "the old process is killed");
+    assert_removed(&name);
+}

@@ -129,6 +129,50 @@ fn concurrent_preparers_unpack_each_layer_once() {
     assert_eq!(snapshot_names(&root), chains.iter().map(|c| c.hex().to_string()).collect());
 }
 
+/// The unpacker of a layer leases it at once for a long-running container: a second preparer that
+/// was waiting while it unpacked must not wait for that lease to end too (it used to block on the
+/// exclusive lock for as long as the container ran).
+#[test]
+fn a_preparer_that_waited_for_an_unpack_is_not_held_by_the_unpackers_lease() {
+    require_root!();
+    let env = env();
+    let diff_ids = vec![big_layer(&env.store, 6000, "slow")];
+    let root = env.root.clone();
+    let store = Arc::new(env.store);
+    let (unpacked_tx, unpacked_rx) = std::sync::mpsc::channel();
+    let (second_tx, second_rx) = std::sync::mpsc::channel();
+    let first = {
+        let (root, store, diff_ids) = (root.clone(), store.clone(), diff_ids.clone());
+        std::thread::spawn(move || {
+            let snaps = Snapshots::open(&root).unwrap();
+            snaps.prepare_lowers(&store, &diff_ids).unwrap();
+            let lease = snaps.lease(&chain_ids(&diff_ids)).unwrap();
+            unpacked_tx.send(()).unwrap();
+            // The "container" runs for a while, holding its lease.
+            std::thread::sleep(std::time::Duration::from_secs(4));
+            drop(lease);
+        })
+    };
+    // Start the second while the first is unpacking (6000 files take a moment).
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let second = {
+        let (root, store, diff_ids) = (root.clone(), store.clone(), diff_ids.clone());
+        std::thread::spawn(move || {
+            let snaps = Snapshots::open(&root).unwrap();
+            let lowers = snaps.prepare_lowers(&store, &diff_ids).unwrap();
+            second_tx.send((lowers, snaps.layers_unpacked())).unwrap();
+        })
+    };
+    unpacked_rx.recv().unwrap();
+    let (lowers, unpacked) = second_rx
+        .recv_timeout(std::time::Duration::from_secs(2))
+        .expect("the second preparer finished while the first one's lease is still held");
+    assert_eq!(unpacked, 0, "the layer was unpacked once, by the first");
+    assert_eq!(fs::read_dir(lowers[0].join("many")).unwrap().count(), 6000);
+    first.join().unwrap();
+    second.join().unwrap();
+}
+
 fn corrupt(store: &Store, digest: &Digest, edit: impl FnOnce(&mut Vec<u8>)) {
     let path = store.blob_path(digest);
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();

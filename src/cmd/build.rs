@@ -60,7 +60,8 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
         host_platform: host_platform(),
         file_name: context.dockerfile_name.clone(),
     };
-    let images = StoreImages::new(store, policy);
+    let images = StoreImages::new(store, policy)
+        .with_client_options(crate::config::client_options(kiln_cas::registry::ClientOptions::default())?);
     let build_plan = plan(&dockerfile, &options, &images)?;
     for warning in build_plan.warnings.iter().filter(|w| !parse_warnings.contains(w)) {
         printer.event(ProgressEvent::Warning(warning.clone()));

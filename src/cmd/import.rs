@@ -24,10 +24,20 @@ pub fn run(store: &Store, args: ImportArgs) -> Result<ExitCode> {
         None => Platform::host(),
     };
     let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().filter(|v| !v.is_empty());
-    let options =
+    let mut options =
         ImportOptions { changes, message: args.message.clone(), platform, created: creation_time(epoch.as_deref())? };
 
-    let imported = if args.file == "-" {
+    let imported = if is_url(&args.file) {
+        let download = kiln_cas::registry::client::download(&args.file).context("import")?;
+        let what = download.url().to_string();
+        // docker: an image imported from a URL says so in its history, unless -m says otherwise.
+        options.message.get_or_insert_with(|| format!("Imported from {what}"));
+        let failure = download.failure();
+        import_rootfs(store, download, &what, &options, &tags).map_err(|e| match failure.get() {
+            Some(why) => Error::invalid(what.clone(), why.clone()),
+            None => e,
+        })
+    } else if args.file == "-" {
         import_rootfs(store, io::stdin().lock(), "stdin", &options, &tags)
     } else {
         let file = File::open(&args.file).map_err(|e| Error::io("opening", &args.file, e)).context("import")?;
@@ -36,4 +46,10 @@ pub fn run(store: &Store, args: ImportArgs) -> Result<ExitCode> {
     .context("import")?;
     outln!("{}", imported.id);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `http://…` or `https://…` (any case), as docker tells a URL from a file name.
+fn is_url(text: &str) -> bool {
+    let lower = text.get(..8).unwrap_or(text).to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
 }

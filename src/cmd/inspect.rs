@@ -12,14 +12,28 @@ use crate::output::{outln, Shape, Template};
 use crate::view::ImageView;
 
 pub fn run(store: &Store, args: InspectArgs) -> Result<ExitCode> {
-    if let Some(kind) = args.kind.as_deref().filter(|k| *k != "image") {
-        bail!("unsupported --type \"{kind}\": only images can be inspected so far");
+    let kind = args.kind.as_deref();
+    if let Some(kind) = kind.filter(|k| !matches!(*k, "image" | "container")) {
+        bail!("unsupported --type \"{kind}\": kiln inspects images and containers");
     }
     let template = args.format.as_deref().map(Template::parse).transpose()?;
     let index = store.index()?;
+    let containers = if kind == Some("image") { Vec::new() } else { crate::container::list(store)? };
     let mut found = Vec::new();
     let mut failed = false;
     for name in &args.names {
+        // docker looks for a container first, then an image.
+        if kind != Some("image") {
+            if let Ok(c) = crate::container::find_in(containers.clone(), name) {
+                found.push(container_json(&c));
+                continue;
+            }
+            if kind == Some("container") {
+                eprintln!("Error: No such container: {name}");
+                failed = true;
+                continue;
+            }
+        }
         match index.resolve(name).map_err(anyhow::Error::from).and_then(|id| ImageView::load(store, &index, &id)) {
             Ok(view) => found.push(inspect_json(&view)),
             Err(err) => {
@@ -31,8 +45,8 @@ pub fn run(store: &Store, args: InspectArgs) -> Result<ExitCode> {
     match template {
         Some(template) => {
             // Rendered first, printed after: a template that fails prints nothing.
-            let lines =
-                found.iter().map(|v| template.render(&template_context(v), &SHAPE)).collect::<Result<Vec<_>>>()?;
+            let context = |v: &Value| if v.get("State").is_some() { v.clone() } else { template_context(v) };
+            let lines = found.iter().map(|v| template.render(&context(v), &SHAPE)).collect::<Result<Vec<_>>>()?;
             for line in lines {
                 outln!("{line}");
             }
@@ -44,7 +58,110 @@ pub fn run(store: &Store, args: InspectArgs) -> Result<ExitCode> {
 
 /// docker renders `inspect --format` against Go structs: these keys hold maps (a missing key is
 /// `<no value>`), every other object is a struct (a missing field is an error).
-const SHAPE: Shape = Shape { maps: &["Labels", "ExposedPorts", "Volumes", "Data"] };
+const SHAPE: Shape =
+    Shape { maps: &["Labels", "ExposedPorts", "Volumes", "Data", "Ports", "Networks", "PortBindings"] };
+
+/// docker's container JSON (the fields users and scripts read).
+pub fn container_json(c: &crate::container::Container) -> Value {
+    let r = &c.record;
+    let config = &r.config;
+    let state = &r.state;
+    let status = state.status;
+    let zero_time = |t: &str| if t.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { t.to_string() };
+    let mounts: Vec<Value> = config
+        .mounts
+        .iter()
+        .map(|m| {
+            json!({
+                "Type": m.kind,
+                "Name": if m.kind == "volume" { m.source.clone() } else { String::new() },
+                "Source": m.source,
+                "Destination": m.target,
+                "Mode": "",
+                "RW": !m.readonly,
+                "Propagation": if m.kind == "bind" { "rprivate" } else { "" },
+            })
+        })
+        .collect();
+    let binds: Vec<String> = config
+        .mounts
+        .iter()
+        .filter(|m| m.kind == "bind")
+        .map(|m| format!("{}:{}{}", m.source, m.target, if m.readonly { ":ro" } else { "" }))
+        .collect();
+    let hostname = if config.hostname.is_empty() { r.short_id().to_string() } else { config.hostname.clone() };
+    let mut log_config = serde_json::Map::new();
+    if let Some(size) = config.log.max_size {
+        log_config.insert("max-size".into(), json!(size.to_string()));
+    }
+    if let Some(n) = config.log.max_file {
+        log_config.insert("max-file".into(), json!(n.to_string()));
+    }
+    let live = state.status.is_live();
+    let network = crate::container::ports::parse_network(&config.network).unwrap_or_default();
+    let network_settings =
+        crate::container::ports::network_settings(network, if live { &state.ports } else { &[] }, live);
+    json!({
+        "Id": r.id,
+        "Created": r.created,
+        "Path": config.argv().first().cloned().unwrap_or_default(),
+        "Args": config.argv().iter().skip(1).cloned().collect::<Vec<_>>(),
+        "State": {
+            "Status": status.as_str(),
+            "Running": matches!(status, crate::container::Status::Running | crate::container::Status::Paused),
+            "Paused": status == crate::container::Status::Paused,
+            "Restarting": status == crate::container::Status::Restarting,
+            "OOMKilled": state.oom_killed,
+            "Dead": status == crate::container::Status::Dead,
+            "Pid": state.pid,
+            "ExitCode": state.exit_code,
+            "Error": state.error,
+            "StartedAt": zero_time(&state.started_at),
+            "FinishedAt": zero_time(&state.finished_at),
+        },
+        "Image": config.image,
+        "LogPath": c.log_path(),
+        "Name": format!("/{}", r.name),
+        "RestartCount": state.restart_count,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "HostConfig": {
+            "Binds": binds,
+            "LogConfig": {"Type": "json-file", "Config": log_config},
+            "NetworkMode": config.network,
+            "PortBindings": crate::container::ports::port_bindings(&config.ports),
+            "RestartPolicy": {"Name": config.restart.display_name(), "MaximumRetryCount": config.restart.max_retries},
+            "AutoRemove": config.auto_remove,
+            "Memory": config.resources.memory.unwrap_or(0),
+            "MemorySwap": config.resources.memory.map_or(0, |m| m.saturating_mul(2)),
+            "NanoCpus": config.resources.nano_cpus.unwrap_or(0),
+            "PidsLimit": config.resources.pids_limit,
+        },
+        "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": c.upper_dir(), "WorkDir": c.work_dir()}},
+        "Mounts": mounts,
+        "Config": {
+            "Hostname": hostname,
+            "Domainname": "",
+            "User": config.user,
+            "AttachStdin": false,
+            "AttachStdout": false,
+            "AttachStderr": false,
+            "Tty": config.tty,
+            "OpenStdin": config.open_stdin,
+            "StdinOnce": false,
+            "Env": config.env,
+            "Cmd": config.cmd,
+            "Image": config.image_ref,
+            "Volumes": null,
+            "WorkingDir": config.working_dir,
+            "Entrypoint": if config.entrypoint.is_empty() { Value::Null } else { json!(config.entrypoint) },
+            "OnBuild": null,
+            "Labels": config.labels,
+            "StopSignal": config.stop_signal,
+        },
+        "NetworkSettings": network_settings,
+    })
+}
 
 /// The fields docker's container config always has, with their zero values, so a template may
 /// name any of them (`{{.Config.Labels}}` is `map[]` on an image without labels).

@@ -25,35 +25,60 @@ fn registry_host(text: Option<&str>) -> String {
 
 pub fn login(args: LoginArgs) -> Result<ExitCode> {
     let registry = registry_host(args.registry.as_deref());
-    let username = match &args.username {
-        Some(u) if !u.is_empty() => u.clone(),
-        _ => bail!("login: a user name is required (-u USER)"),
+    let given_user = args.username.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    if args.password_stdin && args.password.is_some() {
+        bail!("login: --password and --password-stdin are mutually exclusive");
+    }
+    if args.password_stdin && given_user.is_none() {
+        bail!("login: Must provide --username with --password-stdin");
+    }
+    // Without a password in the arguments or on stdin, docker asks on the terminal, and refuses
+    // when there is none.
+    let interactive = !args.password_stdin && args.password.is_none();
+    if interactive && !io::stdin().is_terminal() {
+        bail!("login: Cannot perform an interactive login from a non TTY device (use -u USER --password-stdin)");
+    }
+    let username = match given_user {
+        Some(user) => user.to_string(),
+        None => prompt_username()?,
     };
     let password = if args.password_stdin {
-        if args.password.is_some() {
-            bail!("login: --password and --password-stdin are mutually exclusive");
-        }
         let mut line = String::new();
         io::stdin().lock().read_line(&mut line).context("login: reading the password from stdin")?;
         line.trim_end_matches(['\n', '\r']).to_string()
     } else if let Some(p) = &args.password {
         eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
         p.clone()
-    } else if io::stdin().is_terminal() {
-        bail!("login: interactive password prompts are not supported yet; use --password-stdin");
     } else {
-        bail!("login: no password given; use --password-stdin");
+        // Read on the terminal with echo off (rpassword talks to /dev/tty).
+        let password = rpassword::prompt_password("Password: ").context("login: reading the password")?;
+        crate::output::outln!();
+        password
     };
     if password.is_empty() {
         bail!("login: the password is empty");
     }
     let credentials = Credentials { username, password };
-    let client = Client::connect(&registry, args.tls.client_options(Some(credentials.clone()))).context("login")?;
+    let client = Client::connect(&registry, args.tls.client_options(Some(credentials.clone()))?).context("login")?;
     client.check_login().context("login")?;
     let path = docker_config_path()?;
     save_credentials(&path, &registry, &credentials).context("login: saving credentials")?;
     outln!("Login Succeeded");
     Ok(ExitCode::SUCCESS)
+}
+
+/// docker's `Username: ` prompt: a line from the terminal on stdin.
+fn prompt_username() -> Result<String> {
+    crate::output::out!("Username: ");
+    let mut line = String::new();
+    if io::stdin().lock().read_line(&mut line).context("login: reading the user name")? == 0 {
+        bail!("login: no user name given (end of input)");
+    }
+    let user = line.trim().to_string();
+    if user.is_empty() {
+        bail!("login: Username is required");
+    }
+    Ok(user)
 }
 
 pub fn logout(args: LogoutArgs) -> Result<ExitCode> {

@@ -1,22 +1,30 @@
 //! One file per command; `run` opens the store the command needs and dispatches.
 
+mod attach;
 mod build;
 mod builder;
+mod exec;
 mod history;
 mod images;
 mod import;
+mod info;
 mod inspect;
 mod load;
 mod login;
+pub mod logs;
 mod port;
 mod prune;
+mod ps;
 mod pull;
 mod push;
 mod reproduce;
+mod rm;
 mod rmi;
 mod run;
 mod save;
 mod search;
+mod start;
+mod stats;
 mod system;
 mod tag;
 
@@ -41,6 +49,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         crate::output::out!("{}", <Cli as clap::CommandFactory>::command().render_help());
         return Ok(ExitCode::SUCCESS);
     };
+    crate::config::set_flag_mirrors(cli.registry_mirrors);
     if let Command::Version(args) = &command {
         return version(args.format.as_deref());
     }
@@ -48,6 +57,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Some(root) => root,
         None => default_root()?,
     };
+    if let Command::Supervise { id } = &command {
+        crate::container::supervisor::supervise_detached(&root, id)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let open = |mode| Store::open(&root, mode).with_context(|| format!("opening store {}", root.display()));
     match command {
         Command::Version(_) => unreachable!("handled above"),
@@ -57,11 +70,59 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) | Command::Container { command: ContainerCommand::Run(args) } => {
             run::run(&open(LockMode::Shared)?, args)
         }
+        Command::Create(args) | Command::Container { command: ContainerCommand::Create(args) } => {
+            run::create(&open(LockMode::Shared)?, args)
+        }
+        Command::Start(args) | Command::Container { command: ContainerCommand::Start(args) } => {
+            start::start(&open(LockMode::Shared)?, args)
+        }
+        Command::Stop(args) | Command::Container { command: ContainerCommand::Stop(args) } => {
+            start::stop(&open(LockMode::Shared)?, args)
+        }
+        Command::Restart(args) | Command::Container { command: ContainerCommand::Restart(args) } => {
+            start::restart(&open(LockMode::Shared)?, args)
+        }
+        Command::Kill(args) | Command::Container { command: ContainerCommand::Kill(args) } => {
+            start::kill(&open(LockMode::Shared)?, args)
+        }
+        Command::Wait(args) | Command::Container { command: ContainerCommand::Wait(args) } => {
+            start::wait(&open(LockMode::Shared)?, args)
+        }
+        Command::Rename(args) | Command::Container { command: ContainerCommand::Rename(args) } => {
+            start::rename(&open(LockMode::Shared)?, args)
+        }
+        Command::Attach(args) | Command::Container { command: ContainerCommand::Attach(args) } => {
+            attach::run(&open(LockMode::Shared)?, args)
+        }
+        Command::Exec(args) | Command::Container { command: ContainerCommand::Exec(args) } => {
+            exec::exec(&open(LockMode::Shared)?, args)
+        }
+        Command::Top(args) | Command::Container { command: ContainerCommand::Top(args) } => {
+            exec::top(&open(LockMode::Shared)?, args)
+        }
+        Command::Logs(args) | Command::Container { command: ContainerCommand::Logs(args) } => {
+            logs::run(&open(LockMode::Shared)?, args)
+        }
+        Command::Container { command: ContainerCommand::Inspect(mut args) } => {
+            args.kind = Some("container".into());
+            inspect::run(&open(LockMode::Shared)?, args)
+        }
+        Command::Container { command: ContainerCommand::Prune(args) } => rm::prune(&open(LockMode::Shared)?, args),
+        Command::Supervise { .. } => unreachable!("handled above"),
         Command::Ps(args) | Command::Container { command: ContainerCommand::Ls(args) } => {
-            run::ps(&open(LockMode::Shared)?, args)
+            ps::run(&open(LockMode::Shared)?, args)
         }
         Command::Rm(args) | Command::Container { command: ContainerCommand::Rm(args) } => {
-            run::rm(&open(LockMode::Shared)?, args)
+            rm::rm(&open(LockMode::Shared)?, args)
+        }
+        Command::Stats(args) | Command::Container { command: ContainerCommand::Stats(args) } => {
+            stats::stats(&open(LockMode::Shared)?, args)
+        }
+        Command::Pause(args) | Command::Container { command: ContainerCommand::Pause(args) } => {
+            stats::pause(&open(LockMode::Shared)?, args)
+        }
+        Command::Unpause(args) | Command::Container { command: ContainerCommand::Unpause(args) } => {
+            stats::unpause(&open(LockMode::Shared)?, args)
         }
         Command::Port(args) | Command::Container { command: ContainerCommand::Port(args) } => {
             port::run(&open(LockMode::Shared)?, args)
@@ -92,6 +153,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Image { command: ImageCommand::Prune(args) } => prune::run(|| open(LockMode::Exclusive), args),
         Command::Builder { command: BuilderCommand::Prune(args) } => builder::prune(|| open(LockMode::Exclusive), args),
+        Command::Info(args) | Command::System { command: SystemCommand::Info(args) } => {
+            info::run(&open(LockMode::Shared)?, args)
+        }
         Command::System { command: SystemCommand::Df } => system::df(&open(LockMode::Shared)?),
         Command::System { command: SystemCommand::Fsck(args) } => system::fsck(&open(LockMode::Shared)?, args),
         Command::Pull(args) | Command::Image { command: ImageCommand::Pull(args) } => {
@@ -149,7 +213,7 @@ fn default_root() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/kiln"))
 }
 
-fn nix_is_root() -> bool {
+pub(crate) fn nix_is_root() -> bool {
     // The owner of /proc/self is our effective uid; avoids unsafe geteuid() in the binary crate.
     std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use kiln_cas::registry::{pull_image, Client, LayerStatus, Platform, PullEvent};
+use kiln_cas::registry::{list_tags_with_mirrors, pull_with_mirrors, ClientOptions, LayerStatus, Platform, PullEvent};
 use kiln_cas::{Reference, Store};
 
 use crate::cli::PullArgs;
@@ -25,12 +25,12 @@ pub fn run(store: &Store, args: PullArgs) -> Result<ExitCode> {
             bail!("pull: a tag or digest cannot be used with --all-tags/-a");
         }
     }
-    let client = Client::connect(reference.domain(), args.tls.client_options(None)).context("pull")?;
+    let options = args.tls.client_options(None)?;
     if !args.all_tags {
-        pull_one(store, &client, &reference, &platform, args.quiet)?;
+        pull_one(store, &options, &reference, &platform, args.quiet)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut tags = client.list_tags(reference.path()).context("pull")?;
+    let mut tags = list_tags_with_mirrors(&reference, &options).context("pull")?;
     tags.sort();
     if tags.is_empty() {
         bail!("pull: {} has no tags", reference.familiar_repository());
@@ -38,12 +38,19 @@ pub fn run(store: &Store, args: PullArgs) -> Result<ExitCode> {
     for tag in tags {
         let tagged = Reference::parse(&format!("{}:{tag}", reference.repository()))
             .with_context(|| format!("pull: the registry lists an invalid tag for {}", reference.repository()))?;
-        pull_one(store, &client, &tagged, &platform, args.quiet)?;
+        pull_one(store, &options, &tagged, &platform, args.quiet)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn pull_one(store: &Store, client: &Client, reference: &Reference, platform: &Platform, quiet: bool) -> Result<()> {
+/// One image, from docker.io's mirrors first when it is a docker.io image.
+fn pull_one(
+    store: &Store,
+    options: &ClientOptions,
+    reference: &Reference,
+    platform: &Platform,
+    quiet: bool,
+) -> Result<()> {
     let shown = match (reference.tag(), reference.digest()) {
         (_, Some(digest)) => digest.to_string(),
         (Some(tag), None) => tag.to_string(),
@@ -56,7 +63,7 @@ fn pull_one(store: &Store, client: &Client, reference: &Reference, platform: &Pl
     let style = ProgressStyle::with_template("{prefix}: {msg} [{bar:40}] {bytes}/{total_bytes}")
         .expect("progress template")
         .progress_chars("=> ");
-    let outcome = pull_image(store, client, reference, platform, &mut |event| {
+    let outcome = pull_with_mirrors(store, reference, platform, options, &mut |event| {
         if quiet {
             return;
         }

@@ -19,7 +19,7 @@ pub fn run(store: &Store, args: PushArgs) -> Result<ExitCode> {
     if !store.index()?.tags.contains_key(&reference.to_string()) {
         bail!("An image does not exist locally with the tag: {}", reference.familiar_repository());
     }
-    let client = Client::connect(reference.domain(), args.tls.client_options(None)).context("push")?;
+    let client = Client::connect(reference.domain(), args.tls.client_options(None)?).context("push")?;
     if !args.quiet {
         println!("The push refers to repository [{}]", reference.repository());
     }

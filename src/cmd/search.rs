@@ -35,7 +35,7 @@ pub fn run(args: SearchArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let client = Client::connect(&registry, args.tls.client_options(None)).context("search")?;
+    let client = Client::connect(&registry, args.tls.client_options(None)?).context("search")?;
     let mut names: Vec<String> =
         client.catalog().context("search")?.into_iter().filter(|n| n.contains(&term)).collect();
     names.sort();

@@ -52,6 +52,8 @@ pub struct ContainerConfig {
     /// The image's labels with `--label` applied.
     pub labels: BTreeMap<String, String>,
     pub log: LogConfig,
+    /// `--memory`, `--cpus`, `--pids-limit`.
+    pub resources: super::resources::Resources,
 }
 
 impl ContainerConfig {
@@ -218,6 +220,8 @@ pub fn prepare(store: &Store, container: &Container) -> Result<Prepared> {
         tty: config.tty,
         output: None,
         seccomp: config.seccomp.to_runtime(),
+        // Every container gets a cgroup of its own (as in docker): `stats` and `pause` use it.
+        cgroup: Some(config.resources.cgroup_spec(container.id())),
         ..Default::default()
     };
     Ok(Prepared { spec, lease })

@@ -12,8 +12,12 @@
 //! No daemon: every kiln process reads the truth from here, and the supervisor is the only
 //! writer of a running container's exit.
 
+pub mod attach;
 pub mod config;
+pub mod logs;
 pub mod ports;
+pub mod resources;
+pub mod supervisor;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -64,10 +68,6 @@ impl Status {
 
     pub fn can_start(self) -> bool {
         matches!(self, Status::Created | Status::Exited)
-    }
-
-    pub fn can_exec(self) -> bool {
-        self == Status::Running
     }
 }
 
@@ -299,6 +299,7 @@ fn settle(dir: &Path, record: &mut Record) -> Result<()> {
         fresh.state.supervisor_pid = 0;
         fresh.state.finished_at = now();
         write_record(dir, &fresh)?;
+        resources::remove_leftover_cgroup(&fresh.id);
     }
     *record = fresh;
     Ok(())
@@ -434,7 +435,6 @@ mod tests {
     fn status_guards() {
         assert!(Status::Exited.can_start() && Status::Created.can_start());
         assert!(!Status::Running.can_start() && !Status::Paused.can_start());
-        assert!(Status::Running.can_exec() && !Status::Paused.can_exec());
         assert!(Status::Restarting.is_live() && !Status::Dead.is_live());
     }
 }

@@ -168,8 +168,9 @@ fn container_group_has_dockers_aliases() {
     for sub in ["run", "rm", "remove"] {
         assert_eq!(k.run(&["container", sub, "--help"]).status.code(), Some(0), "container {sub}");
     }
+    // docker's client exits 1 when the daemon refuses (no such container).
     let out = k.run(&["container", "rm", "nosuch"]);
-    assert_eq!(out.status.code(), Some(125), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     if !is_root() {
         return;
     }

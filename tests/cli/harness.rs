@@ -44,6 +44,11 @@ impl Kiln {
         self.dir.path().join("store")
     }
 
+    /// The kiln config file (`KILN_CONFIG`) of this test's commands.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("kiln-config.json")
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -51,7 +56,9 @@ impl Kiln {
     /// `kiln --root <store> ARGS…`, not yet run.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::cargo_bin("kiln").expect("kiln binary");
-        cmd.env_remove("KILN_ROOT").arg("--root").arg(self.root()).args(args);
+        // The machine's /etc/kiln/config.json is not the test's: KILN_CONFIG names a file in the
+        // test's directory (absent unless the test writes it).
+        cmd.env_remove("KILN_ROOT").env("KILN_CONFIG", self.config_path()).arg("--root").arg(self.root()).args(args);
         cmd
     }
 

@@ -352,3 +352,30 @@ fn registry_tls_client_certificate_from_cert_dir_is_presented() {
     ok(&kiln, &["pull", "--cert-dir", certs, &reference], &[]);
     assert_eq!(kiln.image_id(&reference), id);
 }
+
+#[test]
+fn registry_tls_insecure_registries_and_an_https_mirror_from_the_config_file() {
+    let Some(registry) = TlsRegistry::start(LOOPBACK, false) else { return };
+    let kiln = Kiln::new();
+    let reference = registry.reference("library/busybox:latest");
+    let id = kiln.import_busybox(&reference);
+    // Not listed: refused as without --tls-verify=false.
+    let err = fails(&kiln, &["push", &reference], &[]);
+    assert!(err.contains(&registry.host()) && err.contains("HTTPS"), "{err}");
+    // insecure-registries (a CIDR range holding its address) is --tls-verify=false for it.
+    std::fs::write(kiln.config_path(), r#"{"insecure-registries": ["127.0.0.0/8"]}"#).unwrap();
+    let pushed = ok(&kiln, &["push", &reference], &[]);
+    assert!(pushed.contains(": Pushed"), "{pushed}");
+
+    // The same registry as an https:// docker.io mirror: trusted only through the config.
+    let other = Kiln::new();
+    let mirror = format!("https://{}", registry.host());
+    std::fs::write(other.config_path(), serde_json::json!({"registry-mirrors": [mirror]}).to_string()).unwrap();
+    let err = fails(&other, &["pull", "-q", "busybox"], &[]);
+    assert!(err.contains("after the mirrors failed") && err.contains("invalid peer certificate"), "{err}");
+    let config = serde_json::json!({"registry-mirrors": [mirror], "insecure-registries": [registry.host()]});
+    std::fs::write(other.config_path(), config.to_string()).unwrap();
+    ok(&other, &["pull", "-q", "busybox"], &[]);
+    assert_eq!(other.image_id("busybox"), id);
+    other.assert_fsck_clean();
+}

@@ -118,11 +118,18 @@ impl StageResult {
 pub struct StoreImages<'a> {
     store: &'a Store,
     policy: PullPolicy,
+    options: ClientOptions,
 }
 
 impl<'a> StoreImages<'a> {
     pub fn new(store: &'a Store, policy: PullPolicy) -> StoreImages<'a> {
-        StoreImages { store, policy }
+        StoreImages { store, policy, options: ClientOptions::default() }
+    }
+
+    /// How base images are pulled: registry mirrors, insecure registries.
+    pub fn with_client_options(mut self, options: ClientOptions) -> StoreImages<'a> {
+        self.options = options;
+        self
     }
 }
 
@@ -138,7 +145,7 @@ impl ImageConfigSource for StoreImages<'_> {
             }
             (_, policy) => {
                 let platform = Platform::parse(platform).map_err(|e| e.to_string())?;
-                resolve_or_pull(self.store, &parsed, &platform, policy, ClientOptions::default())
+                resolve_or_pull(self.store, &parsed, &platform, policy, self.options.clone())
                     .map_err(|e| format!("not in the store, and pulling it failed: {e}"))?
             }
         };

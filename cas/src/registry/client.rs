@@ -133,6 +133,11 @@ pub struct ClientOptions {
     /// certificate) are in this directory instead of `/etc/containers/certs.d/<registry>/` and
     /// `/etc/docker/certs.d/<registry>/`.
     pub cert_dir: Option<PathBuf>,
+    /// docker.io's pull-through mirrors (`registry-mirrors`), tried in order before docker.io
+    /// by [`super::pull_with_mirrors`].
+    pub mirrors: Vec<super::Mirror>,
+    /// `insecure-registries`: registries reached as with `insecure`.
+    pub insecure_registries: Vec<super::InsecureRegistry>,
 }
 
 /// A manifest or index as the registry sent it.
@@ -277,6 +282,8 @@ impl Client {
     /// directory is reached over plain HTTP, or with `insecure` over HTTPS without checks first.
     pub fn connect(registry: &str, options: ClientOptions) -> Result<Client> {
         crate::reference::check_registry_port(registry)?;
+        let mut options = options;
+        options.insecure |= super::mirror::is_insecure(registry, &options.insecure_registries);
         let endpoint = if registry == crate::reference::DEFAULT_DOMAIN { "registry-1.docker.io" } else { registry };
         let credentials = match options.credentials {
             Some(c) => Some(c),
@@ -342,6 +349,34 @@ impl Client {
             Err(PingError::SpeaksHttps) => Err(client.error(None, "GET /v2/ answered 400")),
             Err(PingError::Other(e)) => Err(e),
         }
+    }
+
+    /// Connects to a docker.io mirror at its URL (with its own credentials and certificates, by
+    /// its `host[:port]`); an `https://` mirror listed in `insecure-registries` (or with
+    /// `insecure`) is reached without certificate checks.
+    pub fn connect_mirror(mirror: &super::Mirror, options: &ClientOptions) -> Result<Client> {
+        let authority = mirror.authority();
+        let insecure = options.insecure || super::mirror::is_insecure(authority, &options.insecure_registries);
+        let timeouts = Timeouts::from_env()?;
+        let certs = registry_certs(authority, options.cert_dir.as_deref(), &CERTS_D)?;
+        let roots = certs.as_ref().map_or_else(|| roots_with(&[]), |c| roots_with(&c.cas));
+        let client_cert = certs.as_ref().and_then(|c| c.client.clone());
+        let client = Client {
+            agent: agent(tls_config(!insecure, &roots, client_cert.as_ref().map(|(cert, _)| cert)), &timeouts),
+            base: mirror.base_url(),
+            registry: authority.to_string(),
+            credentials: super::auth::credentials_for(authority)?,
+            auth: Mutex::new(AuthState::default()),
+            timeouts,
+        };
+        client.ping().map_err(|e| match e {
+            PingError::Transport(why) => client.error(None, format!("cannot reach the mirror: {why}")),
+            PingError::SpeaksHttps => {
+                client.error(None, format!("the mirror speaks only HTTPS: use https:// in {mirror}"))
+            }
+            PingError::Other(e) => e,
+        })?;
+        Ok(client)
     }
 
     /// The registry as references name it.
@@ -1526,6 +1561,113 @@ impl Read for BlobStream<'_> {
                 }
             }
         }
+    }
+}
+
+/// The most `kiln import URL` downloads unless `$KILN_IMPORT_MAX_SIZE` (bytes) says otherwise.
+pub const DOWNLOAD_LIMIT: u64 = 64 << 30;
+/// The environment variable that sets the download limit of `kiln import URL`, in bytes.
+pub const DOWNLOAD_LIMIT_ENV: &str = "KILN_IMPORT_MAX_SIZE";
+
+/// The body of an `http://` or `https://` URL (for `kiln import URL`), as a stream: HTTPS checked
+/// against the machine's CAs, redirects followed (at most 10), the registry client's timeouts
+/// (`KILN_NET_TIMEOUT`), and at most `$KILN_IMPORT_MAX_SIZE` bytes (64 GiB by default). Errors
+/// name the URL.
+pub fn download(url: &str) -> Result<Download> {
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(Error::invalid(format!("URL {}", cut(url, 200)), "only http:// and https:// URLs can be imported"));
+    }
+    let shown = shown_url(url);
+    let fail = |why: String| Error::invalid(format!("GET {shown}"), why);
+    let limit = match std::env::var(DOWNLOAD_LIMIT_ENV) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| Error::invalid(format!("{DOWNLOAD_LIMIT_ENV}={}", cut(&text, 40)), "not a number of bytes"))?,
+        Err(_) => DOWNLOAD_LIMIT,
+    };
+    let timeouts = Timeouts::from_env()?;
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(MAX_REDIRECTS as u32)
+        .tls_config(tls_config(true, &roots_with(&[]), None))
+        .timeout_connect(Some(timeouts.connect))
+        .timeout_send_request(Some(timeouts.idle))
+        .timeout_recv_response(Some(timeouts.response))
+        .timeout_per_read(Some(timeouts.idle))
+        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+        .accept_encoding("identity")
+        .build()
+        .new_agent();
+    let mut resp = agent.get(url).call().map_err(|e| fail(transport_error(&e, &timeouts)))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let reason = status.canonical_reason().unwrap_or("");
+        let _ = read_error_body(&mut resp);
+        return Err(fail(format!("the server answered {} {reason}", status.as_u16())));
+    }
+    let announced = header(&resp, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(size) = announced.filter(|size| *size > limit) {
+        return Err(fail(format!("{size} bytes is more than the limit of {limit} ({DOWNLOAD_LIMIT_ENV})")));
+    }
+    let failure = Arc::default();
+    Ok(Download { body: resp.into_body().into_reader(), shown, limit, read: 0, timeouts, failure })
+}
+
+/// A URL for messages: without a user name or password.
+fn shown_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else { return cut(url, 200) };
+    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => cut(&format!("{}{}", &url[..start], &url[start + at + 1..]), 200),
+        None => cut(url, 200),
+    }
+}
+
+/// A download in progress; reading past the limit, or a timeout, is an error naming the URL.
+pub struct Download {
+    body: ureq::BodyReader<'static>,
+    shown: String,
+    limit: u64,
+    read: u64,
+    timeouts: Timeouts,
+    failure: Arc<OnceLock<String>>,
+}
+
+impl Download {
+    /// The URL, for messages (credentials left out).
+    pub fn url(&self) -> &str {
+        &self.shown
+    }
+
+    /// Where the reason the download failed (a timeout, the size limit) is kept, for the one
+    /// line that reports it: readers of the stream (a tar parser) may hide it behind their own.
+    pub fn failure(&self) -> Arc<OnceLock<String>> {
+        self.failure.clone()
+    }
+
+    fn fail(&self, why: String) -> io::Error {
+        let _ = self.failure.set(why.clone());
+        io::Error::other(why)
+    }
+}
+
+impl Read for Download {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = match self.body.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let why = self.timeouts.describe_io(&e);
+                return Err(self.fail(format!("download failed: {why}")));
+            }
+        };
+        self.read += n as u64;
+        if self.read > self.limit {
+            let why = format!("larger than the limit of {} bytes ({DOWNLOAD_LIMIT_ENV})", self.limit);
+            return Err(self.fail(why));
+        }
+        Ok(n)
     }
 }
 

@@ -10,12 +10,14 @@
 pub mod auth;
 pub mod cache;
 pub mod client;
+pub mod mirror;
 pub mod pull;
 pub mod push;
 
 pub use auth::Credentials;
 pub use cache::{pull_cache, push_cache, CacheImport};
 pub use client::{Client, ClientOptions};
+pub use mirror::{list_tags_with_mirrors, pull_with_mirrors, InsecureRegistry, Mirror};
 pub use pull::{pull_image, LayerStatus, Platform, PullEvent, PullOutcome};
 pub use push::{push_image, BlobStatus, LayerCompression, PushOutcome};
 
@@ -59,8 +61,7 @@ pub fn resolve_or_pull(
             reference.familiar()
         ))),
         (PullPolicy::Always, _) | (PullPolicy::Missing, None) => {
-            let client = Client::connect(reference.domain(), options)?;
-            Ok(pull_image(store, &client, reference, platform, &mut |_| {})?.id)
+            Ok(pull_with_mirrors(store, reference, platform, &options, &mut |_| {})?.id)
         }
     }
 }

@@ -232,6 +232,8 @@ pub(crate) struct ChildConfig {
     pub go_r: RawFd,
     /// Where `init` sends the pty master, when `tty`.
     pub pty_sock: Option<RawFd>,
+    /// The process's stdin (without a tty), in place of `stdin`'s choice.
+    pub stdin_fd: Option<RawFd>,
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -260,7 +262,7 @@ fn exit(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn last_errno() -> i32 {
+pub(crate) fn last_errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
@@ -314,47 +316,160 @@ fn unblock_all_signals() {
     }
 }
 
-fn set_pdeathsig() {
+pub(crate) fn set_pdeathsig() {
     // SAFETY: plain prctl.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
 }
 
 // ---- the monitor -------------------------------------------------------------------------------
 
-/// The monitor: runs in the child of `fork`, never returns.
-pub(crate) fn monitor(cfg: &ChildConfig) -> ! {
-    // Signals are blocked (kiln blocked them around fork) and stay blocked here: the monitor only
-    // waits, and is killed only by SIGKILL (or by kiln's death).
-    reset_signal_dispositions();
-    set_pdeathsig();
-    // SAFETY: getppid cannot fail.
-    if unsafe { libc::getppid() } != cfg.parent_pid {
-        exit(1);
+/// The descriptors and lifetime of a monitor: the one of a container's `init`, or the one of a
+/// process `exec`'d into a running container (`exec.rs`).
+pub(crate) struct MonitorIo {
+    /// kiln's pid, to detect a parent that died before `PR_SET_PDEATHSIG` took effect.
+    pub parent_pid: i32,
+    pub status_w: RawFd,
+    pub out_w: Option<RawFd>,
+    pub err_w: Option<RawFd>,
+    pub exec_w: RawFd,
+    pub go_r: RawFd,
+    pub pty_sock: Option<RawFd>,
+    /// A descriptor the monitor's `enter` needs (a pidfd to join), kept open until then.
+    pub enter_fd: Option<RawFd>,
+    /// The program's stdin, when given (see `Program::stdin_fd`).
+    pub stdin_fd: Option<RawFd>,
+    /// Whether the monitor dies with kiln and reports its child's exit. Off for a detached exec:
+    /// kiln's child leaves at once, and its own child (not waited for by kiln) starts the
+    /// process, lets it go on, and reaps it when it ends, without reporting.
+    pub attached: bool,
+}
+
+impl ChildConfig {
+    fn monitor_io(&self) -> MonitorIo {
+        MonitorIo {
+            parent_pid: self.parent_pid,
+            status_w: self.status_w,
+            out_w: self.out_w,
+            err_w: self.err_w,
+            exec_w: self.exec_w,
+            go_r: self.go_r,
+            pty_sock: self.pty_sock,
+            enter_fd: None,
+            stdin_fd: self.stdin_fd,
+            attached: true,
+        }
     }
-    let inherited: Vec<RawFd> =
-        [Some(cfg.status_w), cfg.out_w, cfg.err_w, Some(cfg.exec_w), Some(cfg.go_r), cfg.pty_sock]
-            .into_iter()
-            .flatten()
-            .collect();
-    close_fds_except(&inherited);
-    // Out of kiln's session and process group: terminal signals go to kiln, which forwards them.
-    // SAFETY: plain syscall.
-    unsafe { libc::setsid() };
-    let fail = |step: &str, errno: i32| -> ! {
-        send(cfg.status_w, &Msg::Setup { step: step.to_string(), errno, message: String::new() });
-        exit(1)
-    };
+
+    fn program(&self) -> Program<'_> {
+        Program {
+            seccomp: &self.seccomp,
+            argv: &self.argv,
+            env: &self.env,
+            path_var: self.path_var.as_deref(),
+            home: &self.home,
+            cwd: &self.cwd,
+            create_cwd: true,
+            user: &self.user,
+            stdin: self.stdin,
+            tty: self.tty,
+            out_w: self.out_w,
+            err_w: self.err_w,
+            pty_sock: self.pty_sock,
+            status_w: self.status_w,
+            stdin_fd: self.stdin_fd,
+            all_caps: false,
+            die_with_parent: true,
+        }
+    }
+}
+
+/// The monitor of a new container: runs in the child of `fork`, never returns.
+pub(crate) fn monitor(cfg: &ChildConfig) -> ! {
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     if cfg.network.isolated() {
         flags |= libc::CLONE_NEWNET;
     }
-    // SAFETY: plain syscall; the monitor is single-threaded.
-    if unsafe { libc::unshare(flags) } != 0 {
-        fail("creating namespaces", last_errno());
+    supervise(
+        &cfg.monitor_io(),
+        || {
+            // SAFETY: plain syscall; the monitor is single-threaded.
+            if unsafe { libc::unshare(flags) } != 0 {
+                return Err(("creating namespaces", last_errno()));
+            }
+            Ok(())
+        },
+        |life_r| init(cfg, life_r),
+    )
+}
+
+/// A monitor's life (in the child of `fork`; never returns): enters the namespaces with `enter`,
+/// forks the process that runs `child` (given the pipe it must wait on before going on; it
+/// should never return), reports
+/// its pid, lets it go on once kiln says so (kills it otherwise), and — when attached — waits
+/// for it and reports its wait status.
+pub(crate) fn supervise(
+    cfg: &MonitorIo,
+    enter: impl FnOnce() -> Result<(), (&'static str, i32)>,
+    child: impl FnOnce(OwnedFd),
+) -> ! {
+    // Signals are blocked (kiln blocked them around fork) and stay blocked here: the monitor only
+    // waits, and is killed only by SIGKILL (or by kiln's death).
+    reset_signal_dispositions();
+    if cfg.attached {
+        set_pdeathsig();
     }
-    // `init` waits on this pipe for the monitor to have reported its pid (so that kiln can
+    // SAFETY: getppid cannot fail.
+    if unsafe { libc::getppid() } != cfg.parent_pid {
+        exit(1);
+    }
+    let inherited: Vec<RawFd> = [
+        Some(cfg.status_w),
+        cfg.out_w,
+        cfg.err_w,
+        Some(cfg.exec_w),
+        Some(cfg.go_r),
+        cfg.pty_sock,
+        cfg.stdin_fd,
+        cfg.enter_fd,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    close_fds_except(&inherited);
+    let fail = |step: &str, errno: i32| -> ! {
+        send(cfg.status_w, &Msg::Setup { step: step.to_string(), errno, message: String::new() });
+        exit(1)
+    };
+    if !cfg.attached {
+        // Detached: the work is done by a child that kiln does not wait for, which outlives
+        // kiln and reaps the process it starts when that ends.
+        // SAFETY: glibc's fork in a single-threaded process.
+        match unsafe { libc::fork() } {
+            0 => {}
+            pid if pid < 0 => fail("forking", last_errno()),
+            _ => exit(0),
+        }
+        // Nor does it keep kiln's stdio open (a reader of kiln's output would wait for it).
+        match nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+            Ok(null) => {
+                for fd in 0..3 {
+                    if let Err(e) = dup2(null.as_raw_fd(), fd) {
+                        fail("redirecting stdio to /dev/null", e.raw_os_error().unwrap_or(libc::EIO));
+                    }
+                }
+            }
+            Err(e) => fail("opening /dev/null", e as i32),
+        }
+    }
+    // Out of kiln's session and process group: terminal signals go to kiln, which forwards them.
+    // SAFETY: plain syscall.
+    unsafe { libc::setsid() };
+    if let Err((step, errno)) = enter() {
+        fail(step, errno);
+    }
+    // The child waits on this pipe for the monitor to have reported its pid (so that kiln can
     // forward signals before the container's process runs), and sees EOF if the monitor died
-    // before `init`'s PDEATHSIG was set.
+    // before the child's PDEATHSIG was set.
     let (life_r, life_w) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => fail("creating a pipe", e as i32),
@@ -362,11 +477,12 @@ pub(crate) fn monitor(cfg: &ChildConfig) -> ! {
     // SAFETY: glibc's fork in a single-threaded process.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        fail("forking the container's init", last_errno());
+        fail("forking the container's process", last_errno());
     }
     if pid == 0 {
         drop(life_w);
-        init(cfg, life_r);
+        child(life_r);
+        exit(125);
     }
     drop(life_r);
     close_fds_except(&[cfg.status_w, life_w.as_raw_fd(), cfg.go_r]);
@@ -392,6 +508,11 @@ pub(crate) fn monitor(cfg: &ChildConfig) -> ! {
         // SAFETY: plain syscall on our own child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+    if !cfg.attached {
+        // Nothing more to report: kiln sees EOF once the process has exec'd.
+        // SAFETY: closing our own descriptor.
+        unsafe { libc::close(cfg.status_w) };
+    }
     let mut status = 0;
     loop {
         // SAFETY: status is a valid out pointer.
@@ -403,7 +524,9 @@ pub(crate) fn monitor(cfg: &ChildConfig) -> ! {
             fail("waiting for the container", last_errno());
         }
     }
-    send(cfg.status_w, &Msg::Exit(status));
+    if cfg.attached {
+        send(cfg.status_w, &Msg::Exit(status));
+    }
     exit(0)
 }
 
@@ -411,28 +534,9 @@ pub(crate) fn monitor(cfg: &ChildConfig) -> ! {
 
 fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
     set_pdeathsig();
-    let mut go = [0u8; 1];
-    loop {
-        // SAFETY: reading one byte into a valid buffer.
-        let n = unsafe { libc::read(life_r.as_raw_fd(), go.as_mut_ptr().cast(), 1) };
-        if n == 1 {
-            break;
-        }
-        if n < 0 && last_errno() == libc::EINTR {
-            continue;
-        }
-        // EOF: the monitor is gone (and kiln, most likely).
-        exit(1);
-    }
-    drop(life_r);
+    wait_for_go(life_r);
     let status_w = cfg.status_w;
-    let setup_fail = |step: &str, err: io::Error| -> ! {
-        send(
-            status_w,
-            &Msg::Setup { step: step.to_string(), errno: err.raw_os_error().unwrap_or(0), message: err.to_string() },
-        );
-        exit(125)
-    };
+    let setup_fail = |step: &str, err: io::Error| -> ! { fail_setup(status_w, step, err) };
     // SAFETY: plain syscalls.
     unsafe {
         libc::setsid();
@@ -460,6 +564,64 @@ fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
     drop(sys);
 
     // From here on the process is inside the container's root: "/" is the overlay.
+    start_program(&cfg.program())
+}
+
+/// Waits for the monitor's go-ahead on `life_r`; leaves on EOF (the monitor is gone).
+pub(crate) fn wait_for_go(life_r: OwnedFd) {
+    let mut go = [0u8; 1];
+    loop {
+        // SAFETY: reading one byte into a valid buffer.
+        let n = unsafe { libc::read(life_r.as_raw_fd(), go.as_mut_ptr().cast(), 1) };
+        if n == 1 {
+            break;
+        }
+        if n < 0 && last_errno() == libc::EINTR {
+            continue;
+        }
+        // EOF: the monitor is gone (and kiln, most likely).
+        exit(1);
+    }
+}
+
+fn fail_setup(status_w: RawFd, step: &str, err: io::Error) -> ! {
+    send(
+        status_w,
+        &Msg::Setup { step: step.to_string(), errno: err.raw_os_error().unwrap_or(0), message: err.to_string() },
+    );
+    exit(125)
+}
+
+/// The container's process as `init` and `exec` start it, from inside the container's root
+/// (the process's `/`): user, stdio, working dir, seccomp, capabilities, credentials, `execve`.
+pub(crate) struct Program<'a> {
+    pub seccomp: &'a [seccompiler::BpfProgram],
+    pub argv: &'a [CString],
+    pub env: &'a [CString],
+    pub path_var: Option<&'a str>,
+    pub home: &'a HomeVar,
+    pub cwd: &'a str,
+    /// Create a missing working dir (WORKDIR of `run`); `exec -w` requires it to exist.
+    pub create_cwd: bool,
+    pub user: &'a str,
+    pub stdin: StdinMode,
+    pub tty: bool,
+    pub out_w: Option<RawFd>,
+    pub err_w: Option<RawFd>,
+    pub pty_sock: Option<RawFd>,
+    pub status_w: RawFd,
+    /// The process's stdin (without a tty), in place of `stdin`'s choice.
+    pub stdin_fd: Option<RawFd>,
+    /// Keep every capability (`--privileged`) instead of docker's default set.
+    pub all_caps: bool,
+    /// Die with the monitor (set again after the credential change).
+    pub die_with_parent: bool,
+}
+
+/// Starts `p`'s program in the current root; never returns (errors go to `p.status_w`).
+pub(crate) fn start_program(p: &Program<'_>) -> ! {
+    let status_w = p.status_w;
+    let setup_fail = |step: &str, err: io::Error| -> ! { fail_setup(status_w, step, err) };
     let root = match nix::fcntl::open(
         "/",
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -468,61 +630,66 @@ fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
         Ok(fd) => fd,
         Err(e) => setup_fail("opening the new root", errno_io(e)),
     };
-    let user = match read_user(root.as_fd(), &cfg.user) {
+    let user = match read_user(root.as_fd(), p.user) {
         Ok(u) => u,
         Err(msg) => {
             send(status_w, &Msg::User(msg));
             exit(125)
         }
     };
-    if let Err(e) = setup_stdio(cfg, root.as_fd(), &user) {
+    if let Err(e) = setup_stdio(p, root.as_fd(), &user) {
         setup_fail("setting up stdio", e);
     }
     // WORKDIR: resolved in the new root only (so `/proc/self/fd/N` names our own fds, all of
     // which are closed at exec), created owned by the user if missing.
-    match resolve(root.as_fd(), &cfg.cwd, Want::Dir, Some((user.uid, user.gid)), &mut Vec::new()) {
+    let want = if p.create_cwd { Want::Dir } else { Want::Nothing };
+    match resolve(root.as_fd(), p.cwd, want, Some((user.uid, user.gid)), &mut Vec::new()) {
         Ok(Some(fd)) => {
             let st = nix::sys::stat::fstat(&fd).map_err(errno_io);
             if !st.map(|st| is_dir(&st)).unwrap_or(false) {
-                setup_fail(&format!("changing to {}", cfg.cwd), io::Error::from_raw_os_error(libc::ENOTDIR));
+                setup_fail(&format!("changing to {}", p.cwd), io::Error::from_raw_os_error(libc::ENOTDIR));
             }
             if let Err(e) = nix::unistd::fchdir(&fd) {
-                setup_fail(&format!("changing to {}", cfg.cwd), errno_io(e));
+                setup_fail(&format!("changing to {}", p.cwd), errno_io(e));
             }
         }
-        Ok(None) => unreachable!("Want::Dir creates"),
-        Err(e) => setup_fail(&format!("creating {}", cfg.cwd), e),
+        Ok(None) => setup_fail(&format!("changing to {}", p.cwd), io::Error::from_raw_os_error(libc::ENOENT)),
+        Err(e) => setup_fail(&format!("creating {}", p.cwd), e),
     }
     drop(root);
     // While CAP_SYS_ADMIN is still held, so no_new_privs can stay off (as in docker); every
     // syscall from here to execve is one the filter allows.
-    for program in &cfg.seccomp {
+    for program in p.seccomp {
         if let Err(e) = super::seccomp::install(program) {
             setup_fail("installing the seccomp filter", e);
         }
     }
-    if let Err(e) = drop_capabilities() {
-        setup_fail("dropping capabilities", e);
+    if !p.all_caps {
+        if let Err(e) = drop_capabilities() {
+            setup_fail("dropping capabilities", e);
+        }
     }
     if let Err(e) = switch_user(&user) {
         setup_fail("switching user", e);
     }
     // Credential changes clear the parent-death signal: set it again.
-    set_pdeathsig();
+    if p.die_with_parent {
+        set_pdeathsig();
+    }
     // SAFETY: plain syscall.
     unsafe { libc::umask(0o022) };
 
-    let argv0 = cfg.argv[0].to_bytes();
-    let path = match find_executable(argv0, cfg.path_var.as_deref().unwrap_or(DEFAULT_PATH)) {
-        Ok(p) => p,
+    let argv0 = p.argv[0].to_bytes();
+    let path = match find_executable(argv0, p.path_var.unwrap_or(DEFAULT_PATH)) {
+        Ok(found) => found,
         Err(errno) => {
             send(status_w, &Msg::Exec { errno, path: String::from_utf8_lossy(argv0).into_owned() });
             exit(if errno == libc::ENOENT { 127 } else { 126 })
         }
     };
-    let mut argv: Vec<*const libc::c_char> = cfg.argv.iter().map(|a| a.as_ptr()).collect();
+    let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
-    let home_entry = match cfg.home {
+    let home_entry = match p.home {
         HomeVar::Set => None,
         HomeVar::Empty(_) | HomeVar::Missing => {
             let home = user.home.as_deref().unwrap_or("/");
@@ -530,14 +697,14 @@ fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
             Some(CString::new(format!("HOME={home}")).unwrap_or_else(|_| c"HOME=/".to_owned()))
         }
     };
-    let mut envp: Vec<*const libc::c_char> = Vec::with_capacity(cfg.env.len() + 2);
-    for (i, entry) in cfg.env.iter().enumerate() {
-        match (&cfg.home, &home_entry) {
+    let mut envp: Vec<*const libc::c_char> = Vec::with_capacity(p.env.len() + 2);
+    for (i, entry) in p.env.iter().enumerate() {
+        match (&p.home, &home_entry) {
             (HomeVar::Empty(at), Some(home)) if *at == i => envp.push(home.as_ptr()),
             _ => envp.push(entry.as_ptr()),
         }
     }
-    if let (HomeVar::Missing, Some(home)) = (&cfg.home, &home_entry) {
+    if let (HomeVar::Missing, Some(home)) = (&p.home, &home_entry) {
         envp.push(home.as_ptr());
     }
     envp.push(std::ptr::null());
@@ -614,7 +781,7 @@ fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-fn setup_stdio(cfg: &ChildConfig, root: BorrowedFd<'_>, user: &ExecUser) -> io::Result<()> {
+fn setup_stdio(cfg: &Program<'_>, root: BorrowedFd<'_>, user: &ExecUser) -> io::Result<()> {
     if cfg.tty {
         let pts = resolve(root, "/dev/pts", Want::Nothing, None, &mut Vec::new())?
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
@@ -653,7 +820,9 @@ fn setup_stdio(cfg: &ChildConfig, root: BorrowedFd<'_>, user: &ExecUser) -> io::
         }
         return Ok(());
     }
-    if cfg.stdin == StdinMode::Null {
+    if let Some(fd) = cfg.stdin_fd {
+        dup2(fd, 0)?;
+    } else if cfg.stdin == StdinMode::Null {
         let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
             .map_err(errno_io)?;
         dup2(null.as_raw_fd(), 0)?;

@@ -15,11 +15,15 @@
 //! - writable [`MountSpec::Layers`] mounts get their upper dirs in a scratch directory next to
 //!   the upper dir, deleted once the container is gone.
 //!
-//! Not done yet: cgroups (so no OOM detection and no resource limits), seccomp, AppArmor/SELinux,
-//! user namespaces (rootless).
+//! With [`ContainerSpec::cgroup`], the container runs in a cgroup of its own (made before its
+//! `init` runs anything, removed when it is gone; see [`crate::cgroup`]) with the resource limits
+//! asked for, and an OOM kill of its process is reported as [`ExitOutcome::OomKilled`].
+//!
+//! Not done yet: AppArmor/SELinux, user namespaces (rootless).
 
 mod child;
 mod cleanup;
+mod exec;
 pub mod net;
 pub mod plan;
 mod relay;
@@ -33,11 +37,13 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
-use nix::fcntl::OFlag;
-
+pub use exec::{exec_in, ExecSpec};
 pub use net::{PortMapping, Proto};
 pub use plan::{apply_plan, mount_plan, Attrs, Create, MountOp, Source, Syscall};
 pub use seccomp::Seccomp;
+
+use crate::cgroup::Cgroup;
+pub use crate::cgroup::{CgroupSpec, Resources};
 
 /// The network of a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -153,8 +159,16 @@ pub struct ContainerSpec {
     pub on_started: Option<StartedHook>,
     /// Called before `init` goes on (see [`CreatedHook`]); runs in kiln's process.
     pub on_created: Vec<CreatedHook>,
+    /// The container's stdin, in place of `stdin`'s choice: the process's fd 0 without a tty,
+    /// relayed into the pty with one (a supervisor's pipe from `attach` clients).
+    pub stdin_fd: Option<OwnedFd>,
     /// The process's seccomp filter (docker's default unless unconfined).
     pub seccomp: Seccomp,
+    /// Run in a cgroup of this name with these limits (`None`: in kiln's own cgroup, no
+    /// limits, no OOM detection, nothing to pause). A cgroup left by an earlier start under the
+    /// same name is removed first (its processes killed). When there are no limits and the machine cannot make the cgroup
+    /// (none mounted, no permission), the container runs in kiln's own instead.
+    pub cgroup: Option<CgroupSpec>,
 }
 
 /// How the container's process ended.
@@ -162,7 +176,8 @@ pub struct ContainerSpec {
 pub enum ExitOutcome {
     Exited(i32),
     Signaled(i32),
-    /// Needs cgroups, which this runtime does not use yet: never reported for now.
+    /// Killed (SIGKILL) by the kernel's OOM killer for going over its cgroup's memory limit;
+    /// only reported for a container with a [`ContainerSpec::cgroup`].
     OomKilled,
 }
 
@@ -180,6 +195,9 @@ impl ExitOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunResult {
     pub outcome: ExitOutcome,
+    /// Whether the OOM killer killed any process of the container (docker's `OOMKilled`, which
+    /// is true even when the process it killed was not the main one); false without a cgroup.
+    pub oom_killed: bool,
 }
 
 /// Why a container could not run its process.
@@ -198,6 +216,9 @@ pub enum ContainerError {
     /// The bridge network could not be attached (a port in use, no tool, the tool failed).
     #[error("{0}")]
     Network(#[from] net::NetError),
+    /// `exec` into a container whose process (this host pid) is gone.
+    #[error("the container's process {pid} is not running")]
+    NotRunning { pid: i32 },
 }
 
 impl ContainerError {
@@ -317,6 +338,31 @@ impl Drop for LayersScratch {
     }
 }
 
+/// A container's cgroup, removed (its leftovers killed) if the run fails early.
+struct RemoveOnDrop(Option<Cgroup>);
+
+impl RemoveOnDrop {
+    fn oom_killed(&self) -> bool {
+        self.0.as_ref().is_some_and(Cgroup::oom_killed)
+    }
+
+    fn remove(mut self) -> Result<(), ContainerError> {
+        let Some(cgroup) = self.0.take() else { return Ok(()) };
+        cgroup.remove().map_err(|e| ContainerError::Setup {
+            step: format!("removing the container's cgroup kiln/{}", cgroup.name()),
+            source: io::Error::other(e),
+        })
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(cgroup) = self.0.take() {
+            let _ = cgroup.remove();
+        }
+    }
+}
+
 /// The bridge network's tool while the container runs, or why it could not start.
 #[derive(Default)]
 struct NetSlot {
@@ -331,65 +377,9 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     let argv = cstrings(&spec.argv, "argument")?;
     let env = cstrings(&spec.env, "environment entry")?;
     let layers_scratch = LayersScratch::create(&spec)?;
-
-    let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-    let capture = spec.output.is_some() && !spec.tty;
-    let (out_r, out_w) = if capture {
-        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-        (Some(r), Some(w))
-    } else {
-        (None, None)
-    };
-    let (err_r, err_w) = if capture && spec.stderr_output.is_some() {
-        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-        (Some(r), Some(w))
-    } else {
-        (None, None)
-    };
-    // Held only by `init`, closed by its `execve`: EOF with no error reported means the program
-    // runs.
-    let (exec_r, exec_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-    let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup_err("creating a pipe"))?;
-    let (pty_parent, pty_child): (Option<OwnedFd>, Option<OwnedFd>) = if spec.tty {
-        let (a, b) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::SeqPacket,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(setup_err("creating a socket pair"))?;
-        (Some(a), Some(b))
-    } else {
-        (None, None)
-    };
-    let seccomp = seccomp::programs(&spec.seccomp)
-        .map_err(|e| ContainerError::Setup { step: "preparing seccomp".into(), source: std::io::Error::other(e) })?;
-    let cfg = child::ChildConfig {
-        seccomp,
-        plan,
-        argv,
-        env,
-        path_var: child::path_from_env(&spec.env),
-        home: child::home_from_env(&spec.env),
-        layers_scratch: layers_scratch.path.clone(),
-        cwd: spec.cwd.clone(),
-        user: spec.user.clone(),
-        hostname: spec.hostname.clone(),
-        network: spec.network,
-        stdin: spec.stdin,
-        tty: spec.tty,
-        // SAFETY: getpid cannot fail.
-        parent_pid: unsafe { libc::getpid() },
-        status_w: status_w.as_raw_fd(),
-        out_w: out_w.as_ref().map(|fd| fd.as_raw_fd()),
-        err_w: err_w.as_ref().map(|fd| fd.as_raw_fd()),
-        exec_w: exec_w.as_raw_fd(),
-        go_r: go_r.as_raw_fd(),
-        pty_sock: pty_child.as_ref().map(|fd| fd.as_raw_fd()),
-    };
-
-    // The bridge network is attached once init's namespaces exist, before the program runs;
-    // the tool is stopped (below) once the container is gone.
+    // The bridge network is attached once init's namespaces exist (after it joined its cgroup,
+    // whose hook goes first), before the program runs; the tool is stopped (below) once the
+    // container is gone.
     let attached: std::sync::Arc<std::sync::Mutex<NetSlot>> = Default::default();
     if spec.network == Network::Bridge {
         let tool = net::Tool::find().ok_or(net::NetError::NoTool)?;
@@ -414,6 +404,61 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
             }),
         );
     }
+    let cgroup = match &spec.cgroup {
+        // Without limits, a machine that cannot give the container a cgroup (none mounted, or
+        // not writable) runs it in kiln's own.
+        Some(cg) => match Cgroup::create(cg) {
+            Err(_) if cg.resources.is_empty() => None,
+            Err(e) => {
+                return Err(ContainerError::Setup {
+                    step: format!("making the container's cgroup kiln/{}", cg.name),
+                    source: io::Error::other(e),
+                })
+            }
+            Ok(cgroup) => {
+                let joining = cgroup.clone();
+                // First, so that no other hook runs while the process is outside its limits.
+                spec.on_created.insert(0, Box::new(move |pid| joining.add_pid(pid).map_err(io::Error::other)));
+                Some(RemoveOnDrop(Some(cgroup)))
+            }
+        },
+        None => None,
+    };
+
+    let capture = spec.output.is_some() && !spec.tty;
+    let channels = relay::Channels::new(capture, spec.stderr_output.is_some(), spec.tty)?;
+    let (status_r, status_w) = channels.status;
+    let (out_r, out_w) = channels.out.map_or((None, None), |(r, w)| (Some(r), Some(w)));
+    let (err_r, err_w) = channels.err.map_or((None, None), |(r, w)| (Some(r), Some(w)));
+    let (exec_r, exec_w) = channels.exec;
+    let (go_r, go_w) = channels.go;
+    let (pty_parent, pty_child) = channels.pty.map_or((None, None), |(a, b)| (Some(a), Some(b)));
+    let seccomp = seccomp::programs(&spec.seccomp)
+        .map_err(|e| ContainerError::Setup { step: "preparing seccomp".into(), source: std::io::Error::other(e) })?;
+    let cfg = child::ChildConfig {
+        seccomp,
+        plan,
+        argv,
+        env,
+        path_var: child::path_from_env(&spec.env),
+        home: child::home_from_env(&spec.env),
+        layers_scratch: layers_scratch.path.clone(),
+        cwd: spec.cwd.clone(),
+        user: spec.user.clone(),
+        hostname: spec.hostname.clone(),
+        network: spec.network,
+        stdin: spec.stdin,
+        tty: spec.tty,
+        // SAFETY: getpid cannot fail.
+        parent_pid: unsafe { libc::getpid() },
+        status_w: status_w.as_raw_fd(),
+        out_w: out_w.as_ref().map(|fd| fd.as_raw_fd()),
+        err_w: err_w.as_ref().map(|fd| fd.as_raw_fd()),
+        exec_w: exec_w.as_raw_fd(),
+        go_r: go_r.as_raw_fd(),
+        pty_sock: pty_child.as_ref().map(|fd| fd.as_raw_fd()),
+        stdin_fd: if spec.tty { None } else { spec.stdin_fd.as_ref().map(|fd| fd.as_raw_fd()) },
+    };
 
     let forwarding = relay::Forwarding::start();
     // Signals stay blocked across fork, so no handler of kiln's runs in a child; the children
@@ -450,25 +495,26 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         go: Some(go_w),
         on_created: std::mem::take(&mut spec.on_created),
         pty_sock: pty_parent,
-        stdin_into_pty: spec.tty && spec.stdin == StdinMode::Inherit,
+        stdin_into_pty: spec.tty && (spec.stdin == StdinMode::Inherit || spec.stdin_fd.is_some()),
+        stdin_from: if spec.tty { spec.stdin_fd.take() } else { None },
         sink,
         forwarding: &forwarding,
         user: &spec.user,
     });
-    let mut monitor_status = 0;
-    loop {
-        // SAFETY: monitor_status is a valid out pointer.
-        let r = unsafe { libc::waitpid(pid, &mut monitor_status, 0) };
-        if r == pid || (r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
-            break;
-        }
-    }
+    let monitor_status = relay::wait_child(pid);
     drop(forwarding);
     let net_error = {
         let mut slot = attached.lock().unwrap_or_else(|e| e.into_inner());
         // Kills and reaps the tool: the namespace and its port listeners go with it.
         slot.tool.take();
         slot.error.take()
+    };
+    // Every process of the container is gone with its pid namespace: read what the cgroup saw,
+    // then remove it.
+    let oom_killed = cgroup.as_ref().is_some_and(RemoveOnDrop::oom_killed);
+    let cgroup_removed = match cgroup {
+        Some(c) => c.remove(),
+        None => Ok(()),
     };
     let report = relay_result?;
 
@@ -480,16 +526,20 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         // A failed hook reads "preparing the container": say what the network tool said.
         return Err(net_error.map(ContainerError::from).unwrap_or(err));
     }
+    cgroup_removed?;
     cleanup.map_err(|source| ContainerError::Setup {
         step: "removing mount points from the upper dir and the writable mounts' scratch dir".into(),
         source,
     })?;
     match report.exit {
         Some(status) if libc::WIFEXITED(status) => {
-            Ok(RunResult { outcome: ExitOutcome::Exited(libc::WEXITSTATUS(status)) })
+            Ok(RunResult { outcome: ExitOutcome::Exited(libc::WEXITSTATUS(status)), oom_killed })
+        }
+        Some(status) if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL && oom_killed => {
+            Ok(RunResult { outcome: ExitOutcome::OomKilled, oom_killed })
         }
         Some(status) if libc::WIFSIGNALED(status) => {
-            Ok(RunResult { outcome: ExitOutcome::Signaled(libc::WTERMSIG(status)) })
+            Ok(RunResult { outcome: ExitOutcome::Signaled(libc::WTERMSIG(status)), oom_killed })
         }
         _ => Err(ContainerError::Setup {
             step: "monitoring the container".into(),

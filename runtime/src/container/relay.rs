@@ -223,6 +223,70 @@ fn set_nonblocking(fd: BorrowedFd<'_>) {
     }
 }
 
+// ---- the descriptors between kiln and the children ----------------------------------------------
+
+type Pipe = (OwnedFd, OwnedFd);
+
+fn pipe() -> Result<Pipe, ContainerError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(super::setup_err("creating a pipe"))
+}
+
+/// The pipes (read end, write end) and the pty socket pair (kiln's end, the child's end) between
+/// kiln and a monitor and the process it starts, all close-on-exec, made before `fork`.
+pub(crate) struct Channels {
+    /// The children's messages.
+    pub status: Pipe,
+    /// Captured stdout (and stderr, unless `err`).
+    pub out: Option<Pipe>,
+    /// Captured stderr, apart.
+    pub err: Option<Pipe>,
+    /// Held only by the process, closed by its `execve`: EOF with no error reported means the
+    /// program runs.
+    pub exec: Pipe,
+    /// kiln's go-ahead once the `on_created` hooks ran.
+    pub go: Pipe,
+    /// Where the pty master is passed, with a tty.
+    pub pty: Option<Pipe>,
+}
+
+impl Channels {
+    pub fn new(capture: bool, apart: bool, tty: bool) -> Result<Channels, ContainerError> {
+        let pty = if tty {
+            Some(
+                nix::sys::socket::socketpair(
+                    nix::sys::socket::AddressFamily::Unix,
+                    nix::sys::socket::SockType::SeqPacket,
+                    None,
+                    nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+                )
+                .map_err(super::setup_err("creating a socket pair"))?,
+            )
+        } else {
+            None
+        };
+        Ok(Channels {
+            status: pipe()?,
+            out: if capture { Some(pipe()?) } else { None },
+            err: if capture && apart { Some(pipe()?) } else { None },
+            exec: pipe()?,
+            go: pipe()?,
+            pty,
+        })
+    }
+}
+
+/// Waits for the child `pid` (retrying on EINTR); its wait status, or 0 when it cannot be had.
+pub(crate) fn wait_child(pid: i32) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid || (r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
+            return status;
+        }
+    }
+}
+
 // ---- the relay loop ----------------------------------------------------------------------------
 
 pub(crate) struct RelayIo<'a> {
@@ -241,6 +305,8 @@ pub(crate) struct RelayIo<'a> {
     /// Where the pty master arrives.
     pub pty_sock: Option<OwnedFd>,
     pub stdin_into_pty: bool,
+    /// Read from here instead of kiln's stdin for the pty (the terminal is then left alone).
+    pub stdin_from: Option<OwnedFd>,
     pub sink: Option<OutputSink>,
     pub forwarding: &'a Forwarding,
     pub user: &'a str,
@@ -325,7 +391,8 @@ pub(crate) fn relay(mut io_: RelayIo<'_>) -> Result<Report, ContainerError> {
             let events = if pending_in.is_empty() { libc::POLLIN } else { libc::POLLIN | libc::POLLOUT };
             push(fd.as_raw_fd(), events)
         });
-        let i_stdin = (master.is_some() && stdin_open && pending_in.is_empty()).then(|| push(0, libc::POLLIN));
+        let stdin_raw = io_.stdin_from.as_ref().map_or(0, |fd| fd.as_raw_fd());
+        let i_stdin = (master.is_some() && stdin_open && pending_in.is_empty()).then(|| push(stdin_raw, libc::POLLIN));
         if i_status.is_none() && i_out.is_none() && i_err.is_none() && i_sock.is_none() && i_master.is_none() {
             break;
         }
@@ -427,7 +494,7 @@ pub(crate) fn relay(mut io_: RelayIo<'_>) -> Result<Report, ContainerError> {
                         install(libc::SIGWINCH, on_winch);
                     });
                 }
-                if stdin_open && isatty(0) {
+                if stdin_open && io_.stdin_from.is_none() && isatty(0) {
                     raw_mode = RawMode::enter();
                 }
                 master = Some(m);
@@ -454,7 +521,12 @@ pub(crate) fn relay(mut io_: RelayIo<'_>) -> Result<Report, ContainerError> {
             }
         }
         if ready(i_stdin).is_some() {
-            match read_fd(std::io::stdin().as_fd(), &mut buf) {
+            let kiln_stdin = std::io::stdin();
+            let from = match io_.stdin_from.as_ref() {
+                Some(fd) => fd.as_fd(),
+                None => kiln_stdin.as_fd(),
+            };
+            match read_fd(from, &mut buf) {
                 Ok(0) => stdin_open = false,
                 Ok(n) => pending_in.extend_from_slice(&buf[..n]),
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}

@@ -263,12 +263,24 @@ impl Snapshots {
         let chains = chain_ids(diff_ids);
         let mut below: Vec<PathBuf> = Vec::with_capacity(chains.len());
         for (diff_id, chain) in diff_ids.iter().zip(&chains) {
-            if !self.exists(chain) {
-                let _lock = self.lock(chain.hex(), LockKind::Exclusive)?;
-                if !self.exists(chain) {
-                    let mut lowers = below.clone();
-                    lowers.reverse();
-                    self.unpack(store, diff_id, chain, &lowers)?;
+            // Never block on the exclusive lock: whoever unpacked the snapshot may hold a lease
+            // (a shared lock) on it for as long as its container runs. Try, and look again for
+            // the finished snapshot while someone else holds the lock.
+            let mut pause = std::time::Duration::from_millis(1);
+            while !self.exists(chain) {
+                match self.lock(chain.hex(), LockKind::TryExclusive)? {
+                    Some(_lock) => {
+                        if !self.exists(chain) {
+                            let mut lowers = below.clone();
+                            lowers.reverse();
+                            self.unpack(store, diff_id, chain, &lowers)?;
+                        }
+                        break;
+                    }
+                    None => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                    }
                 }
             }
             below.push(self.path(chain));
@@ -353,11 +365,22 @@ impl Snapshots {
         let discard = |upper_parent_fd: BorrowedFd<'_>| {
             sys::remove_all_at(upper_parent_fd, upper_name).map_err(errno_err("removing", upper))
         };
-        if self.exists(&chain) {
-            discard(upper_parent_fd.as_fd())?;
-            return Ok((chain, path));
-        }
-        let _lock = self.lock(chain.hex(), LockKind::Exclusive)?;
+        // As in prepare_lowers: never wait on the exclusive lock, which a lease on the finished
+        // snapshot may keep for as long as a container runs on it.
+        let mut pause = std::time::Duration::from_millis(1);
+        let _lock = loop {
+            if self.exists(&chain) {
+                discard(upper_parent_fd.as_fd())?;
+                return Ok((chain, path));
+            }
+            match self.lock(chain.hex(), LockKind::TryExclusive)? {
+                Some(lock) => break lock,
+                None => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                }
+            }
+        };
         if self.exists(&chain) {
             discard(upper_parent_fd.as_fd())?;
             return Ok((chain, path));
