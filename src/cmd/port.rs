@@ -14,7 +14,7 @@ pub fn run(store: &Store, args: PortArgs) -> Result<ExitCode> {
     // Ports are bound only while it runs (docker shows nothing for a stopped container).
     let bound = if found.state().status.is_live() { found.state().ports.clone() } else { Vec::new() };
     for line in ports::port_lines(&args.container, &bound, args.private.as_deref())? {
-        crate::output::out!("{line}");
+        crate::output::outln!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

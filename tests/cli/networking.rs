@@ -286,3 +286,92 @@ fn port_names_a_missing_container() {
     let err = k.fails(&["port", "nosuch"]);
     assert!(err.contains("No such container: nosuch"), "{err}");
 }
+
+#[test]
+fn detached_containers_publish_show_and_release_their_ports() {
+    if !can_run() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    web_image(&k);
+    let port = free_port();
+    let needle = format!("--tcp-ports {port}:80");
+    let id = k.ok(&["run", "-d", "--name", "web", "-p", &format!("{port}:80"), "web:1"]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let answer = http_get(port, Duration::from_secs(10)).unwrap_or_else(|e| panic!("GET failed: {e}"));
+    assert!(answer.contains("hello from kiln"), "{answer}");
+    let ps = k.ok(&["ps", "--format", "{{.Names}} {{.Ports}}"]);
+    assert_eq!(ps, format!("web 0.0.0.0:{port}->80/tcp\n"));
+    assert_eq!(k.ok(&["port", "web"]), format!("80/tcp -> 0.0.0.0:{port}\n"));
+    assert_eq!(k.ok(&["port", "web", "80/tcp"]), format!("0.0.0.0:{port}\n"));
+    assert_eq!(k.ok(&["container", "port", "web", "80"]), format!("0.0.0.0:{port}\n"));
+    let err = k.fails(&["port", "web", "81"]);
+    assert!(err.contains("no public port '81/tcp' published for web"), "{err}");
+    let inspect: serde_json::Value = serde_json::from_str(&k.ok(&["container", "inspect", "web"])).unwrap();
+    let settings = &inspect[0]["NetworkSettings"];
+    assert_eq!(settings["Ports"]["80/tcp"][0]["HostPort"], port.to_string(), "{settings}");
+    assert_eq!(settings["IPAddress"], "10.0.2.100", "{settings}");
+    assert_eq!(inspect[0]["HostConfig"]["NetworkMode"], "bridge");
+    assert_eq!(processes_with(&needle).len(), 1, "{:?}", processes_with(&needle));
+
+    // stop: httpd (pid 1) ignores SIGTERM, SIGKILL after 1 s; pasta and the listener go.
+    k.ok(&["stop", "-t", "1", "web"]);
+    assert_eq!(wait_until_gone(&needle), Vec::<String>::new(), "pasta outlived a stopped container");
+    assert!(TcpListener::bind(("0.0.0.0", port)).is_ok(), "port {port} still bound after stop");
+    assert_eq!(k.ok(&["ps", "-a", "--format", "{{.Names}} [{{.Ports}}]"]), "web []\n");
+    assert_eq!(k.ok(&["port", "web"]), "");
+
+    // start binds the same port again; rm -f kills and releases it.
+    k.ok(&["start", "web"]);
+    let answer = http_get(port, Duration::from_secs(10)).unwrap_or_else(|e| panic!("GET after start failed: {e}"));
+    assert!(answer.contains("hello from kiln"), "{answer}");
+    k.ok(&["rm", "-f", "web"]);
+    assert_eq!(wait_until_gone(&needle), Vec::<String>::new(), "pasta outlived rm -f");
+    assert!(TcpListener::bind(("0.0.0.0", port)).is_ok(), "port {port} still bound after rm -f");
+
+    // -P: the image's EXPOSE 80 on a port the kernel chose.
+    k.ok(&["run", "-d", "--name", "any", "-P", "web:1"]);
+    let line = k.ok(&["port", "any", "80"]);
+    let chosen: u16 =
+        line.trim().strip_prefix("0.0.0.0:").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+    let answer = http_get(chosen, Duration::from_secs(10)).unwrap_or_else(|e| panic!("GET on -P port failed: {e}"));
+    assert!(answer.contains("hello from kiln"), "{answer}");
+    k.ok(&["rm", "-f", "any"]);
+    assert_eq!(wait_until_gone(&format!("--tcp-ports {chosen}:80")), Vec::<String>::new());
+    k.assert_fsck_clean();
+}
+
+#[test]
+fn a_sigkilled_supervisor_takes_pasta_with_it() {
+    if !can_run() {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    web_image(&k);
+    let port = free_port();
+    let needle = format!("--tcp-ports {port}:80");
+    k.ok(&["run", "-d", "--name", "web", "-p", &format!("{port}:80"), "web:1"]);
+    http_get(port, Duration::from_secs(10)).unwrap_or_else(|e| panic!("GET failed: {e}"));
+    let inspect: serde_json::Value = serde_json::from_str(&k.ok(&["container", "inspect", "web"])).unwrap();
+    let pid = inspect[0]["State"]["Pid"].as_i64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let supervisor = status.lines().find_map(|l| l.strip_prefix("PPid:")).unwrap().trim().to_string();
+    // The container's pid 1 is a child of the runtime's monitor, whose parent is the supervisor.
+    let monitor_status = std::fs::read_to_string(format!("/proc/{supervisor}/status")).unwrap();
+    let supervisor = monitor_status.lines().find_map(|l| l.strip_prefix("PPid:")).unwrap().trim().to_string();
+    let cmdline = std::fs::read_to_string(format!("/proc/{supervisor}/cmdline")).unwrap_or_default();
+    assert!(cmdline.contains("__supervise"), "not the supervisor: {cmdline:?}");
+    assert!(std::process::Command::new("kill").args(["-KILL", &supervisor]).status().unwrap().success());
+    assert_eq!(wait_until_gone(&needle), Vec::<String>::new(), "pasta outlived its supervisor");
+    let start = Instant::now();
+    while TcpListener::bind(("0.0.0.0", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(5), "port {port} still bound after the supervisor died");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ps = k.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}} [{{.Ports}}]"]);
+    assert!(ps.starts_with("web Exited (137)") && ps.ends_with("[]\n"), "{ps}");
+    k.ok(&["rm", "web"]);
+    k.assert_fsck_clean();
+}
