@@ -230,6 +230,15 @@ fn run_containers_default_to_the_bridge_network() {
     let show = "ip -4 addr show eth0 | grep -o 'inet [0-9./]*'; ip route | grep default; cat /etc/resolv.conf | grep -c nameserver";
     let out = k.ok(&["run", "--rm", "busybox", "sh", "-c", show]);
     assert_eq!(out, "inet 10.0.2.100/24\ndefault via 10.0.2.2 dev eth0 \n1\n");
+    assert_eq!(k.ok(&["run", "--rm", "busybox", "grep", "nameserver", "/etc/resolv.conf"]), "nameserver 10.0.2.3\n");
+    // Names resolve through the tool's DNS forwarder, as on the host.
+    let host_knows = std::process::Command::new("getent").args(["hosts", "deb.debian.org"]).output();
+    if host_knows.is_ok_and(|o| o.status.success()) {
+        let out = k.ok(&["run", "--rm", "busybox", "sh", "-c", "nslookup deb.debian.org 2>&1"]);
+        assert!(out.contains("Name:") && out.contains("deb.debian.org"), "{out}");
+    } else {
+        eprintln!("the host cannot resolve deb.debian.org: DNS from the bridge not checked");
+    }
     let out = k.ok(&["run", "--rm", "--network", "none", "busybox", "sh", "-c", "ls /sys/class/net"]);
     assert_eq!(out, "lo\n");
 }
@@ -374,4 +383,52 @@ fn a_sigkilled_supervisor_takes_pasta_with_it() {
     assert!(ps.starts_with("web Exited (137)") && ps.ends_with("[]\n"), "{ps}");
     k.ok(&["rm", "web"]);
     k.assert_fsck_clean();
+}
+
+#[test]
+fn slirp4netns_stands_in_for_pasta_and_no_tool_is_one_clear_line() {
+    if !is_root() || !have_tool("slirp4netns") {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    // kiln finds the tool on its PATH: one with slirp4netns only, and one with neither.
+    let only_slirp = k.path("only-slirp");
+    let neither = k.path("neither");
+    std::fs::create_dir_all(&only_slirp).unwrap();
+    std::fs::create_dir_all(&neither).unwrap();
+    let slirp = String::from_utf8(
+        std::process::Command::new("sh").args(["-c", "command -v slirp4netns"]).output().unwrap().stdout,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(slirp.trim(), only_slirp.join("slirp4netns")).unwrap();
+    let run = |path: &std::path::Path, args: &[&str]| k.cmd(args).env("PATH", path).output().unwrap();
+
+    let out =
+        run(&only_slirp, &["run", "--rm", "busybox", "sh", "-c", "ip -4 addr show eth0 | grep -o 'inet [0-9./]*'"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "inet 10.0.2.100/24\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&only_slirp, &["run", "--rm", "-p", "8080:80", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: slirp4netns: publishing ports needs pasta (Debian package passt)\n"
+    );
+    let out = run(&neither, &["run", "--rm", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs pasta (Debian package passt) or slirp4netns") && err.lines().count() == 1, "{err}");
+    assert_eq!(wait_until_gone("slirp4netns --configure"), Vec::<String>::new());
+    // A build without either falls back to the host network with one warning, as BuildKit does.
+    let ctx = k.path("ctx-fallback");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN ls /sys/class/net > /nets\n").unwrap();
+    let out = run(&neither, &["build", "--progress", "plain", "-t", "fb:1", ctx.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("RUN steps use the host network").count(), 1, "{err}");
 }

@@ -4,7 +4,7 @@
 //! forwards — as podman does, with no bridge, no iptables and no TCP/IP stack of kiln's.
 //!
 //! The namespace sees the address [`BRIDGE_ADDRESS`]/24 with gateway [`BRIDGE_GATEWAY`] and a DNS
-//! forwarder at [`BRIDGE_DNS`] (slirp4netns's defaults, which podman uses too). The host's
+//! forwarder at [`BRIDGE_DNS`] (its `/etc/resolv.conf`, see [`bridge_resolv_conf`]) (slirp4netns's defaults, which podman uses too). The host's
 //! loopback is *not* reachable from it: pasta runs with `--no-map-gw` and without namespace →
 //! host port forwards (`-T none -U none`), slirp4netns with `--disable-host-loopback`, matching
 //! BuildKit's isolated RUN network. The host's other addresses are reachable, as from docker's
@@ -151,35 +151,18 @@ impl Drop for Attached {
     }
 }
 
-/// The `/etc/resolv.conf` of a bridge container, from the host's: the host's nameservers when
-/// they are reachable from the namespace (not on loopback), else the tool's DNS forwarder, which
-/// relays to the host's resolver. Search and options lines are kept.
+/// The `/etc/resolv.conf` of a bridge container: the tool's DNS forwarder ([`BRIDGE_DNS`], which
+/// relays to the host's resolvers, loopback ones included), with the host's search and options
+/// lines. Not the host's nameservers themselves: pasta (Debian's 2023 version) does not carry
+/// UDP from the namespace to them, and a loopback one would be out of reach anyway.
 pub fn bridge_resolv_conf(host: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(host);
-    let mut out = String::new();
-    let mut servers = 0;
+    let mut out = format!("nameserver {BRIDGE_DNS}\n");
     for line in text.lines() {
-        let mut words = line.split_whitespace();
-        match words.next() {
-            Some("nameserver") => {
-                let usable = words.next().and_then(|a| a.parse::<IpAddr>().ok()).is_some_and(|ip| {
-                    !ip.is_loopback() && matches!(ip, IpAddr::V4(_)) && ip != IpAddr::V4(BRIDGE_ADDRESS)
-                });
-                if usable {
-                    out.push_str(line.trim());
-                    out.push('\n');
-                    servers += 1;
-                }
-            }
-            Some("search" | "domain" | "options") => {
-                out.push_str(line.trim());
-                out.push('\n');
-            }
-            _ => {}
+        if matches!(line.split_whitespace().next(), Some("search" | "domain" | "options")) {
+            out.push_str(line.trim());
+            out.push('\n');
         }
-    }
-    if servers == 0 {
-        out.insert_str(0, &format!("nameserver {BRIDGE_DNS}\n"));
     }
     out.into_bytes()
 }
@@ -453,14 +436,14 @@ mod tests {
     }
 
     #[test]
-    fn resolv_conf_skips_loopback_nameservers() {
+    fn resolv_conf_points_at_the_tools_dns_forwarder() {
         let host = b"# generated\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch example.org\n";
         assert_eq!(
             String::from_utf8(bridge_resolv_conf(host)).unwrap(),
             "nameserver 10.0.2.3\noptions edns0 trust-ad\nsearch example.org\n"
         );
         let host = b"nameserver 10.255.255.53\nnameserver ::1\n";
-        assert_eq!(String::from_utf8(bridge_resolv_conf(host)).unwrap(), "nameserver 10.255.255.53\n");
+        assert_eq!(String::from_utf8(bridge_resolv_conf(host)).unwrap(), "nameserver 10.0.2.3\n");
         assert_eq!(String::from_utf8(bridge_resolv_conf(b"")).unwrap(), "nameserver 10.0.2.3\n");
     }
 
