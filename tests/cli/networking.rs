@@ -432,3 +432,23 @@ fn slirp4netns_stands_in_for_pasta_and_no_tool_is_one_clear_line() {
     assert!(out.status.success(), "{err}");
     assert_eq!(err.matches("RUN steps use the host network").count(), 1, "{err}");
 }
+
+#[test]
+fn the_builds_network_is_part_of_a_run_steps_cache_key() {
+    if !is_root() {
+        return;
+    }
+    let t = crate::cache::CacheTest::new();
+    t.write("Dockerfile", "FROM busybox\nRUN ls /sys/class/net > /nets\n");
+    let (_, cached) = t.build(&[]);
+    assert!(!cached.contains(&"RUN".to_string()), "{cached:?}");
+    let (_, cached) = t.build(&[]);
+    assert!(cached.contains(&"RUN".to_string()), "the same build hits: {cached:?}");
+    // --network none saw other interfaces: not the same step.
+    let (_, cached) = t.build(&["--network", "none"]);
+    assert!(!cached.contains(&"RUN".to_string()), "a RUN cached under another network was reused: {cached:?}");
+    let (_, cached) = t.build(&["--network", "none"]);
+    assert!(cached.contains(&"RUN".to_string()), "{cached:?}");
+    let out = t.k.ok(&["run", "--rm", "--network", "none", "cached:1", "cat", "/nets"]);
+    assert_eq!(out, "lo\n");
+}
