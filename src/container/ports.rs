@@ -166,7 +166,7 @@ pub fn ps_cell(ports: &[PortMapping]) -> String {
 
 /// `kiln port CONTAINER [PRIVATE[/PROTO]]`: docker's lines, `80/tcp -> 0.0.0.0:8080` for all
 /// ports, only `0.0.0.0:8080` for one. Asking for a port that is not published is docker's
-/// error `no public port '80/tcp' published for CONTAINER`.
+/// error `No public port '80/tcp' published for CONTAINER`.
 pub fn port_lines(container: &str, ports: &[PortMapping], private: Option<&str>) -> Result<Vec<String>> {
     let mut sorted = ports.to_vec();
     sorted.sort_by_key(|p| (p.container_port, p.proto));
@@ -183,7 +183,7 @@ pub fn port_lines(container: &str, ports: &[PortMapping], private: Option<&str>)
     let lines: Vec<String> =
         sorted.iter().filter(|p| p.container_port == port && p.proto == proto).map(host_addr).collect();
     if lines.is_empty() {
-        bail!("no public port '{port}/{proto}' published for {container}");
+        bail!("No public port '{port}/{proto}' published for {container}");
     }
     Ok(lines)
 }
@@ -323,7 +323,7 @@ mod tests {
         assert_eq!(port_lines("web", &ports, Some("53/udp")).unwrap(), vec!["127.0.0.1:5353"]);
         assert_eq!(
             port_lines("web", &ports, Some("81")).unwrap_err().to_string(),
-            "no public port '81/tcp' published for web"
+            "No public port '81/tcp' published for web"
         );
         let settings = network_settings(Network::Bridge, &ports, true);
         assert_eq!(settings["Ports"]["80/tcp"], json!([{"HostIp": "0.0.0.0", "HostPort": "8080"}]));

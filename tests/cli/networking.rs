@@ -316,7 +316,7 @@ fn detached_containers_publish_show_and_release_their_ports() {
     assert_eq!(k.ok(&["port", "web", "80/tcp"]), format!("0.0.0.0:{port}\n"));
     assert_eq!(k.ok(&["container", "port", "web", "80"]), format!("0.0.0.0:{port}\n"));
     let err = k.fails(&["port", "web", "81"]);
-    assert!(err.contains("no public port '81/tcp' published for web"), "{err}");
+    assert!(err.contains("No public port '81/tcp' published for web"), "{err}");
     let inspect: serde_json::Value = serde_json::from_str(&k.ok(&["container", "inspect", "web"])).unwrap();
     let settings = &inspect[0]["NetworkSettings"];
     assert_eq!(settings["Ports"]["80/tcp"][0]["HostPort"], port.to_string(), "{settings}");
@@ -451,4 +451,76 @@ fn the_builds_network_is_part_of_a_run_steps_cache_key() {
     assert!(cached.contains(&"RUN".to_string()), "{cached:?}");
     let out = t.k.ok(&["run", "--rm", "--network", "none", "cached:1", "cat", "/nets"]);
     assert_eq!(out, "lo\n");
+}
+
+/// podman (Debian's 4.3, with slirp4netns) beside kiln: the same `-p` flags give the same `port`
+/// lines and `ps` PORTS entries (podman lists them in another order: compared as sets).
+#[test]
+fn published_ports_print_what_podman_prints() {
+    if !can_run() || !have_tool("podman") || !have_tool("slirp4netns") {
+        return;
+    }
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let tag = format!("kiln-net-test-{}:1", std::process::id());
+    let name = format!("kilnnetpeer{}", std::process::id());
+    let podman = |args: &[&str]| std::process::Command::new("podman").args(args).output().unwrap();
+    let imported = podman(&["import", busybox_rootfs().to_str().unwrap(), &tag]);
+    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    struct Gone<'a>(&'a str, &'a str);
+    impl Drop for Gone<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("podman").args(["rm", "-f", self.0]).output();
+            let _ = std::process::Command::new("podman").args(["rmi", "-f", self.1]).output();
+        }
+    }
+    let _gone = Gone(&name, &tag);
+    k.ok(&["tag", "busybox:latest", &tag]);
+    let sorted = |text: &str, sep: &str| {
+        let mut items: Vec<String> = text.trim().split(sep).map(str::to_string).collect();
+        items.sort();
+        items
+    };
+    let mut results = Vec::new();
+    for tool in ["podman", "kiln"] {
+        let (tcp, udp) = (free_port(), free_port());
+        let p1 = format!("{tcp}:80");
+        let p2 = format!("127.0.0.1:{udp}:81/udp");
+        let mut run = vec!["run", "-d", "--name", &name, "-p", &p1, "-p", &p2];
+        if tool == "podman" {
+            // runc cannot raise podman's default rlimits in this sandbox.
+            run.extend(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000", "--network", "slirp4netns"]);
+        }
+        run.extend([tag.as_str(), "httpd", "-f", "-p", "80", "-h", "/"]);
+        let out = |args: &[&str]| {
+            let o = if tool == "podman" { podman(args) } else { k.run(args) };
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout).replace(&tcp.to_string(), "TCP").replace(&udp.to_string(), "UDP"),
+            )
+        };
+        let started = out(&run);
+        assert_eq!(started.0, Some(0), "{tool} run -d");
+        let all = out(&["port", &name]);
+        let one = out(&["port", &name, "80"]);
+        let udp_one = out(&["port", &name, "81/udp"]);
+        let missing = out(&["port", &name, "82"]).0;
+        let ps = out(&["ps", "--format", "{{.Ports}}"]);
+        let _ = out(&["rm", "-f", &name]);
+        results.push((
+            tool,
+            sorted(&all.1, "\n"),
+            one.1,
+            udp_one.1,
+            missing.is_some_and(|c| c != 0),
+            sorted(&ps.1, ", "),
+        ));
+    }
+    let (podman_result, kiln_result) = (&results[0], &results[1]);
+    assert_eq!(kiln_result.1, vec!["80/tcp -> 0.0.0.0:TCP", "81/udp -> 127.0.0.1:UDP"]);
+    assert_eq!(kiln_result.1, podman_result.1, "port");
+    assert_eq!(kiln_result.2, podman_result.2, "port NAME 80");
+    assert_eq!(kiln_result.3, podman_result.3, "port NAME 81/udp");
+    assert_eq!(kiln_result.4, podman_result.4, "port of an unpublished port fails");
+    assert_eq!(kiln_result.5, podman_result.5, "ps PORTS");
 }
