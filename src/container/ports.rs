@@ -48,8 +48,8 @@ fn parse_port(text: &str, what: &str, whole: &str) -> Result<u16> {
     }
 }
 
-/// `-p [IP:][HOST:]CTR[/tcp|/udp]` (an IPv6 address in brackets, `[::1]:8080:80`). Ranges are
-/// not supported.
+/// `-p [IP:][HOST:]CTR[/tcp|/udp]`. Ranges and IPv6 host addresses (`[::1]:8080:80`) are not
+/// supported: the bridge network is IPv4, as docker's default one.
 pub fn parse_publish(text: &str) -> Result<PortSpec> {
     let (addr, proto) = match text.rsplit_once('/') {
         Some((a, "tcp")) => (a, Proto::Tcp),
@@ -87,6 +87,10 @@ pub fn parse_publish(text: &str) -> Result<PortSpec> {
     };
     if ctr.is_empty() {
         bail!("invalid --publish {text}: no container port");
+    }
+    if matches!(host_ip, Some(IpAddr::V6(_))) {
+        // The bridge network is IPv4, as docker's default one.
+        bail!("--publish {text}: kiln publishes on IPv4 host addresses only");
     }
     let host_port = if host.is_empty() { None } else { Some(parse_port(host, "host", text)?) };
     Ok(PortSpec { host_ip, host_port, container_port: parse_port(ctr, "container", text)?, proto })
@@ -271,7 +275,7 @@ mod tests {
         assert_eq!(parse_publish("5353:53/udp").unwrap(), spec(None, Some(5353), 53, Proto::Udp));
         assert_eq!(parse_publish("127.0.0.1:8080:80").unwrap(), spec(Some("127.0.0.1"), Some(8080), 80, Proto::Tcp));
         assert_eq!(parse_publish("127.0.0.1::80/tcp").unwrap(), spec(Some("127.0.0.1"), None, 80, Proto::Tcp));
-        assert_eq!(parse_publish("[::1]:8080:80").unwrap(), spec(Some("::1"), Some(8080), 80, Proto::Tcp));
+        assert!(parse_publish("[::1]:8080:80").unwrap_err().to_string().contains("IPv4 host addresses only"));
         assert_eq!(parse_publish(":8080:80").unwrap(), spec(None, Some(8080), 80, Proto::Tcp));
         for bad in ["", "80/sctp", "x:80", "8080:", "70000:80", "0:80", "1.2.3:8080:80", "8000-8010:80", "a:b:c:d"] {
             let err = parse_publish(bad).expect_err(bad).to_string();

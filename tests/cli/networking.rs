@@ -207,6 +207,7 @@ fn a_taken_host_port_is_dockers_error_and_nothing_runs() {
     for (flags, wanted) in [
         (vec!["-p", "80/sctp"], "invalid protocol"),
         (vec!["-p", "99999:80"], "invalid host port"),
+        (vec!["-p", "[::1]:8080:80"], "IPv4 host addresses only"),
         (vec!["--network", "mynet"], "network mynet not found"),
         (vec!["--network", "host", "-p", "8080:80"], "--publish needs the bridge network"),
     ] {
