@@ -93,6 +93,14 @@ pub enum Command {
     Search(SearchArgs),
     /// Show the kiln version
     Version(VersionArgs),
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(ExportArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(DiffArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
     /// Display system-wide information (store, storage, cgroups, network tool, registries)
     Info(InfoArgs),
     /// Manage images
@@ -106,6 +114,12 @@ pub enum Command {
     Container {
         #[command(subcommand)]
         command: ContainerCommand,
+    },
+    /// Manage volumes
+    #[command(arg_required_else_help = true)]
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
     },
     /// Manage the build cache
     Builder {
@@ -159,10 +173,18 @@ pub enum ImageCommand {
 pub enum ContainerCommand {
     /// Attach the terminal to a running container's output (and stdin, if made with -i)
     Attach(AttachArgs),
+    /// Create a new image from a container's changes
+    Commit(CommitArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
     /// Create a new container (not started)
     Create(RunArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(DiffArgs),
     /// Run a command in a running container
     Exec(ExecArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(ExportArgs),
     /// Show low-level information about containers, as JSON
     Inspect(InspectArgs),
     /// Display the running processes of a container
@@ -199,6 +221,82 @@ pub enum ContainerCommand {
     Unpause(PauseArgs),
     /// List port mappings or a specific mapping for the container
     Port(PortArgs),
+}
+
+/// `kiln volume …`: docker's volume group.
+#[derive(Subcommand, Debug)]
+pub enum VolumeCommand {
+    /// Create a volume
+    Create(VolumeCreateArgs),
+    /// Display detailed information on one or more volumes
+    Inspect(VolumeInspectArgs),
+    /// List volumes
+    #[command(alias = "list")]
+    Ls(VolumeLsArgs),
+    /// Remove unused local volumes
+    Prune(VolumePruneArgs),
+    /// Remove one or more volumes
+    #[command(alias = "remove")]
+    Rm(VolumeRmArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeCreateArgs {
+    /// Volume driver name (only local)
+    #[arg(short = 'd', long, default_value = "local")]
+    pub driver: String,
+    /// Set metadata for a volume (KEY=VALUE)
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Set driver specific options (none supported)
+    #[arg(short = 'o', long = "opt")]
+    pub opts: Vec<String>,
+    /// The volume's name (default: a random one)
+    pub name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeInspectArgs {
+    /// Format output using a Go template
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    #[arg(required = true)]
+    pub volumes: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeLsArgs {
+    /// Only display volume names
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Provide filter values (dangling=true|false, name=, label=, driver=)
+    #[arg(short = 'f', long = "filter")]
+    pub filters: Vec<String>,
+    /// Format output: "table", "json", or a Go template such as '{{.Name}}'
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct VolumePruneArgs {
+    /// Remove all unused volumes, not just anonymous ones
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Provide filter values (label=)
+    #[arg(long = "filter")]
+    pub filters: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeRmArgs {
+    /// Do not fail on a volume that does not exist
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub volumes: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -325,7 +423,12 @@ pub struct BuildArgs {
 }
 
 #[derive(Args, Debug)]
+// docker's `-h` is the host name: help is `--help` only.
+#[command(disable_help_flag = true)]
 pub struct RunArgs {
+    /// Print help
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     /// Run the container in the background and print its ID
     #[arg(short = 'd', long)]
     pub detach: bool,
@@ -353,9 +456,60 @@ pub struct RunArgs {
     /// Read environment variables from a file (KEY=VALUE lines)
     #[arg(long = "env-file")]
     pub env_files: Vec<PathBuf>,
-    /// Bind mount a volume: HOST:CONTAINER[:ro]
+    /// Bind mount a host path or mount a volume: /HOST:/CTR[:ro], NAME:/CTR[:ro], or /CTR (an anonymous volume)
     #[arg(short = 'v', long = "volume")]
     pub volumes: Vec<String>,
+    /// Attach a filesystem mount: type=bind|volume|tmpfs,source=…,target=…[,readonly]
+    #[arg(long = "mount")]
+    pub mounts: Vec<String>,
+    /// Mount a tmpfs directory: /CTR[:size=SIZE,…]
+    #[arg(long = "tmpfs")]
+    pub tmpfs: Vec<String>,
+    /// Mount the container's root filesystem as read only
+    #[arg(long)]
+    pub read_only: bool,
+    /// Add Linux capabilities (NET_ADMIN, CAP_NET_ADMIN, ALL)
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities (CHOWN, CAP_CHOWN, ALL)
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Give extended privileges to this container (all capabilities, no seccomp filter, no masked paths)
+    #[arg(long)]
+    pub privileged: bool,
+    /// Add a custom host-to-IP mapping (host:ip; host-gateway for the host's address)
+    #[arg(long = "add-host")]
+    pub add_hosts: Vec<String>,
+    /// Run an init inside the container (tini) that forwards signals and reaps processes
+    #[arg(long)]
+    pub init: bool,
+    /// Set metadata on the container (KEY=VALUE)
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+    /// Read in a line delimited file of labels
+    #[arg(long = "label-file")]
+    pub label_files: Vec<PathBuf>,
+    /// Pull image before running: always, missing, never
+    #[arg(long, default_value = "missing", value_parser = ["always", "missing", "never"])]
+    pub pull: String,
+    /// Command to run to check health
+    #[arg(long)]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h) (default 0s)
+    #[arg(long)]
+    pub health_interval: Option<String>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(long)]
+    pub health_retries: Option<u32>,
+    /// Maximum time to allow one check to run (ms|s|m|h) (default 0s)
+    #[arg(long)]
+    pub health_timeout: Option<String>,
+    /// Start period for the container to initialize before starting health-retries countdown (ms|s|m|h) (default 0s)
+    #[arg(long)]
+    pub health_start_period: Option<String>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long)]
+    pub no_healthcheck: bool,
     /// Working directory inside the container
     #[arg(short = 'w', long)]
     pub workdir: Option<String>,
@@ -383,7 +537,7 @@ pub struct RunArgs {
     #[arg(short = 't', long)]
     pub tty: bool,
     /// Container host name (default: the short container ID)
-    #[arg(long)]
+    #[arg(short = 'h', long)]
     pub hostname: Option<String>,
     /// Security options: seccomp=unconfined (no filter) or seccomp=FILE (a docker seccomp profile); docker's default profile otherwise
     #[arg(long = "security-opt")]
@@ -826,4 +980,56 @@ impl TlsArgs {
             ..Default::default()
         })
     }
+}
+
+#[derive(Args, Debug)]
+pub struct CommitArgs {
+    /// Container name or ID
+    pub container: String,
+    /// Repository and tag for the new image (REPO[:TAG])
+    pub reference: Option<String>,
+    /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")
+    #[arg(short = 'a', long)]
+    pub author: Option<String>,
+    /// Apply a Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)
+    #[arg(short = 'c', long = "change")]
+    pub changes: Vec<String>,
+    /// Commit message
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// Pause container during commit
+    #[arg(short = 'p', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub pause: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Container name or ID
+    pub container: String,
+    /// Write to a file, instead of STDOUT
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// Container name or ID
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CpArgs {
+    /// CONTAINER:SRC_PATH, a local path, or - (a tar stream on stdin)
+    pub source: String,
+    /// CONTAINER:DEST_PATH, a local path, or - (a tar stream on stdout)
+    pub destination: String,
+    /// Archive mode (copy all uid/gid information)
+    #[arg(short = 'a', long)]
+    pub archive: bool,
+    /// Always follow symbol link in SRC_PATH
+    #[arg(short = 'L', long = "follow-link")]
+    pub follow_link: bool,
+    /// Suppress progress output during copy
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }

@@ -67,11 +67,8 @@ pub fn exec(store: &Store, args: ExecArgs) -> Result<ExitCode> {
 /// profile, with the flags applied.
 fn exec_spec(c: &Container, args: &ExecArgs) -> Result<ExecSpec> {
     let config = &c.record.config;
-    let mut env = config.env.clone();
-    if args.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
-        // docker sets it for a tty (before the flags, which may change it).
-        env.push("TERM=xterm".into());
-    }
+    // docker's HOSTNAME and, for a tty, TERM (before the flags, which may change them).
+    let mut env = config.process_env(&config.hostname_for(c.id()), args.tty);
     for file in &args.env_files {
         let text = fs::read_to_string(file).with_context(|| format!("reading --env-file {}", file.display()))?;
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
@@ -97,11 +94,14 @@ fn exec_spec(c: &Container, args: &ExecArgs) -> Result<ExecSpec> {
         stdin: if args.interactive && !args.detach { StdinMode::Inherit } else { StdinMode::Null },
         tty: args.tty,
         seccomp: match &config.seccomp {
+            _ if config.privileged => Seccomp::Unconfined,
             SeccompSetting::Default => Seccomp::Default,
             SeccompSetting::Unconfined => Seccomp::Unconfined,
             SeccompSetting::Profile(text) => Seccomp::Profile(text.clone()),
         },
         privileged: args.privileged,
+        // The container's own set (run's --cap-add, --cap-drop, --privileged), as docker does.
+        capabilities: config.capabilities().ok(),
         detach: args.detach,
         ..Default::default()
     })

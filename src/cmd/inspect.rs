@@ -68,27 +68,10 @@ pub fn container_json(c: &crate::container::Container) -> Value {
     let state = &r.state;
     let status = state.status;
     let zero_time = |t: &str| if t.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { t.to_string() };
-    let mounts: Vec<Value> = config
-        .mounts
-        .iter()
-        .map(|m| {
-            json!({
-                "Type": m.kind,
-                "Name": if m.kind == "volume" { m.source.clone() } else { String::new() },
-                "Source": m.source,
-                "Destination": m.target,
-                "Mode": "",
-                "RW": !m.readonly,
-                "Propagation": if m.kind == "bind" { "rprivate" } else { "" },
-            })
-        })
-        .collect();
-    let binds: Vec<String> = config
-        .mounts
-        .iter()
-        .filter(|m| m.kind == "bind")
-        .map(|m| format!("{}:{}{}", m.source, m.target, if m.readonly { ":ro" } else { "" }))
-        .collect();
+    let (mounts, host_mounts, tmpfs) = mounts_json(c);
+    let binds: Vec<String> =
+        config.mounts.iter().filter(|m| !m.bind_spec.is_empty()).map(|m| m.bind_spec.clone()).collect();
+    let binds = if binds.is_empty() { Value::Null } else { json!(binds) };
     let hostname = if config.hostname.is_empty() { r.short_id().to_string() } else { config.hostname.clone() };
     let mut log_config = serde_json::Map::new();
     if let Some(size) = config.log.max_size {
@@ -101,7 +84,7 @@ pub fn container_json(c: &crate::container::Container) -> Value {
     let network = crate::container::ports::parse_network(&config.network).unwrap_or_default();
     let network_settings =
         crate::container::ports::network_settings(network, if live { &state.ports } else { &[] }, live);
-    json!({
+    let mut value = json!({
         "Id": r.id,
         "Created": r.created,
         "Path": config.argv().first().cloned().unwrap_or_default(),
@@ -118,6 +101,7 @@ pub fn container_json(c: &crate::container::Container) -> Value {
             "Error": state.error,
             "StartedAt": zero_time(&state.started_at),
             "FinishedAt": zero_time(&state.finished_at),
+            "Health": state.health,
         },
         "Image": config.image,
         "LogPath": c.log_path(),
@@ -132,6 +116,14 @@ pub fn container_json(c: &crate::container::Container) -> Value {
             "PortBindings": crate::container::ports::port_bindings(&config.ports),
             "RestartPolicy": {"Name": config.restart.display_name(), "MaximumRetryCount": config.restart.max_retries},
             "AutoRemove": config.auto_remove,
+            "CapAdd": if config.cap_add.is_empty() { Value::Null } else { json!(config.cap_add) },
+            "CapDrop": if config.cap_drop.is_empty() { Value::Null } else { json!(config.cap_drop) },
+            "ExtraHosts": if config.extra_hosts.is_empty() { Value::Null } else { json!(config.extra_hosts) },
+            "Privileged": config.privileged,
+            "ReadonlyRootfs": config.readonly_rootfs,
+            "Init": if config.init { json!(true) } else { Value::Null },
+            "Mounts": host_mounts,
+            "Tmpfs": tmpfs,
             "Memory": config.resources.memory.unwrap_or(0),
             "MemorySwap": config.resources.memory.map_or(0, |m| m.saturating_mul(2)),
             "NanoCpus": config.resources.nano_cpus.unwrap_or(0),
@@ -152,7 +144,8 @@ pub fn container_json(c: &crate::container::Container) -> Value {
             "Env": config.env,
             "Cmd": config.cmd,
             "Image": config.image_ref,
-            "Volumes": null,
+            "Volumes": volumes_json(config),
+            "Healthcheck": config.healthcheck,
             "WorkingDir": config.working_dir,
             "Entrypoint": if config.entrypoint.is_empty() { Value::Null } else { json!(config.entrypoint) },
             "OnBuild": null,
@@ -160,7 +153,73 @@ pub fn container_json(c: &crate::container::Container) -> Value {
             "StopSignal": config.stop_signal,
         },
         "NetworkSettings": network_settings,
-    })
+    });
+    // docker has no Health without a health check.
+    if state.health.is_none() {
+        if let Some(state) = value.get_mut("State").and_then(Value::as_object_mut) {
+            state.remove("Health");
+        }
+    }
+    value
+}
+
+/// `Mounts` (what is mounted, docker's shape), `HostConfig.Mounts` (the `--mount` flags) and
+/// `HostConfig.Tmpfs`.
+fn mounts_json(c: &crate::container::Container) -> (Vec<Value>, Value, Value) {
+    let store_root = c.dir.parent().and_then(|p| p.parent()).map(|p| p.to_path_buf()).unwrap_or_default();
+    let config = &c.record.config;
+    let mut tmpfs = serde_json::Map::new();
+    let mut host_mounts = Vec::new();
+    let mounts = config
+        .mounts
+        .iter()
+        .filter(|m| {
+            if m.kind == "tmpfs" {
+                let opts = m.size.map(|s| format!("size={s}")).unwrap_or_default();
+                tmpfs.insert(m.target.clone(), json!(opts));
+            }
+            m.kind != "tmpfs"
+        })
+        .map(|m| {
+            let volume = m.kind == "volume";
+            if m.bind_spec.is_empty() && !m.anonymous {
+                host_mounts
+                    .push(json!({"Type": m.kind, "Source": m.source, "Target": m.target, "ReadOnly": m.readonly}));
+            }
+            let source = if volume {
+                store_root.join("volumes").join(&m.source).join("_data").display().to_string()
+            } else {
+                m.source.clone()
+            };
+            let mut entry = json!({
+                "Type": m.kind,
+                "Source": source,
+                "Destination": m.target,
+                "Mode": if volume { "z" } else { "" },
+                "RW": !m.readonly,
+                "Propagation": if volume { "" } else { "rprivate" },
+            });
+            if volume {
+                entry["Name"] = json!(m.source);
+                entry["Driver"] = json!("local");
+            }
+            entry
+        })
+        .collect();
+    let host_mounts = if host_mounts.is_empty() { Value::Null } else { json!(host_mounts) };
+    let tmpfs = if tmpfs.is_empty() { Value::Null } else { Value::Object(tmpfs) };
+    (mounts, host_mounts, tmpfs)
+}
+
+/// `Config.Volumes`: docker lists the image's VOLUMEs and `-v /path` anonymous volumes.
+fn volumes_json(config: &crate::container::ContainerConfig) -> Value {
+    let anonymous: serde_json::Map<String, Value> =
+        config.mounts.iter().filter(|m| m.anonymous).map(|m| (m.target.clone(), json!({}))).collect();
+    if anonymous.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(anonymous)
+    }
 }
 
 /// The fields docker's container config always has, with their zero values, so a template may

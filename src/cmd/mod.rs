@@ -3,6 +3,8 @@
 mod attach;
 mod build;
 mod builder;
+mod commit;
+mod cp;
 mod exec;
 mod history;
 mod images;
@@ -21,12 +23,14 @@ mod reproduce;
 mod rm;
 mod rmi;
 mod run;
+mod run_flags;
 mod save;
 mod search;
 mod start;
 mod stats;
 mod system;
 mod tag;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -163,6 +167,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Push(args) | Command::Image { command: ImageCommand::Push(args) } => {
             push::run(&open(LockMode::Shared)?, args)
+        }
+        Command::Volume { command } => volume::run(&open(LockMode::Shared)?, command),
+        Command::Commit(args) | Command::Container { command: ContainerCommand::Commit(args) } => {
+            commit::commit(&open(LockMode::Shared)?, args)
+        }
+        Command::Export(args) | Command::Container { command: ContainerCommand::Export(args) } => {
+            commit::export(&open(LockMode::Shared)?, args)
+        }
+        Command::Diff(args) | Command::Container { command: ContainerCommand::Diff(args) } => {
+            commit::diff(&open(LockMode::Shared)?, args)
+        }
+        Command::Cp(args) | Command::Container { command: ContainerCommand::Cp(args) } => {
+            cp::run(&open(LockMode::Shared)?, args)
         }
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),

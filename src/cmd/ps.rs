@@ -122,11 +122,20 @@ pub fn status_text(c: &Container) -> String {
     };
     match state.status {
         Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", since(&state.started_at)),
+        Status::Running => format!("Up {}{}", since(&state.started_at), health_suffix(state)),
         Status::Paused => format!("Up {} (Paused)", since(&state.started_at)),
         Status::Restarting => format!("Restarting ({}) {}", state.exit_code, human_since(Some(&state.finished_at))),
         Status::Exited => format!("Exited ({}) {}", state.exit_code, human_since(Some(&state.finished_at))),
         Status::Dead => "Dead".into(),
+    }
+}
+
+/// docker's ` (healthy)`, ` (unhealthy)`, ` (health: starting)` after `Up …`.
+fn health_suffix(state: &crate::container::State) -> String {
+    match state.health.as_ref().map(|h| h.status.as_str()) {
+        Some("starting") => " (health: starting)".into(),
+        Some(status) => format!(" ({status})"),
+        None => String::new(),
     }
 }
 

@@ -43,6 +43,14 @@ pub fn run(store: &Store, args: PullArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `run`/`create` of an image the store does not have: the pull (mirrors and config file as for
+/// `pull`), with docker's progress lines on stderr (stdout is the container's, or its ID).
+pub fn pull_for_run(store: &Store, image: &str) -> Result<()> {
+    let reference = Reference::parse(image)?;
+    let options = crate::config::client_options(ClientOptions::default())?;
+    pull_inner(store, &options, &reference, &Platform::host(), false, true)
+}
+
 /// One image, from docker.io's mirrors first when it is a docker.io image.
 fn pull_one(
     store: &Store,
@@ -51,6 +59,24 @@ fn pull_one(
     platform: &Platform,
     quiet: bool,
 ) -> Result<()> {
+    pull_inner(store, options, reference, platform, quiet, false)
+}
+
+fn pull_inner(
+    store: &Store,
+    options: &ClientOptions,
+    reference: &Reference,
+    platform: &Platform,
+    quiet: bool,
+    to_stderr: bool,
+) -> Result<()> {
+    let say = |line: String| {
+        if to_stderr {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    };
     let shown = match (reference.tag(), reference.digest()) {
         (_, Some(digest)) => digest.to_string(),
         (Some(tag), None) => tag.to_string(),
@@ -58,7 +84,7 @@ fn pull_one(
     };
     let repo = reference.path().to_string();
     // On a terminal, a bar per layer being downloaded; otherwise docker's plain lines.
-    let multi = std::io::stdout().is_terminal().then(MultiProgress::new);
+    let multi = (!to_stderr && std::io::stdout().is_terminal()).then(MultiProgress::new);
     let mut bars: HashMap<String, ProgressBar> = HashMap::new();
     let style = ProgressStyle::with_template("{prefix}: {msg} [{bar:40}] {bytes}/{total_bytes}")
         .expect("progress template")
@@ -68,12 +94,12 @@ fn pull_one(
             return;
         }
         match (event, &multi) {
-            (PullEvent::Resolved, _) => println!("{shown}: Pulling from {repo}"),
+            (PullEvent::Resolved, _) => say(format!("{shown}: Pulling from {repo}")),
             (PullEvent::Layer(digest, LayerStatus::AlreadyExists), Some(multi)) => {
                 let _ = multi.println(format!("{}: Already exists", digest.short()));
             }
             (PullEvent::Layer(digest, LayerStatus::AlreadyExists), None) => {
-                println!("{}: Already exists", digest.short())
+                say(format!("{}: Already exists", digest.short()))
             }
             (PullEvent::Layer(digest, LayerStatus::Downloading), Some(multi)) => {
                 let bar = multi.add(ProgressBar::new(0).with_style(style.clone()));
@@ -94,20 +120,22 @@ fn pull_one(
                 }
             },
             (PullEvent::Layer(digest, LayerStatus::PullComplete), None) => {
-                println!("{}: Pull complete", digest.short())
+                say(format!("{}: Pull complete", digest.short()))
             }
             _ => {}
         }
     })
     .context("pull")?;
     if !quiet {
-        println!("Digest: {}", outcome.digest);
+        say(format!("Digest: {}", outcome.digest));
         if outcome.changed {
-            println!("Status: Downloaded newer image for {}", reference.familiar());
+            say(format!("Status: Downloaded newer image for {}", reference.familiar()));
         } else {
-            println!("Status: Image is up to date for {}", reference.familiar());
+            say(format!("Status: Image is up to date for {}", reference.familiar()));
         }
     }
-    println!("{reference}");
+    if !to_stderr {
+        say(format!("{reference}"));
+    }
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::output::{confirm, human_size, outln};
 pub fn rm(store: &Store, args: RmArgs) -> Result<ExitCode> {
     let mut failed = false;
     for wanted in &args.containers {
-        if let Err(err) = remove_one(store, wanted, args.force) {
+        if let Err(err) = remove_one(store, wanted, args.force, args.volumes) {
             eprintln!("Error: {}", crate::output::error_line(&err));
             failed = true;
         } else {
@@ -23,7 +23,7 @@ pub fn rm(store: &Store, args: RmArgs) -> Result<ExitCode> {
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-fn remove_one(store: &Store, wanted: &str, force: bool) -> Result<()> {
+fn remove_one(store: &Store, wanted: &str, force: bool, volumes: bool) -> Result<()> {
     let mut c = container::find(store, wanted)?;
     if c.state().status.is_live() {
         if !force {
@@ -36,7 +36,11 @@ fn remove_one(store: &Store, wanted: &str, force: bool) -> Result<()> {
         // -f: SIGKILL at once, as docker does.
         supervisor::stop(&mut c, 9, Duration::ZERO)?;
     }
-    container::remove_dir(&c.dir)
+    container::remove_dir(&c.dir)?;
+    if volumes {
+        container::volume::remove_anonymous(store, &c.record.config.mounts)?;
+    }
+    Ok(())
 }
 
 pub fn prune(store: &Store, args: ContainerPruneArgs) -> Result<ExitCode> {

@@ -12,7 +12,7 @@ use kiln_builder::solve::RunConfig;
 use kiln_cas::Store;
 
 use crate::cli::RunArgs;
-use crate::container::config::{ContainerConfig, LogConfig, Mount, RestartPolicy, SeccompSetting};
+use crate::container::config::{ContainerConfig, LogConfig, RestartPolicy, SeccompSetting};
 use crate::container::supervisor::{self, Mode, StartError};
 use crate::container::{self, Container};
 use crate::output::outln;
@@ -62,11 +62,15 @@ fn run_inner(store: &Store, args: RunArgs) -> Result<ExitCode> {
         Ok(status) => {
             if args.rm {
                 container::remove_dir(&container.dir)?;
+                container::volume::remove_anonymous(store, &container.record.config.mounts)?;
             }
             exit_code(status)
         }
         Err(e) => start_failed(&container, e, args.rm),
     };
+    if args.rm {
+        let _ = container::volume::remove_anonymous(store, &container.record.config.mounts);
+    }
     Ok(code)
 }
 
@@ -86,14 +90,16 @@ fn exit_code(status: i32) -> ExitCode {
 /// The image and the flags, resolved into a new container (not started).
 pub fn make_container(store: &Store, args: &RunArgs) -> Result<Container> {
     let config = container_config(store, args)?;
-    container::create(store, args.name.as_deref(), config)
+    let container = container::create(store, args.name.as_deref(), config)?;
+    super::run_flags::create_volumes(store, &container)?;
+    Ok(container)
 }
 
 fn container_config(store: &Store, args: &RunArgs) -> Result<ContainerConfig> {
     // Checked here, before anything is made.
     let seccomp = seccomp_option(&args.security_opts)?;
     let resources = args.resources.resources()?;
-    let image_id = store.index()?.resolve(&args.image)?;
+    let image_id = super::run_flags::resolve_image(store, args)?;
     let image = store.image(&image_id)?;
     let image_config = RunConfig::from_value(image.config_json().get("config"));
     let (network, ports) = crate::container::ports::from_flags(
@@ -119,7 +125,6 @@ fn container_config(store: &Store, args: &RunArgs) -> Result<ContainerConfig> {
     for item in &args.env {
         set_env(&mut env, item);
     }
-    let mounts = args.volumes.iter().map(|v| parse_volume(v)).collect::<Result<Vec<_>>>()?;
     let restart = match args.restart.as_deref() {
         Some(text) => RestartPolicy::parse(text)?,
         None => RestartPolicy::default(),
@@ -139,7 +144,7 @@ fn container_config(store: &Store, args: &RunArgs) -> Result<ContainerConfig> {
         .and_then(|l| l.as_object())
         .map(|l| l.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
         .unwrap_or_default();
-    Ok(ContainerConfig {
+    let mut config = ContainerConfig {
         image: image_id.to_string(),
         image_ref: args.image.clone(),
         entrypoint,
@@ -154,7 +159,6 @@ fn container_config(store: &Store, args: &RunArgs) -> Result<ContainerConfig> {
         hostname: args.hostname.clone().unwrap_or_default(),
         network: crate::container::ports::network_name(network).into(),
         ports,
-        mounts,
         tty: args.tty,
         open_stdin: args.interactive,
         seccomp,
@@ -165,7 +169,10 @@ fn container_config(store: &Store, args: &RunArgs) -> Result<ContainerConfig> {
         labels,
         log: log_config(&args.log_opts)?,
         resources,
-    })
+        ..Default::default()
+    };
+    super::run_flags::apply(args, &image_config, &mut config)?;
+    Ok(config)
 }
 
 /// `--log-opt max-size=10m`, `--log-opt max-file=3` (docker's json-file options).
@@ -249,23 +256,6 @@ pub(crate) fn set_env(env: &mut Vec<String>, item: &str) {
     }
 }
 
-/// `HOST:CONTAINER[:ro|:rw]` with an absolute, existing host path.
-fn parse_volume(text: &str) -> Result<Mount> {
-    let parts: Vec<&str> = text.split(':').collect();
-    let (host, target, readonly) = match parts.as_slice() {
-        [h, t] => (*h, *t, false),
-        [h, t, "ro"] => (*h, *t, true),
-        [h, t, "rw"] => (*h, *t, false),
-        _ => bail!("invalid volume \"{text}\": expected HOST:CONTAINER[:ro]"),
-    };
-    if !host.starts_with('/') || !target.starts_with('/') {
-        bail!("invalid volume \"{text}\": both paths must be absolute (named volumes are not supported)");
-    }
-    let source = fs::canonicalize(host).with_context(|| format!("volume source {host}"))?;
-    let source = source.to_str().with_context(|| format!("volume source {host}: not UTF-8"))?.to_string();
-    Ok(Mount { kind: "bind".into(), source, target: target.to_string(), readonly })
-}
-
 /// `--security-opt`: `seccomp=unconfined`, or `seccomp=FILE` with a profile in docker's JSON
 /// format (docker's default profile otherwise).
 fn seccomp_option(options: &[String]) -> Result<SeccompSetting> {
@@ -311,13 +301,6 @@ mod tests {
         assert_eq!(joined(command_line(&c, None, &s(&["x"]))), s(&["/ep", "x"]));
         assert_eq!(joined(command_line(&c, Some("/other"), &[])), s(&["/other"]));
         assert_eq!(joined(command_line(&c, Some(""), &s(&["sh"]))), s(&["sh"]));
-    }
-
-    #[test]
-    fn volumes_need_absolute_paths() {
-        assert!(parse_volume("/tmp:/data:ro").is_ok());
-        assert!(parse_volume("named:/data").is_err());
-        assert!(parse_volume("/tmp:/data:bogus").is_err());
     }
 
     #[test]

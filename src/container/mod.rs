@@ -14,10 +14,14 @@
 
 pub mod attach;
 pub mod config;
+// The rules are here and tested; the supervisor's probe loop (which needs `exec`) is not yet.
+#[allow(dead_code)]
+pub mod health;
 pub mod logs;
 pub mod ports;
 pub mod resources;
 pub mod supervisor;
+pub mod volume;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -96,6 +100,9 @@ pub struct State {
     /// [`config::Prepared`]'s `spec.ports`); cleared when it exits. What `ps`, `port` and
     /// `inspect` show.
     pub ports: Vec<kiln_runtime::container::PortMapping>,
+    /// docker's `State.Health`, for a container with a health check (probed by its supervisor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<health::Health>,
 }
 
 /// `container.json`.

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use anyhow::{anyhow, bail, Result};
-use kiln_runtime::container::net::{self, BRIDGE_ADDRESS, BRIDGE_GATEWAY, BRIDGE_PREFIX};
+pub use kiln_runtime::container::net::BRIDGE_GATEWAY;
+use kiln_runtime::container::net::{self, BRIDGE_ADDRESS, BRIDGE_PREFIX};
 use kiln_runtime::container::{Network, PortMapping, Proto};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -244,6 +245,15 @@ pub fn port_bindings(specs: &[PortSpec]) -> Value {
         }
     }
     json!(map)
+}
+
+/// The host's IPv4 address on its default route (a UDP socket "connected" to an outside
+/// address: no packet is sent), which a bridge container reaches through the tool's NAT.
+pub fn host_address() -> Option<String> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("203.0.113.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then(|| ip.to_string())
 }
 
 /// The `/etc/resolv.conf` of a container on `network`.

@@ -211,6 +211,9 @@ pub fn supervise(
             }
             if record.config.auto_remove && mode == Mode::Detached {
                 let _ = super::remove_dir(&container.dir);
+                if let Ok(store) = Store::open(root, LockMode::Shared) {
+                    let _ = super::volume::remove_anonymous(&store, &record.config.mounts);
+                }
             }
             return Ok(status);
         }
@@ -262,6 +265,11 @@ fn run_once(
     let supervisor_pid = std::process::id() as i32;
     // The host ports bound for this start (`ps`, `port` and `inspect` read them).
     let ports = spec.ports.clone();
+    // The health probes run beside the container, from its start until it ends.
+    let probes_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probes: Arc<Mutex<Option<std::thread::JoinHandle<()>>>> = Arc::new(Mutex::new(None));
+    let with_health = container.record.config.healthcheck.as_ref().is_some_and(|h| h.enabled());
+    let (probes_in_hook, stop_in_hook) = (probes.clone(), probes_stop.clone());
     spec.on_started = Some(Box::new(move |pid| {
         let mut c = Container {
             dir: dir.clone(),
@@ -282,6 +290,13 @@ fn run_once(
             r.state.oom_killed = false;
             Ok(())
         });
+        if with_health {
+            let dir = dir.clone();
+            let spawned = std::thread::Builder::new()
+                .name("kiln-health".into())
+                .spawn(move || super::health::probe_loop(&dir, pid, &stop_in_hook));
+            *probes_in_hook.lock().unwrap_or_else(|p| p.into_inner()) = spawned.ok();
+        }
         announce();
     }));
     let log = match mode {
@@ -309,10 +324,34 @@ fn run_once(
         }
         Mode::Foreground { interactive } => {
             spec.stdin = if interactive { StdinMode::Inherit } else { StdinMode::Null };
-            None
+            if container.record.config.auto_remove {
+                // Gone when it ends: no log to keep, the terminal gets the streams as they are.
+                None
+            } else {
+                // As docker: the terminal and the log both, so that `logs` works afterwards.
+                let writer = LogWriter::open(&container.log_path(), container.record.config.log.clone())
+                    .with_context(|| format!("opening {}", container.log_path().display()))
+                    .map_err(StartError::setup)?;
+                let log = Arc::new(Mutex::new(writer));
+                let (out, err) = (log.clone(), log.clone());
+                spec.output = Some(Box::new(move |data: &[u8]| {
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = stdout.write_all(data).and_then(|()| stdout.flush());
+                    let _ = out.lock().unwrap_or_else(|p| p.into_inner()).write(Stream::Stdout, data);
+                }));
+                spec.stderr_output = Some(Box::new(move |data: &[u8]| {
+                    let _ = std::io::stderr().write_all(data);
+                    let _ = err.lock().unwrap_or_else(|p| p.into_inner()).write(Stream::Stderr, data);
+                }));
+                Some(log)
+            }
         }
     };
     let result = run_container(spec);
+    probes_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(handle) = probes.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let _ = handle.join();
+    }
     if let Some(log) = log {
         let _ = log.lock().unwrap_or_else(|p| p.into_inner()).flush();
     }

@@ -615,3 +615,81 @@ fn attach_feeds_stdin_shows_output_and_detaches_with_ctrl_p_ctrl_q() {
     assert_eq!(out.status.code(), Some(0), "detaching is a success");
     assert_eq!(inspect(&k, "tty", "{{.State.Status}}"), "running", "detaching leaves it running");
 }
+
+#[test]
+fn a_foreground_container_keeps_its_log_and_gets_dockers_hostname_env() {
+    let Some(k) = setup() else { return };
+    let _cleanup = Cleanup(&k);
+    let out = k.run(&["run", "--name", "fg", "busybox", "sh", "-c", "echo out; echo err >&2; env"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("out\n"), "{stdout}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    // docker logs works on a container that ran in the foreground.
+    let logs = k.run(&["logs", "fg"]);
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), stdout);
+    assert_eq!(String::from_utf8_lossy(&logs.stderr), "err\n");
+    // dockerd's HOSTNAME (the short ID); -h sets the name (docker's short flag).
+    let id = inspect(&k, "fg", "{{.Id}}");
+    assert!(stdout.lines().any(|l| l == format!("HOSTNAME={}", &id[..12])), "{stdout}");
+    assert_eq!(k.ok(&["run", "--rm", "-h", "box1", "busybox", "hostname"]), "box1\n");
+    assert!(k.ok(&["run", "--rm", "-h", "box1", "busybox", "env"]).contains("HOSTNAME=box1\n"));
+    assert!(k.ok(&["run", "--help"]).contains("--hostname"), "--help still prints help");
+}
+
+#[test]
+fn health_checks_are_probed_by_the_supervisor() {
+    let Some(k) = setup() else { return };
+    let _cleanup = Cleanup(&k);
+    // Fails until the program creates /tmp/ok, then passes.
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "probed",
+        "--health-cmd",
+        "test -f /tmp/ok",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1.5; touch /tmp/ok; sleep 1000",
+    ]);
+    let status = || k.ok(&["ps", "--format", "{{.Status}}", "--filter", "name=probed"]);
+    assert!(status().contains("(health: starting)"), "{}", status());
+    wait_until("unhealthy", Duration::from_secs(10), || status().contains("(unhealthy)"));
+    assert!(inspect(&k, "probed", "{{.State.Health.FailingStreak}}").parse::<u32>().unwrap() >= 2);
+    wait_until("healthy", Duration::from_secs(15), || status().contains("(healthy)"));
+    assert_eq!(inspect(&k, "probed", "{{.State.Health.Status}} {{.State.Health.FailingStreak}}"), "healthy 0");
+    let log = inspect(&k, "probed", "{{range .State.Health.Log}}{{.ExitCode}} {{end}}");
+    assert!(log.ends_with('0') && log.split(' ').count() <= 5, "at most five results kept: {log}");
+    // A probe that outlives its timeout is killed and counts as a failure, exit code -1.
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        "--health-cmd",
+        "sleep 5",
+        "--health-interval",
+        "200ms",
+        "--health-timeout",
+        "300ms",
+        "--health-retries",
+        "1",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    wait_until("unhealthy by timeout", Duration::from_secs(10), || {
+        inspect(&k, "slow", "{{.State.Health.Status}}") == "unhealthy"
+    });
+    let first = inspect(&k, "slow", "{{(index .State.Health.Log 0).ExitCode}} {{(index .State.Health.Log 0).Output}}");
+    assert_eq!(first, "-1 Health check exceeded timeout (300ms)");
+    // No check, no Health.
+    k.ok(&["run", "-d", "--name", "plain", "busybox", "sleep", "1000"]);
+    assert!(!k.ok(&["inspect", "plain"]).contains("\"Health\""));
+}

@@ -202,6 +202,8 @@ enum Op {
     ImagePrune,
     BuilderPrune,
     Run,
+    /// `run -d`: kiln and the supervisor it starts (strace follows it), and `rm -f` afterwards.
+    RunDetached,
 }
 
 /// One command under test, with what it needs around it.
@@ -277,6 +279,7 @@ impl Case<'_> {
             Op::ImagePrune => strings(&["image", "prune", "-a", "-f"]),
             Op::BuilderPrune => strings(&["builder", "prune", "-a", "-f"]),
             Op::Run => strings(&["run", "--rm", "demo:1", "cat", "/b.txt"]),
+            Op::RunDetached => strings(&["run", "-d", "demo:1", "cat", "/b.txt"]),
         };
         v
     }
@@ -298,6 +301,32 @@ impl Case<'_> {
                 let ps = ok_at(&scene.root(), &["ps", "-a"])?;
                 if ps.contains("Created") {
                     return Err(format!("a killed `run --rm` is still listed as Created:\n{ps}"));
+                }
+            }
+            Op::RunDetached => {
+                // `cat` ends at once: a container still listed as running after a while is a lie
+                // about a supervisor or process that is gone.
+                let root = scene.root();
+                let deadline = Instant::now() + Duration::from_secs(15);
+                loop {
+                    let running = ok_at(&root, &["ps", "-q"])?;
+                    if running.trim().is_empty() {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        return Err(format!(
+                            "still listed as running 15 s after the kill:\n{}",
+                            ok_at(&root, &["ps", "-a"])?
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                // One that exited 0 ran to its end, and its log holds its whole output.
+                for id in ok_at(&root, &["ps", "-aq", "--filter", "exited=0"])?.lines() {
+                    let logs = ok_at(&root, &["logs", id])?;
+                    if logs != "built\n" {
+                        return Err(format!("container {id} exited 0 but logged {logs:?}"));
+                    }
                 }
             }
             _ => {}
@@ -385,6 +414,22 @@ impl Case<'_> {
                     Op::Run => {
                         if out != "built\n" {
                             return Err(format!("run printed {out:?}, not \"built\\n\""));
+                        }
+                    }
+                    Op::RunDetached => {
+                        let id = out.trim();
+                        let code = ok_at(&root, &["wait", id])?;
+                        let logs = ok_at(&root, &["logs", id])?;
+                        if code.trim() != "0" || logs != "built\n" {
+                            return Err(format!("run -d after the kill: status {code:?}, log {logs:?}"));
+                        }
+                        // Every container the kill left can be removed.
+                        for id in ok_at(&root, &["ps", "-aq"])?.lines() {
+                            ok_at(&root, &["rm", "-f", id])?;
+                        }
+                        let left = ok_at(&root, &["ps", "-aq"])?;
+                        if !left.trim().is_empty() {
+                            return Err(format!("containers left after rm -f of all: {left}"));
                         }
                     }
                     Op::BuilderPrune | Op::Rmi => {}
@@ -895,6 +940,11 @@ fn faults_builder_prune() {
 #[test]
 fn faults_run() {
     sweep(Op::Run);
+}
+
+#[test]
+fn faults_run_detached() {
+    sweep(Op::RunDetached);
 }
 
 #[test]

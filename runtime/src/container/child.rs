@@ -204,6 +204,8 @@ fn send(fd: RawFd, msg: &Msg) {
 pub(crate) struct ChildConfig {
     /// Seccomp programs, installed just before the capabilities are dropped.
     pub seccomp: Vec<seccompiler::BpfProgram>,
+    /// The capabilities the process keeps.
+    pub caps: super::caps::CapSet,
     pub plan: Vec<MountOp>,
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
@@ -237,24 +239,6 @@ pub(crate) struct ChildConfig {
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Docker's default capability set (moby `oci/caps/defaults.go`).
-const DEFAULT_CAPS: &[u32] = &[
-    0,  // CHOWN
-    1,  // DAC_OVERRIDE
-    3,  // FOWNER
-    4,  // FSETID
-    5,  // KILL
-    6,  // SETGID
-    7,  // SETUID
-    8,  // SETPCAP
-    10, // NET_BIND_SERVICE
-    13, // NET_RAW
-    18, // SYS_CHROOT
-    27, // MKNOD
-    29, // AUDIT_WRITE
-    31, // SETFCAP
-];
 
 fn exit(code: i32) -> ! {
     // SAFETY: _exit is always safe; it skips atexit handlers and stdio flushing, as a forked
@@ -377,7 +361,8 @@ impl ChildConfig {
             pty_sock: self.pty_sock,
             status_w: self.status_w,
             stdin_fd: self.stdin_fd,
-            all_caps: false,
+            caps: self.caps,
+            readonly_root: false,
             die_with_parent: true,
         }
     }
@@ -553,8 +538,14 @@ fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
         }
     }
 
+    // A read-only root is made so last, once the working directory exists (docker creates a
+    // missing WORKDIR even with `--read-only`).
+    let (plan, readonly_root) = match cfg.plan.split_last() {
+        Some((MountOp::ReadonlyRoot, rest)) => (rest, true),
+        _ => (&cfg.plan[..], false),
+    };
     let mut sys = RealSys::new(cfg.layers_scratch.clone());
-    let applied = apply_plan(&cfg.plan, &mut sys);
+    let applied = apply_plan(plan, &mut sys);
     for c in &sys.created {
         send(status_w, &Msg::Created(c.clone()));
     }
@@ -564,7 +555,7 @@ fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
     drop(sys);
 
     // From here on the process is inside the container's root: "/" is the overlay.
-    start_program(&cfg.program())
+    start_program(&Program { readonly_root, ..cfg.program() })
 }
 
 /// Waits for the monitor's go-ahead on `life_r`; leaves on EOF (the monitor is gone).
@@ -612,8 +603,11 @@ pub(crate) struct Program<'a> {
     pub status_w: RawFd,
     /// The process's stdin (without a tty), in place of `stdin`'s choice.
     pub stdin_fd: Option<RawFd>,
-    /// Keep every capability (`--privileged`) instead of docker's default set.
-    pub all_caps: bool,
+    /// The capabilities the process keeps (docker's default set unless `--cap-add`,
+    /// `--cap-drop` or `--privileged` changed it).
+    pub caps: super::caps::CapSet,
+    /// Make the root read-only once the working directory exists (`run --read-only`).
+    pub readonly_root: bool,
     /// Die with the monitor (set again after the credential change).
     pub die_with_parent: bool,
 }
@@ -657,6 +651,11 @@ pub(crate) fn start_program(p: &Program<'_>) -> ! {
         Err(e) => setup_fail(&format!("creating {}", p.cwd), e),
     }
     drop(root);
+    if p.readonly_root {
+        if let Err(e) = super::sys::readonly_root() {
+            setup_fail(&MountOp::ReadonlyRoot.describe(), e);
+        }
+    }
     // While CAP_SYS_ADMIN is still held, so no_new_privs can stay off (as in docker); every
     // syscall from here to execve is one the filter allows.
     for program in p.seccomp {
@@ -664,14 +663,21 @@ pub(crate) fn start_program(p: &Program<'_>) -> ! {
             setup_fail("installing the seccomp filter", e);
         }
     }
-    if !p.all_caps {
-        if let Err(e) = drop_capabilities() {
-            setup_fail("dropping capabilities", e);
-        }
+    // The bounding set first (that needs CAP_SETPCAP), then the user (which needs CAP_SETUID and
+    // CAP_SETGID even when `--cap-drop ALL` takes them: runc's order), then the final sets.
+    if let Err(e) = limit_bounding_set(p.caps) {
+        setup_fail("dropping capabilities", e);
     }
+    // SAFETY: plain prctl: keep the permitted set across the uid change, as runc does.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1 as libc::c_ulong, 0, 0, 0) };
     if let Err(e) = switch_user(&user) {
         setup_fail("switching user", e);
     }
+    if let Err(e) = set_capabilities(p.caps) {
+        setup_fail("dropping capabilities", e);
+    }
+    // SAFETY: plain prctl.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0 as libc::c_ulong, 0, 0, 0) };
     // Credential changes clear the parent-death signal: set it again.
     if p.die_with_parent {
         set_pdeathsig();
@@ -857,10 +863,11 @@ struct CapData {
     inheritable: u32,
 }
 
-/// Docker's default: the bounding set cut down to [`DEFAULT_CAPS`], effective and permitted the
-/// same, inheritable and ambient empty. `no_new_privs` stays off, as in Docker.
-fn drop_capabilities() -> io::Result<()> {
-    let keep = |cap: u32| DEFAULT_CAPS.contains(&cap);
+/// As docker does: the bounding set cut down to `caps` (docker's default set unless the caller
+/// tweaked it), then (see [`set_capabilities`]) effective and permitted the same, inheritable and
+/// ambient empty. `no_new_privs` stays off, as in Docker.
+fn limit_bounding_set(caps: super::caps::CapSet) -> io::Result<()> {
+    let keep = |cap: u32| caps.contains(cap);
     for cap in 0..64u32 {
         if keep(cap) {
             continue;
@@ -875,10 +882,12 @@ fn drop_capabilities() -> io::Result<()> {
     }
     // SAFETY: plain prctl; EINVAL on kernels without ambient capabilities is fine.
     unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
-    let mut mask = [0u32; 2];
-    for &cap in DEFAULT_CAPS {
-        mask[(cap / 32) as usize] |= 1 << (cap % 32);
-    }
+    Ok(())
+}
+
+/// Permitted and effective cut down to `caps` (after [`limit_bounding_set`] and the user switch).
+fn set_capabilities(caps: super::caps::CapSet) -> io::Result<()> {
+    let mask = [caps.0 as u32, (caps.0 >> 32) as u32];
     let header = CapHeader { version: 0x2008_0522, pid: 0 };
     let mut data = [CapData::default(); 2];
     // SAFETY: v3 takes two CapData entries.

@@ -49,6 +49,9 @@ pub struct ExecSpec {
     pub seccomp: Seccomp,
     /// Keep every capability (docker's `exec --privileged`).
     pub privileged: bool,
+    /// The container's capabilities, which an exec'd process gets too (`None`: docker's default
+    /// set).
+    pub capabilities: Option<super::caps::CapSet>,
     /// Return as soon as the program runs (`exec -d`): its stdio is `/dev/null`, no tty, and it
     /// outlives kiln (a monitor of its own, outside the container, reaps it when it ends).
     pub detach: bool,
@@ -145,7 +148,12 @@ pub fn exec_in(pid: i32, mut spec: ExecSpec) -> Result<RunResult, ContainerError
         pty_sock: monitor_io.pty_sock,
         status_w: monitor_io.status_w,
         stdin_fd: None,
-        all_caps: spec.privileged,
+        caps: if spec.privileged {
+            super::caps::CapSet::all()
+        } else {
+            spec.capabilities.unwrap_or_else(super::caps::CapSet::default_set)
+        },
+        readonly_root: false,
         die_with_parent: attached,
     };
     let pidfd_raw = pidfd.as_raw_fd();

@@ -21,6 +21,7 @@
 //!
 //! Not done yet: AppArmor/SELinux, user namespaces (rootless).
 
+pub mod caps;
 mod child;
 mod cleanup;
 mod exec;
@@ -30,6 +31,7 @@ mod relay;
 pub mod seccomp;
 mod sys;
 pub mod user;
+pub mod view;
 
 use std::ffi::CString;
 use std::io;
@@ -164,6 +166,18 @@ pub struct ContainerSpec {
     pub stdin_fd: Option<OwnedFd>,
     /// The process's seccomp filter (docker's default unless unconfined).
     pub seccomp: Seccomp,
+    /// The process's capabilities (bounding, permitted, effective); `None`: docker's default set.
+    pub capabilities: Option<caps::CapSet>,
+    /// Mount the root read-only (docker's `--read-only`); `/dev`, `/proc`, the caller's mounts
+    /// and the runtime's files keep their own modes.
+    pub readonly_root: bool,
+    /// Host device nodes (absolute paths under `/dev`) bound at the same path in the container's
+    /// `/dev` (docker's `--privileged` gives every host device). Those the runtime makes itself
+    /// (`/dev/null`, `/dev/pts`, …) are left out.
+    pub devices: Vec<PathBuf>,
+    /// Docker's `--privileged` for the mounts: no masked or read-only paths in `/proc` and `/sys`,
+    /// and `/sys` read-write.
+    pub unmasked_paths: bool,
     /// Run in a cgroup of this name with these limits (`None`: in kiln's own cgroup, no
     /// limits, no OOM detection, nothing to pause). A cgroup left by an earlier start under the
     /// same name is removed first (its processes killed). When there are no limits and the machine cannot make the cgroup
@@ -437,6 +451,7 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         .map_err(|e| ContainerError::Setup { step: "preparing seccomp".into(), source: std::io::Error::other(e) })?;
     let cfg = child::ChildConfig {
         seccomp,
+        caps: spec.capabilities.unwrap_or_else(caps::CapSet::default_set),
         plan,
         argv,
         env,

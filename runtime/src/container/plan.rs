@@ -119,6 +119,9 @@ pub enum MountOp {
     Symlink { path: String, link: String },
     /// `pivot_root` into the overlay; the old root is detached.
     PivotRoot,
+    /// After the pivot: the root mount itself (not the mounts on it) made read-only. Always last;
+    /// the container's init applies it once the working directory exists.
+    ReadonlyRoot,
 }
 
 impl MountOp {
@@ -138,6 +141,7 @@ impl MountOp {
             MountOp::CharDevice { path, .. } => format!("creating device {path}"),
             MountOp::Symlink { path, .. } => format!("creating symlink {path}"),
             MountOp::PivotRoot => "pivot_root".to_string(),
+            MountOp::ReadonlyRoot => "making / read-only".to_string(),
         }
     }
 }
@@ -160,6 +164,8 @@ pub trait Syscall {
     fn mknod_char(&mut self, path: &str, major: u32, minor: u32, mode: u32) -> io::Result<()>;
     fn symlink(&mut self, link: &str, path: &str) -> io::Result<()>;
     fn pivot_root(&mut self) -> io::Result<()>;
+    /// Makes the current root mount read-only (not recursively).
+    fn readonly_root(&mut self) -> io::Result<()>;
 }
 
 /// A plan step that failed: what it was doing, and why.
@@ -181,6 +187,7 @@ pub fn apply_plan(plan: &[MountOp], sys: &mut dyn Syscall) -> Result<(), StepErr
             MountOp::CharDevice { path, major, minor, mode } => sys.mknod_char(path, *major, *minor, *mode),
             MountOp::Symlink { path, link } => sys.symlink(link, path),
             MountOp::PivotRoot => sys.pivot_root(),
+            MountOp::ReadonlyRoot => sys.readonly_root(),
         };
         res.map_err(|source| StepError { step: op.describe(), source })?;
     }
@@ -240,6 +247,12 @@ fn mount(source: Source, target: &str, attrs: Attrs, create: Create) -> MountOp 
     MountOp::Mount { source, target: target.to_string(), attrs, create, keep_dirs: false }
 }
 
+/// What the runtime makes in `/dev` itself (host devices of these names are not bound).
+const RUNTIME_DEV: &[&str] = &[
+    "null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue", "ptmx", "fd", "stdin", "stdout",
+    "stderr", "core", "console",
+];
+
 /// Where the caller may mount under `/dev`: BuildKit's `/dev/pipes/` (heredoc scripts). The
 /// directory is made on demand in the container's own `/dev` tmpfs.
 const DEV_PIPES: &str = "/dev/pipes";
@@ -294,6 +307,20 @@ pub fn mount_plan(spec: &ContainerSpec) -> Result<Vec<MountOp>, ContainerError> 
         plan.push(MountOp::Symlink { path: path.to_string(), link: link.to_string() });
     }
 
+    for device in &spec.devices {
+        let path = device.to_str().ok_or_else(|| invalid(format!("device {} is not UTF-8", device.display())))?;
+        let clean = clean_target(path).map_err(invalid)?;
+        let name = clean.strip_prefix("/dev/").filter(|n| !n.is_empty() && clean == path);
+        let Some(name) = name else {
+            return Err(invalid(format!("device {path} is not a path under /dev")));
+        };
+        let top = name.split('/').next().unwrap_or(name);
+        if RUNTIME_DEV.contains(&top) || top == "pipes" {
+            continue;
+        }
+        plan.push(mount(Source::Host(device.clone()), &clean, Attrs::NONE, Create::File));
+    }
+
     let files_attrs = Attrs::RDONLY | nosuid_noexec_nodev;
     let mut hostname = spec.hostname.clone().into_bytes();
     hostname.push(b'\n');
@@ -339,20 +366,26 @@ pub fn mount_plan(spec: &ContainerSpec) -> Result<Vec<MountOp>, ContainerError> 
         plan.push(MountOp::Mount { source, target: clean, attrs, create, keep_dirs: true });
     }
 
-    let sys_attrs = Attrs::RDONLY | nosuid_noexec_nodev;
+    // Read-only, as docker mounts it, except for a privileged container.
+    let sys_attrs = if spec.unmasked_paths { nosuid_noexec_nodev } else { Attrs::RDONLY | nosuid_noexec_nodev };
     match spec.network {
         // A fresh sysfs shows the network namespace it was mounted in: only with our own.
         Network::None | Network::Bridge => plan.push(mount(fs("sysfs", &[]), "/sys", sys_attrs, Create::Dir)),
         Network::Host => plan.push(mount(Source::Host(PathBuf::from("/sys")), "/sys", sys_attrs, Create::Dir)),
     }
     plan.push(mount(fs("proc", &[]), "/proc", nosuid_noexec_nodev, Create::Dir));
-    for path in MASKED_PATHS {
-        plan.push(mount(Source::Mask, path, Attrs::RDONLY | nosuid_noexec_nodev, Create::Skip));
-    }
-    for path in READONLY_PATHS {
-        plan.push(mount(Source::Itself, path, Attrs::RDONLY | nosuid_noexec_nodev, Create::Skip));
+    if !spec.unmasked_paths {
+        for path in MASKED_PATHS {
+            plan.push(mount(Source::Mask, path, Attrs::RDONLY | nosuid_noexec_nodev, Create::Skip));
+        }
+        for path in READONLY_PATHS {
+            plan.push(mount(Source::Itself, path, Attrs::RDONLY | nosuid_noexec_nodev, Create::Skip));
+        }
     }
     plan.push(MountOp::PivotRoot);
+    if spec.readonly_root {
+        plan.push(MountOp::ReadonlyRoot);
+    }
     Ok(plan)
 }
 
@@ -431,6 +464,9 @@ pub(crate) mod fake {
         }
         fn pivot_root(&mut self) -> io::Result<()> {
             self.record("pivot_root".into())
+        }
+        fn readonly_root(&mut self) -> io::Result<()> {
+            self.record("ro /".into())
         }
     }
 }
@@ -625,5 +661,45 @@ mod tests {
         assert_eq!(clean_target("/../../etc//x/./").unwrap(), "/etc/x");
         assert_eq!(clean_target("/").unwrap(), "/");
         assert!(clean_target("etc").is_err());
+    }
+
+    #[test]
+    fn read_only_root_comes_after_the_pivot_and_privileged_unmasks() {
+        let mut s = spec(Network::None, vec![]);
+        s.readonly_root = true;
+        let plan = mount_plan(&s).unwrap();
+        assert_eq!(&plan[plan.len() - 2..], &[MountOp::PivotRoot, MountOp::ReadonlyRoot]);
+        assert!(plan.iter().any(|op| matches!(op, MountOp::Mount { source: Source::Mask, .. })));
+        let sys_ro = |plan: &[MountOp]| {
+            plan.iter().any(|op| matches!(op, MountOp::Mount { target, attrs, .. } if target == "/sys" && attrs.contains(Attrs::RDONLY)))
+        };
+        assert!(sys_ro(&plan));
+        s.unmasked_paths = true;
+        let plan = mount_plan(&s).unwrap();
+        assert!(!plan.iter().any(|op| matches!(op, MountOp::Mount { source: Source::Mask | Source::Itself, .. })));
+        assert!(!sys_ro(&plan), "a privileged container's /sys is writable");
+        let plain = mount_plan(&spec(Network::None, vec![])).unwrap();
+        assert_eq!(plain.last(), Some(&MountOp::PivotRoot));
+    }
+
+    #[test]
+    fn host_devices_are_bound_under_dev_except_the_runtimes_own() {
+        let mut s = spec(Network::None, vec![]);
+        s.devices = ["/dev/loop0", "/dev/null", "/dev/net/tun", "/dev/pts/0"].iter().map(PathBuf::from).collect();
+        let plan = mount_plan(&s).unwrap();
+        let bound: Vec<&str> = plan
+            .iter()
+            .filter_map(|op| match op {
+                MountOp::Mount { source: Source::Host(p), target, .. } if p.starts_with("/dev") => {
+                    Some(target.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(bound, vec!["/dev/loop0", "/dev/net/tun"]);
+        for bad in ["/etc/passwd", "/dev/../etc/shadow", "/dev/", "dev/loop0"] {
+            s.devices = vec![PathBuf::from(bad)];
+            assert!(mount_plan(&s).is_err(), "{bad}");
+        }
     }
 }

@@ -660,6 +660,17 @@ impl Syscall for RealSys {
         self.root = None;
         Ok(())
     }
+
+    fn readonly_root(&mut self) -> io::Result<()> {
+        readonly_root()
+    }
+}
+
+/// Makes the current root mount (not the mounts on it) read-only.
+pub(crate) fn readonly_root() -> io::Result<()> {
+    let root = nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(errno_io)?;
+    set_attrs(root.as_fd(), Attrs::RDONLY, false)
 }
 
 fn split_parent(path: &str) -> io::Result<(&str, &str)> {

@@ -72,6 +72,15 @@ pub struct DiffOptions {
     pub max_depth: usize,
     /// Longest entry path, in bytes (the applier refuses longer ones by default).
     pub max_path_len: usize,
+    /// Write only the entry `.0` of the directory given (and everything under it), named `.1` in
+    /// the tar: `kiln cp` archives one file or directory under the name the copy gives it.
+    pub select: Option<(OsString, Vec<u8>)>,
+    /// Write every entry with this owner (uid, gid) instead of its own (`kiln cp` without `-a`).
+    pub owner: Option<(u64, u64)>,
+    /// Do not go into directories of kernel file systems (proc, sysfs, cgroup, devpts): their
+    /// files are not files (`/proc/kcore` says it is 128 TiB). For walks of a running
+    /// container's root, where they are mounted.
+    pub skip_kernel_fs: bool,
 }
 
 impl Default for DiffOptions {
@@ -83,6 +92,9 @@ impl Default for DiffOptions {
             normalize_upper: false,
             max_depth: 1024,
             max_path_len: 4096,
+            select: None,
+            owner: None,
+            skip_kernel_fs: false,
         }
     }
 }
@@ -229,6 +241,17 @@ fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Whether `fd` is on proc, sysfs, a cgroup file system or devpts.
+pub fn is_kernel_fs(fd: BorrowedFd<'_>) -> bool {
+    use nix::sys::statfs::{
+        fstatfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC, DEVPTS_SUPER_MAGIC, PROC_SUPER_MAGIC, SYSFS_MAGIC,
+    };
+    fstatfs(fd).is_ok_and(|s| {
+        [PROC_SUPER_MAGIC, SYSFS_MAGIC, CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, DEVPTS_SUPER_MAGIC]
+            .contains(&s.filesystem_type())
+    })
+}
+
 fn same_inode(a: &FileStat, b: &FileStat) -> bool {
     a.st_dev == b.st_dev && a.st_ino == b.st_ino && sys::file_type(a) == sys::file_type(b)
 }
@@ -281,7 +304,16 @@ impl Walker<'_, '_> {
         let fd = dir.as_fd();
         let mut items = Vec::with_capacity(names.len() + 1);
         for name in names {
-            let path = join(prefix, name.as_bytes());
+            let tar_name = match &self.opts.select {
+                Some((wanted, as_name)) if depth == 0 => {
+                    if name != *wanted {
+                        continue;
+                    }
+                    as_name.clone()
+                }
+                _ => name.as_bytes().to_vec(),
+            };
+            let path = join(prefix, &tar_name);
             let st = match sys::lstat_at(fd, &name) {
                 Ok(Some(st)) => st,
                 Ok(None) => return Err(changed(&path)),
@@ -292,7 +324,7 @@ impl Walker<'_, '_> {
                 continue;
             }
             if sys::is_whiteout(&st) {
-                let key = [WHITEOUT_PREFIX, name.as_bytes()].concat();
+                let key = [WHITEOUT_PREFIX, &tar_name].concat();
                 items.push(Item { key, name, kind: ItemKind::Whiteout, st: Some(st) });
                 continue;
             }
@@ -303,11 +335,11 @@ impl Walker<'_, '_> {
                 ));
             }
             if sys::is_dir(&st) {
-                let mut key = name.as_bytes().to_vec();
+                let mut key = tar_name.clone();
                 key.push(b'/');
                 items.push(Item { key, name: name.clone(), kind: ItemKind::Subtree, st: Some(st) });
             }
-            items.push(Item { key: name.as_bytes().to_vec(), name, kind: ItemKind::Entry, st: Some(st) });
+            items.push(Item { key: tar_name, name, kind: ItemKind::Entry, st: Some(st) });
         }
         if opaque.is_some() {
             items.push(Item { key: OPAQUE_MARKER.to_vec(), name: OsString::new(), kind: ItemKind::Opaque, st: None });
@@ -336,7 +368,7 @@ impl Walker<'_, '_> {
                     }
                 }
                 ItemKind::Subtree => {
-                    let path = join(prefix, item.name.as_bytes());
+                    let path = join(prefix, &item.key[..item.key.len() - 1]);
                     let st = item.st.expect("subtrees carry their stat");
                     if depth + 1 > self.opts.max_depth {
                         return Err(DiffError::Limit {
@@ -360,6 +392,9 @@ impl Walker<'_, '_> {
                         return Err(changed(&path));
                     }
                     let opaque = dir_state.remove(&item.name).flatten();
+                    if self.opts.skip_kernel_fs && is_kernel_fs(child.as_fd()) {
+                        continue;
+                    }
                     self.walk(child, &path, opaque, depth + 1)?;
                 }
             }
@@ -518,8 +553,8 @@ impl Walker<'_, '_> {
             name,
             type_flag,
             mode: st.st_mode & 0o7777,
-            uid: u64::from(st.st_uid),
-            gid: u64::from(st.st_gid),
+            uid: self.opts.owner.map_or(u64::from(st.st_uid), |o| o.0),
+            gid: self.opts.owner.map_or(u64::from(st.st_gid), |o| o.1),
             size,
             mtime: self.clamp(st),
             link,

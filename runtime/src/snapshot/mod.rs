@@ -14,6 +14,7 @@
 
 mod apply;
 mod check;
+mod copyup;
 mod diff;
 mod entry_path;
 mod store;
@@ -31,7 +32,8 @@ use nix::fcntl::{renameat2, OFlag, RenameFlags};
 use nix::sys::stat::Mode;
 
 pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyStats, MAX_WARNINGS};
-pub use diff::{commit_upper, diff_upper, DiffError, DiffOptions, DiffStats};
+pub use copyup::{copy_image_path, CopyStats};
+pub use diff::{commit_upper, diff_upper, is_kernel_fs, DiffError, DiffOptions, DiffStats};
 pub use entry_path::display_name;
 pub use store::{chain_id, chain_ids, SnapshotLease, Snapshots, SnapshotsError};
 
