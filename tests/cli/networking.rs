@@ -525,3 +525,22 @@ fn published_ports_print_what_podman_prints() {
     assert_eq!(kiln_result.4, podman_result.4, "port of an unpublished port fails");
     assert_eq!(kiln_result.5, podman_result.5, "ps PORTS");
 }
+
+#[test]
+fn host_gateway_reaches_a_service_on_the_hosts_address() {
+    if !can_run() {
+        return;
+    }
+    let Some(host_ip) = host_address() else {
+        eprintln!("skipping: the host has no address on a default route");
+        return;
+    };
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let server = TcpListener::bind((host_ip, 0)).unwrap();
+    let port = server.local_addr().unwrap().port();
+    serve(server, "host service\n");
+    let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc -w 3 hostsvc {port}");
+    let out = k.ok(&["run", "--rm", "--add-host", "hostsvc:host-gateway", "busybox", "sh", "-c", &script]);
+    assert!(out.contains("host service"), "{out}");
+}
