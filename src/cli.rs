@@ -62,6 +62,8 @@ pub enum Command {
     Pause(PauseArgs),
     /// Unpause all processes within one or more containers
     Unpause(PauseArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(PortArgs),
     /// Import a rootfs tarball (plain, gzip or zstd) as a one-layer image
     Import(ImportArgs),
     /// Load images from a docker-archive or OCI archive (stdin by default)
@@ -217,6 +219,8 @@ pub enum ContainerCommand {
     Pause(PauseArgs),
     /// Unpause all processes within one or more containers
     Unpause(PauseArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(PortArgs),
 }
 
 /// `kiln volume …`: docker's volume group.
@@ -405,7 +409,8 @@ pub struct BuildArgs {
     /// Expose a secret to RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
-    /// Network for RUN steps that do not set --network: default (host), host or none
+    /// Network for RUN steps that do not set --network: default (a namespace of its own with
+    /// outbound access only, as BuildKit's), host or none
     #[arg(long)]
     pub network: Option<String>,
     /// Build twice in throwaway stores and report whether the image IDs match (and if not, the first difference)
@@ -514,9 +519,17 @@ pub struct RunArgs {
     /// Overwrite the image's ENTRYPOINT
     #[arg(long)]
     pub entrypoint: Option<String>,
-    /// Network: host (default) or none
-    #[arg(long, default_value = "host")]
+    /// Network: bridge (default: a namespace of its own with outbound access, through pasta or
+    /// slirp4netns), host or none
+    #[arg(long, default_value = "bridge")]
     pub network: String,
+    /// Publish a container's port to the host: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp] (no
+    /// HOST_PORT: a free one)
+    #[arg(short = 'p', long = "publish", value_name = "PORT")]
+    pub publish: Vec<String>,
+    /// Publish every port the image EXPOSEs, each on a free host port
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
     /// Keep stdin open
     #[arg(short = 'i', long)]
     pub interactive: bool,
@@ -584,6 +597,13 @@ pub struct PsArgs {
     /// Format output: "table", "json", or a Go template such as '{{.ID}} {{.Names}}'
     #[arg(long)]
     pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PortArgs {
+    pub container: String,
+    /// PRIVATE_PORT[/PROTO]
+    pub private: Option<String>,
 }
 
 #[derive(Args, Debug)]

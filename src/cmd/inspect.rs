@@ -80,6 +80,10 @@ pub fn container_json(c: &crate::container::Container) -> Value {
     if let Some(n) = config.log.max_file {
         log_config.insert("max-file".into(), json!(n.to_string()));
     }
+    let live = state.status.is_live();
+    let network = crate::container::ports::parse_network(&config.network).unwrap_or_default();
+    let network_settings =
+        crate::container::ports::network_settings(network, if live { &state.ports } else { &[] }, live);
     let mut value = json!({
         "Id": r.id,
         "Created": r.created,
@@ -109,7 +113,7 @@ pub fn container_json(c: &crate::container::Container) -> Value {
             "Binds": binds,
             "LogConfig": {"Type": "json-file", "Config": log_config},
             "NetworkMode": config.network,
-            "PortBindings": {},
+            "PortBindings": crate::container::ports::port_bindings(&config.ports),
             "RestartPolicy": {"Name": config.restart.display_name(), "MaximumRetryCount": config.restart.max_retries},
             "AutoRemove": config.auto_remove,
             "CapAdd": if config.cap_add.is_empty() { Value::Null } else { json!(config.cap_add) },
@@ -148,11 +152,7 @@ pub fn container_json(c: &crate::container::Container) -> Value {
             "Labels": config.labels,
             "StopSignal": config.stop_signal,
         },
-        "NetworkSettings": {
-            "Networks": {config.network.clone(): {}},
-            "Ports": {},
-            "IPAddress": "",
-        },
+        "NetworkSettings": network_settings,
     });
     // docker has no Health without a health check.
     if state.health.is_none() {

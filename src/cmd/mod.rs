@@ -14,6 +14,7 @@ mod inspect;
 mod load;
 mod login;
 pub mod logs;
+mod port;
 mod prune;
 mod ps;
 mod pull;
@@ -126,6 +127,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Unpause(args) | Command::Container { command: ContainerCommand::Unpause(args) } => {
             stats::unpause(&open(LockMode::Shared)?, args)
+        }
+        Command::Port(args) | Command::Container { command: ContainerCommand::Port(args) } => {
+            port::run(&open(LockMode::Shared)?, args)
         }
         Command::Import(args) | Command::Image { command: ImageCommand::Import(args) } => {
             import::run(&open(LockMode::Shared)?, args)

@@ -103,7 +103,7 @@ fn row(store: &Store, c: &Container, id: &str, no_trunc: bool, size: bool) -> se
         "Mounts": config.mounts.iter().map(|m| if m.kind == "volume" { m.source.clone() } else { m.target.clone() }).collect::<Vec<_>>().join(","),
         "Names": c.name(),
         "Networks": config.network,
-        "Ports": "",
+        "Ports": if c.state().status.is_live() { crate::container::ports::ps_cell(&c.state().ports) } else { String::new() },
         "RunningFor": human_since(Some(&c.record.created)),
         "Size": size,
         "State": c.state().status.as_str(),

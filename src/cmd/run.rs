@@ -96,16 +96,18 @@ pub fn make_container(store: &Store, args: &RunArgs) -> Result<Container> {
 }
 
 fn container_config(store: &Store, args: &RunArgs) -> Result<ContainerConfig> {
-    match args.network.as_str() {
-        "host" | "none" | "default" => {}
-        other => bail!("--network {other}: kiln supports host and none"),
-    }
     // Checked here, before anything is made.
     let seccomp = seccomp_option(&args.security_opts)?;
     let resources = args.resources.resources()?;
     let image_id = super::run_flags::resolve_image(store, args)?;
     let image = store.image(&image_id)?;
     let image_config = RunConfig::from_value(image.config_json().get("config"));
+    let (network, ports) = crate::container::ports::from_flags(
+        &args.network,
+        &args.publish,
+        args.publish_all,
+        image_config.fields.get("ExposedPorts"),
+    )?;
     let (entrypoint, cmd) = command_line(&image_config, args.entrypoint.as_deref(), &args.command);
     if entrypoint.is_empty() && cmd.is_empty() {
         bail!("no command specified: the image has no CMD or ENTRYPOINT; give one after the image name");
@@ -155,7 +157,8 @@ fn container_config(store: &Store, args: &RunArgs) -> Result<ContainerConfig> {
             .unwrap_or_else(|| "/".into()),
         user: args.user.clone().unwrap_or_else(|| image_config.user()),
         hostname: args.hostname.clone().unwrap_or_default(),
-        network: if args.network == "default" { "host".into() } else { args.network.clone() },
+        network: crate::container::ports::network_name(network).into(),
+        ports,
         tty: args.tty,
         open_stdin: args.interactive,
         seccomp,

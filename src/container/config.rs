@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use kiln_cas::Store;
 use kiln_runtime::container::caps::CapSet;
-use kiln_runtime::container::{ContainerSpec, MountSpec, Network, Seccomp, StdinMode};
+use kiln_runtime::container::{ContainerSpec, MountSpec, Seccomp, StdinMode};
 use kiln_runtime::snapshot::{chain_ids, SnapshotLease, Snapshots};
 use serde::{Deserialize, Serialize};
 
@@ -34,8 +34,10 @@ pub struct ContainerConfig {
     pub working_dir: String,
     pub user: String,
     pub hostname: String,
-    /// `bridge`, `host` or `none`.
+    /// `bridge`, `host` or `none` (empty reads as `bridge`, docker's default).
     pub network: String,
+    /// `-p` and `-P` (the image's EXPOSE ports); host ports left open are chosen at each start.
+    pub ports: Vec<super::ports::PortSpec>,
     pub mounts: Vec<Mount>,
     pub tty: bool,
     pub open_stdin: bool,
@@ -97,11 +99,13 @@ pub const TINI: &str = "/usr/bin/tini-static";
 pub const INIT_PATH: &str = "/sbin/docker-init";
 
 /// The host's address as a container reaches it (`--add-host NAME:host-gateway`).
-pub fn host_gateway(network: &str) -> &'static str {
+pub fn host_gateway(network: &str) -> String {
     match network {
-        // pasta and slirp4netns map this address to the host's loopback.
-        "bridge" => "10.0.2.2",
-        _ => "127.0.0.1",
+        // The host's own address, which pasta and slirp4netns carry out of the namespace; not
+        // the gateway 10.0.2.2, which does not lead to the host (its loopback is kept out of
+        // reach, as from docker's bridge).
+        "bridge" | "" => super::ports::host_address().unwrap_or_else(|| super::ports::BRIDGE_GATEWAY.to_string()),
+        _ => "127.0.0.1".into(),
     }
 }
 
@@ -300,10 +304,9 @@ pub fn prepare(store: &Store, container: &Container) -> Result<Prepared> {
         std::os::unix::fs::chown(&upper_dir, Some(0), Some(0))
             .with_context(|| format!("setting the owner of {}", upper_dir.display()))?;
     }
-    let network = match config.network.as_str() {
-        "none" => Network::None,
-        _ => Network::Host,
-    };
+    let network = super::ports::parse_network(&config.network)?;
+    // Chosen again at each start, as docker does for ports without a host port.
+    let ports = super::ports::resolve(&config.ports)?;
     let hostname = config.hostname_for(container.id());
     let first_start = container.record.state.started_at.is_empty();
     let mut mounts = Vec::new();
@@ -327,7 +330,7 @@ pub fn prepare(store: &Store, container: &Container) -> Result<Prepared> {
     let mut hosts = format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     for entry in &config.extra_hosts {
         if let Some((name, ip)) = entry.split_once([':', '=']) {
-            let ip = if ip == "host-gateway" { host_gateway(&config.network) } else { ip };
+            let ip = if ip == "host-gateway" { host_gateway(&config.network) } else { ip.to_string() };
             hosts.push_str(&format!("{ip}\t{name}\n"));
         }
     }
@@ -343,12 +346,10 @@ pub fn prepare(store: &Store, container: &Container) -> Result<Prepared> {
         user: config.user.clone(),
         hostname: hostname.clone(),
         network,
+        ports,
         mounts,
         hosts: hosts.into_bytes(),
-        resolv_conf: match network {
-            Network::Host => fs::read("/etc/resolv.conf").unwrap_or_default(),
-            Network::None => Vec::new(),
-        },
+        resolv_conf: super::ports::resolv_conf(network),
         stdin: StdinMode::Null,
         tty: config.tty,
         output: None,

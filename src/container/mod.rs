@@ -18,6 +18,7 @@ pub mod config;
 #[allow(dead_code)]
 pub mod health;
 pub mod logs;
+pub mod ports;
 pub mod resources;
 pub mod supervisor;
 pub mod volume;
@@ -95,6 +96,10 @@ pub struct State {
     /// Set by `stop`, `kill` and `rm -f`: the supervisor does not restart a container it finds
     /// with this set, whatever the restart policy.
     pub stopped_by_user: bool,
+    /// The host ports bound for the current (or last) start, set when it starts (see
+    /// [`config::Prepared`]'s `spec.ports`); cleared when it exits. What `ps`, `port` and
+    /// `inspect` show.
+    pub ports: Vec<kiln_runtime::container::PortMapping>,
     /// docker's `State.Health`, for a container with a health check (probed by its supervisor).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<health::Health>,

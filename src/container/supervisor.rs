@@ -191,6 +191,7 @@ pub fn supervise(
                 r.state.exit_code = status;
                 r.state.oom_killed = oom;
                 r.state.pid = 0;
+                r.state.ports.clear();
                 r.state.error = error.clone();
                 r.state.finished_at = now();
                 Ok(r.clone())
@@ -262,6 +263,8 @@ fn run_once(
     let config::Prepared { mut spec, lease: _lease } = prepared;
     let dir = container.dir.clone();
     let supervisor_pid = std::process::id() as i32;
+    // The host ports bound for this start (`ps`, `port` and `inspect` read them).
+    let ports = spec.ports.clone();
     // The health probes run beside the container, from its start until it ends.
     let probes_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let probes: Arc<Mutex<Option<std::thread::JoinHandle<()>>>> = Arc::new(Mutex::new(None));
@@ -279,6 +282,7 @@ fn run_once(
             r.state.status = Status::Running;
             r.state.pid = pid;
             r.state.supervisor_pid = supervisor_pid;
+            r.state.ports = ports.clone();
             r.state.started_at = now();
             // A running container has no exit code yet (docker shows 0).
             r.state.exit_code = 0;

@@ -25,6 +25,7 @@ mod load;
 mod login_prompt;
 mod mirrors;
 mod net_timeouts;
+mod networking;
 mod registry;
 mod registry_tls;
 mod resources;

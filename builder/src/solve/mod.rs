@@ -441,6 +441,14 @@ fn step_key(cx: &StepContext, step: &Step, state: &StageResult) -> Result<Option
             };
         }
         Op::Run(op) => {
+            // A RUN without a network of its own runs in the build's `--network`: part of what
+            // it ran with, as BuildKit keys an exec's network mode. (No flag: the key is as it
+            // was before the default became the bridge.)
+            if op.network.as_deref().is_none_or(|n| n == "default") {
+                if let Some(network) = options.network.as_deref().filter(|n| *n != "default") {
+                    key = key.field(format!("network={network}"));
+                }
+            }
             // What a bind mount shows the command is an input (context files, or the stage or
             // image it comes from); secrets and cache mounts are not (their contents never reach
             // the key).

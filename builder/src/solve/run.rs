@@ -11,7 +11,7 @@ use std::sync::mpsc;
 
 use kiln_cas::image_fs::{EntryKind, ImageFs};
 use kiln_cas::{Digest, Store};
-use kiln_runtime::container::{run_container, ContainerSpec, ExitOutcome, MountSpec, Network, StdinMode};
+use kiln_runtime::container::{net, run_container, ContainerSpec, ExitOutcome, MountSpec, Network, StdinMode};
 use kiln_runtime::snapshot::{chain_ids, commit_upper, DiffOptions, Snapshots};
 use sha2::{Digest as _, Sha256};
 
@@ -33,6 +33,22 @@ pub(crate) struct RunContext<'a> {
     pub source_date_epoch: Option<i64>,
     pub progress: &'a dyn Progress,
     pub progress_id: usize,
+}
+
+/// The network of a RUN step without `--network` (nor `kiln build --network`): the bridge
+/// network when pasta or slirp4netns is installed; else, as BuildKit does without CNI, the host's,
+/// with a warning (once per build process) saying what to install.
+fn default_run_network(cx: &RunContext<'_>) -> Network {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if net::Tool::find().is_some() {
+        return Network::Bridge;
+    }
+    WARNED.call_once(|| {
+        cx.progress.event(ProgressEvent::Warning(
+            "RUN steps use the host network: install pasta (Debian package passt) or slirp4netns for an isolated network, or pass --network host to say so".into(),
+        ));
+    });
+    Network::Host
 }
 
 /// Runs one RUN op over `layers` and returns the new layer's diffID. `mount_layers[i]` holds the
@@ -74,7 +90,9 @@ pub(crate) fn run_step(
         other => other,
     };
     let network = match requested {
-        None | Some("default") | Some("host") => Network::Host,
+        // BuildKit's default: a namespace of its own with outbound access only.
+        None | Some("default") => default_run_network(cx),
+        Some("host") => Network::Host,
         Some("none") => Network::None,
         Some(other) => return Err(format!("unsupported network mode \"{other}\" (default, none, host)")),
     };
@@ -97,6 +115,7 @@ pub(crate) fn run_step(
             .into_bytes(),
         resolv_conf: match network {
             Network::Host => fs::read("/etc/resolv.conf").unwrap_or_default(),
+            Network::Bridge => net::bridge_resolv_conf(&fs::read("/etc/resolv.conf").unwrap_or_default()),
             Network::None => Vec::new(),
         },
         stdin: StdinMode::Null,

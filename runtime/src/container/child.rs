@@ -371,7 +371,7 @@ impl ChildConfig {
 /// The monitor of a new container: runs in the child of `fork`, never returns.
 pub(crate) fn monitor(cfg: &ChildConfig) -> ! {
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
-    if cfg.network == Network::None {
+    if cfg.network.isolated() {
         flags |= libc::CLONE_NEWNET;
     }
     supervise(
@@ -532,7 +532,7 @@ fn init(cfg: &ChildConfig, life_r: OwnedFd) -> ! {
             setup_fail("setting the hostname", errno_io(e));
         }
     }
-    if cfg.network == Network::None {
+    if cfg.network.isolated() {
         if let Err(e) = loopback_up() {
             setup_fail("bringing up lo", e);
         }

@@ -1,5 +1,5 @@
 //! The container executor: runs one process in new mount, pid, ipc and uts namespaces (and a new
-//! network namespace for [`Network::None`]) over an overlay of the image's snapshots, for RUN
+//! network namespace for [`Network::None`] and [`Network::Bridge`], see [`net`]) over an overlay of the image's snapshots, for RUN
 //! steps and `kiln run` (issue 4; DESIGN.md §4 "RUN"; THREATS.md §3.G).
 //!
 //! [`run_container`] blocks until the container is gone and reports how its process ended:
@@ -25,6 +25,7 @@ pub mod caps;
 mod child;
 mod cleanup;
 mod exec;
+pub mod net;
 pub mod plan;
 mod relay;
 pub mod seccomp;
@@ -39,6 +40,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 pub use exec::{exec_in, ExecSpec};
+pub use net::{PortMapping, Proto};
 pub use plan::{apply_plan, mount_plan, Attrs, Create, MountOp, Source, Syscall};
 pub use seccomp::Seccomp;
 
@@ -53,6 +55,17 @@ pub enum Network {
     /// A new network namespace with only `lo`, up.
     #[default]
     None,
+    /// A new network namespace with outbound access through a user-mode network tool (pasta or
+    /// slirp4netns, see [`net`]) that also carries [`ContainerSpec::ports`]; the host's loopback
+    /// is out of reach. docker's default `bridge` network, without a bridge.
+    Bridge,
+}
+
+impl Network {
+    /// Whether the container gets a network namespace of its own.
+    pub fn isolated(self) -> bool {
+        self != Network::Host
+    }
 }
 
 /// What the container's stdin is (without a tty; with one it is always the pty).
@@ -127,6 +140,8 @@ pub struct ContainerSpec {
     pub user: String,
     pub hostname: String,
     pub network: Network,
+    /// Host ports forwarded into the container; only with [`Network::Bridge`].
+    pub ports: Vec<PortMapping>,
     pub mounts: Vec<MountSpec>,
     /// Contents of `/etc/hosts`, `/etc/resolv.conf` (read-only; `/etc/hostname` too).
     pub hosts: Vec<u8>,
@@ -212,6 +227,9 @@ pub enum ContainerError {
     ExecNotExecutable { path: String, source: io::Error },
     #[error("container setup: {step}: {source}")]
     Setup { step: String, source: io::Error },
+    /// The bridge network could not be attached (a port in use, no tool, the tool failed).
+    #[error("{0}")]
+    Network(#[from] net::NetError),
     /// `exec` into a container whose process (this host pid) is gone.
     #[error("the container's process {pid} is not running")]
     NotRunning { pid: i32 },
@@ -267,6 +285,12 @@ fn validate(spec: &ContainerSpec) -> Result<(), ContainerError> {
     }
     if spec.user.contains('\0') || spec.cwd.contains('\0') {
         return invalid("NUL byte in user or working directory".into());
+    }
+    if !spec.ports.is_empty() && spec.network != Network::Bridge {
+        return invalid("published ports need the bridge network".into());
+    }
+    if let Some(p) = spec.ports.iter().find(|p| p.host_port == 0 || p.container_port == 0) {
+        return invalid(format!("invalid port mapping {}:{}", p.host_port, p.container_port));
     }
     Ok(())
 }
@@ -353,6 +377,13 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// The bridge network's tool while the container runs, or why it could not start.
+#[derive(Default)]
+struct NetSlot {
+    tool: Option<net::Attached>,
+    error: Option<net::NetError>,
+}
+
 /// Runs `spec` to completion (see the module docs). Needs root (real, not in a user namespace).
 pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerError> {
     validate(&spec)?;
@@ -360,6 +391,33 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     let argv = cstrings(&spec.argv, "argument")?;
     let env = cstrings(&spec.env, "environment entry")?;
     let layers_scratch = LayersScratch::create(&spec)?;
+    // The bridge network is attached once init's namespaces exist (after it joined its cgroup,
+    // whose hook goes first), before the program runs; the tool is stopped (below) once the
+    // container is gone.
+    let attached: std::sync::Arc<std::sync::Mutex<NetSlot>> = Default::default();
+    if spec.network == Network::Bridge {
+        let tool = net::Tool::find().ok_or(net::NetError::NoTool)?;
+        let ports = spec.ports.clone();
+        let slot = attached.clone();
+        spec.on_created.insert(
+            0,
+            Box::new(move |pid| {
+                let result = net::attach(&tool, pid, &ports);
+                let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+                match result {
+                    Ok(a) => {
+                        slot.tool = Some(a);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        slot.error = Some(e);
+                        Err(io::Error::other(message))
+                    }
+                }
+            }),
+        );
+    }
     let cgroup = match &spec.cgroup {
         // Without limits, a machine that cannot give the container a cgroup (none mounted, or
         // not writable) runs it in kiln's own.
@@ -460,6 +518,12 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     });
     let monitor_status = relay::wait_child(pid);
     drop(forwarding);
+    let net_error = {
+        let mut slot = attached.lock().unwrap_or_else(|e| e.into_inner());
+        // Kills and reaps the tool: the namespace and its port listeners go with it.
+        slot.tool.take();
+        slot.error.take()
+    };
     // Every process of the container is gone with its pid namespace: read what the cgroup saw,
     // then remove it.
     let oom_killed = cgroup.as_ref().is_some_and(RemoveOnDrop::oom_killed);
@@ -474,7 +538,8 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     let cleanup = cleanup.and(layers_scratch.remove());
 
     if let Some(err) = report.error {
-        return Err(err);
+        // A failed hook reads "preparing the container": say what the network tool said.
+        return Err(net_error.map(ContainerError::from).unwrap_or(err));
     }
     cgroup_removed?;
     cleanup.map_err(|source| ContainerError::Setup {

@@ -370,7 +370,7 @@ pub fn mount_plan(spec: &ContainerSpec) -> Result<Vec<MountOp>, ContainerError> 
     let sys_attrs = if spec.unmasked_paths { nosuid_noexec_nodev } else { Attrs::RDONLY | nosuid_noexec_nodev };
     match spec.network {
         // A fresh sysfs shows the network namespace it was mounted in: only with our own.
-        Network::None => plan.push(mount(fs("sysfs", &[]), "/sys", sys_attrs, Create::Dir)),
+        Network::None | Network::Bridge => plan.push(mount(fs("sysfs", &[]), "/sys", sys_attrs, Create::Dir)),
         Network::Host => plan.push(mount(Source::Host(PathBuf::from("/sys")), "/sys", sys_attrs, Create::Dir)),
     }
     plan.push(mount(fs("proc", &[]), "/proc", nosuid_noexec_nodev, Create::Dir));
@@ -575,6 +575,13 @@ mod tests {
             "pivot_root",
         ];
         assert_eq!(calls, expected);
+    }
+
+    #[test]
+    fn bridge_network_mounts_its_own_sysfs() {
+        let calls = recorded(&spec(Network::Bridge, vec![]), &[]);
+        assert!(calls.contains(&"mount sysfs() on /sys ro,nosuid,nodev,noexec Dir".to_string()), "{calls:#?}");
+        assert!(!calls.iter().any(|c| c.contains("bind /sys")), "{calls:#?}");
     }
 
     #[test]
