@@ -30,8 +30,8 @@ pub fn run(store: &Store, args: RunArgs) -> Result<ExitCode> {
 
 /// `kiln create`: the container, made and not started; prints its ID.
 pub fn create(store: &Store, args: RunArgs) -> Result<ExitCode> {
-    match make_container(store, &args) {
-        Ok(container) => {
+    match make_container(store, &args, false) {
+        Ok((container, _)) => {
             outln!("{}", container.id());
             Ok(ExitCode::SUCCESS)
         }
@@ -46,7 +46,7 @@ fn run_inner(store: &Store, args: RunArgs) -> Result<ExitCode> {
     if args.detach && args.rm && args.restart.as_deref().is_some_and(|r| r != "no") {
         bail!("conflicting options: cannot specify both --restart and --rm");
     }
-    let container = make_container(store, &args)?;
+    let (container, claim) = make_container(store, &args, !args.detach)?;
     if args.detach {
         return match supervisor::start_detached(store, &container) {
             Ok(()) => {
@@ -57,7 +57,7 @@ fn run_inner(store: &Store, args: RunArgs) -> Result<ExitCode> {
         };
     }
     let mode = Mode::Foreground { interactive: args.interactive };
-    let outcome = supervisor::supervise(store.root(), container.clone(), mode, Box::new(|| {}));
+    let outcome = supervisor::supervise(store.root(), container.clone(), mode, Box::new(|| {}), claim);
     let code = match outcome {
         Ok(status) => {
             if args.rm {
@@ -87,12 +87,18 @@ fn exit_code(status: i32) -> ExitCode {
     ExitCode::from(status.clamp(0, 255) as u8)
 }
 
-/// The image and the flags, resolved into a new container (not started).
-pub fn make_container(store: &Store, args: &RunArgs) -> Result<Container> {
+/// The image and the flags, resolved into a new container (not started). With `claim` (a
+/// foreground run) it comes with its supervisor lock held, for `supervise`.
+pub fn make_container(store: &Store, args: &RunArgs, claim: bool) -> Result<(Container, Option<std::fs::File>)> {
     let config = container_config(store, args)?;
-    let container = container::create(store, args.name.as_deref(), config)?;
+    let (container, lock) = if claim {
+        let (c, lock) = container::create_claimed(store, args.name.as_deref(), config)?;
+        (c, Some(lock))
+    } else {
+        (container::create(store, args.name.as_deref(), config)?, None)
+    };
     super::run_flags::create_volumes(store, &container)?;
-    Ok(container)
+    Ok((container, lock))
 }
 
 fn container_config(store: &Store, args: &RunArgs) -> Result<ContainerConfig> {

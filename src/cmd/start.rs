@@ -46,7 +46,7 @@ pub fn start(store: &Store, args: StartArgs) -> Result<ExitCode> {
         }
         clear_stop(&mut c)?;
         let mode = Mode::Foreground { interactive: args.interactive };
-        return match supervisor::supervise(store.root(), c, mode, Box::new(|| {})) {
+        return match supervisor::supervise(store.root(), c, mode, Box::new(|| {}), None) {
             Ok(status) => Ok(ExitCode::from(status.clamp(0, 255) as u8)),
             Err(e) => {
                 eprintln!("Error: {}", crate::output::error_line(&e.error));
@@ -163,7 +163,7 @@ pub fn wait(store: &Store, args: ContainersArgs) -> Result<ExitCode> {
 pub fn rename(store: &Store, args: RenameArgs) -> Result<ExitCode> {
     let mut c = container::find(store, &args.container)?;
     container::check_name(&args.new_name)?;
-    let _names = container::lock_dir(&container::containers_dir(store))?;
+    let _names = container::lock_names(store)?;
     if let Some(other) = container::list(store)?.into_iter().find(|o| o.name() == args.new_name) {
         if other.id() != c.id() {
             bail!(

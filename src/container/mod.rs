@@ -34,6 +34,8 @@ pub use config::ContainerConfig;
 
 pub const RECORD: &str = "container.json";
 pub const LOCK: &str = "lock";
+/// `containers/.lock`: held while a name is checked and taken (hidden: not a container).
+pub const NAMES_LOCK: &str = ".lock";
 pub const SUPERVISOR_LOCK: &str = "supervisor.lock";
 
 /// Exit status recorded for a container whose supervisor was killed: its processes died with it
@@ -100,6 +102,10 @@ pub struct State {
     /// [`config::Prepared`]'s `spec.ports`); cleared when it exits. What `ps`, `port` and
     /// `inspect` show.
     pub ports: Vec<kiln_runtime::container::PortMapping>,
+    /// Made by a foreground `run`, which holds its supervisor lock from the start: a container
+    /// still `Created` with this set and the lock free lost its `run` before it started.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub claimed: bool,
     /// docker's `State.Health`, for a container with a health check (probed by its supervisor).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<health::Health>,
@@ -163,7 +169,9 @@ impl Container {
     /// Reads the record again (another process may have changed it).
     pub fn reload(&mut self) -> Result<()> {
         self.record = read_record(&self.dir)?;
-        settle(&self.dir, &mut self.record)?;
+        if !settle(&self.dir, &mut self.record)? {
+            bail!("No such container: {} (removed: it was --rm)", self.record.name);
+        }
         Ok(())
     }
 
@@ -204,8 +212,9 @@ pub fn list(store: &Store) -> Result<Vec<Container>> {
         }
         match read_record(&path) {
             Ok(mut record) => {
-                settle(&path, &mut record)?;
-                out.push(Container { dir: path, record });
+                if settle(&path, &mut record)? {
+                    out.push(Container { dir: path, record });
+                }
             }
             Err(e) => eprintln!("warning: {e:#}"),
         }
@@ -264,6 +273,19 @@ pub fn lock_dir(dir: &Path) -> Result<fs::File> {
     Ok(file)
 }
 
+/// The lock of container names (`create`, `rename`).
+pub fn lock_names(store: &Store) -> Result<fs::File> {
+    let path = containers_dir(store).join(NAMES_LOCK);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.lock().with_context(|| format!("locking {}", path.display()))?;
+    Ok(file)
+}
+
 /// Whether a supervisor holds the container's supervisor lock.
 pub fn supervisor_alive(dir: &Path) -> bool {
     let Ok(file) = fs::File::open(dir.join(SUPERVISOR_LOCK)) else { return false };
@@ -292,24 +314,50 @@ pub fn take_supervisor_lock(dir: &Path) -> Result<Option<fs::File>> {
 }
 
 /// A record that says live while no supervisor holds its lock: the supervisor was killed (and
-/// the container's processes with it). Recorded as exited with 137, once, under the lock.
-fn settle(dir: &Path, record: &mut Record) -> Result<()> {
-    if !record.state.status.is_live() || supervisor_alive(dir) {
-        return Ok(());
+/// the container's processes with it). Recorded as exited with 137, once, under the lock. A
+/// `--rm` container whose supervisor died (or whose `run` died before starting it) is removed,
+/// as its supervisor would have; returns false then.
+fn settle(dir: &Path, record: &mut Record) -> Result<bool> {
+    let orphaned = |r: &Record| {
+        r.state.status.is_live()
+            || (r.state.status == Status::Created && r.state.claimed)
+            || (r.config.auto_remove && r.state.status == Status::Exited)
+    };
+    if !orphaned(record) || supervisor_alive(dir) {
+        return Ok(true);
     }
-    let _lock = lock_dir(dir)?;
-    let mut fresh = read_record(dir)?;
-    if fresh.state.status.is_live() && !supervisor_alive(dir) {
+    let lock = lock_dir(dir)?;
+    let mut fresh = match read_record(dir) {
+        Ok(r) => r,
+        // Removed meanwhile by whoever settled it first.
+        Err(_) if !dir.exists() => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if !orphaned(&fresh) || supervisor_alive(dir) {
+        *record = fresh;
+        return Ok(true);
+    }
+    if fresh.state.status.is_live() {
+        resources::remove_leftover_cgroup(&fresh.id);
+    }
+    if fresh.config.auto_remove {
+        drop(lock);
+        // Its anonymous volumes stay for `volume prune` (the store is not at hand here).
+        remove_dir(dir)?;
+        return Ok(false);
+    }
+    if fresh.state.status.is_live() {
         fresh.state.status = Status::Exited;
         fresh.state.exit_code = KILLED_WITH_SUPERVISOR;
         fresh.state.pid = 0;
         fresh.state.supervisor_pid = 0;
         fresh.state.finished_at = now();
-        write_record(dir, &fresh)?;
-        resources::remove_leftover_cgroup(&fresh.id);
     }
+    // A foreground run that died before starting it: it stays, never started.
+    fresh.state.claimed = false;
+    write_record(dir, &fresh)?;
     *record = fresh;
-    Ok(())
+    Ok(true)
 }
 
 /// Now, as records store times.
@@ -324,7 +372,11 @@ pub fn remove_dir(dir: &Path) -> Result<()> {
     let parent = dir.parent().context("a container directory has a parent")?;
     let id = dir.file_name().context("a container directory has a name")?.to_string_lossy();
     let doomed = parent.join(kiln_cas::store::temp::unique_temp_name(&id, kiln_cas::store::temp::DOOMED_MARK));
-    fs::rename(dir, &doomed).with_context(|| format!("removing {}", dir.display()))?;
+    match fs::rename(dir, &doomed) {
+        // Removed already (a --rm container settled by another kiln).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        other => other.with_context(|| format!("removing {}", dir.display()))?,
+    }
     if let Err(e) = fs::remove_dir_all(&doomed) {
         if doomed.exists() {
             return Err(e).with_context(|| format!("removing {}", doomed.display()));
@@ -356,10 +408,26 @@ pub fn new_id() -> String {
 /// Makes `containers/<id>/` with its record and image file. The name must be free: checked
 /// under the containers directory's lock so that two `run --name x` at once cannot both win.
 pub fn create(store: &Store, name: Option<&str>, config: ContainerConfig) -> Result<Container> {
+    Ok(create_inner(store, name, config, false)?.0)
+}
+
+/// [`create`] for a foreground `run`: the container comes with its supervisor lock already held
+/// (and `claimed` set), so that a `run` killed before it starts the container is seen as gone.
+pub fn create_claimed(store: &Store, name: Option<&str>, config: ContainerConfig) -> Result<(Container, fs::File)> {
+    let (container, lock) = create_inner(store, name, config, true)?;
+    Ok((container, lock.expect("claimed")))
+}
+
+fn create_inner(
+    store: &Store,
+    name: Option<&str>,
+    config: ContainerConfig,
+    claim: bool,
+) -> Result<(Container, Option<fs::File>)> {
     let id = new_id();
     let root = containers_dir(store);
     fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let _names = lock_dir(&root)?;
+    let _names = lock_names(store)?;
     let name = match name {
         Some(name) => {
             check_name(name)?;
@@ -376,12 +444,18 @@ pub fn create(store: &Store, name: Option<&str>, config: ContainerConfig) -> Res
     // Made under a temp name and renamed in whole: `list` never sees a container without a record.
     let building = kiln_cas::store::temp::OwnedTempDir::create(&root, &id)
         .with_context(|| format!("creating a container in {}", root.display()))?;
-    let record = Record { id: id.clone(), name, created: now(), config, state: State::default() };
+    let held = if claim {
+        Some(take_supervisor_lock(building.path())?.context("a fresh container's supervisor lock is free")?)
+    } else {
+        None
+    };
+    let state = State { claimed: claim, ..State::default() };
+    let record = Record { id: id.clone(), name, created: now(), config, state };
     write_record(building.path(), &record)?;
     fs::write(building.path().join("image"), &record.config.image).context("recording the container's image")?;
     let dir = root.join(&id);
     building.persist(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(Container { dir, record })
+    Ok((Container { dir, record }, held))
 }
 
 /// docker's `adjective_surname`; kiln uses a short, readable, unique-enough form.

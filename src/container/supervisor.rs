@@ -109,7 +109,7 @@ pub fn supervise_detached(root: &Path, id: &str) -> Result<()> {
             }
         })
     };
-    let outcome = supervise(root, container, Mode::Detached, on_started);
+    let outcome = supervise(root, container, Mode::Detached, on_started, None);
     if let Err(e) = &outcome {
         let mut guard = ready.lock().unwrap_or_else(|p| p.into_inner());
         report(&mut guard, format!("err {} {}\n", e.status, one_line(&e.error)));
@@ -129,10 +129,15 @@ pub fn supervise(
     container: Container,
     mode: Mode,
     announce: Box<dyn FnOnce() + Send>,
+    held_lock: Option<std::fs::File>,
 ) -> Result<i32, StartError> {
     let mut container = container;
-    let Some(_lock) = super::take_supervisor_lock(&container.dir).map_err(StartError::setup)? else {
-        return Err(StartError::setup(anyhow!("container {} is already running", container.name())));
+    let _lock = match held_lock {
+        Some(lock) => lock,
+        None => match super::take_supervisor_lock(&container.dir).map_err(StartError::setup)? {
+            Some(lock) => lock,
+            None => return Err(StartError::setup(anyhow!("container {} is already running", container.name()))),
+        },
     };
     let mut announce = Some(announce);
     // Detached: clients of `kiln attach` get the output and, with `-i`, feed stdin.
@@ -193,6 +198,7 @@ pub fn supervise(
                 r.state.pid = 0;
                 r.state.ports.clear();
                 r.state.error = error.clone();
+                r.state.claimed = false;
                 r.state.finished_at = now();
                 Ok(r.clone())
             })
@@ -284,6 +290,7 @@ fn run_once(
             r.state.supervisor_pid = supervisor_pid;
             r.state.ports = ports.clone();
             r.state.started_at = now();
+            r.state.claimed = false;
             // A running container has no exit code yet (docker shows 0).
             r.state.exit_code = 0;
             r.state.error.clear();
