@@ -141,7 +141,7 @@ fn health_suffix(state: &crate::container::State) -> String {
 
 /// `-s`: the container's own bytes (its upper dir) and, as "virtual", those plus its image's.
 fn size_cell(store: &Store, c: &Container) -> String {
-    let own = dir_size(&c.upper_dir());
+    let own = crate::container::disk_usage(&c.upper_dir());
     let image = c
         .image_id()
         .parse::<Digest>()
@@ -151,18 +151,6 @@ fn size_cell(store: &Store, c: &Container) -> String {
         .map(|sizes| sizes.iter().sum::<u64>())
         .unwrap_or(0);
     format!("{} (virtual {})", human_size(own), human_size(own + image))
-}
-
-fn dir_size(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
-            _ => 0,
-        })
-        .sum()
 }
 
 /// One `--filter KEY=VALUE` of docker's `ps`.

@@ -69,7 +69,7 @@ pub fn prune(store: &Store, args: ContainerPruneArgs) -> Result<ExitCode> {
         if !stopped || !old_enough || !labelled || crate::container::supervisor_alive(&c.dir) {
             continue;
         }
-        let size = du(&c.upper_dir());
+        let size = crate::container::disk_usage(&c.upper_dir());
         container::remove_dir(&c.dir)?;
         reclaimed += size;
         deleted.push(c.id().to_string());
@@ -83,16 +83,4 @@ pub fn prune(store: &Store, args: ContainerPruneArgs) -> Result<ExitCode> {
     }
     outln!("Total reclaimed space: {}", human_size(reclaimed));
     Ok(ExitCode::SUCCESS)
-}
-
-fn du(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => du(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
-            _ => 0,
-        })
-        .sum()
 }

@@ -13,10 +13,10 @@ use crate::container::supervisor::{self, Mode};
 use crate::container::{self, Container};
 
 /// Runs `each` on every named container; prints the line it returns, or the error.
-fn for_each(store: &Store, names: &[String], mut each: impl FnMut(&mut Container) -> Result<String>) -> ExitCode {
+fn for_each(store: &Store, names: &[String], mut each: impl FnMut(&str, &mut Container) -> Result<String>) -> ExitCode {
     let mut failed = false;
     for wanted in names {
-        match container::find(store, wanted).and_then(|mut c| each(&mut c)) {
+        match container::find(store, wanted).and_then(|mut c| each(wanted, &mut c)) {
             Ok(line) => {
                 if crate::output::write_stdout(format_args!("{line}\n")).is_err() {
                     return ExitCode::from(crate::output::BROKEN_PIPE_STATUS);
@@ -132,29 +132,11 @@ fn c_stop_signal(r: &container::Record) -> i32 {
 
 /// Like `for_each`, printing each container as named on success.
 fn for_each_named(store: &Store, names: &[String], mut each: impl FnMut(&mut Container) -> Result<()>) -> ExitCode {
-    let mut failed = false;
-    for wanted in names {
-        match container::find(store, wanted).and_then(|mut c| each(&mut c)) {
-            Ok(()) => {
-                if crate::output::write_stdout(format_args!("{wanted}\n")).is_err() {
-                    return ExitCode::from(crate::output::BROKEN_PIPE_STATUS);
-                }
-            }
-            Err(err) => {
-                eprintln!("Error: {}", crate::output::error_line(&err));
-                failed = true;
-            }
-        }
-    }
-    if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+    for_each(store, names, |wanted, c| each(c).map(|()| wanted.to_string()))
 }
 
 pub fn wait(store: &Store, args: ContainersArgs) -> Result<ExitCode> {
-    Ok(for_each(store, &args.containers, |c| {
+    Ok(for_each(store, &args.containers, |_, c| {
         supervisor::wait_stopped(c, None)?;
         Ok(c.state().exit_code.to_string())
     }))

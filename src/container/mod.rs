@@ -260,30 +260,30 @@ pub fn write_record(dir: &Path, record: &Record) -> Result<()> {
     Ok(())
 }
 
-/// The container's lock, held exclusively for a read-modify-write of its record.
-pub fn lock_dir(dir: &Path) -> Result<fs::File> {
-    let path = dir.join(LOCK);
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+/// Opens (creating) the lock file at `path` and takes it exclusively, waiting for it.
+pub fn lock_file(path: &Path) -> Result<fs::File> {
+    let file = open_lock_file(path)?;
     file.lock().with_context(|| format!("locking {}", path.display()))?;
     Ok(file)
 }
 
-/// The lock of container names (`create`, `rename`).
-pub fn lock_names(store: &Store) -> Result<fs::File> {
-    let path = containers_dir(store).join(NAMES_LOCK);
-    let file = fs::OpenOptions::new()
+fn open_lock_file(path: &Path) -> Result<fs::File> {
+    fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    file.lock().with_context(|| format!("locking {}", path.display()))?;
-    Ok(file)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// The container's lock, held exclusively for a read-modify-write of its record.
+pub fn lock_dir(dir: &Path) -> Result<fs::File> {
+    lock_file(&dir.join(LOCK))
+}
+
+/// The lock of container names (`create`, `rename`).
+pub fn lock_names(store: &Store) -> Result<fs::File> {
+    lock_file(&containers_dir(store).join(NAMES_LOCK))
 }
 
 /// Whether a supervisor holds the container's supervisor lock.
@@ -300,12 +300,7 @@ pub fn supervisor_alive(dir: &Path) -> bool {
 /// process holds it.
 pub fn take_supervisor_lock(dir: &Path) -> Result<Option<fs::File>> {
     let path = dir.join(SUPERVISOR_LOCK);
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let file = open_lock_file(&path)?;
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(fs::TryLockError::WouldBlock) => Ok(None),
@@ -358,6 +353,19 @@ fn settle(dir: &Path, record: &mut Record) -> Result<bool> {
     write_record(dir, &fresh)?;
     *record = fresh;
     Ok(true)
+}
+
+/// Bytes of the regular files under `dir` (a container's own changes, for `ps -s` and `prune`).
+pub fn disk_usage(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => disk_usage(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Now, as records store times.

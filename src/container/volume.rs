@@ -86,14 +86,7 @@ pub fn check_name(name: &str) -> Result<()> {
 fn lock(store: &Store) -> Result<fs::File> {
     let dir = volumes_dir(store);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(LOCK);
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    file.lock().with_context(|| format!("locking {}", path.display()))?;
+    let file = super::lock_file(&dir.join(LOCK))?;
     // What a killed create or remove left (temp and doomed dirs nobody holds) goes now.
     let _ = kiln_cas::store::temp::remove_stale_temps(&dir, true);
     Ok(file)

@@ -143,29 +143,6 @@ fn copy_winsize(from: RawFd, to: BorrowedFd<'_>) {
     }
 }
 
-/// The host terminal in raw mode until dropped.
-struct RawMode {
-    saved: nix::sys::termios::Termios,
-}
-
-impl RawMode {
-    fn enter() -> Option<RawMode> {
-        let stdin = std::io::stdin();
-        let saved = nix::sys::termios::tcgetattr(stdin.as_fd()).ok()?;
-        let mut raw = saved.clone();
-        nix::sys::termios::cfmakeraw(&mut raw);
-        nix::sys::termios::tcsetattr(stdin.as_fd(), nix::sys::termios::SetArg::TCSANOW, &raw).ok()?;
-        Some(RawMode { saved })
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        let stdin = std::io::stdin();
-        let _ = nix::sys::termios::tcsetattr(stdin.as_fd(), nix::sys::termios::SetArg::TCSANOW, &self.saved);
-    }
-}
-
 fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
     let mut byte = [0u8; 1];
     let mut iov = [io::IoSliceMut::new(&mut byte)];
@@ -362,7 +339,7 @@ pub(crate) fn relay(mut io_: RelayIo<'_>) -> Result<Report, ContainerError> {
     let mut master: Option<OwnedFd> = None;
     let mut stdin_open = io_.stdin_into_pty;
     let mut pending_in: Vec<u8> = Vec::new();
-    let mut raw_mode: Option<RawMode> = None;
+    let mut raw_mode: Option<crate::process::RawTerminal> = None;
     let host_tty = if isatty(0) {
         Some(0)
     } else if isatty(1) {
@@ -495,7 +472,7 @@ pub(crate) fn relay(mut io_: RelayIo<'_>) -> Result<Report, ContainerError> {
                     });
                 }
                 if stdin_open && io_.stdin_from.is_none() && isatty(0) {
-                    raw_mode = RawMode::enter();
+                    raw_mode = crate::process::RawTerminal::enter();
                 }
                 master = Some(m);
             }
