@@ -308,26 +308,17 @@ fn run_once(
     }));
     let log = match mode {
         Mode::Detached => {
-            let writer = LogWriter::open(&container.log_path(), container.record.config.log.clone())
-                .with_context(|| format!("opening {}", container.log_path().display()))
-                .map_err(StartError::setup)?;
-            let log = Arc::new(Mutex::new(writer));
-            let (out, err) = (log.clone(), log.clone());
-            let (attach_out, attach_err) = (attach.clone(), attach);
-            spec.output = Some(Box::new(move |data: &[u8]| {
-                let _ = out.lock().unwrap_or_else(|p| p.into_inner()).write(Stream::Stdout, data);
-                if let Some(a) = &attach_out {
-                    a.broadcast(super::attach::STDOUT, data);
-                }
-            }));
-            spec.stderr_output = Some(Box::new(move |data: &[u8]| {
-                let _ = err.lock().unwrap_or_else(|p| p.into_inner()).write(Stream::Stderr, data);
-                if let Some(a) = &attach_err {
-                    a.broadcast(super::attach::STDERR, data);
-                }
-            }));
             spec.stdin_fd = stdin_fd;
-            Some(log)
+            // The log, and every `kiln attach` client.
+            Some(log_output(&mut spec, container, move |stream, data| {
+                if let Some(a) = &attach {
+                    let tag = match stream {
+                        Stream::Stdout => super::attach::STDOUT,
+                        Stream::Stderr => super::attach::STDERR,
+                    };
+                    a.broadcast(tag, data);
+                }
+            })?)
         }
         Mode::Foreground { interactive } => {
             spec.stdin = if interactive { StdinMode::Inherit } else { StdinMode::Null };
@@ -336,21 +327,15 @@ fn run_once(
                 None
             } else {
                 // As docker: the terminal and the log both, so that `logs` works afterwards.
-                let writer = LogWriter::open(&container.log_path(), container.record.config.log.clone())
-                    .with_context(|| format!("opening {}", container.log_path().display()))
-                    .map_err(StartError::setup)?;
-                let log = Arc::new(Mutex::new(writer));
-                let (out, err) = (log.clone(), log.clone());
-                spec.output = Some(Box::new(move |data: &[u8]| {
-                    let mut stdout = std::io::stdout().lock();
-                    let _ = stdout.write_all(data).and_then(|()| stdout.flush());
-                    let _ = out.lock().unwrap_or_else(|p| p.into_inner()).write(Stream::Stdout, data);
-                }));
-                spec.stderr_output = Some(Box::new(move |data: &[u8]| {
-                    let _ = std::io::stderr().write_all(data);
-                    let _ = err.lock().unwrap_or_else(|p| p.into_inner()).write(Stream::Stderr, data);
-                }));
-                Some(log)
+                Some(log_output(&mut spec, container, |stream, data| match stream {
+                    Stream::Stdout => {
+                        let mut stdout = std::io::stdout().lock();
+                        let _ = stdout.write_all(data).and_then(|()| stdout.flush());
+                    }
+                    Stream::Stderr => {
+                        let _ = std::io::stderr().write_all(data);
+                    }
+                })?)
             }
         }
     };
@@ -366,6 +351,30 @@ fn run_once(
         Ok(r) => Ok(r),
         Err(e) => Err(StartError { status: e.exit_status(), error: e.into() }),
     }
+}
+
+/// Captures the container's stdout and stderr (apart) into its json-file log, each piece also
+/// handed to `tee`; returns the log, to be flushed once the container has ended.
+fn log_output(
+    spec: &mut kiln_runtime::container::ContainerSpec,
+    container: &Container,
+    tee: impl Fn(Stream, &[u8]) + Send + Sync + 'static,
+) -> Result<Arc<Mutex<LogWriter>>, StartError> {
+    let writer = LogWriter::open(&container.log_path(), container.record.config.log.clone())
+        .with_context(|| format!("opening {}", container.log_path().display()))
+        .map_err(StartError::setup)?;
+    let log = Arc::new(Mutex::new(writer));
+    let tee = Arc::new(tee);
+    let sink = |stream: Stream| -> kiln_runtime::container::OutputSink {
+        let (log, tee) = (log.clone(), tee.clone());
+        Box::new(move |data: &[u8]| {
+            let _ = log.lock().unwrap_or_else(|p| p.into_inner()).write(stream, data);
+            tee(stream, data);
+        })
+    };
+    spec.output = Some(sink(Stream::Stdout));
+    spec.stderr_output = Some(sink(Stream::Stderr));
+    Ok(log)
 }
 
 /// Waits until the container is no longer live (its supervisor recorded the exit or is gone), at

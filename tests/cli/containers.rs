@@ -506,17 +506,7 @@ fn the_lifecycle_prints_what_podman_prints() {
         }
         std::process::Command::new("podman").args(&full).output().unwrap()
     };
-    let imported = podman(&["import", busybox_rootfs().to_str().unwrap(), &tag]);
-    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
-    struct Gone<'a>(&'a str, &'a str);
-    impl Drop for Gone<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("podman").args(["rm", "-f", self.0]).output();
-            let _ = std::process::Command::new("podman").args(["rmi", "-f", self.1]).output();
-        }
-    }
-    let _gone = Gone(&name, &tag);
-    k.ok(&["tag", "busybox:latest", &tag]);
+    let _peer = PodmanPeer::new(&k, tag.clone(), name.clone());
     let script = "echo hi; echo err >&2; trap 'exit 3' TERM; while :; do sleep 0.1; done";
     // Each step: (kiln's output, podman's output) as (status, stdout, stderr).
     let both = |args: &[&str]| {

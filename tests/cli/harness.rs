@@ -218,3 +218,30 @@ pub fn incompressible_layer_tar(size: usize, seed: u64) -> Vec<u8> {
     builder.append_data(&mut header, "big.bin", &data[..]).unwrap();
     builder.into_inner().unwrap()
 }
+
+/// The same busybox image in podman as `tag` (and in `k`'s store under that name too), for tests
+/// that run one sequence through podman and kiln side by side; removes podman's container `name`
+/// and the image when dropped.
+pub struct PodmanPeer {
+    pub tag: String,
+    pub name: String,
+}
+
+impl PodmanPeer {
+    pub fn new(k: &Kiln, tag: String, name: String) -> PodmanPeer {
+        let imported = Command::new("podman")
+            .args(["import", busybox_rootfs().to_str().unwrap(), &tag])
+            .output()
+            .expect("run podman");
+        assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+        k.ok(&["tag", "busybox:latest", &tag]);
+        PodmanPeer { tag, name }
+    }
+}
+
+impl Drop for PodmanPeer {
+    fn drop(&mut self) {
+        let _ = Command::new("podman").args(["rm", "-f", &self.name]).output();
+        let _ = Command::new("podman").args(["rmi", "-f", &self.tag]).output();
+    }
+}

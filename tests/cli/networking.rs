@@ -466,17 +466,7 @@ fn published_ports_print_what_podman_prints() {
     let tag = format!("kiln-net-test-{}:1", std::process::id());
     let name = format!("kilnnetpeer{}", std::process::id());
     let podman = |args: &[&str]| std::process::Command::new("podman").args(args).output().unwrap();
-    let imported = podman(&["import", busybox_rootfs().to_str().unwrap(), &tag]);
-    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
-    struct Gone<'a>(&'a str, &'a str);
-    impl Drop for Gone<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("podman").args(["rm", "-f", self.0]).output();
-            let _ = std::process::Command::new("podman").args(["rmi", "-f", self.1]).output();
-        }
-    }
-    let _gone = Gone(&name, &tag);
-    k.ok(&["tag", "busybox:latest", &tag]);
+    let _peer = PodmanPeer::new(&k, tag.clone(), name.clone());
     let sorted = |text: &str, sep: &str| {
         let mut items: Vec<String> = text.trim().split(sep).map(str::to_string).collect();
         items.sort();
