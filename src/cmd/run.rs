@@ -53,7 +53,7 @@ fn run_inner(store: &Store, args: RunArgs) -> Result<ExitCode> {
                 outln!("{}", container.id());
                 Ok(ExitCode::SUCCESS)
             }
-            Err(e) => Ok(start_failed(&container, e, args.rm)),
+            Err(e) => Ok(start_failed(store, &container, e, args.rm)),
         };
     }
     let mode = Mode::Foreground { interactive: args.interactive };
@@ -66,19 +66,18 @@ fn run_inner(store: &Store, args: RunArgs) -> Result<ExitCode> {
             }
             exit_code(status)
         }
-        Err(e) => start_failed(&container, e, args.rm),
+        Err(e) => start_failed(store, &container, e, args.rm),
     };
-    if args.rm {
-        let _ = container::volume::remove_anonymous(store, &container.record.config.mounts);
-    }
     Ok(code)
 }
 
-/// A start that failed: docker's line and status; with `--rm` the container goes too.
-fn start_failed(container: &Container, e: StartError, rm: bool) -> ExitCode {
+/// A start that failed: docker's line and status; with `--rm` the container goes too, with its
+/// anonymous volumes.
+fn start_failed(store: &Store, container: &Container, e: StartError, rm: bool) -> ExitCode {
     eprintln!("Error: {}", crate::output::error_line(&e.error));
     if rm {
         let _ = container::remove_dir(&container.dir);
+        let _ = container::volume::remove_anonymous(store, &container.record.config.mounts);
     }
     exit_code(e.status)
 }
