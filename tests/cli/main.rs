@@ -30,6 +30,7 @@ mod registry;
 mod registry_tls;
 mod resources;
 mod robustness;
+mod rootless;
 mod run_cmd;
 mod run_flags;
 mod run_steps;

@@ -1,0 +1,340 @@
+//! Rootless kiln (issue 13): the same commands run as a normal user, in a user namespace mapped
+//! through newuidmap ranges (`kiln-rootless`, 200000:65536) or, with no range, a single id
+//! (`kiln-rootless1`). Judged against the same build as root: the same image ID under
+//! --source-date-epoch, the same owners and modes seen by `kiln run`. Hostile archives and context
+//! escapes are refused as they are for root. The tests make their users as root and skip without
+//! root or newuidmap.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::hostile::*;
+
+/// The user with a subordinate range.
+pub const USER: &str = "kiln-rootless";
+pub const USER_RANGE: &str = "200000:65536";
+/// The user without one (single-id mapping).
+pub const USER_SINGLE: &str = "kiln-rootless1";
+
+pub const EPOCH: &str = "1700000000";
+
+/// The Dockerfile "How it will be judged" asks for: RUN steps that add users and groups (Debian's
+/// busybox-static has no adduser/addgroup: the lines are appended to /etc/passwd), chown
+/// files to them, set setuid/setgid bits, write hard links (in one layer and across layers),
+/// delete a base-image file and remove and recreate directories (an opaque directory in the
+/// layer). The last step records what the tree looks like.
+pub const JUDGE_DOCKERFILE: &str = r#"FROM busybox
+RUN echo grp:x:2000: >> /etc/group && echo alice:x:2001:2000::/home/alice:/bin/sh >> /etc/passwd \
+ && echo bob:x:65000:65000::/home/bob:/bin/sh >> /etc/passwd && mkdir -p /home/alice /home/bob \
+ && chown 2001:2000 /home/alice && chown bob:65000 /home/bob && chmod 700 /home/bob
+RUN mkdir -p /data/sub && echo hello > /data/f && chown 2001:2000 /data/f \
+ && echo nested > /data/sub/n && chown -R 65000:65000 /data/sub && chmod 2775 /data/sub \
+ && echo s > /data/suid && chmod 4755 /data/suid \
+ && ln /data/f /data/hard && ln /data/suid /data/hard-suid
+RUN ln /data/f /data/hard2 && rm /bin/vi \
+ && rm -rf /home/app && mkdir /home/app && chown 2001:2000 /home/app && echo x > /home/app/new \
+ && rm -rf /var && mkdir -p /var/new && chown 65000:2000 /var/new
+COPY --chown=2001:2000 ctxfile /data/ctxfile
+RUN (stat -c '%n %u:%g %a %h' /data/* /data/sub/n /home/app /home/app/new /home/alice /home/bob /var /var/* ; \
+     ls /bin/vi) > /owners.txt 2>&1 || true
+"#;
+
+/// What `kiln run` of the judged image prints: the owners, modes and link counts live, and the
+/// record the last build step made.
+pub const OWNERS_CMD: &str = "stat -c '%n %u:%g %a %h' /data/* /data/sub/n /home/app /home/app/new /var /var/new; \
+                              cat /owners.txt; grep -E '^(alice|bob):' /etc/passwd";
+
+pub fn write_judge_context(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("Dockerfile"), JUDGE_DOCKERFILE).unwrap();
+    std::fs::write(dir.join("ctxfile"), "from the context\n").unwrap();
+}
+
+/// Checks on the owners listing that do not depend on who built the image.
+pub fn assert_owners_listing(listing: &str) {
+    for line in [
+        "/data/f 2001:2000 644",
+        "/data/suid 0:0 4755",
+        "/data/sub 65000:65000 2775",
+        "/data/sub/n 65000:65000 644",
+        "/data/ctxfile 2001:2000",
+        "/home/app 2001:2000",
+        "/var/new 65000:2000",
+        "alice:x:2001:2000:",
+    ] {
+        assert!(listing.contains(line), "{line:?} missing from:\n{listing}");
+    }
+    assert!(listing.contains("/bin/vi: No such file"), "{listing}");
+}
+
+fn setup(name: &str, range: Option<&str>) -> Option<UserKiln> {
+    if !rootless_ready() {
+        return None;
+    }
+    Some(UserKiln::new(&test_user(name, range)))
+}
+
+/// The busybox base in a root store and, through `kiln save` / `kiln load`, byte for byte the
+/// same image in the user's store (an import would stamp a new creation time).
+fn busybox_in_both(root: &Kiln, user: &UserKiln) {
+    root.import_busybox("busybox:latest");
+    let tar = root.path("busybox-save.tar");
+    root.ok(&["save", "-o", tar.to_str().unwrap(), "busybox:latest"]);
+    let tar = user.copy_in(&tar, "busybox-save.tar");
+    user.ok(&["load", "-i", tar.to_str().unwrap()]);
+    assert_eq!(user.image_id("busybox:latest"), root.image_id("busybox:latest"));
+}
+
+/// A build as the user that must fail with one clear error line, no panic, the store unchanged.
+fn user_build_fails_cleanly(user: &UserKiln, ctx: &Path) -> String {
+    let before = user.store_state();
+    let args = ["build", "--progress", "plain", "-t", "refused:1", ctx.to_str().unwrap()];
+    let stderr = user.fails(&args);
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("Error: ")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected:\n{stderr}");
+    assert!(errors[0].len() < 400, "error line too long: {}", errors[0]);
+    assert_eq!(user.store_state(), before, "the store changed");
+    errors[0].to_string()
+}
+
+#[test]
+fn rootless_build_with_users_chown_setuid_and_hard_links_gives_the_root_image_id() {
+    let Some(user) = setup(USER, Some(USER_RANGE)) else { return };
+    let root = Kiln::new();
+    busybox_in_both(&root, &user);
+    let ctx = user.mkdir("ctx");
+    write_judge_context(&ctx);
+    let build = ["build", "--progress", "plain", "--source-date-epoch", EPOCH, "-t", "judge:1", ctx.to_str().unwrap()];
+    root.ok(&build);
+    let root_id = root.image_id("judge:1");
+    user.ok(&build);
+    assert!(user.root().join("images.json").exists(), "the store is $XDG_DATA_HOME/kiln");
+    assert_eq!(user.image_id("judge:1"), root_id, "the rootless build's image ID differs from root's");
+
+    let run = ["run", "--rm", "--network", "none", "judge:1", "sh", "-c", OWNERS_CMD];
+    let as_root = root.ok(&run);
+    assert_owners_listing(&as_root);
+    assert_eq!(user.ok(&run), as_root, "kiln run as the user shows other owners than as root");
+}
+
+#[test]
+fn rootless_chown_to_an_id_outside_the_subordinate_range_fails_with_one_clear_line() {
+    let Some(user) = setup(USER, Some(USER_RANGE)) else { return };
+    user.ok(&["import", user.copy_in(busybox_rootfs(), "busybox.tar").to_str().unwrap(), "busybox"]);
+    let ctx = user.mkdir("ctx");
+    // 65536 ids are mapped (0 and 1..=65536): 70000 is not.
+    // First a chown inside the range works (so the refusal below is about the range).
+    user.write("ctx/Dockerfile", "FROM busybox\nRUN touch /x && chown 65000:65000 /x && stat -c %u /x\n");
+    user.ok(&["build", "--progress", "plain", "-t", "inside:1", ctx.to_str().unwrap()]);
+    user.write("ctx/Dockerfile", "FROM busybox\nRUN touch /x && chown 70000:70000 /x\n");
+    let error = user_build_fails_cleanly(&user, &ctx);
+    assert!(error.contains("Dockerfile:2"), "the error names the step: {error}");
+}
+
+#[test]
+fn single_id_mapping_keeps_other_owners_of_the_base_and_gives_the_root_image_id() {
+    let Some(user) = setup(USER_SINGLE, None) else { return };
+    let root = Kiln::new();
+    root.import_busybox("busybox:latest");
+    // A base whose files belong to ids other than root, made and saved by root.
+    let base_ctx = root.path("base");
+    std::fs::create_dir_all(&base_ctx).unwrap();
+    std::fs::write(base_ctx.join("f"), "owned by 1000\n").unwrap();
+    std::fs::write(
+        base_ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY --chown=1000:1000 f /owned/f\n\
+         RUN mkdir /owned/d && chown 1234:1234 /owned/d && chmod 4755 /owned/f\n",
+    )
+    .unwrap();
+    root.ok(&["build", "--source-date-epoch", EPOCH, "-t", "base1:latest", base_ctx.to_str().unwrap()]);
+    let saved = root.path("base1.tar");
+    root.ok(&["save", "-o", saved.to_str().unwrap(), "base1:latest"]);
+    user.ok(&["load", "-i", user.copy_in(&saved, "base1.tar").to_str().unwrap()]);
+    assert_eq!(user.image_id("base1:latest"), root.image_id("base1:latest"));
+
+    let ctx = user.mkdir("ctx");
+    user.write(
+        "ctx/Dockerfile",
+        "FROM base1\nRUN cat /owned/f > /owned/d/copy && echo more >> /owned/new && ln /owned/f /owned/link\n",
+    );
+    let build = ["build", "--progress", "plain", "--source-date-epoch", EPOCH, "-t", "single:1", ctx.to_str().unwrap()];
+    root.ok(&build);
+    user.ok(&build);
+    assert_eq!(user.image_id("single:1"), root.image_id("single:1"), "single-id build differs from root's");
+
+    let run = ["run", "--rm", "--network", "none", "single:1", "stat", "-c", "%n %u:%g %a %h", "/owned/f", "/owned/d"];
+    let as_root = root.ok(&run);
+    assert!(as_root.contains("/owned/f 1000:1000 4755 2") && as_root.contains("/owned/d 1234:1234"), "{as_root}");
+    assert_eq!(user.ok(&run), as_root, "kiln run as the single-id user shows other owners than as root");
+
+    // Under a single id, a chown to any other id cannot be done: one clear line.
+    user.write("ctx/Dockerfile", "FROM base1\nRUN touch /y && chown 1234:1234 /y\n");
+    let error = user_build_fails_cleanly(&user, &ctx);
+    assert!(error.contains("Dockerfile:2"), "the error names the step: {error}");
+}
+
+#[test]
+fn rootless_detached_container_run_ps_logs_exec_stop_rm() {
+    let Some(user) = setup(USER, Some(USER_RANGE)) else { return };
+    user.ok(&["import", user.copy_in(busybox_rootfs(), "busybox.tar").to_str().unwrap(), "busybox"]);
+    let id = user
+        .ok(&["run", "-d", "--name", "sleeper", "busybox", "sh", "-c", "echo started as $(id -u); exec sleep 300"])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64, "run -d prints the full ID: {id}");
+    let ps = user.ok(&["ps"]);
+    assert!(ps.lines().any(|l| l.starts_with(&id[..12]) && l.contains(" Up ") && l.ends_with("sleeper")), "{ps}");
+    let start = Instant::now();
+    while !user.ok(&["logs", "sleeper"]).contains("started as 0") {
+        assert!(start.elapsed() < Duration::from_secs(15), "no log line: {}", user.ok(&["logs", "sleeper"]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(user.ok(&["exec", "sleeper", "sh", "-c", "echo exec as $(id -u)"]), "exec as 0\n");
+    assert_eq!(user.ok(&["stop", "-t", "1", "sleeper"]).trim(), "sleeper");
+    assert_eq!(user.ok(&["ps", "-q"]).trim(), "", "a stopped container is not in plain ps");
+    assert!(user.ok(&["ps", "-a"]).contains("Exited ("), "{}", user.ok(&["ps", "-a"]));
+    assert_eq!(user.ok(&["rm", "sleeper"]).trim(), "sleeper");
+    assert_eq!(user.ok(&["ps", "-aq"]).trim(), "");
+}
+
+/// One side of [`load_refused_alike`]: loads a baseline image into the store at `store`, then
+/// `hostile` (both files in `dir`, handed to the side's owner by `own`), and checks the refusal:
+/// exit 125, one line naming `expected`, the store and a victim tree beside it unchanged.
+fn load_refused(
+    who: &str,
+    run: &dyn Fn(&[&str]) -> std::process::Output,
+    own: &dyn Fn(&Path),
+    (dir, store): (&Path, &Path),
+    archive: &[u8],
+    expected: &str,
+) -> String {
+    let baseline = dir.join("baseline.tar");
+    std::fs::write(&baseline, legacy_archive(&[&TestImage::new("baseline", &["baseline:1"])])).unwrap();
+    own(&baseline);
+    assert!(run(&["load", "-i", baseline.to_str().unwrap()]).status.success(), "{who}: baseline load failed");
+    let hostile = dir.join("hostile.tar");
+    std::fs::write(&hostile, archive).unwrap();
+    own(&hostile);
+    if !dir.join("victim").exists() {
+        make_victim(dir);
+    }
+    let victim_before = snapshot(&dir.join("victim"));
+    let before = Kiln::store_state_of(store);
+    let out = run(&["load", "-i", hostile.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(125), "{who}: expected a refusal: {stderr}");
+    assert!(out.stdout.is_empty(), "{who}: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(stderr.lines().count(), 1, "{who}: one line expected:\n{stderr}");
+    assert!(stderr.contains(expected) && !stderr.contains("panicked"), "{who}: {stderr}");
+    assert_eq!(Kiln::store_state_of(store), before, "{who}: the store changed");
+    assert_eq!(snapshot(&dir.join("victim")), victim_before, "{who}: the victim tree changed");
+    assert!(!dir.join("evil").exists() && !dir.join("../evil").exists(), "{who}: evil was written");
+    stderr
+}
+
+/// `kiln load` of `archive` as root and as the user: refused alike, with the same line.
+fn load_refused_alike(user: &UserKiln, archive: &[u8], expected: &str) {
+    let root = Kiln::new();
+    let as_root = load_refused("root", &|a| root.run(a), &|_| {}, (root.dir.path(), &root.root()), archive, expected);
+    let give = |p: &Path| std::os::unix::fs::chown(p, Some(user.user.uid), Some(user.user.gid)).unwrap();
+    let as_user = load_refused("the user", &|a| user.run(a), &give, (user.dir.path(), &user.root()), archive, expected);
+    assert_eq!(as_user, as_root, "the user's refusal differs from root's");
+}
+
+#[test]
+fn rootless_hostile_archives_are_refused_as_for_root() {
+    let Some(user) = setup(USER, Some(USER_RANGE)) else { return };
+    let good = || legacy_members(&[&TestImage::new("good", &["good:1"])]);
+    let mut dotdot = good();
+    dotdot.insert(0, ("../../evil".to_string(), b"owned".to_vec()));
+    load_refused_alike(&user, &tar_of(&dotdot), "escapes the archive root");
+    let mut absolute = good();
+    absolute.push(("/etc/cron.d/x".to_string(), b"* * * * * root sh".to_vec()));
+    load_refused_alike(&user, &tar_of(&absolute), "absolute");
+    let mut tar = RawTar::new();
+    for (name, data) in &good() {
+        tar = tar.file(name, data);
+    }
+    load_refused_alike(
+        &user,
+        &tar.symlink("x/layer.tar", "../../../etc/passwd").finish(),
+        "points outside the archive",
+    );
+}
+
+/// A layer tar with a setuid file, a character device, a FIFO, an absolute symlink pointing out
+/// and a hard link to the setuid file (written with the tar crate: modes and device numbers).
+fn special_layer() -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, kind: tar::EntryType, mode: u32, data: &[u8], link: Option<&str>| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        if kind == tar::EntryType::Char {
+            header.set_device_major(1).unwrap();
+            header.set_device_minor(3).unwrap();
+        }
+        match link {
+            Some(target) => builder.append_link(&mut header, name, target).unwrap(),
+            None => builder.append_data(&mut header, name, data).unwrap(),
+        }
+    };
+    add("sbin/", tar::EntryType::Directory, 0o755, b"", None);
+    add("sbin/suid", tar::EntryType::Regular, 0o4755, b"#!/bin/sh\necho suid\n", None);
+    add("sbin/suid-link", tar::EntryType::Link, 0o4755, b"", Some("sbin/suid"));
+    add("dev/", tar::EntryType::Directory, 0o755, b"", None);
+    add("dev/evil-null", tar::EntryType::Char, 0o666, b"", None);
+    add("dev/evil-fifo", tar::EntryType::Fifo, 0o644, b"", None);
+    add("etc/out", tar::EntryType::Symlink, 0o777, b"", Some("/etc/shadow"));
+    builder.into_inner().unwrap()
+}
+
+#[test]
+fn rootless_layers_with_setuid_files_and_devices_are_contained_or_refused_clearly() {
+    let Some(user) = setup(USER, Some(USER_RANGE)) else { return };
+    let busybox = std::fs::read(busybox_rootfs()).unwrap();
+    let image = TestImage::from_layers(vec![busybox, special_layer()], &["special:1"]);
+    let archive = legacy_archive(&[&image]);
+    let root = Kiln::new();
+    std::fs::write(root.path("special.tar"), &archive).unwrap();
+    root.ok(&["load", "-i", root.path("special.tar").to_str().unwrap()]);
+    user.ok(&["load", "-i", user.write("special.tar", &archive).to_str().unwrap()]);
+    assert_eq!(user.image_id("special:1"), root.image_id("special:1"));
+
+    // The absolute symlink resolves inside the container, never to the host's file.
+    let look = "stat -c '%n %u:%g %a %h' /sbin/suid /sbin/suid-link; readlink /etc/out; cat /etc/out 2>&1; true";
+    let run = ["run", "--rm", "--network", "none", "special:1", "sh", "-c", look];
+    let as_root = root.ok(&run);
+    assert!(as_root.contains("/sbin/suid 0:0 4755 2") && as_root.contains("/etc/shadow\n"), "{as_root}");
+    assert!(!as_root.contains("root:"), "the host's /etc/shadow leaked: {as_root}");
+    let out = user.run(&run);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    if out.status.success() {
+        // Device nodes recorded (as BuildKit rootless does): everything else as for root.
+        assert_eq!(String::from_utf8_lossy(&out.stdout), as_root, "the user's container differs from root's");
+    } else {
+        // Or refused: one clear line naming the device entry, not a bare EPERM.
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("Error: ")).collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains("dev/evil-null") && errors[0].contains("device"), "{stderr}");
+    }
+}
+
+#[test]
+fn rootless_dockerfile_symlink_out_of_the_context_is_refused_and_never_echoed() {
+    let Some(user) = setup(USER, Some(USER_RANGE)) else { return };
+    let secret = user.write("secret", "root:$6$SECRETHASH:19000:0:99999:7:::\n");
+    let ctx = user.mkdir("ctx");
+    std::os::unix::fs::symlink(&secret, ctx.join("Dockerfile")).unwrap();
+    std::os::unix::fs::lchown(ctx.join("Dockerfile"), Some(user.user.uid), Some(user.user.gid)).unwrap();
+    let error = user_build_fails_cleanly(&user, &ctx);
+    assert!(error.contains("must be within the build context"), "{error}");
+    assert!(!error.contains("SECRETHASH"), "{error}");
+}
