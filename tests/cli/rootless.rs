@@ -37,13 +37,13 @@ RUN ln /data/f /data/hard2 && rm /bin/vi \
  && rm -rf /var && mkdir -p /var/new && chown 65000:2000 /var/new
 COPY --chown=2001:2000 ctxfile /data/ctxfile
 RUN (stat -c '%n %u:%g %a %h' /data/* /data/sub/n /home/app /home/app/new /home/alice /home/bob /var /var/* ; \
-     ls /bin/vi) > /owners.txt 2>&1 || true
+     ls /bin/vi; grep -E '^(alice|bob):' /etc/passwd) > /owners.txt 2>&1 || true
 "#;
 
 /// What `kiln run` of the judged image prints: the owners, modes and link counts live, and the
 /// record the last build step made.
-pub const OWNERS_CMD: &str = "stat -c '%n %u:%g %a %h' /data/* /data/sub/n /home/app /home/app/new /var /var/new; \
-                              cat /owners.txt; grep -E '^(alice|bob):' /etc/passwd";
+pub const OWNERS_CMD: &str =
+    "stat -c '%n %u:%g %a %h' /data/* /data/sub/n /home/app /home/app/new /var /var/new; cat /owners.txt";
 
 pub fn write_judge_context(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
