@@ -338,3 +338,26 @@ fn rootless_dockerfile_symlink_out_of_the_context_is_refused_and_never_echoed() 
     assert!(error.contains("must be within the build context"), "{error}");
     assert!(!error.contains("SECRETHASH"), "{error}");
 }
+
+/// The harness itself, with what needs no namespace: as the user, a COPY-only build from a loaded
+/// base gives root's image ID, the store is the user's own under $XDG_DATA_HOME, and `images`
+/// lists the result.
+#[test]
+fn rootless_copy_only_build_load_and_images_work_as_the_user() {
+    let Some(user) = setup(USER, Some(USER_RANGE)) else { return };
+    let root = Kiln::new();
+    busybox_in_both(&root, &user);
+    let ctx = user.mkdir("ctx");
+    user.write("ctx/Dockerfile", "FROM busybox\nCOPY --chown=2001:2000 f /data/f\nCOPY f /data/g\n");
+    user.write("ctx/f", "copied\n");
+    let build = ["build", "--progress", "plain", "--source-date-epoch", EPOCH, "-t", "copy:1", ctx.to_str().unwrap()];
+    root.ok(&build);
+    user.ok(&build);
+    assert_eq!(user.image_id("copy:1"), root.image_id("copy:1"));
+    let images = user.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let mut listed: Vec<&str> = images.lines().collect();
+    listed.sort();
+    assert_eq!(listed, ["busybox:latest", "copy:1"], "{images}");
+    let meta = std::fs::metadata(user.root().join("images.json")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), user.user.uid, "the store belongs to the user");
+}
