@@ -5,6 +5,7 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod isolation;
 pub mod process;
 pub mod snapshot;
 

@@ -218,9 +218,10 @@ fn version(format: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `/var/lib/kiln` for root, `$XDG_DATA_HOME/kiln` (or `~/.local/share/kiln`) for anyone else.
+/// `/var/lib/kiln` for root, `$XDG_DATA_HOME/kiln` (or `~/.local/share/kiln`) for anyone else
+/// (also a normal user inside kiln's user namespace, where it is uid 0).
 fn default_root() -> Result<PathBuf> {
-    if nix_is_root() {
+    if host_root() {
         return Ok(PathBuf::from("/var/lib/kiln"));
     }
     if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
@@ -228,6 +229,11 @@ fn default_root() -> Result<PathBuf> {
     }
     let home = std::env::var_os("HOME").context("neither --root, KILN_ROOT, XDG_DATA_HOME nor HOME is set")?;
     Ok(PathBuf::from(home).join(".local/share/kiln"))
+}
+
+/// Root of the host (not uid 0 of a normal user's user namespace).
+pub(crate) fn host_root() -> bool {
+    nix_is_root() && !kiln_runtime::isolation::rootless()
 }
 
 pub(crate) fn nix_is_root() -> bool {

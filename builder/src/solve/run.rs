@@ -40,13 +40,17 @@ pub(crate) struct RunContext<'a> {
 /// with a warning (once per build process) saying what to install.
 fn default_run_network(cx: &RunContext<'_>) -> Network {
     static WARNED: std::sync::Once = std::sync::Once::new();
-    if net::Tool::find().is_some() {
-        return Network::Bridge;
-    }
+    let why = match net::Tool::for_bridge() {
+        Ok(_) => return Network::Bridge,
+        Err(net::NetError::NoTool) => {
+            "install pasta (Debian package passt) or slirp4netns for an isolated network".to_string()
+        }
+        Err(e) => e.to_string(),
+    };
     WARNED.call_once(|| {
-        cx.progress.event(ProgressEvent::Warning(
-            "RUN steps use the host network: install pasta (Debian package passt) or slirp4netns for an isolated network, or pass --network host to say so".into(),
-        ));
+        cx.progress.event(ProgressEvent::Warning(format!(
+            "RUN steps use the host network: {why}; or pass --network host to say so"
+        )));
     });
     Network::Host
 }

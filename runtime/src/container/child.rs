@@ -910,15 +910,29 @@ fn switch_user(user: &ExecUser) -> io::Result<()> {
     let groups: Vec<libc::gid_t> = user.groups.clone();
     // SAFETY: groups is a valid array of its length.
     if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } < 0 {
-        return Err(io::Error::last_os_error());
+        let err = io::Error::last_os_error();
+        // A single-id user namespace (rootless without subordinate ids) forbids setgroups: the
+        // process keeps the one group there is.
+        let denied = std::fs::read("/proc/self/setgroups").is_ok_and(|v| v.starts_with(b"deny"));
+        if !(denied && err.raw_os_error() == Some(libc::EPERM)) {
+            return Err(err);
+        }
     }
+    let unmapped = |what: &str, id: u32| {
+        io::Error::other(format!(
+            "{what} {id} is not mapped in kiln's user namespace (rootless: give the user a range in \
+             /etc/subuid and /etc/subgid, and install newuidmap/newgidmap)"
+        ))
+    };
     // SAFETY: plain syscalls (the raw ones: glibc's wrappers would broadcast to other threads).
     unsafe {
         if libc::syscall(libc::SYS_setresgid, user.gid, user.gid, user.gid) < 0 {
-            return Err(io::Error::last_os_error());
+            let err = io::Error::last_os_error();
+            return Err(if err.raw_os_error() == Some(libc::EINVAL) { unmapped("gid", user.gid) } else { err });
         }
         if libc::syscall(libc::SYS_setresuid, user.uid, user.uid, user.uid) < 0 {
-            return Err(io::Error::last_os_error());
+            let err = io::Error::last_os_error();
+            return Err(if err.raw_os_error() == Some(libc::EINVAL) { unmapped("uid", user.uid) } else { err });
         }
     }
     Ok(())

@@ -396,7 +396,7 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     // container is gone.
     let attached: std::sync::Arc<std::sync::Mutex<NetSlot>> = Default::default();
     if spec.network == Network::Bridge {
-        let tool = net::Tool::find().ok_or(net::NetError::NoTool)?;
+        let tool = net::Tool::for_bridge()?;
         let ports = spec.ports.clone();
         let slot = attached.clone();
         spec.on_created.insert(
