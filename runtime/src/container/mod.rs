@@ -423,6 +423,13 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         // not writable) runs it in kiln's own.
         Some(cg) => match Cgroup::create(cg) {
             Err(_) if cg.resources.is_empty() => None,
+            Err(e) if crate::isolation::rootless() => {
+                return Err(ContainerError::InvalidSpec(format!(
+                    "resource limits need a cgroup this user may make, and rootless kiln cannot: {e} \
+                     (it needs cgroup v2 with a delegated subtree, e.g. systemd's Delegate=yes; or run without \
+                     --memory, --cpus, --pids-limit)"
+                )))
+            }
             Err(e) => {
                 return Err(ContainerError::Setup {
                     step: format!("making the container's cgroup kiln/{}", cg.name),
