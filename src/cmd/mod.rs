@@ -30,6 +30,7 @@ mod start;
 mod stats;
 mod system;
 mod tag;
+mod unshare;
 mod volume;
 
 use std::path::PathBuf;
@@ -57,6 +58,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Version(args) = &command {
         return version(args.format.as_deref());
     }
+    if let Command::Unshare(args) = &command {
+        return unshare::run(args);
+    }
     let root = match cli.root {
         Some(root) => root,
         None => default_root()?,
@@ -67,7 +71,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     let open = |mode| Store::open(&root, mode).with_context(|| format!("opening store {}", root.display()));
     match command {
-        Command::Version(_) => unreachable!("handled above"),
+        Command::Version(_) | Command::Unshare(_) => unreachable!("handled above"),
         Command::Build(args) | Command::Image { command: ImageCommand::Build(args) } => {
             build::run(&open(LockMode::Shared)?, args)
         }
