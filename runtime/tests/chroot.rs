@@ -11,7 +11,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard};
 
 use kiln_runtime::chroot::{run_chroot, run_chroot_report};
 use kiln_runtime::container::{
@@ -38,11 +38,20 @@ fn can_run() -> bool {
     true
 }
 
+/// Tests that send signals to the test process take this for writing (kiln forwards them to
+/// every running container or chroot); all others take it for reading.
+static EXCLUSIVE: RwLock<()> = RwLock::new(());
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    EXCLUSIVE.read().unwrap_or_else(|e| e.into_inner())
+}
+
 macro_rules! require_root {
     () => {
         if !can_run() {
             return;
         }
+        let _shared = shared();
     };
 }
 
@@ -452,8 +461,12 @@ fn output_apart_and_report() {
     let (o, e) = (out.clone(), err.clone());
     spec.output = Some(Box::new(move |d: &[u8]| o.lock().unwrap().extend_from_slice(d)));
     spec.stderr_output = Some(Box::new(move |d: &[u8]| e.lock().unwrap().extend_from_slice(d)));
+    let pid = Arc::new(Mutex::new(0));
+    let p = pid.clone();
+    spec.on_started = Some(Box::new(move |pid| *p.lock().unwrap() = pid));
     let started = std::time::Instant::now();
     let (result, report) = run_chroot_report(spec).unwrap();
+    assert!(*pid.lock().unwrap() > 0, "on_started was not called");
     // The background sleep was killed with the process group, not waited for.
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     assert_eq!(result.outcome, ExitOutcome::Exited(0));
@@ -469,27 +482,6 @@ struct CapData {
     effective: u32,
     permitted: u32,
     inheritable: u32,
-}
-
-/// Drops CAP_SYS_ADMIN (21) from the calling thread only (capabilities are per thread), as
-/// docker's default set lacks it.
-fn drop_sys_admin_in_this_thread() {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    let header = Header { version: 0x2008_0522, pid: 0 };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: v3 takes two CapData entries.
-    assert_eq!(unsafe { libc::syscall(libc::SYS_capget, &header as *const Header, data.as_mut_ptr()) }, 0);
-    data[0].effective &= !(1 << 21);
-    data[0].permitted &= !(1 << 21);
-    data[0].inheritable = 0;
-    data[1].inheritable = 0;
-    // SAFETY: as above.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
-    assert_eq!(r, 0, "capset: {}", std::io::Error::last_os_error());
 }
 
 #[test]
@@ -508,7 +500,8 @@ fn without_cap_sys_admin_the_layer_is_the_same_with_user_opaque_markers() {
     let l2 = lw.l2.clone();
     let base = lw.dir.path().to_path_buf();
     let (chroot_tar, overlay_refused) = std::thread::spawn(move || {
-        drop_sys_admin_in_this_thread();
+        // Capabilities are per thread: docker's default set lacks CAP_SYS_ADMIN.
+        drop_cap_in_this_thread(21);
         let lw2 = Lowers { dir: tempfile::Builder::new().prefix("noadmin-").tempdir_in(&base).unwrap(), l1, l2 };
         // No namespaces for the overlay mode any more...
         let refused = run_with(&lw2, &["/bin/true"], &|_| {}, run_container, false).result.is_err();
@@ -529,4 +522,79 @@ fn without_cap_sys_admin_the_layer_is_the_same_with_user_opaque_markers() {
         listing(&overlay.tar),
         listing(&chroot_tar)
     );
+}
+
+#[test]
+fn sigterm_to_kiln_is_forwarded() {
+    if !can_run() {
+        return;
+    }
+    let _exclusive = EXCLUSIVE.write().unwrap_or_else(|e| e.into_inner());
+    let lw = lowers();
+    let dir = tempfile::Builder::new().prefix("run-").tempdir_in(lw.dir.path()).unwrap();
+    let script = "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.05; done";
+    let mut spec = spec_for(&lw, dir.path(), &["/bin/sh", "-c", script]);
+    let (tx, rx) = mpsc::channel();
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let o = out.clone();
+    spec.output = Some(Box::new(move |d: &[u8]| {
+        o.lock().unwrap().extend_from_slice(d);
+        if d.windows(5).any(|w| w == b"ready") {
+            let _ = tx.send(());
+        }
+    }));
+    let runner = std::thread::spawn(move || run_chroot(spec));
+    rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the script did not start");
+    // SAFETY: signalling our own process; the forwarding handler is installed while it runs.
+    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    let result = runner.join().unwrap().unwrap();
+    assert_eq!(result.outcome, ExitOutcome::Exited(7));
+    assert_eq!(String::from_utf8_lossy(&out.lock().unwrap()), "ready\ngot-term\n");
+}
+
+/// Drops `cap` from the calling thread's effective and permitted sets.
+fn drop_cap_in_this_thread(cap: u32) {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    let header = Header { version: 0x2008_0522, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: v3 takes two CapData entries.
+    assert_eq!(unsafe { libc::syscall(libc::SYS_capget, &header as *const Header, data.as_mut_ptr()) }, 0);
+    let (word, bit) = ((cap / 32) as usize, cap % 32);
+    data[word].effective &= !(1 << bit);
+    data[word].permitted &= !(1 << bit);
+    // SAFETY: as above.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
+    assert_eq!(r, 0, "capset: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn without_cap_mknod_devices_are_skipped_with_a_warning() {
+    require_root!();
+    let lw = lowers();
+    mknod(&lw.l1.join("data/zero"), SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(1, 5))
+        .unwrap();
+    let base = lw.dir.path().to_path_buf();
+    let (result, report, out) = std::thread::spawn(move || {
+        drop_cap_in_this_thread(27); // CAP_MKNOD
+        let dir = tempfile::Builder::new().prefix("run-").tempdir_in(&base).unwrap();
+        let mut spec =
+            spec_for(&lw, dir.path(), &["/bin/sh", "-c", "echo x > /dev/null; ls /data/zero 2>&1; echo done"]);
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let o = out.clone();
+        spec.output = Some(Box::new(move |d: &[u8]| o.lock().unwrap().extend_from_slice(d)));
+        let (result, report) = run_chroot_report(spec).unwrap();
+        let out = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
+        (result, report, out)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(result.outcome, ExitOutcome::Exited(0));
+    assert!(out.ends_with("No such file or directory\ndone\n"), "{out}");
+    assert_eq!(report.skipped, 1, "{report:?}");
+    assert!(report.warnings.iter().any(|w| w.contains("/data/zero")), "{report:?}");
+    assert!(report.warnings.iter().any(|w| w.contains("/dev/null")), "{report:?}");
 }

@@ -474,6 +474,8 @@ pub fn run_chroot_report(mut spec: ContainerSpec) -> Result<(RunResult, ChrootRe
         .map_err(errno_err(format!("creating {}/{TREE_NAME} (the work dir must be fresh)", spec.work_dir.display())))?;
     let root = open_nofollow(work.as_fd(), OsStr::new(TREE_NAME), OFlag::O_RDONLY | OFlag::O_DIRECTORY)
         .map_err(errno_err("opening the tree"))?;
+    // As an upper dir's root is (the lowers' root metadata, if any, replaces it).
+    nix::sys::stat::fchmod(&root, Mode::from_bits_truncate(0o755)).map_err(errno_err("chmod of the tree"))?;
     let tree = Tree { path: spec.work_dir.join(TREE_NAME), work, root };
 
     let mut copier = Copier::new(tree.root.as_fd());
