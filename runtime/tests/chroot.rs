@@ -598,3 +598,50 @@ fn without_cap_mknod_devices_are_skipped_with_a_warning() {
     assert!(report.warnings.iter().any(|w| w.contains("/data/zero")), "{report:?}");
     assert!(report.warnings.iter().any(|w| w.contains("/dev/null")), "{report:?}");
 }
+
+#[test]
+fn bad_specs_and_images_are_refused_with_one_clear_line() {
+    require_root!();
+    let lw = lowers();
+    let l3 = lw.dir.path().join("l3");
+    fs::create_dir_all(&l3).unwrap();
+    symlink("/data", l3.join("etc")).unwrap();
+    symlink("data", l3.join("lnk")).unwrap();
+    type Tweak<'a> = &'a dyn Fn(&mut ContainerSpec);
+    let cases: Vec<(Tweak, &str)> = vec![
+        (&|s| s.tty = true, "chroot isolation: no tty"),
+        (&|s| s.readonly_root = true, "chroot isolation: no read-only root"),
+        (&|s| fs::create_dir(s.work_dir.join("rootfs")).unwrap(), "the work dir must be fresh"),
+        (&|s| s.lower_dirs.insert(0, PathBuf::from("/nonexistent-layer")), "opening layer /nonexistent-layer"),
+        (&|s| s.lower_dirs.insert(0, PathBuf::from("relative")), "relative is not absolute"),
+        (&|s| s.lower_dirs.insert(0, s.lower_dirs[0].parent().unwrap().join("l3")), "real directory at /etc"),
+        (
+            &|s| s.mounts.push(MountSpec::Tmpfs { target: "/proc/x".into(), size: None }),
+            "mount target /proc/x is reserved",
+        ),
+    ];
+    for (tweak, needle) in cases {
+        let r = run_with(&lw, &["/bin/true"], tweak, run_chroot, false);
+        let err = r.result.expect_err(needle).to_string();
+        assert!(err.contains(needle) && !err.contains('\n'), "{needle:?} not in {err:?}");
+        assert!(r.tar.is_empty() || r.tar.iter().all(|&b| b == 0), "the upper dir must stay empty");
+        let left: Vec<_> = fs::read_dir(r._dir.path().join("work")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty() || needle.contains("fresh"), "left in the work dir: {left:?}");
+    }
+    // A mount target through a symlink of the image.
+    let r = run_with(
+        &lw,
+        &["/bin/true"],
+        &|s| {
+            let l4 = s.lower_dirs[0].parent().unwrap().join("l4");
+            fs::create_dir_all(&l4).unwrap();
+            let _ = symlink("data", l4.join("lnk"));
+            s.lower_dirs.insert(0, l4);
+            s.mounts.push(MountSpec::Tmpfs { target: "/lnk/x".into(), size: None });
+        },
+        run_chroot,
+        false,
+    );
+    let err = r.result.unwrap_err().to_string();
+    assert!(err.contains("real directory at /lnk") && !err.contains('\n'), "{err}");
+}
