@@ -484,8 +484,24 @@ struct CapData {
     inheritable: u32,
 }
 
+/// A seccomp filter on the calling thread (and what it forks) that fails `syscalls` with EPERM,
+/// as docker's default profile fails what it does not list.
+fn deny_in_this_thread(syscalls: &[i64]) {
+    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
+    let rules = syscalls.iter().map(|&nr| (nr, vec![])).collect();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        std::env::consts::ARCH.try_into().unwrap(),
+    )
+    .unwrap();
+    let program: BpfProgram = filter.try_into().unwrap();
+    seccompiler::apply_filter(&program).unwrap();
+}
+
 #[test]
-fn without_cap_sys_admin_the_layer_is_the_same_with_user_opaque_markers() {
+fn without_cap_sys_admin_and_newer_syscalls_the_layer_is_the_same_with_user_opaque_markers() {
     require_root!();
     let lw = lowers();
     let script = [
@@ -505,6 +521,15 @@ fn without_cap_sys_admin_the_layer_is_the_same_with_user_opaque_markers() {
         let lw2 = Lowers { dir: tempfile::Builder::new().prefix("noadmin-").tempdir_in(&base).unwrap(), l1, l2 };
         // No namespaces for the overlay mode any more...
         let refused = run_with(&lw2, &["/bin/true"], &|_| {}, run_container, false).result.is_err();
+        // ...nor (as with an older docker's seccomp profile) the newer syscalls.
+        deny_in_this_thread(&[
+            libc::SYS_unshare,
+            libc::SYS_mount,
+            libc::SYS_openat2,
+            libc::SYS_fchmodat2,
+            libc::SYS_pidfd_open,
+            libc::SYS_close_range,
+        ]);
         // ...but the chroot works, and marks opaque dirs the `user.` way.
         let r = run_with(&lw2, &script, &|_| {}, run_chroot, true);
         assert_eq!(r.result.as_ref().unwrap().outcome, ExitOutcome::Exited(0), "{}", r.output);

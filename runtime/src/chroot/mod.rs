@@ -239,7 +239,7 @@ fn setup_runtime_files(
             }
             Err(e) => return Err(err_at("creating", rel.as_bytes(), ssys::errno_io(e))),
         }
-        ssys::chmod_nofollow(dev.as_fd(), OsStr::new(name), 0o666)
+        tree::chmod_node(dev.as_fd(), OsStr::new(name), 0o666)
             .map_err(|e| err_at("chmod", rel.as_bytes(), ssys::errno_io(e)))?;
     }
     real_dir(dev.as_fd(), "pts", 0o755, b"dev/pts")?;
@@ -403,12 +403,9 @@ fn copy_back(spec: &ContainerSpec, root: BorrowedFd<'_>) -> Result<(), Container
         let step = format!("copying {target} back to {}", source.display());
         let clean = crate::container::plan::clean_target(target).map_err(ContainerError::InvalidSpec)?;
         let rel = clean.trim_start_matches('/');
-        let how = nix::fcntl::OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK)
-            .resolve(nix::fcntl::ResolveFlag::RESOLVE_BENEATH | nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS);
-        let from = match nix::fcntl::openat2(root, Path::new(rel), how) {
+        let from = match tree::open_beneath(root, rel.as_bytes(), OFlag::O_RDONLY | OFlag::O_NONBLOCK) {
             Ok(fd) => fd,
-            // The process replaced the target with something else: nothing to copy.
+            // The process replaced the target (or a parent) with something else: nothing to copy.
             Err(_) => continue,
         };
         let st = nix::sys::stat::fstat(&from).map_err(errno_err(&step))?;

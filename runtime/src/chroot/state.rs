@@ -30,10 +30,9 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, FileStat, Mode, SFlag, UtimensatFlags};
 
 use super::tree::{err_at, join, list, read_xattrs, times, CopyReport, Xattrs, MAX_DEPTH};
@@ -310,11 +309,7 @@ impl Planner<'_> {
 
 /// Opens the directory `rel` below `root` through real directories only.
 fn open_beneath(root: BorrowedFd<'_>, rel: &[u8]) -> Result<OwnedFd, Errno> {
-    let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV);
-    openat2(root, Path::new(OsStr::from_bytes(rel)), how)
+    super::tree::open_beneath(root, rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
 }
 
 fn split(rel: &[u8]) -> (&[u8], &[u8]) {

@@ -151,12 +151,43 @@ pub(crate) fn set_meta(
     Ok(())
 }
 
+/// `chmod` of a FIFO, device or file that the runtime has just made in `dir` (so not a symlink;
+/// no process runs in the tree yet). Not `fchmodat2`, which docker's seccomp profile may refuse.
+pub(crate) fn chmod_node(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> Result<(), Errno> {
+    nix::sys::stat::fchmodat(
+        dir,
+        name,
+        Mode::from_bits_truncate(mode as libc::mode_t),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+}
+
+/// Opens `rel` below `root` one component at a time, each with `O_NOFOLLOW` (so through real
+/// directories only), the last one with `flags` added. Not `openat2`, which docker's seccomp
+/// profile may refuse.
+pub(crate) fn open_beneath(root: BorrowedFd<'_>, rel: &[u8], flags: OFlag) -> Result<OwnedFd, Errno> {
+    let comps: Vec<&[u8]> = rel.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").collect();
+    if comps.contains(&&b".."[..]) {
+        return Err(Errno::EINVAL);
+    }
+    let mut cur = openat(root, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    for (i, comp) in comps.iter().enumerate() {
+        let last = i + 1 == comps.len();
+        let f = if last { flags } else { OFlag::O_RDONLY | OFlag::O_DIRECTORY };
+        cur = open_nofollow(cur.as_fd(), OsStr::from_bytes(comp), f)?;
+    }
+    if comps.is_empty() && !flags.contains(OFlag::O_DIRECTORY) {
+        return Err(Errno::EISDIR);
+    }
+    Ok(cur)
+}
+
 /// Owner, mode and times of a node made by name (symlink, FIFO, device) in `dir`.
 fn set_meta_at(dir: BorrowedFd<'_>, name: &OsStr, st: &nix::sys::stat::FileStat, rel: &[u8]) -> io::Result<()> {
     nix::unistd::fchownat(dir, name, Some(st.st_uid.into()), Some(st.st_gid.into()), AtFlags::AT_SYMLINK_NOFOLLOW)
         .map_err(|e| err_at("chown", rel, eio(e)))?;
     if file_type(st) != libc::S_IFLNK {
-        ssys::chmod_nofollow(dir, name, st.st_mode & 0o7777).map_err(|e| err_at("chmod", rel, eio(e)))?;
+        chmod_node(dir, name, st.st_mode & 0o7777).map_err(|e| err_at("chmod", rel, eio(e)))?;
     }
     let (atime, mtime) = times(st);
     nix::sys::stat::utimensat(dir, name, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
