@@ -422,7 +422,7 @@ fn mounts_are_copies_and_not_in_the_layer() {
     let caches = base.path().to_path_buf();
     let (l, out) = same_layer_with(
         "cat /var/cache/thing/old && echo new > /var/cache/thing/new && rm /var/cache/thing/old && cat /src/input \
-         && echo t > /scratch/t && ls /data/mnt && echo ok",
+         && echo t > /scratch/t && ls /data/mnt && cat /run/secrets/token && echo ok",
         &move |s| {
             // A cache of its own for each run, as both write into it.
             let cache = caches.join(format!("cache-{}", runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
@@ -432,6 +432,11 @@ fn mounts_are_copies_and_not_in_the_layer() {
                 MountSpec::Bind { source: cache, target: "/var/cache/thing".into(), readonly: false },
                 MountSpec::Bind { source: caches.join("ctx"), target: "/src".into(), readonly: true },
                 MountSpec::Tmpfs { target: "/scratch".into(), size: None },
+                MountSpec::Bind {
+                    source: caches.join("ctx/input"),
+                    target: "/run/secrets/token".into(),
+                    readonly: true,
+                },
                 MountSpec::Layers {
                     lower_dirs: vec![s.lower_dirs[1].clone()],
                     source: "/lowonly".into(),
@@ -441,8 +446,9 @@ fn mounts_are_copies_and_not_in_the_layer() {
             ]
         },
     );
-    assert_eq!(out, "cached\ninput\ndir\nok\n");
+    assert_eq!(out, "cached\ninput\ndir\ninput\nok\n");
     assert!(has(&l, "var/cache/thing/ ") && !l.contains("thing/new") && !l.contains("src/input"), "{l}");
+    assert!(has(&l, "run/secrets/ ") && !l.contains("token") && !l.contains("scratch/t"), "{l}");
     // The chroot's copy-back leaves in the cache what the process left there, as the bind did.
     for n in 0..2 {
         let cache = base.path().join(format!("cache-{n}"));
@@ -669,4 +675,20 @@ fn bad_specs_and_images_are_refused_with_one_clear_line() {
     );
     let err = r.result.unwrap_err().to_string();
     assert!(err.contains("real directory at /lnk") && !err.contains('\n'), "{err}");
+}
+
+#[test]
+fn runtime_dirs_made_for_an_image_without_them_stay_out_of_the_layer() {
+    require_root!();
+    let lw = lowers();
+    // A layer on top that removes /etc and /dev: the runtime has to make them.
+    let l3 = lw.dir.path().join("l3");
+    fs::create_dir(&l3).unwrap();
+    mknod(&l3.join("etc"), SFlag::S_IFCHR, Mode::empty(), 0).unwrap();
+    mknod(&l3.join("dev"), SFlag::S_IFCHR, Mode::empty(), 0).unwrap();
+    let on_top = move |s: &mut ContainerSpec| s.lower_dirs.insert(0, l3.clone());
+    let (l, _) = same_layer_with("echo x > /dev/null; test -f /etc/hosts", &on_top.clone());
+    assert!(l.is_empty(), "{l}");
+    let (l, _) = same_layer_with("echo n > /etc/new", &on_top);
+    assert!(has(&l, "etc/ Directory 755 0:0") && has(&l, "etc/new ") && !l.contains("hosts"), "{l}");
 }

@@ -184,8 +184,9 @@ pub struct ContainerSpec {
     /// (none mounted, no permission), the container runs in kiln's own instead.
     pub cgroup: Option<CgroupSpec>,
     /// The snapshots use overlay's `userxattr` form (opaque directories carry
-    /// `user.overlay.opaque=y`): for the overlay mount, and for the opaque markers
-    /// [`crate::chroot::run_chroot`] writes into the upper dir.
+    /// `user.overlay.opaque=y`). [`crate::chroot::run_chroot`] then marks opaque directories in
+    /// the upper dir that way (it also does when `trusted.*` is refused): read the upper dir with
+    /// `DiffOptions { userxattr: true, .. }`.
     pub userxattr: bool,
 }
 
