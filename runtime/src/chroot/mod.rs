@@ -51,9 +51,21 @@
 //!   write into the tree while it is compared;
 //! - no `/proc` (and `/dev/fd`, `/dev/stdin`… point into it), no `/sys`; read-only binds and the
 //!   runtime's files are writable (writes to them are discarded with them);
+//! - `/dev/pts` and `/dev/shm` are plain directories (no ptys; shared memory files land in the
+//!   tree, outside the layer); `/etc/hosts` and friends can be written (overlay mode: `EROFS`);
+//! - the process is not pid 1 of a pid namespace: `kill -9 $$` kills it (pid 1 would ignore
+//!   it), and nothing reaps its orphans but kiln's final kill of the group;
+//! - the mount points' metadata: a `chmod` of a mount target changes the copy, not the source;
+//! - directories are told apart by inode number and, where the file system keeps one (ext4,
+//!   xfs, btrfs, tmpfs), birth time: on a file system without birth times, a directory removed
+//!   and made again under the same inode number reads as changed (its old entries become
+//!   whiteouts) instead of opaque — the same files, another layer digest;
 //! - a change in the same clock tick as the recording that keeps the size, mode and owner is
 //!   caught only because [`run_chroot`] waits for the clock to pass the latest recorded time;
-//! - chroot is no security boundary against root: the outer container is.
+//! - every RUN copies the whole image into the tree first (with `copy_file_range`, so reflinks
+//!   on file systems that have them): the cost grows with the image, not with the change;
+//! - chroot is no security boundary against root: the outer container is. The tree holds the
+//!   image's setuid files while it exists: the work dir must not be reachable by other users.
 
 mod exec;
 mod state;

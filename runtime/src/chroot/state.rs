@@ -187,7 +187,7 @@ pub enum OpaqueXattr {
     User,
 }
 
-/// What [`diff_into`] wrote.
+/// What the tree diff wrote into the upper dir.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DiffReport {
     pub dirs: u64,
