@@ -93,6 +93,9 @@ pub enum Command {
     Search(SearchArgs),
     /// Show the kiln version
     Version(VersionArgs),
+    /// Run a command (default: $SHELL) in kiln's user namespace, as uid 0 with the user's
+    /// subordinate ids, where a rootless store's files can be read and removed
+    Unshare(UnshareArgs),
     /// Create a new image from a container's changes
     Commit(CommitArgs),
     /// Export a container's filesystem as a tar archive
@@ -413,6 +416,11 @@ pub struct BuildArgs {
     /// outbound access only, as BuildKit's), host or none
     #[arg(long)]
     pub network: Option<String>,
+    /// How RUN steps are isolated: rootful (namespaces and overlay; also `oci`), rootless (the
+    /// same in a user namespace), chroot (no namespaces nor mounts: an unprivileged container);
+    /// default: the best this host allows
+    #[arg(long, env = "KILN_ISOLATION", value_name = "MODE")]
+    pub isolation: Option<String>,
     /// Build twice in throwaway stores and report whether the image IDs match (and if not, the first difference)
     #[arg(long)]
     pub check_reproducible: bool,
@@ -1032,4 +1040,11 @@ pub struct CpArgs {
     /// Suppress progress output during copy
     #[arg(short = 'q', long)]
     pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UnshareArgs {
+    /// The command and its arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }

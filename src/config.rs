@@ -57,7 +57,7 @@ pub fn config_path() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(path));
     }
-    if crate::cmd::nix_is_root() {
+    if crate::cmd::host_root() {
         return Some(PathBuf::from("/etc/kiln/config.json"));
     }
     if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {

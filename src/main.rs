@@ -17,6 +17,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
+    // A normal user becomes uid 0 of a user namespace before anything else (it must be done while
+    // the process has one thread); where that cannot be done, commands that need it say why.
+    let _ = kiln_runtime::isolation::enter_rootless();
     // Output that does not go through `output::write_stdout` (progress lines of pull and push)
     // still ends quietly when the reader goes away, instead of a panic message.
     let default_hook = std::panic::take_hook();

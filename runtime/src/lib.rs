@@ -4,7 +4,9 @@
 //! [`container`], the executor that runs a process in namespaces over an overlay of snapshots.
 
 pub mod cgroup;
+pub mod chroot;
 pub mod container;
+pub mod isolation;
 pub mod process;
 pub mod snapshot;
 

@@ -10,6 +10,7 @@ use kiln_builder::frontend::{plan, PlanOptions};
 use kiln_builder::solve::{solve, Progress, ProgressEvent, SolveOptions, StoreImages};
 use kiln_cas::registry::PullPolicy;
 use kiln_cas::{Reference, Store};
+use kiln_runtime::isolation::Isolation;
 use serde_json::json;
 
 use crate::cli::BuildArgs;
@@ -74,6 +75,15 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
         labels,
         secrets,
         network: args.network.clone(),
+        isolation: args
+            .isolation
+            .as_deref()
+            .map(|text| {
+                Isolation::parse(text).ok_or_else(|| {
+                    anyhow::anyhow!("invalid --isolation \"{text}\": use rootful (or oci), rootless or chroot")
+                })
+            })
+            .transpose()?,
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         progress: &printer,

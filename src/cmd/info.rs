@@ -66,6 +66,12 @@ fn gather(store: &Store) -> Result<Value> {
         "CgroupDriver": cgroup_driver,
         "CgroupVersion": cgroup_version,
         "NetworkTools": tools,
+        "Isolation": match kiln_runtime::isolation::detect() {
+            Ok(isolation) => isolation.name().to_string(),
+            Err(why) => format!("none ({why})"),
+        },
+        // docker's list; `name=rootless` tells scripts they run rootless.
+        "SecurityOptions": security_options(),
         "KernelVersion": read_trimmed("/proc/sys/kernel/osrelease"),
         "OperatingSystem": os_name(&std::fs::read_to_string("/etc/os-release").unwrap_or_default()),
         "OSType": std::env::consts::OS,
@@ -81,6 +87,14 @@ fn gather(store: &Store) -> Result<Value> {
             "Mirrors": config.registry_mirrors.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
         },
     }))
+}
+
+fn security_options() -> Vec<&'static str> {
+    let mut options = vec!["name=seccomp,profile=builtin"];
+    if kiln_runtime::isolation::rootless() {
+        options.push("name=rootless");
+    }
+    options
 }
 
 /// docker's text layout, with `Client:` and `Host:` (no daemon, no `Server:`) sections.
@@ -107,6 +121,7 @@ fn print(info: &Value) -> Result<()> {
     outln!(" Logging Driver: {}", s("LoggingDriver"));
     outln!(" Cgroup Driver: {}", s("CgroupDriver"));
     outln!(" Cgroup Version: {}", s("CgroupVersion"));
+    outln!(" Isolation: {}", s("Isolation"));
     outln!(" Network Tools:");
     match info["NetworkTools"].as_object() {
         Some(tools) if !tools.is_empty() => {

@@ -30,6 +30,7 @@ mod start;
 mod stats;
 mod system;
 mod tag;
+mod unshare;
 mod volume;
 
 use std::path::PathBuf;
@@ -57,6 +58,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Version(args) = &command {
         return version(args.format.as_deref());
     }
+    if let Command::Unshare(args) = &command {
+        return unshare::run(args);
+    }
     let root = match cli.root {
         Some(root) => root,
         None => default_root()?,
@@ -67,7 +71,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     let open = |mode| Store::open(&root, mode).with_context(|| format!("opening store {}", root.display()));
     match command {
-        Command::Version(_) => unreachable!("handled above"),
+        Command::Version(_) | Command::Unshare(_) => unreachable!("handled above"),
         Command::Build(args) | Command::Image { command: ImageCommand::Build(args) } => {
             build::run(&open(LockMode::Shared)?, args)
         }
@@ -218,9 +222,10 @@ fn version(format: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `/var/lib/kiln` for root, `$XDG_DATA_HOME/kiln` (or `~/.local/share/kiln`) for anyone else.
+/// `/var/lib/kiln` for root, `$XDG_DATA_HOME/kiln` (or `~/.local/share/kiln`) for anyone else
+/// (also a normal user inside kiln's user namespace, where it is uid 0).
 fn default_root() -> Result<PathBuf> {
-    if nix_is_root() {
+    if host_root() {
         return Ok(PathBuf::from("/var/lib/kiln"));
     }
     if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
@@ -228,6 +233,11 @@ fn default_root() -> Result<PathBuf> {
     }
     let home = std::env::var_os("HOME").context("neither --root, KILN_ROOT, XDG_DATA_HOME nor HOME is set")?;
     Ok(PathBuf::from(home).join(".local/share/kiln"))
+}
+
+/// Root of the host (not uid 0 of a normal user's user namespace).
+pub(crate) fn host_root() -> bool {
+    nix_is_root() && !kiln_runtime::isolation::rootless()
 }
 
 pub(crate) fn nix_is_root() -> bool {

@@ -46,6 +46,8 @@ pub struct SolveOptions<'a> {
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// `--network` of the build: RUN steps without `--network` use it (default: the host's).
     pub network: Option<String>,
+    /// `--isolation`: how RUN steps are isolated (default: the best the host allows).
+    pub isolation: Option<kiln_runtime::isolation::Isolation>,
     /// `--no-cache`: run every step (results are still recorded for the next build).
     pub no_cache: bool,
     /// `--no-cache-filter`: stages (by name) whose steps all run.
@@ -510,6 +512,7 @@ fn make_layer(
                 context_dir: options.context_dir,
                 secrets: &options.secrets,
                 default_network: options.network.as_deref(),
+                isolation: options.isolation,
                 source_date_epoch: options.source_date_epoch,
                 progress: options.progress,
                 progress_id: cx.progress_id,

@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use kiln_cas::image_fs::{EntryKind, ImageFs};
 use kiln_cas::{Digest, Store};
 use kiln_runtime::container::{net, run_container, ContainerSpec, ExitOutcome, MountSpec, Network, StdinMode};
+use kiln_runtime::isolation::{self, Isolation};
 use kiln_runtime::snapshot::{chain_ids, commit_upper, DiffOptions, Snapshots};
 use sha2::{Digest as _, Sha256};
 
@@ -30,6 +31,8 @@ pub(crate) struct RunContext<'a> {
     pub context_dir: &'a Path,
     pub secrets: &'a BTreeMap<String, Vec<u8>>,
     pub default_network: Option<&'a str>,
+    /// `--isolation`; `None`: what the host allows.
+    pub isolation: Option<Isolation>,
     pub source_date_epoch: Option<i64>,
     pub progress: &'a dyn Progress,
     pub progress_id: usize,
@@ -40,14 +43,40 @@ pub(crate) struct RunContext<'a> {
 /// with a warning (once per build process) saying what to install.
 fn default_run_network(cx: &RunContext<'_>) -> Network {
     static WARNED: std::sync::Once = std::sync::Once::new();
-    if net::Tool::find().is_some() {
-        return Network::Bridge;
-    }
+    let why = match net::Tool::for_bridge() {
+        Ok(_) => return Network::Bridge,
+        Err(net::NetError::NoTool) => {
+            "install pasta (Debian package passt) or slirp4netns for an isolated network".to_string()
+        }
+        Err(e) => e.to_string(),
+    };
     WARNED.call_once(|| {
-        cx.progress.event(ProgressEvent::Warning(
-            "RUN steps use the host network: install pasta (Debian package passt) or slirp4netns for an isolated network, or pass --network host to say so".into(),
-        ));
+        cx.progress.event(ProgressEvent::Warning(format!(
+            "RUN steps use the host network: {why}; or pass --network host to say so"
+        )));
     });
+    Network::Host
+}
+
+/// The isolation of a RUN step: the one asked for if this host can give it, else the best it can.
+fn run_isolation(cx: &RunContext<'_>) -> Result<Isolation, String> {
+    match cx.isolation {
+        Some(wanted) => isolation::check_available(wanted).map(|()| wanted),
+        None => isolation::detect(),
+    }
+}
+
+/// The chroot isolation's network: the host's, whatever was asked; a warning (once per build
+/// process) when that was another.
+fn chroot_network(cx: &RunContext<'_>, requested: Option<&str>) -> Network {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if !matches!(requested, Some("host")) {
+        WARNED.call_once(|| {
+            cx.progress.event(ProgressEvent::Warning(
+                "isolation chroot: RUN steps use the network of the container kiln runs in (no network namespace can be made here)".into(),
+            ));
+        });
+    }
     Network::Host
 }
 
@@ -60,6 +89,10 @@ pub(crate) fn run_step(
     op: &RunOp,
     mount_layers: &[Option<Vec<Digest>>],
 ) -> Result<Digest, String> {
+    let isolation = run_isolation(cx)?;
+    if isolation != Isolation::Rootful {
+        cx.progress.event(ProgressEvent::Log { id: cx.progress_id, line: format!("isolation: {}", isolation.name()) });
+    }
     let lowers = cx.snapshots.prepare_lowers(cx.store, layers).map_err(|e| e.to_string())?;
     let scratch_root = cx.store.root().join("tmp");
     fs::create_dir_all(&scratch_root).map_err(|e| format!("creating {}: {e}", scratch_root.display()))?;
@@ -90,6 +123,8 @@ pub(crate) fn run_step(
         other => other,
     };
     let network = match requested {
+        // A chroot has no network namespace: every RUN shares the host's (said once).
+        _ if isolation == Isolation::Chroot => chroot_network(cx, requested),
         // BuildKit's default: a namespace of its own with outbound access only.
         None | Some("default") => default_run_network(cx),
         Some("host") => Network::Host,

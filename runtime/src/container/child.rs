@@ -181,7 +181,7 @@ impl Decoder {
     }
 }
 
-fn send(fd: RawFd, msg: &Msg) {
+pub(crate) fn send(fd: RawFd, msg: &Msg) {
     for bytes in msg.records() {
         let mut off = 0;
         while off < bytes.len() {
@@ -238,7 +238,7 @@ pub(crate) struct ChildConfig {
     pub stdin_fd: Option<RawFd>,
 }
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn exit(code: i32) -> ! {
     // SAFETY: _exit is always safe; it skips atexit handlers and stdio flushing, as a forked
@@ -278,7 +278,7 @@ struct KernelSigaction {
 
 /// Every signal back to its default action, through the raw syscall so that glibc's reserved
 /// signals (32, 33), which its wrapper refuses, are reset too.
-fn reset_signal_dispositions() {
+pub(crate) fn reset_signal_dispositions() {
     let dfl = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
     for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
@@ -291,7 +291,7 @@ fn reset_signal_dispositions() {
     }
 }
 
-fn unblock_all_signals() {
+pub(crate) fn unblock_all_signals() {
     // SAFETY: an empty set is a valid mask.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -906,19 +906,33 @@ fn set_capabilities(caps: super::caps::CapSet) -> io::Result<()> {
     Ok(())
 }
 
-fn switch_user(user: &ExecUser) -> io::Result<()> {
+pub(crate) fn switch_user(user: &ExecUser) -> io::Result<()> {
     let groups: Vec<libc::gid_t> = user.groups.clone();
     // SAFETY: groups is a valid array of its length.
     if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } < 0 {
-        return Err(io::Error::last_os_error());
+        let err = io::Error::last_os_error();
+        // A single-id user namespace (rootless without subordinate ids) forbids setgroups: the
+        // process keeps the one group there is.
+        let denied = std::fs::read("/proc/self/setgroups").is_ok_and(|v| v.starts_with(b"deny"));
+        if !(denied && err.raw_os_error() == Some(libc::EPERM)) {
+            return Err(err);
+        }
     }
+    let unmapped = |what: &str, id: u32| {
+        io::Error::other(format!(
+            "{what} {id} is not mapped in kiln's user namespace (rootless: give the user a range in \
+             /etc/subuid and /etc/subgid, and install newuidmap/newgidmap)"
+        ))
+    };
     // SAFETY: plain syscalls (the raw ones: glibc's wrappers would broadcast to other threads).
     unsafe {
         if libc::syscall(libc::SYS_setresgid, user.gid, user.gid, user.gid) < 0 {
-            return Err(io::Error::last_os_error());
+            let err = io::Error::last_os_error();
+            return Err(if err.raw_os_error() == Some(libc::EINVAL) { unmapped("gid", user.gid) } else { err });
         }
         if libc::syscall(libc::SYS_setresuid, user.uid, user.uid, user.uid) < 0 {
-            return Err(io::Error::last_os_error());
+            let err = io::Error::last_os_error();
+            return Err(if err.raw_os_error() == Some(libc::EINVAL) { unmapped("uid", user.uid) } else { err });
         }
     }
     Ok(())
@@ -927,7 +941,7 @@ fn switch_user(user: &ExecUser) -> io::Result<()> {
 /// `exec.LookPath` in the container (after the pivot, as the user): a name with a `/` is used as
 /// is; otherwise the first executable regular file in `PATH`. Errors are errnos (`ENOENT`:
 /// nothing found; `EACCES`: found but not executable).
-fn find_executable(name: &[u8], path_var: &str) -> Result<CString, i32> {
+pub(crate) fn find_executable(name: &[u8], path_var: &str) -> Result<CString, i32> {
     if name.is_empty() {
         return Err(libc::ENOENT);
     }

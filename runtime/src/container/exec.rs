@@ -59,14 +59,30 @@ pub struct ExecSpec {
     pub on_started: Option<StartedHook>,
 }
 
-/// The namespaces an exec'd process joins (the user namespace is never one: kiln's containers
-/// share the host's, and joining one's own is refused by the kernel).
-const JOINED: libc::c_int = libc::CLONE_NEWNS
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWNET
-    | libc::CLONE_NEWPID
-    | libc::CLONE_NEWCGROUP;
+/// The namespaces an exec'd process may join (the user namespace is never one: kiln's containers
+/// share kiln's, and joining one's own is refused by the kernel).
+const JOINABLE: [(libc::c_int, &str); 6] = [
+    (libc::CLONE_NEWNS, "mnt"),
+    (libc::CLONE_NEWUTS, "uts"),
+    (libc::CLONE_NEWIPC, "ipc"),
+    (libc::CLONE_NEWNET, "net"),
+    (libc::CLONE_NEWPID, "pid"),
+    (libc::CLONE_NEWCGROUP, "cgroup"),
+];
+
+/// Those of the container's namespaces that are not already kiln's own (a `--network host`
+/// container shares the host's network namespace, every kiln container its cgroup namespace):
+/// joining one of those again needs privileges over the host's, which a rootless kiln lacks.
+fn namespaces_to_join(pid: i32) -> libc::c_int {
+    let ino = |path: String| std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
+    JOINABLE
+        .iter()
+        .filter(|(_, name)| {
+            let theirs = ino(format!("/proc/{pid}/ns/{name}"));
+            theirs.is_none() || theirs != ino(format!("/proc/self/ns/{name}"))
+        })
+        .fold(0, |flags, (flag, _)| flags | flag)
+}
 
 /// Runs `spec` in the namespaces and cgroups of the running container whose pid 1 has host pid
 /// `pid`, and waits for it (see the module docs). With [`ExecSpec::detach`] it returns
@@ -157,6 +173,7 @@ pub fn exec_in(pid: i32, mut spec: ExecSpec) -> Result<RunResult, ContainerError
         die_with_parent: attached,
     };
     let pidfd_raw = pidfd.as_raw_fd();
+    let joined = namespaces_to_join(pid);
 
     let forwarding = relay::Forwarding::start();
     let old_mask = relay::block_all_signals();
@@ -168,7 +185,7 @@ pub fn exec_in(pid: i32, mut spec: ExecSpec) -> Result<RunResult, ContainerError
                 &monitor_io,
                 || {
                     // SAFETY: plain syscall; the monitor is single-threaded (a forked child).
-                    if unsafe { libc::setns(pidfd_raw, JOINED) } != 0 {
+                    if unsafe { libc::setns(pidfd_raw, joined) } != 0 {
                         return Err(("joining the container's namespaces", child::last_errno()));
                     }
                     // SAFETY: closing our own descriptor.

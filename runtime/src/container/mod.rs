@@ -22,14 +22,14 @@
 //! Not done yet: AppArmor/SELinux, user namespaces (rootless).
 
 pub mod caps;
-mod child;
+pub(crate) mod child;
 mod cleanup;
 mod exec;
 pub mod net;
 pub mod plan;
-mod relay;
+pub(crate) mod relay;
 pub mod seccomp;
-mod sys;
+pub(crate) mod sys;
 pub mod user;
 pub mod view;
 
@@ -183,6 +183,11 @@ pub struct ContainerSpec {
     /// same name is removed first (its processes killed). When there are no limits and the machine cannot make the cgroup
     /// (none mounted, no permission), the container runs in kiln's own instead.
     pub cgroup: Option<CgroupSpec>,
+    /// The snapshots use overlay's `userxattr` form (opaque directories carry
+    /// `user.overlay.opaque=y`). [`crate::chroot::run_chroot`] then marks opaque directories in
+    /// the upper dir that way (it also does when `trusted.*` is refused): read the upper dir with
+    /// `DiffOptions { userxattr: true, .. }`.
+    pub userxattr: bool,
 }
 
 /// How the container's process ended.
@@ -396,7 +401,7 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
     // container is gone.
     let attached: std::sync::Arc<std::sync::Mutex<NetSlot>> = Default::default();
     if spec.network == Network::Bridge {
-        let tool = net::Tool::find().ok_or(net::NetError::NoTool)?;
+        let tool = net::Tool::for_bridge()?;
         let ports = spec.ports.clone();
         let slot = attached.clone();
         spec.on_created.insert(
@@ -423,6 +428,13 @@ pub fn run_container(mut spec: ContainerSpec) -> Result<RunResult, ContainerErro
         // not writable) runs it in kiln's own.
         Some(cg) => match Cgroup::create(cg) {
             Err(_) if cg.resources.is_empty() => None,
+            Err(e) if crate::isolation::rootless() => {
+                return Err(ContainerError::InvalidSpec(format!(
+                    "resource limits need a cgroup this user may make, and rootless kiln cannot: {e} \
+                     (it needs cgroup v2 with a delegated subtree, e.g. systemd's Delegate=yes; or run without \
+                     --memory, --cpus, --pids-limit)"
+                )))
+            }
             Err(e) => {
                 return Err(ContainerError::Setup {
                     step: format!("making the container's cgroup kiln/{}", cg.name),

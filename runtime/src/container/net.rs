@@ -99,6 +99,18 @@ impl Tool {
         lookup("pasta").map(Tool::Pasta).or_else(|| lookup("slirp4netns").map(Tool::Slirp4netns))
     }
 
+    /// The tool for a bridge network, once its tun device is known to open (`/dev/net/tun` is
+    /// 0600 on some hosts, which only a root of the host may use).
+    pub fn for_bridge() -> Result<Tool, NetError> {
+        let tool = Tool::find().ok_or(NetError::NoTool)?;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .map_err(|e| NetError::NoTun(e.to_string()))?;
+        Ok(tool)
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Tool::Pasta(_) => "pasta",
@@ -117,6 +129,9 @@ fn is_executable(p: &Path) -> bool {
 pub enum NetError {
     #[error("the bridge network needs pasta (Debian package passt) or slirp4netns; install one, or use --network host or --network none")]
     NoTool,
+    /// pasta and slirp4netns need the tun device, which a rootless kiln may not be allowed to open.
+    #[error("the bridge network needs /dev/net/tun, which cannot be opened here ({0}); make it mode 0666 (as most distributions ship it), or use --network host or --network none")]
+    NoTun(String),
     /// docker's message for a host port that is taken.
     #[error("Bind for {ip}:{port} failed: port is already allocated")]
     PortInUse { ip: String, port: u16 },

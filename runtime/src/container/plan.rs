@@ -270,6 +270,16 @@ fn reserved_target(clean: &str) -> bool {
 /// target is not absolute, is `/`, or lies under `/proc`, `/sys` or `/dev` (which the runtime
 /// provides) — except below `/dev/pipes/`.
 pub fn mount_plan(spec: &ContainerSpec) -> Result<Vec<MountOp>, ContainerError> {
+    let userns = crate::isolation::in_user_namespace();
+    mount_plan_for(spec, userns, !userns || crate::isolation::id_mapped(TTY_GID, true))
+}
+
+/// The `tty` group, owner of the ptys (devpts `gid=5`).
+const TTY_GID: u32 = 5;
+
+/// [`mount_plan`] in a user namespace (`userns`: devices cannot be made, so the host's are bound)
+/// or not, with the tty group mapped or not (a single-id namespace has no gid 5).
+pub fn mount_plan_for(spec: &ContainerSpec, userns: bool, tty_gid: bool) -> Result<Vec<MountOp>, ContainerError> {
     let invalid = ContainerError::InvalidSpec;
     let nosuid_noexec_nodev = Attrs::NOSUID | Attrs::NOEXEC | Attrs::NODEV;
     let mut plan = vec![
@@ -281,14 +291,19 @@ pub fn mount_plan(spec: &ContainerSpec) -> Result<Vec<MountOp>, ContainerError> 
     for (name, major, minor) in
         [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
     {
-        plan.push(MountOp::CharDevice { path: format!("/dev/{name}"), major, minor, mode: 0o666 });
+        let path = format!("/dev/{name}");
+        if userns {
+            // mknod needs the host's root: bind the host's node, as rootless runc does.
+            plan.push(mount(Source::Host(PathBuf::from(&path)), &path, Attrs::NONE, Create::File));
+        } else {
+            plan.push(MountOp::CharDevice { path, major, minor, mode: 0o666 });
+        }
     }
-    plan.push(mount(
-        fs("devpts", &[("newinstance", ""), ("ptmxmode", "0666"), ("mode", "0620"), ("gid", "5")]),
-        "/dev/pts",
-        Attrs::NOSUID | Attrs::NOEXEC,
-        Create::Dir,
-    ));
+    let mut devpts = vec![("newinstance", ""), ("ptmxmode", "0666"), ("mode", "0620")];
+    if tty_gid {
+        devpts.push(("gid", "5"));
+    }
+    plan.push(mount(fs("devpts", &devpts), "/dev/pts", Attrs::NOSUID | Attrs::NOEXEC, Create::Dir));
     plan.push(mount(
         fs("tmpfs", &[("mode", "1777"), ("size", "65536k")]),
         "/dev/shm",
@@ -594,6 +609,27 @@ mod tests {
         let sys = calls.iter().position(|c| c.contains("on /sys ")).unwrap();
         assert!(sys < proc);
         assert_eq!(calls.last().unwrap(), "pivot_root");
+    }
+
+    #[test]
+    fn a_user_namespace_binds_the_hosts_devices_and_leaves_out_an_unmapped_tty_group() {
+        let plan = mount_plan_for(&spec(Network::None, vec![]), true, false).unwrap();
+        let mut rec = Recorder::default();
+        apply_plan(&plan, &mut rec).unwrap();
+        let calls = rec.calls;
+        assert!(!calls.iter().any(|c| c.starts_with("mknod")), "{calls:#?}");
+        for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
+            let bind = format!("mount bind /dev/{dev} on /dev/{dev} rw File");
+            assert!(calls.contains(&bind), "{bind} missing: {calls:#?}");
+        }
+        let devpts = calls.iter().find(|c| c.contains("devpts(")).unwrap();
+        assert!(!devpts.contains("gid=5"), "{devpts}");
+        // With the tty group mapped (subordinate ids), ptys keep it.
+        let plan = mount_plan_for(&spec(Network::None, vec![]), true, true).unwrap();
+        assert!(format!("{plan:?}").contains("\"gid\", \"5\""), "{plan:?}");
+        // As root of the host, the nodes are made fresh.
+        let plan = mount_plan_for(&spec(Network::None, vec![]), false, true).unwrap();
+        assert!(plan.iter().any(|op| matches!(op, MountOp::CharDevice { .. })));
     }
 
     #[test]

@@ -297,7 +297,7 @@ pub(crate) struct Report {
     pub exit: Option<i32>,
 }
 
-fn to_error(msg: Msg, user: &str) -> Option<ContainerError> {
+pub(crate) fn to_error(msg: Msg, user: &str) -> Option<ContainerError> {
     Some(match msg {
         Msg::Setup { step, errno, message } => {
             let source = if errno != 0

@@ -133,6 +133,23 @@ fn fs_config(fsfd: BorrowedFd<'_>, key: &str, value: &str) -> io::Result<()> {
     check(res).map(drop).map_err(|e| with_context(e, fsfd, &format!("option {key}={value}")))
 }
 
+/// The options every overlay of kiln's gets: layers must come out as plain files and directories
+/// (no redirects, no metadata-only copy-ups, no index); in a user namespace, where `trusted.*`
+/// xattrs cannot be used, overlay's own xattrs are `user.overlay.*` (`userxattr`, Linux 5.11).
+fn overlay_options(fsfd: BorrowedFd<'_>) -> io::Result<()> {
+    // With `userxattr`, `redirect_dir=off` reads as "follow", which the kernel refuses: there
+    // it is `nofollow` (neither made nor followed).
+    let userxattr = crate::isolation::in_user_namespace();
+    let redirect = if userxattr { "nofollow" } else { "off" };
+    for (k, v) in [("redirect_dir", redirect), ("metacopy", "off"), ("index", "off")] {
+        fs_config(fsfd, k, v)?;
+    }
+    if userxattr {
+        fs_config(fsfd, "userxattr", "")?;
+    }
+    Ok(())
+}
+
 /// A detached copy of the mount tree at `fd` (`open_tree(OPEN_TREE_CLONE)`; recursive if asked).
 pub(crate) fn clone_tree(fd: BorrowedFd<'_>, recursive: bool) -> io::Result<OwnedFd> {
     let empty = c"";
@@ -410,9 +427,7 @@ impl RealSys {
             owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })?
         };
         fs_config(fsfd.as_fd(), "source", "overlay")?;
-        for (k, v) in [("redirect_dir", "off"), ("metacopy", "off"), ("index", "off")] {
-            fs_config(fsfd.as_fd(), k, v)?;
-        }
+        overlay_options(fsfd.as_fd())?;
         let path_str = |p: &Path| {
             p.to_str().map(str::to_string).ok_or_else(|| io::Error::other(format!("{} is not UTF-8", p.display())))
         };
@@ -513,9 +528,7 @@ impl Syscall for RealSys {
         fs_config(fsfd.as_fd(), "workdir", &path_str(work)?)?;
         // Layers must come out as plain files and directories: no redirects, no metadata-only
         // copy-ups, no index (the upper dir becomes a layer as it is).
-        for (k, v) in [("redirect_dir", "off"), ("metacopy", "off"), ("index", "off")] {
-            fs_config(fsfd.as_fd(), k, v)?;
-        }
+        overlay_options(fsfd.as_fd())?;
         move_mount(staging.as_fd(), nix::fcntl::AT_FDCWD, Some(work.as_os_str()))?;
         if lowers.is_empty() {
             fs_config(fsfd.as_fd(), "lowerdir+", &format!("{}/empty", path_str(work)?))?;

@@ -43,6 +43,17 @@ fn utf8(path: &Path) -> io::Result<String> {
 
 const OVERLAY_OPTIONS: [(&str, &str); 3] = [("redirect_dir", "off"), ("metacopy", "off"), ("index", "off")];
 
+/// [`OVERLAY_OPTIONS`], and `userxattr` in a user namespace (see `sys::overlay_options`).
+fn overlay_options() -> Vec<(&'static str, String)> {
+    let mut options: Vec<(&str, String)> = OVERLAY_OPTIONS.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    if crate::isolation::in_user_namespace() {
+        options.retain(|(k, _)| *k != "redirect_dir");
+        options.push(("redirect_dir", "nofollow".into()));
+        options.push(("userxattr", String::new()));
+    }
+    options
+}
+
 impl FsView {
     /// A read-only view of `upper` (when given) over `lowers` (the image's snapshot dirs, topmost
     /// first). Never writes to any of them.
@@ -68,7 +79,7 @@ impl FsView {
             layers.push(utf8(&dir)?);
             filler.get_or_insert_with(Vec::new).push(dir);
         }
-        let mut options: Vec<(&str, String)> = OVERLAY_OPTIONS.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let mut options = overlay_options();
         options.extend(layers.into_iter().map(|l| ("lowerdir+", l)));
         let mounted = fs_mount("overlay", &options, Attrs::RDONLY.or(Attrs::NODEV).or(Attrs::NOSUID));
         for dir in filler.into_iter().flatten() {
@@ -80,7 +91,7 @@ impl FsView {
     /// A writable view: the container's own overlay (`upper`, `work`, over `lowers`), for writes
     /// into a container that is not running. The container must not start while it is held.
     pub fn writable(upper: &Path, work: &Path, lowers: &[PathBuf]) -> io::Result<FsView> {
-        let mut options: Vec<(&str, String)> = OVERLAY_OPTIONS.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let mut options = overlay_options();
         options.push(("upperdir", utf8(upper)?));
         options.push(("workdir", utf8(work)?));
         let mut empty = None;

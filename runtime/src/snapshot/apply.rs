@@ -47,6 +47,8 @@ use nix::sys::stat::{fchmod, fstat, futimens, mkdirat, mknodat, utimensat, FileS
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
 
+use crate::isolation::OWNER_XATTR;
+
 use super::entry_path::{display_name, join, CleanPath};
 use super::sys;
 
@@ -109,6 +111,10 @@ pub struct ApplyStats {
     pub xattrs_applied: u64,
     /// Extended attributes not applied (namespace not allowed, or an entry type without xattrs).
     pub xattrs_dropped: u64,
+    /// Owners this user namespace cannot map, recorded in the owner xattr instead.
+    pub owners_recorded: u64,
+    /// Owners of symlinks and special files that could be neither set nor recorded.
+    pub owners_lost: u64,
     /// Entries not applied: devices where not permitted, entries resolving to the root that are not
     /// directories, AUFS metadata, whiteouts with nothing beneath them.
     pub skipped: u64,
@@ -260,8 +266,11 @@ const XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..opq";
 
+/// xattrs taken from a layer (or copied up from a lower snapshot): never overlay's own, never
+/// kiln's owner record (a layer must not choose what a rootless store believes).
 fn xattr_allowed(name: &[u8]) -> bool {
-    name == b"security.capability" || (name.starts_with(b"user.") && !name.starts_with(b"user.overlay."))
+    name == b"security.capability"
+        || (name.starts_with(b"user.") && !name.starts_with(b"user.overlay.") && name != OWNER_XATTR.as_bytes())
 }
 
 fn os(bytes: &[u8]) -> &OsStr {
@@ -643,12 +652,27 @@ impl Applier<'_> {
     /// Owner, xattrs, mode, then times, on an open regular file (in that order: chown clears
     /// setuid bits and capabilities).
     fn finish_fd(&mut self, fd: BorrowedFd<'_>, meta: &EntryMeta) -> Res<()> {
-        fchown(fd, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
-            .map_err(|e| self.io_err(format!("chown {}:{}", meta.uid, meta.gid), e))?;
+        self.chown_fd(fd, meta.uid, meta.gid)?;
         self.set_xattrs(fd, &meta.xattrs)?;
         fchmod(fd, Mode::from_bits_truncate(meta.mode)).map_err(|e| self.io_err("chmod", e))?;
         futimens(fd, &meta.mtime, &meta.mtime).map_err(|e| self.io_err("setting times", e))?;
         Ok(())
+    }
+
+    /// chown; an owner this user namespace cannot map (`EINVAL`: a rootless store without
+    /// subordinate ids, or an id beyond its range) is recorded in [`OWNER_XATTR`] instead, the
+    /// file staying the user's, so the layer made from it later still has the real owner.
+    fn chown_fd(&mut self, fd: BorrowedFd<'_>, uid: u32, gid: u32) -> Res<()> {
+        match fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))) {
+            Ok(()) => Ok(()),
+            Err(Errno::EINVAL) => {
+                sys::fsetxattr(fd, OWNER_XATTR.as_bytes(), format!("{uid}:{gid}").as_bytes())
+                    .map_err(|e| self.io_err(format!("recording owner {uid}:{gid} (not mapped here)"), e))?;
+                self.stats.owners_recorded += 1;
+                Ok(())
+            }
+            Err(e) => Err(self.io_err(format!("chown {uid}:{gid}"), e)),
+        }
     }
 
     fn set_xattrs(&mut self, fd: BorrowedFd<'_>, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Res<()> {
@@ -712,14 +736,26 @@ impl Applier<'_> {
 
     /// Owner, mode (unless a symlink) and times on `name` in `parent`, never following it.
     fn finish_at(&mut self, parent: BorrowedFd<'_>, name: &OsStr, meta: &EntryMeta, chmod: bool) -> Res<()> {
-        fchownat(
+        let owned = fchownat(
             parent,
             name,
             Some(Uid::from_raw(meta.uid)),
             Some(Gid::from_raw(meta.gid)),
             AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| self.io_err(format!("chown {}:{}", meta.uid, meta.gid), e))?;
+        );
+        match owned {
+            Ok(()) => {}
+            // Symlinks and special files cannot carry the owner xattr: they stay the user's.
+            Err(Errno::EINVAL) => {
+                self.stats.owners_lost += 1;
+                self.warn(format!(
+                    "owner {}:{} is not mapped in this user namespace and cannot be recorded on a symlink or \
+                     special file; it is kept as 0:0",
+                    meta.uid, meta.gid
+                ));
+            }
+            Err(e) => return Err(self.io_err(format!("chown {}:{}", meta.uid, meta.gid), e)),
+        }
         if chmod {
             sys::chmod_nofollow(parent, name, meta.mode).map_err(|e| self.io_err("chmod", e))?;
         }
@@ -833,7 +869,8 @@ impl Applier<'_> {
                 .map_err(|e| self.io_err("opening lower-layer file for copy-up", e))?;
             let mut xattrs = Vec::new();
             for xname in sys::flistxattr(src.as_fd()).map_err(|e| self.io_err("listing xattrs for copy-up", e))? {
-                if xattr_allowed(&xname) {
+                // A lower file's recorded owner goes with it (this store wrote it).
+                if xattr_allowed(&xname) || xname == OWNER_XATTR.as_bytes() {
                     if let Ok(value) = sys::fgetxattr(src.as_fd(), &xname) {
                         xattrs.push((xname, value));
                     }
@@ -985,8 +1022,7 @@ impl Applier<'_> {
                     Err(e) => return Err(self.io_err("reopening directory", e)),
                 };
             if let Some((uid, gid)) = meta.owner {
-                fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-                    .map_err(|e| self.io_err(format!("chown {uid}:{gid}"), e))?;
+                self.chown_fd(fd.as_fd(), uid, gid)?;
             }
             fchmod(&fd, Mode::from_bits_truncate(meta.mode)).map_err(|e| self.io_err("chmod", e))?;
             if let Some(mtime) = meta.mtime {

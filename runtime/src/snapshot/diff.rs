@@ -83,11 +83,18 @@ pub struct DiffOptions {
     pub skip_kernel_fs: bool,
 }
 
+/// `uid:gid` as [`crate::isolation::OWNER_XATTR`] holds it.
+pub(crate) fn parse_owner(value: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (uid, gid) = text.split_once(':')?;
+    Some((uid.parse().ok()?, gid.parse().ok()?))
+}
+
 impl Default for DiffOptions {
     fn default() -> Self {
         DiffOptions {
             source_date_epoch: None,
-            userxattr: false,
+            userxattr: crate::isolation::userxattr(),
             exclude: BTreeSet::new(),
             normalize_upper: false,
             max_depth: 1024,
@@ -273,6 +280,8 @@ fn changed(path: &[u8]) -> DiffError {
 struct Xattrs {
     keep: Vec<(Vec<u8>, Vec<u8>)>,
     opaque: bool,
+    /// The real owner a rootless store recorded ([`crate::isolation::OWNER_XATTR`]).
+    owner: Option<(u64, u64)>,
 }
 
 impl Walker<'_, '_> {
@@ -469,7 +478,8 @@ impl Walker<'_, '_> {
                 let xattrs = self.xattrs(fd.as_fd(), path, true)?;
                 let mut tar_name = path.to_vec();
                 tar_name.push(b'/');
-                let header = self.header_for(&tar_name, b'5', &now, 0, None, &xattrs.keep);
+                let mut header = self.header_for(&tar_name, b'5', &now, 0, None, &xattrs.keep);
+                self.recorded_owner(&mut header, &xattrs);
                 write_header(&mut self.out, &header).map_err(DiffError::Write)?;
                 self.stats.dirs += 1;
                 result = Some(xattrs.opaque.then(|| self.clamp(&now)));
@@ -483,7 +493,8 @@ impl Walker<'_, '_> {
                 }
                 let xattrs = self.xattrs(fd.as_fd(), path, false)?;
                 let size = u64::try_from(now.st_size).unwrap_or(0);
-                let header = self.header_for(path, b'0', &now, size, None, &xattrs.keep);
+                let mut header = self.header_for(path, b'0', &now, size, None, &xattrs.keep);
+                self.recorded_owner(&mut header, &xattrs);
                 write_header(&mut self.out, &header).map_err(DiffError::Write)?;
                 self.copy_content(File::from(fd), path, size)?;
                 self.stats.files += 1;
@@ -563,6 +574,14 @@ impl Walker<'_, '_> {
         }
     }
 
+    /// A rootless store's record of an owner its user namespace cannot map wins over the stat.
+    fn recorded_owner(&self, header: &mut TarHeader<'_>, xattrs: &Xattrs) {
+        if let (None, Some((uid, gid))) = (self.opts.owner, xattrs.owner) {
+            header.uid = uid;
+            header.gid = gid;
+        }
+    }
+
     /// Reads the extended attributes of an open file or directory: those kept in the layer, and
     /// whether a directory is opaque. Refuses overlay redirects and metacopy files.
     fn xattrs(&mut self, fd: BorrowedFd<'_>, path: &[u8], is_dir: bool) -> Res<Xattrs> {
@@ -592,6 +611,11 @@ impl Walker<'_, '_> {
                     }
                     _ => {}
                 }
+                continue;
+            }
+            if xname == crate::isolation::OWNER_XATTR.as_bytes() {
+                let value = sys::fgetxattr(fd, &xname).map_err(|e| io_err(path, "reading xattr", e))?;
+                out.owner = parse_owner(&value);
                 continue;
             }
             let keep = xname == b"security.capability"

@@ -18,7 +18,7 @@ mod copyup;
 mod diff;
 mod entry_path;
 mod store;
-mod sys;
+pub(crate) mod sys;
 
 use std::ffi::OsStr;
 use std::io;

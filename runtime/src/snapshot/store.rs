@@ -126,7 +126,7 @@ impl Snapshots {
     pub fn open(store_root: impl AsRef<Path>) -> Result<Snapshots> {
         let dir = store_root.as_ref().join("snapshots");
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err("creating", &dir))?;
-        let snapshots = Snapshots { dir, userxattr: false, unpacked: AtomicU64::new(0) };
+        let snapshots = Snapshots { dir, userxattr: crate::isolation::userxattr(), unpacked: AtomicU64::new(0) };
         snapshots.remove_incomplete()?;
         snapshots.remove_unflushed_from_earlier_boots()?;
         Ok(snapshots)
