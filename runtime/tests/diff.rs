@@ -553,3 +553,19 @@ fn sockets_are_skipped_and_deep_trees_stop_at_the_limit() {
     }
     assert!(diff_upper(&upper, &mut Vec::new(), &DiffOptions { max_depth: 40, ..DiffOptions::default() }).is_ok());
 }
+
+#[test]
+fn a_hard_link_to_a_file_with_a_recorded_owner_carries_that_owner() {
+    // A single-id rootless store records owners it cannot map in user.kiln.owner; the second
+    // path of the inode is a hard-link entry, which must say the same owner as the first.
+    let tmp = tempfile::tempdir().unwrap();
+    let upper = tmp.path().join("upper");
+    fs::create_dir_all(&upper).unwrap();
+    write_mode(&upper.join("f"), b"data", 0o4755);
+    set_xattr(&upper.join("f"), kiln_runtime::isolation::OWNER_XATTR, b"1000:1001");
+    fs::hard_link(upper.join("f"), upper.join("link")).unwrap();
+    let opts = DiffOptions { userxattr: true, ..DiffOptions::default() };
+    let got: Vec<(String, char, (u64, u64))> =
+        entries(&diff(&upper, &opts)).into_iter().map(|e| (e.path, e.kind, e.owner)).collect();
+    assert_eq!(got, [("f".to_string(), '0', (1000, 1001)), ("link".to_string(), '1', (1000, 1001))]);
+}

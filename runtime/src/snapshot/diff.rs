@@ -229,8 +229,9 @@ struct Walker<'a, 'w> {
     out: BufWriter<Counting<'w>>,
     opts: &'a DiffOptions,
     exclude: HashSet<Vec<u8>>,
-    /// (dev, ino) of a multiply linked non-directory → the tar path it was first written at.
-    links: HashMap<(u64, u64), Vec<u8>>,
+    /// (dev, ino) of a multiply linked non-directory → the tar path it was first written at and
+    /// the owner its entry said (a recorded owner included), which its hard-link entries repeat.
+    links: HashMap<(u64, u64), (Vec<u8>, (u64, u64))>,
     stats: DiffStats,
     buf: Vec<u8>,
 }
@@ -457,9 +458,10 @@ impl Walker<'_, '_> {
         }
         if kind != libc::S_IFDIR && st.st_nlink > 1 {
             let key = (st.st_dev, st.st_ino);
-            if let Some(first) = self.links.get(&key) {
-                let first = first.clone();
-                let header = self.header_for(path, b'1', st, 0, Some(&first), &[]);
+            if let Some((first, (uid, gid))) = self.links.get(&key) {
+                let (first, uid, gid) = (first.clone(), *uid, *gid);
+                let mut header = self.header_for(path, b'1', st, 0, Some(&first), &[]);
+                (header.uid, header.gid) = (uid, gid);
                 write_header(&mut self.out, &header).map_err(DiffError::Write)?;
                 self.stats.entries += 1;
                 self.stats.hardlinks += 1;
@@ -467,6 +469,8 @@ impl Walker<'_, '_> {
             }
         }
         let mut result = None;
+        // The owner the entry says, for later hard links to it.
+        let mut written = (0, 0);
         match kind {
             libc::S_IFDIR => {
                 let fd = sys::open_nofollow(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
@@ -495,6 +499,7 @@ impl Walker<'_, '_> {
                 let size = u64::try_from(now.st_size).unwrap_or(0);
                 let mut header = self.header_for(path, b'0', &now, size, None, &xattrs.keep);
                 self.recorded_owner(&mut header, &xattrs);
+                written = (header.uid, header.gid);
                 write_header(&mut self.out, &header).map_err(DiffError::Write)?;
                 self.copy_content(File::from(fd), path, size)?;
                 self.stats.files += 1;
@@ -502,6 +507,7 @@ impl Walker<'_, '_> {
             libc::S_IFLNK => {
                 let target = nix::fcntl::readlinkat(dir, name).map_err(|e| io_err(path, "reading symlink", e))?;
                 let header = self.header_for(path, b'2', st, 0, Some(target.as_bytes()), &[]);
+                written = (header.uid, header.gid);
                 write_header(&mut self.out, &header).map_err(DiffError::Write)?;
                 self.stats.symlinks += 1;
             }
@@ -512,6 +518,7 @@ impl Walker<'_, '_> {
                     _ => b'6',
                 };
                 let header = self.header_for(path, type_flag, st, 0, None, &[]);
+                written = (header.uid, header.gid);
                 write_header(&mut self.out, &header).map_err(DiffError::Write)?;
                 if kind == libc::S_IFIFO {
                     self.stats.fifos += 1;
@@ -527,7 +534,7 @@ impl Walker<'_, '_> {
         }
         self.stats.entries += 1;
         if kind != libc::S_IFDIR && st.st_nlink > 1 {
-            self.links.insert((st.st_dev, st.st_ino), path.to_vec());
+            self.links.insert((st.st_dev, st.st_ino), (path.to_vec(), written));
         }
         if self.opts.normalize_upper {
             let mtime = self.clamp(st);
