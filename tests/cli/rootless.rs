@@ -164,10 +164,13 @@ fn single_id_mapping_keeps_other_owners_of_the_base_and_gives_the_root_image_id(
     user.ok(&build);
     assert_eq!(user.image_id("single:1"), root.image_id("single:1"), "single-id build differs from root's");
 
-    let run = ["run", "--rm", "--network", "none", "single:1", "stat", "-c", "%n %u:%g %a %h", "/owned/f", "/owned/d"];
-    let as_root = root.ok(&run);
+    // Root's container shows the recorded owners; one with a single id mapped cannot show ids it
+    // does not map (they are kept in the store, not shown), so only the contents are compared.
+    let stat = ["run", "--rm", "--network", "none", "single:1", "stat", "-c", "%n %u:%g %a %h", "/owned/f", "/owned/d"];
+    let as_root = root.ok(&stat);
     assert!(as_root.contains("/owned/f 1000:1000 4755 2") && as_root.contains("/owned/d 1234:1234"), "{as_root}");
-    assert_eq!(user.ok(&run), as_root, "kiln run as the single-id user shows other owners than as root");
+    let cat = ["run", "--rm", "--network", "none", "single:1", "cat", "/owned/d/copy", "/owned/new", "/owned/link"];
+    assert_eq!(user.ok(&cat), root.ok(&cat));
 
     // Under a single id, a chown to any other id cannot be done: one clear line.
     user.write("ctx/Dockerfile", "FROM base1\nRUN touch /y && chown 1234:1234 /y\n");
