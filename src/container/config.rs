@@ -280,9 +280,24 @@ pub struct Prepared {
     pub lease: SnapshotLease,
 }
 
+/// Containers need namespaces: a kiln without them (a normal user without user namespaces, or
+/// root in an unprivileged container, where builds use the chroot isolation) says so first.
+pub fn check_isolation() -> Result<()> {
+    use kiln_runtime::isolation::{detect, Isolation};
+    match detect() {
+        Ok(Isolation::Rootful | Isolation::Rootless) => Ok(()),
+        Ok(Isolation::Chroot) => bail!(
+            "containers need namespaces, and this kiln cannot make them (root without CAP_SYS_ADMIN, as in an \
+             unprivileged container): kiln build works here with the chroot isolation, kiln run does not"
+        ),
+        Err(why) => bail!("{}", why.replacen("RUN needs", "containers need", 1)),
+    }
+}
+
 /// Unpacks (if needed) the image's layers and makes the runtime spec for one start of the
 /// container. Output and stdin are left to the caller.
 pub fn prepare(store: &Store, container: &Container) -> Result<Prepared> {
+    check_isolation()?;
     let config = &container.record.config;
     let image_id: kiln_cas::Digest =
         config.image.parse().map_err(|e| anyhow!("container {}: image {}: {e}", container.id(), config.image))?;

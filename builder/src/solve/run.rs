@@ -155,6 +155,7 @@ pub(crate) fn run_step(
         },
         stdin: StdinMode::Null,
         tty: false,
+        userxattr: isolation::userxattr(),
         seccomp: Default::default(),
         output: Some(Box::new(move |bytes: &[u8]| {
             let _ = sender.send(bytes.to_vec());
@@ -172,7 +173,10 @@ pub(crate) fn run_step(
     };
     let outcome = std::thread::scope(|scope| {
         let _ = std::thread::Builder::new().name("kiln-run-output".into()).spawn_scoped(scope, forward);
-        let outcome = run_container(spec);
+        let outcome = match isolation {
+            Isolation::Chroot => kiln_runtime::chroot::run_chroot(spec),
+            Isolation::Rootful | Isolation::Rootless => run_container(spec),
+        };
         forward();
         outcome
     });

@@ -665,7 +665,9 @@ impl Applier<'_> {
     fn chown_fd(&mut self, fd: BorrowedFd<'_>, uid: u32, gid: u32) -> Res<()> {
         match fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))) {
             Ok(()) => Ok(()),
-            Err(Errno::EINVAL) => {
+            // EPERM as a normal user outside any user namespace (no chown at all): builds
+            // without RUN still keep the owners.
+            Err(e @ (Errno::EINVAL | Errno::EPERM)) if e == Errno::EINVAL || !nix::unistd::geteuid().is_root() => {
                 sys::fsetxattr(fd, OWNER_XATTR.as_bytes(), format!("{uid}:{gid}").as_bytes())
                     .map_err(|e| self.io_err(format!("recording owner {uid}:{gid} (not mapped here)"), e))?;
                 self.stats.owners_recorded += 1;
@@ -746,7 +748,7 @@ impl Applier<'_> {
         match owned {
             Ok(()) => {}
             // Symlinks and special files cannot carry the owner xattr: they stay the user's.
-            Err(Errno::EINVAL) => {
+            Err(e @ (Errno::EINVAL | Errno::EPERM)) if e == Errno::EINVAL || !nix::unistd::geteuid().is_root() => {
                 self.stats.owners_lost += 1;
                 self.warn(format!(
                     "owner {}:{} is not mapped in this user namespace and cannot be recorded on a symlink or \
