@@ -225,13 +225,19 @@ struct Item {
     st: Option<FileStat>,
 }
 
+/// Where an inode with several names was first written, and the owner its entry said.
+struct FirstLink {
+    path: Vec<u8>,
+    owner: (u64, u64),
+}
+
 struct Walker<'a, 'w> {
     out: BufWriter<Counting<'w>>,
     opts: &'a DiffOptions,
     exclude: HashSet<Vec<u8>>,
     /// (dev, ino) of a multiply linked non-directory → the tar path it was first written at and
     /// the owner its entry said (a recorded owner included), which its hard-link entries repeat.
-    links: HashMap<(u64, u64), (Vec<u8>, (u64, u64))>,
+    links: HashMap<(u64, u64), FirstLink>,
     stats: DiffStats,
     buf: Vec<u8>,
 }
@@ -458,10 +464,10 @@ impl Walker<'_, '_> {
         }
         if kind != libc::S_IFDIR && st.st_nlink > 1 {
             let key = (st.st_dev, st.st_ino);
-            if let Some((first, (uid, gid))) = self.links.get(&key) {
-                let (first, uid, gid) = (first.clone(), *uid, *gid);
+            if let Some(first) = self.links.get(&key) {
+                let (first, owner) = (first.path.clone(), first.owner);
                 let mut header = self.header_for(path, b'1', st, 0, Some(&first), &[]);
-                (header.uid, header.gid) = (uid, gid);
+                (header.uid, header.gid) = owner;
                 write_header(&mut self.out, &header).map_err(DiffError::Write)?;
                 self.stats.entries += 1;
                 self.stats.hardlinks += 1;
@@ -534,7 +540,7 @@ impl Walker<'_, '_> {
         }
         self.stats.entries += 1;
         if kind != libc::S_IFDIR && st.st_nlink > 1 {
-            self.links.insert((st.st_dev, st.st_ino), (path.to_vec(), written));
+            self.links.insert((st.st_dev, st.st_ino), FirstLink { path: path.to_vec(), owner: written });
         }
         if self.opts.normalize_upper {
             let mtime = self.clamp(st);
