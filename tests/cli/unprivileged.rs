@@ -226,3 +226,61 @@ fn kiln_in_an_unprivileged_docker_container_builds_copy_only_dockerfiles() {
     let shown = u.assert_same_as_host(&["sh", "-c", "stat -c '%n %u:%g %a' /data/f; cat /data/f"]);
     assert_eq!(shown, "/data/f 2001:2000 644\ncopied\n");
 }
+
+/// A normal user where no user namespace can be made (docker's default seccomp profile refuses
+/// unshare(CLONE_NEWUSER) without CAP_SYS_ADMIN): a RUN step fails with exit 125 and one first
+/// line saying what is missing and how to fix it, never a raw EPERM; a build without RUN still
+/// works and gives root's image ID.
+#[test]
+fn a_normal_user_without_user_namespaces_gets_one_clear_line_and_exit_125() {
+    let Some(u) = Unprivileged::new("nouserns") else { return };
+    let ctx = u.k.path("ctx");
+    std::fs::create_dir_all(ctx.join("run")).unwrap();
+    std::fs::write(ctx.join("run/Dockerfile"), "FROM busybox\nRUN echo hi > /x\n").unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY f /f\n").unwrap();
+    std::fs::write(ctx.join("f"), "copied\n").unwrap();
+    u.k.ok(&["build", "--source-date-epoch", EPOCH, "-t", &u.built(), ctx.to_str().unwrap()]);
+    let built = u.built();
+    let script = format!(
+        "kiln load -i /in/base.tar >/dev/null || exit 99; \
+         kiln build --progress plain --source-date-epoch {EPOCH} -t {built} /ctx >/dev/null 2>/out/copy.err || exit 98; \
+         kiln inspect --format '{{{{.Id}}}}' {built} > /out/id; \
+         exec kiln build --progress plain -t run:1 /ctx/run"
+    );
+    let mounts = [format!("{}:/ctx:ro", ctx.display()), format!("{}:/in:ro", u.k.path("in").display())];
+    let out_mount = format!("{}:/out", u.k.path("out").display());
+    std::fs::set_permissions(u.k.path("out"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let rootfs = format!("{}-rootfs:1", u.prefix);
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "1000:1000",
+        "-e",
+        "HOME=/tmp",
+        "-e",
+        "XDG_DATA_HOME=/tmp/data",
+        "-v",
+        &mounts[0],
+        "-v",
+        &mounts[1],
+        "-v",
+        &out_mount,
+        &rootfs,
+        "/bin/sh",
+        "-c",
+        &script,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let copy_err = std::fs::read_to_string(u.k.path("out/copy.err")).unwrap_or_default();
+    assert!(!matches!(out.status.code(), Some(98 | 99)), "load or the COPY-only build failed:\n{stderr}{copy_err}");
+    let id = std::fs::read_to_string(u.k.path("out/id")).unwrap();
+    assert_eq!(id.trim(), u.k.image_id(&built), "a COPY-only build as the user differs from root's");
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("Error: ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("RUN needs user namespaces or root"), "{stderr}");
+}
