@@ -104,6 +104,23 @@ pub struct ChrootReport {
     pub recorded: u64,
     /// What was written to the upper dir.
     pub diff: DiffReport,
+    /// Where the time went.
+    pub timings: ChrootTimings,
+}
+
+/// How long each phase of [`run_chroot_report`] took.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChrootTimings {
+    /// Copying the layers (and the mounts) into the tree, and the runtime's files.
+    pub copy: std::time::Duration,
+    /// Recording the tree.
+    pub record: std::time::Duration,
+    /// The process, from fork to the end of its output.
+    pub run: std::time::Duration,
+    /// Copying writable binds back, comparing, and moving the changes into the upper dir.
+    pub diff: std::time::Duration,
+    /// Removing the tree.
+    pub remove: std::time::Duration,
 }
 
 fn setup_err(step: impl Into<String>) -> impl FnOnce(io::Error) -> ContainerError {
@@ -487,6 +504,12 @@ pub fn run_chroot_report(mut spec: ContainerSpec) -> Result<(RunResult, ChrootRe
     nix::sys::stat::fchmod(&root, Mode::from_bits_truncate(0o755)).map_err(errno_err("chmod of the tree"))?;
     let tree = Tree { path: spec.work_dir.join(TREE_NAME), work, root };
 
+    let mut timings = ChrootTimings::default();
+    let mut clock = std::time::Instant::now();
+    let mut lap = |slot: &mut std::time::Duration| {
+        *slot = clock.elapsed();
+        clock = std::time::Instant::now();
+    };
     let mut copier = Copier::new(tree.root.as_fd());
     copier.materialise(&spec.lower_dirs).map_err(setup_err("copying the layers into the chroot"))?;
     let mut rules = Rules::new();
@@ -494,22 +517,28 @@ pub fn run_chroot_report(mut spec: ContainerSpec) -> Result<(RunResult, ChrootRe
         .map_err(setup_err("setting up /dev and /etc in the chroot"))?;
     setup_mounts(&spec, tree.work.as_fd(), &mut copier, &mut rules)?;
     let mut copy_report = copier.report;
+    lap(&mut timings.copy);
 
     let before = state::record(tree.root.as_fd(), &rules).map_err(setup_err("recording the tree"))?;
     wait_past(before.latest);
+    lap(&mut timings.record);
     let result = exec::run(&mut spec, &tree.path)?;
+    lap(&mut timings.run);
 
     copy_back(&spec, tree.root.as_fd())?;
     let opaque = if spec.userxattr { OpaqueXattr::User } else { OpaqueXattr::TrustedElseUser };
     let diff = state::diff_into(tree.root.as_fd(), upper.as_fd(), &before, &rules, opaque, &mut copy_report)
         .map_err(setup_err("moving the changes into the upper dir"))?;
+    lap(&mut timings.diff);
+    drop(tree);
+    lap(&mut timings.remove);
     let report = ChrootReport {
         copied: copy_report.entries,
         skipped: copy_report.skipped,
         warnings: copy_report.warnings,
         recorded: before.count() as u64,
         diff,
+        timings,
     };
-    drop(tree);
     Ok((result, report))
 }
