@@ -22,7 +22,8 @@
 //!    exec with a `PATH` lookup): see `exec.rs`. No namespaces, no seccomp filter of kiln's own
 //!    (the outer container has one), no cgroup, no hostname, the host's network whatever
 //!    [`ContainerSpec::network`] says (the caller warns). The process runs in a process group
-//!    of its own; once it has exited, whatever is left of the group is killed (SIGKILL);
+//!    of its own; once it has exited, whatever is left of the group is killed (SIGKILL), and
+//!    so is any process `/proc` shows with its root in the tree;
 //! 5. the tree is compared with the recorded state and the difference moved into the upper dir
 //!    (`state.rs`); the runtime's `/dev`, `/proc`, `/sys`, `/etc/hosts`, `/etc/resolv.conf`,
 //!    `/etc/hostname` and mount targets are never part of it (in overlay mode they are mounts).
@@ -47,8 +48,10 @@
 //! - an inode with several names: changing it through one name changes all of them, and all of
 //!   them are written to the layer (overlay copies up only the name used); a new hard link to
 //!   such an inode writes all its names too;
-//! - background processes that left the process group (`setsid`) are not killed and may still
-//!   write into the tree while it is compared;
+//! - background processes that left the process group (`setsid`) are found through `/proc`
+//!   (their root is the tree) and killed; one that `/proc` does not show kiln (another pid
+//!   namespace, `hidepid`, no ptrace access to it) may still write into the tree while it is
+//!   compared;
 //! - no `/proc` (and `/dev/fd`, `/dev/stdin`… point into it), no `/sys`; read-only binds and the
 //!   runtime's files are writable (writes to them are discarded with them);
 //! - `/dev/pts` and `/dev/shm` are plain directories (no ptys; shared memory files land in the
