@@ -2,6 +2,8 @@
 //!
 //! So far: [`snapshot`], the per-layer snapshot directories and the layer applier that fills them;
 //! [`container`], the executor that runs a process in namespaces over an overlay of snapshots.
+//! [`chroot`], the same without namespaces or mounts (a chroot of a copied tree, the layer taken
+//! as the tree's difference), for root without `CAP_SYS_ADMIN` (issue 13).
 
 pub mod cgroup;
 pub mod chroot;

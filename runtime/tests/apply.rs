@@ -324,6 +324,19 @@ fn lc16_overlay_and_selinux_xattrs_are_never_applied() {
 }
 
 #[test]
+fn a_layer_cannot_forge_the_owner_record_of_a_rootless_store() {
+    require_root!();
+    let fx = Fixture::new();
+    let records: &[(&[u8], &[u8])] = &[(b"SCHILY.xattr.user.kiln.owner", b"0:0"), (b"SCHILY.xattr.user.ok", b"fine")];
+    let tar = Tar::default().pax(records).file("setuid-tool", b"x").finish();
+    let stats = fx.apply(&tar).unwrap();
+    assert_eq!(xattr(&fx.d("setuid-tool"), "user.kiln.owner"), None);
+    assert_eq!(xattr(&fx.d("setuid-tool"), "user.ok").as_deref(), Some(&b"fine"[..]));
+    assert_eq!(stats.xattrs_dropped, 1);
+    fx.check_outside();
+}
+
+#[test]
 fn lc17_sparse_entries_are_refused() {
     require_root!();
     let fx = Fixture::new();

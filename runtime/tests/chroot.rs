@@ -692,3 +692,35 @@ fn runtime_dirs_made_for_an_image_without_them_stay_out_of_the_layer() {
     let (l, _) = same_layer_with("echo n > /etc/new", &on_top);
     assert!(has(&l, "etc/ Directory 755 0:0") && has(&l, "etc/new ") && !l.contains("hosts"), "{l}");
 }
+
+#[test]
+fn renamed_dirs_touched_dirs_and_reads() {
+    require_root!();
+    let l = same_layer("mv /lowonly /moved && touch /opq && chmod 700 /deep && cat /data/f /data/hl1 >/dev/null");
+    assert!(has(&l, ".wh.lowonly ") && has(&l, "moved/dir/file "), "{l}");
+    assert!(has(&l, "deep/ Directory 700") && !l.contains("data/"), "{l}");
+}
+
+/// Whether `pid` is gone (or a zombie).
+fn gone(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn processes_that_left_the_group_are_killed_too() {
+    require_root!();
+    let lw = lowers();
+    let script = "setsid sh -c 'echo $$; exec >/dev/null 2>&1 </dev/null; sleep 3; echo late > /data/late' & sleep 0.3";
+    let r = run_with(&lw, &["/bin/sh", "-c", script], &|_| {}, run_chroot, false);
+    assert_eq!(r.result.unwrap().outcome, ExitOutcome::Exited(0));
+    let pid: i32 = r.output.trim().parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while !gone(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(gone(pid), "the setsid process {pid} is still running");
+    assert!(!listing(&r.tar).contains("late"));
+}

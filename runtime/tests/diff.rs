@@ -313,6 +313,31 @@ fn overlay_features_a_layer_cannot_hold_are_refused() {
 }
 
 #[test]
+fn an_owner_recorded_by_a_rootless_store_is_the_layers_owner_and_not_an_xattr() {
+    require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let upper = tmp.path().join("upper");
+    fs::create_dir_all(upper.join("home/app")).unwrap();
+    write_mode(&upper.join("home/app/tool"), b"x", 0o4755);
+    set_xattr(&upper.join("home/app"), "user.kiln.owner", b"1000:1000");
+    set_xattr(&upper.join("home/app/tool"), "user.kiln.owner", b"1000:50");
+    set_xattr(&upper.join("home/app/tool"), "user.other", b"kept");
+    let out = diff(&upper, &DiffOptions::default());
+    let got: Vec<_> = entries(&out).into_iter().map(|e| (e.path, e.owner, e.mode, e.xattrs)).collect();
+    assert_eq!(
+        got,
+        [
+            ("home/".to_string(), (0, 0), 0o755, vec![]),
+            ("home/app/".to_string(), (1000, 1000), 0o755, vec![]),
+            ("home/app/tool".to_string(), (1000, 50), 0o4755, vec![("user.other".to_string(), b"kept".to_vec())]),
+        ]
+    );
+    // `kiln cp` without -a gives every entry one owner, whatever was recorded.
+    let out = diff(&upper, &DiffOptions { owner: Some((7, 7)), ..DiffOptions::default() });
+    assert!(entries(&out).iter().all(|e| e.owner == (7, 7)));
+}
+
+#[test]
 fn exclusions_userxattr_opaque_and_normalized_times() {
     require_root!();
     let tmp = tempfile::tempdir().unwrap();

@@ -1,7 +1,8 @@
 //! Running the process in the chroot: fork; the child chroots into the tree, resolves the user
 //! from the tree's own files, makes the working dir, switches user and execs. kiln relays the
 //! output, forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to the process, and once the process has
-//! exited kills what is left of its process group.
+//! exited kills what is left of its process group, and the processes `/proc` shows with their
+//! root in the tree (those that left the group).
 
 use std::ffi::CString;
 use std::io;
@@ -236,6 +237,32 @@ fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Kills the processes whose root directory is `tree` (or below it) — those that left the
+/// process group (`setsid`) — as far as `/proc` shows them. Repeats while it finds some (one may
+/// have forked meanwhile), a few rounds at most.
+fn kill_escaped(tree: &Path) {
+    let tree = tree.as_os_str().as_encoded_bytes();
+    for _ in 0..10 {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return };
+        let mut found = false;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            let Ok(root) = std::fs::read_link(format!("/proc/{pid}/root")) else { continue };
+            let root = root.as_os_str().as_encoded_bytes();
+            if root == tree || (root.starts_with(tree) && root.get(tree.len()) == Some(&b'/')) {
+                // SAFETY: plain syscall.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                found = true;
+            }
+        }
+        if !found {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Kills every process left in the group `pgid` and reaps those that are kiln's children,
 /// waiting (briefly) until the group is empty.
 fn kill_group(pgid: i32) {
@@ -432,6 +459,7 @@ pub(crate) fn run(spec: &mut ContainerSpec, tree: &Path) -> Result<RunResult, Co
                 exit_status = Some(st);
                 pidfd = None;
                 kill_group(pid);
+                kill_escaped(tree);
                 drain_until = Some(Instant::now() + DRAIN_GRACE);
             }
         }
@@ -439,6 +467,7 @@ pub(crate) fn run(spec: &mut ContainerSpec, tree: &Path) -> Result<RunResult, Co
     if exit_status.is_none() {
         // Only when polling failed: make sure nothing of it is left running.
         kill_group(pid);
+        kill_escaped(tree);
         exit_status = Some(crate::container::relay::wait_child(pid));
     }
     drop(forwarding);

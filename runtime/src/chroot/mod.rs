@@ -22,7 +22,8 @@
 //!    exec with a `PATH` lookup): see `exec.rs`. No namespaces, no seccomp filter of kiln's own
 //!    (the outer container has one), no cgroup, no hostname, the host's network whatever
 //!    [`ContainerSpec::network`] says (the caller warns). The process runs in a process group
-//!    of its own; once it has exited, whatever is left of the group is killed (SIGKILL);
+//!    of its own; once it has exited, whatever is left of the group is killed (SIGKILL), and
+//!    so is any process `/proc` shows with its root in the tree;
 //! 5. the tree is compared with the recorded state and the difference moved into the upper dir
 //!    (`state.rs`); the runtime's `/dev`, `/proc`, `/sys`, `/etc/hosts`, `/etc/resolv.conf`,
 //!    `/etc/hostname` and mount targets are never part of it (in overlay mode they are mounts).
@@ -47,8 +48,10 @@
 //! - an inode with several names: changing it through one name changes all of them, and all of
 //!   them are written to the layer (overlay copies up only the name used); a new hard link to
 //!   such an inode writes all its names too;
-//! - background processes that left the process group (`setsid`) are not killed and may still
-//!   write into the tree while it is compared;
+//! - background processes that left the process group (`setsid`) are found through `/proc`
+//!   (their root is the tree) and killed; one that `/proc` does not show kiln (another pid
+//!   namespace, `hidepid`, no ptrace access to it) may still write into the tree while it is
+//!   compared;
 //! - no `/proc` (and `/dev/fd`, `/dev/stdin`… point into it), no `/sys`; read-only binds and the
 //!   runtime's files are writable (writes to them are discarded with them);
 //! - `/dev/pts` and `/dev/shm` are plain directories (no ptys; shared memory files land in the
@@ -104,6 +107,23 @@ pub struct ChrootReport {
     pub recorded: u64,
     /// What was written to the upper dir.
     pub diff: DiffReport,
+    /// Where the time went.
+    pub timings: ChrootTimings,
+}
+
+/// How long each phase of [`run_chroot_report`] took.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChrootTimings {
+    /// Copying the layers (and the mounts) into the tree, and the runtime's files.
+    pub copy: std::time::Duration,
+    /// Recording the tree.
+    pub record: std::time::Duration,
+    /// The process, from fork to the end of its output.
+    pub run: std::time::Duration,
+    /// Copying writable binds back, comparing, and moving the changes into the upper dir.
+    pub diff: std::time::Duration,
+    /// Removing the tree.
+    pub remove: std::time::Duration,
 }
 
 fn setup_err(step: impl Into<String>) -> impl FnOnce(io::Error) -> ContainerError {
@@ -487,6 +507,12 @@ pub fn run_chroot_report(mut spec: ContainerSpec) -> Result<(RunResult, ChrootRe
     nix::sys::stat::fchmod(&root, Mode::from_bits_truncate(0o755)).map_err(errno_err("chmod of the tree"))?;
     let tree = Tree { path: spec.work_dir.join(TREE_NAME), work, root };
 
+    let mut timings = ChrootTimings::default();
+    let mut clock = std::time::Instant::now();
+    let mut lap = |slot: &mut std::time::Duration| {
+        *slot = clock.elapsed();
+        clock = std::time::Instant::now();
+    };
     let mut copier = Copier::new(tree.root.as_fd());
     copier.materialise(&spec.lower_dirs).map_err(setup_err("copying the layers into the chroot"))?;
     let mut rules = Rules::new();
@@ -494,22 +520,28 @@ pub fn run_chroot_report(mut spec: ContainerSpec) -> Result<(RunResult, ChrootRe
         .map_err(setup_err("setting up /dev and /etc in the chroot"))?;
     setup_mounts(&spec, tree.work.as_fd(), &mut copier, &mut rules)?;
     let mut copy_report = copier.report;
+    lap(&mut timings.copy);
 
     let before = state::record(tree.root.as_fd(), &rules).map_err(setup_err("recording the tree"))?;
     wait_past(before.latest);
+    lap(&mut timings.record);
     let result = exec::run(&mut spec, &tree.path)?;
+    lap(&mut timings.run);
 
     copy_back(&spec, tree.root.as_fd())?;
     let opaque = if spec.userxattr { OpaqueXattr::User } else { OpaqueXattr::TrustedElseUser };
     let diff = state::diff_into(tree.root.as_fd(), upper.as_fd(), &before, &rules, opaque, &mut copy_report)
         .map_err(setup_err("moving the changes into the upper dir"))?;
+    lap(&mut timings.diff);
+    drop(tree);
+    lap(&mut timings.remove);
     let report = ChrootReport {
         copied: copy_report.entries,
         skipped: copy_report.skipped,
         warnings: copy_report.warnings,
         recorded: before.count() as u64,
         diff,
+        timings,
     };
-    drop(tree);
     Ok((result, report))
 }
