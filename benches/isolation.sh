@@ -70,6 +70,12 @@ rootless_dockerd_pid=
 cleanup() {
   set +e
   [ -z "$rootless_dockerd_pid" ] || { kill "$rootless_dockerd_pid"; wait "$rootless_dockerd_pid"; } 2>/dev/null
+  # Rootless kiln leaves its user-namespace holder (kiln-userns) running: end the user's processes
+  # started from WORK, by pid.
+  for p in /proc/[0-9]*; do
+    [ "$(stat -c %u "$p" 2>/dev/null)" = "$uid" ] && tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q "$WORK/" &&
+      kill "${p#/proc/}" 2>/dev/null
+  done
   if [ "$KEEP" != 1 ]; then
     if "$DOCKER" info >/dev/null 2>&1; then
       "$DOCKER" images --format '{{.Repository}}:{{.Tag}}' | grep "^$PREFIX" | xargs -r "$DOCKER" rmi -f >/dev/null 2>&1

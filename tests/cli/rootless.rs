@@ -1,5 +1,5 @@
 //! Rootless kiln (issue 13): the same commands run as a normal user, in a user namespace mapped
-//! through newuidmap ranges (`kiln-rootless`, 200000:65536) or, with no range, a single id
+//! through newuidmap ranges (`kiln-rootless`, 65536 ids) or, with no range, a single id
 //! (`kiln-rootless1`). Judged against the same build as root: the same image ID under
 //! --source-date-epoch, the same owners and modes seen by `kiln run`. Hostile archives and context
 //! escapes are refused as they are for root. The tests make their users as root and skip without
@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 use crate::hostile::*;
 
-/// The user with a subordinate range.
+/// The user with a subordinate range: `USER_RANGE` when it has none yet (useradd may already have
+/// given it one from /etc/login.defs, which is kept).
 pub const USER: &str = "kiln-rootless";
 pub const USER_RANGE: &str = "200000:65536";
 /// The user without one (single-id mapping).
@@ -124,11 +125,18 @@ fn rootless_chown_to_an_id_outside_the_subordinate_range_fails_with_one_clear_li
     let Some(user) = setup(USER, Some(USER_RANGE)) else { return };
     user.ok(&["import", user.copy_in(busybox_rootfs(), "busybox.tar").to_str().unwrap(), "busybox"]);
     let ctx = user.mkdir("ctx");
-    // 65536 ids are mapped (0 and 1..=65536): 70000 is not.
     // First a chown inside the range works (so the refusal below is about the range).
     user.write("ctx/Dockerfile", "FROM busybox\nRUN touch /x && chown 65000:65000 /x && stat -c %u /x\n");
     user.ok(&["build", "--progress", "plain", "-t", "inside:1", ctx.to_str().unwrap()]);
-    user.write("ctx/Dockerfile", "FROM busybox\nRUN touch /x && chown 70000:70000 /x\n");
+    // Root and the range's ids are mapped (0 and 1..=count): count + 5000 is not.
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
+    let count: u64 = subuid
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{USER}:")))
+        .and_then(|range| range.split(':').nth(1)?.parse().ok())
+        .expect("the user's subuid range");
+    let outside = count + 5000;
+    user.write("ctx/Dockerfile", format!("FROM busybox\nRUN touch /x && chown {outside}:{outside} /x\n"));
     let error = user_build_fails_cleanly(&user, &ctx);
     assert!(error.contains("Dockerfile:2"), "the error names the step: {error}");
 }
