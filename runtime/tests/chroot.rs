@@ -325,6 +325,35 @@ fn chmod_chown_setuid_and_xattrs() {
     assert!(has(&l, "data/exe Regular 4755"), "{l}");
 }
 
+/// An inode with two names in a lower layer: overlay copies up only the name a change goes
+/// through, so a new link, a removed name or a rename over one name must not write the others.
+#[test]
+fn new_links_to_removed_names_of_and_renames_over_a_lower_hard_link() {
+    require_root!();
+    let l = same_layer("ln /data/hl1 /data/hl3");
+    assert!(has(&l, "data/hl1 ") && has(&l, "data/hl3 ") && !has(&l, "data/hl2 "), "{l}");
+    let l = same_layer("rm /data/hl2");
+    assert!(has(&l, "data/.wh.hl2 ") && !has(&l, "data/hl1 "), "{l}");
+    let l = same_layer("mv /data/f /data/hl1 && ln /data/hl2 /tmp/again");
+    assert!(has(&l, "data/hl1 ") && has(&l, "data/.wh.f ") && has(&l, "tmp/again "), "{l}");
+}
+
+/// In overlay a lower file keeps its own layer's link count, names that a layer above hides
+/// included: the chroot's copy must show the same.
+#[test]
+fn a_lower_link_count_counts_the_names_hidden_above() {
+    require_root!();
+    let top = tempfile::Builder::new().prefix("kiln-chroot-top-").tempdir().unwrap();
+    fs::create_dir_all(top.path().join("data")).unwrap();
+    write(&top.path().join("data/hl2"), "replaced\n", 0o644);
+    set_all_times(top.path(), OLD);
+    let top_dir = top.path().to_path_buf();
+    let (_, output) = same_layer_with("stat -c '%n %h' /data/hl1 /data/hl2 > /links && cat /links", &|spec| {
+        spec.lower_dirs.insert(0, top_dir.clone())
+    });
+    assert!(output.contains("/data/hl1 2") && output.contains("/data/hl2 1"), "{output}");
+}
+
 #[test]
 fn hard_links_symlinks_fifos_and_deep_dirs() {
     require_root!();

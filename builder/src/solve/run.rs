@@ -192,7 +192,11 @@ pub(crate) fn run_step(
         },
         Err(e) => return Err(failed(e.to_string())),
     }
-    let options = DiffOptions { source_date_epoch: cx.source_date_epoch, ..DiffOptions::default() };
+    let options = DiffOptions {
+        source_date_epoch: cx.source_date_epoch,
+        socket_whiteouts: isolation == Isolation::Chroot,
+        ..DiffOptions::default()
+    };
     let (diff_id, _) = commit_upper(cx.store, &upper, &options).map_err(|e| format!("making the layer: {e}"))?;
     // Keep the upper dir as the new layer's snapshot; if that fails the layer is still good and
     // will be unpacked from its blob when needed.

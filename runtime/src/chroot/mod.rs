@@ -192,8 +192,12 @@ impl Drop for Tree {
     fn drop(&mut self) {
         let _ = remove_all_at(self.work.as_fd(), OsStr::new(TREE_NAME));
         let _ = remove_all_at(self.work.as_fd(), OsStr::new(SCRATCH_NAME));
+        let _ = remove_all_at(self.work.as_fd(), OsStr::new(GHOSTS_NAME));
     }
 }
+
+/// Beside the tree: the names upper layers hide (see `Copier::with_ghosts`).
+const GHOSTS_NAME: &str = "hidden";
 
 const SCRATCH_NAME: &str = "mounts";
 
@@ -513,7 +517,11 @@ pub fn run_chroot_report(mut spec: ContainerSpec) -> Result<(RunResult, ChrootRe
         *slot = clock.elapsed();
         clock = std::time::Instant::now();
     };
-    let mut copier = Copier::new(tree.root.as_fd());
+    nix::sys::stat::mkdirat(&tree.work, GHOSTS_NAME, Mode::from_bits_truncate(0o700))
+        .map_err(errno_err(format!("creating {}/{GHOSTS_NAME}", spec.work_dir.display())))?;
+    let ghosts = open_nofollow(tree.work.as_fd(), OsStr::new(GHOSTS_NAME), OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+        .map_err(errno_err("opening the dir of hidden names"))?;
+    let mut copier = Copier::new(tree.root.as_fd()).with_ghosts(ghosts);
     copier.materialise(&spec.lower_dirs).map_err(setup_err("copying the layers into the chroot"))?;
     let mut rules = Rules::new();
     setup_runtime_files(&spec, tree.root.as_fd(), &mut rules, &mut copier.report)

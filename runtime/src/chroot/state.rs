@@ -33,7 +33,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{fstatat, FileStat, Mode, SFlag, UtimensatFlags};
+use nix::sys::stat::{fstatat, FileStat, Mode, UtimensatFlags};
 
 use super::tree::{err_at, join, list, read_xattrs, times, CopyReport, Xattrs, MAX_DEPTH};
 use crate::snapshot::sys::{self as ssys, file_type, is_dir, open_nofollow};
@@ -86,6 +86,13 @@ impl Rec {
             link,
             btime: None,
         }
+    }
+
+    /// Whether only the link count and ctime differ (a name of the inode added or removed).
+    fn only_links_differ(&self, now: &Rec) -> bool {
+        (self.ino, self.mode, self.uid, self.gid, self.size, self.mtime, self.rdev)
+            == (now.ino, now.mode, now.uid, now.gid, now.size, now.mtime, now.rdev)
+            && self.link == now.link
     }
 
     /// [`Rec::of`], with the birth time of a directory.
@@ -225,12 +232,37 @@ struct Planner<'a> {
     before: &'a Before,
     rules: &'a Rules,
     items: Vec<Item>,
+    /// Names of inodes that had several names before and of which only the link count (and
+    /// ctime) changed, by inode, with their ancestors' item indexes: decided once the walk is
+    /// done (see [`Planner::links`]).
+    relinked: HashMap<u64, Vec<(Vec<u8>, Vec<usize>)>>,
+    /// Inodes that got a new name in the run.
+    new_links: std::collections::HashSet<u64>,
 }
 
 impl Planner<'_> {
     fn mark(&mut self, stack: &[usize]) {
         for &i in stack {
             self.items[i].written = true;
+        }
+    }
+
+    /// Overlay keeps the names of a lower inode apart: `ln f new` copies up `f` alone (and
+    /// links `new` to it), and a name removed or renamed over leaves the inode's other names in
+    /// the lower layer. In the tree those names share the inode, so all of them show a new link
+    /// count: of an inode that got a new name, only its first old name (by path) is written, as
+    /// the link's source; of one that only lost names, none is.
+    fn links(&mut self) {
+        let mut relinked: Vec<_> = std::mem::take(&mut self.relinked).into_iter().collect();
+        relinked.sort();
+        for (ino, mut names) in relinked {
+            if !self.new_links.contains(&ino) {
+                continue;
+            }
+            names.sort();
+            let (rel, stack) = names.swap_remove(0);
+            self.items.push(Item { rel, kind: Kind::Move, written: true });
+            self.mark(&stack);
         }
     }
 
@@ -298,7 +330,18 @@ impl Planner<'_> {
                 let result = self.walk(fd.as_fd(), &child, matches!(state, State::New | State::Replaced), stack);
                 stack.pop();
                 result?;
+            } else if file_type(&st) == libc::S_IFSOCK {
+                // A socket the process left: overlay mode's layers never hold one, and in the
+                // upper dir a socket stands for a whiteout (`make_whiteout`).
+                continue;
+            } else if state == State::Changed
+                && self.before.entries.get(&child).is_some_and(|b| b.nlink > 1 && b.only_links_differ(&now))
+            {
+                self.relinked.entry(now.ino).or_default().push((child, stack.clone()));
             } else if state != State::Same {
+                if state == State::New && now.nlink > 1 {
+                    self.new_links.insert(now.ino);
+                }
                 self.items.push(Item { rel: child, kind: Kind::Move, written: true });
                 self.mark(stack);
             }
@@ -330,8 +373,10 @@ pub(crate) fn diff_into(
     opaque_xattr: OpaqueXattr,
     copy_report: &mut CopyReport,
 ) -> io::Result<DiffReport> {
-    let mut planner = Planner { before, rules, items: Vec::new() };
+    let mut planner =
+        Planner { before, rules, items: Vec::new(), relinked: HashMap::new(), new_links: Default::default() };
     planner.walk(tree, b"", false, &mut Vec::new())?;
+    planner.links();
     let items = planner.items;
 
     let mut report = DiffReport::default();
@@ -406,7 +451,7 @@ pub(crate) fn diff_into(
                 report.moved += 1;
             }
             Kind::Whiteout => {
-                nix::sys::stat::mknodat(up.as_fd(), name, SFlag::S_IFCHR, Mode::empty(), 0)
+                ssys::make_whiteout(up.as_fd(), name)
                     .map_err(|e| err_at("making a whiteout for", &item.rel, ssys::errno_io(e)))?;
                 report.whiteouts += 1;
             }

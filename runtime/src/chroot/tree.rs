@@ -200,11 +200,34 @@ pub(crate) struct Copier<'a> {
     pub report: CopyReport,
     /// The first copy (path from `root`) of each multiply-linked source inode of the current source.
     links: HashMap<(u64, u64), Vec<u8>>,
+    /// Where names that an upper layer hides are moved instead of removed (see
+    /// [`Copier::with_ghosts`]), and how many there are.
+    ghosts: Option<(OwnedFd, u64)>,
 }
 
 impl<'a> Copier<'a> {
     pub(crate) fn new(root: BorrowedFd<'a>) -> Copier<'a> {
-        Copier { root, report: CopyReport::default(), links: HashMap::new() }
+        Copier { root, report: CopyReport::default(), links: HashMap::new(), ghosts: None }
+    }
+
+    /// Names that an upper layer hides (a whiteout, a replacement, an opaque directory) are moved
+    /// into `dir` (outside the tree, on its file system) instead of removed: in overlay, a lower
+    /// file keeps the link count of its own layer, names hidden above included, and a process
+    /// that reads `st_nlink` must see the same.
+    pub(crate) fn with_ghosts(mut self, dir: OwnedFd) -> Copier<'a> {
+        self.ghosts = Some((dir, 0));
+        self
+    }
+
+    /// Takes `name` in `dst` out of the tree (see [`Copier::with_ghosts`]).
+    fn discard(&mut self, dst: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+        match &mut self.ghosts {
+            Some((dir, count)) => {
+                *count += 1;
+                nix::fcntl::renameat(dst, name, dir.as_fd(), format!("{count}").as_str())
+            }
+            None => remove_all_at(dst, name),
+        }
     }
 
     /// Applies the snapshot dirs `lowers` (topmost first, as overlay takes them) onto the root,
@@ -292,7 +315,9 @@ impl<'a> Copier<'a> {
                 .map_err(|e| err_at("stat of the source of", &child, eio(e)))?;
             let existing = lstat_at(dst, name).map_err(|e| err_at("stat", &child, eio(e)))?;
             if form == Form::Overlay && is_whiteout(&st) {
-                remove_all_at(dst, name).map_err(|e| err_at("removing", &child, eio(e)))?;
+                if existing.is_some() {
+                    self.discard(dst, name).map_err(|e| err_at("removing", &child, eio(e)))?;
+                }
                 continue;
             }
             if is_dir(&st) {
@@ -304,13 +329,13 @@ impl<'a> Copier<'a> {
                             let d = open_nofollow(dst, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
                                 .map_err(|e| err_at("opening", &child, eio(e)))?;
                             for old in list(d.as_fd()).map_err(|e| err_at("listing", &child, eio(e)))? {
-                                remove_all_at(d.as_fd(), &old).map_err(|e| err_at("clearing", &child, eio(e)))?;
+                                self.discard(d.as_fd(), &old).map_err(|e| err_at("clearing", &child, eio(e)))?;
                             }
                         }
                     }
                     other => {
                         if other.is_some() {
-                            remove_all_at(dst, name).map_err(|e| err_at("removing", &child, eio(e)))?;
+                            self.discard(dst, name).map_err(|e| err_at("removing", &child, eio(e)))?;
                         }
                         nix::sys::stat::mkdirat(dst, name, Mode::from_bits_truncate(0o700))
                             .map_err(|e| err_at("creating", &child, eio(e)))?;
@@ -326,7 +351,7 @@ impl<'a> Copier<'a> {
                 continue;
             }
             if existing.is_some() {
-                remove_all_at(dst, name).map_err(|e| err_at("removing", &child, eio(e)))?;
+                self.discard(dst, name).map_err(|e| err_at("removing", &child, eio(e)))?;
             }
             match file_type(&st) {
                 libc::S_IFREG => {

@@ -955,7 +955,7 @@ impl Applier<'_> {
             // This layer created the name: a whiteout hides lower layers only.
             return Ok(());
         }
-        mknodat(&parent, name, SFlag::S_IFCHR, Mode::empty(), 0).map_err(|e| match e {
+        sys::make_whiteout(parent.as_fd(), name).map_err(|e| match e {
             Errno::EPERM => ApplyError::WhiteoutNotPermitted {
                 index: self.index,
                 name: self.name.clone(),

@@ -160,9 +160,10 @@ fn apply_dir(src: &Path, dst: &Path, stats: &mut CopyStats, depth: usize) -> io:
     Ok(())
 }
 
+/// As `sys::is_whiteout`: a 0/0 character device, or kiln's socket stand-in.
 fn is_whiteout(meta: &fs::Metadata) -> bool {
     use std::os::unix::fs::FileTypeExt;
-    meta.file_type().is_char_device() && meta.rdev() == 0
+    (meta.file_type().is_char_device() && meta.rdev() == 0) || meta.file_type().is_socket()
 }
 
 /// Copies a regular file's bytes into a new file (created exclusively, so never through a link).

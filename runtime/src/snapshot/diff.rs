@@ -61,6 +61,10 @@ pub struct DiffOptions {
     /// The overlay was mounted with `userxattr`: opaque directories carry `user.overlay.opaque=y`,
     /// and `user.overlay.redirect` / `user.overlay.metacopy` are refused like their `trusted.` forms.
     pub userxattr: bool,
+    /// Sockets are whiteouts (kiln's stand-in where 0/0 devices cannot be made: an upper dir
+    /// written by the chroot isolation, which never keeps a process's sockets); otherwise a
+    /// socket a process left is skipped, as overlay mode's layers never hold one.
+    pub socket_whiteouts: bool,
     /// Paths (relative to the upper dir; a leading `/` is ignored) left out of the layer with
     /// everything under them, e.g. mount points the executor created.
     pub exclude: BTreeSet<PathBuf>,
@@ -95,6 +99,7 @@ impl Default for DiffOptions {
         DiffOptions {
             source_date_epoch: None,
             userxattr: crate::isolation::userxattr(),
+            socket_whiteouts: false,
             exclude: BTreeSet::new(),
             normalize_upper: false,
             max_depth: 1024,
@@ -339,7 +344,9 @@ impl Walker<'_, '_> {
                 self.stats.excluded += 1;
                 continue;
             }
-            if sys::is_whiteout(&st) {
+            let whiteout =
+                sys::is_whiteout_device(&st) || (self.opts.socket_whiteouts && sys::file_type(&st) == libc::S_IFSOCK);
+            if whiteout {
                 let key = [WHITEOUT_PREFIX, &tar_name].concat();
                 items.push(Item { key, name, kind: ItemKind::Whiteout, st: Some(st) });
                 continue;

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fstatat, FileStat, Mode};
+use nix::sys::stat::{fstatat, mknodat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 /// Directories nested deeper than this are not removed (each level holds a file descriptor).
@@ -74,8 +74,27 @@ pub(crate) fn file_type(st: &FileStat) -> libc::mode_t {
     st.st_mode & libc::S_IFMT
 }
 
+/// A whiteout in a snapshot dir: overlay's 0/0 character device, or kiln's stand-in for one
+/// where such a device cannot be made (a socket node, see [`make_whiteout`]; layers never hold
+/// sockets, so none is anything else).
 pub(crate) fn is_whiteout(st: &FileStat) -> bool {
+    is_whiteout_device(st) || file_type(st) == libc::S_IFSOCK
+}
+
+/// Overlay's own whiteout: a 0/0 character device.
+pub(crate) fn is_whiteout_device(st: &FileStat) -> bool {
     file_type(st) == libc::S_IFCHR && st.st_rdev == 0
+}
+
+/// Makes a whiteout `name` in `dir`: a 0/0 character device (Linux ≥ 5.8 lets anyone make one),
+/// or, where the file system refuses it (`EPERM` on overlayfs, as in a container's own root: the
+/// chroot isolation's case, where nothing mounts the snapshots), a socket node, which only kiln's
+/// own readers ([`is_whiteout`]) see as a whiteout.
+pub(crate) fn make_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+    match mknodat(dir, name, SFlag::S_IFCHR, Mode::empty(), 0) {
+        Err(Errno::EPERM) => mknodat(dir, name, SFlag::S_IFSOCK, Mode::empty(), 0),
+        other => other,
+    }
 }
 
 /// Opens the entry `name` of `dir` without following a symlink, with `flags` added.

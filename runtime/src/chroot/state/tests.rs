@@ -106,6 +106,24 @@ fn changed_new_and_deleted_entries_with_their_parents() {
 }
 
 #[test]
+fn a_socket_left_by_the_process_is_not_written_and_whiteouts_fall_back_to_sockets() {
+    let fx = fx();
+    let r = Rules::new();
+    let before = record_now(&fx, &r);
+    let _listener = std::os::unix::net::UnixListener::bind(fx.tree.join("b/sock")).unwrap();
+    fs::remove_file(fx.tree.join("b/h")).unwrap();
+    diff_now(&fx, &before, &r);
+    // `b` is written for the whiteout of `b/h`; the socket is not.
+    assert_eq!(upper(&fx), ["b d", "b/h w"]);
+    // Where a 0/0 device cannot be made, a socket node stands for the whiteout, and kiln's
+    // snapshot readers take it for one.
+    let dir = fd(&fx.upper.join("b"));
+    nix::sys::stat::mknodat(dir.as_fd(), "stand-in", nix::sys::stat::SFlag::S_IFSOCK, Mode::empty(), 0).unwrap();
+    let st = fstatat(dir.as_fd(), "stand-in", AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
+    assert!(ssys::is_whiteout(&st) && !ssys::is_whiteout_device(&st));
+}
+
+#[test]
 fn nothing_changed_gives_an_empty_upper_dir() {
     let fx = fx();
     let r = Rules::new();
