@@ -228,6 +228,9 @@ enum State {
     Replaced,
 }
 
+/// A name of a relinked inode (see [`Planner::links`]) and the item indexes of its ancestors.
+type Relinked = (Vec<u8>, Vec<usize>);
+
 struct Planner<'a> {
     before: &'a Before,
     rules: &'a Rules,
@@ -235,7 +238,7 @@ struct Planner<'a> {
     /// Names of inodes that had several names before and of which only the link count (and
     /// ctime) changed, by inode, with their ancestors' item indexes: decided once the walk is
     /// done (see [`Planner::links`]).
-    relinked: HashMap<u64, Vec<(Vec<u8>, Vec<usize>)>>,
+    relinked: HashMap<u64, Vec<Relinked>>,
     /// Inodes that got a new name in the run.
     new_links: std::collections::HashSet<u64>,
 }
