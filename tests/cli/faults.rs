@@ -193,6 +193,8 @@ impl Drop for Registry {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Op {
     Build,
+    /// `build --isolation chroot`: RUN in a copied tree, the layer its difference (issue 13).
+    BuildChroot,
     Load,
     Save,
     Pull,
@@ -244,7 +246,7 @@ impl Case<'_> {
         let root = scene.root();
         match self.op {
             Op::Pull => {}
-            Op::Build | Op::Load => copy_tree(&self.fx.base_store, &root),
+            Op::Build | Op::BuildChroot | Op::Load => copy_tree(&self.fx.base_store, &root),
             _ => copy_tree(&self.fx.full_store, &root),
         }
         match self.op {
@@ -270,6 +272,9 @@ impl Case<'_> {
         let ctx = self.fx.ctx.to_str().unwrap();
         let v: Vec<String> = match self.op {
             Op::Build => strings(&["build", "-q", "-t", "demo:1", "--source-date-epoch", "0", ctx]),
+            Op::BuildChroot => {
+                strings(&["build", "-q", "--isolation", "chroot", "-t", "demo:1", "--source-date-epoch", "0", ctx])
+            }
             Op::Load => strings(&["load", "-q", "-i", self.fx.demo_tar.to_str().unwrap()]),
             Op::Save => strings(&["save", "-o", scene.out_tar().to_str().unwrap(), "demo:1"]),
             Op::Pull => vec!["pull".into(), self.registry.unwrap().reference("faults/demo:1")],
@@ -351,7 +356,7 @@ impl Case<'_> {
             _ => {
                 let out = ok_at(&root, &args)?;
                 match self.op {
-                    Op::Build | Op::Load | Op::Pull => {
+                    Op::Build | Op::BuildChroot | Op::Load | Op::Pull => {
                         let reference = if self.op == Op::Pull {
                             self.registry.unwrap().reference("faults/demo:1")
                         } else {
@@ -895,6 +900,13 @@ fn sweep_with(op: Op, eio: bool) {
 #[test]
 fn faults_build() {
     sweep(Op::Build);
+}
+
+/// The chroot isolation's copy, run and tree diff killed at each point: the rebuild gives the
+/// reference (rootful) image ID.
+#[test]
+fn faults_build_chroot() {
+    sweep(Op::BuildChroot);
 }
 
 #[test]

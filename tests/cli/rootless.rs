@@ -372,3 +372,66 @@ fn rootless_copy_only_build_load_and_images_work_as_the_user() {
     let meta = std::fs::metadata(user.root().join("images.json")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), user.user.uid, "the store belongs to the user");
 }
+
+/// Many kilns of one user starting at once make one user-namespace holder and all join it.
+#[test]
+fn concurrent_first_kilns_of_a_user_share_one_user_namespace() {
+    let Some(user) = setup(USER, Some(USER_RANGE)) else { return };
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            let mut cmd = user.cmd(&["unshare", "readlink", "/proc/self/ns/user"]);
+            cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            cmd.spawn().expect("spawn kiln")
+        })
+        .collect();
+    let mut namespaces = std::collections::BTreeSet::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        namespaces.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    assert_eq!(namespaces.len(), 1, "{namespaces:?}");
+    let holders: Vec<u32> = user
+        .processes()
+        .into_iter()
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "kiln-userns"))
+        .collect();
+    assert_eq!(holders.len(), 1, "one kiln-userns holder: {holders:?}");
+    let theirs = std::fs::read_link(format!("/proc/{}/ns/user", holders[0])).unwrap();
+    assert_eq!(namespaces.first().unwrap(), &theirs.to_string_lossy());
+}
+
+/// Without XDG_RUNTIME_DIR kiln keeps its holder's record in /tmp/kiln-<uid>: a directory there
+/// that another user made (or a symlink) is refused with one line naming it, and nothing is
+/// written through it.
+#[test]
+fn a_run_dir_that_is_not_the_users_own_is_refused() {
+    let Some(user) = setup(USER, Some(USER_RANGE)) else { return };
+    let run_dir = std::path::PathBuf::from(format!("/tmp/kiln-{}", user.user.uid));
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let _ = std::fs::remove_file(&run_dir);
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(elsewhere.path(), Some(user.user.uid), Some(user.user.gid)).unwrap();
+    let ctx = user.mkdir("ctx");
+    user.write("ctx/Dockerfile", "FROM scratch\nRUN true\n");
+    for hijack in ["symlink", "root-owned dir"] {
+        if hijack == "symlink" {
+            std::os::unix::fs::symlink(elsewhere.path(), &run_dir).unwrap();
+        } else {
+            std::fs::create_dir(&run_dir).unwrap();
+        }
+        let mut cmd = user.cmd(&["build", ctx.to_str().unwrap()]);
+        cmd.env_remove("XDG_RUNTIME_DIR");
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{hijack}: {stderr}");
+        let line = stderr.lines().find(|l| l.starts_with("Error:")).unwrap_or_default();
+        assert!(
+            line.contains("RUN needs user namespaces or root") && line.contains(&run_dir.display().to_string()),
+            "{hijack}: {stderr}"
+        );
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0, "{hijack}: written through the link");
+        let _ = std::fs::remove_file(&run_dir);
+        let _ = std::fs::remove_dir(&run_dir);
+    }
+}
