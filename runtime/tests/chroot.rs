@@ -13,13 +13,15 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard};
 
+mod common;
+
+use common::set_times_under;
 use kiln_runtime::chroot::{run_chroot, run_chroot_report};
 use kiln_runtime::container::{
     run_container, ContainerError, ContainerSpec, ExitOutcome, MountSpec, Network, RunResult,
 };
 use kiln_runtime::snapshot::{diff_upper, DiffOptions};
-use nix::sys::stat::{mknod, utimensat, Mode, SFlag, UtimensatFlags};
-use nix::sys::time::TimeSpec;
+use nix::sys::stat::{mknod, Mode, SFlag};
 
 const BUSYBOX: &str = "/bin/busybox";
 /// SOURCE_DATE_EPOCH of the diffs; the lowers' times are `OLD`, before it.
@@ -67,26 +69,6 @@ fn write(path: &Path, data: &str, mode: u32) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, data).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// Sets the times of `root` and everything under it to `secs`, deepest first.
-fn set_all_times(root: &Path, secs: i64) {
-    let mut paths = vec![root.to_path_buf()];
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if fs::symlink_metadata(&path).unwrap().is_dir() {
-                stack.push(path.clone());
-            }
-            paths.push(path);
-        }
-    }
-    paths.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    let t = TimeSpec::new(secs, 0);
-    for p in paths {
-        utimensat(nix::fcntl::AT_FDCWD, &p, &t, &t, UtimensatFlags::NoFollowSymlink).unwrap();
-    }
 }
 
 /// Two lower dirs: `l1` a busybox rootfs with test files, `l2` above it (whiteout, opaque dir).
@@ -151,8 +133,8 @@ fn lowers() -> Lowers {
     set_xattr(&l2.join("opq"), "user.overlay.opaque", b"y");
     write(&l2.join("deep/only/in/x"), "deep\n", 0o644);
     write(&l2.join("etc/motd"), "hello\n", 0o644);
-    set_all_times(&l1, OLD);
-    set_all_times(&l2, OLD);
+    set_times_under(&l1, OLD, 0, true);
+    set_times_under(&l2, OLD, 0, true);
     Lowers { dir, l1, l2 }
 }
 
@@ -346,7 +328,7 @@ fn a_lower_link_count_counts_the_names_hidden_above() {
     let top = tempfile::Builder::new().prefix("kiln-chroot-top-").tempdir().unwrap();
     fs::create_dir_all(top.path().join("data")).unwrap();
     write(&top.path().join("data/hl2"), "replaced\n", 0o644);
-    set_all_times(top.path(), OLD);
+    set_times_under(top.path(), OLD, 0, true);
     let top_dir = top.path().to_path_buf();
     let (_, output) = same_layer_with("stat -c '%n %h' /data/hl1 /data/hl2 > /links && cat /links", &|spec| {
         spec.lower_dirs.insert(0, top_dir.clone())

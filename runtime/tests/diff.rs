@@ -39,25 +39,6 @@ fn set_mtime(path: &Path, secs: i64) {
     utimensat(nix::fcntl::AT_FDCWD, path, &t, &t, UtimensatFlags::NoFollowSymlink).unwrap();
 }
 
-/// Sets every mtime under `root` (not root itself) to `secs`, deepest first.
-fn set_all_mtimes(root: &Path, secs: i64) {
-    let mut paths = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if fs::symlink_metadata(&path).unwrap().is_dir() {
-                stack.push(path.clone());
-            }
-            paths.push(path);
-        }
-    }
-    paths.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for p in paths {
-        set_mtime(&p, secs);
-    }
-}
-
 fn write_mode(path: &Path, data: &[u8], mode: u32) {
     fs::write(path, data).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
@@ -174,7 +155,7 @@ fn make_upper(upper: &Path) {
     whiteout(&upper.join("opq/also-gone"));
     fs::create_dir(upper.join("tmp")).unwrap();
     fs::set_permissions(upper.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-    set_all_mtimes(upper, T);
+    set_times_under(upper, T, 123, false);
 }
 
 #[test]

@@ -17,6 +17,7 @@ use crate::container::child::{
     self, find_executable, home_from_env, path_from_env, reset_signal_dispositions, set_pdeathsig, switch_user,
     unblock_all_signals, Decoder, HomeVar, Msg, DEFAULT_PATH,
 };
+use crate::container::cstrings;
 use crate::container::relay::{block_all_signals, restore_signal_mask, to_error, Forwarding};
 use crate::container::sys::{resolve, Want};
 use crate::container::user::{read_capped, resolve_user, ExecUser};
@@ -29,16 +30,6 @@ const DRAIN_GRACE: Duration = Duration::from_millis(500);
 fn pipe() -> Result<(OwnedFd, OwnedFd), ContainerError> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| ContainerError::Setup { step: "creating a pipe".into(), source: io::Error::from(e) })
-}
-
-fn cstrings(items: &[String], what: &str) -> Result<Vec<CString>, ContainerError> {
-    items
-        .iter()
-        .map(|s| {
-            CString::new(s.as_bytes())
-                .map_err(|_| ContainerError::InvalidSpec(format!("{what} {s:?} contains a NUL byte")))
-        })
-        .collect()
 }
 
 /// What the child needs, prepared before `fork`.

@@ -63,16 +63,7 @@ fn eio(e: Errno) -> io::Error {
     ssys::errno_io(e)
 }
 
-pub(crate) fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
-    if prefix.is_empty() {
-        return name.to_vec();
-    }
-    let mut out = Vec::with_capacity(prefix.len() + 1 + name.len());
-    out.extend_from_slice(prefix);
-    out.push(b'/');
-    out.extend_from_slice(name);
-    out
-}
+pub(crate) use crate::snapshot::entry_path::child_path as join;
 
 /// The names in a directory (opened for reading), without `.` and `..`.
 pub(crate) fn list(dir: BorrowedFd<'_>) -> Result<Vec<OsString>, Errno> {

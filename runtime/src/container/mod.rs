@@ -255,7 +255,7 @@ fn setup_err(step: &str) -> impl FnOnce(nix::errno::Errno) -> ContainerError + '
     move |e| ContainerError::Setup { step: step.to_string(), source: sys::errno_io(e) }
 }
 
-fn cstrings(items: &[String], what: &str) -> Result<Vec<CString>, ContainerError> {
+pub(crate) fn cstrings(items: &[String], what: &str) -> Result<Vec<CString>, ContainerError> {
     items
         .iter()
         .map(|s| {

@@ -50,7 +50,7 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::{fstat, utimensat, FileStat, Mode, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
-use super::entry_path::{display_name, CleanPath};
+use super::entry_path::{child_path, display_name, CleanPath};
 use super::sys;
 
 /// Options for [`diff_upper`].
@@ -249,17 +249,6 @@ struct Walker<'a, 'w> {
 
 type Res<T> = Result<T, DiffError>;
 
-fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
-    if prefix.is_empty() {
-        return name.to_vec();
-    }
-    let mut out = Vec::with_capacity(prefix.len() + 1 + name.len());
-    out.extend_from_slice(prefix);
-    out.push(b'/');
-    out.extend_from_slice(name);
-    out
-}
-
 /// Whether `fd` is on proc, sysfs, a cgroup file system or devpts.
 pub fn is_kernel_fs(fd: BorrowedFd<'_>) -> bool {
     use nix::sys::statfs::{
@@ -334,7 +323,7 @@ impl Walker<'_, '_> {
                 }
                 _ => name.as_bytes().to_vec(),
             };
-            let path = join(prefix, &tar_name);
+            let path = child_path(prefix, &tar_name);
             let st = match sys::lstat_at(fd, &name) {
                 Ok(Some(st)) => st,
                 Ok(None) => return Err(changed(&path)),
@@ -372,7 +361,7 @@ impl Walker<'_, '_> {
         // Opaque state and mtime of the directories written at this level, for their subtrees.
         let mut dir_state: HashMap<OsString, Option<i64>> = HashMap::new();
         for item in items {
-            let path = join(prefix, &item.key);
+            let path = child_path(prefix, &item.key);
             match item.kind {
                 ItemKind::Opaque => {
                     self.marker(&path, opaque.unwrap_or(0))?;
@@ -391,7 +380,7 @@ impl Walker<'_, '_> {
                     }
                 }
                 ItemKind::Subtree => {
-                    let path = join(prefix, &item.key[..item.key.len() - 1]);
+                    let path = child_path(prefix, &item.key[..item.key.len() - 1]);
                     let st = item.st.expect("subtrees carry their stat");
                     if depth + 1 > self.opts.max_depth {
                         return Err(DiffError::Limit {

@@ -65,6 +65,18 @@ pub fn display_name(bytes: &[u8]) -> String {
     out
 }
 
+/// `prefix/name` (just `name` for an empty prefix): a relative entry path one level deeper.
+pub(crate) fn child_path(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+    if prefix.is_empty() {
+        return name.to_vec();
+    }
+    let mut out = Vec::with_capacity(prefix.len() + 1 + name.len());
+    out.extend_from_slice(prefix);
+    out.push(b'/');
+    out.extend_from_slice(name);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ mod apply;
 mod check;
 mod copyup;
 mod diff;
-mod entry_path;
+pub(crate) mod entry_path;
 mod store;
 pub(crate) mod sys;
 

@@ -332,3 +332,25 @@ pub fn refused(result: Result<ApplyStats, ApplyError>, needle: &str) {
         other => panic!("expected a refusal containing {needle:?}, got {other:?}"),
     }
 }
+
+/// Sets atime and mtime of everything under `root` (and of `root` itself with `with_root`) to
+/// `secs` + `nanos`, never following symlinks, deepest first.
+pub fn set_times_under(root: &Path, secs: i64, nanos: i64, with_root: bool) {
+    let mut paths = if with_root { vec![root.to_path_buf()] } else { Vec::new() };
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if fs::symlink_metadata(&path).unwrap().is_dir() {
+                stack.push(path.clone());
+            }
+            paths.push(path);
+        }
+    }
+    paths.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    let t = nix::sys::time::TimeSpec::new(secs, nanos);
+    for p in paths {
+        nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &p, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
+            .unwrap();
+    }
+}
