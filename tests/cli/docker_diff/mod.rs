@@ -24,6 +24,7 @@
 //! descriptions of each case to DIR. Needs a running dockerd; skips with a message otherwise.
 
 mod cases;
+mod isolation;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
