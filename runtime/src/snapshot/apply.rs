@@ -266,6 +266,14 @@ const XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..opq";
 
+/// Whether a chown failed because the owner cannot be had here, so it is recorded (or, where
+/// it cannot be, lost with a warning) instead: an id this user namespace does not map (`EINVAL`),
+/// or any other id for a normal user outside any user namespace (`EPERM`: no chown at all;
+/// builds without RUN still keep the owners).
+fn owner_unmappable(e: Errno) -> bool {
+    e == Errno::EINVAL || (e == Errno::EPERM && !nix::unistd::geteuid().is_root())
+}
+
 /// xattrs taken from a layer (or copied up from a lower snapshot): never overlay's own, never
 /// kiln's owner record (a layer must not choose what a rootless store believes).
 fn xattr_allowed(name: &[u8]) -> bool {
@@ -665,9 +673,7 @@ impl Applier<'_> {
     fn chown_fd(&mut self, fd: BorrowedFd<'_>, uid: u32, gid: u32) -> Res<()> {
         match fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))) {
             Ok(()) => Ok(()),
-            // EPERM as a normal user outside any user namespace (no chown at all): builds
-            // without RUN still keep the owners.
-            Err(e @ (Errno::EINVAL | Errno::EPERM)) if e == Errno::EINVAL || !nix::unistd::geteuid().is_root() => {
+            Err(e) if owner_unmappable(e) => {
                 sys::fsetxattr(fd, OWNER_XATTR.as_bytes(), format!("{uid}:{gid}").as_bytes())
                     .map_err(|e| self.io_err(format!("recording owner {uid}:{gid} (not mapped here)"), e))?;
                 self.stats.owners_recorded += 1;
@@ -748,7 +754,7 @@ impl Applier<'_> {
         match owned {
             Ok(()) => {}
             // Symlinks and special files cannot carry the owner xattr: they stay the user's.
-            Err(e @ (Errno::EINVAL | Errno::EPERM)) if e == Errno::EINVAL || !nix::unistd::geteuid().is_root() => {
+            Err(e) if owner_unmappable(e) => {
                 self.stats.owners_lost += 1;
                 self.warn(format!(
                     "owner {}:{} is not mapped in this user namespace and cannot be recorded on a symlink or \
