@@ -155,7 +155,6 @@ pub(crate) fn run_step(
         },
         stdin: StdinMode::Null,
         tty: false,
-        userxattr: isolation::userxattr(),
         seccomp: Default::default(),
         output: Some(Box::new(move |bytes: &[u8]| {
             let _ = sender.send(bytes.to_vec());

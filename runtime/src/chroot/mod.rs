@@ -537,7 +537,9 @@ pub fn run_chroot_report(mut spec: ContainerSpec) -> Result<(RunResult, ChrootRe
     lap(&mut timings.run);
 
     copy_back(&spec, tree.root.as_fd())?;
-    let opaque = if spec.userxattr { OpaqueXattr::User } else { OpaqueXattr::TrustedElseUser };
+    // The form this process's snapshots and diffs use (`isolation::userxattr`), so that the
+    // default `DiffOptions` read what is written here.
+    let opaque = if crate::isolation::userxattr() { OpaqueXattr::User } else { OpaqueXattr::TrustedElseUser };
     let diff = state::diff_into(tree.root.as_fd(), upper.as_fd(), &before, &rules, opaque, &mut copy_report)
         .map_err(setup_err("moving the changes into the upper dir"))?;
     lap(&mut timings.diff);

@@ -183,11 +183,6 @@ pub struct ContainerSpec {
     /// same name is removed first (its processes killed). When there are no limits and the machine cannot make the cgroup
     /// (none mounted, no permission), the container runs in kiln's own instead.
     pub cgroup: Option<CgroupSpec>,
-    /// The snapshots use overlay's `userxattr` form (opaque directories carry
-    /// `user.overlay.opaque=y`). [`crate::chroot::run_chroot`] then marks opaque directories in
-    /// the upper dir that way (it also does when `trusted.*` is refused): read the upper dir with
-    /// `DiffOptions { userxattr: true, .. }`.
-    pub userxattr: bool,
 }
 
 /// How the container's process ended.
