@@ -60,21 +60,34 @@ impl Isolation {
 
 /// Why this process could not join a user namespace, when it tried (set by [`enter_rootless`]).
 static ENTER_FAILURE: OnceLock<String> = OnceLock::new();
-static DETECTED: OnceLock<Result<Isolation, String>> = OnceLock::new();
+static DETECTED: OnceLock<Result<Isolation, NoNamespaces>> = OnceLock::new();
 
-/// The isolation this host gives, probed once: the first line of the error says what is missing
-/// and how to fix it.
-pub fn detect() -> Result<Isolation, String> {
+/// A normal user's kiln that could not enter a user namespace: nothing can be isolated.
+#[derive(Debug, Clone)]
+pub struct NoNamespaces {
+    why: String,
+}
+
+impl NoNamespaces {
+    /// The one line for what cannot run (`"RUN needs"`, `"containers need"`): why, and the fix.
+    pub fn line(&self, what_needs: &str) -> String {
+        format!(
+            "{what_needs} user namespaces or root: {}; allow unprivileged user namespaces (sysctl \
+             kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0) or run kiln as root",
+            self.why
+        )
+    }
+}
+
+/// The isolation this host gives, probed once.
+pub fn detect() -> Result<Isolation, NoNamespaces> {
     DETECTED.get_or_init(probe).clone()
 }
 
-fn probe() -> Result<Isolation, String> {
+fn probe() -> Result<Isolation, NoNamespaces> {
     if !euid_is_zero() {
         let why = ENTER_FAILURE.get().cloned().unwrap_or_else(|| "kiln did not enter a user namespace".into());
-        return Err(format!(
-            "RUN needs user namespaces or root: {why}; allow unprivileged user namespaces (sysctl \
-             kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0) or run kiln as root"
-        ));
+        return Err(NoNamespaces { why });
     }
     if in_user_namespace() {
         return match can_unshare() {
@@ -94,7 +107,7 @@ fn probe() -> Result<Isolation, String> {
 
 /// Whether an isolation mode can be used here (an explicit `--isolation`).
 pub fn check_available(wanted: Isolation) -> Result<(), String> {
-    let have = detect()?;
+    let have = detect().map_err(|e| e.line("RUN needs"))?;
     match (wanted, have) {
         (w, h) if w == h => Ok(()),
         // A chroot works wherever kiln is root in its namespace.
@@ -119,19 +132,18 @@ fn euid_is_zero() -> bool {
 
 /// Whether this process runs in a user namespace other than the host's.
 pub fn in_user_namespace() -> bool {
-    match fs::read_to_string("/proc/self/uid_map") {
-        Ok(map) => parse_map(&map) != vec![(0, 0, u32::MAX)],
-        Err(_) => false,
-    }
+    own_map("uid_map").is_some_and(|map| map != vec![(0, 0, u32::MAX)])
 }
 
 /// Whether this is a normal user's user namespace: uid 0 in it is not the host's root (kiln as a
 /// user, or root inside a rootless container). Its store and config then live in the user's home.
 pub fn rootless() -> bool {
-    match fs::read_to_string("/proc/self/uid_map") {
-        Ok(map) => parse_map(&map).iter().any(|&(inside, outside, _)| inside == 0 && outside != 0),
-        Err(_) => false,
-    }
+    own_map("uid_map").is_some_and(|map| map.iter().any(|&(inside, outside, _)| inside == 0 && outside != 0))
+}
+
+/// This process's `/proc/self/<file>` id map (`uid_map`, `gid_map`), if it can be read.
+fn own_map(file: &str) -> Option<Vec<(u32, u32, u32)>> {
+    fs::read_to_string(format!("/proc/self/{file}")).ok().map(|text| parse_map(&text))
 }
 
 fn parse_map(text: &str) -> Vec<(u32, u32, u32)> {
@@ -145,11 +157,8 @@ fn parse_map(text: &str) -> Vec<(u32, u32, u32)> {
 
 /// Whether `id` (a uid, or a gid with `gids`) is mapped in this process's user namespace.
 pub fn id_mapped(id: u32, gids: bool) -> bool {
-    let path = if gids { "/proc/self/gid_map" } else { "/proc/self/uid_map" };
-    match fs::read_to_string(path) {
-        Ok(map) => parse_map(&map).iter().any(|&(inside, _, count)| id >= inside && (id - inside) < count),
-        Err(_) => true,
-    }
+    let map = own_map(if gids { "gid_map" } else { "uid_map" });
+    map.is_none_or(|map| map.iter().any(|&(inside, _, count)| id >= inside && (id - inside) < count))
 }
 
 fn has_cap_sys_admin() -> bool {

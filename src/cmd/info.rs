@@ -68,7 +68,7 @@ fn gather(store: &Store) -> Result<Value> {
         "NetworkTools": tools,
         "Isolation": match kiln_runtime::isolation::detect() {
             Ok(isolation) => isolation.name().to_string(),
-            Err(why) => format!("none ({why})"),
+            Err(none) => format!("none ({})", none.line("RUN needs")),
         },
         // docker's list; `name=rootless` tells scripts they run rootless.
         "SecurityOptions": security_options(),

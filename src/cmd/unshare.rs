@@ -10,8 +10,8 @@ use anyhow::{bail, Result};
 use crate::cli::UnshareArgs;
 
 pub fn run(args: &UnshareArgs) -> Result<ExitCode> {
-    if let Err(why) = kiln_runtime::isolation::detect() {
-        bail!("{}", why.replacen("RUN needs", "kiln unshare needs", 1));
+    if let Err(none) = kiln_runtime::isolation::detect() {
+        bail!("{}", none.line("kiln unshare needs"));
     }
     let shell = std::env::var("SHELL").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "/bin/sh".into());
     let (program, rest) = match args.command.split_first() {

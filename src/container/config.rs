@@ -290,7 +290,7 @@ pub fn check_isolation() -> Result<()> {
             "containers need namespaces, and this kiln cannot make them (root without CAP_SYS_ADMIN, as in an \
              unprivileged container): kiln build works here with the chroot isolation, kiln run does not"
         ),
-        Err(why) => bail!("{}", why.replacen("RUN needs", "containers need", 1)),
+        Err(none) => bail!("{}", none.line("containers need")),
     }
 }
 

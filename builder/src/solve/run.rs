@@ -62,7 +62,7 @@ fn default_run_network(cx: &RunContext<'_>) -> Network {
 fn run_isolation(cx: &RunContext<'_>) -> Result<Isolation, String> {
     match cx.isolation {
         Some(wanted) => isolation::check_available(wanted).map(|()| wanted),
-        None => isolation::detect(),
+        None => isolation::detect().map_err(|none| none.line("RUN needs")),
     }
 }
 
