@@ -139,7 +139,7 @@ impl Store {
             .diff_ids()?
             .iter()
             .map(|d| {
-                std::fs::symlink_metadata(self.blob_path(d)).map(|m| m.len()).map_err(|_| Error::BlobMissing {
+                self.layer_size(d).ok_or_else(|| Error::BlobMissing {
                     digest: d.clone(),
                     referenced_by: Some(format!("image {}", image.id)),
                 })

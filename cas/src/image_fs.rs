@@ -79,7 +79,7 @@ impl ImageFs {
     }
 
     fn apply_layer(&mut self, store: &Store, index: usize, diff_id: &Digest) -> Result<()> {
-        let blob = store.open_blob(diff_id)?;
+        let blob = store.open_layer(diff_id)?;
         let what = format!("layer {diff_id}");
         let bad = |e: std::io::Error| Error::invalid(what.clone(), format!("cannot read layer tar: {e}"));
         let mut archive = tar::Archive::new(&blob.file);
@@ -239,7 +239,7 @@ impl ImageFs {
             ));
         }
         let diff_id = &self.layers[entry.layer];
-        let blob = store.open_blob(diff_id)?;
+        let blob = store.open_layer(diff_id)?;
         let mut file = &blob.file;
         let mut bytes = vec![0u8; entry.size as usize];
         file.seek(SeekFrom::Start(entry.data_offset))
@@ -291,7 +291,7 @@ impl ImageFs {
             .layers
             .get(entry.layer)
             .ok_or_else(|| Error::invalid("image file system", "entry of another image"))?;
-        let blob = store.open_blob(diff_id)?;
+        let blob = store.open_layer(diff_id)?;
         let mut file = blob.file;
         file.seek(SeekFrom::Start(entry.data_offset))
             .map_err(|e| Error::io("reading layer", store.blob_path(diff_id), e))?;

@@ -123,7 +123,7 @@ fn image_layers(store: &Store) -> Result<BTreeSet<Digest>> {
 }
 
 fn blob_size(store: &Store, digest: &Digest) -> u64 {
-    std::fs::symlink_metadata(store.blob_path(digest)).map(|m| m.len()).unwrap_or(0)
+    store.layer_size(digest).unwrap_or(0)
 }
 
 pub(super) fn dir_size(dir: &std::path::Path) -> u64 {

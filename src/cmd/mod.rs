@@ -69,7 +69,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         crate::container::supervisor::supervise_detached(&root, id)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let open = |mode| Store::open(&root, mode).with_context(|| format!("opening store {}", root.display()));
+    let open = |mode| {
+        let store = Store::open(&root, mode).with_context(|| format!("opening store {}", root.display()))?;
+        // RUN layers are kept as snapshots and their blobs made when a command needs them.
+        kiln_runtime::snapshot::kept::install(&store);
+        anyhow::Ok(store)
+    };
     match command {
         Command::Version(_) | Command::Unshare(_) => unreachable!("handled above"),
         Command::Build(args) | Command::Image { command: ImageCommand::Build(args) } => {

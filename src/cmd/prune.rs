@@ -57,7 +57,8 @@ pub(super) fn remove_unused_snapshots(store: &Store) -> Result<u64> {
         return Ok(0);
     }
     let snapshots = kiln_runtime::snapshot::Snapshots::open(store.root())?;
-    let mut keep = std::collections::BTreeSet::new();
+    // Snapshots that are the only copy of a layer still recorded (by an image or the build cache).
+    let mut keep = kiln_runtime::snapshot::kept::backing_chains(store)?;
     for id in store.index()?.images.keys() {
         if let Ok(image) = store.image(id) {
             let diff_ids = image.diff_ids()?;

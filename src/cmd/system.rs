@@ -21,7 +21,7 @@ pub fn df(store: &Store) -> Result<ExitCode> {
     for id in index.images.keys() {
         let blobs = store.image_blobs(id).unwrap_or_else(|_| vec![id.clone()]);
         for blob in blobs {
-            let size = std::fs::symlink_metadata(store.blob_path(&blob)).map(|m| m.len()).unwrap_or(0);
+            let size = store.layer_size(&blob).unwrap_or(0);
             all_blobs.insert(blob.clone(), size);
             if in_use.contains(id) {
                 active_blobs.insert(blob, size);

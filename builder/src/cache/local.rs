@@ -86,7 +86,7 @@ pub fn import(store: &Store, dir: &Path) -> Result<TransferStats, String> {
     let mut stats = TransferStats::default();
     for record in index.records {
         if let Some(layer) = &record.diff_id {
-            if store.has_blob(layer) {
+            if store.has_layer(layer) {
                 stats.blobs_skipped += 1;
             } else {
                 let source = dir.join("blobs/sha256").join(layer.hex());

@@ -13,7 +13,7 @@ use kiln_cas::image_fs::{EntryKind, ImageFs};
 use kiln_cas::{Digest, Store};
 use kiln_runtime::container::{net, run_container, ContainerSpec, ExitOutcome, MountSpec, Network, StdinMode};
 use kiln_runtime::isolation::{self, Isolation};
-use kiln_runtime::snapshot::{chain_ids, commit_upper, DiffOptions, Snapshots};
+use kiln_runtime::snapshot::{chain_ids, commit_upper, diff_upper, hash_layer, kept, DiffOptions, Snapshots};
 use sha2::{Digest as _, Sha256};
 
 use super::progress::{Progress, ProgressEvent};
@@ -196,11 +196,45 @@ pub(crate) fn run_step(
         socket_whiteouts: isolation == Isolation::Chroot,
         ..DiffOptions::default()
     };
-    let (diff_id, _) = commit_upper(cx.store, &upper, &options).map_err(|e| format!("making the layer: {e}"))?;
+    let parent = chain_ids(layers).last().cloned();
+    commit_run_layer(cx.store, cx.snapshots, parent.as_ref(), &upper, &options)
+        .map_err(|e| format!("making the layer: {e}"))
+}
+
+/// Makes the layer of a finished RUN step from its upper dir and keeps the upper dir as the
+/// layer's snapshot. Where the store can make blobs from snapshots (the CLI's can), the tar is only
+/// hashed now and written when a command needs it (save, push, …): BuildKit too keeps snapshots
+/// and makes blobs lazily, and writing and syncing a big layer a second time was most of a build's
+/// own time on it. Otherwise, or if the snapshot cannot be kept, the blob is written now.
+fn commit_run_layer(
+    store: &Store,
+    snapshots: &Snapshots,
+    parent: Option<&Digest>,
+    upper: &Path,
+    options: &DiffOptions,
+) -> Result<Digest, String> {
+    if store.can_defer_layers() {
+        let (diff_id, size) = hash_layer(upper, options).map_err(|e| e.to_string())?;
+        if let Ok((chain, _)) = snapshots.adopt_layer(parent, &diff_id, upper, options) {
+            if store.has_blob(&diff_id) {
+                return Ok(diff_id);
+            }
+            if snapshots.kept_layer(&chain).is_some() {
+                store.defer_layer(&diff_id, size, &kept::recipe(&chain)).map_err(|e| e.to_string())?;
+                return Ok(diff_id);
+            }
+            // An existing snapshot of the same layer, unpacked from a blob since removed: the
+            // blob is made from it, and checked against the diffID on the way in.
+            let mut writer = store.blob_writer().map_err(|e| e.to_string())?;
+            diff_upper(&snapshots.path(&chain), &mut writer, options).map_err(|e| e.to_string())?;
+            writer.commit(Some(&diff_id)).map_err(|e| e.to_string())?;
+            return Ok(diff_id);
+        }
+    }
+    let (diff_id, _) = commit_upper(store, upper, options).map_err(|e| e.to_string())?;
     // Keep the upper dir as the new layer's snapshot; if that fails the layer is still good and
     // will be unpacked from its blob when needed.
-    let parent = chain_ids(layers).last().cloned();
-    let _ = cx.snapshots.adopt_upper(parent.as_ref(), &diff_id, &upper);
+    let _ = snapshots.adopt_upper(parent, &diff_id, upper);
     Ok(diff_id)
 }
 

@@ -154,7 +154,7 @@ pub fn pull_cache(store: &Store, client: &Client, reference: &Reference) -> Resu
             .get(DIFF_ID_ANNOTATION)
             .ok_or_else(|| fail(format!("layer {digest} has no {DIFF_ID_ANNOTATION} annotation")))
             .and_then(|d| Digest::parse(d).map_err(|e| fail(e.to_string())))?;
-        if store.has_blob(&diff_id) {
+        if store.has_layer(&diff_id) {
             import.layers_present += 1;
         } else if !available.contains(&diff_id) {
             jobs.push(LayerJob { index, digest, size: layer.size, diff_id: diff_id.clone() });
@@ -167,7 +167,7 @@ pub fn pull_cache(store: &Store, client: &Client, reference: &Reference) -> Resu
         blob.commit()?;
     }
     for record in config.records {
-        let usable = record.diff_id.as_ref().is_none_or(|l| available.contains(l) || store.has_blob(l));
+        let usable = record.diff_id.as_ref().is_none_or(|l| available.contains(l) || store.has_layer(l));
         if usable && store.import_record(&record)? {
             import.records += 1;
         }

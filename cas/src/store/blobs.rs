@@ -24,7 +24,9 @@ pub struct BlobReader {
 
 impl Store {
     /// Opens a blob for reading, refusing symlinks and anything that is not a regular file.
+    /// A layer kept without a blob (see `deferred.rs`) gets its blob made, and checked, first.
     pub fn open_blob(&self, digest: &Digest) -> Result<BlobReader> {
+        self.ensure_blob(digest)?;
         let path = self.blob_path(digest);
         let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&path).map_err(
             |e| match e.kind() {

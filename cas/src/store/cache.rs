@@ -72,7 +72,7 @@ impl Store {
             return None;
         }
         match &record.diff_id {
-            Some(layer) if !self.has_blob(layer) => None,
+            Some(layer) if !self.has_layer(layer) => None,
             _ => Some(record),
         }
     }

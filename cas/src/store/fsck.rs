@@ -101,9 +101,18 @@ impl Store {
                     Err(e) => report.problems.push(broken(e.to_string())),
                     Ok(layers) => {
                         for (i, layer) in layers.iter().enumerate() {
-                            if !self.has_blob(layer) {
-                                report.problems.push(broken(format!("layer {i} ({layer}) is missing")));
+                            if self.has_layer(layer) {
+                                continue;
                             }
+                            let why = if self.deferred_layer(layer).is_some() {
+                                format!(
+                                    "layer {i} ({layer}) is missing: it was kept only as an unpacked snapshot, \
+                                     which is gone; build the image again"
+                                )
+                            } else {
+                                format!("layer {i} ({layer}) is missing")
+                            };
+                            report.problems.push(broken(why));
                         }
                     }
                 },

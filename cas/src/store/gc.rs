@@ -54,6 +54,13 @@ impl Store {
             report.reclaimed_bytes += size;
             report.deleted_blobs.push(digest);
         }
+        // Deferred layers (no blob yet) no image or cache record needs; their snapshots (and the
+        // space) go with the runtime's sweep of unused snapshots.
+        for digest in self.deferred_layers()? {
+            if !keep.contains(&digest) {
+                self.forget_deferred_layer(&digest)?;
+            }
+        }
         super::sync_dir(&dir)
     }
 

@@ -4,12 +4,14 @@
 //! <root>/store.lock          flock: shared while a command uses the store, exclusive for prune
 //! <root>/blobs/sha256/<hex>  immutable blobs (layers by diffID, configs, manifests), mode 0444
 //! <root>/ingest/             where blobs are written before they are verified and linked into blobs/
+//! <root>/layers/<hex>        layers kept as snapshots whose blob is made on demand (`deferred.rs`)
 //! <root>/images.json         tags and images (see `index.rs`), replaced atomically under images.lock
 //! <root>/containers/<id>/    containers made by `run` (issue 4); read here so rmi can refuse
 //! ```
 
 mod blobs;
 mod cache;
+mod deferred;
 mod fsck;
 mod gc;
 mod index;
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::BlobReader;
 pub use cache::{is_key, ExportedRecord, StepRecord, CACHE_RECORD_FORMAT};
+pub use deferred::{DeferredLayer, LayerMaker};
 pub use fsck::{FsckProblem, FsckReport};
 pub use gc::PruneReport;
 pub use index::{ImageIndex, ImageRecord};
@@ -51,6 +54,10 @@ pub struct Store {
     root: PathBuf,
     // Held for the life of the Store; the kernel drops the flock when the process dies.
     _lock: File,
+    /// Makes the blobs of deferred layers (see `deferred.rs`); installed by the runtime.
+    layer_maker: std::sync::OnceLock<std::sync::Arc<dyn LayerMaker>>,
+    /// Private copies of deferred layers' tars read by this process (`Store::open_layer`).
+    layer_copies: std::sync::Mutex<std::collections::HashMap<Digest, std::sync::Arc<File>>>,
 }
 
 impl Store {
@@ -78,7 +85,8 @@ impl Store {
             .open(&lock_path)
             .map_err(|e| Error::io("opening store lock", &lock_path, e))?;
         lock_store(&lock, &lock_path, mode)?;
-        let store = Store { root, _lock: lock };
+        let store =
+            Store { root, _lock: lock, layer_maker: std::sync::OnceLock::new(), layer_copies: Default::default() };
         store.remove_stale_ingests()?;
         // Best effort: a leftover that cannot be removed now is counted by `system df` and
         // reported by `system fsck`.

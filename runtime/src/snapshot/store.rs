@@ -6,6 +6,10 @@
 //! snapshots/<hex>.incomplete/  a snapshot being unpacked (THREATS ST-03), removed on open if unlocked
 //! snapshots/<hex>.lock         flock: exclusive while the snapshot is unpacked, adopted or removed;
 //!                              shared while a container uses it ([`Snapshots::lease`])
+//! snapshots/<hex>.boot         the boot it was committed in without a flush (see `current_boot_id`)
+//! snapshots/<hex>.layer        the snapshot is the only copy of its layer (no blob yet): the diffID
+//!                              and the diff options that give the layer's tar from it
+//!                              ([`Snapshots::adopt_layer`], `kiln_cas` `deferred.rs`)
 //! ```
 //!
 //! Several kiln processes may use one store at once: a layer is unpacked by whichever takes its
@@ -25,19 +29,53 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kiln_cas::digest::HashingReader;
+use kiln_cas::digest::{HashingReader, HashingWriter};
 use kiln_cas::{Digest, Store};
 use nix::errno::Errno;
 use nix::fcntl::{renameat2, OFlag, RenameFlags};
 use nix::sys::stat::Mode;
 
 use super::INCOMPLETE_SUFFIX;
-use super::{apply_layer, commit_snapshot_unflushed, prepare_snapshot, sys, ApplyError, ApplyOptions, SnapshotError};
+use super::{
+    apply_layer, commit_snapshot_unflushed, diff_upper, prepare_snapshot, sys, ApplyError, ApplyOptions, DiffError,
+    DiffOptions, SnapshotError,
+};
 
 const LOCK_SUFFIX: &str = ".lock";
 /// `<hex>.boot`: the boot a snapshot was committed in without flushing its data to disk.
 const BOOT_SUFFIX: &str = ".boot";
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+/// `<hex>.layer`: see [`KeptLayer`].
+const LAYER_SUFFIX: &str = ".layer";
+
+/// What `snapshots/<hex>.layer` holds: the snapshot was a RUN step's upper dir, adopted as the only
+/// copy of its layer, whose tar [`diff_upper`] makes again from it with these options.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeptLayer {
+    pub diff_id: Digest,
+    pub source_date_epoch: Option<i64>,
+    pub userxattr: bool,
+    pub socket_whiteouts: bool,
+}
+
+impl KeptLayer {
+    fn diff_options(&self) -> DiffOptions {
+        DiffOptions {
+            source_date_epoch: self.source_date_epoch,
+            userxattr: self.userxattr,
+            socket_whiteouts: self.socket_whiteouts,
+            ..DiffOptions::default()
+        }
+    }
+}
+
+/// The sha256 and size of the layer tar `opts` make of `dir`, written nowhere.
+pub fn hash_layer(dir: &Path, opts: &DiffOptions) -> std::result::Result<(Digest, u64), DiffError> {
+    let mut sink = HashingWriter::new(io::sink());
+    diff_upper(dir, &mut sink, opts)?;
+    let (_, digest, size) = sink.finish();
+    Ok((digest, size))
+}
 
 /// This boot's ID. A snapshot's data only has to reach the disk to survive an OS crash or power
 /// loss, and either changes the boot ID: so instead of a `syncfs` per snapshot (which flushes every
@@ -63,6 +101,8 @@ pub enum SnapshotsError {
     Corrupt { diff_id: Digest, actual: Digest, size: u64 },
     #[error("snapshot {0} is not in the store")]
     Missing(Digest),
+    #[error("making the layer tar of snapshot {chain_id}: {source}")]
+    Kept { chain_id: Digest, source: Box<DiffError> },
     #[error(
         "cannot adopt {}: the upper dir must be a directory on the store's file system ({source})",
         path.display()
@@ -146,11 +186,50 @@ impl Snapshots {
                 continue;
             }
             let Some(_lock) = self.lock(hex, LockKind::TryExclusive)? else { continue };
+            // The only copy of its layer is kept if it still gives the layer: read back after a
+            // restart, its data is what the disk holds.
+            if self.kept_layer_is_whole(hex) {
+                let _ = fs::remove_file(entry.path());
+                continue;
+            }
             let _ = sys::remove_all_at(dir.as_fd(), OsStr::new(hex));
             let _ = fs::remove_file(entry.path());
+            let _ = fs::remove_file(self.dir.join(format!("{hex}{LAYER_SUFFIX}")));
             removed += 1;
         }
         Ok(removed)
+    }
+
+    /// Whether the snapshot `hex` is the only copy of a layer (it has a `.layer` record) and still
+    /// gives that layer's diffID.
+    fn kept_layer_is_whole(&self, hex: &str) -> bool {
+        let Some(kept) = self.read_kept_layer(hex) else { return false };
+        let path = self.dir.join(hex);
+        matches!(hash_layer(&path, &kept.diff_options()), Ok((digest, _)) if digest == kept.diff_id)
+    }
+
+    fn read_kept_layer(&self, hex: &str) -> Option<KeptLayer> {
+        let bytes = fs::read(self.dir.join(format!("{hex}{LAYER_SUFFIX}"))).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The record of the snapshot `chain` if it is the only copy of its layer and still there.
+    pub fn kept_layer(&self, chain: &Digest) -> Option<KeptLayer> {
+        if !self.exists(chain) {
+            return None;
+        }
+        self.read_kept_layer(chain.hex())
+    }
+
+    /// Writes the tar of the layer that the snapshot `chain` is the only copy of (see
+    /// [`Self::adopt_layer`]) to `out`, holding a lease on it meanwhile. The caller checks the
+    /// bytes against the diffID (the store does, as for every blob it takes in).
+    pub fn write_kept_layer(&self, chain: &Digest, out: &mut dyn io::Write) -> Result<()> {
+        let _lease = self.lease(std::slice::from_ref(chain))?;
+        let kept = self.kept_layer(chain).ok_or_else(|| SnapshotsError::Missing(chain.clone()))?;
+        diff_upper(&self.path(chain), out, &kept.diff_options())
+            .map_err(|source| SnapshotsError::Kept { chain_id: chain.clone(), source: Box::new(source) })?;
+        Ok(())
     }
 
     /// Before a snapshot named `hex` becomes visible: either flush the file system holding
@@ -349,6 +428,36 @@ impl Snapshots {
         diff_id: &Digest,
         upper: &Path,
     ) -> Result<(Digest, PathBuf)> {
+        self.adopt(parent_chain, diff_id, upper, None)
+    }
+
+    /// [`Self::adopt_upper`] for a layer that has no blob: the snapshot becomes the only copy of
+    /// the layer, and `snapshots/<chain>.layer` records how its tar is made again (`opts`, with
+    /// which `diff_id` was hashed by [`hash_layer`]). If the snapshot already exists, it is kept as
+    /// it is (with its record, if it has one) and the upper dir removed.
+    pub fn adopt_layer(
+        &self,
+        parent_chain: Option<&Digest>,
+        diff_id: &Digest,
+        upper: &Path,
+        opts: &DiffOptions,
+    ) -> Result<(Digest, PathBuf)> {
+        let kept = KeptLayer {
+            diff_id: diff_id.clone(),
+            source_date_epoch: opts.source_date_epoch,
+            userxattr: opts.userxattr,
+            socket_whiteouts: opts.socket_whiteouts,
+        };
+        self.adopt(parent_chain, diff_id, upper, Some(kept))
+    }
+
+    fn adopt(
+        &self,
+        parent_chain: Option<&Digest>,
+        diff_id: &Digest,
+        upper: &Path,
+        kept: Option<KeptLayer>,
+    ) -> Result<(Digest, PathBuf)> {
         let chain = chain_id(parent_chain, diff_id);
         let path = self.path(&chain);
         if let Some(parent) = parent_chain {
@@ -389,6 +498,11 @@ impl Snapshots {
             .map_err(|e| SnapshotsError::Adopt { path: upper.to_path_buf(), source: sys::errno_io(e) })?;
         self.make_durable_for_this_boot(chain.hex(), upper_fd.as_fd(), upper)?;
         drop(upper_fd);
+        if let Some(kept) = &kept {
+            // Before the snapshot appears: a crash in between leaves a record without a snapshot,
+            // which remove_unused sweeps, never a sole copy without its record.
+            self.write_kept_record(chain.hex(), kept)?;
+        }
         let dir = self.open_dir()?;
         renameat2(&upper_parent_fd, upper_name, &dir, chain.hex(), RenameFlags::RENAME_NOREPLACE)
             .map_err(|e| SnapshotsError::Adopt { path: upper.to_path_buf(), source: sys::errno_io(e) })?;
@@ -398,6 +512,14 @@ impl Snapshots {
             nix::unistd::fsync(&fd).map_err(errno_err("syncing", synced))?;
         }
         Ok((chain, path))
+    }
+
+    /// Written in place: the snapshot does not exist yet, so a record cut short by a kill stands
+    /// for no snapshot (and a later adopt rewrites it).
+    fn write_kept_record(&self, hex: &str, kept: &KeptLayer) -> Result<()> {
+        let target = self.dir.join(format!("{hex}{LAYER_SUFFIX}"));
+        let bytes = serde_json::to_vec(kept).expect("a layer record serializes");
+        fs::write(&target, bytes).map_err(io_err("writing", &target))
     }
 
     /// Takes shared locks on the snapshots of `chain_ids` for as long as the lease lives, so that
@@ -438,17 +560,20 @@ impl Snapshots {
                 .strip_suffix(INCOMPLETE_SUFFIX)
                 .or_else(|| name.strip_suffix(LOCK_SUFFIX))
                 .or_else(|| name.strip_suffix(BOOT_SUFFIX))
+                .or_else(|| name.strip_suffix(LAYER_SUFFIX))
                 .unwrap_or(name);
             if !is_hex64(hex) || keep.contains(hex) || !done.insert(hex.to_string()) {
                 continue;
             }
             let Some(lock) = self.lock(hex, LockKind::TryExclusive)? else { continue };
             freed += self.retire(dir.as_fd(), hex)?;
-            let _ = nix::unistd::unlinkat(
-                &dir,
-                format!("{hex}{BOOT_SUFFIX}").as_str(),
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            );
+            for suffix in [BOOT_SUFFIX, LAYER_SUFFIX] {
+                let _ = nix::unistd::unlinkat(
+                    &dir,
+                    format!("{hex}{suffix}").as_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+            }
             // Unlinked while held: a waiter that locked the old file sees it is gone and retries.
             let lock_name = format!("{hex}{LOCK_SUFFIX}");
             match nix::unistd::unlinkat(&dir, lock_name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir) {
@@ -473,6 +598,20 @@ impl Snapshots {
         let _lease = self.lock(chain.hex(), LockKind::Shared)?;
         if !self.exists(chain) {
             return Ok(None);
+        }
+        if !store.has_blob(diff_id) {
+            if let Some(kept) = self.kept_layer(chain) {
+                // The only copy of its layer: check that it still gives the diffID (making the blob
+                // here would undo keeping it).
+                let (actual, size) = hash_layer(&self.path(chain), &kept.diff_options())
+                    .map_err(|source| SnapshotsError::Kept { chain_id: chain.clone(), source: Box::new(source) })?;
+                return Ok((actual != *diff_id).then(|| {
+                    format!(
+                        "the only copy of its layer no longer gives the diffID (computed {actual}, {size} bytes); \
+                         remove the image and build it again"
+                    )
+                }));
+            }
         }
         let mut lowers: Vec<PathBuf> = chains[..chains.len() - 1].iter().map(|c| self.path(c)).collect();
         lowers.reverse();
