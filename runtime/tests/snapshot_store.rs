@@ -14,7 +14,7 @@ mod common;
 
 use common::*;
 use kiln_cas::{Digest, LockMode, Store};
-use kiln_runtime::snapshot::{chain_ids, commit_upper, DiffOptions, Snapshots, SnapshotsError};
+use kiln_runtime::snapshot::{chain_ids, commit_upper, hash_layer, DiffOptions, Snapshots, SnapshotsError};
 
 struct Env {
     _tmp: tempfile::TempDir,
@@ -344,4 +344,58 @@ fn snapshots_of_an_earlier_boot_that_were_never_flushed_are_dropped_at_open() {
     snaps.prepare_lowers(&env.store, &diff_ids).unwrap();
     assert_eq!(snaps.layers_unpacked(), 1, "only the dropped layer is unpacked again");
     assert_eq!(snapshot_names(&env.root).len(), 2);
+}
+
+#[test]
+fn a_layer_kept_as_its_snapshot_gives_its_tar_again_and_survives_a_restart_only_if_whole() {
+    require_root!();
+    let env = env();
+    kiln_runtime::snapshot::kept::install(&env.store);
+    let diff_ids = two_layers(&env.store);
+    let snaps = Snapshots::open(&env.root).unwrap();
+    snaps.prepare_lowers(&env.store, &diff_ids[..1]).unwrap();
+    let base_chain = chain_ids(&diff_ids[..1])[0].clone();
+    let make_upper = |name: &str, text: &[u8]| {
+        let upper = env.root.join(name);
+        fs::create_dir_all(upper.join("etc")).unwrap();
+        fs::write(upper.join("etc/new"), text).unwrap();
+        fs::hard_link(upper.join("etc/new"), upper.join("etc/link")).unwrap();
+        nix::sys::stat::mknod(&upper.join("etc/b"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0)
+            .unwrap();
+        upper
+    };
+    let opts = DiffOptions { source_date_epoch: Some(1_000), ..DiffOptions::default() };
+    // The digest hashed without writing anything is the one a written blob gets.
+    let twin = make_upper("twin", b"made by RUN");
+    let (written, written_size) = commit_upper(&env.store, &twin, &opts).unwrap();
+    let upper = make_upper("upper", b"made by RUN");
+    let (diff_id, size) = hash_layer(&upper, &opts).unwrap();
+    assert_eq!((&diff_id, size), (&written, written_size));
+    let blob_bytes = fs::read(env.store.blob_path(&written)).unwrap();
+    fs::remove_file(env.store.blob_path(&written)).unwrap();
+
+    let (chain, path) = snaps.adopt_layer(Some(&base_chain), &diff_id, &upper, &opts).unwrap();
+    env.store.defer_layer(&diff_id, size, &kiln_runtime::snapshot::kept::recipe(&chain)).unwrap();
+    assert!(env.store.has_layer(&diff_id) && !env.store.has_blob(&diff_id));
+    let kept = snaps.kept_layer(&chain).expect("recorded as the only copy");
+    assert_eq!(kept.diff_id, diff_id);
+    let mut again = Vec::new();
+    snaps.write_kept_layer(&chain, &mut again).unwrap();
+    assert_eq!(again, blob_bytes, "the same tar, byte for byte");
+
+    // A restart since: a whole kept snapshot stays (checked, its boot marker dropped) ...
+    let marker = env.root.join("snapshots").join(format!("{}.boot", chain.hex()));
+    fs::write(&marker, "00000000-0000-0000-0000-000000000000").unwrap();
+    Snapshots::open(&env.root).unwrap();
+    assert!(path.is_dir() && !marker.exists(), "kept after the check");
+    assert!(env.store.has_layer(&diff_id));
+    // ... and one whose data did not all reach the disk goes, so the layer reads as missing.
+    fs::write(path.join("etc/new"), b"\0\0\0\0\0\0\0\0\0\0\0").unwrap();
+    fs::write(&marker, "00000000-0000-0000-0000-000000000000").unwrap();
+    Snapshots::open(&env.root).unwrap();
+    assert!(!path.exists(), "a damaged sole copy is dropped");
+    assert!(!env.store.has_layer(&diff_id));
+    let err = env.store.open_blob(&diff_id).err().expect("nothing to make it from").to_string();
+    assert!(err.contains(diff_id.hex()), "{err}");
+    assert!(!env.store.has_blob(&diff_id));
 }

@@ -80,6 +80,8 @@ impl BuildTest {
 
     fn fs(&self, reference: &str) -> ImageView {
         let store = Store::open(self.k.root(), LockMode::Shared).unwrap();
+        // As the CLI does: RUN layers kept as snapshots are read from them.
+        kiln_runtime::snapshot::kept::install(&store);
         let id = store.index().unwrap().resolve(reference).unwrap();
         let image = store.image(&id).unwrap();
         let fs = ImageFs::load(&store, &image).unwrap();

@@ -517,8 +517,9 @@ fn mounts_under(root: &Path) -> Vec<String> {
 }
 
 /// Files of interrupted writers still in the store: anything in `tmp/`, `ingest/` (but its lock),
-/// a temp name (`.tmp`) at the top, in `cache/` or `cache/steps/`, and any snapshot name other than
-/// a chain ID with its `.lock`/`.boot`. Once the next kiln command has run, none may be left.
+/// a temp name (`.tmp`, `kiln-tmp`) at the top, in `cache/`, `cache/steps/` or `layers/`, and any
+/// snapshot name other than a chain ID with its `.lock`/`.boot`/`.layer`. Once the next kiln
+/// command has run, none may be left.
 fn leftovers(root: &Path) -> Vec<String> {
     let list = |dir: &str| -> Vec<String> {
         std::fs::read_dir(root.join(dir))
@@ -527,12 +528,12 @@ fn leftovers(root: &Path) -> Vec<String> {
     };
     let mut found: Vec<String> = list("tmp");
     found.extend(list("ingest").into_iter().filter(|n| n != "ingest/.lock"));
-    for dir in [".", "cache", "cache/steps"] {
-        found.extend(list(dir).into_iter().filter(|n| n.contains(".tmp")));
+    for dir in [".", "cache", "cache/steps", "layers"] {
+        found.extend(list(dir).into_iter().filter(|n| n.contains(".tmp") || n.contains("kiln-tmp")));
     }
     found.extend(list("snapshots").into_iter().filter(|n| {
         let name = n.trim_start_matches("snapshots/");
-        let key = name.trim_end_matches(".lock").trim_end_matches(".boot");
+        let key = name.trim_end_matches(".lock").trim_end_matches(".boot").trim_end_matches(".layer");
         !(key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()))
     }));
     found.sort();

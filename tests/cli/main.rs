@@ -21,6 +21,7 @@ mod images;
 mod import;
 mod import_url;
 mod info;
+mod kept_layers;
 mod load;
 mod login_prompt;
 mod mirrors;

@@ -57,6 +57,8 @@ impl RunTest {
 
     fn image(&self, reference: &str) -> (Store, ImageFs, Value) {
         let store = Store::open(self.k.root(), LockMode::Shared).unwrap();
+        // As the CLI does: RUN layers kept as snapshots are read from them.
+        kiln_runtime::snapshot::kept::install(&store);
         let id = store.index().unwrap().resolve(reference).unwrap();
         let image = store.image(&id).unwrap();
         let fs = ImageFs::load(&store, &image).unwrap();
@@ -455,6 +457,11 @@ fn prune_removes_snapshots_no_image_needs() {
     };
     assert_eq!(snapshot_dirs(), 2, "busybox's layer and the RUN layer (adopted, not unpacked again)");
     t.k.ok(&["rmi", "snap:1"]);
+    t.k.ok(&["image", "prune", "-f"]);
+    // The RUN layer's snapshot is its only copy, and the build cache still records it (as
+    // BuildKit keeps its snapshots until `builder prune`).
+    assert_eq!(snapshot_dirs(), 2, "busybox's layer and the cached RUN layer");
+    t.k.ok(&["builder", "prune", "-a", "-f"]);
     t.k.ok(&["image", "prune", "-f"]);
     assert_eq!(snapshot_dirs(), 1, "only busybox's layer is still needed");
     t.k.ok(&["image", "prune", "-a", "-f"]);
