@@ -205,7 +205,7 @@ pub(crate) fn run_step(
 /// layer's snapshot. Where the store can make blobs from snapshots (the CLI's can), the tar is only
 /// hashed now and written when a command needs it (save, push, …): BuildKit too keeps snapshots
 /// and makes blobs lazily, and writing and syncing a big layer a second time was most of a build's
-/// own time on it. Otherwise, or if the snapshot cannot be kept, the blob is written now.
+/// own time on it. Otherwise the blob is written now.
 fn commit_run_layer(
     store: &Store,
     snapshots: &Snapshots,
@@ -215,21 +215,22 @@ fn commit_run_layer(
 ) -> Result<Digest, String> {
     if store.can_defer_layers() {
         let (diff_id, size) = hash_layer(upper, options).map_err(|e| e.to_string())?;
-        if let Ok((chain, _)) = snapshots.adopt_layer(parent, &diff_id, upper, options) {
-            if store.has_blob(&diff_id) {
-                return Ok(diff_id);
-            }
-            if snapshots.kept_layer(&chain).is_some() {
-                store.defer_layer(&diff_id, size, &kept::recipe(&chain)).map_err(|e| e.to_string())?;
-                return Ok(diff_id);
-            }
-            // An existing snapshot of the same layer, unpacked from a blob since removed: the
-            // blob is made from it, and checked against the diffID on the way in.
-            let mut writer = store.blob_writer().map_err(|e| e.to_string())?;
-            diff_upper(&snapshots.path(&chain), &mut writer, options).map_err(|e| e.to_string())?;
-            writer.commit(Some(&diff_id)).map_err(|e| e.to_string())?;
+        // No falling back to a blob on failure: the snapshot is now the layer, and a failed
+        // fsync must fail the build (THREATS ST-08).
+        let (chain, _) = snapshots.adopt_layer(parent, &diff_id, upper, options).map_err(|e| e.to_string())?;
+        if store.has_blob(&diff_id) {
             return Ok(diff_id);
         }
+        if snapshots.kept_layer(&chain).is_some() {
+            store.defer_layer(&diff_id, size, &kept::recipe(&chain)).map_err(|e| e.to_string())?;
+            return Ok(diff_id);
+        }
+        // An existing snapshot of the same layer, unpacked from a blob since removed: the blob is
+        // made from it, and checked against the diffID on the way in.
+        let mut writer = store.blob_writer().map_err(|e| e.to_string())?;
+        diff_upper(&snapshots.path(&chain), &mut writer, options).map_err(|e| e.to_string())?;
+        writer.commit(Some(&diff_id)).map_err(|e| e.to_string())?;
+        return Ok(diff_id);
     }
     let (diff_id, _) = commit_upper(store, upper, options).map_err(|e| e.to_string())?;
     // Keep the upper dir as the new layer's snapshot; if that fails the layer is still good and
