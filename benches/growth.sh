@@ -29,7 +29,8 @@
 #        IMAGE_MIB="100 1024 4096"        (300 steps: overlayfs stacks at most 500 lower directories,
 #                                         BuildKit's overlay2 at most 128, so 1,000 RUN steps fail)
 #        BIG_CONTEXT=100000 BIG_STEPS=300 BIG_STAGES=100 BIG_IMAGE_MIB=4096
-#        WORK=/var/tmp/kiln-bench-growth  scratch (needs ~20 GiB free for 4 GiB save/load); not tmpfs
+#        WORK=/var/tmp/kiln-bench-growth  scratch, not tmpfs; a save/load point needs 3.5 × its size
+#                                         + 2 GiB free there (else it is skipped and said so)
 #        TIMEOUT=600                      seconds one command may take before it counts as failed
 #        KILN=path/to/kiln KILN_DESC=…    measure this binary instead of a release build of the tree
 #        OUT=benches RESULTS=benches/RESULTS.md
@@ -111,6 +112,7 @@ docker_rm_ours() {
 cleanup() {
   if has "$TOOLS" docker && "$DOCKER" info >/dev/null 2>&1; then docker_rm_ours; fi
   unmount_under "$WORK"
+  note "removing the scratch stores and contexts"
   rm -rf "$WORK"/{kiln,ctx,trash,saveload}
   if [ "$started_dockerd" = 1 ] && [ -n "$dockerd_pid" ]; then
     note "stopping the dockerd this script started"
@@ -161,7 +163,7 @@ PY
     [ -z "$prepare" ] || bash -c "$prepare" >/dev/null 2>&1 || true
     bash -c "timeout $TIMEOUT $cmd" >"$WORK/log/$key.out" 2>&1 || true
     local why
-    why=$(grep -v '^\s*$' "$WORK/log/$key.out" | tail -1 | tr '\t' ' ' | cut -c1-160)
+    why=$(grep -v '^\s*$' "$WORK/log/$key.out" | tail -1 | tr '\t' ' ' | rev | cut -c1-240 | rev)
     echo "$key FAILED: $why" >&2
     printf '%s\t%s\t%s\t%s\t%s\t\t\t\t\t\tfailed: %s\n' "$series" "$op" "$tool" "$n" "$runs" "$why" >>"$rows"
   fi
@@ -208,7 +210,8 @@ if has "$SERIES" context; then
       bench context changed docker "$n" "$big" "$change" "$cmd"
       bash -c "$(drm context)"
     fi
-    rm -rf "$ctx" "$WORK"/trash/*
+    # Deleting ~300,000 files here took 10 minutes on a busy disk: the trash goes at the end.
+    mv "$ctx" "$(mktemp -d -p "$WORK/trash")"
   done
   series_end context
 fi
@@ -279,6 +282,19 @@ if has "$SERIES" saveload; then
     rm -rf "$d"
     mkdir -p "$d"
     ref=$(tag "saveload-$n")
+    # At most three copies of the image exist at once (store or docker's copy, archive, output).
+    free_mib=$(($(df --output=avail -k "$WORK" | tail -1) / 1024))
+    if [ "$free_mib" -lt $((n * 7 / 2 + 2048)) ]; then
+      note "skipping $n MiB: $free_mib MiB free under $WORK, $((n * 7 / 2 + 2048)) needed"
+      for t in kiln docker; do
+        has "$TOOLS" "$t" || continue
+        for op in save load; do
+          printf 'saveload\t%s\t%s\t%s\t\t\t\t\t\t\tskipped: %s MiB free on the disk, %s needed\n' "$op" "$t" "$n" \
+            "$free_mib" $((n * 7 / 2 + 2048)) >>"$rows"
+        done
+      done
+      continue
+    fi
     note "making a $n MiB image archive"
     python3 benches/make_image_archive.py "$d/input.tar" --layers 4 --layer-mib $((n / 4)) --tag "$ref" >/dev/null
     store=$d/store

@@ -181,7 +181,8 @@ def section(rows, meta, png, notes):
         "over its runs at a point. BuildKit is `DOCKER_BUILDKIT=1 docker build --network none` on dockerd; both "
         "build `FROM` the busybox rootfs of `fixtures/busybox-rootfs.sh` (`kiln import`, `docker import`). "
         "*exp* is the growth exponent between the last two points (log-log slope: 1 = linear, > 1 grows "
-        f"faster than the input; flagged above {SATURATION}). buildah is left out: the run must stay under "
+        f"faster than the input; flagged above {SATURATION}); kiln's CPU time (user + sys of kiln and its RUN processes, "
+        "mean) is given too, as other work on the shared machine inflates wall times more than CPU times. buildah is left out: the run must stay under "
         "~25 minutes, and buildah takes 0.2 s per RUN step (benches/build.sh), minutes at 1,000 steps."
     )
     out.append("")
@@ -242,8 +243,10 @@ def section(rows, meta, png, notes):
                     continue
                 flag = " **super-linear**" if e > SATURATION else ""
                 exps.append(f"{TOOL_NAMES[tool]} {op} {e:.2f}{flag} ({fmt_n(series, pts[-2][0])} → {fmt_n(series, pts[-1][0])})")
-            pts = curve(rows, series, op, "kiln", "peak_rss_kb")
-            e = exponent(pts)
+            e = exponent(curve(rows, series, op, "kiln", "cpu_s"))
+            if e is not None:
+                exps.append(f"kiln CPU {op} {e:.2f}")
+            e = exponent(curve(rows, series, op, "kiln", "peak_rss_kb"))
             if e is not None:
                 exps.append(f"kiln RSS {op} {e:.2f}")
         if exps:
