@@ -263,7 +263,9 @@ each tool's store, and RUN cache mounts are not emptied (in the `python-cache` r
 installs from a warm pip cache — what the cache mount is for; the first, untimed, build filled it). BuildKit's
 context-transfer cache is not cleared. *one-line change*: one line of the application source (`hello.c`,
 `app.py`, `index.js`) gets a new value before each run (untimed), after an untimed build that filled the cache;
-only the steps from that `COPY` on run. *no-op*: the same build again with nothing changed.
+only the steps from that `COPY` on run. *no-op*: the same build again with nothing changed. On a loaded machine
+the RUN command times themselves (dpkg above all) vary by up to 2× between runs and tools; the own shares are the
+figures to compare.
 
 | project | build | kiln: total / RUN / **own** | BuildKit: total / RUN / **own** | buildah: total / RUN / **own** | kiln own / BuildKit own |
 |---|---|---|---|---|---|
