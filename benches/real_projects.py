@@ -242,7 +242,7 @@ def report(work, results):
     section = f"""<!-- real-projects:begin -->
 ## real projects: C, Python and Node services, kiln beside BuildKit and buildah (issue 14)
 
-{meta('date')}, {meta('machine')}. kiln {meta('kiln_version')}, release build. docker {meta('docker_version', 'n/a')}
+{meta('date')}, {meta('machine')}. kiln {meta('kiln_version', 'n/a (not measured)')}, release build. docker {meta('docker_version', 'n/a')}
 (BuildKit, {meta('docker_driver', 'n/a')}; a dockerd shared with other work on the machine); buildah
 {meta('buildah_version', 'n/a')} with runc ({meta('buildah_config', 'n/a')}, own storage under the work dir).
 Load average (1/5/15 min) before: {meta('load_before')}; after: {meta('load_after')}. The machine is shared with other
