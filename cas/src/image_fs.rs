@@ -79,10 +79,18 @@ impl ImageFs {
     }
 
     fn apply_layer(&mut self, store: &Store, index: usize, diff_id: &Digest) -> Result<()> {
-        let blob = store.open_layer(diff_id)?;
+        // A layer kept as its snapshot is listed from its headers alone; contents are read later,
+        // at the same offsets, from the whole tar (`open_layer`).
+        match store.layer_index(diff_id) {
+            Some(headers) => self.apply_tar(headers?, index, diff_id),
+            None => self.apply_tar(&store.open_blob(diff_id)?.file, index, diff_id),
+        }
+    }
+
+    fn apply_tar<R: Read + Seek>(&mut self, tar: R, index: usize, diff_id: &Digest) -> Result<()> {
         let what = format!("layer {diff_id}");
         let bad = |e: std::io::Error| Error::invalid(what.clone(), format!("cannot read layer tar: {e}"));
-        let mut archive = tar::Archive::new(&blob.file);
+        let mut archive = tar::Archive::new(tar);
         let mut added: Vec<(String, FsEntry)> = Vec::new();
         let mut whiteouts: Vec<String> = Vec::new();
         let mut opaque: Vec<String> = Vec::new();

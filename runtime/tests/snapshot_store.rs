@@ -56,7 +56,7 @@ fn snapshot_names(root: &Path) -> BTreeSet<String> {
     fs::read_dir(root.join("snapshots"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| !n.ends_with(".lock") && !n.ends_with(".boot"))
+        .filter(|n| !n.ends_with(".lock") && !n.ends_with(".boot") && !n.ends_with(".layer") && !n.starts_with('.'))
         .collect()
 }
 
@@ -339,6 +339,7 @@ fn snapshots_of_an_earlier_boot_that_were_never_flushed_are_dropped_at_open() {
     assert_eq!(snapshot_names(&env.root).len(), 2);
     // Pretend the machine rebooted since: the unflushed snapshots go, and come back from the blobs.
     fs::write(&marker, "00000000-0000-0000-0000-000000000000").unwrap();
+    fs::remove_file(env.root.join("snapshots/.boot-checked")).unwrap();
     let snaps = Snapshots::open(&env.root).unwrap();
     assert_eq!(snapshot_names(&env.root), BTreeSet::from([chains[0].hex().to_string()]));
     snaps.prepare_lowers(&env.store, &diff_ids).unwrap();
@@ -385,17 +386,63 @@ fn a_layer_kept_as_its_snapshot_gives_its_tar_again_and_survives_a_restart_only_
 
     // A restart since: a whole kept snapshot stays (checked, its boot marker dropped) ...
     let marker = env.root.join("snapshots").join(format!("{}.boot", chain.hex()));
+    let checked = env.root.join("snapshots/.boot-checked");
     fs::write(&marker, "00000000-0000-0000-0000-000000000000").unwrap();
+    fs::remove_file(&checked).unwrap();
     Snapshots::open(&env.root).unwrap();
     assert!(path.is_dir() && !marker.exists(), "kept after the check");
     assert!(env.store.has_layer(&diff_id));
     // ... and one whose data did not all reach the disk goes, so the layer reads as missing.
     fs::write(path.join("etc/new"), b"\0\0\0\0\0\0\0\0\0\0\0").unwrap();
     fs::write(&marker, "00000000-0000-0000-0000-000000000000").unwrap();
+    // Scanned once per boot: a second open in the same boot does not look again ...
+    Snapshots::open(&env.root).unwrap();
+    assert!(path.is_dir());
+    // ... the first open after a restart does.
+    fs::write(&checked, "00000000-0000-0000-0000-000000000000").unwrap();
     Snapshots::open(&env.root).unwrap();
     assert!(!path.exists(), "a damaged sole copy is dropped");
     assert!(!env.store.has_layer(&diff_id));
     let err = env.store.open_blob(&diff_id).err().expect("nothing to make it from").to_string();
     assert!(err.contains(diff_id.hex()), "{err}");
     assert!(!env.store.has_blob(&diff_id));
+}
+
+#[test]
+fn a_layer_index_is_the_layer_tar_with_file_contents_zeroed() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let upper = tmp.path().join("upper");
+    fs::create_dir_all(upper.join("d/sub")).unwrap();
+    fs::write(upper.join("d/a"), vec![7u8; 1000]).unwrap();
+    fs::write(upper.join("d/empty"), b"").unwrap();
+    fs::write(upper.join("d/sub/exact"), vec![1u8; 512]).unwrap();
+    let long = "n".repeat(150);
+    fs::write(upper.join("d").join(&long), b"long name: a PAX header").unwrap();
+    fs::hard_link(upper.join("d/a"), upper.join("d/link")).unwrap();
+    std::os::unix::fs::symlink("a", upper.join("d/sym")).unwrap();
+    let opts = DiffOptions { source_date_epoch: Some(5), ..DiffOptions::default() };
+    let mut tar = Vec::new();
+    kiln_runtime::snapshot::diff_upper(&upper, &mut tar, &opts).unwrap();
+    let mut index = kiln_runtime::snapshot::layer_index(&upper, &opts).unwrap();
+    assert_eq!(index.len(), tar.len() as u64);
+    let mut read = Vec::new();
+    index.read_to_end(&mut read).unwrap();
+    // Where they differ, the index has zeros and the tar has file bytes.
+    let differing: Vec<usize> = (0..tar.len()).filter(|&i| tar[i] != read[i]).collect();
+    assert!(differing.iter().all(|&i| read[i] == 0), "only contents are left out");
+    assert_eq!(differing.len(), 1000 + 512 + "long name: a PAX header".len());
+    // Listed the same way: every entry, with the same offsets.
+    let list = |bytes: &[u8]| -> Vec<(String, u64, u64)> {
+        let mut archive = tar::Archive::new(std::io::Cursor::new(bytes.to_vec()));
+        archive
+            .entries_with_seek()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.path().unwrap().to_string_lossy().into_owned(), e.size(), e.raw_file_position())
+            })
+            .collect()
+    };
+    assert_eq!(list(&read), list(&tar));
 }

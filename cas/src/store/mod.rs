@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::BlobReader;
 pub use cache::{is_key, ExportedRecord, StepRecord, CACHE_RECORD_FORMAT};
-pub use deferred::{DeferredLayer, LayerMaker};
+pub use deferred::{DeferredLayer, LayerIndex, LayerMaker};
 pub use fsck::{FsckProblem, FsckReport};
 pub use gc::PruneReport;
 pub use index::{ImageIndex, ImageRecord};

@@ -43,6 +43,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use kiln_cas::archive::tar_header::{pad, write_end, write_header, TarHeader};
+use kiln_cas::store::LayerIndex;
 use kiln_cas::{Digest, Store};
 use nix::dir::Dir;
 use nix::errno::Errno;
@@ -156,6 +157,25 @@ pub enum DiffError {
 
 /// Writes the layer tar of the overlay upper dir `upper` to `out`. See the module documentation.
 pub fn diff_upper(upper: &Path, out: &mut dyn Write, opts: &DiffOptions) -> Result<DiffStats, DiffError> {
+    walk_upper(upper, out, opts, false).map(|(stats, _)| stats)
+}
+
+/// The headers of the layer tar of `upper` at their offsets in it, file contents left out (never
+/// read): what a build needs to list a layer kept as its snapshot ([`LayerIndex`]).
+pub fn layer_index(upper: &Path, opts: &DiffOptions) -> Result<LayerIndex, DiffError> {
+    let mut bytes = Vec::new();
+    let (_, gaps) = walk_upper(upper, &mut bytes, opts, true)?;
+    Ok(LayerIndex::new(bytes, gaps))
+}
+
+/// [`diff_upper`]; with `skip_content`, file contents and their padding are not read or written,
+/// and their (offset, length) runs are returned instead.
+fn walk_upper(
+    upper: &Path,
+    out: &mut dyn Write,
+    opts: &DiffOptions,
+    skip_content: bool,
+) -> Result<(DiffStats, Vec<(u64, u64)>), DiffError> {
     let root =
         Dir::open(upper, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|e| DiffError::Upper { path: upper.to_path_buf(), source: sys::errno_io(e) })?;
@@ -171,13 +191,15 @@ pub fn diff_upper(upper: &Path, out: &mut dyn Write, opts: &DiffOptions) -> Resu
         exclude,
         links: HashMap::new(),
         stats: DiffStats::default(),
-        buf: vec![0u8; 256 * 1024],
+        buf: if skip_content { Vec::new() } else { vec![0u8; 256 * 1024] },
+        skip_content,
+        gaps: Vec::new(),
     };
     walker.walk(root, &[], None, 0)?;
     write_end(&mut walker.out).map_err(DiffError::Write)?;
     walker.out.flush().map_err(DiffError::Write)?;
     walker.stats.tar_bytes = walker.out.get_ref().count;
-    Ok(walker.stats)
+    Ok((walker.stats, walker.gaps))
 }
 
 /// Writes the layer tar of `upper` into `store` as a blob (through [`Store::blob_writer`], hashed
@@ -245,6 +267,9 @@ struct Walker<'a, 'w> {
     links: HashMap<(u64, u64), FirstLink>,
     stats: DiffStats,
     buf: Vec<u8>,
+    /// Leave file contents out ([`layer_index`]), recording where they would be in `gaps`.
+    skip_content: bool,
+    gaps: Vec<(u64, u64)>,
 }
 
 type Res<T> = Result<T, DiffError>;
@@ -645,6 +670,17 @@ impl Walker<'_, '_> {
     }
 
     fn copy_content(&mut self, file: File, path: &[u8], size: u64) -> Res<()> {
+        if self.skip_content {
+            self.out.flush().map_err(DiffError::Write)?;
+            let padded = size.div_ceil(512) * 512;
+            let counting = self.out.get_mut();
+            if padded > 0 {
+                self.gaps.push((counting.count, padded));
+            }
+            counting.count += padded;
+            self.stats.bytes += size;
+            return Ok(());
+        }
         let mut reader = file.take(size);
         let mut written = 0u64;
         loop {

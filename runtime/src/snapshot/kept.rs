@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::Arc;
 
-use kiln_cas::store::LayerMaker;
+use kiln_cas::store::{LayerIndex, LayerMaker};
 use kiln_cas::{Digest, Store};
 
 use super::Snapshots;
@@ -31,6 +31,12 @@ impl LayerMaker for SnapshotLayers {
         let chain = chain_of(recipe).ok_or_else(|| format!("unknown layer recipe \"{recipe}\""))?;
         let snapshots = Snapshots::open(store.root()).map_err(|e| e.to_string())?;
         snapshots.write_kept_layer(&chain, out).map_err(|e| e.to_string())
+    }
+
+    fn layer_index(&self, store: &Store, recipe: &str) -> Result<LayerIndex, String> {
+        let chain = chain_of(recipe).ok_or_else(|| format!("unknown layer recipe \"{recipe}\""))?;
+        let snapshots = Snapshots::open(store.root()).map_err(|e| e.to_string())?;
+        snapshots.kept_layer_index(&chain).map_err(|e| e.to_string())
     }
 
     fn available(&self, store: &Store, recipe: &str) -> bool {

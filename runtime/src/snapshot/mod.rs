@@ -34,7 +34,7 @@ use nix::sys::stat::Mode;
 
 pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyStats, MAX_WARNINGS};
 pub use copyup::{copy_image_path, CopyStats};
-pub use diff::{commit_upper, diff_upper, is_kernel_fs, DiffError, DiffOptions, DiffStats};
+pub use diff::{commit_upper, diff_upper, is_kernel_fs, layer_index, DiffError, DiffOptions, DiffStats};
 pub use entry_path::display_name;
 pub use store::{chain_id, chain_ids, hash_layer, KeptLayer, SnapshotLease, Snapshots, SnapshotsError};
 
