@@ -533,6 +533,9 @@ fn leftovers(root: &Path) -> Vec<String> {
     }
     found.extend(list("snapshots").into_iter().filter(|n| {
         let name = n.trim_start_matches("snapshots/");
+        if name == ".boot-checked" {
+            return false;
+        }
         let key = name.trim_end_matches(".lock").trim_end_matches(".boot").trim_end_matches(".layer");
         !(key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()))
     }));

@@ -45,6 +45,8 @@ const LOCK_SUFFIX: &str = ".lock";
 /// `<hex>.boot`: the boot a snapshot was committed in without flushing its data to disk.
 const BOOT_SUFFIX: &str = ".boot";
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+/// The boot in which the scan for snapshots of earlier boots last ran.
+const BOOT_CHECKED: &str = ".boot-checked";
 /// `<hex>.layer`: see [`KeptLayer`].
 const LAYER_SUFFIX: &str = ".layer";
 
@@ -174,8 +176,16 @@ impl Snapshots {
 
     /// Drops snapshots committed without a flush in a boot that has since ended (see
     /// [`current_boot_id`]); the next build unpacks them again from their blobs.
+    ///
+    /// Once a scan has run in this boot, later ones are skipped (`.boot-checked` names the boot):
+    /// every marker written since says this boot, so there is nothing new to find, and reading
+    /// every marker on each build made a store of thousands of snapshots slower to build in.
     fn remove_unflushed_from_earlier_boots(&self) -> Result<usize> {
         let Some(boot) = current_boot_id() else { return Ok(0) };
+        let checked = self.dir.join(BOOT_CHECKED);
+        if fs::read_to_string(&checked).is_ok_and(|b| b.trim() == boot) {
+            return Ok(0);
+        }
         let dir = self.open_dir()?;
         let mut removed = 0;
         for entry in fs::read_dir(&self.dir).map_err(io_err("listing", &self.dir))? {
@@ -197,6 +207,8 @@ impl Snapshots {
             let _ = fs::remove_file(self.dir.join(format!("{hex}{LAYER_SUFFIX}")));
             removed += 1;
         }
+        // Best effort: without it the next open scans again.
+        let _ = fs::write(&checked, &boot);
         Ok(removed)
     }
 
@@ -230,6 +242,15 @@ impl Snapshots {
         diff_upper(&self.path(chain), out, &kept.diff_options())
             .map_err(|source| SnapshotsError::Kept { chain_id: chain.clone(), source: Box::new(source) })?;
         Ok(())
+    }
+
+    /// The headers of the tar of the layer that the snapshot `chain` is the only copy of, file
+    /// contents left out ([`super::layer_index`]).
+    pub fn kept_layer_index(&self, chain: &Digest) -> Result<kiln_cas::store::LayerIndex> {
+        let _lease = self.lease(std::slice::from_ref(chain))?;
+        let kept = self.kept_layer(chain).ok_or_else(|| SnapshotsError::Missing(chain.clone()))?;
+        super::layer_index(&self.path(chain), &kept.diff_options())
+            .map_err(|source| SnapshotsError::Kept { chain_id: chain.clone(), source: Box::new(source) })
     }
 
     /// Before a snapshot named `hex` becomes visible: either flush the file system holding
