@@ -178,6 +178,20 @@ fn echo_output_is_captured() {
 }
 
 #[test]
+fn the_root_overlay_is_volatile_only_when_asked() {
+    require_root!();
+    let _g = shared();
+    for volatile in [false, true] {
+        let fx = Fx::new(true);
+        let mut spec = sh(&fx, "grep ' / / ' /proc/self/mountinfo");
+        spec.volatile_upper = volatile;
+        let out = run_ok(spec);
+        assert!(out.contains(" - overlay "), "{out}");
+        assert_eq!(out.contains("volatile"), volatile, "{out}");
+    }
+}
+
+#[test]
 fn exit_status_is_reported() {
     require_root!();
     let _g = shared();

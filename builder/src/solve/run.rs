@@ -139,6 +139,10 @@ pub(crate) fn run_step(
         lower_dirs: lowers,
         upper_dir: upper.clone(),
         work_dir: work,
+        // The upper dir becomes a snapshot, which the store makes durable its own way (or not
+        // at all, see kiln_runtime::snapshot::Snapshots::adopt_upper): without this, every RUN ends
+        // with overlayfs flushing the whole file system the store is on.
+        volatile_upper: true,
         argv: op.argv.clone(),
         env,
         cwd: Some(config.working_dir()).filter(|w| !w.is_empty()).unwrap_or_else(|| "/".to_string()),

@@ -128,6 +128,12 @@ pub struct ContainerSpec {
     pub upper_dir: PathBuf,
     /// A fresh, empty directory for the overlay's work dir, on the upper dir's file system.
     pub work_dir: PathBuf,
+    /// The upper dir is the caller's to make durable (or to throw away): mount the overlay
+    /// `volatile` (Linux 5.10), which skips the `syncfs` of the upper dir's whole file system
+    /// that overlayfs does when it is unmounted as the container ends. Such an upper and work
+    /// dir cannot be mounted again after an OS crash (the work dir keeps a marker), so leave it
+    /// unset for a container that is started again from the same dirs.
+    pub volatile_upper: bool,
     /// The program and its arguments; a program without `/` is looked up in the container's
     /// `PATH` (from `env`, else the default one).
     pub argv: Vec<String>,

@@ -106,8 +106,8 @@ pub enum MountOp {
     PrivatizeRoot,
     /// Mounts the overlay root: `lowers` topmost first (empty: a single empty lower), `upper`,
     /// `work`. It is staged (attached over `work` in the new mount namespace only) until
-    /// [`MountOp::PivotRoot`].
-    RootFs { lowers: Vec<PathBuf>, upper: PathBuf, work: PathBuf },
+    /// [`MountOp::PivotRoot`]. `volatile`: see [`ContainerSpec::volatile_upper`].
+    RootFs { lowers: Vec<PathBuf>, upper: PathBuf, work: PathBuf, volatile: bool },
     /// Mounts `source` at `target` in the root with `attrs`. With `keep_dirs` (the caller's
     /// mounts), directories created for the target — the target itself and missing parents — stay
     /// in the layer afterwards, as docker leaves `RUN --mount` targets; a created file, and
@@ -150,7 +150,7 @@ impl MountOp {
 /// mounts with the new mount API; tests use a recording fake. Kept small on purpose.
 pub trait Syscall {
     fn privatize_root(&mut self) -> io::Result<()>;
-    fn mount_rootfs(&mut self, lowers: &[PathBuf], upper: &Path, work: &Path) -> io::Result<()>;
+    fn mount_rootfs(&mut self, lowers: &[PathBuf], upper: &Path, work: &Path, volatile: bool) -> io::Result<()>;
     /// Mounts `source` at `target` (see [`MountOp::Mount`] for `keep_dirs`). Returns `false` when
     /// the target is missing and `create` is [`Create::Skip`].
     fn mount(
@@ -180,7 +180,7 @@ pub fn apply_plan(plan: &[MountOp], sys: &mut dyn Syscall) -> Result<(), StepErr
     for op in plan {
         let res = match op {
             MountOp::PrivatizeRoot => sys.privatize_root(),
-            MountOp::RootFs { lowers, upper, work } => sys.mount_rootfs(lowers, upper, work),
+            MountOp::RootFs { lowers, upper, work, volatile } => sys.mount_rootfs(lowers, upper, work, *volatile),
             MountOp::Mount { source, target, attrs, create, keep_dirs } => {
                 sys.mount(source, target, *attrs, *create, *keep_dirs).map(drop)
             }
@@ -284,7 +284,12 @@ pub fn mount_plan_for(spec: &ContainerSpec, userns: bool, tty_gid: bool) -> Resu
     let nosuid_noexec_nodev = Attrs::NOSUID | Attrs::NOEXEC | Attrs::NODEV;
     let mut plan = vec![
         MountOp::PrivatizeRoot,
-        MountOp::RootFs { lowers: spec.lower_dirs.clone(), upper: spec.upper_dir.clone(), work: spec.work_dir.clone() },
+        MountOp::RootFs {
+            lowers: spec.lower_dirs.clone(),
+            upper: spec.upper_dir.clone(),
+            work: spec.work_dir.clone(),
+            volatile: spec.volatile_upper,
+        },
         // /dev: as Docker sets it up (nosuid, mode 755, 64 MiB), with the device nodes made fresh.
         mount(fs("tmpfs", &[("mode", "755"), ("size", "65536k")]), "/dev", Attrs::NOSUID | Attrs::NOEXEC, Create::Dir),
     ];
@@ -434,9 +439,15 @@ pub(crate) mod fake {
         fn privatize_root(&mut self) -> io::Result<()> {
             self.record("rprivate /".into())
         }
-        fn mount_rootfs(&mut self, lowers: &[PathBuf], upper: &Path, work: &Path) -> io::Result<()> {
+        fn mount_rootfs(&mut self, lowers: &[PathBuf], upper: &Path, work: &Path, volatile: bool) -> io::Result<()> {
             let lowers: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
-            self.record(format!("overlay lower={} upper={} work={}", lowers.join(":"), upper.display(), work.display()))
+            let volatile = if volatile { " volatile" } else { "" };
+            self.record(format!(
+                "overlay lower={} upper={} work={}{volatile}",
+                lowers.join(":"),
+                upper.display(),
+                work.display()
+            ))
         }
         fn mount(
             &mut self,
@@ -638,6 +649,14 @@ mod tests {
         s.lower_dirs.clear();
         let calls = recorded(&s, &[]);
         assert_eq!(calls[1], "overlay lower= upper=/c/upper work=/c/work");
+    }
+
+    #[test]
+    fn a_volatile_upper_is_mounted_volatile_and_only_then() {
+        let mut s = spec(Network::None, vec![]);
+        assert_eq!(recorded(&s, &[])[1], "overlay lower=/s/l2:/s/l1 upper=/c/upper work=/c/work");
+        s.volatile_upper = true;
+        assert_eq!(recorded(&s, &[])[1], "overlay lower=/s/l2:/s/l1 upper=/c/upper work=/c/work volatile");
     }
 
     #[test]

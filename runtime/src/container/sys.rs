@@ -136,7 +136,10 @@ fn fs_config(fsfd: BorrowedFd<'_>, key: &str, value: &str) -> io::Result<()> {
 /// The options every overlay of kiln's gets: layers must come out as plain files and directories
 /// (no redirects, no metadata-only copy-ups, no index); in a user namespace, where `trusted.*`
 /// xattrs cannot be used, overlay's own xattrs are `user.overlay.*` (`userxattr`, Linux 5.11).
-fn overlay_options(fsfd: BorrowedFd<'_>) -> io::Result<()> {
+///
+/// `volatile`: no `syncfs` of the upper dir's file system when the overlay is unmounted (for
+/// upper dirs that are thrown away, or that the caller makes durable itself).
+fn overlay_options(fsfd: BorrowedFd<'_>, volatile: bool) -> io::Result<()> {
     // With `userxattr`, `redirect_dir=off` reads as "follow", which the kernel refuses: there
     // it is `nofollow` (neither made nor followed).
     let userxattr = crate::isolation::in_user_namespace();
@@ -146,6 +149,9 @@ fn overlay_options(fsfd: BorrowedFd<'_>) -> io::Result<()> {
     }
     if userxattr {
         fs_config(fsfd, "userxattr", "")?;
+    }
+    if volatile {
+        fs_config(fsfd, "volatile", "")?;
     }
     Ok(())
 }
@@ -427,7 +433,8 @@ impl RealSys {
             owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })?
         };
         fs_config(fsfd.as_fd(), "source", "overlay")?;
-        overlay_options(fsfd.as_fd())?;
+        // A writable one's upper dir is thrown away with the container: never worth a syncfs.
+        overlay_options(fsfd.as_fd(), writable)?;
         let path_str = |p: &Path| {
             p.to_str().map(str::to_string).ok_or_else(|| io::Error::other(format!("{} is not UTF-8", p.display())))
         };
@@ -505,7 +512,7 @@ impl Syscall for RealSys {
         .map_err(errno_io)
     }
 
-    fn mount_rootfs(&mut self, lowers: &[PathBuf], upper: &Path, work: &Path) -> io::Result<()> {
+    fn mount_rootfs(&mut self, lowers: &[PathBuf], upper: &Path, work: &Path, volatile: bool) -> io::Result<()> {
         let staging = fs_mount(
             "tmpfs",
             &[("mode", "0700".to_string()), ("size", "4m".to_string())],
@@ -528,7 +535,7 @@ impl Syscall for RealSys {
         fs_config(fsfd.as_fd(), "workdir", &path_str(work)?)?;
         // Layers must come out as plain files and directories: no redirects, no metadata-only
         // copy-ups, no index (the upper dir becomes a layer as it is).
-        overlay_options(fsfd.as_fd())?;
+        overlay_options(fsfd.as_fd(), volatile)?;
         move_mount(staging.as_fd(), nix::fcntl::AT_FDCWD, Some(work.as_os_str()))?;
         if lowers.is_empty() {
             fs_config(fsfd.as_fd(), "lowerdir+", &format!("{}/empty", path_str(work)?))?;
