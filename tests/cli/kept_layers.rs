@@ -3,10 +3,11 @@
 //! change: the same image IDs, the same `save` bytes, a clean fsck, nothing left after a kill, and
 //! a damaged or lost snapshot refused or rebuilt, never handed on.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::harness::*;
+use crate::store_crash::kill_at;
 
 /// Two RUN layers, listed by a WORKDIR and a COPY after them, and a file COPYed from a RUN layer
 /// of another stage (read from that kept layer).
@@ -160,20 +161,6 @@ fn removing_the_image_removes_its_kept_layers() {
     k.assert_fsck_clean();
 }
 
-/// Runs `kiln ARGS` under strace, killing it at the `when`-th call of one of `syscalls`.
-fn kill_at(root: &Path, syscalls: &str, when: u32, args: &[&str]) -> std::process::Output {
-    Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "-e"])
-        .arg(format!("inject={syscalls}:signal=SIGKILL:when={when}"))
-        .arg(assert_cmd::cargo::cargo_bin("kiln"))
-        .env_remove("KILN_ROOT")
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("run strace")
-}
-
 #[test]
 fn a_build_or_save_killed_at_any_rename_or_fsync_leaves_a_sound_store() {
     if !is_root() || !have_tool("strace") {
@@ -200,7 +187,7 @@ fn a_build_or_save_killed_at_any_rename_or_fsync_leaves_a_sound_store() {
             let args = ["build", "-q", "--network", "none", "--source-date-epoch", "0", "-t", "kept:1"];
             let mut build_args = args.to_vec();
             build_args.push(ctx.to_str().unwrap());
-            let killed = kill_at(&k.root(), syscall, when, &build_args);
+            let killed = kill_at(&k, syscall, when, &build_args);
             let what = format!("build killed at {syscall} #{when}");
             if killed.status.success() {
                 continue;
@@ -208,7 +195,7 @@ fn a_build_or_save_killed_at_any_rename_or_fsync_leaves_a_sound_store() {
             k.assert_fsck_clean();
             assert_eq!(build(&k, "kept:1"), id, "{what}");
             let out = k.path("out.tar");
-            let killed = kill_at(&k.root(), syscall, when, &["save", "-o", out.to_str().unwrap(), "kept:1"]);
+            let killed = kill_at(&k, syscall, when, &["save", "-o", out.to_str().unwrap(), "kept:1"]);
             let what = format!("save killed at {syscall} #{when}");
             if !killed.status.success() {
                 k.assert_fsck_clean();

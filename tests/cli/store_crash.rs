@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::harness::*;
 
 /// Runs `kiln ARGS` under strace, killing it (SIGKILL) at the `when`-th call of one of `syscalls`.
-fn kill_at(k: &Kiln, syscalls: &str, when: u32, args: &[&str]) -> std::process::Output {
+pub(crate) fn kill_at(k: &Kiln, syscalls: &str, when: u32, args: &[&str]) -> std::process::Output {
     let kiln = assert_cmd::cargo::cargo_bin("kiln");
     Command::new("strace")
         .args(["-f", "-qq", "-o", "/dev/null", "-e"])
