@@ -122,6 +122,8 @@ pub enum CopyError {
     WriteLayer(io::Error),
     #[error(transparent)]
     Store(#[from] kiln_cas::Error),
+    #[error("committing the layer's snapshot: {0}")]
+    Snapshot(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -408,9 +410,10 @@ fn write_layer(
     let (entries, writer) = written?;
     let size = writer.bytes_written();
     let diff_id = writer.commit(None)?;
+    // A snapshot that could not be applied was dropped (the RUN unpacks the blob); one that was
+    // and cannot be committed is an I/O failure of the store (a failed sync), reported.
     if let Some(pending) = pending {
-        // A snapshot that cannot be committed is dropped (removed): the RUN unpacks the blob.
-        let _ = pending.commit(target.parent_chain.as_ref(), &diff_id);
+        pending.commit(target.parent_chain.as_ref(), &diff_id).map_err(|e| CopyError::Snapshot(e.to_string()))?;
     }
     Ok(CopyResult { diff_id, size, entries })
 }

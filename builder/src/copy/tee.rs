@@ -3,8 +3,9 @@
 //! under the layer's chain ID once the blob's digest (the diffID) is known. The next RUN then
 //! finds the snapshot instead of reading, hashing and unpacking the blob again.
 //!
-//! The snapshot is an optimisation only: if anything on its side fails (applying, committing),
-//! it is dropped and the COPY goes on; the RUN that needs it unpacks the blob as before.
+//! If the layer cannot be applied, the snapshot is dropped and the COPY goes on (the RUN that
+//! needs it unpacks the blob as before, and reports what fails then); a failure to commit an
+//! applied snapshot (a failed sync) fails the step, as it would have failed the RUN's unpack.
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;

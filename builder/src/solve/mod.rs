@@ -579,12 +579,15 @@ fn now_timestamp() -> String {
 fn copy_step(cx: &StepContext, step: &Step, op: &CopyOp, state: &mut StageResult) -> Result<Digest, String> {
     let StepContext { store, plan, options, board, .. } = *cx;
     // When a RUN of this stage comes later, the COPY makes its layer's snapshot too (from the
-    // same bytes as the blob), so that the RUN does not unpack the blob again. Best effort: if
-    // the lowers cannot be had now, the RUN reports why.
+    // same bytes as the blob), so that the RUN does not unpack the blob again. The snapshots
+    // below are the ones that RUN would unpack: failing to make them fails the step now.
     let later_run =
         cx.stage.steps.iter().skip_while(|s| !std::ptr::eq(*s, step)).skip(1).any(|s| matches!(s.op, Op::Run(_)));
     let snapshot = match cx.snapshots {
-        Some(snapshots) if later_run => crate::copy::SnapshotTarget::prepare(snapshots, store, &state.layers()).ok(),
+        Some(snapshots) if later_run => Some(
+            crate::copy::SnapshotTarget::prepare(snapshots, store, &state.layers())
+                .map_err(|e| format!("preparing the snapshots below the layer: {e}"))?,
+        ),
         _ => None,
     };
     let mut source_stage;
