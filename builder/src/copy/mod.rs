@@ -29,9 +29,11 @@ mod dest;
 mod inputs;
 pub(crate) mod sources;
 mod tarwriter;
+mod tee;
 mod url;
 
 pub use inputs::{context_inputs, ContextInput, StatStamp};
+pub use tee::SnapshotTarget;
 
 use std::fs::File;
 use std::io;
@@ -120,6 +122,8 @@ pub enum CopyError {
     WriteLayer(io::Error),
     #[error(transparent)]
     Store(#[from] kiln_cas::Error),
+    #[error("committing the layer's snapshot: {0}")]
+    Snapshot(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -144,6 +148,16 @@ enum Item {
 
 /// Runs one COPY/ADD and commits its layer to `store`.
 pub fn copy_layer(store: &Store, req: &CopyRequest) -> Result<CopyResult, CopyError> {
+    copy_layer_with_snapshot(store, req, None)
+}
+
+/// [`copy_layer`], also committing the layer's snapshot over `snapshot`'s lowers when given (for
+/// a RUN that comes next; see `tee.rs`).
+pub fn copy_layer_with_snapshot(
+    store: &Store,
+    req: &CopyRequest,
+    snapshot: Option<&SnapshotTarget>,
+) -> Result<CopyResult, CopyError> {
     let op = req.op;
     let mode = op.chmod.as_deref().map(ModeSpec::parse).transpose()?;
     let owner = op.chown.as_deref().map(|c| chown::resolve(c, req.dest_fs, store)).transpose()?;
@@ -227,6 +241,7 @@ pub fn copy_layer(store: &Store, req: &CopyRequest) -> Result<CopyResult, CopyEr
             &LayerTree::new(),
             &ContentSources { image: None, spools: &[] },
             req.source_date_epoch,
+            snapshot,
         );
     }
 
@@ -365,20 +380,41 @@ pub fn copy_layer(store: &Store, req: &CopyRequest) -> Result<CopyResult, CopyEr
         },
         spools: &spools,
     };
-    write_layer(store, &layer, &content, req.source_date_epoch)
+    write_layer(store, &layer, &content, req.source_date_epoch, snapshot)
 }
 
-/// Writes `layer` as a tar into the store.
+/// Writes `layer` as a tar into the store, and with `snapshot`, the same bytes into a snapshot
+/// applied in a second thread, committed once the blob is.
 fn write_layer(
     store: &Store,
     layer: &LayerTree,
     content: &ContentSources,
     source_date_epoch: Option<i64>,
+    snapshot: Option<&SnapshotTarget>,
 ) -> Result<CopyResult, CopyError> {
-    let mut writer = store.blob_writer()?;
-    let entries = tarwriter::write_tar(layer, content, source_date_epoch, &mut writer)?;
+    let Some(target) = snapshot else {
+        let mut writer = store.blob_writer()?;
+        let entries = tarwriter::write_tar(layer, content, source_date_epoch, &mut writer)?;
+        let size = writer.bytes_written();
+        let diff_id = writer.commit(None)?;
+        return Ok(CopyResult { diff_id, size, entries });
+    };
+    let (mut out, reader) = tee::tee(store.blob_writer()?);
+    let (written, pending) = std::thread::scope(|s| {
+        let applier = s.spawn(move || tee::apply_pending(target, reader));
+        let written = tarwriter::write_tar(layer, content, source_date_epoch, &mut out);
+        // Ends the applier's input, also after a failure.
+        let writer = out.finish();
+        (written.map(|entries| (entries, writer)), applier.join().ok().flatten())
+    });
+    let (entries, writer) = written?;
     let size = writer.bytes_written();
     let diff_id = writer.commit(None)?;
+    // A snapshot that could not be applied was dropped (the RUN unpacks the blob); one that was
+    // and cannot be committed is an I/O failure of the store (a failed sync), reported.
+    if let Some(pending) = pending {
+        pending.commit(target.parent_chain.as_ref(), &diff_id).map_err(|e| CopyError::Snapshot(e.to_string()))?;
+    }
     Ok(CopyResult { diff_id, size, entries })
 }
 

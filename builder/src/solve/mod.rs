@@ -488,7 +488,7 @@ fn make_layer(
     state: &mut StageResult,
     run_config: &RunConfig,
 ) -> Result<Option<Digest>, SolveError> {
-    let StepContext { store, plan, options, board, .. } = *cx;
+    let StepContext { store, options, .. } = *cx;
     let file = options.file_name;
     match &step.op {
         // WORKDIR makes its directory, owned by the USER in force: a layer, as in BuildKit.
@@ -500,7 +500,7 @@ fn make_layer(
             Ok(Some(made.diff_id))
         }
         Op::Config(_) => Ok(None),
-        Op::Copy(op) => copy_step(store, plan, op, options, board, state).map(Some).map_err(|m| {
+        Op::Copy(op) => copy_step(cx, step, op, state).map(Some).map_err(|m| {
             let what = if op.add { "ADD" } else { "COPY" };
             SolveError::at(file, &step.span, format!("{what} failed: {m}"))
         }),
@@ -576,14 +576,20 @@ fn now_timestamp() -> String {
 }
 
 /// Makes the layer of a COPY or ADD and returns its diffID.
-fn copy_step(
-    store: &Store,
-    plan: &BuildPlan,
-    op: &CopyOp,
-    options: &SolveOptions,
-    board: &Board,
-    state: &mut StageResult,
-) -> Result<Digest, String> {
+fn copy_step(cx: &StepContext, step: &Step, op: &CopyOp, state: &mut StageResult) -> Result<Digest, String> {
+    let StepContext { store, plan, options, board, .. } = *cx;
+    // When a RUN of this stage comes later, the COPY makes its layer's snapshot too (from the
+    // same bytes as the blob), so that the RUN does not unpack the blob again. The snapshots
+    // below are the ones that RUN would unpack: failing to make them fails the step now.
+    let later_run =
+        cx.stage.steps.iter().skip_while(|s| !std::ptr::eq(*s, step)).skip(1).any(|s| matches!(s.op, Op::Run(_)));
+    let snapshot = match cx.snapshots {
+        Some(snapshots) if later_run => Some(
+            crate::copy::SnapshotTarget::prepare(snapshots, store, &state.layers())
+                .map_err(|e| format!("preparing the snapshots below the layer: {e}"))?,
+        ),
+        _ => None,
+    };
     let mut source_stage;
     let source_image;
     let source = match &op.from {
@@ -601,7 +607,9 @@ fn copy_step(
     };
     let dest_fs = state.fs(store)?;
     let request = crate::copy::CopyRequest { op, source, dest_fs, source_date_epoch: options.source_date_epoch };
-    crate::copy::copy_layer(store, &request).map(|r| r.diff_id).map_err(|e| e.to_string())
+    crate::copy::copy_layer_with_snapshot(store, &request, snapshot.as_ref())
+        .map(|r| r.diff_id)
+        .map_err(|e| e.to_string())
 }
 
 struct StepReporter<'a> {

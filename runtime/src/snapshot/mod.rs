@@ -36,7 +36,9 @@ pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyStats, MAX_WARNINGS}
 pub use copyup::{copy_image_path, CopyStats};
 pub use diff::{commit_upper, diff_upper, is_kernel_fs, layer_index, DiffError, DiffOptions, DiffStats};
 pub use entry_path::display_name;
-pub use store::{chain_id, chain_ids, hash_layer, KeptLayer, SnapshotLease, Snapshots, SnapshotsError};
+pub use store::{
+    chain_id, chain_ids, hash_layer, KeptLayer, PendingSnapshot, SnapshotLease, Snapshots, SnapshotsError,
+};
 
 /// The suffix of a snapshot directory that is being written.
 pub const INCOMPLETE_SUFFIX: &str = ".incomplete";

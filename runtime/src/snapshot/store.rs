@@ -716,6 +716,117 @@ impl Snapshots {
     }
 }
 
+/// A snapshot made while its layer tar is written, before its diffID (and so its chain ID) is
+/// known: a COPY step tees its tar into [`PendingSnapshot::apply`] and, once the tar's digest is
+/// known, [`PendingSnapshot::commit`]s it, so that the next RUN finds it instead of reading and
+/// hashing the blob again.
+///
+/// It is applied under a random 64-hex token, as `<token>.incomplete` with `<token>.lock` held:
+/// a crash leaves an unlocked incomplete directory that the next [`Snapshots::open`] removes (and
+/// an orphaned lock file that [`Snapshots::remove_unused`] removes), never a snapshot under a
+/// live chain ID. Dropped without a commit, it is removed.
+#[derive(Debug)]
+pub struct PendingSnapshot<'s> {
+    snapshots: &'s Snapshots,
+    token: String,
+    lock: Option<File>,
+    path: PathBuf,
+}
+
+impl Snapshots {
+    /// Starts a [`PendingSnapshot`]: `<token>.incomplete`, empty, under its held lock.
+    pub fn begin_pending(&self) -> Result<PendingSnapshot<'_>> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let seed = format!(
+            "pending {} {} {nanos} {}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            self.dir.display()
+        );
+        let token = Digest::of(seed.as_bytes()).hex().to_string();
+        let lock = self.lock(&token, LockKind::TryExclusive)?.ok_or_else(|| SnapshotsError::Io {
+            op: "locking",
+            path: self.dir.join(format!("{token}{LOCK_SUFFIX}")),
+            source: io::Error::from(io::ErrorKind::WouldBlock),
+        })?;
+        let path = prepare_snapshot(&self.dir, &token)?;
+        Ok(PendingSnapshot { snapshots: self, token, lock: Some(lock), path })
+    }
+}
+
+impl PendingSnapshot<'_> {
+    /// Where the layer is being applied.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Applies the layer tar read from `layer` over `lowers` (the snapshots of the layers below,
+    /// topmost first, all committed), with the options [`Snapshots::prepare_lowers`] unpacks with.
+    pub fn apply(&self, layer: impl io::Read, lowers: &[PathBuf]) -> Result<super::ApplyStats, ApplyError> {
+        let opts = ApplyOptions { lower_dirs: lowers, userxattr: self.snapshots.userxattr, ..ApplyOptions::default() };
+        apply_layer(layer, &self.path, &opts)
+    }
+
+    /// Commits the applied layer as the snapshot of `diff_id` on top of `parent_chain`, with the
+    /// protocol of [`Snapshots::prepare_lowers`] (the chain's lock, this boot recorded durably,
+    /// `rename` without replacing). The caller must have applied exactly the tar whose digest is
+    /// `diff_id`, over the snapshots of `parent_chain`'s chain. If the snapshot exists already
+    /// (another build made it), this one is dropped and that one kept. Returns the chain ID.
+    pub fn commit(mut self, parent_chain: Option<&Digest>, diff_id: &Digest) -> Result<Digest> {
+        let snapshots = self.snapshots;
+        let chain = chain_id(parent_chain, diff_id);
+        let mut pause = std::time::Duration::from_millis(1);
+        let _chain_lock = loop {
+            if snapshots.exists(&chain) {
+                return Ok(chain);
+            }
+            match snapshots.lock(chain.hex(), LockKind::TryExclusive)? {
+                Some(lock) => break lock,
+                None => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                }
+            }
+        };
+        if snapshots.exists(&chain) {
+            return Ok(chain);
+        }
+        let data = sys::open_root(&self.path).map_err(io_err("opening", &self.path))?;
+        snapshots.make_durable_for_this_boot(chain.hex(), data.as_fd(), &self.path)?;
+        drop(data);
+        let dir = snapshots.open_dir()?;
+        let name = format!("{}{INCOMPLETE_SUFFIX}", self.token);
+        renameat2(&dir, name.as_str(), &dir, chain.hex(), RenameFlags::RENAME_NOREPLACE)
+            .map_err(errno_err("renaming", &self.path))?;
+        let sync =
+            nix::fcntl::open(&snapshots.dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(errno_err("opening", &snapshots.dir))?;
+        nix::unistd::fsync(&sync).map_err(errno_err("syncing", &snapshots.dir))?;
+        self.path = snapshots.path(&chain);
+        self.release_token();
+        Ok(chain)
+    }
+
+    /// Unlinks the token's lock file (while still held) and releases it.
+    fn release_token(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            let _ = fs::remove_file(self.snapshots.dir.join(format!("{}{LOCK_SUFFIX}", self.token)));
+            drop(lock);
+        }
+    }
+}
+
+impl Drop for PendingSnapshot<'_> {
+    fn drop(&mut self) {
+        if self.lock.is_some() {
+            self.snapshots.discard_incomplete(&self.token);
+            self.release_token();
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum LockKind {
     Exclusive,
@@ -766,6 +877,77 @@ mod tests {
         assert_eq!(chains[0], a);
         assert_eq!(chains[1], Digest::of(format!("sha256:{} sha256:{}", a.hex(), b.hex()).as_bytes()));
         assert!(chain_ids(&[]).is_empty());
+    }
+
+    fn one_file_layer(name: &str, body: &[u8]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1000);
+        header.set_size(body.len() as u64);
+        builder.append_data(&mut header, name, body).unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_pending_snapshot_is_committed_under_its_chain_id_only() {
+        let root = tempfile::tempdir().unwrap();
+        let snaps = Snapshots::open(root.path()).unwrap();
+        let layer = one_file_layer("f", b"data");
+        let diff_id = Digest::of(&layer);
+        let parent = Digest::of(b"parent");
+        let pending = snaps.begin_pending().unwrap();
+        pending.apply(&layer[..], &[]).unwrap();
+        assert!(!snaps.exists(&chain_id(Some(&parent), &diff_id)));
+        let chain = pending.commit(Some(&parent), &diff_id).unwrap();
+        assert_eq!(chain, chain_id(Some(&parent), &diff_id));
+        assert_eq!(fs::read(snaps.path(&chain).join("f")).unwrap(), b"data");
+        // Nothing of the token is left: only the snapshot, its lock and (with a boot ID) its marker.
+        let left: Vec<String> = names(snaps.dir()).into_iter().filter(|n| !n.starts_with(chain.hex())).collect();
+        assert!(left.is_empty(), "{left:?}");
+
+        // A second one of the same layer (another build made it first) is dropped.
+        let again = snaps.begin_pending().unwrap();
+        again.apply(&one_file_layer("f", b"other")[..], &[]).unwrap();
+        assert_eq!(again.commit(Some(&parent), &diff_id).unwrap(), chain);
+        assert_eq!(fs::read(snaps.path(&chain).join("f")).unwrap(), b"data");
+        let left: Vec<String> = names(snaps.dir()).into_iter().filter(|n| !n.starts_with(chain.hex())).collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_pending_snapshot_never_shows_under_a_live_name() {
+        let root = tempfile::tempdir().unwrap();
+        let snaps = Snapshots::open(root.path()).unwrap();
+        // Dropped (the COPY failed): removed.
+        let pending = snaps.begin_pending().unwrap();
+        pending.apply(&one_file_layer("f", b"data")[..], &[]).unwrap();
+        drop(pending);
+        assert!(names(snaps.dir()).is_empty(), "{:?}", names(snaps.dir()));
+
+        // The process died while applying: its lock is gone with it, the incomplete directory
+        // stays until the next open removes it; no snapshot appears under any chain ID.
+        let mut crashed = snaps.begin_pending().unwrap();
+        crashed.apply(&one_file_layer("f", b"data")[..], &[]).unwrap();
+        drop(crashed.lock.take());
+        let token = crashed.token.clone();
+        std::mem::forget(crashed);
+        assert!(names(snaps.dir()).contains(&format!("{token}{INCOMPLETE_SUFFIX}")));
+        let reopened = Snapshots::open(root.path()).unwrap();
+        let left = names(reopened.dir());
+        assert!(left.iter().all(|n| n.ends_with(LOCK_SUFFIX)), "{left:?}");
+        // The orphaned lock goes with the next sweep.
+        reopened.remove_unused(&BTreeSet::new()).unwrap();
+        assert!(names(reopened.dir()).is_empty());
     }
 
     #[test]
