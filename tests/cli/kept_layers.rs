@@ -205,3 +205,33 @@ fn a_build_or_save_killed_at_any_rename_or_fsync_leaves_a_sound_store() {
         }
     }
 }
+
+#[test]
+fn a_pushed_kept_layer_is_compressed_from_its_snapshot_and_pulls_back_as_the_same_image() {
+    if !is_root() || !crate::registry::registry_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let port = crate::registry::free_port(ip);
+    let mut registry = crate::registry::serve_registry(dir.path(), ip, port, "", "");
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let id = build(&k, "kept:1");
+    let layers = kept(&k);
+    let reference = format!("127.0.0.1:{port}/kept/app:1");
+    k.ok(&["tag", "kept:1", &reference]);
+    k.ok(&["push", &reference]);
+    for hex in &layers {
+        assert!(!blob(&k, hex).exists(), "push keeps the compressed variant only, not a second copy of {hex}");
+    }
+    assert_eq!(kept(&k), layers, "still kept as snapshots");
+    k.assert_fsck_clean();
+    let other = Kiln::new();
+    other.ok(&["pull", &reference]);
+    assert_eq!(other.image_id(&reference), id);
+    let cat = other.ok(&["run", "--rm", "--network", "none", &reference, "cat", "/a/n", "/tool"]);
+    assert_eq!(cat, "new\ntool\n");
+    let _ = registry.kill();
+    let _ = registry.wait();
+}

@@ -234,7 +234,9 @@ fn compressed_layer_made(
             }
         }
     }
-    let blob = store.open_blob(diff_id)?;
+    // A layer kept as its snapshot is compressed from a private copy (checked against the diffID
+    // below, as a blob is): the compressed variant is the blob a push keeps, not a second one.
+    let blob = store.open_layer(diff_id)?;
     let mut input = HashingReader::new(blob.file);
     let mut writer = store.blob_writer()?;
     let compressed = match compression {
