@@ -24,9 +24,20 @@ pub struct BlobReader {
 
 impl Store {
     /// Opens a blob for reading, refusing symlinks and anything that is not a regular file.
-    /// A layer kept without a blob (see `deferred.rs`) gets its blob made, and checked, first.
+    /// A layer kept without a blob (see `deferred.rs`) gets its blob made, and checked, when it is
+    /// found missing.
     pub fn open_blob(&self, digest: &Digest) -> Result<BlobReader> {
-        self.ensure_blob(digest)?;
+        match self.open_stored_blob(digest) {
+            Err(Error::BlobMissing { .. }) if self.deferred_layer(digest).is_some() => {
+                self.ensure_blob(digest)?;
+                self.open_stored_blob(digest)
+            }
+            opened => opened,
+        }
+    }
+
+    /// [`Self::open_blob`] of what `blobs/` holds now, making nothing.
+    pub(crate) fn open_stored_blob(&self, digest: &Digest) -> Result<BlobReader> {
         let path = self.blob_path(digest);
         let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&path).map_err(
             |e| match e.kind() {

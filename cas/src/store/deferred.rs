@@ -252,8 +252,9 @@ impl Store {
     /// blobs just for that. The copy is not checked against the diffID: it is read as the snapshot
     /// it comes from is, by the RUN steps on top of it.
     pub fn open_layer(&self, diff_id: &Digest) -> Result<BlobReader> {
-        if self.has_blob(diff_id) {
-            return self.open_blob(diff_id);
+        match self.open_stored_blob(diff_id) {
+            Err(Error::BlobMissing { .. }) => {}
+            opened => return opened,
         }
         let (Some(record), Some(maker)) = (self.deferred_layer(diff_id), self.layer_maker.get()) else {
             return self.open_blob(diff_id);
