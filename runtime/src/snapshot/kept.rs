@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use kiln_cas::store::{LayerIndex, LayerMaker};
 use kiln_cas::{Digest, Store};
@@ -24,34 +24,41 @@ fn chain_of(recipe: &str) -> Option<Digest> {
     Digest::from_hex(recipe.strip_prefix(RECIPE_PREFIX)?).ok()
 }
 
-struct SnapshotLayers;
+/// The maker installed on one store handle. Its snapshots are opened once, on first use: that
+/// open removes what a crash left and checks kept snapshots after a restart (which a command that
+/// has not opened them yet, such as `save`, still needs), and later layers of the same command
+/// skip both.
+#[derive(Default)]
+struct SnapshotLayers {
+    snapshots: OnceLock<Result<Snapshots, String>>,
+}
+
+impl SnapshotLayers {
+    fn snapshots(&self, store: &Store) -> Result<&Snapshots, String> {
+        let opened = self.snapshots.get_or_init(|| Snapshots::open(store.root()).map_err(|e| e.to_string()));
+        opened.as_ref().map_err(Clone::clone)
+    }
+}
 
 impl LayerMaker for SnapshotLayers {
     fn write_layer(&self, store: &Store, recipe: &str, out: &mut dyn Write) -> Result<(), String> {
         let chain = chain_of(recipe).ok_or_else(|| format!("unknown layer recipe \"{recipe}\""))?;
-        let snapshots = Snapshots::open(store.root()).map_err(|e| e.to_string())?;
-        snapshots.write_kept_layer(&chain, out).map_err(|e| e.to_string())
+        self.snapshots(store)?.write_kept_layer(&chain, out).map_err(|e| e.to_string())
     }
 
     fn layer_index(&self, store: &Store, recipe: &str) -> Result<LayerIndex, String> {
         let chain = chain_of(recipe).ok_or_else(|| format!("unknown layer recipe \"{recipe}\""))?;
-        let snapshots = Snapshots::open(store.root()).map_err(|e| e.to_string())?;
-        snapshots.kept_layer_index(&chain).map_err(|e| e.to_string())
+        self.snapshots(store)?.kept_layer_index(&chain).map_err(|e| e.to_string())
     }
 
     fn available(&self, store: &Store, recipe: &str) -> bool {
-        let Some(chain) = chain_of(recipe) else { return false };
-        let dir = store.root().join("snapshots");
-        let is = |name: String, dir_wanted: bool| {
-            std::fs::symlink_metadata(dir.join(name)).is_ok_and(|m| if dir_wanted { m.is_dir() } else { m.is_file() })
-        };
-        is(chain.hex().to_string(), true) && is(format!("{}.layer", chain.hex()), false)
+        chain_of(recipe).is_some_and(|chain| Snapshots::attach(store.root()).kept_layer(&chain).is_some())
     }
 }
 
 /// Lets `store` make the blobs of layers kept as snapshots, and lets builds keep them so.
 pub fn install(store: &Store) {
-    store.set_layer_maker(Arc::new(SnapshotLayers));
+    store.set_layer_maker(Arc::new(SnapshotLayers::default()));
 }
 
 /// Chain IDs (hex) of the snapshots that are the only copy of a layer the store still records:

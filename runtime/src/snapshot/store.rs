@@ -166,12 +166,19 @@ impl Snapshots {
     /// incomplete by a crash (THREATS ST-03); one whose lock another process holds is being
     /// unpacked right now and is left alone.
     pub fn open(store_root: impl AsRef<Path>) -> Result<Snapshots> {
-        let dir = store_root.as_ref().join("snapshots");
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err("creating", &dir))?;
-        let snapshots = Snapshots { dir, userxattr: crate::isolation::userxattr(), unpacked: AtomicU64::new(0) };
+        let snapshots = Snapshots::attach(store_root);
+        let dir = &snapshots.dir;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err("creating", dir))?;
         snapshots.remove_incomplete()?;
         snapshots.remove_unflushed_from_earlier_boots()?;
         Ok(snapshots)
+    }
+
+    /// The snapshots of the store at `store_root`, without [`Self::open`]'s clean-up of what a
+    /// crash left and without creating the directory: for a quick look (is a snapshot there?).
+    pub fn attach(store_root: impl AsRef<Path>) -> Snapshots {
+        let dir = store_root.as_ref().join("snapshots");
+        Snapshots { dir, userxattr: crate::isolation::userxattr(), unpacked: AtomicU64::new(0) }
     }
 
     /// Drops snapshots committed without a flush in a boot that has since ended (see
@@ -234,22 +241,28 @@ impl Snapshots {
     }
 
     /// Writes the tar of the layer that the snapshot `chain` is the only copy of (see
-    /// [`Self::adopt_layer`]) to `out`, holding a lease on it meanwhile. The caller checks the
-    /// bytes against the diffID (the store does, as for every blob it takes in).
+    /// [`Self::adopt_layer`]) to `out`. The caller checks the bytes against the diffID (the store
+    /// does, as for every blob it takes in).
     pub fn write_kept_layer(&self, chain: &Digest, out: &mut dyn io::Write) -> Result<()> {
-        let _lease = self.lease(std::slice::from_ref(chain))?;
-        let kept = self.kept_layer(chain).ok_or_else(|| SnapshotsError::Missing(chain.clone()))?;
-        diff_upper(&self.path(chain), out, &kept.diff_options())
-            .map_err(|source| SnapshotsError::Kept { chain_id: chain.clone(), source: Box::new(source) })?;
-        Ok(())
+        self.with_kept_layer(chain, |dir, opts| diff_upper(dir, out, opts).map(drop))
     }
 
     /// The headers of the tar of the layer that the snapshot `chain` is the only copy of, file
     /// contents left out ([`super::layer_index`]).
     pub fn kept_layer_index(&self, chain: &Digest) -> Result<kiln_cas::store::LayerIndex> {
+        self.with_kept_layer(chain, super::layer_index)
+    }
+
+    /// Runs `walk` over the kept snapshot `chain` with its recorded diff options, holding a lease
+    /// on it meanwhile.
+    fn with_kept_layer<T>(
+        &self,
+        chain: &Digest,
+        walk: impl FnOnce(&Path, &DiffOptions) -> std::result::Result<T, DiffError>,
+    ) -> Result<T> {
         let _lease = self.lease(std::slice::from_ref(chain))?;
         let kept = self.kept_layer(chain).ok_or_else(|| SnapshotsError::Missing(chain.clone()))?;
-        super::layer_index(&self.path(chain), &kept.diff_options())
+        walk(&self.path(chain), &kept.diff_options())
             .map_err(|source| SnapshotsError::Kept { chain_id: chain.clone(), source: Box::new(source) })
     }
 
