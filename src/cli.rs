@@ -809,6 +809,9 @@ pub struct LoadArgs {
     /// Suppress the load output
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Check the whole archive against this sha256sum file (`save --checksum` writes ARCHIVE.sha256)
+    #[arg(long, value_name = "FILE")]
+    pub checksum: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -816,7 +819,20 @@ pub struct SaveArgs {
     /// Write to a file instead of stdout
     #[arg(short = 'o', long = "output")]
     pub output: Option<PathBuf>,
-    #[arg(required = true)]
+    /// Leave out layers the far side holds: an image both sides have, an earlier bundle, an
+    /// inventory (`save --inventory`) or a list of digests (`images --digests --no-trunc`); repeatable
+    #[arg(long, value_name = "BASE")]
+    pub since: Vec<String>,
+    /// Write what this store holds (image IDs and layer digests) for the other side's --since
+    #[arg(long, conflicts_with_all = ["since", "checksum", "compress"])]
+    pub inventory: bool,
+    /// Add SHA256SUMS (every member's sha256) and, with -o, FILE.sha256 (the whole file's)
+    #[arg(long)]
+    pub checksum: bool,
+    /// Compress the whole archive (reproducible bytes; docker load reads gzip)
+    #[arg(long, value_name = "gzip|zstd", value_parser = ["gzip", "zstd"])]
+    pub compress: Option<String>,
+    #[arg(required_unless_present = "inventory")]
     pub images: Vec<String>,
 }
 

@@ -1,26 +1,33 @@
-//! `kiln load [-i FILE] [-q]`: images from a docker-archive or OCI archive, stdin by default.
+//! `kiln load [-i FILE] [-q] [--checksum FILE.sha256]`: images from a docker-archive or OCI
+//! archive (plain, gzip or zstd), stdin by default, or a kiln delta bundle completed from the store.
 //! Prints what docker prints: `Loaded image: <tag>` per tag, `Loaded image ID: <id>` for an image
 //! without tags, and a note when a tag moved off another image.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use kiln_cas::archive::load::load_archive;
+use kiln_cas::archive::bundle::parse_sums;
+use kiln_cas::archive::load::{load_archive_with, LoadOptions};
 use kiln_cas::Store;
 
 use crate::cli::LoadArgs;
 
-/// Big reads: layers are streamed through, never held.
-const INPUT_BUFFER: usize = 1 << 20;
-
 pub fn run(store: &Store, args: LoadArgs) -> Result<ExitCode> {
+    let shown = args.input.as_ref().map_or("load".to_string(), |p| format!("load {}", p.display()));
     let input: Box<dyn Read> = match &args.input {
         Some(path) => Box::new(File::open(path).with_context(|| format!("load: opening {}", path.display()))?),
         None => Box::new(io::stdin().lock()),
     };
-    let loaded = load_archive(store, BufReader::with_capacity(INPUT_BUFFER, input)).context("load")?;
+    let options = LoadOptions {
+        expect_sha256: match &args.checksum {
+            Some(sums) => Some((expected_sha256(sums, args.input.as_deref())?, sums.display().to_string())),
+            None => None,
+        },
+    };
+    let loaded = load_archive_with(store, input, &options).context(shown)?;
     if !args.quiet {
         for image in &loaded {
             for tag in &image.tags {
@@ -38,4 +45,27 @@ pub fn run(store: &Store, args: LoadArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The sha256 a checksum file gives for the input: the line naming the input's file name, or the
+/// only line.
+fn expected_sha256(sums: &Path, input: Option<&Path>) -> Result<kiln_cas::Digest> {
+    let context = || format!("load --checksum {}", sums.display());
+    let bytes = std::fs::read(sums).with_context(context)?;
+    if bytes.len() > 1 << 20 {
+        anyhow::bail!("{}: over 1 MiB, so not a checksum file", context());
+    }
+    let lines = parse_sums(&bytes, &sums.display().to_string()).with_context(context)?;
+    let name = input.and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned());
+    if let Some(digest) = name.as_ref().and_then(|name| lines.get(name)) {
+        return Ok(digest.clone());
+    }
+    match lines.values().collect::<Vec<_>>().as_slice() {
+        [only] => Ok((*only).clone()),
+        _ => anyhow::bail!(
+            "{}: has no line for {}",
+            context(),
+            name.unwrap_or_else(|| "stdin (which needs a file with one line)".into())
+        ),
+    }
 }

@@ -1,20 +1,43 @@
-//! `kiln save [-o FILE] IMAGE...`: the hybrid docker-archive, to a file or to stdout.
+//! `kiln save [-o FILE] IMAGE...`: the hybrid docker-archive, to a file or to stdout; with
+//! `--since`, a delta bundle that leaves out the layers the far side holds; with `--inventory`,
+//! the list of what this store holds, for the other side's `--since`.
 
 use std::fs::File;
-use std::io::{self, IsTerminal};
+use std::io::{self, IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use kiln_cas::archive::save::{save_to_file, save_to_path};
+use kiln_cas::archive::bundle::{inventory, FarSide};
+use kiln_cas::archive::save::{
+    save_to_file_with, save_to_path_with, write_output_file, ArchiveCompression, SaveOptions, SavePlan,
+};
 use kiln_cas::Store;
 
 use crate::cli::SaveArgs;
 
 pub fn run(store: &Store, args: SaveArgs) -> Result<ExitCode> {
-    match &args.output {
+    if args.inventory {
+        let bytes = inventory(store, &args.images).context("save --inventory")?;
+        match &args.output {
+            Some(path) => write_output_file(path, &bytes)
+                .with_context(|| format!("save --inventory: writing {}", path.display()))?,
+            None => io::stdout().write_all(&bytes).context("save --inventory: writing to stdout")?,
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let options = SaveOptions {
+        far_side: far_side(store, &args.since)?,
+        checksum: args.checksum,
+        compress: match args.compress.as_deref() {
+            Some("gzip") => Some(ArchiveCompression::Gzip),
+            Some("zstd") => Some(ArchiveCompression::Zstd),
+            _ => None,
+        },
+    };
+    let (plan, shown) = match &args.output {
         Some(path) => {
-            save_to_path(store, &args.images, path).context("save")?;
+            (save_to_path_with(store, &args.images, path, &options).context("save")?, path.display().to_string())
         }
         None => {
             let stdout = io::stdout();
@@ -25,8 +48,41 @@ pub fn run(store: &Store, args: SaveArgs) -> Result<ExitCode> {
             // so tar headers and kernel-copied layer data (splice into a pipe) stay in order.
             let fd = stdout.as_fd().try_clone_to_owned().context("save: duplicating stdout")?;
             let mut out = File::from(fd);
-            save_to_file(store, &args.images, &mut out, "stdout").context("save")?;
+            (save_to_file_with(store, &args.images, &mut out, "stdout", &options).context("save")?, "stdout".into())
         }
-    }
+    };
+    report_delta(&plan, &shown, !args.since.is_empty());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The union of what every `--since` says the far side holds.
+fn far_side(store: &Store, since: &[String]) -> Result<Option<FarSide>> {
+    if since.is_empty() {
+        return Ok(None);
+    }
+    let index = store.index().context("save")?;
+    let mut far = FarSide::default();
+    for base in since {
+        far.add(store, &index, base).context("save")?;
+    }
+    Ok(Some(far))
+}
+
+/// One line on stderr saying what a `--since` save carries, so a user sees what crosses the gap.
+fn report_delta(plan: &SavePlan, shown: &str, asked: bool) {
+    if !asked {
+        return;
+    }
+    match &plan.delta {
+        Some(delta) => eprintln!(
+            "{shown}: delta bundle carries {} layer(s), {}; leaves out {} layer(s), {}, which the far store must hold",
+            delta.carried_layers,
+            crate::output::human_size(delta.carried_bytes),
+            delta.expected_layers,
+            crate::output::human_size(delta.expected_bytes),
+        ),
+        None => eprintln!(
+            "{shown}: the far side holds none of these layers, so this is a full bundle (docker load reads it)"
+        ),
+    }
 }

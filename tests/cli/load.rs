@@ -332,7 +332,7 @@ fn refused(archive: &[u8], expected: &[&str]) -> String {
     assert_eq!(out.status.code(), Some(125), "expected a refusal, got {}: {stderr}", out.status);
     assert!(out.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(stderr.lines().count(), 1, "one line of error expected:\n{stderr}");
-    assert!(stderr.starts_with("Error: load: "), "{stderr}");
+    assert!(stderr.starts_with(&format!("Error: load {path}: ")), "{stderr}");
     assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
     for needle in expected {
         assert!(stderr.contains(needle), "stderr lacks {needle:?}: {stderr}");

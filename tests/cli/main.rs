@@ -7,6 +7,7 @@ mod hostile;
 mod build;
 mod build_config;
 mod build_scale;
+mod bundles;
 mod cache;
 mod cli_surface;
 mod container_fs;

@@ -16,12 +16,17 @@ mod members;
 mod oci;
 mod outer_tar;
 
-use std::collections::HashSet;
-use std::io::Read;
+pub(crate) use outer_tar::looks_like_tar;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{self, Read};
 
 use serde::de::DeserializeOwned;
+use sha2::{Digest as _, Sha256};
 
 use self::members::{member_context, Members};
+use crate::archive::bundle::{parse_sums, DeltaIndex, ExpectedLayer, DELTA_MEMBER, NOT_CARRIED_DIR, SUMS_MEMBER};
+use crate::archive::compression;
 use crate::image::parse_config;
 use crate::store::Store;
 use crate::{Digest, Error, Reference, Result};
@@ -46,16 +51,53 @@ pub struct LoadedTag {
     pub replaced: Option<Digest>,
 }
 
+/// What `load` checks beyond the archive itself.
+#[derive(Default)]
+pub struct LoadOptions {
+    /// The sha256 the whole input must have (`load --checksum`), and the file that says so.
+    pub expect_sha256: Option<(Digest, String)>,
+}
+
 /// Reads a whole archive from `input` and adds its images to `store`. On error nothing has
 /// changed in the store.
 pub fn load_archive<R: Read>(store: &Store, input: R) -> Result<Vec<LoadedImage>> {
-    let members = Members::read_archive(store, input)?;
+    load_archive_with(store, input, &LoadOptions::default())
+}
+
+/// `load_archive` for an archive that may be gzip- or zstd-compressed as a whole (as `docker
+/// load` accepts), checked against a whole-file sha256 and against its own `SHA256SUMS` member
+/// before anything is committed, and that may be a delta bundle completed from the store.
+pub fn load_archive_with<R: Read>(store: &Store, input: R, options: &LoadOptions) -> Result<Vec<LoadedImage>> {
+    let mut raw = HashingReader { inner: input, hasher: options.expect_sha256.as_ref().map(|_| Sha256::new()) };
+    let members = {
+        let (_, reader) = compression::decompress(&mut raw).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => {
+                Error::invalid("archive", format!("{e}; kiln load reads plain, gzip or zstd archives"))
+            }
+            _ => Error::io("reading", "archive", e),
+        })?;
+        Members::read_archive(store, reader)?
+    };
+    if let Some((expected, source)) = &options.expect_sha256 {
+        io::copy(&mut raw, &mut io::sink()).map_err(|e| Error::io("reading", "archive", e))?;
+        let actual = Digest::from_hasher(raw.hasher.take().expect("hashing was asked for"));
+        if actual != *expected {
+            return Err(Error::invalid(
+                "archive",
+                format!("has sha256 {actual}, but {source} lists {expected}: the file was altered or truncated"),
+            ));
+        }
+    }
     if members.is_empty() {
         return Err(Error::invalid("archive", "is empty: no image archive was read"));
     }
+    check_sums(&members)?;
     check_blob_names(&members)?;
+    let delta = read_delta(&members)?;
     let plans = if members.contains("manifest.json") {
-        docker::plan_images(&members)?
+        docker::plan_images(&members, delta.as_ref())?
+    } else if delta.is_some() {
+        return Err(Error::invalid(DELTA_MEMBER, "marks a delta bundle, but the archive has no manifest.json"));
     } else if members.contains("index.json") {
         oci::plan_images(&members)?
     } else {
@@ -67,7 +109,185 @@ pub fn load_archive<R: Read>(store: &Store, input: R) -> Result<Vec<LoadedImage>
     if plans.is_empty() {
         return Err(Error::invalid("archive", "holds no image"));
     }
+    if let Some(delta) = &delta {
+        check_expected_layers(store, delta, &plans)?;
+    }
     commit(store, members, plans)
+}
+
+/// Passes reads through, hashing them when a whole-file sha256 is to be checked.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Option<Sha256>,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// A bundle with `SHA256SUMS` (`save --checksum`) must hold exactly the members it lists, each
+/// with the listed sha256, so a flipped byte or a member from another bundle is named.
+fn check_sums(members: &Members<'_>) -> Result<()> {
+    if !members.contains(SUMS_MEMBER) {
+        return Ok(());
+    }
+    let bytes = members.read_json(SUMS_MEMBER).map_err(|why| Error::invalid(member_context(SUMS_MEMBER), why))?;
+    let mut sums = parse_sums(&bytes, &member_context(SUMS_MEMBER))?;
+    for (name, member) in members.all() {
+        if name == SUMS_MEMBER {
+            continue;
+        }
+        let context = member_context(name);
+        let member = member.map_err(|kind| {
+            Error::invalid(&context, format!("is a {kind}, which a bundle with {SUMS_MEMBER} never holds"))
+        })?;
+        let listed = sums.remove(name).ok_or_else(|| {
+            Error::invalid(&context, format!("is not listed in {SUMS_MEMBER}: the bundle was altered or spliced"))
+        })?;
+        match &member.raw_digest {
+            Some(actual) if *actual == listed => {}
+            Some(actual) => {
+                return Err(Error::invalid(
+                    &context,
+                    format!(
+                        "does not match {SUMS_MEMBER} (computed {actual}, listed {listed}): the bundle was altered"
+                    ),
+                ))
+            }
+            None => {
+                return Err(Error::invalid(
+                    &context,
+                    format!("cannot be checked against {SUMS_MEMBER}: it is unreadable"),
+                ))
+            }
+        }
+    }
+    if let Some(missing) = sums.keys().next() {
+        return Err(Error::invalid(
+            member_context(missing),
+            format!("is listed in {SUMS_MEMBER} but missing from the archive: the bundle is truncated or spliced"),
+        ));
+    }
+    Ok(())
+}
+
+/// A delta bundle's index, after checking that the bundle carries exactly the blobs it lists (a
+/// bundle spliced from two releases does not).
+fn read_delta(members: &Members<'_>) -> Result<Option<DeltaIndex>> {
+    if !members.contains(DELTA_MEMBER) {
+        return Ok(None);
+    }
+    let bytes = members.read_json(DELTA_MEMBER).map_err(|why| Error::invalid(member_context(DELTA_MEMBER), why))?;
+    check_json_value_count(&bytes).map_err(|why| Error::invalid(DELTA_MEMBER, why))?;
+    let delta = DeltaIndex::parse(&bytes)?;
+    let mut carried: BTreeMap<String, u64> = BTreeMap::new();
+    for blob in &delta.carries {
+        carried.insert(format!("blobs/sha256/{}", blob.digest.hex()), blob.size);
+    }
+    for (name, member) in members.blobs() {
+        match carried.remove(name) {
+            Some(size) if size == member.raw_size => {}
+            Some(size) => {
+                return Err(Error::invalid(
+                    member_context(name),
+                    format!("is {} bytes, but {DELTA_MEMBER} says {size}: the bundle was altered", member.raw_size),
+                ))
+            }
+            None => {
+                return Err(Error::invalid(
+                    member_context(name),
+                    format!("is not listed in {DELTA_MEMBER}: the bundle was spliced from another one"),
+                ))
+            }
+        }
+    }
+    if let Some(missing) = carried.keys().next() {
+        return Err(Error::invalid(
+            member_context(missing),
+            format!("is listed in {DELTA_MEMBER} but missing from the bundle: it is truncated or spliced"),
+        ));
+    }
+    for layer in &delta.expects {
+        let name = format!("blobs/sha256/{}", layer.digest.hex());
+        if members.contains(&name) {
+            return Err(Error::invalid(
+                member_context(&name),
+                format!("is carried, but {DELTA_MEMBER} expects the far store to hold it: the bundle was spliced"),
+            ));
+        }
+    }
+    Ok(Some(delta))
+}
+
+/// The layer a delta leaves to the store, when `layer` is a manifest.json path under
+/// [`NOT_CARRIED_DIR`]; None for a path of any other member.
+fn expected_layer<'d>(
+    members: &Members<'_>,
+    delta: Option<&'d DeltaIndex>,
+    layer: &MemberRef,
+) -> Result<Option<&'d ExpectedLayer>> {
+    let Some(hex) = layer.name.strip_prefix(NOT_CARRIED_DIR).and_then(|rest| rest.strip_prefix('/')) else {
+        return Ok(None);
+    };
+    let Some(delta) = delta else {
+        return Err(Error::invalid(
+            &layer.context,
+            format!("names a layer a kiln delta bundle leaves out, but the archive has no {DELTA_MEMBER}"),
+        ));
+    };
+    if members.contains(&layer.name) {
+        return Err(Error::invalid(&layer.context, "names a layer left out of the bundle, yet the bundle holds it"));
+    }
+    let digest = Digest::from_hex(hex).map_err(|e| Error::invalid(&layer.context, e.to_string()))?;
+    match delta.expects.iter().find(|expected| expected.digest == digest) {
+        Some(expected) => Ok(Some(expected)),
+        None => Err(Error::invalid(&layer.context, format!("names a layer {DELTA_MEMBER} does not list as expected"))),
+    }
+}
+
+/// Every layer a delta leaves out must be in the store and still have its digest; the first one
+/// that is not is named with an image that needs it.
+fn check_expected_layers(store: &Store, delta: &DeltaIndex, plans: &[ImagePlan]) -> Result<()> {
+    let mut checked = HashSet::new();
+    for plan in plans {
+        for (member, digest) in &plan.layers {
+            if member.is_some() || !checked.insert(digest.clone()) {
+                continue;
+            }
+            let needed_by = match plan.tags.first() {
+                Some(tag) => tag.familiar(),
+                None => plan.id.to_string(),
+            };
+            let context = "delta bundle";
+            let blob = match store.open_layer(digest) {
+                Ok(blob) => blob,
+                Err(Error::BlobMissing { .. }) => {
+                    let size = delta.expects.iter().find(|l| l.digest == *digest).map_or(0, |l| l.size);
+                    return Err(Error::invalid(
+                        context,
+                        format!(
+                            "layer {digest} ({size} bytes), needed by image {needed_by}, is not in this store: \
+                             the bundle was made with `kiln save --since` and expects it here (load its base first)"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
+            crate::archive::save::verify_layer(&blob).map_err(|e| {
+                Error::invalid(
+                    context,
+                    format!("layer {digest}, needed by image {needed_by}, is damaged in this store ({e}); run `kiln system fsck`"),
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// What phase 2 decided about one image: which members become which blobs, and its tags.
@@ -75,8 +295,9 @@ pub fn load_archive<R: Read>(store: &Store, input: R) -> Result<Vec<LoadedImage>
 struct ImagePlan {
     id: Digest,
     config_member: String,
-    /// (member, diffID), bottom layer first.
-    layers: Vec<(String, Digest)>,
+    /// (member, diffID), bottom layer first; no member for a layer a delta bundle leaves to the
+    /// store.
+    layers: Vec<(Option<String>, Digest)>,
     tags: Vec<Reference>,
 }
 
@@ -95,6 +316,7 @@ fn plan_image(
     config: &MemberRef,
     layers: &[MemberRef],
     tags: Vec<Reference>,
+    delta: Option<&DeltaIndex>,
 ) -> Result<ImagePlan> {
     check_descriptor(members, config)?;
     let config_bytes = members.read_json(&config.name).map_err(|why| Error::invalid(&config.context, why))?;
@@ -111,6 +333,16 @@ fn plan_image(
     }
     let mut planned_layers = Vec::with_capacity(layers.len());
     for (i, (layer, expected)) in layers.iter().zip(diff_ids).enumerate() {
+        if let Some(left_out) = expected_layer(members, delta, layer)? {
+            if left_out.digest != expected {
+                return Err(Error::invalid(
+                    &layer.context,
+                    format!("layer {}: diffID mismatch (config {expected}, left out as {})", i + 1, left_out.digest),
+                ));
+            }
+            planned_layers.push((None, expected));
+            continue;
+        }
         check_descriptor(members, layer)?;
         let actual = members.layer_diff_id(&layer.name).map_err(|why| Error::invalid(&layer.context, why))?;
         if actual != expected {
@@ -119,7 +351,7 @@ fn plan_image(
                 format!("layer {}: diffID mismatch (config {expected}, content {actual})", i + 1),
             ));
         }
-        planned_layers.push((layer.name.clone(), actual));
+        planned_layers.push((Some(layer.name.clone()), actual));
     }
     let mut unique_tags: Vec<Reference> = Vec::with_capacity(tags.len());
     for tag in tags {
@@ -257,7 +489,8 @@ fn commit<'s>(store: &'s Store, mut members: Members<'s>, plans: Vec<ImagePlan>)
     let mut to_commit = Vec::new();
     let mut seen = HashSet::new();
     for plan in &plans {
-        let needed = std::iter::once((&plan.config_member, &plan.id)).chain(plan.layers.iter().map(|(m, d)| (m, d)));
+        let carried = plan.layers.iter().filter_map(|(m, d)| Some((m.as_ref()?, d)));
+        let needed = std::iter::once((&plan.config_member, &plan.id)).chain(carried);
         for (member, digest) in needed {
             if !seen.insert(digest.clone()) || store.has_blob(digest) {
                 continue;

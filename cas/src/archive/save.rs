@@ -29,6 +29,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+use crate::archive::bundle::{
+    not_carried_member, sums_text, CarriedBlob, DeltaIndex, ExpectedLayer, FarSide, DELTA_MEMBER, DELTA_NOTE,
+    SUMS_MEMBER,
+};
 use crate::image::{uncompressed_manifest, Image};
 use crate::store::temp::{remove_stale_temps_named, OwnedTemp, SAVE_MARK};
 use crate::store::{BlobReader, ImageIndex, Store};
@@ -52,6 +56,34 @@ const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub struct SavePlan {
     members: BTreeMap<String, Member>,
     pub images: Vec<SavedImage>,
+    /// For a delta bundle, what it carries and what it leaves to the far side.
+    pub delta: Option<DeltaSummary>,
+}
+
+/// What a save writes beyond docker's archive.
+#[derive(Default)]
+pub struct SaveOptions {
+    /// Layers the far side already holds: a delta bundle leaves them out (`save --since`).
+    pub far_side: Option<FarSide>,
+    /// Add `SHA256SUMS`, the sha256 of every member (`save --checksum`).
+    pub checksum: bool,
+    /// Compress the whole archive (`save --compress`).
+    pub compress: Option<ArchiveCompression>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveCompression {
+    Gzip,
+    Zstd,
+}
+
+/// Layer counts and bytes of a delta bundle, for the line `save --since` prints.
+#[derive(Clone, Debug, Default)]
+pub struct DeltaSummary {
+    pub carried_layers: usize,
+    pub carried_bytes: u64,
+    pub expected_layers: usize,
+    pub expected_bytes: u64,
 }
 
 /// One image in the archive and the tags it is saved under.
@@ -72,6 +104,15 @@ enum Member {
 /// Resolves `names` (tags, repositories, IDs, ID prefixes) and lays out the archive. Configs are
 /// read and verified here; layers are opened but not yet hashed (see `SavePlan::verify`).
 pub fn plan_save(store: &Store, names: &[String]) -> Result<SavePlan> {
+    plan_save_with(store, names, &SaveOptions::default())
+}
+
+/// `plan_save` with a far side (a delta bundle) and checksums. A delta bundle is a docker-archive
+/// without index.json, oci-layout and repositories, whose manifest.json names each layer it leaves
+/// out by a path under [`crate::archive::bundle::NOT_CARRIED_DIR`], and whose `kiln-delta.json`
+/// lists those layers and every blob it carries. When the far side lacks every layer, the bundle is
+/// an ordinary full archive.
+pub fn plan_save_with(store: &Store, names: &[String], options: &SaveOptions) -> Result<SavePlan> {
     let index = store.index()?;
     let mut images: Vec<SavedImage> = Vec::new();
     for name in names {
@@ -97,12 +138,41 @@ pub fn plan_save(store: &Store, names: &[String]) -> Result<SavePlan> {
     let mut manifest_items = Vec::new();
     let mut index_entries = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut expected: BTreeMap<Digest, ExpectedLayer> = BTreeMap::new();
     for saved in &images {
         let image = store.image(&saved.id)?;
         let diff_ids = image.diff_ids()?;
         let mut layer_sizes = Vec::with_capacity(diff_ids.len());
+        let mut layer_members = Vec::with_capacity(diff_ids.len());
         for diff_id in &diff_ids {
+            if options.far_side.as_ref().is_some_and(|far| far.layers.contains(diff_id)) {
+                let needed_by = match saved.tags.first() {
+                    Some(tag) => tag.familiar(),
+                    None => saved.id.to_string(),
+                };
+                let size = match expected.get_mut(diff_id) {
+                    Some(layer) => {
+                        if !layer.needed_by.contains(&needed_by) {
+                            layer.needed_by.push(needed_by);
+                        }
+                        layer.size
+                    }
+                    None => {
+                        let size = store.layer_size(diff_id).ok_or_else(|| Error::BlobMissing {
+                            digest: diff_id.clone(),
+                            referenced_by: Some(format!("image {}", saved.id)),
+                        })?;
+                        let layer = ExpectedLayer { digest: diff_id.clone(), size, needed_by: vec![needed_by] };
+                        expected.insert(diff_id.clone(), layer);
+                        size
+                    }
+                };
+                layer_sizes.push(size);
+                layer_members.push(not_carried_member(diff_id));
+                continue;
+            }
             let path = blob_member(diff_id);
+            layer_members.push(path.clone());
             if let Some(Member::Layer(blob)) = members.get(&path) {
                 layer_sizes.push(blob.size);
                 continue;
@@ -135,18 +205,62 @@ pub fn plan_save(store: &Store, names: &[String]) -> Result<SavePlan> {
         manifest_items.push(ManifestItem {
             config: blob_member(&id),
             repo_tags: (!saved.tags.is_empty()).then(|| saved.tags.iter().map(Reference::familiar).collect()),
-            layers: diff_ids.iter().map(blob_member).collect(),
+            layers: layer_members,
         });
     }
 
-    let index_json = OciIndex { schema_version: 2, media_type: MEDIA_TYPE_OCI_INDEX, manifests: index_entries };
-    members.insert("index.json".to_string(), Member::Bytes(to_json(&index_json, false)?));
     members.insert("manifest.json".to_string(), Member::Bytes(to_json(&manifest_items, true)?));
-    members.insert("oci-layout".to_string(), Member::Bytes(OCI_LAYOUT.to_vec()));
-    if !repositories.is_empty() {
-        members.insert("repositories".to_string(), Member::Bytes(to_json(&repositories, true)?));
+    let delta = if expected.is_empty() {
+        let index_json = OciIndex { schema_version: 2, media_type: MEDIA_TYPE_OCI_INDEX, manifests: index_entries };
+        members.insert("index.json".to_string(), Member::Bytes(to_json(&index_json, false)?));
+        members.insert("oci-layout".to_string(), Member::Bytes(OCI_LAYOUT.to_vec()));
+        if !repositories.is_empty() {
+            members.insert("repositories".to_string(), Member::Bytes(to_json(&repositories, true)?));
+        }
+        None
+    } else {
+        // index.json is left out on purpose: a loader that reads it (containerd, docker ≥ 25 on
+        // the containerd store) would fail on a missing blob without saying why; through
+        // manifest.json it fails on a path that says what the bundle is.
+        let carries: Vec<CarriedBlob> = members
+            .iter()
+            .filter_map(|(path, member)| {
+                let digest = Digest::from_hex(path.strip_prefix("blobs/sha256/")?).ok()?;
+                let size = match member {
+                    Member::Bytes(bytes) => bytes.len() as u64,
+                    Member::Layer(blob) => blob.size,
+                    Member::Directory => return None,
+                };
+                Some(CarriedBlob { digest, size })
+            })
+            .collect();
+        let summary = DeltaSummary {
+            carried_layers: members.values().filter(|m| matches!(m, Member::Layer(_))).count(),
+            carried_bytes: members.values().map(|m| if let Member::Layer(b) = m { b.size } else { 0 }).sum(),
+            expected_layers: expected.len(),
+            expected_bytes: expected.values().map(|l| l.size).sum(),
+        };
+        let delta_index =
+            DeltaIndex { version: 1, note: DELTA_NOTE.to_string(), expects: expected.into_values().collect(), carries };
+        let mut bytes = serde_json::to_vec_pretty(&delta_index).expect("delta index serialises");
+        bytes.push(b'\n');
+        members.insert(DELTA_MEMBER.to_string(), Member::Bytes(bytes));
+        Some(summary)
+    };
+    if options.checksum {
+        let digests: Vec<(String, Digest)> = members
+            .iter()
+            .filter_map(|(path, member)| match member {
+                Member::Directory => None,
+                Member::Bytes(bytes) => Some((path.clone(), Digest::of(bytes))),
+                // Layers are named by their digest and verified before they are written.
+                Member::Layer(blob) => Some((path.clone(), blob.digest.clone())),
+            })
+            .collect();
+        let text = sums_text(digests.iter().map(|(path, digest)| (path.as_str(), digest)));
+        members.insert(SUMS_MEMBER.to_string(), Member::Bytes(text));
     }
-    Ok(SavePlan { members, images })
+    Ok(SavePlan { members, images, delta })
 }
 
 /// The images (and tags) a name stands for. A repository name alone means every tag of that
@@ -208,7 +322,7 @@ impl SavePlan {
     }
 
     /// Writes the archive after `verify` has passed. See `write_members` for how.
-    pub fn write_to(&self, out: &mut File, what: &str) -> Result<u64> {
+    pub fn write_to<W: Write>(&self, out: &mut W, what: &str) -> Result<u64> {
         self.write_members(out, what, &mut |_| Ok(()))
     }
 
@@ -217,7 +331,7 @@ impl SavePlan {
     /// copying (kernel time) overlap. Bytes of a layer are never written before that layer is
     /// verified, but earlier members are, so the output must be something a failure can discard
     /// (`save_to_path`'s temp file).
-    pub fn verify_while_writing(&self, out: &mut File, what: &str) -> Result<u64> {
+    pub fn verify_while_writing<W: Write>(&self, out: &mut W, what: &str) -> Result<u64> {
         let layers = self.layers();
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
@@ -265,9 +379,9 @@ impl SavePlan {
     /// principle change (a TOCTOU window), but blobs are read-only files in a store directory
     /// only its owner can write, never rewritten by kiln, and the size is checked again after the
     /// copy; hashing during the copy instead would pull every byte through userspace a second time.
-    fn write_members(
+    fn write_members<W: Write>(
         &self,
-        out: &mut File,
+        out: &mut W,
         what: &str,
         before_layer: &mut dyn FnMut(usize) -> Result<()>,
     ) -> Result<u64> {
@@ -307,7 +421,7 @@ impl SavePlan {
     }
 }
 
-fn verify_layer(blob: &BlobReader) -> Result<()> {
+pub(crate) fn verify_layer(blob: &BlobReader) -> Result<()> {
     let actual =
         hash_blob(&blob.file, blob.size).map_err(|e| Error::io("reading blob", format!("blob {}", blob.digest), e))?;
     if actual != blob.digest {
@@ -324,7 +438,13 @@ fn verify_layer(blob: &BlobReader) -> Result<()> {
 /// leaves nothing at all). A target that exists and is not a regular file (a FIFO, `/dev/null`)
 /// is written in place, after every blob is verified.
 pub fn save_to_path(store: &Store, names: &[String], target: &Path) -> Result<SavePlan> {
-    let plan = plan_save(store, names)?;
+    save_to_path_with(store, names, target, &SaveOptions::default())
+}
+
+/// `save_to_path` with [`SaveOptions`]. With `checksum`, a regular-file target also gets
+/// `<target>.sha256`, the sha256 of the whole file in `sha256sum` format, written after the archive.
+pub fn save_to_path_with(store: &Store, names: &[String], target: &Path, options: &SaveOptions) -> Result<SavePlan> {
+    let plan = plan_save_with(store, names, options)?;
     let what = target.display().to_string();
     if let Ok(meta) = fs::metadata(target) {
         if meta.is_dir() {
@@ -337,30 +457,112 @@ pub fn save_to_path(store: &Store, names: &[String], target: &Path) -> Result<Sa
                 .custom_flags(libc::O_CLOEXEC)
                 .open(target)
                 .map_err(|e| Error::io("opening", target, e))?;
-            plan.write_to(&mut out, &what)?;
+            write_compressed(&plan, &mut out, &what, options.compress, false)?;
             return Ok(plan);
         }
     }
     // Through a symlink, the file it points at is replaced (as `docker save -o` writes through it).
     let target = fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
     let mut temp = TempOutput::create_beside(&target)?;
-    plan.verify_while_writing(temp.temp.file(), &what)?;
+    write_compressed(&plan, temp.temp.file(), &what, options.compress, true)?;
     // Synced before the rename and the directory after: the rename replaces the user's old
     // archive, so a power loss right after it must find the new archive's bytes, not an empty file
     // under the name (docker save does not sync; losing the only copy of an air-gapped transfer
     // is worse than the seconds a sync costs).
     temp.temp.file().sync_data().map_err(|e| Error::io("syncing", &target, e))?;
+    let sidecar = match options.checksum {
+        true => {
+            let file = temp.temp.file();
+            let size = file.metadata().map_err(|e| Error::io("reading back", &target, e))?.len();
+            let digest = hash_blob(file, size).map_err(|e| Error::io("reading back", &target, e))?;
+            let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            Some(sums_text([(name.as_str(), &digest)]))
+        }
+        false => None,
+    };
     temp.persist(&target)?;
+    if let Some(sidecar) = sidecar {
+        write_output_file(&sidecar_path(&target), &sidecar)?;
+    }
     crate::store::sync_dir(target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
     Ok(plan)
+}
+
+/// Writes a small file for the user (a checksum file, an inventory) the way archives are written:
+/// a temp file beside it, synced, renamed over it.
+pub fn write_output_file(target: &Path, bytes: &[u8]) -> Result<()> {
+    let target = fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
+    let mut temp = TempOutput::create_beside(&target)?;
+    temp.temp.file().write_all(bytes).map_err(|e| Error::io("writing", &target, e))?;
+    temp.temp.file().sync_data().map_err(|e| Error::io("syncing", &target, e))?;
+    temp.persist(&target)?;
+    crate::store::sync_dir(target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+}
+
+/// `<archive>.sha256`: where `save --checksum` writes the whole file's sha256.
+pub fn sidecar_path(archive: &Path) -> PathBuf {
+    let mut name = archive.file_name().unwrap_or_default().to_os_string();
+    name.push(".sha256");
+    archive.with_file_name(name)
+}
+
+/// Writes the archive, through a compressor when asked. Compressed output is reproducible: gzip
+/// with no name and no time in its header at the default level, zstd at level 3 on one thread
+/// with a content checksum. `overlap` verifies layers while earlier members are written (only for
+/// an output a failure can discard).
+fn write_compressed(
+    plan: &SavePlan,
+    out: &mut File,
+    what: &str,
+    compress: Option<ArchiveCompression>,
+    overlap: bool,
+) -> Result<()> {
+    let write_err = |e: io::Error| Error::io("writing archive", what.to_string(), e);
+    match compress {
+        None if overlap => plan.verify_while_writing(out, what).map(drop),
+        None => plan.write_to(out, what).map(drop),
+        Some(ArchiveCompression::Gzip) => {
+            let mut encoder = flate2::GzBuilder::new()
+                .mtime(0)
+                .operating_system(255)
+                .write(&mut *out, flate2::Compression::default());
+            match overlap {
+                true => plan.verify_while_writing(&mut encoder, what)?,
+                false => plan.write_to(&mut encoder, what)?,
+            };
+            encoder.finish().map_err(write_err)?;
+            Ok(())
+        }
+        Some(ArchiveCompression::Zstd) => {
+            let mut encoder = zstd::stream::Encoder::new(&mut *out, 3).map_err(write_err)?;
+            encoder.include_checksum(true).map_err(write_err)?;
+            match overlap {
+                true => plan.verify_while_writing(&mut encoder, what)?,
+                false => plan.write_to(&mut encoder, what)?,
+            };
+            encoder.finish().map_err(write_err)?;
+            Ok(())
+        }
+    }
 }
 
 /// Saves to an already open output (stdout). Nothing is written until every blob is verified:
 /// bytes sent down a pipe cannot be taken back.
 pub fn save_to_file(store: &Store, names: &[String], out: &mut File, what: &str) -> Result<SavePlan> {
-    let plan = plan_save(store, names)?;
+    save_to_file_with(store, names, out, what, &SaveOptions::default())
+}
+
+/// `save_to_file` with [`SaveOptions`] (no sidecar: there is no file to put it beside).
+pub fn save_to_file_with(
+    store: &Store,
+    names: &[String],
+    out: &mut File,
+    what: &str,
+    options: &SaveOptions,
+) -> Result<SavePlan> {
+    let plan = plan_save_with(store, names, options)?;
     plan.verify()?;
-    plan.write_to(out, what)?;
+    write_compressed(&plan, out, what, options.compress, false)?;
     Ok(plan)
 }
 

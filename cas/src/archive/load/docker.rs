@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::members::{member_context, normalize_member_name, Members};
 use super::{parse_json, parse_tag, plan_image, ImagePlan, MemberRef, ENTRY_LIMIT};
+use crate::archive::bundle::DeltaIndex;
 use crate::{Digest, Error, Result};
 
 #[derive(Deserialize)]
@@ -20,7 +21,7 @@ struct ManifestEntry {
     layers: Vec<String>,
 }
 
-pub(super) fn plan_images(members: &Members<'_>) -> Result<Vec<ImagePlan>> {
+pub(super) fn plan_images(members: &Members<'_>, delta: Option<&DeltaIndex>) -> Result<Vec<ImagePlan>> {
     let bytes =
         members.read_json("manifest.json").map_err(|why| Error::invalid(member_context("manifest.json"), why))?;
     let entries: Vec<ManifestEntry> = parse_json(&bytes, "manifest.json", "docker-archive manifest")?;
@@ -44,7 +45,7 @@ pub(super) fn plan_images(members: &Members<'_>) -> Result<Vec<ImagePlan>> {
             .enumerate()
             .map(|(j, tag)| parse_tag(tag, &format!("manifest.json: [{i}].RepoTags[{j}]")))
             .collect::<Result<Vec<_>>>()?;
-        let plan = plan_image(members, &config, &layers, tags)?;
+        let plan = plan_image(members, &config, &layers, tags, delta)?;
         // In the hybrid layout the config is a blob: its bytes must have the digest it is named by.
         let named = config.name.strip_prefix("blobs/sha256/").and_then(|hex| Digest::from_hex(hex).ok());
         if let Some(named) = named.filter(|named| *named != plan.id) {

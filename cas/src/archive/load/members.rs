@@ -89,6 +89,9 @@ impl<'s> Members<'s> {
                 if members.entries.contains_key(&name) || syncing.as_ref().is_some_and(|(n, _)| *n == name) {
                     return Err(Error::invalid(member_context(&shown), "duplicate archive member"));
                 }
+                if members.entries.is_empty() && syncing.is_none() && name == crate::archive::bundle::SUMS_MEMBER {
+                    tar.require_canonical_framing()?;
+                }
                 if members.entries.len() >= MEMBER_LIMIT {
                     return Err(Error::invalid("archive", format!("more than {MEMBER_LIMIT} members")));
                 }
@@ -173,6 +176,25 @@ impl<'s> Members<'s> {
             }
         }
         Err(format!("loops (more than {SYMLINK_HOPS} symlinks followed)"))
+    }
+
+    /// Every member by name, sorted, with the member when it is a regular file and what it is
+    /// otherwise.
+    pub fn all(&self) -> Vec<(&str, Result<&Member<'s>, &'static str>)> {
+        let mut all: Vec<_> = self
+            .entries
+            .iter()
+            .map(|(name, entry)| {
+                let member = match entry {
+                    Entry::Regular(member) => Ok(member),
+                    Entry::Symlink(_) => Err("symlink"),
+                    Entry::Other(kind) => Err(*kind),
+                };
+                (name.as_str(), member)
+            })
+            .collect();
+        all.sort_by_key(|(name, _)| *name);
+        all
     }
 
     /// Regular members whose name is a blob path (`blobs/sha256/<hex>`), with their content digest.

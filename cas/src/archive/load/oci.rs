@@ -106,7 +106,7 @@ impl IndexWalk<'_, '_> {
             .enumerate()
             .map(|(i, layer)| blob_ref(layer, format!("{context}: layers[{i}]")))
             .collect::<Result<Vec<_>>>()?;
-        plan_image(self.members, &config, &layers, tags)
+        plan_image(self.members, &config, &layers, tags, None)
     }
 
     /// A manifest or index blob: size and digest as the descriptor declares, then the bytes.

@@ -46,6 +46,11 @@ pub(crate) struct OuterTar<R> {
     truncated_at: Option<u64>,
     read_error: Option<io::Error>,
     finished: bool,
+    /// Refuse padding that is not zero and checksum fields not written the one way writers write
+    /// them (set for bundles with SHA256SUMS, whose every byte counts).
+    strict: bool,
+    /// Whether the last header's checksum field was written the canonical way.
+    last_checksum_canonical: bool,
 }
 
 impl<R: Read> OuterTar<R> {
@@ -59,7 +64,36 @@ impl<R: Read> OuterTar<R> {
             truncated_at: None,
             read_error: None,
             finished: false,
+            strict: false,
+            last_checksum_canonical: true,
         }
+    }
+
+    /// From the current member on, the padding after each member must be zero bytes and each
+    /// header's checksum field written as Go, GNU tar or the tar crate write it. Readers accept
+    /// more; a bundle that lists the sha256 of every member asks for this so that no byte of it
+    /// can change unnoticed.
+    pub fn require_canonical_framing(&mut self) -> Result<()> {
+        self.strict = true;
+        self.check_canonical_checksum()
+    }
+
+    /// ` (after archive member "<name>")`, to place an error between members.
+    fn after_member(&self) -> String {
+        match self.current_name.as_str() {
+            "" => String::new(),
+            name => format!(" (after archive member \"{name}\")"),
+        }
+    }
+
+    fn check_canonical_checksum(&self) -> Result<()> {
+        if self.strict && !self.last_checksum_canonical {
+            return Err(Error::invalid(
+                format!("archive member \"{}\"", self.current_name),
+                "has a tar header whose checksum field is not written as tar writers write it",
+            ));
+        }
+        Ok(())
     }
 
     /// The next member, or None at the end of the archive (after checking that only zero padding
@@ -78,13 +112,21 @@ impl<R: Read> OuterTar<R> {
             let got = self.read_fully(&mut block)?;
             if got == 0 && long_name.is_none() && long_link.is_none() && pax.is_none() {
                 // A stream that ends on a member boundary without the zero blocks: tar and Go
-                // accept it, and any member it should have held is missing by name later.
+                // accept it, and any member it should have held is missing by name later. A
+                // bundle that lists its members' sha256 is held to the marker too.
+                if self.strict {
+                    return Err(archive_error(format!(
+                        "ends at offset {header_offset}{} without the end-of-archive marker: it is truncated",
+                        self.after_member()
+                    )));
+                }
                 self.finished = true;
                 return Ok(None);
             }
             if got < BLOCK {
                 return Err(archive_error(format!(
-                    "unexpected end of archive in a tar header at offset {header_offset}"
+                    "unexpected end of archive in a tar header at offset {header_offset}{}",
+                    self.after_member()
                 )));
             }
             if block.iter().all(|&b| b == 0) {
@@ -93,12 +135,33 @@ impl<R: Read> OuterTar<R> {
                         "extension header at offset {header_offset} is not followed by a member"
                     )));
                 }
+                if self.strict {
+                    // The marker is two zero blocks; a strict bundle must have both.
+                    let mut second = [0u8; BLOCK];
+                    if self.read_fully(&mut second)? < BLOCK {
+                        return Err(archive_error(format!(
+                            "ends at offset {} inside the end-of-archive marker: it is truncated",
+                            self.offset
+                        )));
+                    }
+                    if second.iter().any(|&b| b != 0) {
+                        return Err(archive_error(format!(
+                            "data after the end-of-archive marker at offset {}",
+                            header_offset + BLOCK as u64
+                        )));
+                    }
+                }
                 self.finished = true;
                 self.require_zero_tail()?;
                 return Ok(None);
             }
-            let header = parse_header(&block)
-                .map_err(|why| archive_error(format!("invalid tar header at offset {header_offset}: {why}")))?;
+            let header = parse_header(&block).map_err(|why| {
+                archive_error(format!("invalid tar header at offset {header_offset}{}: {why}", self.after_member()))
+            })?;
+            let octal = |field: &[u8]| field.iter().all(|b| (b'0'..=b'7').contains(b));
+            // Six digits, NUL, space (Go, GNU tar) or seven digits and a NUL (the tar crate).
+            self.last_checksum_canonical = (octal(&block[148..154]) && block[154..156] == [0, b' '])
+                || (octal(&block[148..155]) && block[155] == 0);
             let size = pax.as_ref().and_then(|p| p.size).unwrap_or(header.size);
             match header.type_flag {
                 b'L' | b'K' | b'x' | b'g' => {
@@ -173,6 +236,7 @@ impl<R: Read> OuterTar<R> {
                 _ => size,
             };
             self.start_member(data_size, &String::from_utf8_lossy(&name));
+            self.check_canonical_checksum()?;
             return Ok(Some(MemberHeader { name, kind, size: data_size, link_target }));
         }
     }
@@ -213,6 +277,12 @@ impl<R: Read> OuterTar<R> {
                 return Err(self.truncation_error());
             }
             let from_data = (n as u64).min(self.remaining_data);
+            if self.strict && buffer[from_data as usize..n].iter().any(|&b| b != 0) {
+                return Err(Error::invalid(
+                    format!("archive member \"{}\"", self.current_name),
+                    "is followed by padding that is not zero bytes",
+                ));
+            }
             self.remaining_data -= from_data;
             self.remaining_padding -= n as u64 - from_data;
         }
