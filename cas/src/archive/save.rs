@@ -307,6 +307,39 @@ impl SavePlan {
     }
 }
 
+/// A blob of a plan, for writers other than the archive's (the OCI layout directory).
+pub(crate) enum PlannedBlob<'a> {
+    Bytes(&'a [u8]),
+    Layer(&'a BlobReader),
+}
+
+impl SavePlan {
+    /// Every `blobs/sha256/<hex>` member, in archive order, by digest.
+    pub(crate) fn planned_blobs(&self) -> impl Iterator<Item = (Digest, PlannedBlob<'_>)> {
+        self.members.iter().filter_map(|(path, member)| {
+            let digest = Digest::from_hex(path.strip_prefix("blobs/sha256/")?).ok()?;
+            match member {
+                Member::Bytes(bytes) => Some((digest, PlannedBlob::Bytes(bytes))),
+                Member::Layer(blob) => Some((digest, PlannedBlob::Layer(blob))),
+                Member::Directory => None,
+            }
+        })
+    }
+
+    /// The bytes of a small member made here (`index.json`, `manifest.json`, …).
+    pub(crate) fn member_bytes(&self, path: &str) -> Option<&[u8]> {
+        match self.members.get(path) {
+            Some(Member::Bytes(bytes)) => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// Leaves a member out of the archive (`manifest.json` and `repositories` for `--format oci`).
+    pub(crate) fn remove_member(&mut self, path: &str) {
+        self.members.remove(path);
+    }
+}
+
 fn verify_layer(blob: &BlobReader) -> Result<()> {
     let actual =
         hash_blob(&blob.file, blob.size).map_err(|e| Error::io("reading blob", format!("blob {}", blob.digest), e))?;
@@ -324,7 +357,11 @@ fn verify_layer(blob: &BlobReader) -> Result<()> {
 /// leaves nothing at all). A target that exists and is not a regular file (a FIFO, `/dev/null`)
 /// is written in place, after every blob is verified.
 pub fn save_to_path(store: &Store, names: &[String], target: &Path) -> Result<SavePlan> {
-    let plan = plan_save(store, names)?;
+    save_plan_to_path(plan_save(store, names)?, target)
+}
+
+/// [`save_to_path`] for a plan already made (and perhaps changed, as `--format oci` does).
+pub fn save_plan_to_path(plan: SavePlan, target: &Path) -> Result<SavePlan> {
     let what = target.display().to_string();
     if let Ok(meta) = fs::metadata(target) {
         if meta.is_dir() {
@@ -358,7 +395,11 @@ pub fn save_to_path(store: &Store, names: &[String], target: &Path) -> Result<Sa
 /// Saves to an already open output (stdout). Nothing is written until every blob is verified:
 /// bytes sent down a pipe cannot be taken back.
 pub fn save_to_file(store: &Store, names: &[String], out: &mut File, what: &str) -> Result<SavePlan> {
-    let plan = plan_save(store, names)?;
+    save_plan_to_file(plan_save(store, names)?, out, what)
+}
+
+/// [`save_to_file`] for a plan already made.
+pub fn save_plan_to_file(plan: SavePlan, out: &mut File, what: &str) -> Result<SavePlan> {
     plan.verify()?;
     plan.write_to(out, what)?;
     Ok(plan)
