@@ -1,4 +1,5 @@
-//! `kiln load [-i FILE] [-q]`: images from a docker-archive or OCI archive, stdin by default.
+//! `kiln load [-i FILE|oci:DIR[:REF]] [-q]`: images from a docker-archive or OCI archive (stdin
+//! by default), or from an OCI image layout directory.
 //! Prints what docker prints: `Loaded image: <tag>` per tag, `Loaded image ID: <id>` for an image
 //! without tags, and a note when a tag moved off another image.
 
@@ -7,7 +8,7 @@ use std::io::{self, BufReader, Read};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use kiln_cas::archive::load::load_archive;
+use kiln_cas::archive::load::{load_archive, load_layout, LoadSource, LoadedImage};
 use kiln_cas::Store;
 
 use crate::cli::LoadArgs;
@@ -16,13 +17,24 @@ use crate::cli::LoadArgs;
 const INPUT_BUFFER: usize = 1 << 20;
 
 pub fn run(store: &Store, args: LoadArgs) -> Result<ExitCode> {
-    let input: Box<dyn Read> = match &args.input {
-        Some(path) => Box::new(File::open(path).with_context(|| format!("load: opening {}", path.display()))?),
+    let source = args.input.as_deref().map(LoadSource::parse).transpose().context("load")?;
+    let input: Box<dyn Read> = match source {
+        Some(LoadSource::Layout { dir, reference }) => {
+            let loaded = load_layout(store, &dir, reference.as_deref()).context("load")?;
+            return report(&args, &loaded);
+        }
+        Some(LoadSource::Archive(path)) => {
+            Box::new(File::open(&path).with_context(|| format!("load: opening {}", path.display()))?)
+        }
         None => Box::new(io::stdin().lock()),
     };
     let loaded = load_archive(store, BufReader::with_capacity(INPUT_BUFFER, input)).context("load")?;
+    report(&args, &loaded)
+}
+
+fn report(args: &LoadArgs, loaded: &[LoadedImage]) -> Result<ExitCode> {
     if !args.quiet {
-        for image in &loaded {
+        for image in loaded {
             for tag in &image.tags {
                 if let Some(previous) = &tag.replaced {
                     println!(

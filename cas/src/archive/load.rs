@@ -12,6 +12,7 @@
 //!    dropped, which removes its ingest file.
 
 mod docker;
+mod layout;
 mod members;
 mod oci;
 mod outer_tar;
@@ -21,6 +22,7 @@ use std::io::Read;
 
 use serde::de::DeserializeOwned;
 
+pub use self::layout::{load_layout, LoadSource};
 use self::members::{member_context, Members};
 use crate::image::parse_config;
 use crate::store::Store;
