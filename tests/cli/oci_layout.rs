@@ -426,6 +426,19 @@ fn saving_into_something_that_is_not_a_layout_changes_nothing() {
     let err = k.fails(&["save", "-o", &format!("oci:{}", s(&dir)), "busybox:latest"]);
     assert_one_line(&err, &["oci-layout", "is missing"]);
     assert!(!dir.join("blobs").exists());
+
+    // A layout whose blobs/ leads out of it is not written through.
+    let layout = k.path("layout");
+    k.ok(&["save", "-o", &format!("oci:{}", s(&layout)), "busybox:latest"]);
+    let elsewhere = k.path("elsewhere");
+    std::fs::rename(layout.join("blobs"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, layout.join("blobs")).unwrap();
+    let index = std::fs::read(layout.join("index.json")).unwrap();
+    import_app(&k, "app:1", b"one\n");
+    let err = k.fails(&["save", "-o", &format!("oci:{}:app", s(&layout)), "app:1"]);
+    assert_one_line(&err, &["blobs/sha256", "symlink"]);
+    assert_eq!(std::fs::read(layout.join("index.json")).unwrap(), index);
+    assert_eq!(std::fs::read_dir(elsewhere.join("sha256")).unwrap().count(), 3, "nothing written through the link");
 }
 
 #[test]

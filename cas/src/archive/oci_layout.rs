@@ -193,7 +193,14 @@ pub fn save_to_layout(store: &Store, names: &[String], dir: &Path, reference: Op
     let root = File::open(dir).map_err(|e| Error::io("opening OCI layout directory", dir, e))?;
     let old_index = read_existing_layout(&root, dir)?;
     let blobs_dir = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs_dir).map_err(|e| Error::io("creating", &blobs_dir, e))?;
+    for sub in ["blobs", "blobs/sha256"] {
+        match fs::create_dir(dir.join(sub)) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(Error::io("creating", dir.join(sub), e));
+            }
+            _ => {}
+        }
+    }
     // The blob directories must be real directories inside the layout, not symlinks out of it.
     open_beneath(&root, "blobs/sha256", true).map_err(|e| layout_open_error(dir, "blobs/sha256", e))?;
     let _ = remove_stale_temps(&blobs_dir, true);

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{ImageIndex, ImageManifest};
@@ -86,7 +86,7 @@ pub fn load_layout(store: &Store, dir: &Path, reference: Option<&str>) -> Result
     let mut reach = Reach { root: &root, dir, blobs: BTreeMap::new(), entries: 0, path: Vec::new() };
     reach.index(&index, &index_context, 0)?;
 
-    let input = LayoutStream::new(index_bytes, reach.blobs, dir);
+    let input = LayoutStream::new(index_bytes, reach.blobs, &root, dir);
     let in_layout = |e: Error| in_layout(dir, e);
     let members = Members::read_archive(store, input).map_err(in_layout)?;
     check_blob_names(&members).map_err(in_layout)?;
@@ -133,8 +133,9 @@ fn select_reference(bytes: &[u8], reference: &str, context: &str) -> Result<Vec<
 struct Reach<'a> {
     root: &'a File,
     dir: &'a Path,
-    /// Every blob to stream, opened, with the size it had when opened.
-    blobs: BTreeMap<Digest, (File, u64)>,
+    /// Every blob to stream, as it was when opened here (the file is opened again, and must
+    /// be the same one, when streamed: a layout may hold more blobs than a process may open).
+    blobs: BTreeMap<Digest, Opened>,
     entries: usize,
     /// The indexes from index.json down to the current one, to tell a cycle from a shared child.
     path: Vec<Digest>,
@@ -203,7 +204,7 @@ impl Reach<'_> {
     }
 
     /// Opens `blobs/sha256/<hex>` beneath the layout and keeps it for the stream.
-    fn open_blob(&mut self, digest: &Digest, context: &str) -> Result<()> {
+    fn open_blob(&mut self, digest: &Digest, context: &str) -> Result<File> {
         let name = format!("blobs/sha256/{}", digest.hex());
         let file = open_beneath(self.root, &name, false).map_err(|e| {
             let err = layout_open_error(self.dir, &name, e);
@@ -212,30 +213,40 @@ impl Reach<'_> {
                 other => other,
             }
         })?;
-        let size = file.metadata().map_err(|e| Error::io("reading", self.dir.join(&name), e))?.len();
-        self.blobs.insert(digest.clone(), (file, size));
-        Ok(())
+        let meta = file.metadata().map_err(|e| Error::io("reading", self.dir.join(&name), e))?;
+        self.blobs.insert(digest.clone(), Opened { dev: meta.dev(), ino: meta.ino(), size: meta.len() });
+        Ok(file)
     }
 
     /// Opens a manifest or index blob and reads it, when it is small enough to be JSON (if not,
     /// the planner refuses it by the JSON limit).
     fn open_json(&mut self, digest: &Digest, context: &str) -> Result<Option<Vec<u8>>> {
-        self.open_blob(digest, context)?;
-        let (file, size) = &self.blobs[digest];
-        if *size > JSON_LIMIT {
+        let file = self.open_blob(digest, context)?;
+        let size = self.blobs[digest].size;
+        if size > JSON_LIMIT {
             return Ok(None);
         }
-        let mut bytes = vec![0u8; *size as usize];
+        let mut bytes = vec![0u8; size as usize];
         file.read_exact_at(&mut bytes, 0)
             .map_err(|e| Error::io("reading", self.dir.join(format!("blobs/sha256/{}", digest.hex())), e))?;
         Ok(Some(bytes))
     }
 }
 
+/// A blob's identity when the walk opened it.
+#[derive(Clone, Copy, Debug)]
+struct Opened {
+    dev: u64,
+    ino: u64,
+    size: u64,
+}
+
 /// The layout's needed files as a tar stream: `index.json` (as chosen), then each blob under its
-/// member name. Each blob is read from the descriptor opened during the walk, exactly the size it
-/// had then; a file that shrinks meanwhile ends the stream with an error naming it.
-struct LayoutStream {
+/// member name. Each blob is opened again beneath the layout (following no symlink) when its turn
+/// comes and must be the file the walk saw; exactly the size it had then is read, and a file that
+/// was replaced or shrinks meanwhile ends the stream with an error naming it.
+struct LayoutStream<'a> {
+    root: &'a File,
     segments: Vec<Segment>,
     current: usize,
     /// Offset in the current segment.
@@ -244,31 +255,31 @@ struct LayoutStream {
 
 enum Segment {
     Bytes(Vec<u8>),
-    File { file: File, size: u64, path: PathBuf },
+    File { name: String, opened: Opened, file: Option<File>, path: PathBuf },
 }
 
-impl LayoutStream {
-    fn new(index: Vec<u8>, blobs: BTreeMap<Digest, (File, u64)>, dir: &Path) -> LayoutStream {
+impl<'a> LayoutStream<'a> {
+    fn new(index: Vec<u8>, blobs: BTreeMap<Digest, Opened>, root: &'a File, dir: &Path) -> LayoutStream<'a> {
         let mut segments = Vec::with_capacity(2 * blobs.len() + 4);
         let index_size = index.len() as u64;
         segments.push(Segment::Bytes(member_header("index.json", index_size)));
         segments.push(Segment::Bytes(index));
         segments.push(Segment::Bytes(vec![0u8; padding(index_size) as usize]));
-        for (digest, (file, size)) in blobs {
+        for (digest, opened) in blobs {
             let name = format!("blobs/sha256/{}", digest.hex());
-            let mut header = member_header(&name, size);
-            segments.push(Segment::Bytes(std::mem::take(&mut header)));
-            segments.push(Segment::File { file, size, path: dir.join(&name) });
-            segments.push(Segment::Bytes(vec![0u8; padding(size) as usize]));
+            segments.push(Segment::Bytes(member_header(&name, opened.size)));
+            let path = dir.join(&name);
+            segments.push(Segment::File { name, opened, file: None, path });
+            segments.push(Segment::Bytes(vec![0u8; padding(opened.size) as usize]));
         }
         segments.push(Segment::Bytes(vec![0u8; 2 * BLOCK as usize]));
-        LayoutStream { segments, current: 0, offset: 0 }
+        LayoutStream { root, segments, current: 0, offset: 0 }
     }
 }
 
-impl Read for LayoutStream {
+impl Read for LayoutStream<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while let Some(segment) = self.segments.get(self.current) {
+        while let Some(segment) = self.segments.get_mut(self.current) {
             let n = match segment {
                 Segment::Bytes(bytes) => {
                     let rest = &bytes[self.offset as usize..];
@@ -276,12 +287,26 @@ impl Read for LayoutStream {
                     buf[..n].copy_from_slice(&rest[..n]);
                     n
                 }
-                Segment::File { file, size, path } => {
-                    let want = ((*size - self.offset) as usize).min(buf.len());
+                Segment::File { name, opened, file, path } => {
+                    let size = opened.size;
+                    let want = ((size - self.offset) as usize).min(buf.len());
                     if want == 0 {
+                        *file = None;
                         0
                     } else {
-                        let n = file.read_at(&mut buf[..want], self.offset)?;
+                        if file.is_none() {
+                            let reopened = open_beneath(self.root, name, false)
+                                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                            let meta = reopened.metadata()?;
+                            if (meta.dev(), meta.ino()) != (opened.dev, opened.ino) {
+                                return Err(io::Error::other(format!(
+                                    "{} was replaced while the layout was read",
+                                    path.display()
+                                )));
+                            }
+                            *file = Some(reopened);
+                        }
+                        let n = file.as_ref().expect("opened above").read_at(&mut buf[..want], self.offset)?;
                         if n == 0 {
                             return Err(io::Error::new(
                                 io::ErrorKind::UnexpectedEof,
@@ -341,10 +366,13 @@ mod tests {
     fn the_stream_is_a_tar_of_the_chosen_files() {
         let dir = tempfile::tempdir().unwrap();
         let data = b"hello layout".to_vec();
-        std::fs::write(dir.path().join("b"), &data).unwrap();
         let digest = Digest::of(&data);
-        let blobs = BTreeMap::from([(digest.clone(), (File::open(dir.path().join("b")).unwrap(), data.len() as u64))]);
-        let mut stream = LayoutStream::new(b"{}".to_vec(), blobs, dir.path());
+        std::fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
+        std::fs::write(dir.path().join("blobs/sha256").join(digest.hex()), &data).unwrap();
+        let root = File::open(dir.path()).unwrap();
+        let mut reach = Reach { root: &root, dir: dir.path(), blobs: BTreeMap::new(), entries: 0, path: Vec::new() };
+        reach.open_blob(&digest, "test").unwrap();
+        let mut stream = LayoutStream::new(b"{}".to_vec(), reach.blobs.clone(), &root, dir.path());
         let mut bytes = Vec::new();
         stream.read_to_end(&mut bytes).unwrap();
         let mut archive = tar::Archive::new(&bytes[..]);
@@ -360,16 +388,22 @@ mod tests {
             .collect();
         assert_eq!(
             members,
-            vec![("index.json".into(), b"{}".to_vec()), (format!("blobs/sha256/{}", digest.hex()), data)]
+            vec![("index.json".into(), b"{}".to_vec()), (format!("blobs/sha256/{}", digest.hex()), data.clone())]
         );
-    }
 
-    #[test]
-    fn a_blob_that_shrinks_fails_the_stream() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("b"), b"short").unwrap();
-        let blobs = BTreeMap::from([(Digest::of(b"x"), (File::open(dir.path().join("b")).unwrap(), 100))]);
-        let mut stream = LayoutStream::new(b"{}".to_vec(), blobs, dir.path());
+        // Replaced after the walk (same name, another file): the stream fails, naming it.
+        let path = dir.path().join("blobs/sha256").join(digest.hex());
+        std::fs::write(path.with_extension("new"), &data).unwrap();
+        std::fs::rename(path.with_extension("new"), &path).unwrap();
+        let mut stream = LayoutStream::new(b"{}".to_vec(), reach.blobs.clone(), &root, dir.path());
+        let err = stream.read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("replaced"), "{err}");
+
+        // Shrunk after the walk: the stream fails too.
+        let mut reach = Reach { root: &root, dir: dir.path(), blobs: BTreeMap::new(), entries: 0, path: Vec::new() };
+        reach.open_blob(&digest, "test").unwrap();
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(3).unwrap();
+        let mut stream = LayoutStream::new(b"{}".to_vec(), reach.blobs, &root, dir.path());
         let err = stream.read_to_end(&mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("shrank"), "{err}");
     }
