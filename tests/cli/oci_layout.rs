@@ -483,3 +483,72 @@ fn a_save_into_a_layout_killed_at_any_rename_leaves_a_layout_that_loads() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Writes `value` as a blob of `layout`; returns its descriptor fields (digest, size).
+fn put_blob(layout: &Path, value: &Value) -> (String, usize) {
+    let bytes = serde_json::to_vec(value).unwrap();
+    let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)));
+    std::fs::write(blob(layout, &digest), &bytes).unwrap();
+    (digest, bytes.len())
+}
+
+fn index_of(entries: Vec<Value>) -> Value {
+    serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries})
+}
+
+fn set_top_index(layout: &Path, entries: Vec<Value>) {
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index_of(entries)).unwrap()).unwrap();
+}
+
+#[test]
+fn a_multi_platform_layout_loads_the_host_image_and_never_reads_the_others() {
+    // As buildx -o type=oci writes a multi-platform build: index.json → an index per platform.
+    let (k, layout, _) = spoilable();
+    let busybox = k.image_id("busybox:latest");
+    let mut ours = entry_for(&layout, "latest");
+    ours["platform"] = serde_json::json!({"os": "linux", "architecture": host_arch()});
+    // The other platform's manifest is not even in the layout: it must not be looked for.
+    let other = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": format!("sha256:{}", "cd".repeat(32)), "size": 1234,
+        "platform": {"os": "linux", "architecture": "s390x"},
+    });
+    let (digest, size) = put_blob(&layout, &index_of(vec![ours, other]));
+    set_top_index(
+        &layout,
+        vec![serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest, "size": size,
+            "annotations": {"io.containerd.image.name": "docker.io/library/multi:1", "org.opencontainers.image.ref.name": "1"},
+        })],
+    );
+    let far = Kiln::new();
+    let out = far.ok(&["load", "-i", &format!("oci:{}:1", s(&layout))]);
+    assert!(out.contains("Loaded image: multi:1"), "{out}");
+    assert_eq!(far.image_id("multi:1"), busybox);
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+#[test]
+fn layouts_with_indexes_nested_too_deep_or_too_many_entries_are_refused() {
+    let (_k, layout, _) = spoilable();
+    let mut child = entry_for(&layout, "latest");
+    for _ in 0..20 {
+        let (digest, size) = put_blob(&layout, &index_of(vec![child]));
+        child =
+            serde_json::json!({"mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest, "size": size});
+    }
+    set_top_index(&layout, vec![child]);
+    refused(&layout, &["nested deeper than 16"]);
+
+    let (_k, layout, _) = spoilable();
+    let entry = entry_for(&layout, "latest");
+    set_top_index(&layout, vec![entry; 10_001]);
+    refused(&layout, &[s(&layout.join("index.json")), "more than 10000 entries"]);
+}
