@@ -195,6 +195,7 @@ fn umoci_unpacks_kiln_layouts_and_kiln_loads_what_umoci_changed() {
     let layout = k.path("layout");
     k.ok(&["save", "-o", &format!("oci:{}", s(&layout)), "busybox:latest"]);
 
+    assert_eq!(run_tool("umoci", &["ls", "--layout", s(&layout)]).trim(), "latest");
     let bundle = k.path("bundle");
     run_tool("umoci", &["unpack", "--rootless", "--image", &format!("{}:latest", s(&layout)), s(&bundle)]);
     let rootfs = bundle.join("rootfs");
@@ -551,4 +552,33 @@ fn layouts_with_indexes_nested_too_deep_or_too_many_entries_are_refused() {
     let entry = entry_for(&layout, "latest");
     set_top_index(&layout, vec![entry; 10_001]);
     refused(&layout, &[s(&layout.join("index.json")), "more than 10000 entries"]);
+}
+
+#[test]
+fn kiln_adds_to_a_layout_skopeo_made_and_skopeo_still_reads_both() {
+    if !have_tool("skopeo") {
+        return;
+    }
+    let k = Kiln::new();
+    let busybox = k.import_busybox("busybox:latest");
+    let app = import_app(&k, "app:1", b"one\n");
+    let archive = k.path("busybox.tar");
+    k.ok(&["save", "--format", "oci", "-o", s(&archive), "busybox:latest"]);
+    let layout = k.path("layout");
+    run_tool("skopeo", &["copy", &format!("oci-archive:{}", s(&archive)), &format!("oci:{}:base", s(&layout))]);
+    k.ok(&["save", "-o", &format!("oci:{}:app", s(&layout)), "app:1"]);
+    for (reference, id) in [("base", &busybox), ("app", &app)] {
+        let inspected: Value = serde_json::from_str(&run_tool(
+            "skopeo",
+            &["inspect", "--config", &format!("oci:{}:{reference}", s(&layout))],
+        ))
+        .unwrap();
+        assert!(inspected["rootfs"].is_object(), "{inspected}");
+        assert_eq!(config_digest(&layout, reference), *id);
+    }
+    // skopeo writes into kiln's layout in turn, replacing kiln's entry of the same ref.
+    run_tool("skopeo", &["copy", &format!("oci-archive:{}", s(&archive)), &format!("oci:{}:app", s(&layout))]);
+    let far = Kiln::new();
+    far.ok(&["load", "-i", &format!("oci:{}:app", s(&layout))]);
+    assert_eq!(far.ok(&["images", "-q", "--no-trunc"]).trim(), busybox);
 }
