@@ -803,7 +803,8 @@ pub struct ImportArgs {
 
 #[derive(Args, Debug)]
 pub struct LoadArgs {
-    /// Read from a tar archive file instead of stdin
+    /// Read from a tar archive file instead of stdin; oci:DIR[:REF] reads an OCI image layout
+    /// directory (all its images, or the one named REF)
     #[arg(short = 'i', long = "input")]
     pub input: Option<PathBuf>,
     /// Suppress the load output
@@ -816,9 +817,13 @@ pub struct LoadArgs {
 
 #[derive(Args, Debug)]
 pub struct SaveArgs {
-    /// Write to a file instead of stdout
+    /// Write to a file instead of stdout; oci:DIR[:REF] writes (or adds to) an OCI image layout
+    /// directory, oci-archive:FILE and docker-archive:FILE choose the tar's format
     #[arg(short = 'o', long = "output")]
     pub output: Option<PathBuf>,
+    /// Tar format: docker (docker-archive, also an OCI layout) or oci (OCI image layout only)
+    #[arg(long, value_parser = ["docker", "oci"], default_value = "docker")]
+    pub format: String,
     /// Leave out layers the far side holds: an image both sides have, an earlier bundle, an
     /// inventory (`save --inventory`) or a list of digests (`images --digests --no-trunc`); repeatable
     #[arg(long, value_name = "BASE")]

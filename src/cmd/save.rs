@@ -1,4 +1,5 @@
-//! `kiln save [-o FILE] IMAGE...`: the hybrid docker-archive, to a file or to stdout; with
+//! `kiln save [-o FILE|oci:DIR[:REF]] [--format docker|oci] IMAGE...`: the hybrid docker-archive
+//! (or an OCI archive), to a file or to stdout, or into an OCI image layout directory; with
 //! `--since`, a delta bundle that leaves out the layers the far side holds; with `--inventory`,
 //! the list of what this store holds, for the other side's `--since`.
 
@@ -9,6 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use kiln_cas::archive::bundle::{inventory, FarSide};
+use kiln_cas::archive::oci_layout::{save_to_layout, SaveFormat, SaveTarget};
 use kiln_cas::archive::save::{
     save_to_file_with, save_to_path_with, write_output_file, ArchiveCompression, SaveOptions, SavePlan,
 };
@@ -26,7 +28,7 @@ pub fn run(store: &Store, args: SaveArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let options = SaveOptions {
+    let mut options = SaveOptions {
         far_side: far_side(store, &args.since)?,
         checksum: args.checksum,
         compress: match args.compress.as_deref() {
@@ -34,11 +36,28 @@ pub fn run(store: &Store, args: SaveArgs) -> Result<ExitCode> {
             Some("zstd") => Some(ArchiveCompression::Zstd),
             _ => None,
         },
+        format: match args.format.as_str() {
+            "oci" => SaveFormat::Oci,
+            _ => SaveFormat::Docker,
+        },
     };
     let (plan, shown) = match &args.output {
-        Some(path) => {
-            (save_to_path_with(store, &args.images, path, &options).context("save")?, path.display().to_string())
-        }
+        Some(path) => match SaveTarget::parse(path).context("save")? {
+            SaveTarget::Archive { path, format: prefixed } => {
+                options.format = prefixed.unwrap_or(options.format);
+                (save_to_path_with(store, &args.images, &path, &options).context("save")?, path.display().to_string())
+            }
+            SaveTarget::Layout { dir, reference } => {
+                if !args.since.is_empty() || args.checksum || args.compress.is_some() {
+                    bail!(
+                        "save: --since, --checksum and --compress make a tar; oci:{} is a layout directory",
+                        dir.display()
+                    );
+                }
+                let plan = save_to_layout(store, &args.images, &dir, reference.as_deref()).context("save")?;
+                (plan, dir.display().to_string())
+            }
+        },
         None => {
             let stdout = io::stdout();
             if stdout.is_terminal() {

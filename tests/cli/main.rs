@@ -28,6 +28,7 @@ mod login_prompt;
 mod mirrors;
 mod net_timeouts;
 mod networking;
+mod oci_layout;
 mod registry;
 mod registry_tls;
 mod resources;

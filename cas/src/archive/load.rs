@@ -12,6 +12,7 @@
 //!    dropped, which removes its ingest file.
 
 mod docker;
+mod layout;
 mod members;
 mod oci;
 mod outer_tar;
@@ -24,6 +25,7 @@ use std::io::{self, Read};
 use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
 
+pub use self::layout::{load_layout, LoadSource};
 use self::members::{member_context, Members};
 use crate::archive::bundle::{parse_sums, DeltaIndex, ExpectedLayer, DELTA_MEMBER, NOT_CARRIED_DIR, SUMS_MEMBER};
 use crate::archive::compression;

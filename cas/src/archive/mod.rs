@@ -6,5 +6,6 @@ pub mod compression;
 pub mod import;
 pub mod layer;
 pub mod load;
+pub mod oci_layout;
 pub mod save;
 pub mod tar_header;

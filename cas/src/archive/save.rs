@@ -33,6 +33,7 @@ use crate::archive::bundle::{
     not_carried_member, sums_text, CarriedBlob, DeltaIndex, ExpectedLayer, FarSide, DELTA_MEMBER, DELTA_NOTE,
     SUMS_MEMBER,
 };
+use crate::archive::oci_layout::SaveFormat;
 use crate::image::{uncompressed_manifest, Image};
 use crate::store::temp::{remove_stale_temps_named, OwnedTemp, SAVE_MARK};
 use crate::store::{BlobReader, ImageIndex, Store};
@@ -69,6 +70,8 @@ pub struct SaveOptions {
     pub checksum: bool,
     /// Compress the whole archive (`save --compress`).
     pub compress: Option<ArchiveCompression>,
+    /// docker's archive (also an OCI layout), or the OCI layout alone (`save --format oci`).
+    pub format: SaveFormat,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,6 +250,16 @@ pub fn plan_save_with(store: &Store, names: &[String], options: &SaveOptions) ->
         members.insert(DELTA_MEMBER.to_string(), Member::Bytes(bytes));
         Some(summary)
     };
+    if options.format == SaveFormat::Oci {
+        if delta.is_some() {
+            return Err(Error::invalid(
+                "--format oci",
+                "a delta bundle is a docker-archive (its manifest.json names what it leaves out); save it without --format oci",
+            ));
+        }
+        members.remove("manifest.json");
+        members.remove("repositories");
+    }
     if options.checksum {
         let digests: Vec<(String, Digest)> = members
             .iter()
@@ -421,6 +434,34 @@ impl SavePlan {
     }
 }
 
+/// A blob of a plan, for writers other than the archive's (the OCI layout directory).
+pub(crate) enum PlannedBlob<'a> {
+    Bytes(&'a [u8]),
+    Layer(&'a BlobReader),
+}
+
+impl SavePlan {
+    /// Every `blobs/sha256/<hex>` member, in archive order, by digest.
+    pub(crate) fn planned_blobs(&self) -> impl Iterator<Item = (Digest, PlannedBlob<'_>)> {
+        self.members.iter().filter_map(|(path, member)| {
+            let digest = Digest::from_hex(path.strip_prefix("blobs/sha256/")?).ok()?;
+            match member {
+                Member::Bytes(bytes) => Some((digest, PlannedBlob::Bytes(bytes))),
+                Member::Layer(blob) => Some((digest, PlannedBlob::Layer(blob))),
+                Member::Directory => None,
+            }
+        })
+    }
+
+    /// The bytes of a small member made here (`index.json`, `manifest.json`, …).
+    pub(crate) fn member_bytes(&self, path: &str) -> Option<&[u8]> {
+        match self.members.get(path) {
+            Some(Member::Bytes(bytes)) => Some(bytes),
+            _ => None,
+        }
+    }
+}
+
 pub(crate) fn verify_layer(blob: &BlobReader) -> Result<()> {
     let actual =
         hash_blob(&blob.file, blob.size).map_err(|e| Error::io("reading blob", format!("blob {}", blob.digest), e))?;
@@ -444,7 +485,11 @@ pub fn save_to_path(store: &Store, names: &[String], target: &Path) -> Result<Sa
 /// `save_to_path` with [`SaveOptions`]. With `checksum`, a regular-file target also gets
 /// `<target>.sha256`, the sha256 of the whole file in `sha256sum` format, written after the archive.
 pub fn save_to_path_with(store: &Store, names: &[String], target: &Path, options: &SaveOptions) -> Result<SavePlan> {
-    let plan = plan_save_with(store, names, options)?;
+    save_plan_to_path(plan_save_with(store, names, options)?, target, options)
+}
+
+/// [`save_to_path_with`] for a plan already made.
+fn save_plan_to_path(plan: SavePlan, target: &Path, options: &SaveOptions) -> Result<SavePlan> {
     let what = target.display().to_string();
     if let Ok(meta) = fs::metadata(target) {
         if meta.is_dir() {
@@ -560,7 +605,11 @@ pub fn save_to_file_with(
     what: &str,
     options: &SaveOptions,
 ) -> Result<SavePlan> {
-    let plan = plan_save_with(store, names, options)?;
+    save_plan_to_file(plan_save_with(store, names, options)?, out, what, options)
+}
+
+/// [`save_to_file_with`] for a plan already made.
+fn save_plan_to_file(plan: SavePlan, out: &mut File, what: &str, options: &SaveOptions) -> Result<SavePlan> {
     plan.verify()?;
     write_compressed(&plan, out, what, options.compress, false)?;
     Ok(plan)

@@ -12,15 +12,15 @@ use super::members::{member_context, Members};
 use super::{host_architecture, parse_json, parse_tag, plan_image, truncate, ImagePlan, MemberRef, ENTRY_LIMIT};
 use crate::{Digest, Error, Reference, Result};
 
-const INDEX_DEPTH_LIMIT: usize = 16;
+pub(super) const INDEX_DEPTH_LIMIT: usize = 16;
 const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// BuildKit marks attestation manifests (SBOM, provenance) this way; they are not images.
 const ANNOTATION_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 
-const INDEX_TYPES: [&str; 2] =
+pub(super) const INDEX_TYPES: [&str; 2] =
     ["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
-const MANIFEST_TYPES: [&str; 2] =
+pub(super) const MANIFEST_TYPES: [&str; 2] =
     ["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"];
 
 pub(super) fn plan_images(members: &Members<'_>) -> Result<Vec<ImagePlan>> {
@@ -132,11 +132,11 @@ fn blob_ref(descriptor: &Descriptor, context: String) -> Result<MemberRef> {
     Ok(MemberRef { name: blob_member(&digest), context, descriptor: Some((digest, descriptor.size())) })
 }
 
-fn platform_is_host(platform: &oci_spec::image::Platform) -> bool {
+pub(super) fn platform_is_host(platform: &oci_spec::image::Platform) -> bool {
     platform.os().to_string() == "linux" && platform.architecture().to_string() == host_architecture()
 }
 
-fn is_attestation(descriptor: &Descriptor) -> bool {
+pub(super) fn is_attestation(descriptor: &Descriptor) -> bool {
     let annotated = descriptor.annotations().as_ref().is_some_and(|a| a.contains_key(ANNOTATION_REFERENCE_TYPE));
     let unknown_platform = descriptor.platform().as_ref().is_some_and(|p| p.os().to_string() == "unknown");
     annotated || unknown_platform
