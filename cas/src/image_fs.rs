@@ -37,6 +37,8 @@ pub struct FsEntry {
     pub mtime: u64,
     /// Symlink target, or the path a hardlink points at (relative to the root).
     pub link: Option<String>,
+    /// (major, minor) of a character or block device.
+    pub device: Option<(u32, u32)>,
     layer: usize,
     data_offset: u64,
 }
@@ -133,6 +135,13 @@ impl ImageFs {
                     size: entry.size(),
                     mtime: header.mtime().map_err(bad)?,
                     link,
+                    device: match kind {
+                        EntryKind::CharDevice | EntryKind::BlockDevice => Some((
+                            header.device_major().map_err(bad)?.unwrap_or(0),
+                            header.device_minor().map_err(bad)?.unwrap_or(0),
+                        )),
+                        _ => None,
+                    },
                     layer: index,
                     data_offset: entry.raw_file_position(),
                 },
@@ -315,6 +324,7 @@ static ROOT_DIR: FsEntry = FsEntry {
     size: 0,
     mtime: 0,
     link: None,
+    device: None,
     layer: 0,
     data_offset: 0,
 };

@@ -5,5 +5,6 @@ pub mod compression;
 pub mod import;
 pub mod layer;
 pub mod load;
+pub mod rootfs;
 pub mod save;
 pub mod tar_header;

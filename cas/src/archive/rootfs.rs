@@ -1,0 +1,222 @@
+//! An image's root file system as one flat tar: what `build -o type=tar` writes, and what
+//! `-o type=local` unpacks. buildx users expect these to look like BuildKit's tar and local
+//! exporters' output, not like a layer: no whiteouts (they are applied), no root entry, names
+//! relative without `./`, directories with a trailing `/`, numeric ids and no owner names.
+//!
+//! Why a writer of its own rather than `save` or the layer tars: the tree is the merged one
+//! ([`ImageFs`]: every layer's headers, whiteouts and opaque directories applied bottom-up), and
+//! file contents are copied straight from the layer blob that last wrote each file, so nothing is
+//! unpacked on the way. The bytes are reproducible (sorted entries, kiln's deterministic headers),
+//! and with an `mtime` every entry gets that time, as BuildKit's exporters do with
+//! SOURCE_DATE_EPOCH, so two builds of the same inputs give the same bytes.
+//!
+//! Every layer is hashed against its diffID before anything is written: this is content leaving
+//! the store (DESIGN.md §2).
+//!
+//! Known limits, from what [`ImageFs`] records: extended attributes of the layers are not
+//! carried, names that are not UTF-8 are written lossily, and a hard link whose target a later
+//! layer replaced or removed is refused rather than given the old content.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+
+use rayon::prelude::*;
+
+use crate::archive::tar_header::{pad, write_end, write_header, TarHeader};
+use crate::digest::HashingWriter;
+use crate::image_fs::{EntryKind, FsEntry, ImageFs};
+use crate::store::Store;
+use crate::Digest;
+use crate::{Error, Image, Result};
+
+/// How the entries' metadata is written.
+#[derive(Clone, Debug, Default)]
+pub struct RootfsOptions {
+    /// Every entry's mtime (SOURCE_DATE_EPOCH); `None` keeps each file's own.
+    pub mtime: Option<i64>,
+    /// Every entry's owner, for the local exporter (BuildKit gives the files to the user who ran
+    /// the build); `None` keeps the image's numeric ids.
+    pub owner: Option<(u64, u64)>,
+}
+
+/// Writes the root file system of `image` to `out` as a tar stream; returns the bytes written.
+/// `what` names the output in errors.
+pub fn write_rootfs_tar(
+    store: &Store,
+    image: &Image,
+    out: &mut dyn Write,
+    options: &RootfsOptions,
+    what: &str,
+) -> Result<u64> {
+    let diff_ids = image.diff_ids()?;
+    // Verified first, in parallel: a corrupt layer must stop the export before any byte is out.
+    diff_ids.par_iter().try_for_each(|diff_id| {
+        let blob = store.open_layer(diff_id)?;
+        let actual =
+            hash_at(&blob.file, blob.size).map_err(|e| Error::io("reading layer", store.blob_path(diff_id), e))?;
+        if &actual != diff_id {
+            return Err(Error::BlobCorrupt {
+                digest: diff_id.clone(),
+                why: format!("content does not match its digest (computed {actual})"),
+            });
+        }
+        Ok(())
+    })?;
+    let fs = ImageFs::load(store, image)?;
+    let mut out = Counting { inner: out, written: 0 };
+    let write_err = |e: io::Error| Error::io("writing", what.to_string(), e);
+    let links = hardlink_groups(&fs)?;
+    for path in fs.paths() {
+        let entry = fs.entry(path).expect("listed path");
+        let (meta, body) = match entry.kind {
+            EntryKind::Hardlink | EntryKind::File => {
+                let (target, leader) = match links.get(path) {
+                    Some(group) => (group.target.as_str(), group.leader.as_str()),
+                    None => (path, path),
+                };
+                let file = fs.entry(target).expect("group target is a file");
+                if leader == path {
+                    (file, Body::File(file))
+                } else {
+                    (file, Body::Link(leader))
+                }
+            }
+            EntryKind::Dir => (entry, Body::None),
+            EntryKind::Symlink => (entry, Body::Symlink),
+            EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => (entry, Body::None),
+        };
+        let mut name = path.as_bytes().to_vec();
+        if entry.kind == EntryKind::Dir {
+            name.push(b'/');
+        }
+        let (type_flag, size, link) = match &body {
+            Body::File(file) => (b'0', file.size, None),
+            Body::Link(leader) => (b'1', 0, Some(leader.as_bytes())),
+            Body::Symlink => (b'2', 0, entry.link.as_deref().map(str::as_bytes)),
+            Body::None => match entry.kind {
+                EntryKind::Dir => (b'5', 0, None),
+                EntryKind::CharDevice => (b'3', 0, None),
+                EntryKind::BlockDevice => (b'4', 0, None),
+                _ => (b'6', 0, None),
+            },
+        };
+        let (uid, gid) = options.owner.unwrap_or((meta.uid, meta.gid));
+        let device = entry.device;
+        let header = TarHeader {
+            name: &name,
+            type_flag,
+            mode: meta.mode & 0o7777,
+            uid,
+            gid,
+            size,
+            mtime: options.mtime.unwrap_or(meta.mtime as i64),
+            link,
+            device,
+            xattrs: &[],
+        };
+        write_header(&mut out, &header).map_err(write_err)?;
+        if let Body::File(file) = body {
+            let mut reader = fs.open_entry(store, file)?;
+            let copied = io::copy(&mut reader, &mut out).map_err(write_err)?;
+            if copied != file.size {
+                return Err(Error::invalid(
+                    format!("/{path}"),
+                    format!("its layer ended after {copied} of {} bytes", file.size),
+                ));
+            }
+            pad(&mut out, copied).map_err(write_err)?;
+        }
+    }
+    write_end(&mut out).map_err(write_err)?;
+    out.flush().map_err(write_err)?;
+    Ok(out.written)
+}
+
+enum Body<'a> {
+    None,
+    Symlink,
+    /// A regular file's content, from this file entry.
+    File(&'a FsEntry),
+    /// A hard link to the path written before it.
+    Link(&'a str),
+}
+
+/// The paths that are one file: the target of some hard link and every link to it.
+struct LinkGroup {
+    /// The regular file whose content and metadata they share.
+    target: String,
+    /// The first of them in path order, written with the content; the others link to it (a tar
+    /// link must name an entry that came before it).
+    leader: String,
+}
+
+fn hardlink_groups(fs: &ImageFs) -> Result<BTreeMap<String, LinkGroup>> {
+    let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for path in fs.paths() {
+        let entry = fs.entry(path).expect("listed path");
+        if entry.kind != EntryKind::Hardlink {
+            continue;
+        }
+        // A link to a link is a link to the same file.
+        let mut target = entry.link.clone().unwrap_or_default();
+        let mut hops = 0;
+        loop {
+            match fs.entry(&target) {
+                Some(e) if e.kind == EntryKind::File => break,
+                Some(e) if e.kind == EntryKind::Hardlink && hops < 40 => {
+                    hops += 1;
+                    target = e.link.clone().unwrap_or_default();
+                }
+                _ => {
+                    return Err(Error::invalid(
+                        format!("/{path}"),
+                        format!("a hard link to /{target}, which is not a regular file in the final image"),
+                    ))
+                }
+            }
+        }
+        members.entry(target).or_default().push(path.to_string());
+    }
+    let mut groups = BTreeMap::new();
+    for (target, links) in members {
+        let leader = links.iter().chain(std::iter::once(&target)).min().expect("non-empty").clone();
+        for path in links.into_iter().chain(std::iter::once(target.clone())) {
+            groups.insert(path, LinkGroup { target: target.clone(), leader: leader.clone() });
+        }
+    }
+    Ok(groups)
+}
+
+/// sha256 of a file's first `size` bytes by positional reads: the file may be shared (a kept
+/// layer's private copy is one open file per store handle), so its offset is not touched.
+fn hash_at(file: &File, size: u64) -> io::Result<Digest> {
+    let mut hashing = HashingWriter::new(io::sink());
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0;
+    while offset < size {
+        let len = buf.len().min((size - offset) as usize);
+        file.read_exact_at(&mut buf[..len], offset)?;
+        hashing.write_all(&buf[..len])?;
+        offset += len as u64;
+    }
+    Ok(hashing.finish().1)
+}
+
+struct Counting<'a> {
+    inner: &'a mut dyn Write,
+    written: u64,
+}
+
+impl Write for Counting<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
