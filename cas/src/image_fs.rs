@@ -39,6 +39,8 @@ pub struct FsEntry {
     pub link: Option<String>,
     /// (major, minor) of a character or block device.
     pub device: Option<(u32, u32)>,
+    /// Extended attributes from the layer's PAX `SCHILY.xattr.*` records, in their order.
+    pub xattrs: Vec<(String, Vec<u8>)>,
     layer: usize,
     data_offset: u64,
 }
@@ -97,7 +99,7 @@ impl ImageFs {
         let mut whiteouts: Vec<String> = Vec::new();
         let mut opaque: Vec<String> = Vec::new();
         for entry in archive.entries_with_seek().map_err(bad)? {
-            let entry = entry.map_err(bad)?;
+            let mut entry = entry.map_err(bad)?;
             let raw_path = entry.path().map_err(bad)?.to_string_lossy().into_owned();
             let Some(path) = normalize(&raw_path) else { continue };
             let (parent, name) = split_parent(&path);
@@ -109,8 +111,7 @@ impl ImageFs {
                 whiteouts.push(join(parent, hidden));
                 continue;
             }
-            let header = entry.header();
-            let kind = match header.entry_type() {
+            let kind = match entry.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
                 tar::EntryType::Directory => EntryKind::Dir,
                 tar::EntryType::Symlink => EntryKind::Symlink,
@@ -120,6 +121,16 @@ impl ImageFs {
                 tar::EntryType::Fifo => EntryKind::Fifo,
                 _ => continue,
             };
+            let mut xattrs = Vec::new();
+            if let Some(records) = entry.pax_extensions().map_err(bad)? {
+                for record in records {
+                    let record = record.map_err(bad)?;
+                    if let Some(name) = record.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
+                        xattrs.push((name.to_string(), record.value_bytes().to_vec()));
+                    }
+                }
+            }
+            let header = entry.header();
             let link = entry.link_name().map_err(bad)?.map(|l| l.to_string_lossy().into_owned());
             let link = match kind {
                 EntryKind::Hardlink => link.and_then(|l| normalize(&l)),
@@ -135,6 +146,7 @@ impl ImageFs {
                     size: entry.size(),
                     mtime: header.mtime().map_err(bad)?,
                     link,
+                    xattrs,
                     device: match kind {
                         EntryKind::CharDevice | EntryKind::BlockDevice => Some((
                             header.device_major().map_err(bad)?.unwrap_or(0),
@@ -325,6 +337,7 @@ static ROOT_DIR: FsEntry = FsEntry {
     mtime: 0,
     link: None,
     device: None,
+    xattrs: Vec::new(),
     layer: 0,
     data_offset: 0,
 };

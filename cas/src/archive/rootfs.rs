@@ -13,9 +13,9 @@
 //! Every layer is hashed against its diffID before anything is written: this is content leaving
 //! the store (DESIGN.md §2).
 //!
-//! Known limits, from what [`ImageFs`] records: extended attributes of the layers are not
-//! carried, names that are not UTF-8 are written lossily, and a hard link whose target a later
-//! layer replaced or removed is refused rather than given the old content.
+//! Known limits, from what [`ImageFs`] records: names that are not UTF-8 are written lossily, and
+//! a hard link whose target a later layer replaced or removed is refused rather than given the old
+//! content.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -104,6 +104,8 @@ pub fn write_rootfs_tar(
         };
         let (uid, gid) = options.owner.unwrap_or((meta.uid, meta.gid));
         let device = entry.device;
+        let xattrs: Vec<(Vec<u8>, Vec<u8>)> =
+            meta.xattrs.iter().map(|(name, value)| (name.as_bytes().to_vec(), value.clone())).collect();
         let header = TarHeader {
             name: &name,
             type_flag,
@@ -114,7 +116,7 @@ pub fn write_rootfs_tar(
             mtime: options.mtime.unwrap_or(meta.mtime as i64),
             link,
             device,
-            xattrs: &[],
+            xattrs: &xattrs,
         };
         write_header(&mut out, &header).map_err(write_err)?;
         if let Body::File(file) = body {
