@@ -577,3 +577,48 @@ fn xattrs_and_device_nodes_are_carried_to_tar_and_local_outputs() {
         _ => eprintln!("skipping the xattr check of the directory: python3 or user xattrs unavailable"),
     }
 }
+
+/// A hard link keeps the content it was made with when a later layer replaces the path it links
+/// to (as overlayfs's copy-up breaks the link): the export must not give it the new content.
+#[test]
+fn a_hard_link_keeps_its_content_when_a_later_layer_replaces_its_target() {
+    let k = Kiln::new();
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(4);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    layer.append_data(&mut h, "a", &b"old\n"[..]).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Link);
+    h.set_mode(0o644);
+    h.set_size(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    layer.append_link(&mut h, "b", "a").unwrap();
+    let tar = k.path("links.tar");
+    std::fs::write(&tar, layer.into_inner().unwrap()).unwrap();
+    k.ok(&["import", tar.to_str().unwrap(), "outputs-links:1"]);
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("a"), "new\n").unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM outputs-links:1\nCOPY a /a\n").unwrap();
+    let out = k.cmd(&["build", "--progress", "quiet", "-o", "-", ctx.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let fs = describe_tar(&out.stdout);
+    let sum = |text: &[u8]| hex::encode(Sha256::digest(text));
+    assert!(fs["a"].starts_with("file ") && fs["a"].ends_with(&sum(b"new\n")), "{fs:?}");
+    assert!(fs["b"].starts_with("file ") && fs["b"].ends_with(&sum(b"old\n")), "{fs:?}");
+
+    // Unreplaced, the two names stay one file.
+    std::fs::write(ctx.join("Dockerfile"), "FROM outputs-links:1\nCOPY a /c\n").unwrap();
+    let out = k.cmd(&["build", "--progress", "quiet", "-o", "-", ctx.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let fs = describe_tar(&out.stdout);
+    assert!(fs["a"].ends_with(&sum(b"old\n")), "{fs:?}");
+    assert_eq!(fs["b"], "hardlink 0644 0:0 -> a");
+}

@@ -13,9 +13,11 @@
 //! Every layer is hashed against its diffID before anything is written: this is content leaving
 //! the store (DESIGN.md §2).
 //!
-//! Known limits, from what [`ImageFs`] records: names that are not UTF-8 are written lossily, and
-//! a hard link whose target a later layer replaced or removed is refused rather than given the old
-//! content.
+//! Hard links: names are one file when they share content in the layers (an inode and its links,
+//! [`FsEntry::content_key`]), not merely when one names the other's path, so a link whose target a
+//! later layer replaced keeps the content it was made with, as overlayfs's copy-up leaves it.
+//!
+//! Known limit, from what [`ImageFs`] records: names that are not UTF-8 are written lossily.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -67,32 +69,29 @@ pub fn write_rootfs_tar(
     let fs = ImageFs::load(store, image)?;
     let mut out = Counting { inner: out, written: 0 };
     let write_err = |e: io::Error| Error::io("writing", what.to_string(), e);
-    let links = hardlink_groups(&fs)?;
+    let leaders = link_leaders(&fs)?;
     for path in fs.paths() {
         let entry = fs.entry(path).expect("listed path");
-        let (meta, body) = match entry.kind {
+        // One file with several names: the first name in path order carries the content, the
+        // others are tar hard links to it (a link must name an entry that came before it).
+        let body = match entry.kind {
             EntryKind::Hardlink | EntryKind::File => {
-                let (target, leader) = match links.get(path) {
-                    Some(group) => (group.target.as_str(), group.leader.as_str()),
-                    None => (path, path),
-                };
-                let file = fs.entry(target).expect("group target is a file");
-                if leader == path {
-                    (file, Body::File(file))
-                } else {
-                    (file, Body::Link(leader))
+                let key = entry.content_key().expect("checked by link_leaders");
+                match leaders.get(&key) {
+                    Some(leader) if leader != path => Body::Link(leader),
+                    _ => Body::File(entry),
                 }
             }
-            EntryKind::Dir => (entry, Body::None),
-            EntryKind::Symlink => (entry, Body::Symlink),
-            EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => (entry, Body::None),
+            EntryKind::Symlink => Body::Symlink,
+            EntryKind::Dir | EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => Body::None,
         };
+        let meta = entry;
         let mut name = path.as_bytes().to_vec();
         if entry.kind == EntryKind::Dir {
             name.push(b'/');
         }
         let (type_flag, size, link) = match &body {
-            Body::File(file) => (b'0', file.size, None),
+            Body::File(file) => (b'0', file.content_size().unwrap_or(0), None),
             Body::Link(leader) => (b'1', 0, Some(leader.as_bytes())),
             Body::Symlink => (b'2', 0, entry.link.as_deref().map(str::as_bytes)),
             Body::None => match entry.kind {
@@ -120,12 +119,13 @@ pub fn write_rootfs_tar(
         };
         write_header(&mut out, &header).map_err(write_err)?;
         if let Body::File(file) = body {
+            let expected = file.content_size().unwrap_or(0);
             let mut reader = fs.open_entry(store, file)?;
             let copied = io::copy(&mut reader, &mut out).map_err(write_err)?;
-            if copied != file.size {
+            if copied != expected {
                 return Err(Error::invalid(
                     format!("/{path}"),
-                    format!("its layer ended after {copied} of {} bytes", file.size),
+                    format!("its layer ended after {copied} of {expected} bytes"),
                 ));
             }
             pad(&mut out, copied).map_err(write_err)?;
@@ -145,50 +145,30 @@ enum Body<'a> {
     Link(&'a str),
 }
 
-/// The paths that are one file: the target of some hard link and every link to it.
-struct LinkGroup {
-    /// The regular file whose content and metadata they share.
-    target: String,
-    /// The first of them in path order, written with the content; the others link to it (a tar
-    /// link must name an entry that came before it).
-    leader: String,
-}
-
-fn hardlink_groups(fs: &ImageFs) -> Result<BTreeMap<String, LinkGroup>> {
-    let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+/// For every file that has hard links: the first of its names in path order. A hard link whose
+/// file is gone (its target was not a regular file when the link's layer was applied) is refused.
+fn link_leaders(fs: &ImageFs) -> Result<BTreeMap<(usize, u64), String>> {
+    let mut names: BTreeMap<(usize, u64), Vec<&str>> = BTreeMap::new();
     for path in fs.paths() {
         let entry = fs.entry(path).expect("listed path");
-        if entry.kind != EntryKind::Hardlink {
-            continue;
-        }
-        // A link to a link is a link to the same file.
-        let mut target = entry.link.clone().unwrap_or_default();
-        let mut hops = 0;
-        loop {
-            match fs.entry(&target) {
-                Some(e) if e.kind == EntryKind::File => break,
-                Some(e) if e.kind == EntryKind::Hardlink && hops < 40 => {
-                    hops += 1;
-                    target = e.link.clone().unwrap_or_default();
-                }
-                _ => {
+        match entry.kind {
+            EntryKind::File | EntryKind::Hardlink => {
+                let Some(key) = entry.content_key() else {
                     return Err(Error::invalid(
                         format!("/{path}"),
-                        format!("a hard link to /{target}, which is not a regular file in the final image"),
-                    ))
-                }
+                        format!(
+                            "a hard link to /{}, which was not a regular file when the link was made",
+                            entry.link.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                };
+                names.entry(key).or_default().push(path);
             }
-        }
-        members.entry(target).or_default().push(path.to_string());
-    }
-    let mut groups = BTreeMap::new();
-    for (target, links) in members {
-        let leader = links.iter().chain(std::iter::once(&target)).min().expect("non-empty").clone();
-        for path in links.into_iter().chain(std::iter::once(target.clone())) {
-            groups.insert(path, LinkGroup { target: target.clone(), leader: leader.clone() });
+            _ => {}
         }
     }
-    Ok(groups)
+    // Paths come sorted, so each list's first is its leader.
+    Ok(names.into_iter().filter(|(_, n)| n.len() > 1).map(|(key, n)| (key, n[0].to_string())).collect())
 }
 
 /// sha256 of a file's first `size` bytes by positional reads: the file may be shared (a kept
