@@ -320,13 +320,13 @@ pub fn plan(
                     parse_bool(spec, "unpack", value)?;
                 }
                 let names = names()?;
-                if names.is_empty() {
-                    bail!("invalid --output \"{spec}\": type={kind} needs a name (-t NAME or name=NAME)");
-                }
                 for name in &names {
                     push_name(&mut plan.store_names, name);
                 }
                 if pushing {
+                    if names.is_empty() {
+                        bail!("invalid --output \"{spec}\": a name is needed to push (-t NAME or name=NAME)");
+                    }
                     check_pushable(&names)?;
                     plan.pushes.push(PushOutput { names, compression, insecure });
                 }
@@ -431,7 +431,7 @@ fn write_oci_archive(store: &Store, images: &[SavedImage], out: &mut File, what:
 /// `build_outputs::oci_output_is_an_oci_layout_or_refused_cleanly` (which then checks the layout
 /// with skopeo) are already in place.
 fn oci_plan(_store: &Store, _images: &[SavedImage]) -> Result<SavePlan> {
-    bail!("type=oci: writing an OCI image layout is not available in this build of kiln; use type=docker")
+    bail!("writing an OCI image layout is not available in this build of kiln; use type=docker")
 }
 
 /// Runs `write` on the destination: stdout directly (after every check, since bytes sent down a
@@ -646,7 +646,8 @@ mod tests {
         assert!(err(&["type=tar,dest"], false, false, &[]).contains("not KEY=VALUE"));
         assert!(err(&["type=tar", "type=oci"], false, false, &[]).contains("multiple outputs"));
         assert!(err(&["type=docker,dest=x,tar=false"], false, false, &[]).contains("tar=false"));
-        assert!(err(&["type=image,push=true"], false, false, &[]).contains("needs a name"));
+        assert!(err(&["type=image,push=true"], false, false, &[]).contains("a name is needed to push"));
+        assert!(plan_of(&["type=image"], false, false, &[]).unwrap().store_names.is_empty(), "unnamed is fine");
         assert!(err(&[], true, false, &[]).contains("--push needs a name"));
         assert!(err(&["type=image,push=maybe"], false, false, &["a:1"]).contains("not true or false"));
         assert!(err(&["type=\"tar"], false, false, &[]).contains("not closed"));

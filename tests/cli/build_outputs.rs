@@ -299,7 +299,7 @@ fn bad_outputs_fail_before_building_in_one_line_and_write_nothing() {
         (format!("type=local,dest={}", file.display()), "is a file"),
         (format!("type=tar,dest={}", dir.display()), "is a directory"),
         ("type=tar,dest=x.tar,compression=gzip".to_string(), "unknown key \"compression\""),
-        ("type=image,push=true".to_string(), "needs a name"),
+        ("type=image,push=true".to_string(), "a name is needed to push"),
     ];
     for (spec, expected) in &cases {
         let err = case.build_fails(&["-o", spec]);
