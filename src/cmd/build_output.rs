@@ -405,7 +405,7 @@ pub fn export(
     }
     for output in &plan.pushes {
         for name in &output.names {
-            push(store, name, output)?;
+            push(store, name, output, printer)?;
         }
     }
     Ok(())
@@ -534,7 +534,7 @@ fn write_local(store: &Store, image_id: &Digest, dir: &Path, epoch: Option<i64>)
         let applied = kiln_runtime::snapshot::apply_layer(reader, &work, &opts);
         let produced = producer.join().map_err(|_| anyhow!("type=local: the tar writer panicked"))?;
         // The writer's error is the cause when both fail (the applier then saw a cut stream).
-        produced?;
+        produced.with_context(|| format!("type=local: writing {}", dir.display()))?;
         applied.map_err(|e| anyhow!("type=local: writing {}: {e}", dir.display()))
     })?;
     for warning in &applied.warnings {
@@ -550,18 +550,19 @@ fn write_local(store: &Store, image_id: &Digest, dir: &Path, epoch: Option<i64>)
     Ok(())
 }
 
-/// Pushes `name` (already tagged in the store) as `kiln push` does, printing its lines.
-fn push(store: &Store, name: &Reference, output: &PushOutput) -> Result<()> {
+/// Pushes `name` (already tagged in the store) as `kiln push` does, its digest line in the build's
+/// progress.
+fn push(store: &Store, name: &Reference, output: &PushOutput, printer: &Printer) -> Result<()> {
     let options = crate::config::client_options(ClientOptions { insecure: output.insecure, ..Default::default() })?;
     let client = Client::connect(name.domain(), options).with_context(|| format!("pushing {name}"))?;
-    eprintln!("pushing {name}");
+    printer.note(&format!("pushing {name}"));
     let compression = match output.compression {
         Compression::Gzip => LayerCompression::Gzip,
         Compression::Zstd => LayerCompression::Zstd,
     };
     let outcome =
         push_image(store, &client, name, compression, &mut |_, _| {}).with_context(|| format!("pushing {name}"))?;
-    eprintln!("{}: digest: {} size: {}", name.tag().unwrap_or("latest"), outcome.digest, outcome.size);
+    printer.note(&format!("{}: digest: {} size: {}", name.tag().unwrap_or("latest"), outcome.digest, outcome.size));
     Ok(())
 }
 

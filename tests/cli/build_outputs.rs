@@ -622,3 +622,40 @@ fn a_hard_link_keeps_its_content_when_a_later_layer_replaces_its_target() {
     assert!(fs["a"].ends_with(&sum(b"old\n")), "{fs:?}");
     assert_eq!(fs["b"], "hardlink 0644 0:0 -> a");
 }
+
+/// An image kiln cannot export faithfully (a hard link to nothing) fails in one line naming the
+/// path, and a new destination directory is not left behind half-written.
+#[test]
+fn a_failed_local_export_leaves_no_directory() {
+    let k = Kiln::new();
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(2);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    layer.append_data(&mut h, "a", &b"x\n"[..]).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Link);
+    h.set_mode(0o644);
+    h.set_size(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    layer.append_link(&mut h, "b", "missing").unwrap();
+    let tar = k.path("dangling.tar");
+    std::fs::write(&tar, layer.into_inner().unwrap()).unwrap();
+    k.ok(&["import", tar.to_str().unwrap(), "outputs-dangling:1"]);
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM outputs-dangling:1\nLABEL x=1\n").unwrap();
+    let parent = k.path("exports");
+    std::fs::create_dir_all(&parent).unwrap();
+    let dest = parent.join("out");
+    let err = k.fails(&["build", "--progress", "quiet", "-o", dest.to_str().unwrap(), ctx.to_str().unwrap()]);
+    assert!(err.contains("type=local") && err.contains("/b: a hard link to /missing"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0, "nothing left in {}", parent.display());
+}
