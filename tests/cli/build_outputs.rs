@@ -21,14 +21,14 @@ use crate::harness::*;
 use crate::image_compare::{docker_available, output_text, DockerImages, DOCKER};
 
 /// A Dockerfile using what an export must get right: a whiteout (`rm` of a base directory), a
-/// file replaced by a later layer, a hard link, symlinks (one absolute, pointing out of the root
+/// directory removed and made again (an opaque directory), a file replaced by a later layer, a hard link, symlinks (one absolute, pointing out of the root
 /// if followed on the host), setuid, a FIFO, an owner other than root, an empty directory.
 const DOCKERFILE: &str = "FROM @BASE@\n\
 COPY a.txt /app/a.txt\n\
 RUN mkdir -p /app/d /app/empty && echo one > /app/d/f && ln -s /etc/passwd /app/link \\\n\
  && ln -s ../etc /app/rel && ln /app/a.txt /app/hard && chmod 4755 /app/d/f && chown 1000:1001 /app/d \\\n\
  && rm -rf /home && mkfifo /app/fifo\n\
-RUN echo two > /app/d/f && rm /bin/vi\n";
+RUN echo two > /app/d/f && rm /bin/vi && rm -rf /var && mkdir -p /var/new && echo v > /var/new/f\n";
 
 struct Case {
     k: Kiln,
@@ -191,6 +191,7 @@ fn tar_output_is_the_merged_root_file_system_and_reproducible() {
     let fs = describe_tar(&bytes);
     assert!(!fs.keys().any(|p| p.contains(".wh.")), "whiteouts are applied, not written");
     assert!(!fs.contains_key("home") && !fs.contains_key("bin/vi"), "removed paths are gone");
+    assert!(!fs.contains_key("var/log") && fs.contains_key("var/new/f"), "the opaque directory hides what was below");
     assert!(fs.contains_key("bin/busybox") && fs.contains_key("app/empty"), "{fs:?}");
     assert!(!fs.keys().any(|p| p.starts_with('/') || p.starts_with("./") || p.is_empty()), "relative names, no root");
     assert_eq!(fs["app/d"], "dir 0755 1000:1001");
