@@ -521,6 +521,15 @@ fn xattrs_and_device_nodes_are_carried_to_tar_and_local_outputs() {
     h.set_device_major(1).unwrap();
     h.set_device_minor(3).unwrap();
     layer.append_data(&mut h, "null", &b""[..]).unwrap();
+    // A symlink whose header says 0644: on disk, and so in BuildKit's outputs, it is 0777.
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_mode(0o644);
+    h.set_size(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    layer.append_link(&mut h, "lnk", "ping").unwrap();
     let tar = k.path("x.tar");
     std::fs::write(&tar, layer.into_inner().unwrap()).unwrap();
     k.ok(&["import", tar.to_str().unwrap(), "outputs-x:1"]);
@@ -554,10 +563,14 @@ fn xattrs_and_device_nodes_are_carried_to_tar_and_local_outputs() {
                 );
                 seen += 1;
             }
+            "lnk" => {
+                assert_eq!(entry.header().mode().unwrap(), 0o777);
+                seen += 1;
+            }
             _ => {}
         }
     }
-    assert_eq!(seen, 2);
+    assert_eq!(seen, 3);
     if !is_root() {
         return;
     }

@@ -108,7 +108,8 @@ pub fn write_rootfs_tar(
         let header = TarHeader {
             name: &name,
             type_flag,
-            mode: meta.mode & 0o7777,
+            // On disk (where BuildKit's exporters read from) a symlink's mode is always 0777.
+            mode: if entry.kind == EntryKind::Symlink { 0o777 } else { meta.mode & 0o7777 },
             uid,
             gid,
             size,
