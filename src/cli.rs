@@ -428,6 +428,18 @@ pub struct BuildArgs {
     /// $SOURCE_DATE_EPOCH)
     #[arg(long)]
     pub source_date_epoch: Option<i64>,
+    /// Output destination: type=local,dest=DIR | type=tar,dest=FILE|- | type=docker,dest=FILE |
+    /// type=oci,dest=FILE | type=image[,name=NAME][,push=true] | type=registry; DIR alone is
+    /// type=local, - alone a tar on stdout; may be repeated
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Shorthand for --output=type=registry: name the image in the store and push every -t name
+    #[arg(long)]
+    pub push: bool,
+    /// Shorthand for --output=type=docker: name the image in kiln's store (what a build without
+    /// --output does; with --output it also names it there)
+    #[arg(long)]
+    pub load: bool,
 }
 
 #[derive(Args, Debug)]

@@ -37,8 +37,36 @@ pub struct FsEntry {
     pub mtime: u64,
     /// Symlink target, or the path a hardlink points at (relative to the root).
     pub link: Option<String>,
+    /// (major, minor) of a character or block device.
+    pub device: Option<(u32, u32)>,
+    /// Extended attributes from the layer's PAX `SCHILY.xattr.*` records, in their order.
+    pub xattrs: Vec<(String, Vec<u8>)>,
     layer: usize,
     data_offset: u64,
+    /// For a hard link: the content of the file it was made to (layer, data offset, size), fixed
+    /// when its layer is applied, so a later layer replacing that path does not change it.
+    content: Option<(usize, u64, u64)>,
+}
+
+impl FsEntry {
+    /// What identifies a regular file's content, or a hard link's: entries with the same key are
+    /// one file (an inode and its hard links). None for other kinds and dangling links.
+    pub fn content_key(&self) -> Option<(usize, u64)> {
+        self.content_source().map(|(layer, offset, _)| (layer, offset))
+    }
+
+    /// Bytes of content of a regular file or of the file a hard link shares.
+    pub fn content_size(&self) -> Option<u64> {
+        self.content_source().map(|(_, _, size)| size)
+    }
+
+    fn content_source(&self) -> Option<(usize, u64, u64)> {
+        match self.kind {
+            EntryKind::File => Some((self.layer, self.data_offset, self.size)),
+            EntryKind::Hardlink => self.content,
+            _ => None,
+        }
+    }
 }
 
 /// The merged tree of an image: path (relative, no leading `/`, `""` for the root) → entry.
@@ -95,7 +123,7 @@ impl ImageFs {
         let mut whiteouts: Vec<String> = Vec::new();
         let mut opaque: Vec<String> = Vec::new();
         for entry in archive.entries_with_seek().map_err(bad)? {
-            let entry = entry.map_err(bad)?;
+            let mut entry = entry.map_err(bad)?;
             let raw_path = entry.path().map_err(bad)?.to_string_lossy().into_owned();
             let Some(path) = normalize(&raw_path) else { continue };
             let (parent, name) = split_parent(&path);
@@ -107,8 +135,7 @@ impl ImageFs {
                 whiteouts.push(join(parent, hidden));
                 continue;
             }
-            let header = entry.header();
-            let kind = match header.entry_type() {
+            let kind = match entry.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
                 tar::EntryType::Directory => EntryKind::Dir,
                 tar::EntryType::Symlink => EntryKind::Symlink,
@@ -118,6 +145,16 @@ impl ImageFs {
                 tar::EntryType::Fifo => EntryKind::Fifo,
                 _ => continue,
             };
+            let mut xattrs = Vec::new();
+            if let Some(records) = entry.pax_extensions().map_err(bad)? {
+                for record in records {
+                    let record = record.map_err(bad)?;
+                    if let Some(name) = record.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
+                        xattrs.push((name.to_string(), record.value_bytes().to_vec()));
+                    }
+                }
+            }
+            let header = entry.header();
             let link = entry.link_name().map_err(bad)?.map(|l| l.to_string_lossy().into_owned());
             let link = match kind {
                 EntryKind::Hardlink => link.and_then(|l| normalize(&l)),
@@ -133,8 +170,17 @@ impl ImageFs {
                     size: entry.size(),
                     mtime: header.mtime().map_err(bad)?,
                     link,
+                    xattrs,
+                    device: match kind {
+                        EntryKind::CharDevice | EntryKind::BlockDevice => Some((
+                            header.device_major().map_err(bad)?.unwrap_or(0),
+                            header.device_minor().map_err(bad)?.unwrap_or(0),
+                        )),
+                        _ => None,
+                    },
                     layer: index,
                     data_offset: entry.raw_file_position(),
+                    content: None,
                 },
             ));
         }
@@ -146,6 +192,8 @@ impl ImageFs {
             self.entries.remove(&path);
             self.remove_children(&path);
         }
+        let links: Vec<String> =
+            added.iter().filter(|(_, e)| e.kind == EntryKind::Hardlink).map(|(p, _)| p.clone()).collect();
         for (path, entry) in added {
             // A non-directory replacing a directory replaces its subtree too.
             if entry.kind != EntryKind::Dir && self.entries.get(&path).is_some_and(|e| e.kind == EntryKind::Dir) {
@@ -159,7 +207,28 @@ impl ImageFs {
             }
             self.entries.insert(path, entry);
         }
+        for path in links {
+            let content = self.link_content(&path);
+            if let Some(entry) = self.entries.get_mut(&path) {
+                entry.content = content;
+            }
+        }
         Ok(())
+    }
+
+    /// The content a hard link at `path` shares, following links to links.
+    fn link_content(&self, path: &str) -> Option<(usize, u64, u64)> {
+        let mut target = self.entries.get(path)?.link.clone()?;
+        for _ in 0..SYMLINK_LIMIT {
+            let entry = self.entries.get(&target)?;
+            match entry.kind {
+                EntryKind::File => return entry.content_source(),
+                EntryKind::Hardlink if entry.content.is_some() => return entry.content,
+                EntryKind::Hardlink => target = entry.link.clone()?,
+                _ => return None,
+            }
+        }
+        None
     }
 
     fn remove_children(&mut self, dir: &str) {
@@ -290,20 +359,18 @@ impl ImageFs {
 
     /// A reader of a regular file's bytes straight from its layer blob, limited to the entry's
     /// size, so large files are streamed rather than read whole. `entry` must be a `File` entry of
-    /// this file system (follow hardlinks with `entry()` on `link` first).
+    /// this file system, or a hard link (read as the file it was made to).
     pub fn open_entry(&self, store: &Store, entry: &FsEntry) -> Result<std::io::Take<std::fs::File>> {
-        if entry.kind != EntryKind::File {
+        // A hard link's own content is the file it was made to (see `FsEntry::content_key`).
+        let Some((layer, offset, size)) = entry.content_source() else {
             return Err(Error::invalid("image file system", "only regular files have content"));
-        }
-        let diff_id = self
-            .layers
-            .get(entry.layer)
-            .ok_or_else(|| Error::invalid("image file system", "entry of another image"))?;
+        };
+        let diff_id =
+            self.layers.get(layer).ok_or_else(|| Error::invalid("image file system", "entry of another image"))?;
         let blob = store.open_layer(diff_id)?;
         let mut file = blob.file;
-        file.seek(SeekFrom::Start(entry.data_offset))
-            .map_err(|e| Error::io("reading layer", store.blob_path(diff_id), e))?;
-        Ok(file.take(entry.size))
+        file.seek(SeekFrom::Start(offset)).map_err(|e| Error::io("reading layer", store.blob_path(diff_id), e))?;
+        Ok(file.take(size))
     }
 }
 
@@ -315,8 +382,11 @@ static ROOT_DIR: FsEntry = FsEntry {
     size: 0,
     mtime: 0,
     link: None,
+    device: None,
+    xattrs: Vec::new(),
     layer: 0,
     data_offset: 0,
+    content: None,
 };
 
 /// `./a//b/` → `a/b`; `..` components are dropped at the root as tar paths cannot climb out of a

@@ -1,6 +1,7 @@
 //! `kiln build`: context → Dockerfile → plan → solve → tag, with docker's flags.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -19,6 +20,14 @@ use crate::progress::{Printer, ProgressMode};
 pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
     // Every name is checked before any work is done: nothing is built that could not be tagged.
     let tags = args.tags.iter().map(|t| Reference::parse(t)).collect::<Result<Vec<_>, _>>()?;
+    let outputs = super::build_output::plan(
+        &args.outputs,
+        args.push,
+        args.load,
+        &tags,
+        args.quiet,
+        std::io::stdout().is_terminal(),
+    )?;
     let mut build_args = parse_build_args(&args.build_args)?;
     let source_date_epoch = source_date_epoch(args.source_date_epoch, &build_args)?;
     if let Some(epoch) = source_date_epoch {
@@ -96,10 +105,11 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
     for spec in &cache_to {
         printer.note(&spec.export(store, &output.cache_keys, &output.image_keys).map_err(anyhow::Error::msg)?);
     }
-    store.add_image(&output.image_id, &tags)?;
-    for tag in &tags {
+    store.add_image(&output.image_id, &outputs.store_names)?;
+    for tag in &outputs.store_names {
         printer.note(&format!("naming to {tag}"));
     }
+    super::build_output::export(store, &output.image_id, &outputs, source_date_epoch, &printer)?;
     if let Some(path) = &args.iidfile {
         std::fs::write(path, output.image_id.to_string())
             .with_context(|| format!("writing --iidfile {}", path.display()))?;

@@ -6,6 +6,7 @@ mod hostile;
 
 mod build;
 mod build_config;
+mod build_outputs;
 mod build_scale;
 mod bundles;
 mod cache;

@@ -7,5 +7,6 @@ pub mod import;
 pub mod layer;
 pub mod load;
 pub mod oci_layout;
+pub mod rootfs;
 pub mod save;
 pub mod tar_header;

@@ -134,7 +134,12 @@ pub fn plan_save_with(store: &Store, names: &[String], options: &SaveOptions) ->
             }
         }
     }
+    plan_images(store, images, options)
+}
 
+/// Lays out the archive of `images`, each under the names given (which need not be tags in the
+/// store: `build -o type=docker` names the image with the build's `-t` names).
+pub fn plan_images(store: &Store, images: Vec<SavedImage>, options: &SaveOptions) -> Result<SavePlan> {
     let mut members = BTreeMap::new();
     members.insert("blobs/".to_string(), Member::Directory);
     members.insert("blobs/sha256/".to_string(), Member::Directory);
