@@ -117,7 +117,9 @@ fn three_releases_cross_as_deltas_that_carry_only_new_layers() {
     // What the far store holds is what the near one saves in full.
     far.ok(&["save", "-o", &path_str(&far, "v2-full.tar"), "app:v2"]);
     near.ok(&["save", "-o", &path_str(&near, "v2-full.tar"), "app:v2"]);
-    assert_eq!(std::fs::read(far.path("v2-full.tar")).unwrap(), std::fs::read(near.path("v2-full.tar")).unwrap());
+    let (far_bytes, near_bytes) =
+        (std::fs::read(far.path("v2-full.tar")).unwrap(), std::fs::read(near.path("v2-full.tar")).unwrap());
+    assert!(far_bytes == near_bytes, "the far store's full save differs from the near one's");
 }
 
 fn expect_success_output(out: std::process::Output) -> Vec<u8> {
@@ -149,7 +151,13 @@ fn since_reads_an_inventory_and_a_digest_dump_from_the_far_side() {
     std::fs::write(&dump, far.ok(&["images", "--digests", "--no-trunc"])).unwrap();
     let by_dump = path_str(&near, "by-dump.tar");
     near.ok(&["save", "--since", &dump, "-o", &by_dump, "app:v2"]);
-    assert_eq!(std::fs::read(&by_inventory).unwrap(), std::fs::read(&by_dump).unwrap());
+    assert!(std::fs::read(&by_inventory).unwrap() == std::fs::read(&by_dump).unwrap(), "inventory and dump differ");
+    // The plain table (12-digit IMAGE IDs) names the same images of this store.
+    let table = path_str(&far, "images-table.txt");
+    std::fs::write(&table, far.ok(&["images", "--digests"])).unwrap();
+    let by_table = path_str(&near, "by-table.tar");
+    near.ok(&["save", "--since", &table, "-o", &by_table, "app:v2"]);
+    assert!(std::fs::read(&by_table).unwrap() == std::fs::read(&by_dump).unwrap(), "table and dump differ");
     assert!(layer_members(&members(Path::new(&by_dump))).is_empty());
     far.ok(&["load", "-i", &by_dump]);
     assert_eq!(far.image_id("app:v2"), near.image_id("app:v2"));
@@ -347,7 +355,7 @@ fn compressed_bundles_are_reproducible_and_load_back() {
         let (a, b) = (path_str(&near, &format!("a.{kind}")), path_str(&near, &format!("b.{kind}")));
         near.ok(&["save", "--compress", kind, "--checksum", "-o", &a, "app:v2"]);
         near.ok(&["save", "--compress", kind, "--checksum", "-o", &b, "app:v2"]);
-        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "{kind} output differs");
+        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "{kind} output differs");
         assert_eq!(
             std::fs::read_to_string(format!("{a}.sha256")).unwrap().split_whitespace().next(),
             std::fs::read_to_string(format!("{b}.sha256")).unwrap().split_whitespace().next()
@@ -365,7 +373,7 @@ fn compressed_bundles_are_reproducible_and_load_back() {
     let out = near.cmd(&["save", "--compress", "gzip", "app:v2"]).output().unwrap();
     assert!(out.status.success());
     near.ok(&["save", "--compress", "gzip", "-o", &path_str(&near, "c.gz"), "app:v2"]);
-    assert_eq!(out.stdout, std::fs::read(near.path("c.gz")).unwrap());
+    assert!(out.stdout == std::fs::read(near.path("c.gz")).unwrap(), "stdout and -o differ");
 }
 
 #[test]
@@ -446,4 +454,31 @@ fn a_load_of_a_delta_killed_at_each_rename_leaves_a_store_that_loads_it_again() 
         far.assert_fsck_clean();
     }
     assert!(killed >= 2, "only {killed} kill points were reached");
+}
+
+#[test]
+fn four_loads_of_one_delta_at_once_all_succeed_and_leave_a_clean_store() {
+    let near = Kiln::new();
+    let ids = three_releases(&near);
+    let v1 = path_str(&near, "v1.tar");
+    near.ok(&["save", "--checksum", "--since", "base:1", "-o", &v1, "app:v1"]);
+    for round in 0..3 {
+        let far = Kiln::new();
+        far.import_busybox("base:1");
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                far.cmd(&["load", "-q", "-i", &v1])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert_eq!(far.image_id("app:v1"), ids[1], "round {round}");
+        far.assert_fsck_clean();
+    }
 }
