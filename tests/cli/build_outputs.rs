@@ -172,6 +172,18 @@ fn tar_mtimes(bytes: &[u8]) -> Vec<u64> {
     archive.entries().unwrap().map(|e| e.unwrap().header().mtime().unwrap()).collect()
 }
 
+/// A tar header owned by root with mtime 0, for the hand-made layers of these tests.
+fn root_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_size(size);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header
+}
+
 #[test]
 fn tar_output_is_the_merged_root_file_system_and_reproducible() {
     if !is_root() {
@@ -252,21 +264,9 @@ fn local_output_never_follows_an_image_symlink_out_of_the_directory() {
     let outside = k.path("outside");
     std::fs::create_dir_all(&outside).unwrap();
     let mut layer = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::Symlink);
-    h.set_mode(0o777);
-    h.set_size(0);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
+    let mut h = root_header(tar::EntryType::Symlink, 0o777, 0);
     layer.append_link(&mut h, "esc", &outside).unwrap();
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mode(0o644);
-    h.set_size(6);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
+    let mut h = root_header(tar::EntryType::Regular, 0o644, 6);
     layer.append_data(&mut h, "esc/pwned", &b"pwned\n"[..]).unwrap();
     let tar = k.path("hostile.tar");
     std::fs::write(&tar, layer.into_inner().unwrap()).unwrap();
@@ -505,32 +505,14 @@ fn xattrs_and_device_nodes_are_carried_to_tar_and_local_outputs() {
             ),
         ])
         .unwrap();
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mode(0o755);
-    h.set_size(5);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
+    let mut h = root_header(tar::EntryType::Regular, 0o755, 5);
     layer.append_data(&mut h, "ping", &b"data\n"[..]).unwrap();
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::Char);
-    h.set_mode(0o666);
-    h.set_size(0);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
+    let mut h = root_header(tar::EntryType::Char, 0o666, 0);
     h.set_device_major(1).unwrap();
     h.set_device_minor(3).unwrap();
     layer.append_data(&mut h, "null", &b""[..]).unwrap();
     // A symlink whose header says 0644: on disk, and so in BuildKit's outputs, it is 0777.
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::Symlink);
-    h.set_mode(0o644);
-    h.set_size(0);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
+    let mut h = root_header(tar::EntryType::Symlink, 0o644, 0);
     layer.append_link(&mut h, "lnk", "ping").unwrap();
     let tar = k.path("x.tar");
     std::fs::write(&tar, layer.into_inner().unwrap()).unwrap();
@@ -600,21 +582,9 @@ fn xattrs_and_device_nodes_are_carried_to_tar_and_local_outputs() {
 fn a_hard_link_keeps_its_content_when_a_later_layer_replaces_its_target() {
     let k = Kiln::new();
     let mut layer = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mode(0o644);
-    h.set_size(4);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
+    let mut h = root_header(tar::EntryType::Regular, 0o644, 4);
     layer.append_data(&mut h, "a", &b"old\n"[..]).unwrap();
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::Link);
-    h.set_mode(0o644);
-    h.set_size(0);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
+    let mut h = root_header(tar::EntryType::Link, 0o644, 0);
     layer.append_link(&mut h, "b", "a").unwrap();
     let tar = k.path("links.tar");
     std::fs::write(&tar, layer.into_inner().unwrap()).unwrap();
@@ -645,21 +615,9 @@ fn a_hard_link_keeps_its_content_when_a_later_layer_replaces_its_target() {
 fn a_failed_local_export_leaves_no_directory() {
     let k = Kiln::new();
     let mut layer = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mode(0o644);
-    h.set_size(2);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
+    let mut h = root_header(tar::EntryType::Regular, 0o644, 2);
     layer.append_data(&mut h, "a", &b"x\n"[..]).unwrap();
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::Link);
-    h.set_mode(0o644);
-    h.set_size(0);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
+    let mut h = root_header(tar::EntryType::Link, 0o644, 0);
     layer.append_link(&mut h, "b", "missing").unwrap();
     let tar = k.path("dangling.tar");
     std::fs::write(&tar, layer.into_inner().unwrap()).unwrap();

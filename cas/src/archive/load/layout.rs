@@ -22,7 +22,7 @@ use oci_spec::image::{ImageIndex, ImageManifest};
 use serde_json::Value;
 
 use super::members::Members;
-use super::oci::{is_attestation, platform_is_host, INDEX_DEPTH_LIMIT, INDEX_TYPES, MANIFEST_TYPES};
+use super::oci::{followed_descriptors, INDEX_DEPTH_LIMIT, INDEX_TYPES, MANIFEST_TYPES};
 use super::{check_blob_names, commit, oci, parse_json, LoadedImage, ENTRY_LIMIT};
 use crate::archive::oci_layout::{
     check_layout_version, layout_file, layout_open_error, open_beneath, read_small, split_layout_reference,
@@ -148,14 +148,8 @@ impl Reach<'_> {
         if self.entries > ENTRY_LIMIT {
             return Err(Error::invalid(context, format!("the layout's indexes hold more than {ENTRY_LIMIT} entries")));
         }
-        let host_entry_exists = descriptors.iter().any(|d| d.platform().as_ref().is_some_and(platform_is_host));
-        for (i, descriptor) in descriptors.iter().enumerate() {
+        for (i, descriptor) in followed_descriptors(descriptors) {
             let context = format!("{context}: manifests[{i}]");
-            if is_attestation(descriptor)
-                || (host_entry_exists && descriptor.platform().as_ref().is_some_and(|p| !platform_is_host(p)))
-            {
-                continue;
-            }
             // A malformed digest is reported by the planner, with the same words as for archives.
             let Ok(digest) = Digest::parse(descriptor.digest().as_ref()) else { continue };
             let media_type = descriptor.media_type().to_string();

@@ -47,17 +47,8 @@ impl IndexWalk<'_, '_> {
         if self.entries > ENTRY_LIMIT {
             return Err(Error::invalid(context, format!("the archive's indexes hold more than {ENTRY_LIMIT} entries")));
         }
-        // A multi-platform index: load the host's image only, as docker does. When no entry
-        // claims the host platform, the entries are loaded and their configs decide.
-        let host_entry_exists = descriptors.iter().any(|d| d.platform().as_ref().is_some_and(platform_is_host));
-        for (i, descriptor) in descriptors.iter().enumerate() {
+        for (i, descriptor) in followed_descriptors(descriptors) {
             let context = format!("{context}: manifests[{i}]");
-            if is_attestation(descriptor) {
-                continue;
-            }
-            if host_entry_exists && descriptor.platform().as_ref().is_some_and(|p| !platform_is_host(p)) {
-                continue;
-            }
             let digest =
                 Digest::parse(descriptor.digest().as_ref()).map_err(|e| Error::invalid(&context, e.to_string()))?;
             let mut tags = tags.to_vec();
@@ -132,11 +123,22 @@ fn blob_ref(descriptor: &Descriptor, context: String) -> Result<MemberRef> {
     Ok(MemberRef { name: blob_member(&digest), context, descriptor: Some((digest, descriptor.size())) })
 }
 
-pub(super) fn platform_is_host(platform: &oci_spec::image::Platform) -> bool {
+fn platform_is_host(platform: &oci_spec::image::Platform) -> bool {
     platform.os().to_string() == "linux" && platform.architecture().to_string() == host_architecture()
 }
 
-pub(super) fn is_attestation(descriptor: &Descriptor) -> bool {
+/// The entries of an index that load follows, with their positions: attestations are skipped,
+/// and in a multi-platform index only the host's image is loaded, as docker does. When no entry
+/// claims the host platform, the entries are followed and their configs decide.
+pub(super) fn followed_descriptors(descriptors: &[Descriptor]) -> impl Iterator<Item = (usize, &Descriptor)> {
+    let host_entry_exists = descriptors.iter().any(|d| d.platform().as_ref().is_some_and(platform_is_host));
+    let other_platform = move |d: &Descriptor| d.platform().as_ref().is_some_and(|p| !platform_is_host(p));
+    descriptors.iter().enumerate().filter(move |(_, descriptor)| {
+        !(is_attestation(descriptor) || (host_entry_exists && other_platform(descriptor)))
+    })
+}
+
+fn is_attestation(descriptor: &Descriptor) -> bool {
     let annotated = descriptor.annotations().as_ref().is_some_and(|a| a.contains_key(ANNOTATION_REFERENCE_TYPE));
     let unknown_platform = descriptor.platform().as_ref().is_some_and(|p| p.os().to_string() == "unknown");
     annotated || unknown_platform
