@@ -171,6 +171,13 @@ fn since_reads_an_inventory_and_a_digest_dump_from_the_far_side() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     let err = near.fails(&["save", "--since", "no-such:image", "-o", &path_str(&near, "x.tar"), "app:v2"]);
     assert!(err.contains("neither an image in this store nor a file"), "{err}");
+    // A delta is a docker-archive: not an OCI layout tar, nor a layout directory.
+    let err = near.fails(&["save", "--since", "app:v1", "--format", "oci", "-o", &path_str(&near, "x.tar"), "app:v2"]);
+    assert!(err.contains("a delta bundle is a docker-archive"), "{err}");
+    let layout = format!("oci:{}", path_str(&near, "layout"));
+    let err = near.fails(&["save", "--since", "app:v1", "-o", &layout, "app:v2"]);
+    assert!(err.contains("is a layout directory"), "{err}");
+    assert!(!near.path("layout").exists());
     assert!(!near.path("x.tar").exists());
 }
 
