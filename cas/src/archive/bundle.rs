@@ -244,6 +244,14 @@ impl DeltaIndex {
     }
 }
 
+/// How a delta names an image that needs a layer: its first tag, or its ID when untagged.
+pub fn image_name(tags: &[crate::Reference], id: &Digest) -> String {
+    match tags.first() {
+        Some(tag) => tag.familiar(),
+        None => id.to_string(),
+    }
+}
+
 /// The manifest.json path of a layer a delta does not carry.
 pub fn not_carried_member(digest: &Digest) -> String {
     format!("{NOT_CARRIED_DIR}/{}", digest.hex())

@@ -27,7 +27,9 @@ use sha2::{Digest as _, Sha256};
 
 pub use self::layout::{load_layout, LoadSource};
 use self::members::{member_context, Members};
-use crate::archive::bundle::{parse_sums, DeltaIndex, ExpectedLayer, DELTA_MEMBER, NOT_CARRIED_DIR, SUMS_MEMBER};
+use crate::archive::bundle::{
+    image_name, parse_sums, DeltaIndex, ExpectedLayer, DELTA_MEMBER, NOT_CARRIED_DIR, SUMS_MEMBER,
+};
 use crate::archive::compression;
 use crate::image::parse_config;
 use crate::store::Store;
@@ -262,10 +264,7 @@ fn check_expected_layers(store: &Store, delta: &DeltaIndex, plans: &[ImagePlan])
             if member.is_some() || !checked.insert(digest.clone()) {
                 continue;
             }
-            let needed_by = match plan.tags.first() {
-                Some(tag) => tag.familiar(),
-                None => plan.id.to_string(),
-            };
+            let needed_by = image_name(&plan.tags, &plan.id);
             let context = "delta bundle";
             let blob = match store.open_layer(digest) {
                 Ok(blob) => blob,

@@ -14,7 +14,7 @@
 
 use std::ffi::CString;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -24,8 +24,9 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use super::save::{
-    plan_save, plan_save_with, save_to_file_with, save_to_path_with, PlannedBlob, SaveOptions, SavePlan,
+    copy_layer, plan_save, plan_save_with, save_to_file_with, save_to_path_with, PlannedBlob, SaveOptions, SavePlan,
 };
+pub(crate) use super::save::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, OCI_LAYOUT};
 use crate::image::JSON_LIMIT;
 use crate::store::temp::{remove_stale_temps, OwnedTemp};
 use crate::store::{sync_dir, Store};
@@ -33,10 +34,6 @@ use crate::{Digest, Error, Result};
 
 /// The one layout version there is (image-spec 1.0 and 1.1 both write it).
 pub const IMAGE_LAYOUT_VERSION: &str = "1.0.0";
-/// docker's spelling, with the space, as `save.rs` writes it in archives.
-const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion": "1.0.0"}"#;
-pub(crate) const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
-pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// What `save` writes into a tar.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -205,16 +202,8 @@ pub fn save_to_layout(store: &Store, names: &[String], dir: &Path, reference: Op
 
     plan.verify()?;
     let blobs: Vec<(Digest, PlannedBlob<'_>)> = plan.planned_blobs().collect();
-    let missing: Vec<bool> = blobs
-        .par_iter()
-        .map(|(digest, blob)| {
-            let size = match blob {
-                PlannedBlob::Bytes(bytes) => bytes.len() as u64,
-                PlannedBlob::Layer(layer) => layer.size,
-            };
-            !existing_blob_is_good(&root, digest, size)
-        })
-        .collect();
+    let missing: Vec<bool> =
+        blobs.par_iter().map(|(digest, blob)| !existing_blob_is_good(&root, digest, blob.size())).collect();
     for ((digest, blob), missing) in blobs.iter().zip(missing) {
         if missing {
             write_blob(&blobs_dir, digest, blob)?;
@@ -354,17 +343,7 @@ fn write_blob(blobs_dir: &Path, digest: &Digest, blob: &PlannedBlob<'_>) -> Resu
     let write_err = |e| Error::io("writing", &target, e);
     match blob {
         PlannedBlob::Bytes(bytes) => temp.file().write_all(bytes).map_err(write_err)?,
-        PlannedBlob::Layer(layer) => {
-            let mut file = &layer.file;
-            file.seek(SeekFrom::Start(0)).map_err(|e| Error::io("reading", format!("blob {}", layer.digest), e))?;
-            let copied = io::copy(&mut file.take(layer.size), temp.file()).map_err(write_err)?;
-            if copied != layer.size {
-                return Err(Error::BlobCorrupt {
-                    digest: layer.digest.clone(),
-                    why: format!("changed size while being saved ({} bytes, then {copied})", layer.size),
-                });
-            }
-        }
+        PlannedBlob::Layer(layer) => copy_layer(layer, temp.file(), &target.display().to_string())?,
     }
     temp.file().sync_data().map_err(|e| Error::io("syncing", &target, e))?;
     temp.persist(&target).map_err(|e| Error::io("renaming blob into place", &target, e))

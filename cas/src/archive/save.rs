@@ -30,8 +30,8 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::archive::bundle::{
-    not_carried_member, sums_text, CarriedBlob, DeltaIndex, ExpectedLayer, FarSide, DELTA_MEMBER, DELTA_NOTE,
-    SUMS_MEMBER,
+    image_name, not_carried_member, sums_text, CarriedBlob, DeltaIndex, ExpectedLayer, FarSide, DELTA_MEMBER,
+    DELTA_NOTE, SUMS_MEMBER,
 };
 use crate::archive::oci_layout::SaveFormat;
 use crate::image::{uncompressed_manifest, Image};
@@ -49,9 +49,9 @@ const SMALL_BLOB: u64 = 64 << 10;
 const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// docker writes exactly this (with the space), and tools compare it as text.
-const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion": "1.0.0"}"#;
-const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
-const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub(crate) const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion": "1.0.0"}"#;
+pub(crate) const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// An archive ready to be written: every member, by path, in the order they will appear.
 pub struct SavePlan {
@@ -154,10 +154,7 @@ pub fn plan_images(store: &Store, images: Vec<SavedImage>, options: &SaveOptions
         let mut layer_members = Vec::with_capacity(diff_ids.len());
         for diff_id in &diff_ids {
             if options.far_side.as_ref().is_some_and(|far| far.layers.contains(diff_id)) {
-                let needed_by = match saved.tags.first() {
-                    Some(tag) => tag.familiar(),
-                    None => saved.id.to_string(),
-                };
+                let needed_by = image_name(&saved.tags, &saved.id);
                 let size = match expected.get_mut(diff_id) {
                     Some(layer) => {
                         if !layer.needed_by.contains(&needed_by) {
@@ -230,18 +227,8 @@ pub fn plan_images(store: &Store, images: Vec<SavedImage>, options: &SaveOptions
         // index.json is left out on purpose: a loader that reads it (containerd, docker ≥ 25 on
         // the containerd store) would fail on a missing blob without saying why; through
         // manifest.json it fails on a path that says what the bundle is.
-        let carries: Vec<CarriedBlob> = members
-            .iter()
-            .filter_map(|(path, member)| {
-                let digest = Digest::from_hex(path.strip_prefix("blobs/sha256/")?).ok()?;
-                let size = match member {
-                    Member::Bytes(bytes) => bytes.len() as u64,
-                    Member::Layer(blob) => blob.size,
-                    Member::Directory => return None,
-                };
-                Some(CarriedBlob { digest, size })
-            })
-            .collect();
+        let carries: Vec<CarriedBlob> =
+            blob_members(&members).map(|(digest, blob)| CarriedBlob { digest, size: blob.size() }).collect();
         let summary = DeltaSummary {
             carried_layers: members.values().filter(|m| matches!(m, Member::Layer(_))).count(),
             carried_bytes: members.values().map(|m| if let Member::Layer(b) = m { b.size } else { 0 }).sum(),
@@ -420,17 +407,8 @@ impl SavePlan {
                     before_layer(layer_index)?;
                     layer_index += 1;
                     written += write_header(out, path, EntryKind::File, blob.size).map_err(write_err)?;
-                    let mut file = &blob.file;
-                    file.seek(SeekFrom::Start(0))
-                        .map_err(|e| Error::io("reading", format!("blob {}", blob.digest), e))?;
-                    let copied = io::copy(&mut file.take(blob.size), out).map_err(write_err)?;
-                    if copied != blob.size {
-                        return Err(Error::BlobCorrupt {
-                            digest: blob.digest.clone(),
-                            why: format!("changed size while being saved ({} bytes, then {copied})", blob.size),
-                        });
-                    }
-                    written += copied + write_padding(out, copied).map_err(write_err)?;
+                    copy_layer(blob, out, what)?;
+                    written += blob.size + write_padding(out, blob.size).map_err(write_err)?;
                 }
             }
         }
@@ -439,23 +417,54 @@ impl SavePlan {
     }
 }
 
-/// A blob of a plan, for writers other than the archive's (the OCI layout directory).
+/// Copies a verified layer blob whole to `out` (file to file in the kernel when `out` is a file),
+/// refusing a blob whose size changed since it was opened. `what` names the output in errors.
+pub(crate) fn copy_layer<W: Write + ?Sized>(blob: &BlobReader, out: &mut W, what: &str) -> Result<()> {
+    let mut file = &blob.file;
+    file.seek(SeekFrom::Start(0)).map_err(|e| Error::io("reading", format!("blob {}", blob.digest), e))?;
+    let copied =
+        io::copy(&mut file.take(blob.size), out).map_err(|e| Error::io("writing archive", what.to_string(), e))?;
+    if copied != blob.size {
+        return Err(Error::BlobCorrupt {
+            digest: blob.digest.clone(),
+            why: format!("changed size while being saved ({} bytes, then {copied})", blob.size),
+        });
+    }
+    Ok(())
+}
+
+/// A blob of a plan, for writers other than the archive's (the OCI layout directory, the list a
+/// delta bundle carries).
 pub(crate) enum PlannedBlob<'a> {
     Bytes(&'a [u8]),
     Layer(&'a BlobReader),
 }
 
+impl PlannedBlob<'_> {
+    pub(crate) fn size(&self) -> u64 {
+        match self {
+            PlannedBlob::Bytes(bytes) => bytes.len() as u64,
+            PlannedBlob::Layer(layer) => layer.size,
+        }
+    }
+}
+
+/// The `blobs/sha256/<hex>` members of an archive's members, in order, by digest.
+fn blob_members(members: &BTreeMap<String, Member>) -> impl Iterator<Item = (Digest, PlannedBlob<'_>)> {
+    members.iter().filter_map(|(path, member)| {
+        let digest = Digest::from_hex(path.strip_prefix("blobs/sha256/")?).ok()?;
+        match member {
+            Member::Bytes(bytes) => Some((digest, PlannedBlob::Bytes(bytes))),
+            Member::Layer(blob) => Some((digest, PlannedBlob::Layer(blob))),
+            Member::Directory => None,
+        }
+    })
+}
+
 impl SavePlan {
     /// Every `blobs/sha256/<hex>` member, in archive order, by digest.
     pub(crate) fn planned_blobs(&self) -> impl Iterator<Item = (Digest, PlannedBlob<'_>)> {
-        self.members.iter().filter_map(|(path, member)| {
-            let digest = Digest::from_hex(path.strip_prefix("blobs/sha256/")?).ok()?;
-            match member {
-                Member::Bytes(bytes) => Some((digest, PlannedBlob::Bytes(bytes))),
-                Member::Layer(blob) => Some((digest, PlannedBlob::Layer(blob))),
-                Member::Directory => None,
-            }
-        })
+        blob_members(&self.members)
     }
 
     /// The bytes of a small member made here (`index.json`, `manifest.json`, …).
@@ -490,11 +499,7 @@ pub fn save_to_path(store: &Store, names: &[String], target: &Path) -> Result<Sa
 /// `save_to_path` with [`SaveOptions`]. With `checksum`, a regular-file target also gets
 /// `<target>.sha256`, the sha256 of the whole file in `sha256sum` format, written after the archive.
 pub fn save_to_path_with(store: &Store, names: &[String], target: &Path, options: &SaveOptions) -> Result<SavePlan> {
-    save_plan_to_path(plan_save_with(store, names, options)?, target, options)
-}
-
-/// [`save_to_path_with`] for a plan already made.
-fn save_plan_to_path(plan: SavePlan, target: &Path, options: &SaveOptions) -> Result<SavePlan> {
+    let plan = plan_save_with(store, names, options)?;
     let what = target.display().to_string();
     if let Ok(meta) = fs::metadata(target) {
         if meta.is_dir() {
@@ -569,30 +574,29 @@ fn write_compressed(
 ) -> Result<()> {
     let write_err = |e: io::Error| Error::io("writing archive", what.to_string(), e);
     match compress {
-        None if overlap => plan.verify_while_writing(out, what).map(drop),
-        None => plan.write_to(out, what).map(drop),
+        None => write_plan(plan, out, what, overlap),
         Some(ArchiveCompression::Gzip) => {
             let mut encoder = flate2::GzBuilder::new()
                 .mtime(0)
                 .operating_system(255)
                 .write(&mut *out, flate2::Compression::default());
-            match overlap {
-                true => plan.verify_while_writing(&mut encoder, what)?,
-                false => plan.write_to(&mut encoder, what)?,
-            };
-            encoder.finish().map_err(write_err)?;
-            Ok(())
+            write_plan(plan, &mut encoder, what, overlap)?;
+            encoder.finish().map(drop).map_err(write_err)
         }
         Some(ArchiveCompression::Zstd) => {
             let mut encoder = zstd::stream::Encoder::new(&mut *out, 3).map_err(write_err)?;
             encoder.include_checksum(true).map_err(write_err)?;
-            match overlap {
-                true => plan.verify_while_writing(&mut encoder, what)?,
-                false => plan.write_to(&mut encoder, what)?,
-            };
-            encoder.finish().map_err(write_err)?;
-            Ok(())
+            write_plan(plan, &mut encoder, what, overlap)?;
+            encoder.finish().map(drop).map_err(write_err)
         }
+    }
+}
+
+/// The plan's members to `out`, verifying layers as it goes (`overlap`) or after `verify`.
+fn write_plan<W: Write>(plan: &SavePlan, out: &mut W, what: &str, overlap: bool) -> Result<()> {
+    match overlap {
+        true => plan.verify_while_writing(out, what).map(drop),
+        false => plan.write_to(out, what).map(drop),
     }
 }
 
@@ -610,11 +614,7 @@ pub fn save_to_file_with(
     what: &str,
     options: &SaveOptions,
 ) -> Result<SavePlan> {
-    save_plan_to_file(plan_save_with(store, names, options)?, out, what, options)
-}
-
-/// [`save_to_file_with`] for a plan already made.
-fn save_plan_to_file(plan: SavePlan, out: &mut File, what: &str, options: &SaveOptions) -> Result<SavePlan> {
+    let plan = plan_save_with(store, names, options)?;
     plan.verify()?;
     write_compressed(&plan, out, what, options.compress, false)?;
     Ok(plan)
@@ -707,14 +707,14 @@ impl IndexEntry {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum EntryKind {
+pub(crate) enum EntryKind {
     File,
     Directory,
 }
 
 /// Writes a ustar header (preceded by a PAX size record when the size does not fit) and returns
 /// the bytes written. Names are ASCII and shorter than 100 bytes (`blobs/sha256/<64 hex>`).
-fn write_header(out: &mut impl Write, name: &str, kind: EntryKind, size: u64) -> io::Result<u64> {
+pub(crate) fn write_header(out: &mut impl Write, name: &str, kind: EntryKind, size: u64) -> io::Result<u64> {
     let mut written = 0;
     let header_size = if size > USTAR_SIZE_MAX {
         let record = pax_record("size", &size.to_string());
@@ -767,7 +767,7 @@ fn pax_record(key: &str, value: &str) -> Vec<u8> {
     format!("{len}{body}").into_bytes()
 }
 
-fn write_padding(out: &mut impl Write, len: u64) -> io::Result<u64> {
+pub(crate) fn write_padding(out: &mut impl Write, len: u64) -> io::Result<u64> {
     let pad = (BLOCK - len % BLOCK) % BLOCK;
     out.write_all(&[0u8; BLOCK as usize][..pad as usize])?;
     Ok(pad)
