@@ -25,9 +25,9 @@ use super::members::Members;
 use super::oci::{followed_descriptors, INDEX_DEPTH_LIMIT, INDEX_TYPES, MANIFEST_TYPES};
 use super::{check_blob_names, commit, oci, parse_json, LoadedImage, ENTRY_LIMIT};
 use crate::archive::oci_layout::{
-    check_layout_version, layout_file, layout_open_error, open_beneath, read_small, split_layout_reference,
-    ANNOTATION_REF_NAME,
+    check_layout_version, layout_file, layout_open_error, open_beneath, read_small, SaveTarget, ANNOTATION_REF_NAME,
 };
+use crate::archive::save::{write_header, write_padding, EntryKind};
 use crate::image::JSON_LIMIT;
 use crate::store::Store;
 use crate::{Digest, Error, Result};
@@ -44,21 +44,13 @@ pub enum LoadSource {
 }
 
 impl LoadSource {
+    /// The same transports as `save -o` ([`SaveTarget::parse`]); an archive's format is read
+    /// from its content, so the prefix only names it.
     pub fn parse(text: &Path) -> Result<LoadSource> {
-        let Some(text_str) = text.to_str() else { return Ok(LoadSource::Archive(text.to_path_buf())) };
-        if let Some(rest) = text_str.strip_prefix("oci:") {
-            let (dir, reference) = split_layout_reference(rest, text_str)?;
-            return Ok(LoadSource::Layout { dir, reference });
-        }
-        for prefix in ["oci-archive:", "docker-archive:"] {
-            if let Some(path) = text_str.strip_prefix(prefix) {
-                if path.is_empty() {
-                    return Err(Error::invalid(text_str, format!("{prefix} needs a file name")));
-                }
-                return Ok(LoadSource::Archive(PathBuf::from(path)));
-            }
-        }
-        Ok(LoadSource::Archive(text.to_path_buf()))
+        Ok(match SaveTarget::parse(text)? {
+            SaveTarget::Archive { path, .. } => LoadSource::Archive(path),
+            SaveTarget::Layout { dir, reference } => LoadSource::Layout { dir, reference },
+        })
     }
 }
 
@@ -258,13 +250,13 @@ impl<'a> LayoutStream<'a> {
         let index_size = index.len() as u64;
         segments.push(Segment::Bytes(member_header("index.json", index_size)));
         segments.push(Segment::Bytes(index));
-        segments.push(Segment::Bytes(vec![0u8; padding(index_size) as usize]));
+        segments.push(Segment::Bytes(padding(index_size)));
         for (digest, opened) in blobs {
             let name = format!("blobs/sha256/{}", digest.hex());
             segments.push(Segment::Bytes(member_header(&name, opened.size)));
             let path = dir.join(&name);
             segments.push(Segment::File { name, opened, file: None, path });
-            segments.push(Segment::Bytes(vec![0u8; padding(opened.size) as usize]));
+            segments.push(Segment::Bytes(padding(opened.size)));
         }
         segments.push(Segment::Bytes(vec![0u8; 2 * BLOCK as usize]));
         LayoutStream { root, segments, current: 0, offset: 0 }
@@ -323,23 +315,19 @@ impl Read for LayoutStream<'_> {
     }
 }
 
-/// A reproducible ustar header (sizes past 8 GiB in base-256, which the outer reader takes).
+/// A member's header as `save` writes it (a PAX size record past 8 GiB, which the outer reader
+/// takes).
 fn member_header(name: &str, size: u64) -> Vec<u8> {
-    let mut header = tar::Header::new_ustar();
-    let field = &mut header.as_old_mut().name;
-    field[..name.len()].copy_from_slice(name.as_bytes());
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_mode(0o444);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_size(size);
-    header.set_cksum();
-    header.as_bytes().to_vec()
+    let mut header = Vec::with_capacity(3 * BLOCK as usize);
+    write_header(&mut header, name, EntryKind::File, size).expect("writing to memory");
+    header
 }
 
-fn padding(len: u64) -> u64 {
-    (BLOCK - len % BLOCK) % BLOCK
+/// The zero bytes that round a member of `len` bytes up to whole blocks.
+fn padding(len: u64) -> Vec<u8> {
+    let mut padding = Vec::new();
+    write_padding(&mut padding, len).expect("writing to memory");
+    padding
 }
 
 #[cfg(test)]
