@@ -10,8 +10,8 @@
 //! and with an `mtime` every entry gets that time, as BuildKit's exporters do with
 //! SOURCE_DATE_EPOCH, so two builds of the same inputs give the same bytes.
 //!
-//! Every layer is hashed against its diffID before anything is written: this is content leaving
-//! the store (DESIGN.md §2).
+//! Every layer is hashed against its diffID before anything is written, as `save` hashes them:
+//! this is content leaving the store (DESIGN.md §2).
 //!
 //! Hard links: names are one file when they share content in the layers (an inode and its links,
 //! [`FsEntry::content_key`]), not merely when one names the other's path, so a link whose target a
@@ -20,17 +20,14 @@
 //! Known limit, from what [`ImageFs`] records: names that are not UTF-8 are written lossily.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 
 use rayon::prelude::*;
 
+use crate::archive::save::verify_layer;
 use crate::archive::tar_header::{pad, write_end, write_header, TarHeader};
-use crate::digest::HashingWriter;
 use crate::image_fs::{EntryKind, FsEntry, ImageFs};
 use crate::store::Store;
-use crate::Digest;
 use crate::{Error, Image, Result};
 
 /// How the entries' metadata is written.
@@ -54,18 +51,7 @@ pub fn write_rootfs_tar(
 ) -> Result<u64> {
     let diff_ids = image.diff_ids()?;
     // Verified first, in parallel: a corrupt layer must stop the export before any byte is out.
-    diff_ids.par_iter().try_for_each(|diff_id| {
-        let blob = store.open_layer(diff_id)?;
-        let actual =
-            hash_at(&blob.file, blob.size).map_err(|e| Error::io("reading layer", store.blob_path(diff_id), e))?;
-        if &actual != diff_id {
-            return Err(Error::BlobCorrupt {
-                digest: diff_id.clone(),
-                why: format!("content does not match its digest (computed {actual})"),
-            });
-        }
-        Ok(())
-    })?;
+    diff_ids.par_iter().try_for_each(|diff_id| verify_layer(&store.open_layer(diff_id)?))?;
     let fs = ImageFs::load(store, image)?;
     let mut out = Counting { inner: out, written: 0 };
     let write_err = |e: io::Error| Error::io("writing", what.to_string(), e);
@@ -85,7 +71,6 @@ pub fn write_rootfs_tar(
             EntryKind::Symlink => Body::Symlink,
             EntryKind::Dir | EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => Body::None,
         };
-        let meta = entry;
         let mut name = path.as_bytes().to_vec();
         if entry.kind == EntryKind::Dir {
             name.push(b'/');
@@ -101,19 +86,19 @@ pub fn write_rootfs_tar(
                 _ => (b'6', 0, None),
             },
         };
-        let (uid, gid) = options.owner.unwrap_or((meta.uid, meta.gid));
+        let (uid, gid) = options.owner.unwrap_or((entry.uid, entry.gid));
         let device = entry.device;
         let xattrs: Vec<(Vec<u8>, Vec<u8>)> =
-            meta.xattrs.iter().map(|(name, value)| (name.as_bytes().to_vec(), value.clone())).collect();
+            entry.xattrs.iter().map(|(name, value)| (name.as_bytes().to_vec(), value.clone())).collect();
         let header = TarHeader {
             name: &name,
             type_flag,
             // On disk (where BuildKit's exporters read from) a symlink's mode is always 0777.
-            mode: if entry.kind == EntryKind::Symlink { 0o777 } else { meta.mode & 0o7777 },
+            mode: if entry.kind == EntryKind::Symlink { 0o777 } else { entry.mode & 0o7777 },
             uid,
             gid,
             size,
-            mtime: options.mtime.unwrap_or(meta.mtime as i64),
+            mtime: options.mtime.unwrap_or(entry.mtime as i64),
             link,
             device,
             xattrs: &xattrs,
@@ -170,21 +155,6 @@ fn link_leaders(fs: &ImageFs) -> Result<BTreeMap<(usize, u64), String>> {
     }
     // Paths come sorted, so each list's first is its leader.
     Ok(names.into_iter().filter(|(_, n)| n.len() > 1).map(|(key, n)| (key, n[0].to_string())).collect())
-}
-
-/// sha256 of a file's first `size` bytes by positional reads: the file may be shared (a kept
-/// layer's private copy is one open file per store handle), so its offset is not touched.
-fn hash_at(file: &File, size: u64) -> io::Result<Digest> {
-    let mut hashing = HashingWriter::new(io::sink());
-    let mut buf = vec![0u8; 1 << 20];
-    let mut offset = 0;
-    while offset < size {
-        let len = buf.len().min((size - offset) as usize);
-        file.read_exact_at(&mut buf[..len], offset)?;
-        hashing.write_all(&buf[..len])?;
-        offset += len as u64;
-    }
-    Ok(hashing.finish().1)
 }
 
 struct Counting<'a> {
