@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use kiln_cas::archive::oci_layout::SaveFormat;
 use kiln_cas::archive::rootfs::{write_rootfs_tar, RootfsOptions};
-use kiln_cas::archive::save::{plan_images, SaveOptions, SavePlan, SavedImage};
+use kiln_cas::archive::save::{plan_images, SaveOptions, SavedImage};
 use kiln_cas::registry::{push_image, Client, ClientOptions, LayerCompression};
 use kiln_cas::{Digest, Reference, Store};
 
@@ -72,14 +72,8 @@ pub enum FileOutput {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushOutput {
     pub names: Vec<Reference>,
-    pub compression: Compression,
+    pub compression: LayerCompression,
     pub insecure: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    Gzip,
-    Zstd,
 }
 
 /// What a build does with its image, resolved from `-o`, `--push`, `--load` and `-t`.
@@ -313,8 +307,8 @@ pub fn plan(
                     None => false,
                 };
                 let compression = match out.attrs.get("compression").map(String::as_str) {
-                    None | Some("gzip") => Compression::Gzip,
-                    Some("zstd") => Compression::Zstd,
+                    None | Some("gzip") => LayerCompression::Gzip,
+                    Some("zstd") => LayerCompression::Zstd,
                     Some(other) => bail!("invalid --output \"{spec}\": compression \"{other}\" (gzip, zstd)"),
                 };
                 if let Some(value) = out.attrs.get("unpack") {
@@ -342,7 +336,7 @@ pub fn plan(
         for name in tags {
             push_name(&mut plan.store_names, name);
         }
-        plan.pushes.push(PushOutput { names: tags.to_vec(), compression: Compression::Gzip, insecure: false });
+        plan.pushes.push(PushOutput { names: tags.to_vec(), compression: LayerCompression::Gzip, insecure: false });
     }
     if load && !loaded {
         for name in tags {
@@ -387,20 +381,20 @@ pub fn export(
                     Ok(())
                 })?;
             }
-            FileOutput::Docker { dest, names } => {
-                printer.note(&format!("exporting docker archive to {}", dest.describe()));
+            FileOutput::Docker { dest, names } | FileOutput::Oci { dest, names } => {
+                // The same plan, verification and writing as `kiln save --format docker|oci`.
+                let (format, kind, shown) = match output {
+                    FileOutput::Oci { .. } => (SaveFormat::Oci, "type=oci", "OCI layout"),
+                    _ => (SaveFormat::Docker, "type=docker", "docker archive"),
+                };
+                printer.note(&format!("exporting {shown} to {}", dest.describe()));
                 let saved = vec![SavedImage { id: image_id.clone(), tags: names.clone() }];
-                let plan = plan_images(store, saved, &SaveOptions::default())?;
-                write_dest(dest, "type=docker", &mut |out, what| {
+                let plan = plan_images(store, saved, &SaveOptions { format, ..SaveOptions::default() })?;
+                write_dest(dest, kind, &mut |out, what| {
                     plan.verify()?;
                     plan.write_to(out, what)?;
                     Ok(())
                 })?;
-            }
-            FileOutput::Oci { dest, names } => {
-                printer.note(&format!("exporting OCI layout to {}", dest.describe()));
-                let saved = vec![SavedImage { id: image_id.clone(), tags: names.clone() }];
-                write_dest(dest, "type=oci", &mut |out, what| write_oci_archive(store, &saved, out, what))?;
             }
         }
     }
@@ -410,20 +404,6 @@ pub fn export(
         }
     }
     Ok(())
-}
-
-/// The image as an OCI image layout tar: the same plan, verification and writing as type=docker,
-/// only the plan differs ([`oci_plan`]).
-fn write_oci_archive(store: &Store, images: &[SavedImage], out: &mut File, what: &str) -> Result<()> {
-    let plan = oci_plan(store, images)?;
-    plan.verify()?;
-    plan.write_to(out, what)?;
-    Ok(())
-}
-
-/// The plan of an OCI image layout tar (`save --format oci`) of `images` under their build names.
-fn oci_plan(store: &Store, images: &[SavedImage]) -> Result<SavePlan> {
-    Ok(plan_images(store, images.to_vec(), &SaveOptions { format: SaveFormat::Oci, ..SaveOptions::default() })?)
 }
 
 /// Runs `write` on the destination: stdout directly (after every check, since bytes sent down a
@@ -548,12 +528,8 @@ fn push(store: &Store, name: &Reference, output: &PushOutput, printer: &Printer)
     let options = crate::config::client_options(ClientOptions { insecure: output.insecure, ..Default::default() })?;
     let client = Client::connect(name.domain(), options).with_context(|| format!("pushing {name}"))?;
     printer.note(&format!("pushing {name}"));
-    let compression = match output.compression {
-        Compression::Gzip => LayerCompression::Gzip,
-        Compression::Zstd => LayerCompression::Zstd,
-    };
-    let outcome =
-        push_image(store, &client, name, compression, &mut |_, _| {}).with_context(|| format!("pushing {name}"))?;
+    let outcome = push_image(store, &client, name, output.compression, &mut |_, _| {})
+        .with_context(|| format!("pushing {name}"))?;
     printer.note(&format!("{}: digest: {} size: {}", name.tag().unwrap_or("latest"), outcome.digest, outcome.size));
     Ok(())
 }
@@ -614,7 +590,7 @@ mod tests {
         assert_eq!(p.store_names, refs(&["r.example/a:1", "r.example/a:2"]));
         let p = plan_of(&["type=image,compression=zstd"], true, false, &["r.example/a:1"]).unwrap();
         assert_eq!(p.pushes.len(), 1);
-        assert_eq!(p.pushes[0].compression, Compression::Zstd);
+        assert_eq!(p.pushes[0].compression, LayerCompression::Zstd);
         let p = plan_of(&["type=registry,name=r.example/b:1,registry.insecure=true"], false, false, &[]).unwrap();
         assert_eq!(p.pushes[0].names, refs(&["r.example/b:1"]));
         assert!(p.pushes[0].insecure);
