@@ -161,7 +161,7 @@ pub fn id_mapped(id: u32, gids: bool) -> bool {
     map.is_none_or(|map| map.iter().any(|&(inside, _, count)| id >= inside && (id - inside) < count))
 }
 
-fn has_cap_sys_admin() -> bool {
+pub(crate) fn has_cap_sys_admin() -> bool {
     const CAP_SYS_ADMIN: u32 = 21;
     let Ok(status) = fs::read_to_string("/proc/self/status") else { return false };
     status

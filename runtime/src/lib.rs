@@ -8,6 +8,7 @@
 pub mod cgroup;
 pub mod chroot;
 pub mod container;
+pub mod emulation;
 pub mod isolation;
 pub mod process;
 pub mod snapshot;
