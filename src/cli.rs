@@ -939,6 +939,9 @@ pub struct PullArgs {
     /// Pull every tag of the repository
     #[arg(short = 'a', long)]
     pub all_tags: bool,
+    /// Pull every platform's image of a multi-platform image (and its attestations), kept as one
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Suppress the progress output

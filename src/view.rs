@@ -36,9 +36,17 @@ impl ImageView {
         })
     }
 
-    /// Every image in the store, newest first (as `docker images` lists them).
+    /// Every image in the store, newest first (as `docker images` lists them). A multi-platform
+    /// image shows once, as its tag's (host platform's) image: its other platforms' images are
+    /// not rows of their own.
     pub fn load_all(store: &Store, index: &ImageIndex) -> Result<Vec<ImageView>> {
-        let mut views = index.images.keys().map(|id| ImageView::load(store, index, id)).collect::<Result<Vec<_>>>()?;
+        let members = index.list_members();
+        let mut views = index
+            .images
+            .keys()
+            .filter(|id| !members.contains(*id) || !index.tags_of(id).is_empty())
+            .map(|id| ImageView::load(store, index, id))
+            .collect::<Result<Vec<_>>>()?;
         views.sort_by(|a, b| b.created().cmp(&a.created()).then_with(|| a.id.cmp(&b.id)));
         Ok(views)
     }

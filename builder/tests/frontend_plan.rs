@@ -5,7 +5,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use kiln_builder::dockerfile::parse;
-use kiln_builder::frontend::{history, plan, BaseImageConfig, ImageConfigSource, PlanError, PlanOptions};
+use kiln_builder::frontend::{
+    history, plan, BaseImageConfig, ImageConfigSource, PlanError, PlanErrorKind, PlanOptions,
+};
 use kiln_builder::plan::{Base, BuildPlan, ConfigChange, CopyFrom, CopySource, Op, RunOp, Step};
 
 /// Images by reference; counts lookups so tests can check each is asked once.
@@ -529,6 +531,20 @@ fn predefined_platform_args() {
         Op::Config(ConfigChange::Env(vec![("T".into(), "arm64".into()), ("B".into(), "amd64".into())]))
     );
     assert_eq!(last_config(&plan), &ConfigChange::Env(vec![("P".into(), "linux/arm64".into())]));
+}
+
+#[test]
+fn global_platform_arg_without_value_keeps_the_predefined_value() {
+    // BuildKit: `ARG TARGETARCH` before FROM declares the predefined arg; it does not unset it.
+    let options = PlanOptions { platform: Some("linux/arm64".into()), ..PlanOptions::default() };
+    // (The fake store has only busybox:latest, so the name shows in the lookup that fails.)
+    let looked_up = |source: &str| match plan_with(source, &options, &busybox()).unwrap_err().kind {
+        PlanErrorKind::MissingBaseImage { reference, .. } => reference,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(looked_up("ARG TARGETARCH\nFROM busybox:$TARGETARCH\n"), "busybox:arm64");
+    // A default still wins, as for any ARG.
+    assert_eq!(looked_up("ARG TARGETARCH=x\nFROM busybox:$TARGETARCH\n"), "busybox:x");
 }
 
 #[test]

@@ -8,8 +8,9 @@ use anyhow::{bail, Context, Result};
 use kiln_builder::cache::spec::{CacheSpec, Direction};
 use kiln_builder::context::{BuildContext, ContextSpec};
 use kiln_builder::frontend::{plan, PlanOptions};
-use kiln_builder::solve::{solve, Progress, ProgressEvent, SolveOptions, StoreImages};
+use kiln_builder::solve::{solve, Progress, ProgressEvent, SolveOptions, StepIds, StoreImages};
 use kiln_cas::registry::PullPolicy;
+use kiln_cas::store::lists::NewListEntry;
 use kiln_cas::{Reference, Store};
 use kiln_runtime::isolation::Isolation;
 use serde_json::json;
@@ -63,73 +64,172 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
     for warning in &parse_warnings {
         printer.event(ProgressEvent::Warning(warning.clone()));
     }
-    let options = PlanOptions {
-        build_args,
-        target: args.target.clone(),
-        platform: args.platform.clone(),
-        host_platform: host_platform(),
-        file_name: context.dockerfile_name.clone(),
-    };
+    let platforms = target_platforms(args.platform.as_deref())?;
     let images = StoreImages::new(store, policy)
         .with_client_options(crate::config::client_options(kiln_cas::registry::ClientOptions::default())?);
-    let build_plan = plan(&dockerfile, &options, &images)?;
-    for warning in build_plan.warnings.iter().filter(|w| !parse_warnings.contains(w)) {
-        printer.event(ProgressEvent::Warning(warning.clone()));
+    let mut build_plans = Vec::with_capacity(platforms.len());
+    let mut shown = parse_warnings.clone();
+    for platform in &platforms {
+        let options = PlanOptions {
+            build_args: build_args.clone(),
+            target: args.target.clone(),
+            platform: platform.clone(),
+            host_platform: host_platform(),
+            file_name: context.dockerfile_name.clone(),
+        };
+        let build_plan = plan(&dockerfile, &options, &images)?;
+        for warning in &build_plan.warnings {
+            if !shown.contains(warning) {
+                printer.event(ProgressEvent::Warning(warning.clone()));
+                shown.push(warning.clone());
+            }
+        }
+        build_plans.push(build_plan);
     }
-    let solve_options = SolveOptions {
+    let step_ids = StepIds::default();
+    let isolation = args
+        .isolation
+        .as_deref()
+        .map(|text| {
+            Isolation::parse(text).ok_or_else(|| {
+                anyhow::anyhow!("invalid --isolation \"{text}\": use rootful (or oci), rootless or chroot")
+            })
+        })
+        .transpose()?;
+    let multi = platforms.len() > 1;
+    let solve_options = |platform: &Option<String>| SolveOptions {
         context_dir: &context.dir,
         ignore: &context.ignore,
         file_name: &context.dockerfile_name,
         source_date_epoch,
-        labels,
-        secrets,
+        labels: labels.clone(),
+        secrets: secrets.clone(),
         network: args.network.clone(),
-        isolation: args
-            .isolation
-            .as_deref()
-            .map(|text| {
-                Isolation::parse(text).ok_or_else(|| {
-                    anyhow::anyhow!("invalid --isolation \"{text}\": use rootful (or oci), rootless or chroot")
-                })
-            })
-            .transpose()?,
+        isolation,
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         progress: &printer,
+        platform_label: if multi { platform.clone() } else { None },
+        step_ids: &step_ids,
     };
     if args.check_reproducible {
-        return super::reproduce::check(store, &build_plan, &solve_options);
+        if multi {
+            bail!("--check-reproducible checks one platform at a time; give one --platform");
+        }
+        return super::reproduce::check(store, &build_plans[0], &solve_options(&platforms[0]));
     }
-    let output = solve(store, &build_plan, &solve_options)?;
-    printer.note(&format!("writing image {}", output.image_id));
+    if multi && !outputs.files.is_empty() && !outputs.files.iter().all(|f| f.keeps_platforms()) {
+        bail!("-o type=local and type=tar take one platform; build several with -o type=oci, type=docker or type=registry");
+    }
+    // Each platform is its own build, all at once (BuildKit solves them side by side).
+    let results: Vec<Result<kiln_builder::solve::BuildOutput, kiln_builder::solve::SolveError>> = if multi {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = build_plans
+                .iter()
+                .zip(&platforms)
+                .map(|(build_plan, platform)| {
+                    let options = solve_options(platform);
+                    scope.spawn(move || solve(store, build_plan, &options))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a platform's build panicked")).collect()
+        })
+    } else {
+        vec![solve(store, &build_plans[0], &solve_options(&platforms[0]))]
+    };
+    let mut built = Vec::with_capacity(results.len());
+    for (result, platform) in results.into_iter().zip(&platforms) {
+        match result {
+            Ok(output) => built.push(output),
+            Err(e) if multi => {
+                return Err(anyhow::Error::new(e).context(format!("building for {}", platform.as_deref().unwrap_or(""))))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for output in &built {
+        printer.note(&format!("writing image {}", output.image_id));
+    }
     for spec in &cache_to {
-        printer.note(&spec.export(store, &output.cache_keys, &output.image_keys).map_err(anyhow::Error::msg)?);
+        let cache_keys: Vec<String> = built.iter().flat_map(|o| o.cache_keys.iter().cloned()).collect();
+        let image_keys: Vec<String> = built.iter().flat_map(|o| o.image_keys.iter().cloned()).collect();
+        printer.note(&spec.export(store, &cache_keys, &image_keys).map_err(anyhow::Error::msg)?);
     }
-    store.add_image(&output.image_id, &outputs.store_names)?;
+    let output = &built[0];
+    let result_id = if multi {
+        let entries: Vec<NewListEntry> =
+            built.iter().map(|o| NewListEntry { image: o.image_id.clone(), attestations: Vec::new() }).collect();
+        let list = store.add_image_list(&entries, &outputs.store_names, &host_platform(), &no_attestations)?;
+        printer.note(&format!("exporting manifest list {list}"));
+        list
+    } else {
+        store.add_image(&output.image_id, &outputs.store_names)?;
+        output.image_id.clone()
+    };
     for tag in &outputs.store_names {
         printer.note(&format!("naming to {tag}"));
     }
-    super::build_output::export(store, &output.image_id, &outputs, source_date_epoch, &printer)?;
+    super::build_output::export(
+        store,
+        &output.image_id,
+        multi.then_some(&result_id),
+        &outputs,
+        source_date_epoch,
+        &printer,
+    )?;
     if let Some(path) = &args.iidfile {
-        std::fs::write(path, output.image_id.to_string())
-            .with_context(|| format!("writing --iidfile {}", path.display()))?;
+        std::fs::write(path, result_id.to_string()).with_context(|| format!("writing --iidfile {}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
-        let image = store.image(&output.image_id)?;
-        let sizes = store.layer_sizes(&image)?;
-        let manifest = kiln_cas::image::uncompressed_manifest(&image, &sizes)?;
-        let metadata = json!({
-            "containerimage.config.digest": output.image_id.to_string(),
-            "containerimage.digest": kiln_cas::Digest::of(&manifest).to_string(),
-            "image.name": tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","),
-        });
+        let metadata = if multi {
+            json!({
+                "containerimage.digest": result_id.to_string(),
+                "image.name": tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","),
+            })
+        } else {
+            let image = store.image(&output.image_id)?;
+            let sizes = store.layer_sizes(&image)?;
+            let manifest = kiln_cas::image::uncompressed_manifest(&image, &sizes)?;
+            json!({
+                "containerimage.config.digest": output.image_id.to_string(),
+                "containerimage.digest": kiln_cas::Digest::of(&manifest).to_string(),
+                "image.name": tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","),
+            })
+        };
         std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
             .with_context(|| format!("writing --metadata-file {}", path.display()))?;
     }
     if args.quiet {
-        println!("{}", output.image_id);
+        println!("{result_id}");
+        return Ok(ExitCode::SUCCESS);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--platform a,b,…`: each platform once, in the order given (`None`: the host's, one build).
+fn target_platforms(raw: Option<&str>) -> Result<Vec<Option<String>>> {
+    let Some(raw) = raw else { return Ok(vec![None]) };
+    let mut platforms: Vec<Option<String>> = Vec::new();
+    for item in raw.split(',').map(str::trim) {
+        let platform = kiln_cas::registry::Platform::parse(item).map_err(|e| anyhow::anyhow!("--platform: {e}"))?;
+        if platform.os != "linux" {
+            bail!("--platform \"{item}\": kiln builds linux images only");
+        }
+        let text = Some(platform.to_string());
+        if !platforms.contains(&text) {
+            platforms.push(text);
+        }
+    }
+    Ok(platforms)
+}
+
+/// Attestation manifests are made only when attestations were asked for.
+pub fn no_attestations(
+    _: &Store,
+    _: &serde_json::Value,
+    _: &[(String, Vec<u8>)],
+) -> kiln_cas::Result<(serde_json::Value, Vec<kiln_cas::Digest>)> {
+    Err(kiln_cas::Error::invalid("attestations", "not requested".to_string()))
 }
 
 /// `KEY=VALUE`, or a bare `KEY` taking its value from the environment (skipped when unset), as

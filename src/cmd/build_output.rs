@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use kiln_cas::archive::oci_layout::SaveFormat;
 use kiln_cas::archive::rootfs::{write_rootfs_tar, RootfsOptions};
-use kiln_cas::archive::save::{plan_images, SaveOptions, SavedImage};
+use kiln_cas::archive::save::{plan_images, plan_list, SaveOptions, SavedImage};
 use kiln_cas::registry::{push_image, Client, ClientOptions, LayerCompression};
 use kiln_cas::{Digest, Reference, Store};
 
@@ -66,6 +66,13 @@ pub enum FileOutput {
     Docker { dest: Dest, names: Vec<Reference> },
     /// The image as an OCI image layout tar.
     Oci { dest: Dest, names: Vec<Reference> },
+}
+
+impl FileOutput {
+    /// Whether the output can hold a multi-platform image (an index).
+    pub fn keeps_platforms(&self) -> bool {
+        matches!(self, FileOutput::Docker { .. } | FileOutput::Oci { .. })
+    }
 }
 
 /// A push to a registry of every name in `names`.
@@ -360,6 +367,7 @@ fn check_pushable(names: &[Reference]) -> Result<()> {
 pub fn export(
     store: &Store,
     image_id: &Digest,
+    list: Option<&Digest>,
     plan: &OutputPlan,
     epoch: Option<i64>,
     printer: &Printer,
@@ -388,8 +396,13 @@ pub fn export(
                     _ => (SaveFormat::Docker, "type=docker", "docker archive"),
                 };
                 printer.note(&format!("exporting {shown} to {}", dest.describe()));
-                let saved = vec![SavedImage { id: image_id.clone(), tags: names.clone() }];
-                let plan = plan_images(store, saved, &SaveOptions { format, ..SaveOptions::default() })?;
+                let options = SaveOptions { format, ..SaveOptions::default() };
+                let plan = match list {
+                    Some(list) => plan_list(store, list, names.clone(), &options)?,
+                    None => {
+                        plan_images(store, vec![SavedImage { id: image_id.clone(), tags: names.clone() }], &options)?
+                    }
+                };
                 write_dest(dest, kind, &mut |out, what| {
                     plan.verify()?;
                     plan.write_to(out, what)?;

@@ -23,6 +23,10 @@ pub fn run(store: &Store, args: ImportArgs) -> Result<ExitCode> {
         Some(text) => Platform::parse(text).context("import")?,
         None => Platform::host(),
     };
+    // With --platform, a tag naming another platform's image keeps it: the tag becomes (or stays)
+    // a multi-platform image holding both (see `Store::add_to_list`).
+    let explicit_platform = args.platform.is_some();
+    let import_tags: Vec<Reference> = if explicit_platform { Vec::new() } else { tags.clone() };
     let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().filter(|v| !v.is_empty());
     let mut options =
         ImportOptions { changes, message: args.message.clone(), platform, created: creation_time(epoch.as_deref())? };
@@ -33,17 +37,32 @@ pub fn run(store: &Store, args: ImportArgs) -> Result<ExitCode> {
         // docker: an image imported from a URL says so in its history, unless -m says otherwise.
         options.message.get_or_insert_with(|| format!("Imported from {what}"));
         let failure = download.failure();
-        import_rootfs(store, download, &what, &options, &tags).map_err(|e| match failure.get() {
+        import_rootfs(store, download, &what, &options, &import_tags).map_err(|e| match failure.get() {
             Some(why) => Error::invalid(what.clone(), why.clone()),
             None => e,
         })
     } else if args.file == "-" {
-        import_rootfs(store, io::stdin().lock(), "stdin", &options, &tags)
+        import_rootfs(store, io::stdin().lock(), "stdin", &options, &import_tags)
     } else {
         let file = File::open(&args.file).map_err(|e| Error::io("opening", &args.file, e)).context("import")?;
-        import_rootfs(store, file, &args.file, &options, &tags)
+        import_rootfs(store, file, &args.file, &options, &import_tags)
     }
     .context("import")?;
+    if explicit_platform {
+        for tag in &tags {
+            let added =
+                store.add_to_list(tag, &imported.id, &super::build::host_platform(), &super::build::no_attestations)?;
+            match added {
+                Some(platforms) if platforms.len() > 1 => {
+                    eprintln!("{} is now a multi-platform image: {}", tag.familiar(), platforms.join(", "))
+                }
+                Some(_) => {}
+                None => {
+                    store.add_image(&imported.id, std::slice::from_ref(tag))?;
+                }
+            }
+        }
+    }
     outln!("{}", imported.id);
     Ok(ExitCode::SUCCESS)
 }

@@ -24,13 +24,15 @@ pub fn run(open_exclusive: impl FnOnce() -> Result<Store>, args: PruneArgs) -> R
     // Alone on the store: no load or build can be between committing blobs and tagging them.
     let store = open_exclusive()?;
     let index = store.index()?;
+    // A multi-platform image's other platforms are not dangling while its tag stands.
+    let members = index.list_members();
     let in_use: Vec<Digest> = store.images_used_by_containers()?.into_iter().map(|(_, id)| id).collect();
     let has_children = |id: &Digest| index.images.values().any(|r| r.parent.as_ref() == Some(id));
     let victims: Vec<Digest> = index
         .images
         .keys()
         .filter(|id| !in_use.contains(id) && !has_children(id))
-        .filter(|id| args.all || index.tags_of(id).is_empty())
+        .filter(|id| args.all || (index.tags_of(id).is_empty() && !members.contains(*id)))
         .cloned()
         .collect();
     let mut report = PruneReport::default();

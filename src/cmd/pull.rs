@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use kiln_cas::registry::{list_tags_with_mirrors, pull_with_mirrors, ClientOptions, LayerStatus, Platform, PullEvent};
+use kiln_cas::registry::{
+    list_tags_with_mirrors, pull_all_with_mirrors, pull_with_mirrors, ClientOptions, LayerStatus, Platform, PullEvent,
+};
 use kiln_cas::{Reference, Store};
 
 use crate::cli::PullArgs;
@@ -27,7 +29,7 @@ pub fn run(store: &Store, args: PullArgs) -> Result<ExitCode> {
     }
     let options = args.tls.client_options(None)?;
     if !args.all_tags {
-        pull_one(store, &options, &reference, &platform, args.quiet)?;
+        pull_inner(store, &options, &reference, &platform, args.quiet, false, args.all_platforms)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut tags = list_tags_with_mirrors(&reference, &options).context("pull")?;
@@ -38,7 +40,7 @@ pub fn run(store: &Store, args: PullArgs) -> Result<ExitCode> {
     for tag in tags {
         let tagged = Reference::parse(&format!("{}:{tag}", reference.repository()))
             .with_context(|| format!("pull: the registry lists an invalid tag for {}", reference.repository()))?;
-        pull_one(store, &options, &tagged, &platform, args.quiet)?;
+        pull_inner(store, &options, &tagged, &platform, args.quiet, false, args.all_platforms)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -48,20 +50,11 @@ pub fn run(store: &Store, args: PullArgs) -> Result<ExitCode> {
 pub fn pull_for_run(store: &Store, image: &str) -> Result<()> {
     let reference = Reference::parse(image)?;
     let options = crate::config::client_options(ClientOptions::default())?;
-    pull_inner(store, &options, &reference, &Platform::host(), false, true)
+    pull_inner(store, &options, &reference, &Platform::host(), false, true, false)
 }
 
-/// One image, from docker.io's mirrors first when it is a docker.io image.
-fn pull_one(
-    store: &Store,
-    options: &ClientOptions,
-    reference: &Reference,
-    platform: &Platform,
-    quiet: bool,
-) -> Result<()> {
-    pull_inner(store, options, reference, platform, quiet, false)
-}
-
+/// One image (or with `all_platforms`, every platform's), from docker.io's mirrors first when it
+/// is a docker.io image.
 fn pull_inner(
     store: &Store,
     options: &ClientOptions,
@@ -69,6 +62,7 @@ fn pull_inner(
     platform: &Platform,
     quiet: bool,
     to_stderr: bool,
+    all_platforms: bool,
 ) -> Result<()> {
     let say = |line: String| {
         if to_stderr {
@@ -89,7 +83,8 @@ fn pull_inner(
     let style = ProgressStyle::with_template("{prefix}: {msg} [{bar:40}] {bytes}/{total_bytes}")
         .expect("progress template")
         .progress_chars("=> ");
-    let outcome = pull_with_mirrors(store, reference, platform, options, &mut |event| {
+    let pull = if all_platforms { pull_all_with_mirrors } else { pull_with_mirrors };
+    let outcome = pull(store, reference, platform, options, &mut |event| {
         if quiet {
             return;
         }

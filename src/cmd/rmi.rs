@@ -80,6 +80,7 @@ fn remove_one(store: &Store, name: &str, force: bool) -> Result<Vec<String>> {
     store.update_index(|index| {
         for tag in &untag {
             index.tags.remove(tag);
+            index.untag_lists(tag);
         }
         Ok(())
     })?;
@@ -92,6 +93,29 @@ fn remove_one(store: &Store, name: &str, force: bool) -> Result<Vec<String>> {
         let mut report = PruneReport::default();
         store.delete_images(std::slice::from_ref(&id), &mut report)?;
         lines.push(format!("Deleted: {id}"));
+    }
+    // A multi-platform image whose last name went takes its other platforms' images with it
+    // (those no tag, other list or container holds).
+    let after = store.index()?;
+    let in_use: Vec<Digest> = store.images_used_by_containers()?.into_iter().map(|(_, image)| image).collect();
+    let members = after.list_members();
+    let orphans: Vec<Digest> = untag
+        .iter()
+        .filter_map(|tag| index.list_of_tag(tag))
+        .flat_map(|(_, list)| list.entries.iter().map(|e| e.image.clone()))
+        .filter(|image| {
+            *image != id
+                && after.images.contains_key(image)
+                && after.tags_of(image).is_empty()
+                && !members.contains(image)
+                && !in_use.contains(image)
+                && child_images(&after, image).is_empty()
+        })
+        .collect();
+    for orphan in orphans {
+        let mut report = PruneReport::default();
+        store.delete_images(std::slice::from_ref(&orphan), &mut report)?;
+        lines.push(format!("Deleted: {orphan}"));
     }
     Ok(lines)
 }

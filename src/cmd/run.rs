@@ -106,6 +106,15 @@ fn container_config(store: &Store, args: &RunArgs) -> Result<ContainerConfig> {
     let resources = args.resources.resources()?;
     let image_id = super::run_flags::resolve_image(store, args)?;
     let image = store.image(&image_id)?;
+    let platform = image.platform();
+    if !platform.starts_with(&super::build::host_platform()) {
+        // docker's warning; the container then runs under QEMU user emulation, as docker's does.
+        eprintln!(
+            "WARNING: The requested image's platform ({platform}) does not match the detected host platform ({})",
+            super::build::host_platform()
+        );
+        kiln_runtime::emulation::ensure_can_run(&platform).with_context(|| format!("image {}", args.image))?;
+    }
     let image_config = RunConfig::from_value(image.config_json().get("config"));
     let (network, ports) = crate::container::ports::from_flags(
         &args.network,

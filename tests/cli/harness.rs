@@ -135,6 +135,51 @@ pub fn busybox_rootfs() -> &'static Path {
     })
 }
 
+/// Where `.ci/run` puts Debian's `busybox-static:arm64` package (the tests fetch it there
+/// themselves when apt can).
+const ARM64_DEB_DIR: &str = "/var/cache/kiln-test";
+
+/// An arm64 busybox rootfs tarball, from Debian's `busybox-static:arm64` package, made once per
+/// test run; None (with a message) when the package cannot be had and QEMU is not installed.
+pub fn busybox_rootfs_arm64() -> Option<&'static Path> {
+    static TAR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    TAR.get_or_init(|| {
+        if !Path::new("/usr/bin/qemu-aarch64-static").exists() {
+            eprintln!("skipping: QEMU user emulation is not installed (apt-get install qemu-user-static)");
+            return None;
+        }
+        let find = || {
+            std::fs::read_dir(ARM64_DEB_DIR).ok()?.flatten().map(|e| e.path()).find(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("busybox-static_") && n.ends_with("_arm64.deb"))
+            })
+        };
+        let deb = find().or_else(|| {
+            let _ = std::fs::create_dir_all(ARM64_DEB_DIR);
+            let _ = Command::new("apt-get")
+                .args(["download", "busybox-static:arm64"])
+                .current_dir(ARM64_DEB_DIR)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            find()
+        });
+        let Some(deb) = deb else {
+            eprintln!(
+                "skipping: no busybox-static:arm64 package in {ARM64_DEB_DIR} (dpkg --add-architecture arm64; apt-get update; apt-get download busybox-static:arm64)"
+            );
+            return None;
+        };
+        let dir = std::env::temp_dir().join(format!("kiln-test-fixtures-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("busybox-rootfs-arm64.tar");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/busybox-rootfs.sh");
+        let status = Command::new("bash").arg(script).arg(&out).env("BUSYBOX_DEB", &deb).status().expect("run fixtures script");
+        assert!(status.success(), "fixtures/busybox-rootfs.sh failed on {}", deb.display());
+        Some(out)
+    })
+    .as_deref()
+}
+
 /// `../shared/fixtures/archives/NAME`, or None (the test then skips with a message).
 pub fn shared_archive(name: &str) -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/archives").join(name);

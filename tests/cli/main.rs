@@ -27,6 +27,7 @@ mod kept_layers;
 mod load;
 mod login_prompt;
 mod mirrors;
+mod multiplatform;
 mod net_timeouts;
 mod networking;
 mod oci_layout;

@@ -436,3 +436,29 @@ fn a_run_dir_that_is_not_the_users_own_is_refused() {
         let _ = std::fs::remove_dir(&run_dir);
     }
 }
+
+#[test]
+fn rootless_run_steps_for_arm64_run_under_qemu() {
+    let Some(user) = setup(USER, Some(USER_RANGE)) else { return };
+    let Some(arm64) = busybox_rootfs_arm64() else { return };
+    // Registering the binfmt_misc handler needs root: a root build for arm64 does it once (kiln
+    // registers Debian's qemu-user-static line with the F flag), and then users' builds use it.
+    let root = Kiln::new();
+    root.ok(&["import", "--platform", "linux/arm64", arm64.to_str().unwrap(), "bb:arm64"]);
+    let root_ctx = root.path("ctx");
+    std::fs::create_dir_all(&root_ctx).unwrap();
+    std::fs::write(root_ctx.join("Dockerfile"), "FROM bb:arm64\nRUN uname -m\n").unwrap();
+    root.ok(&["build", "--platform", "linux/arm64", root_ctx.to_str().unwrap()]);
+
+    let tar = user.copy_in(arm64, "bb-arm64.tar");
+    user.ok(&["import", "--platform", "linux/arm64", tar.to_str().unwrap(), "bb:arm64"]);
+    let ctx = user.mkdir("ctx");
+    user.write("ctx/Dockerfile", "FROM bb:arm64\nRUN uname -m > /arch && cp /bin/busybox /copy\n");
+    user.ok(&["build", "--platform", "linux/arm64", "-t", "emulated:1", ctx.to_str().unwrap()]);
+    assert_eq!(user.ok(&["inspect", "-f", "{{.Architecture}}", "emulated:1"]).trim(), "arm64");
+    let out = user.run(&["run", "--rm", "emulated:1", "cat", "/arch"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "aarch64");
+    // docker's warning for an image of another platform than the host's.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not match the detected host platform"));
+}

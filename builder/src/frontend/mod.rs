@@ -564,7 +564,8 @@ impl<'a> Planner<'a> {
                 Some(v) => Some(v.clone()),
                 None => match default {
                     Some(d) => Some(self.expand(d, &self.meta).map_err(|k| self.error(instruction, k))?),
-                    None => None,
+                    // `ARG TARGETARCH` alone keeps the predefined platform value (BuildKit).
+                    None => self.meta.get(key).cloned().flatten(),
                 },
             };
             self.consumed.insert(key.clone());

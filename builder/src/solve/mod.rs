@@ -53,6 +53,11 @@ pub struct SolveOptions<'a> {
     /// `--no-cache-filter`: stages (by name) whose steps all run.
     pub no_cache_filter: Vec<String>,
     pub progress: &'a dyn Progress,
+    /// In a build for several platforms: this one's, put before each step's name as BuildKit
+    /// does (`[linux/arm64 2/3] RUN …`).
+    pub platform_label: Option<String>,
+    /// Step numbers for progress lines, shared by the builds of one command (several platforms).
+    pub step_ids: &'a StepIds,
 }
 
 /// The image a build made: its config is committed to the store; tagging is the caller's.
@@ -139,16 +144,19 @@ impl ImageConfigSource for StoreImages<'_> {
     fn base_config(&self, reference: &str, platform: &str) -> Result<BaseImageConfig, String> {
         // Not a reference (a 64-hex name, bad characters): no lookup or pull could find it.
         let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
-        let local = resolve_reference(self.store, reference);
+        let local = resolve_reference(self.store, reference, platform);
+        // A multi-platform image in the store without this platform says which it has.
+        let why_not_local = match &local {
+            Err(e) if e.contains("has no") => e.clone(),
+            _ => "not in the store".to_string(),
+        };
         let id = match (local, self.policy) {
             (Ok(id), PullPolicy::Missing | PullPolicy::Never) => id,
-            (Err(_), PullPolicy::Never) => {
-                return Err("not in the store, and --pull=never forbids pulling it".to_string())
-            }
+            (Err(_), PullPolicy::Never) => return Err(format!("{why_not_local}, and --pull=never forbids pulling it")),
             (_, policy) => {
                 let platform = Platform::parse(platform).map_err(|e| e.to_string())?;
                 resolve_or_pull(self.store, &parsed, &platform, policy, self.options.clone())
-                    .map_err(|e| format!("not in the store, and pulling it failed: {e}"))?
+                    .map_err(|e| format!("{why_not_local}, and pulling it failed: {e}"))?
             }
         };
         let image = self.store.image(&id).map_err(|e| e.to_string())?;
@@ -177,11 +185,11 @@ pub fn solve(store: &Store, plan: &BuildPlan, options: &SolveOptions) -> Result<
     let used = &used_keys;
     let created = created_timestamp(options.source_date_epoch);
     let board = Board { results: Mutex::new(vec![None; plan.stages.len()]) };
-    let ids = StepIds::default();
+    let ids = options.step_ids;
     let pool = pool::StagePool::new(&stage_dependencies(plan), plan.target, pool::worker_limit());
     let run = |position: usize| {
         let result =
-            run_stage(store, snapshots, stat, used, plan, position, options, &board, &ids, created.as_str(), &pool);
+            run_stage(store, snapshots, stat, used, plan, position, options, &board, ids, created.as_str(), &pool);
         board.publish(position, result.map(Arc::new).map_err(Arc::new));
     };
     if let Some(warning) = pool.run(&run) {
@@ -289,9 +297,9 @@ fn stage_dependencies(plan: &BuildPlan) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// Progress IDs, unique across the build.
+/// Numbers progress steps (`#3`) across every solve of one command.
 #[derive(Default)]
-struct StepIds(Mutex<usize>);
+pub struct StepIds(Mutex<usize>);
 
 impl StepIds {
     fn next(&self) -> usize {
@@ -318,10 +326,11 @@ fn run_stage(
     let stage = &plan.stages[position];
     let file = options.file_name;
     let total = stage.steps.len() + 1;
+    let platform = options.platform_label.as_ref().map(|p| format!("{p} ")).unwrap_or_default();
     let label = |n: usize| match (&stage.name, plan.stages.len()) {
-        (_, 1) => format!("[{n}/{total}]"),
-        (Some(name), _) => format!("[{name} {n}/{total}]"),
-        (None, _) => format!("[stage-{} {n}/{total}]", stage.index),
+        (_, 1) => format!("[{platform}{n}/{total}]"),
+        (Some(name), _) => format!("[{platform}{name} {n}/{total}]"),
+        (None, _) => format!("[{platform}stage-{} {n}/{total}]", stage.index),
     };
 
     // The pool starts a stage only once the stages it reads are done, so a step's start time is
@@ -336,7 +345,9 @@ fn run_stage(
     reporter.start(format!("{} {from_name}", label(1)));
     let base = match &stage.base {
         Base::Scratch => Ok(scratch_result(&stage.platform)),
-        Base::Image(reference) => load_image(store, reference).map_err(|m| SolveError::at(file, &stage.span, m)),
+        Base::Image(reference) => {
+            load_image(store, reference, &stage.platform).map_err(|m| SolveError::at(file, &stage.span, m))
+        }
         Base::Stage(i) => board.wait(*i).map(|r| (*r).clone()).map_err(|_| {
             SolveError::at(file, &stage.span, format!("stage {} failed", stage_display_name(&plan.stages[*i])))
         }),
@@ -437,7 +448,7 @@ fn step_key(cx: &StepContext, step: &Step, state: &StageResult) -> Result<Option
                     key.field(&source.key)
                 }
                 CopyFrom::Image(reference) => {
-                    let id = resolve_reference(cx.store, reference)?;
+                    let id = resolve_reference(cx.store, reference, &cx.stage.platform)?;
                     key.field(id.to_string())
                 }
             };
@@ -467,7 +478,7 @@ fn step_key(cx: &StepContext, step: &Step, state: &StageResult) -> Result<Option
                         .map_err(|_| format!("stage {} failed", stage_display_name(&cx.plan.stages[i])))?;
                     key = key.field(&source.key);
                 } else if let Some(reference) = options_of.get("from") {
-                    let id = resolve_reference(cx.store, reference)?;
+                    let id = resolve_reference(cx.store, reference, &cx.stage.platform)?;
                     key = key.field(id.to_string());
                 } else {
                     let source = options_of.get("source").cloned().unwrap_or_else(|| "/".into());
@@ -516,6 +527,7 @@ fn make_layer(
                 source_date_epoch: options.source_date_epoch,
                 progress: options.progress,
                 progress_id: cx.progress_id,
+                platform: &cx.stage.platform,
             };
             let mount_layers = op
                 .mounts
@@ -546,7 +558,7 @@ fn mount_source_layers(cx: &StepContext, options: &BTreeMap<String, String>) -> 
     }
     match options.get("from") {
         Some(reference) => {
-            let id = resolve_reference(cx.store, reference)?;
+            let id = resolve_reference(cx.store, reference, &cx.stage.platform)?;
             Ok(Some(cx.store.image(&id).map_err(|e| e.to_string())?.diff_ids().map_err(|e| e.to_string())?))
         }
         None => Ok(None),
@@ -601,7 +613,7 @@ fn copy_step(cx: &StepContext, step: &Step, op: &CopyOp, state: &mut StageResult
             crate::copy::SourceRoot::Image { fs: source_stage.fs(store)?, store }
         }
         CopyFrom::Image(reference) => {
-            source_image = load_image(store, reference)?;
+            source_image = load_image(store, reference, &cx.stage.platform)?;
             crate::copy::SourceRoot::Image { fs: &source_image.fs, store }
         }
     };
@@ -639,15 +651,27 @@ fn step_title(step: &Step) -> String {
 
 /// The image a FROM, `COPY --from` or `RUN --mount from=` names: by reference only (name, tag,
 /// digest), as BuildKit resolves them; an image-ID prefix such as `4671` is a repository name.
-fn resolve_reference(store: &Store, reference: &str) -> Result<Digest, String> {
+/// The store's image `reference` names for `platform`: a multi-platform image's entry for it (or
+/// none), any other image as it is (the planner warns when its platform differs).
+fn resolve_reference(store: &Store, reference: &str, platform: &str) -> Result<Digest, String> {
     let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
+    let index = store.index().map_err(|e| e.to_string())?;
+    if let Some((_, list)) = index.list_of_tag(&parsed.to_string()) {
+        let wanted = Platform::parse(platform).map_err(|e| e.to_string())?;
+        return match list.entries.iter().find(|e| kiln_cas::registry::platform_matches(&wanted, &e.platform)) {
+            Some(entry) => Ok(entry.image.clone()),
+            None => Err(format!(
+                "{reference} has no {platform} image (its platforms: {})",
+                list.entries.iter().map(|e| e.platform.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+        };
+    }
     // The normalised form (`docker.io/library/4671:latest`) never reads as an ID prefix.
-    store.index().map_err(|e| e.to_string())?.resolve(&parsed.to_string()).map_err(|e| e.to_string())
+    index.resolve(&parsed.to_string()).map_err(|e| e.to_string())
 }
 
-fn load_image(store: &Store, reference: &str) -> Result<StageResult, String> {
-    let id =
-        resolve_reference(store, reference).map_err(|_| format!("base image \"{reference}\" is not in the store"))?;
+fn load_image(store: &Store, reference: &str, platform: &str) -> Result<StageResult, String> {
+    let id = resolve_reference(store, reference, platform).map_err(|e| format!("base image \"{reference}\": {e}"))?;
     let image: Image = store.image(&id).map_err(|e| e.to_string())?;
     let fs = ImageFs::load(store, &image).map_err(|e| e.to_string())?;
     Ok(StageResult {

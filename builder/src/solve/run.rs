@@ -36,6 +36,8 @@ pub(crate) struct RunContext<'a> {
     pub source_date_epoch: Option<i64>,
     pub progress: &'a dyn Progress,
     pub progress_id: usize,
+    /// The stage's platform (`linux/arm64`): a foreign one runs under QEMU user emulation.
+    pub platform: &'a str,
 }
 
 /// The network of a RUN step without `--network` (nor `kiln build --network`): the bridge
@@ -90,6 +92,7 @@ pub(crate) fn run_step(
     mount_layers: &[Option<Vec<Digest>>],
 ) -> Result<Digest, String> {
     let isolation = run_isolation(cx)?;
+    kiln_runtime::emulation::ensure_can_run(cx.platform).map_err(|e| format!("RUN: {e}"))?;
     if isolation != Isolation::Rootful {
         cx.progress.event(ProgressEvent::Log { id: cx.progress_id, line: format!("isolation: {}", isolation.name()) });
     }

@@ -13,6 +13,7 @@
 
 mod docker;
 mod layout;
+mod lists;
 mod members;
 mod oci;
 mod outer_tar;
@@ -98,25 +99,29 @@ pub fn load_archive_with<R: Read>(store: &Store, input: R, options: &LoadOptions
     check_sums(&members)?;
     check_blob_names(&members)?;
     let delta = read_delta(&members)?;
+    // Multi-platform images index.json names under a tag: every platform, kept as one list.
+    let lists =
+        if delta.is_none() && members.contains("index.json") { lists::plan_lists(&members)? } else { Vec::new() };
     let plans = if members.contains("manifest.json") {
         docker::plan_images(&members, delta.as_ref())?
     } else if delta.is_some() {
         return Err(Error::invalid(DELTA_MEMBER, "marks a delta bundle, but the archive has no manifest.json"));
     } else if members.contains("index.json") {
-        oci::plan_images(&members)?
+        let handled: HashSet<Digest> = lists.iter().map(|l| l.digest.clone()).collect();
+        oci::plan_images(&members, &handled)?
     } else {
         return Err(Error::invalid(
             "archive",
             "has neither manifest.json nor index.json, so it is not a docker-archive or an OCI archive",
         ));
     };
-    if plans.is_empty() {
+    if plans.is_empty() && lists.is_empty() {
         return Err(Error::invalid("archive", "holds no image"));
     }
     if let Some(delta) = &delta {
         check_expected_layers(store, delta, &plans)?;
     }
-    commit(store, members, plans)
+    commit(store, members, plans, lists)
 }
 
 /// Passes reads through, hashing them when a whole-file sha256 is to be checked.
@@ -318,13 +323,17 @@ fn plan_image(
     layers: &[MemberRef],
     tags: Vec<Reference>,
     delta: Option<&DeltaIndex>,
+    any_platform: bool,
 ) -> Result<ImagePlan> {
     check_descriptor(members, config)?;
     let config_bytes = members.read_json(&config.name).map_err(|why| Error::invalid(&config.context, why))?;
     check_json_value_count(&config_bytes).map_err(|why| Error::invalid(&config.context, why))?;
     let image_config = parse_config(&config_bytes, &config.context)?;
     let id = Digest::of(&config_bytes);
-    check_platform(&image_config, &config.context)?;
+    // A multi-platform image's other platforms are loaded as its members, not run here.
+    if !any_platform {
+        check_platform(&image_config, &config.context)?;
+    }
     let diff_ids = crate::image::diff_ids_of(&image_config, &config.context)?;
     if diff_ids.len() != layers.len() {
         return Err(Error::invalid(
@@ -486,10 +495,15 @@ fn check_json_value_count(bytes: &[u8]) -> Result<(), String> {
 
 /// Phase 3: stage what is not staged yet (small members), commit every needed blob, then record
 /// the images and their tags.
-fn commit<'s>(store: &'s Store, mut members: Members<'s>, plans: Vec<ImagePlan>) -> Result<Vec<LoadedImage>> {
+fn commit<'s>(
+    store: &'s Store,
+    mut members: Members<'s>,
+    plans: Vec<ImagePlan>,
+    lists: Vec<lists::ListPlan>,
+) -> Result<Vec<LoadedImage>> {
     let mut to_commit = Vec::new();
     let mut seen = HashSet::new();
-    for plan in &plans {
+    for plan in plans.iter().chain(lists.iter().flat_map(|l| l.images.iter())) {
         let carried = plan.layers.iter().filter_map(|(m, d)| Some((m.as_ref()?, d)));
         let needed = std::iter::once((&plan.config_member, &plan.id)).chain(carried);
         for (member, digest) in needed {
@@ -514,6 +528,36 @@ fn commit<'s>(store: &'s Store, mut members: Members<'s>, plans: Vec<ImagePlan>)
             .map(|(reference, replaced)| LoadedTag { reference, replaced })
             .collect();
         loaded.push(LoadedImage { id: plan.id, tags });
+    }
+    for list in lists {
+        for image in &list.images {
+            store.add_image(&image.id, &[])?;
+        }
+        let host = crate::registry::Platform::host().to_string();
+        let before = store.index()?;
+        let replaced: Vec<Option<Digest>> =
+            list.tags.iter().map(|t| before.tags.get(&t.to_string()).cloned()).collect();
+        store.add_image_list(&list.entries, &list.tags, &host, &crate::store::lists::attestation_manifest)?;
+        let after = store.index()?;
+        let Some(host_image) = list.tags.first().and_then(|t| after.tags.get(&t.to_string())).cloned() else {
+            continue;
+        };
+        let tags: Vec<LoadedTag> = list
+            .tags
+            .into_iter()
+            .zip(replaced)
+            .map(|(reference, replaced)| LoadedTag { reference, replaced: replaced.filter(|r| *r != host_image) })
+            .collect();
+        match loaded.iter_mut().find(|l| l.id == host_image) {
+            Some(existing) => {
+                for tag in tags {
+                    if !existing.tags.iter().any(|t| t.reference == tag.reference) {
+                        existing.tags.push(tag);
+                    }
+                }
+            }
+            None => loaded.push(LoadedImage { id: host_image, tags }),
+        }
     }
     Ok(loaded)
 }

@@ -51,6 +51,8 @@ const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+jso
 /// docker writes exactly this (with the space), and tools compare it as text.
 pub(crate) const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion": "1.0.0"}"#;
 pub(crate) const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+/// The largest index, manifest or attestation statement a list may hold.
+const LIST_BLOB_LIMIT: u64 = 64 << 20;
 pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// An archive ready to be written: every member, by path, in the order they will appear.
@@ -134,12 +136,80 @@ pub fn plan_save_with(store: &Store, names: &[String], options: &SaveOptions) ->
             }
         }
     }
-    plan_images(store, images, options)
+    // A tag naming a multi-platform image saves the whole list (`lists.rs`).
+    let mut lists: Vec<SavedList> = Vec::new();
+    for image in &images {
+        for tag in &image.tags {
+            let Some((digest, record)) = index.list_of_tag(&tag.to_string()) else { continue };
+            match lists.iter_mut().find(|l| &l.digest == digest) {
+                Some(list) => list.tags.push(tag.clone()),
+                None => {
+                    lists.push(SavedList { digest: digest.clone(), record: record.clone(), tags: vec![tag.clone()] })
+                }
+            }
+        }
+    }
+    for list in &lists {
+        for entry in &list.record.entries {
+            if !images.iter().any(|image| image.id == entry.image) {
+                images.push(SavedImage { id: entry.image.clone(), tags: Vec::new() });
+            }
+        }
+    }
+    plan_images_and_lists(store, images, &lists, options)
+}
+
+/// Lays out the archive of the multi-platform image `list` (an index digest the store records)
+/// under `tags`, which need not be store tags (`build -o type=oci` with `-t` names).
+pub fn plan_list(store: &Store, list: &Digest, tags: Vec<Reference>, options: &SaveOptions) -> Result<SavePlan> {
+    let record = store
+        .index()?
+        .lists
+        .get(list)
+        .cloned()
+        .ok_or_else(|| Error::ImageNotFound(format!("multi-platform image {list}")))?;
+    let host = crate::registry::Platform::host().to_string();
+    let host_image =
+        record.entries.iter().find(|e| e.platform.starts_with(&host)).unwrap_or(&record.entries[0]).image.clone();
+    let mut images = vec![SavedImage { id: host_image, tags: tags.clone() }];
+    for entry in &record.entries {
+        if !images.iter().any(|image| image.id == entry.image) {
+            images.push(SavedImage { id: entry.image.clone(), tags: Vec::new() });
+        }
+    }
+    let list = SavedList { digest: list.clone(), record, tags };
+    plan_images_and_lists(store, images, std::slice::from_ref(&list), options)
+}
+
+/// A multi-platform image being saved under `tags`.
+struct SavedList {
+    digest: Digest,
+    record: crate::store::lists::ListRecord,
+    tags: Vec<Reference>,
 }
 
 /// Lays out the archive of `images`, each under the names given (which need not be tags in the
 /// store: `build -o type=docker` names the image with the build's `-t` names).
 pub fn plan_images(store: &Store, images: Vec<SavedImage>, options: &SaveOptions) -> Result<SavePlan> {
+    plan_images_and_lists(store, images, &[], options)
+}
+
+/// `plan_images`, with multi-platform images: each list's index and the blobs it names beyond its
+/// images go in as they are, and index.json names the list (not its host image) under the list's
+/// tags. manifest.json, the docker part, still names the host image under them (what docker
+/// loads); the list's other images are reached through index.json only.
+fn plan_images_and_lists(
+    store: &Store,
+    images: Vec<SavedImage>,
+    lists: &[SavedList],
+    options: &SaveOptions,
+) -> Result<SavePlan> {
+    let list_tags: Vec<&Reference> = lists.iter().flat_map(|l| l.tags.iter()).collect();
+    let only_in_lists: Vec<&Digest> = images
+        .iter()
+        .filter(|i| i.tags.is_empty() && lists.iter().any(|l| l.record.entries.iter().any(|e| e.image == i.id)))
+        .map(|i| &i.id)
+        .collect();
     let mut members = BTreeMap::new();
     members.insert("blobs/".to_string(), Member::Directory);
     members.insert("blobs/sha256/".to_string(), Member::Directory);
@@ -199,10 +269,15 @@ pub fn plan_images(store: &Store, images: Vec<SavedImage>, options: &SaveOptions
         members.insert(blob_member(&id), Member::Bytes(raw_config));
 
         for tag in &saved.tags {
-            index_entries.push(IndexEntry::new(&manifest_digest, manifest_size, Some(tag)));
+            if !list_tags.contains(&tag) {
+                index_entries.push(IndexEntry::new(&manifest_digest, manifest_size, Some(tag)));
+            }
             if let (Some(name), Some(top)) = (tag.tag(), diff_ids.last()) {
                 repositories.entry(tag.familiar_repository()).or_default().insert(name.to_string(), top.hex().into());
             }
+        }
+        if only_in_lists.contains(&&id) {
+            continue;
         }
         if saved.tags.is_empty() {
             index_entries.push(IndexEntry::new(&manifest_digest, manifest_size, None));
@@ -212,6 +287,26 @@ pub fn plan_images(store: &Store, images: Vec<SavedImage>, options: &SaveOptions
             repo_tags: (!saved.tags.is_empty()).then(|| saved.tags.iter().map(Reference::familiar).collect()),
             layers: layer_members,
         });
+    }
+    for list in lists {
+        // The index, the manifests (already made above, byte for byte the same) and the
+        // attestation manifests; attestation predicates are kept in the store only.
+        let predicates: Vec<&Digest> =
+            list.record.entries.iter().flat_map(|e| e.attestations.iter().map(|a| &a.predicate)).collect();
+        for digest in list.record.blobs.iter().filter(|d| !predicates.contains(d)) {
+            let path = blob_member(digest);
+            if members.contains_key(&path) {
+                continue;
+            }
+            let bytes = store.read_blob(digest, LIST_BLOB_LIMIT)?;
+            members.insert(path, Member::Bytes(bytes));
+        }
+        let size = store.read_blob(&list.digest, LIST_BLOB_LIMIT)?.len() as u64;
+        for tag in &list.tags {
+            let mut entry = IndexEntry::new(&list.digest, size, Some(tag));
+            entry.media_type = MEDIA_TYPE_OCI_INDEX;
+            index_entries.push(entry);
+        }
     }
 
     members.insert("manifest.json".to_string(), Member::Bytes(to_json(&manifest_items, true)?));

@@ -161,19 +161,39 @@ pub fn pull_with_mirrors(
     options: &ClientOptions,
     events: &mut (dyn FnMut(PullEvent<'_>) + Send),
 ) -> Result<PullOutcome> {
+    with_mirrors(reference, options, &mut |client| pull_image(store, client, reference, platform, events))
+}
+
+/// `pull --all-platforms`: [`super::pull_list::pull_all_platforms`], mirrors first as
+/// [`pull_with_mirrors`] does.
+pub fn pull_all_with_mirrors(
+    store: &Store,
+    reference: &Reference,
+    host: &Platform,
+    options: &ClientOptions,
+    events: &mut (dyn FnMut(PullEvent<'_>) + Send),
+) -> Result<PullOutcome> {
+    with_mirrors(reference, options, &mut |client| {
+        super::pull_list::pull_all_platforms(store, client, reference, host, events)
+    })
+}
+
+/// Runs `attempt` against docker.io's mirrors first (for a docker.io image), then the registry.
+fn with_mirrors<T>(
+    reference: &Reference,
+    options: &ClientOptions,
+    attempt: &mut dyn FnMut(&Client) -> Result<T>,
+) -> Result<T> {
     let mut mirror_errors = Vec::new();
     if reference.domain() == DEFAULT_DOMAIN {
         for mirror in &options.mirrors {
-            let attempt = Client::connect_mirror(mirror, options)
-                .and_then(|client| pull_image(store, &client, reference, platform, events));
-            match attempt {
+            match Client::connect_mirror(mirror, options).and_then(|client| attempt(&client)) {
                 Ok(outcome) => return Ok(outcome),
                 Err(e) => mirror_errors.push(e.to_string()),
             }
         }
     }
-    let direct = Client::connect(reference.domain(), options.clone())
-        .and_then(|client| pull_image(store, &client, reference, platform, events));
+    let direct = Client::connect(reference.domain(), options.clone()).and_then(|client| attempt(&client));
     match direct {
         Ok(outcome) => Ok(outcome),
         Err(e) if mirror_errors.is_empty() => Err(e),

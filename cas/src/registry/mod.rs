@@ -12,12 +12,14 @@ pub mod cache;
 pub mod client;
 pub mod mirror;
 pub mod pull;
+pub mod pull_list;
 pub mod push;
+pub mod push_list;
 
 pub use auth::Credentials;
 pub use cache::{pull_cache, push_cache, CacheImport};
 pub use client::{Client, ClientOptions};
-pub use mirror::{list_tags_with_mirrors, pull_with_mirrors, InsecureRegistry, Mirror};
+pub use mirror::{list_tags_with_mirrors, pull_all_with_mirrors, pull_with_mirrors, InsecureRegistry, Mirror};
 pub use pull::{pull_image, LayerStatus, Platform, PullEvent, PullOutcome};
 pub use push::{push_image, BlobStatus, LayerCompression, PushOutcome};
 
@@ -53,7 +55,22 @@ pub fn resolve_or_pull(
     policy: PullPolicy,
     options: ClientOptions,
 ) -> crate::Result<crate::Digest> {
-    let local = store.index()?.resolve(&reference.to_string()).ok();
+    let index = store.index()?;
+    let local = match index.list_of_tag(&reference.to_string()) {
+        // A multi-platform image: its image for `platform`, if it has one.
+        Some((_, list)) => {
+            list.entries.iter().find(|e| platform_matches(platform, &e.platform)).map(|e| e.image.clone())
+        }
+        None => index.resolve(&reference.to_string()).ok(),
+    };
+    if let (PullPolicy::Never, None, Some((_, list))) = (policy, &local, index.list_of_tag(&reference.to_string())) {
+        let has: Vec<&str> = list.entries.iter().map(|e| e.platform.as_str()).collect();
+        return Err(crate::Error::ImageNotFound(format!(
+            "{} for {platform} (the store's multi-platform image has {}; pulling is disabled)",
+            reference.familiar(),
+            has.join(", ")
+        )));
+    }
     match (policy, local) {
         (PullPolicy::Never, Some(id)) | (PullPolicy::Missing, Some(id)) => Ok(id),
         (PullPolicy::Never, None) => Err(crate::Error::ImageNotFound(format!(
@@ -64,6 +81,14 @@ pub fn resolve_or_pull(
             Ok(pull_with_mirrors(store, reference, platform, &options, &mut |_| {})?.id)
         }
     }
+}
+
+/// Whether an image of `found` (`os/arch[/variant]`) serves a request for `wanted`: same OS and
+/// architecture, and the variant when the request names one.
+pub fn platform_matches(wanted: &Platform, found: &str) -> bool {
+    let mut parts = found.splitn(3, '/');
+    let (os, arch, variant) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next());
+    os == wanted.os && arch == wanted.architecture && (wanted.variant.is_none() || wanted.variant.as_deref() == variant)
 }
 
 #[cfg(test)]

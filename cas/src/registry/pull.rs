@@ -19,7 +19,7 @@ pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json"
 pub const MEDIA_TYPE_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MEDIA_TYPE_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const INDEX_ENTRY_LIMIT: usize = 10_000;
+pub(crate) const INDEX_ENTRY_LIMIT: usize = 10_000;
 
 /// `os/arch[/variant]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,14 +107,14 @@ struct Shape {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Index,
     Manifest,
 }
 
 /// Decides what a fetched document is, refusing ambiguous ones (CVE-2021-41190) and ones whose
 /// `Content-Type` and `mediaType` disagree.
-fn classify(doc: &FetchedManifest, expected_type: Option<&str>) -> std::result::Result<Kind, String> {
+pub(crate) fn classify(doc: &FetchedManifest, expected_type: Option<&str>) -> std::result::Result<Kind, String> {
     let shape: Shape =
         serde_json::from_slice(&doc.bytes).map_err(|e| format!("manifest {} is not valid JSON: {e}", doc.digest))?;
     if shape.schema_version == Some(1) {
@@ -290,6 +290,13 @@ pub fn pull_image(
     let tag_before = tags.first().and_then(|t| before.tags.get(&t.to_string()).cloned());
     let repo_digest = format!("{}@{}", reference.repository(), top.digest);
     let had_repo_digest = before.images.get(&image.id).is_some_and(|r| r.repo_digests.contains(&repo_digest));
+    // A tag naming a multi-platform image that holds this image keeps naming the whole list.
+    let tags: Vec<Reference> = tags
+        .into_iter()
+        .filter(|t| {
+            !before.list_of_tag(&t.to_string()).is_some_and(|(_, l)| l.entries.iter().any(|e| e.image == image.id))
+        })
+        .collect();
     store.add_image(&image.id, &tags)?;
     record_repo_digest(store, &image.id, reference, &top.digest, keep.iter().map(|d| d.digest.clone()).collect())?;
     let changed = downloaded || !config_existed || tag_before.as_ref() != Some(&image.id) || !had_repo_digest;

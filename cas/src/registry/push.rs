@@ -137,12 +137,13 @@ pub struct PushOutcome {
 }
 
 pub const MEDIA_TYPE_OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub const MEDIA_TYPE_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// How many blobs upload at once.
 const PARALLEL_UPLOADS: usize = 3;
 
 /// Where the bytes of a blob being pushed come from.
-enum BlobSource<'b> {
+pub(crate) enum BlobSource<'b> {
     /// A store blob; `just_compressed` when this push made it (its bytes already hashed).
     Store { just_compressed: bool },
     /// A config's bytes.
@@ -151,7 +152,7 @@ enum BlobSource<'b> {
 
 /// One blob: skipped if the registry has it, mounted if another repository of the registry has
 /// it, uploaded otherwise.
-fn push_blob<'a>(
+pub(crate) fn push_blob<'a>(
     store: &Store,
     client: &Client,
     repo: &str,
@@ -260,7 +261,8 @@ fn compressed_layer_made(
     Ok((digest, size, true))
 }
 
-/// Pushes the image `reference` names in the store to its registry, under its tag.
+/// Pushes the image `reference` names in the store to its registry, under its tag; a tag naming
+/// a multi-platform image pushes the whole list (`push_list`).
 pub fn push_image(
     store: &Store,
     client: &Client,
@@ -268,15 +270,44 @@ pub fn push_image(
     compression: LayerCompression,
     events: &mut (dyn FnMut(&Digest, BlobStatus<'_>) + Send),
 ) -> Result<PushOutcome> {
-    let repo = reference.path();
     let tag = reference.tag().ok_or_else(|| Error::invalid(reference.to_string(), "push needs a tag"))?;
-    let id = store.index()?.tags.get(&reference.to_string()).cloned().ok_or_else(|| {
+    let index = store.index()?;
+    if let Some((_, list)) = index.list_of_tag(&reference.to_string()) {
+        return super::push_list::push_list(store, client, reference, list, compression, events);
+    }
+    let id = index.tags.get(&reference.to_string()).cloned().ok_or_else(|| {
         Error::ImageNotFound(format!(
             "an image does not exist locally with the tag: {}",
             reference.familiar_repository()
         ))
     })?;
-    let image = store.image(&id)?;
+    let manifest = push_blobs_of(store, client, reference, &id, compression, false, events)?;
+    let digest = client.put_manifest(reference.path(), tag, manifest.media_type, &manifest.bytes)?;
+    store.put_bytes(&manifest.bytes)?;
+    record_repo_digest(store, &id, reference, &digest, vec![digest.clone()])?;
+    Ok(PushOutcome { digest, size: manifest.bytes.len() as u64 })
+}
+
+/// A manifest made for a push, not yet put.
+pub(crate) struct PushedManifest {
+    pub bytes: Vec<u8>,
+    pub media_type: &'static str,
+}
+
+/// Uploads the layers and config of image `id` to `reference`'s repository and returns the
+/// manifest that names them. `oci` asks for OCI media types whatever the compression (the
+/// entries of an OCI index, as buildx writes them).
+pub(crate) fn push_blobs_of(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    id: &Digest,
+    compression: LayerCompression,
+    oci: bool,
+    events: &mut (dyn FnMut(&Digest, BlobStatus<'_>) + Send),
+) -> Result<PushedManifest> {
+    let repo = reference.path();
+    let image = store.image(id)?;
     let diff_ids = image.diff_ids()?;
     for diff_id in &diff_ids {
         events(diff_id, BlobStatus::Preparing);
@@ -286,7 +317,7 @@ pub fn push_image(
     let mount_sources: Vec<String> = store
         .index()?
         .images
-        .get(&id)
+        .get(id)
         .map(|record| {
             record
                 .repo_digests
@@ -308,7 +339,7 @@ pub fn push_image(
     let blobs: Vec<PushBlob<'_>> = unique
         .iter()
         .map(|d| PushBlob::Layer(d))
-        .chain(std::iter::once(PushBlob::Config(&id, &image.raw_config)))
+        .chain(std::iter::once(PushBlob::Config(id, &image.raw_config)))
         .collect();
     // The manifest goes up only after every blob.
     let pushed = upload_blobs(store, client, repo, &blobs, compression, &mount_sources, events)?;
@@ -316,9 +347,12 @@ pub fn push_image(
         .iter()
         .map(|d| &pushed[unique.iter().position(|u| *u == d).expect("every diffID is listed")])
         .collect();
-    let (manifest_type, config_type, layer_type) = match compression {
-        LayerCompression::Gzip => (MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_CONFIG, MEDIA_TYPE_DOCKER_LAYER_GZIP),
-        LayerCompression::Zstd => (MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_ZSTD),
+    let (manifest_type, config_type, layer_type) = match (compression, oci) {
+        (LayerCompression::Gzip, false) => {
+            (MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_CONFIG, MEDIA_TYPE_DOCKER_LAYER_GZIP)
+        }
+        (LayerCompression::Gzip, true) => (MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_GZIP),
+        (LayerCompression::Zstd, _) => (MEDIA_TYPE_OCI_MANIFEST, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_ZSTD),
     };
     let manifest = json!({
         "schemaVersion": 2,
@@ -329,10 +363,7 @@ pub fn push_image(
         })).collect::<Vec<_>>(),
     });
     let bytes = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
-    let digest = client.put_manifest(repo, tag, manifest_type, &bytes)?;
-    store.put_bytes(&bytes)?;
-    record_repo_digest(store, &id, reference, &digest, vec![digest.clone()])?;
-    Ok(PushOutcome { digest, size: bytes.len() as u64 })
+    Ok(PushedManifest { bytes, media_type: manifest_type })
 }
 
 /// A blob to push: a layer (by diffID) goes up as its compressed variant, or a config's bytes.

@@ -30,6 +30,9 @@ impl Store {
                 keep.extend(image.diff_ids().unwrap_or_default());
             }
         }
+        for list in index.lists.values() {
+            keep.extend(list.blobs.iter().chain(&list.registry_indexes).cloned());
+        }
         // Layers the build cache can reuse stay until `kiln builder prune` forgets their records.
         for (_, record, _) in self.cache_records()? {
             keep.extend(record.diff_id);
@@ -85,13 +88,18 @@ impl Store {
                 if index.images.remove(id).is_some() {
                     report.deleted_images.push(id.clone());
                 }
+                let mut untagged = Vec::new();
                 index.tags.retain(|tag, target| {
                     let hit = target == id;
                     if hit {
-                        report.untagged.push(tag.clone());
+                        untagged.push(tag.clone());
                     }
                     !hit
                 });
+                for tag in &untagged {
+                    index.untag_lists(tag);
+                }
+                report.untagged.extend(untagged);
             }
             Ok(())
         })?;

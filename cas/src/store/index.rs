@@ -24,6 +24,9 @@ pub struct ImageIndex {
     pub images: BTreeMap<Digest, ImageRecord>,
     /// Full normalised reference (`docker.io/library/busybox:latest`) → image ID.
     pub tags: BTreeMap<String, Digest>,
+    /// Multi-platform images: index digest → its record (see `lists.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lists: BTreeMap<Digest, super::lists::ListRecord>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -166,7 +169,10 @@ impl Store {
             }
             Ok(tags
                 .iter()
-                .map(|tag| index.tags.insert(tag.to_string(), id.clone()).filter(|previous| previous != id))
+                .map(|tag| {
+                    index.untag_lists(&tag.to_string());
+                    index.tags.insert(tag.to_string(), id.clone()).filter(|previous| previous != id)
+                })
                 .collect())
         })
     }

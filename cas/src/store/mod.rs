@@ -16,6 +16,7 @@ mod fsck;
 mod gc;
 mod index;
 mod ingest;
+pub mod lists;
 pub mod temp;
 
 use std::fs::{self, File, OpenOptions};

@@ -45,7 +45,7 @@ pub(super) fn plan_images(members: &Members<'_>, delta: Option<&DeltaIndex>) -> 
             .enumerate()
             .map(|(j, tag)| parse_tag(tag, &format!("manifest.json: [{i}].RepoTags[{j}]")))
             .collect::<Result<Vec<_>>>()?;
-        let plan = plan_image(members, &config, &layers, tags, delta)?;
+        let plan = plan_image(members, &config, &layers, tags, delta, false)?;
         // In the hybrid layout the config is a blob: its bytes must have the digest it is named by.
         let named = config.name.strip_prefix("blobs/sha256/").and_then(|hex| Digest::from_hex(hex).ok());
         if let Some(named) = named.filter(|named| *named != plan.id) {

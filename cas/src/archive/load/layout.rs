@@ -12,7 +12,7 @@
 //! the blobs the chosen images reach, each opened once, beneath the layout, following no symlink,
 //! and checked to be a regular file; the bytes streamed are those of that open file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -82,11 +82,13 @@ pub fn load_layout(store: &Store, dir: &Path, reference: Option<&str>) -> Result
     let in_layout = |e: Error| in_layout(dir, e);
     let members = Members::read_archive(store, input).map_err(in_layout)?;
     check_blob_names(&members).map_err(in_layout)?;
-    let plans = oci::plan_images(&members).map_err(in_layout)?;
-    if plans.is_empty() {
+    let lists = super::lists::plan_lists(&members).map_err(in_layout)?;
+    let handled: std::collections::HashSet<Digest> = lists.iter().map(|l| l.digest.clone()).collect();
+    let plans = oci::plan_images(&members, &handled).map_err(in_layout)?;
+    if plans.is_empty() && lists.is_empty() {
         return Err(Error::invalid(index_context, "names no image kiln can load"));
     }
-    commit(store, members, plans).map_err(in_layout)
+    commit(store, members, plans, lists).map_err(in_layout)
 }
 
 /// Errors of the archive reader name members (`archive member "blobs/sha256/…"`) and manifests;
@@ -140,49 +142,63 @@ impl Reach<'_> {
         if self.entries > ENTRY_LIMIT {
             return Err(Error::invalid(context, format!("the layout's indexes hold more than {ENTRY_LIMIT} entries")));
         }
-        for (i, descriptor) in followed_descriptors(descriptors) {
-            let context = format!("{context}: manifests[{i}]");
-            // A malformed digest is reported by the planner, with the same words as for archives.
-            let Ok(digest) = Digest::parse(descriptor.digest().as_ref()) else { continue };
-            let media_type = descriptor.media_type().to_string();
-            if INDEX_TYPES.contains(&media_type.as_str()) {
-                if self.path.contains(&digest) {
-                    return Err(Error::invalid(
-                        &context,
-                        format!("index cycle: index {digest} lists itself (directly or through its children)"),
-                    ));
+        // What load follows must be there. Inside a nested index (a multi-platform image) the
+        // other platforms and the attestations are streamed too when the layout holds them
+        // whole, for the list pass (`lists.rs`); when it does not, they are left alone.
+        let followed: HashSet<usize> = followed_descriptors(descriptors).map(|(i, _)| i).collect();
+        for (i, descriptor) in descriptors.iter().enumerate() {
+            if followed.contains(&i) {
+                self.entry(i, descriptor, context, depth)?;
+            } else if depth > 0 {
+                let (blobs, path) = (self.blobs.clone(), self.path.len());
+                if self.entry(i, descriptor, context, depth).is_err() {
+                    self.blobs = blobs;
+                    self.path.truncate(path);
                 }
-                if depth + 1 > INDEX_DEPTH_LIMIT {
-                    return Err(Error::invalid(
-                        &context,
-                        format!("indexes are nested deeper than {INDEX_DEPTH_LIMIT}"),
-                    ));
-                }
-                if self.blobs.contains_key(&digest) {
-                    continue;
-                }
-                let Some(bytes) = self.open_json(&digest, &context)? else { continue };
-                let Ok(child) = parse_json::<ImageIndex>(&bytes, &context, "OCI image index") else { continue };
-                self.path.push(digest.clone());
-                self.index(&child, &layout_file(self.dir, &format!("blobs/sha256/{}", digest.hex())), depth + 1)?;
-                self.path.pop();
-            } else if MANIFEST_TYPES.contains(&media_type.as_str()) {
-                if self.blobs.contains_key(&digest) {
-                    continue;
-                }
-                let Some(bytes) = self.open_json(&digest, &context)? else { continue };
-                let Ok(manifest) = parse_json::<ImageManifest>(&bytes, &context, "OCI image manifest") else {
-                    continue;
-                };
-                let manifest_context = format!("manifest {digest}");
-                let config = std::iter::once((manifest.config(), format!("{manifest_context}: config")));
-                let layers =
-                    manifest.layers().iter().enumerate().map(|(j, l)| (l, format!("{manifest_context}: layers[{j}]")));
-                for (blob, context) in config.chain(layers) {
-                    let Ok(digest) = Digest::parse(blob.digest().as_ref()) else { continue };
-                    if !self.blobs.contains_key(&digest) {
-                        self.open_blob(&digest, &context)?;
-                    }
+            }
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, i: usize, descriptor: &oci_spec::image::Descriptor, context: &str, depth: usize) -> Result<()> {
+        let context = format!("{context}: manifests[{i}]");
+        // A malformed digest is reported by the planner, with the same words as for archives.
+        let Ok(digest) = Digest::parse(descriptor.digest().as_ref()) else { return Ok(()) };
+        let media_type = descriptor.media_type().to_string();
+        if INDEX_TYPES.contains(&media_type.as_str()) {
+            if self.path.contains(&digest) {
+                return Err(Error::invalid(
+                    &context,
+                    format!("index cycle: index {digest} lists itself (directly or through its children)"),
+                ));
+            }
+            if depth + 1 > INDEX_DEPTH_LIMIT {
+                return Err(Error::invalid(&context, format!("indexes are nested deeper than {INDEX_DEPTH_LIMIT}")));
+            }
+            if self.blobs.contains_key(&digest) {
+                return Ok(());
+            }
+            let Some(bytes) = self.open_json(&digest, &context)? else { return Ok(()) };
+            let Ok(child) = parse_json::<ImageIndex>(&bytes, &context, "OCI image index") else { return Ok(()) };
+            self.path.push(digest.clone());
+            self.index(&child, &layout_file(self.dir, &format!("blobs/sha256/{}", digest.hex())), depth + 1)?;
+            self.path.pop();
+        } else if MANIFEST_TYPES.contains(&media_type.as_str()) {
+            if self.blobs.contains_key(&digest) {
+                return Ok(());
+            }
+            let Some(bytes) = self.open_json(&digest, &context)? else { return Ok(()) };
+            let Ok(manifest) = parse_json::<ImageManifest>(&bytes, &context, "OCI image manifest") else {
+                return Ok(());
+            };
+            let manifest_context = format!("manifest {digest}");
+            let config = std::iter::once((manifest.config(), format!("{manifest_context}: config")));
+            let layers =
+                manifest.layers().iter().enumerate().map(|(j, l)| (l, format!("{manifest_context}: layers[{j}]")));
+            for (blob, context) in config.chain(layers) {
+                let Ok(digest) = Digest::parse(blob.digest().as_ref()) else { continue };
+                if !self.blobs.contains_key(&digest) {
+                    self.open_blob(&digest, &context)?;
                 }
             }
         }

@@ -23,24 +23,37 @@ pub(super) const INDEX_TYPES: [&str; 2] =
 pub(super) const MANIFEST_TYPES: [&str; 2] =
     ["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"];
 
-pub(super) fn plan_images(members: &Members<'_>) -> Result<Vec<ImagePlan>> {
-    let bytes = members.read_json("index.json").map_err(|why| Error::invalid(member_context("index.json"), why))?;
-    check_document_shape(&bytes, "index.json", Some(INDEX_TYPES[0]))?;
-    let index: ImageIndex = parse_json(&bytes, "index.json", "OCI image index")?;
-    let mut walk = IndexWalk { members, visited: HashSet::new(), entries: 0, images: Vec::new() };
+/// The images index.json leads to; the indexes in `handled` (multi-platform images the list
+/// pass loads whole, see `lists.rs`) are not walked again.
+pub(super) fn plan_images(members: &Members<'_>, handled: &HashSet<Digest>) -> Result<Vec<ImagePlan>> {
+    let index = read_index_json(members)?;
+    let mut walk = IndexWalk::new(members, false);
+    walk.visited.extend(handled.iter().cloned());
     walk.index(&index, "index.json", 0, &[])?;
     Ok(walk.images.into_iter().map(|(_, plan)| plan).collect())
 }
 
-struct IndexWalk<'a, 's> {
-    members: &'a Members<'s>,
+pub(super) fn read_index_json(members: &Members<'_>) -> Result<ImageIndex> {
+    let bytes = members.read_json("index.json").map_err(|why| Error::invalid(member_context("index.json"), why))?;
+    check_document_shape(&bytes, "index.json", Some(INDEX_TYPES[0]))?;
+    parse_json(&bytes, "index.json", "OCI image index")
+}
+
+pub(super) struct IndexWalk<'a, 's> {
+    pub members: &'a Members<'s>,
     visited: HashSet<Digest>,
     entries: usize,
     /// (manifest digest, image), in the order first reached.
     images: Vec<(Digest, ImagePlan)>,
+    /// Whether images of any platform are planned (a multi-platform image's members).
+    any_platform: bool,
 }
 
-impl IndexWalk<'_, '_> {
+impl<'a, 's> IndexWalk<'a, 's> {
+    pub fn new(members: &'a Members<'s>, any_platform: bool) -> IndexWalk<'a, 's> {
+        IndexWalk { members, visited: HashSet::new(), entries: 0, images: Vec::new(), any_platform }
+    }
+
     fn index(&mut self, index: &ImageIndex, context: &str, depth: usize, tags: &[Reference]) -> Result<()> {
         let descriptors = index.manifests();
         self.entries += descriptors.len();
@@ -88,7 +101,7 @@ impl IndexWalk<'_, '_> {
         Ok(())
     }
 
-    fn manifest(&mut self, manifest: &ImageManifest, digest: &Digest, tags: Vec<Reference>) -> Result<ImagePlan> {
+    pub fn manifest(&mut self, manifest: &ImageManifest, digest: &Digest, tags: Vec<Reference>) -> Result<ImagePlan> {
         let context = format!("manifest {digest}");
         let config = blob_ref(manifest.config(), format!("{context}: config"))?;
         let layers = manifest
@@ -97,11 +110,11 @@ impl IndexWalk<'_, '_> {
             .enumerate()
             .map(|(i, layer)| blob_ref(layer, format!("{context}: layers[{i}]")))
             .collect::<Result<Vec<_>>>()?;
-        plan_image(self.members, &config, &layers, tags, None)
+        plan_image(self.members, &config, &layers, tags, None, self.any_platform)
     }
 
     /// A manifest or index blob: size and digest as the descriptor declares, then the bytes.
-    fn blob_json(&self, descriptor: &Descriptor, digest: &Digest, context: &str) -> Result<Vec<u8>> {
+    pub fn blob_json(&self, descriptor: &Descriptor, digest: &Digest, context: &str) -> Result<Vec<u8>> {
         let member = MemberRef {
             name: blob_member(digest),
             context: context.to_string(),
@@ -138,7 +151,7 @@ pub(super) fn followed_descriptors(descriptors: &[Descriptor]) -> impl Iterator<
     })
 }
 
-fn is_attestation(descriptor: &Descriptor) -> bool {
+pub(super) fn is_attestation(descriptor: &Descriptor) -> bool {
     let annotated = descriptor.annotations().as_ref().is_some_and(|a| a.contains_key(ANNOTATION_REFERENCE_TYPE));
     let unknown_platform = descriptor.platform().as_ref().is_some_and(|p| p.os().to_string() == "unknown");
     annotated || unknown_platform
@@ -147,7 +160,7 @@ fn is_attestation(descriptor: &Descriptor) -> bool {
 /// The tag a descriptor's annotations give. `io.containerd.image.name` is a full reference;
 /// `org.opencontainers.image.ref.name` may be one too, or only a tag, which names no repository:
 /// it is checked, and the image loads untagged.
-fn descriptor_tag(descriptor: &Descriptor, context: &str) -> Result<Option<Reference>> {
+pub(super) fn descriptor_tag(descriptor: &Descriptor, context: &str) -> Result<Option<Reference>> {
     let Some(annotations) = descriptor.annotations() else { return Ok(None) };
     if let Some(name) = annotations.get(ANNOTATION_IMAGE_NAME) {
         return parse_tag(name, &format!("{context}: annotation {ANNOTATION_IMAGE_NAME}")).map(Some);
@@ -183,7 +196,7 @@ struct DocumentShape {
 
 /// Refuses documents that could be read as two things (CVE-2021-41190): an index that also has
 /// config or layers, or a mediaType field that differs from the descriptor's.
-fn check_document_shape(bytes: &[u8], context: &str, descriptor_type: Option<&str>) -> Result<()> {
+pub(super) fn check_document_shape(bytes: &[u8], context: &str, descriptor_type: Option<&str>) -> Result<()> {
     let shape: DocumentShape = parse_json(bytes, context, "JSON document")?;
     if shape.manifests.is_some() && (shape.config.is_some() || shape.layers.is_some()) {
         return Err(Error::invalid(context, "ambiguous manifest: it has both \"manifests\" and \"config\"/\"layers\""));
