@@ -18,6 +18,9 @@ pub mod python;
 pub mod sbom;
 pub mod statement;
 
+#[cfg(test)]
+mod debian_test;
+
 use kiln_cas::image_fs::{EntryKind, ImageFs};
 use kiln_cas::{Digest, Result, Store};
 

@@ -251,7 +251,7 @@ fn is_url(text: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::attest::testing::image;
 
