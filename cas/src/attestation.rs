@@ -391,4 +391,131 @@ mod tests {
         assert!(write_attestation_manifest(&store, &subject, &[]).is_err());
         assert!(read_attestations(&store, b"not json").is_err());
     }
+
+    /// An image and its attestation manifest in one OCI layout, as BuildKit's `--output type=oci`
+    /// lays them out: skopeo (a registry-style reader) reads the index and copies every blob of
+    /// both, checking digests, and kiln's own `load` takes the image and passes the attestation
+    /// over (its `is_attestation`).
+    #[test]
+    fn an_oci_layout_with_an_attestation_reads_as_buildkits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store"), LockMode::Shared).unwrap();
+        // A one-layer image.
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(3);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, "hello", &b"hi\n"[..]).unwrap();
+        let layer = tar.into_inner().unwrap();
+        let layer_digest = store.put_bytes(&layer).unwrap();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": crate::archive::load::host_architecture(), "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest.to_string()]},
+        }))
+        .unwrap();
+        let config_digest = store.put_bytes(&config).unwrap();
+        let manifest = serde_json::to_vec_pretty(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": MEDIA_TYPE_MANIFEST,
+            "config": {"mediaType": MEDIA_TYPE_CONFIG, "digest": config_digest.to_string(), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest.to_string(), "size": layer.len()}],
+        }))
+        .unwrap();
+        let subject = store.put_bytes(&manifest).unwrap();
+        let entry = write_attestation_manifest(
+            &store,
+            &subject,
+            &[(SPDX.into(), statement(SPDX, &subject)), (SLSA.into(), statement(SLSA, &subject))],
+        )
+        .unwrap();
+        let attestation: serde_json::Value =
+            serde_json::from_slice(&store.read_blob(&entry.digest, 1 << 20).unwrap()).unwrap();
+        let mut blobs = vec![layer_digest, config_digest, subject.clone(), entry.digest.clone()];
+        blobs.push(Digest::parse(attestation["config"]["digest"].as_str().unwrap()).unwrap());
+        for l in attestation["layers"].as_array().unwrap() {
+            blobs.push(Digest::parse(l["digest"].as_str().unwrap()).unwrap());
+        }
+        let index = serde_json::to_vec_pretty(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {"mediaType": MEDIA_TYPE_MANIFEST, "digest": subject.to_string(), "size": manifest.len(),
+                 "platform": {"architecture": crate::archive::load::host_architecture(), "os": "linux"}},
+                entry,
+            ],
+        }))
+        .unwrap();
+        // BuildKit's `type=oci` output: index.json names the image index by a ref name.
+        let index_digest = store.put_bytes(&index).unwrap();
+        blobs.push(index_digest.clone());
+        let top = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest.to_string(),
+                           "size": index.len(), "annotations": {"org.opencontainers.image.ref.name": "latest"}}],
+        }))
+        .unwrap();
+        let files: Vec<(String, Vec<u8>)> = [
+            ("oci-layout".to_string(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+            ("index.json".to_string(), top),
+        ]
+        .into_iter()
+        .chain(blobs.iter().map(|d| (format!("blobs/sha256/{}", d.hex()), std::fs::read(store.blob_path(d)).unwrap())))
+        .collect();
+
+        // kiln's load: one image, the attestation passed over.
+        let mut archive = tar::Builder::new(Vec::new());
+        for (name, bytes) in &files {
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o644);
+            h.set_size(bytes.len() as u64);
+            h.set_cksum();
+            archive.append_data(&mut h, name, &bytes[..]).unwrap();
+        }
+        let fresh = Store::open(dir.path().join("fresh"), LockMode::Shared).unwrap();
+        let loaded = crate::archive::load::load_archive(&fresh, &archive.into_inner().unwrap()[..]).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].id, Digest::of(&config));
+        assert_eq!(read_attestations(&store, &index).unwrap().len(), 2);
+
+        // skopeo, when installed: the raw index as written, and a copy of everything it names.
+        let skopeo = std::env::var_os("PATH")
+            .and_then(|p| std::env::split_paths(&p).map(|d| d.join("skopeo")).find(|p| p.is_file()));
+        let Some(skopeo) = skopeo else {
+            eprintln!("skipping the skopeo half: skopeo is not installed");
+            return;
+        };
+        let layout = dir.path().join("layout");
+        for (name, bytes) in &files {
+            let path = layout.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+        let out = std::process::Command::new(&skopeo)
+            .args(["inspect", "--raw", &format!("oci:{}:latest", layout.display())])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let raw: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(out.stdout, index, "skopeo reads the index as written");
+        assert_eq!(raw["manifests"][1]["annotations"]["vnd.docker.reference.type"], "attestation-manifest");
+        assert_eq!(raw["manifests"][1]["annotations"]["vnd.docker.reference.digest"], subject.to_string());
+        let copy = dir.path().join("copy");
+        let out = std::process::Command::new(&skopeo)
+            .args([
+                "copy",
+                "--all",
+                &format!("oci:{}:latest", layout.display()),
+                &format!("oci:{}:latest", copy.display()),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "skopeo copy --all: {}", String::from_utf8_lossy(&out.stderr));
+        // skopeo gzips the image's tar layer (so the image manifest and index are new), but
+        // copies the attestation manifest, its config and statements as they are.
+        for d in &blobs[3..blobs.len() - 1] {
+            assert!(copy.join("blobs/sha256").join(d.hex()).is_file(), "attestation blob {d} not copied");
+        }
+    }
 }
