@@ -19,6 +19,8 @@ pub mod sbom;
 pub mod statement;
 
 #[cfg(test)]
+mod attach_test;
+#[cfg(test)]
 mod debian_test;
 
 use kiln_cas::image_fs::{EntryKind, ImageFs};
@@ -203,6 +205,32 @@ pub fn scan_image(store: &Store, fs: &ImageFs) -> Result<Scan> {
     }
     sort_packages(&mut scan.packages);
     Ok(scan)
+}
+
+/// The SBOM of an image as an in-toto statement, ready for
+/// `kiln_cas::attestation::write_attestation_manifest`: (predicate type, statement bytes, the
+/// scan's warnings, which the caller prints).
+pub fn sbom_statement(
+    store: &Store,
+    fs: &ImageFs,
+    options: &sbom::SbomOptions,
+    subjects: &[statement::Subject],
+) -> Result<(String, Vec<u8>, Vec<String>)> {
+    let (document, warnings) = sbom::generate(store, fs, options)?;
+    let bytes = statement::statement(statement::PREDICATE_SPDX, subjects, &document)
+        .map_err(|why| kiln_cas::Error::invalid("SBOM statement", why))?;
+    Ok((statement::PREDICATE_SPDX.to_string(), bytes, warnings))
+}
+
+/// SLSA v1 provenance as an in-toto statement: (predicate type, statement bytes).
+pub fn provenance_statement(
+    input: &provenance::ProvenanceInput,
+    subjects: &[statement::Subject],
+) -> Result<(String, Vec<u8>)> {
+    let predicate = provenance::predicate(input);
+    let bytes = statement::statement(statement::PREDICATE_SLSA_V1, subjects, &predicate)
+        .map_err(|why| kiln_cas::Error::invalid("provenance statement", why))?;
+    Ok((statement::PREDICATE_SLSA_V1.to_string(), bytes))
 }
 
 /// Packages in a stable order: by ecosystem, name, version, then recording file.
