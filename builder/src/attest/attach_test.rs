@@ -85,3 +85,51 @@ fn sbom_and_provenance_attached_and_read_back() {
     let (later, _, _) = attach(1_700_000_001);
     assert_ne!(later, entry);
 }
+
+/// The statements parse with the in-toto project's own Python bindings (PyPI
+/// `in-toto-attestation`): `Statement.validate()` for both, and the provenance predicate into the
+/// SLSA v1 `Provenance` message, with the fields the SLSA v1 schema requires. Skips with a
+/// message when the bindings are not installed.
+#[test]
+fn statements_validate_with_in_toto_attestation() {
+    let check = std::process::Command::new("python3").args(["-c", "import in_toto_attestation"]).output();
+    if !check.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipping: python3 with in-toto-attestation is not installed (pip install in-toto-attestation)");
+        return;
+    }
+    let (_, _, found) = attach(0);
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (_, _, bytes)) in found.iter().enumerate() {
+        let path = dir.path().join(format!("statement-{i}.json"));
+        std::fs::write(&path, bytes).unwrap();
+        let out =
+            std::process::Command::new("python3").args(["-c", VALIDATE, path.to_str().unwrap()]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "statement {i} refused:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    }
+}
+
+const VALIDATE: &str = r#"
+import json, sys
+from google.protobuf import json_format
+from in_toto_attestation.v1 import statement_pb2
+from in_toto_attestation.v1.statement import Statement
+from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+doc = json.load(open(sys.argv[1]))
+pb = json_format.ParseDict(doc, statement_pb2.Statement())
+Statement.copy_from_pb(pb).validate()
+if doc["predicateType"] == "https://slsa.dev/provenance/v1":
+    p = json_format.ParseDict(doc["predicate"], provenance_pb2.Provenance(), ignore_unknown_fields=True)
+    assert p.build_definition.build_type, "buildDefinition.buildType"
+    assert len(p.build_definition.external_parameters) > 0, "buildDefinition.externalParameters"
+    assert p.run_details.builder.id, "runDetails.builder.id"
+    for d in p.build_definition.resolved_dependencies:
+        assert d.uri or d.digest or d.content, "a ResourceDescriptor needs uri, digest or content"
+    assert p.run_details.metadata.started_on.seconds == 0
+print("ok")
+"#;

@@ -23,13 +23,20 @@ pub struct DigestSet {
 
 /// The subjects BuildKit gives an image's attestations: one per image name (`-t`), each the
 /// docker purl of the name at the image's platform with the manifest digest. Names that do not
-/// parse as references are left out; no names give no subjects, as in BuildKit.
+/// parse as references are left out; with no names the one subject is `_` (see below).
 pub fn image_subjects(names: &[String], platform: &str, manifest: &Digest) -> Vec<Subject> {
-    names
+    let digest = DigestSet { sha256: manifest.hex().to_string() };
+    let subjects: Vec<Subject> = names
         .iter()
         .filter_map(|name| super::purl::docker(name, Some(platform)))
-        .map(|name| Subject { name, digest: DigestSet { sha256: manifest.hex().to_string() } })
-        .collect()
+        .map(|name| Subject { name, digest: digest.clone() })
+        .collect();
+    if subjects.is_empty() {
+        // An untagged image: BuildKit would write no subject, which in-toto v1 does not allow;
+        // its placeholder name for a subject without one is `_`.
+        return vec![Subject { name: "_".to_string(), digest }];
+    }
+    subjects
 }
 
 #[derive(Serialize)]
@@ -73,5 +80,7 @@ mod tests {
         assert!(text.starts_with(r#"{"_type":"#), "{text}");
         assert!(text.ends_with(r#""predicate":{"b":1,"a":2}}"#), "key order kept, compact: {text}");
         assert!(statement(PREDICATE_SPDX, &subjects, b"[1]").is_err());
+        let untagged = image_subjects(&[], "linux/amd64", &manifest);
+        assert_eq!(untagged, [Subject { name: "_".into(), digest: DigestSet { sha256: manifest.hex().into() } }]);
     }
 }
