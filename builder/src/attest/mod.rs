@@ -15,7 +15,9 @@ pub mod npm;
 pub mod provenance;
 pub mod purl;
 pub mod python;
+pub mod rpm;
 pub mod sbom;
+pub mod sqlite;
 pub mod statement;
 
 #[cfg(test)]
@@ -34,6 +36,7 @@ pub const PACKAGE_LIMIT: usize = 200_000;
 pub enum Ecosystem {
     Deb,
     Apk,
+    Rpm,
     Python,
     Npm,
 }
@@ -44,6 +47,7 @@ impl Ecosystem {
         match self {
             Ecosystem::Deb => "deb",
             Ecosystem::Apk => "apk",
+            Ecosystem::Rpm => "rpm",
             Ecosystem::Python => "python",
             Ecosystem::Npm => "npm",
         }
@@ -54,6 +58,7 @@ impl Ecosystem {
         match self {
             Ecosystem::Deb => "acquired package info from DPKG DB",
             Ecosystem::Apk => "acquired package info from APK DB",
+            Ecosystem::Rpm => "acquired package info from RPM DB",
             Ecosystem::Python => "acquired package info from installed python package manifest file",
             Ecosystem::Npm => "acquired package info from installed node module manifest file",
         }
@@ -189,14 +194,14 @@ impl<'a> Tree<'a> {
     }
 }
 
-/// Scans an image for packages of every supported kind. rpm databases are not read (see the
-/// `rpm` note in README: the sqlite rpmdb needs a C sqlite library).
+/// Scans an image for packages of every supported kind.
 pub fn scan_image(store: &Store, fs: &ImageFs) -> Result<Scan> {
     let tree = Tree::new(store, fs);
     let distro = tree.distro();
     let mut scan = Scan::default();
     dpkg::scan(&tree, &distro, &mut scan)?;
     apk::scan(&tree, &distro, &mut scan)?;
+    rpm::scan(&tree, &distro, &mut scan)?;
     python::scan(&tree, &mut scan)?;
     npm::scan(&tree, &mut scan)?;
     if scan.packages.len() > PACKAGE_LIMIT {
