@@ -47,6 +47,18 @@ fn attach(epoch: i64) -> (Vec<u8>, Digest, Found) {
     let (provenance_type, provenance) = provenance_statement(&input, &subjects).unwrap();
     let entry =
         write_attestation_manifest(&f.store, &manifest, &[(sbom_type, sbom), (provenance_type, provenance)]).unwrap();
+    // The one-call form the CLI uses gives the same manifest.
+    let what = super::Attach {
+        fs: &f.fs,
+        manifest: &manifest,
+        names: &["app:1".to_string()],
+        platform: "linux/amd64",
+        sbom: Some(&options),
+        provenance: Some(&input),
+    };
+    assert_eq!(super::attach(&f.store, &what).unwrap().0.as_ref(), Some(&entry));
+    let nothing = super::Attach { sbom: None, provenance: None, ..what };
+    assert_eq!(super::attach(&f.store, &nothing).unwrap().0, None);
     let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [entry]})).unwrap();
     let found = read_attestations(&f.store, &index)
         .unwrap()

@@ -238,6 +238,45 @@ pub fn provenance_statement(
     Ok((statement::PREDICATE_SLSA_V1.to_string(), bytes))
 }
 
+/// What to attach to one image of a build.
+pub struct Attach<'a> {
+    /// The image's file system (for the SBOM).
+    pub fs: &'a ImageFs,
+    /// The digest of the image's manifest: the statements' subject and the
+    /// `vnd.docker.reference.digest` of the attestation manifest.
+    pub manifest: &'a Digest,
+    /// The image's names (`-t`), for the subjects' purls.
+    pub names: &'a [String],
+    /// The image's platform (`linux/arm64/v8`).
+    pub platform: &'a str,
+    /// `--sbom`: the SBOM's options (None: no SBOM).
+    pub sbom: Option<&'a sbom::SbomOptions>,
+    /// `--provenance`: the build's provenance input (None: no provenance).
+    pub provenance: Option<&'a provenance::ProvenanceInput>,
+}
+
+/// Makes the requested statements for one image and stores them as its attestation manifest, as
+/// BuildKit does (SBOM first, then provenance). Returns the index entry to add after the image
+/// manifests (None when nothing was requested) and the SBOM scan's warnings.
+pub fn attach(store: &Store, what: &Attach) -> Result<(Option<kiln_cas::attestation::AttestationEntry>, Vec<String>)> {
+    let subjects = statement::image_subjects(what.names, what.platform, what.manifest);
+    let mut statements = Vec::new();
+    let mut warnings = Vec::new();
+    if let Some(options) = what.sbom {
+        let (kind, bytes, w) = sbom_statement(store, what.fs, options, &subjects)?;
+        statements.push((kind, bytes));
+        warnings = w;
+    }
+    if let Some(input) = what.provenance {
+        statements.push(provenance_statement(input, &subjects)?);
+    }
+    if statements.is_empty() {
+        return Ok((None, warnings));
+    }
+    let entry = kiln_cas::attestation::write_attestation_manifest(store, what.manifest, &statements)?;
+    Ok((Some(entry), warnings))
+}
+
 /// Packages in a stable order: by ecosystem, name, version, then recording file.
 pub fn sort_packages(packages: &mut [Package]) {
     packages.sort_by(|a, b| {
