@@ -11,8 +11,9 @@ use kiln_cas::Result;
 const RPMDB: &str = "/var/lib/rpm/rpmdb.sqlite";
 const LEGACY: [&str; 3] = ["/var/lib/rpm/Packages", "/var/lib/rpm/Packages.db", "/usr/lib/sysimage/rpm/Packages.db"];
 const SYSIMAGE: &str = "/usr/lib/sysimage/rpm/rpmdb.sqlite";
-/// A full Fedora workstation's rpmdb is ~100 MiB.
-pub const RPMDB_LIMIT: u64 = 512 << 20;
+/// A base image's rpmdb is a few MiB and a full Fedora workstation's ~100 MiB; the database is
+/// read whole, so this caps the memory a hostile one costs.
+pub const RPMDB_LIMIT: u64 = 256 << 20;
 
 const TAG_NAME: u32 = 1000;
 const TAG_VERSION: u32 = 1001;

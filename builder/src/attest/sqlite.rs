@@ -66,10 +66,10 @@ impl<'a> Database<'a> {
     }
 
     fn page(&self, number: usize) -> R<&'a [u8]> {
-        let start = number.checked_sub(1).map(|n| n * self.page_size).ok_or("page 0 does not exist")?;
-        self.bytes
-            .get(start..start + self.page_size)
-            .ok_or_else(|| format!("page {number} is past the end of the file"))
+        let past_end = || format!("page {number} is past the end of the file");
+        let start = number.checked_sub(1).ok_or("page 0 does not exist")?;
+        let start = start.checked_mul(self.page_size).ok_or_else(past_end)?;
+        self.bytes.get(start..start.saturating_add(self.page_size)).ok_or_else(past_end)
     }
 
     /// The rows of the table b-tree rooted at `root`.
@@ -247,6 +247,9 @@ mod tests {
         header[108..112].copy_from_slice(&1u32.to_be_bytes());
         let db = Database::open(&header).unwrap();
         assert!(db.table("Packages", 10).unwrap_err().contains("twice"));
+        // A page number no file could hold.
+        assert!(db.page(usize::MAX).unwrap_err().contains("past the end"));
+        assert!(db.page(0).is_err());
         header[16..18].copy_from_slice(&1000u16.to_be_bytes());
         assert!(Database::open(&header).is_err());
     }
