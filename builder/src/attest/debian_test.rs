@@ -31,10 +31,22 @@ fn debian_minbase() -> Option<PathBuf> {
     if !have("debootstrap") {
         return None;
     }
+    let mirror = debian_mirror();
+    let host = mirror.trim_start_matches("http://").split('/').next().unwrap().to_string();
+    let authority = if host.contains(':') { host } else { format!("{host}:80") };
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&authority)
+        .ok()
+        .into_iter()
+        .flatten()
+        .any(|addr| std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)).is_ok());
+    if !reachable {
+        eprintln!("skipping: the Debian mirror {mirror} is unreachable");
+        return None;
+    }
     std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
     let rootfs = tempfile::tempdir().unwrap();
     let out = Command::new("debootstrap")
-        .args(["--variant=minbase", "bookworm", rootfs.path().to_str().unwrap(), "http://deb.debian.org/debian"])
+        .args(["--variant=minbase", "bookworm", rootfs.path().to_str().unwrap(), &mirror])
         .output()
         .unwrap();
     if !out.status.success() {
@@ -49,6 +61,23 @@ fn debian_minbase() -> Option<PathBuf> {
     assert!(status.success());
     partial.persist(&cached).unwrap();
     Some(cached)
+}
+
+/// The first `http://…/debian` URI of the host's apt sources (the mirror this machine uses).
+fn debian_mirror() -> String {
+    let mut sources = String::new();
+    for path in ["/etc/apt/sources.list", "/etc/apt/sources.list.d/debian.sources"] {
+        sources.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+        sources.push('\n');
+    }
+    sources
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .find(|w| w.starts_with("http://") && w.trim_end_matches('/').ends_with("/debian"))
+        .unwrap_or("http://deb.debian.org/debian")
+        .trim_end_matches('/')
+        .to_string()
 }
 
 #[test]
