@@ -160,3 +160,78 @@ fn debian_sbom_lists_every_package_dpkg_lists() {
         super::sbom::tests::validate(&tool, &document);
     }
 }
+
+/// A package installed by a later layer (as `RUN apt-get install hello` makes one: the new
+/// status file, hello's `info/` files and its own files) is attributed to that layer; the base's
+/// packages stay with the base layer although the status file that lists them is now the new
+/// layer's. Uses Debian's real `hello` package, installed into the base's dpkg database by dpkg.
+#[test]
+fn a_package_installed_by_a_later_layer_has_that_layer() {
+    let Some(tar) = debian_minbase() else { return };
+    if !have("dpkg") || !have("apt-get") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let download = Command::new("apt-get").args(["download", "hello"]).current_dir(work.path()).output().unwrap();
+    let deb = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"));
+    let Some(deb) = deb.filter(|_| download.status.success()) else {
+        eprintln!("skipping: apt-get download hello failed: {}", String::from_utf8_lossy(&download.stderr));
+        return;
+    };
+    let root = work.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let status = Command::new("tar")
+        .args(["-C", root.to_str().unwrap(), "-xf", tar.to_str().unwrap(), "./var/lib/dpkg"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = Command::new("dpkg").arg(format!("--root={}", root.display())).arg("-i").arg(&deb).output().unwrap();
+    assert!(out.status.success(), "dpkg -i: {}", String::from_utf8_lossy(&out.stderr));
+    // The upper layer: what installing hello wrote.
+    let mut changed = vec!["./var/lib/dpkg/status".to_string(), "./usr".to_string()];
+    for entry in std::fs::read_dir(root.join("var/lib/dpkg/info")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.starts_with("hello.") {
+            changed.push(format!("./var/lib/dpkg/info/{name}"));
+        }
+    }
+    let upper_tar = work.path().join("upper.tar");
+    let status = Command::new("tar")
+        .args(["-C", root.to_str().unwrap(), "-cf", upper_tar.to_str().unwrap()])
+        .args(&changed)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store"), LockMode::Shared).unwrap();
+    let mut layers = Vec::new();
+    for layer in [&tar, &upper_tar] {
+        let mut writer = store.blob_writer().unwrap();
+        std::io::copy(&mut std::fs::File::open(layer).unwrap(), &mut writer).unwrap();
+        writer.flush().unwrap();
+        layers.push(writer.commit(None).unwrap());
+    }
+    let ids: Vec<String> = layers.iter().map(|l| l.to_string()).collect();
+    let config =
+        serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": ids}});
+    let image = Image::from_config_bytes(serde_json::to_vec(&config).unwrap(), "debian+hello").unwrap();
+    let fs = ImageFs::load(&store, &image).unwrap();
+    let scan = super::scan_image(&store, &fs).unwrap();
+    assert!(scan.warnings.is_empty(), "{:?}", scan.warnings);
+
+    let hello = scan.packages.iter().find(|p| p.name == "hello").expect("hello is in the SBOM");
+    let version = Command::new("dpkg-query")
+        .arg(format!("--admindir={}", root.join("var/lib/dpkg").display()))
+        .args(["-W", "-f", "${Version}", "hello"])
+        .output()
+        .unwrap();
+    assert_eq!(hello.version, String::from_utf8(version.stdout).unwrap());
+    assert_eq!(hello.layer(), Some(&layers[1]), "hello came from the upper layer");
+    let bash = scan.packages.iter().find(|p| p.name == "bash").unwrap();
+    assert_eq!(bash.layer(), Some(&layers[0]), "bash came from the base");
+    assert_eq!(scan.packages.iter().filter(|p| p.layer() == Some(&layers[1])).count(), 1);
+}
