@@ -1,5 +1,6 @@
 //! Dockerfile frontend. See README.md.
 
+pub mod attest;
 pub mod cache;
 pub mod context;
 pub mod copy;

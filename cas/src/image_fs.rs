@@ -327,6 +327,18 @@ impl ImageFs {
 }
 
 impl ImageFs {
+    /// The diffID of the layer that last wrote the entry at `path` (the entry itself, symlinks in
+    /// its parent directories followed), or None if there is no such entry. Attestations name the
+    /// layer a package record came from with it.
+    pub fn layer_of(&self, path: &str) -> Result<Option<&Digest>> {
+        let (parent, name) = split_parent(path.trim_end_matches('/'));
+        let here = match self.resolve(parent)? {
+            Some((dir, _)) => join(&dir, name),
+            None => return Ok(None),
+        };
+        Ok(self.entries.get(&here).and_then(|e| self.layers.get(e.layer)))
+    }
+
     /// The direct children of the directory `dir` (relative path, `""` for the root), sorted by
     /// name, without following symlinks.
     pub fn children(&self, dir: &str) -> Vec<(&str, &FsEntry)> {
@@ -505,6 +517,11 @@ mod tests {
         assert!(fs.entry("data/old").is_none());
         assert_eq!(fs.read_file(&store, "/data/new", 100).unwrap().unwrap(), b"new");
         assert_eq!(fs.read_file(&store, "/etc/passwd", 100).unwrap().unwrap(), b"root:x:0:0::/root:/bin/sh\n");
+        // The layer that last wrote each path.
+        let diff_ids = image.diff_ids().unwrap();
+        assert_eq!(fs.layer_of("/etc/passwd").unwrap(), Some(&diff_ids[0]));
+        assert_eq!(fs.layer_of("data/new").unwrap(), Some(&diff_ids[1]));
+        assert_eq!(fs.layer_of("data/old").unwrap(), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! kiln's content-addressed store, OCI image model and archive codecs (DESIGN.md §2, §5).
 
 pub mod archive;
+pub mod attestation;
 pub mod digest;
 mod error;
 pub mod image;
