@@ -6,6 +6,8 @@ pub mod digest;
 mod error;
 pub mod image;
 pub mod image_fs;
+pub mod intoto;
+pub mod purl;
 pub mod reference;
 pub mod registry;
 pub mod store;

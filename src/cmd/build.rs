@@ -159,7 +159,7 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
     let result_id = if multi {
         let entries: Vec<NewListEntry> =
             built.iter().map(|o| NewListEntry { image: o.image_id.clone(), attestations: Vec::new() }).collect();
-        let list = store.add_image_list(&entries, &outputs.store_names, &host_platform(), &no_attestations)?;
+        let list = store.add_image_list(&entries, &outputs.store_names, &host_platform())?;
         printer.note(&format!("exporting manifest list {list}"));
         list
     } else {
@@ -221,15 +221,6 @@ fn target_platforms(raw: Option<&str>) -> Result<Vec<Option<String>>> {
         }
     }
     Ok(platforms)
-}
-
-/// Attestation manifests are made only when attestations were asked for.
-pub fn no_attestations(
-    _: &Store,
-    _: &serde_json::Value,
-    _: &[(String, Vec<u8>)],
-) -> kiln_cas::Result<(serde_json::Value, Vec<kiln_cas::Digest>)> {
-    Err(kiln_cas::Error::invalid("attestations", "not requested".to_string()))
 }
 
 /// `KEY=VALUE`, or a bare `KEY` taking its value from the environment (skipped when unset), as

@@ -50,8 +50,7 @@ pub fn run(store: &Store, args: ImportArgs) -> Result<ExitCode> {
     .context("import")?;
     if explicit_platform {
         for tag in &tags {
-            let added =
-                store.add_to_list(tag, &imported.id, &super::build::host_platform(), &super::build::no_attestations)?;
+            let added = store.add_to_list(tag, &imported.id, &super::build::host_platform())?;
             match added {
                 Some(platforms) if platforms.len() > 1 => {
                     eprintln!("{} is now a multi-platform image: {}", tag.familiar(), platforms.join(", "))

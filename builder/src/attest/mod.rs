@@ -13,12 +13,12 @@ pub mod dpkg;
 pub mod license;
 pub mod npm;
 pub mod provenance;
-pub mod purl;
+pub use kiln_cas::purl;
 pub mod python;
 pub mod rpm;
 pub mod sbom;
 pub mod sqlite;
-pub mod statement;
+pub use kiln_cas::intoto as statement;
 
 #[cfg(test)]
 mod attach_test;

@@ -537,7 +537,7 @@ fn commit<'s>(
         let before = store.index()?;
         let replaced: Vec<Option<Digest>> =
             list.tags.iter().map(|t| before.tags.get(&t.to_string()).cloned()).collect();
-        store.add_image_list(&list.entries, &list.tags, &host, &crate::store::lists::attestation_manifest)?;
+        store.add_image_list(&list.entries, &list.tags, &host)?;
         let after = store.index()?;
         let Some(host_image) = list.tags.first().and_then(|t| after.tags.get(&t.to_string())).cloned() else {
             continue;

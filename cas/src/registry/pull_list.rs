@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::client::Client;
 use super::pull::{classify, pull_image, Kind, Platform, PullEvent, PullOutcome, INDEX_ENTRY_LIMIT};
 use crate::image::JSON_LIMIT;
-use crate::store::lists::{attestation_manifest, NewListEntry};
+use crate::store::lists::NewListEntry;
 use crate::store::Store;
 use crate::{Digest, Error, Reference, Result};
 
@@ -93,7 +93,7 @@ pub fn pull_all_platforms(
     }
     let new_entries: Vec<NewListEntry> = entries.into_iter().map(|(_, e)| e).collect();
     let tags: Vec<Reference> = if reference.digest().is_none() { vec![reference.clone()] } else { Vec::new() };
-    let list = store.add_image_list(&new_entries, &tags, &host.to_string(), &attestation_manifest)?;
+    let list = store.add_image_list(&new_entries, &tags, &host.to_string())?;
     store.put_bytes(&top.bytes)?;
     store.record_list_repo_digest(&list, reference, &top.digest)?;
     let host_image = store

@@ -51,7 +51,8 @@ pub fn push_list(
                 predicates.push((a.predicate_type.clone(), store.read_blob(&a.predicate, ATTESTATION_LIMIT)?));
             }
             // The statements name the pushed manifest; the blobs are small and go up as they are.
-            let (att_descriptor, written) = attestation_manifest(store, &descriptor, &predicates)?;
+            let (att_descriptor, written) =
+                attestation_manifest(store, &descriptor, &[reference.to_string()], &predicates)?;
             let (manifest_digest, blobs) = written.split_last().expect("an attestation manifest and its blobs");
             for blob in blobs {
                 let size = store.open_blob(blob)?.size;

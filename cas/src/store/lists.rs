@@ -68,20 +68,44 @@ pub struct NewListEntry {
     pub attestations: Vec<(String, Vec<u8>)>,
 }
 
-/// Makes the attestation manifest of one image (see `crate::attestation`): given the store, the
-/// subject manifest's descriptor and the attestations, writes its blobs and returns its index
-/// entry and the blobs written.
-pub type AttestationWriter<'a> = &'a dyn Fn(&Store, &Value, &[(String, Vec<u8>)]) -> Result<(Value, Vec<Digest>)>;
-
-/// The attestation manifest of one image whose manifest `subject` describes: writes the in-toto
-/// statements, the config and the manifest into the store; returns the index entry and the
-/// digests written, the manifest's last.
+/// The attestation manifest of one image whose manifest `subject` (an index entry) describes:
+/// each predicate wrapped in an in-toto statement naming the image as BuildKit does (`names`, the
+/// subject's platform and digest), stored with BuildKit's config and manifest
+/// (`crate::attestation`). Returns the index entry and the digests written, the manifest's last.
 pub fn attestation_manifest(
-    _store: &Store,
-    _subject: &Value,
-    _attestations: &[(String, Vec<u8>)],
+    store: &Store,
+    subject: &Value,
+    names: &[String],
+    attestations: &[(String, Vec<u8>)],
 ) -> Result<(Value, Vec<Digest>)> {
-    Err(Error::invalid("attestations", "not supported yet".to_string()))
+    let digest: Digest = subject["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| Error::invalid("attestation subject", format!("no digest in {subject}")))?;
+    let p = &subject["platform"];
+    let mut platform = format!("{}/{}", p["os"].as_str().unwrap_or(""), p["architecture"].as_str().unwrap_or(""));
+    if let Some(variant) = p["variant"].as_str() {
+        platform = format!("{platform}/{variant}");
+    }
+    let subjects = crate::intoto::image_subjects(names, &platform, &digest);
+    let mut statements = Vec::with_capacity(attestations.len());
+    let mut written = Vec::new();
+    for (predicate_type, predicate) in attestations {
+        let bytes = crate::intoto::statement(predicate_type, &subjects, predicate)
+            .map_err(|why| Error::invalid(format!("{predicate_type} attestation of {digest}"), why))?;
+        written.push(Digest::of(&bytes));
+        statements.push((predicate_type.clone(), bytes));
+    }
+    let entry = crate::attestation::write_attestation_manifest(store, &digest, &statements)?;
+    let manifest: Value = serde_json::from_slice(&store.read_blob(&entry.digest, 1 << 20)?)
+        .map_err(|e| Error::invalid(format!("attestation manifest {}", entry.digest), e.to_string()))?;
+    if let Some(config) = manifest["config"]["digest"].as_str().and_then(|d| d.parse().ok()) {
+        written.push(config);
+    }
+    written.push(entry.digest.clone());
+    let value = serde_json::to_value(&entry).map_err(|e| Error::invalid("attestation entry", e.to_string()))?;
+    Ok((value, written))
 }
 
 impl ImageIndex {
@@ -122,13 +146,7 @@ impl Store {
     /// (`attest` makes them) and the index, then points `tags` at the list (and, in the plain tag
     /// map, at the entry for `host` or else the first). Every image must already be in the store.
     /// Returns the index digest.
-    pub fn add_image_list(
-        &self,
-        entries: &[NewListEntry],
-        tags: &[Reference],
-        host: &str,
-        attest: AttestationWriter<'_>,
-    ) -> Result<Digest> {
+    pub fn add_image_list(&self, entries: &[NewListEntry], tags: &[Reference], host: &str) -> Result<Digest> {
         if entries.is_empty() {
             return Err(Error::invalid("image list", "no images".to_string()));
         }
@@ -156,7 +174,8 @@ impl Store {
                 attestations.push(AttestationRecord { predicate_type: predicate_type.clone(), predicate: digest });
             }
             if !entry.attestations.is_empty() {
-                let (att_descriptor, written) = attest(self, &descriptor, &entry.attestations)?;
+                let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+                let (att_descriptor, written) = attestation_manifest(self, &descriptor, &names, &entry.attestations)?;
                 blobs.extend(written);
                 attestation_entries.push(att_descriptor);
             }
@@ -214,13 +233,7 @@ impl Store {
     /// a tag naming an image (or a list) of other platforms becomes a list holding them all, the
     /// image replacing any of its own platform. Returns the list's platforms, or `None` when the
     /// tag named nothing else (the caller tags the image as usual).
-    pub fn add_to_list(
-        &self,
-        tag: &Reference,
-        image: &Digest,
-        host: &str,
-        attest: AttestationWriter<'_>,
-    ) -> Result<Option<Vec<String>>> {
+    pub fn add_to_list(&self, tag: &Reference, image: &Digest, host: &str) -> Result<Option<Vec<String>>> {
         let index = self.index()?;
         let platform = self.image(image)?.platform();
         let mut entries: Vec<(String, NewListEntry)> = Vec::new();
@@ -245,7 +258,7 @@ impl Store {
         if entries.len() == 1 {
             self.add_image(image, std::slice::from_ref(tag))?;
         } else {
-            self.add_image_list(&entries, std::slice::from_ref(tag), host, attest)?;
+            self.add_image_list(&entries, std::slice::from_ref(tag), host)?;
         }
         Ok(Some(platforms))
     }
@@ -319,10 +332,6 @@ mod tests {
         store.put_bytes(config.as_bytes()).unwrap()
     }
 
-    fn no_attestations(_: &Store, _: &Value, _: &[(String, Vec<u8>)]) -> Result<(Value, Vec<Digest>)> {
-        unreachable!("no attestations were given")
-    }
-
     #[test]
     fn a_list_names_the_host_image_in_tags_and_keeps_its_members() {
         let dir = tempfile::tempdir().unwrap();
@@ -333,8 +342,7 @@ mod tests {
             NewListEntry { image: arm.clone(), attestations: vec![] },
             NewListEntry { image: amd.clone(), attestations: vec![] },
         ];
-        let digest =
-            store.add_image_list(&entries, std::slice::from_ref(&tag), "linux/amd64", &no_attestations).unwrap();
+        let digest = store.add_image_list(&entries, std::slice::from_ref(&tag), "linux/amd64").unwrap();
         let index = store.index().unwrap();
         assert_eq!(index.tags[&tag.to_string()], amd);
         assert_eq!(index.list_members(), [amd.clone(), arm.clone()].into_iter().collect());

@@ -3,7 +3,7 @@
 //! attestations name their subject as BuildKit does: for each name the image is exported under,
 //! `pkg:docker/<name>@<tag>?platform=<os/arch>` with the digest of the image manifest.
 
-use kiln_cas::Digest;
+use crate::Digest;
 use serde::Serialize;
 
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
@@ -28,7 +28,7 @@ pub fn image_subjects(names: &[String], platform: &str, manifest: &Digest) -> Ve
     let digest = DigestSet { sha256: manifest.hex().to_string() };
     let subjects: Vec<Subject> = names
         .iter()
-        .filter_map(|name| super::purl::docker(name, Some(platform)))
+        .filter_map(|name| crate::purl::docker(name, Some(platform)))
         .map(|name| Subject { name, digest: digest.clone() })
         .collect();
     if subjects.is_empty() {

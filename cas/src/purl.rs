@@ -52,7 +52,7 @@ fn escape(text: &str, safe: &[u8]) -> String {
 /// BuildKit names image subjects and base-image materials (its `purl.RefToPURL`): a reference
 /// with a digest carries it as the `digest` qualifier; one without a tag gets `latest`.
 pub fn docker(reference: &str, platform: Option<&str>) -> Option<String> {
-    let parsed = kiln_cas::Reference::parse(reference).ok()?;
+    let parsed = crate::Reference::parse(reference).ok()?;
     let familiar = parsed.familiar_repository();
     let (namespace, name) = match familiar.rsplit_once('/') {
         Some((ns, name)) => (ns.to_string(), name.to_string()),
