@@ -14,6 +14,7 @@ use kiln_cas::{Reference, Store};
 use kiln_runtime::isolation::Isolation;
 use serde_json::json;
 
+use super::build_check::Call;
 use crate::cli::BuildArgs;
 use crate::progress::{Printer, ProgressMode};
 
@@ -28,6 +29,7 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
         args.quiet,
         std::io::stdout().is_terminal(),
     )?;
+    let call = Call::parse(args.check, args.call.as_deref())?;
     let mut build_args = parse_build_args(&args.build_args)?;
     let source_date_epoch = source_date_epoch(args.source_date_epoch, &build_args)?;
     if let Some(epoch) = source_date_epoch {
@@ -57,12 +59,9 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
     let context = BuildContext::open(&spec, &mut std::io::stdin().lock())?;
     let dockerfile =
         kiln_builder::dockerfile::parse_bytes(&context.dockerfile).map_err(|e| e.in_file(&context.dockerfile_name))?;
-    // The parser's warnings now, so they show even when planning fails; the plan repeats them.
+    // The parser's warnings are the checks' NoEmptyContinuation; the plan repeats them.
     let parse_warnings: Vec<String> =
         dockerfile.warnings.iter().map(|w| format!("{}:{}: {}", context.dockerfile_name, w.line, w.message)).collect();
-    for warning in &parse_warnings {
-        printer.event(ProgressEvent::Warning(warning.clone()));
-    }
     let options = PlanOptions {
         build_args,
         target: args.target.clone(),
@@ -72,8 +71,14 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
     };
     let images = StoreImages::new(store, policy)
         .with_client_options(crate::config::client_options(kiln_cas::registry::ClientOptions::default())?);
+    if let Call::Check { ignore_status } = call {
+        return super::build_check::check(&dockerfile, &context, &options, &images, ignore_status);
+    }
+    let lint_report = super::build_check::before_build(&dockerfile, &context, &options, &images)?;
     let build_plan = plan(&dockerfile, &options, &images)?;
-    for warning in build_plan.warnings.iter().filter(|w| !parse_warnings.contains(w)) {
+    let quiet = args.quiet || matches!(args.progress, ProgressMode::Quiet | ProgressMode::Rawjson);
+    super::build_check::report_before_solving(&lint_report, &context.dockerfile_name, quiet)?;
+    for warning in build_plan.warnings.iter().filter(|w| !super::build_check::already_reported(w, &parse_warnings)) {
         printer.event(ProgressEvent::Warning(warning.clone()));
     }
     let solve_options = SolveOptions {

@@ -61,7 +61,7 @@ pub fn parse_options(value: &str) -> Result<CheckConfig, String> {
 }
 
 /// Go's `strconv.ParseBool`.
-pub(crate) fn go_parse_bool(v: &str) -> Option<bool> {
+pub fn go_parse_bool(v: &str) -> Option<bool> {
     match v {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
