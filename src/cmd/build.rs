@@ -69,8 +69,10 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
         host_platform: host_platform(),
         file_name: context.dockerfile_name.clone(),
     };
-    let images = StoreImages::new(store, policy)
+    let store_images = StoreImages::new(store, policy)
         .with_client_options(crate::config::client_options(kiln_cas::registry::ClientOptions::default())?);
+    // The checks and the planner look base images up once between them.
+    let images = kiln_builder::lint::CachedImages::new(&store_images);
     if let Call::Check { ignore_status } = call {
         return super::build_check::check(&dockerfile, &context, &options, &images, ignore_status);
     }

@@ -16,11 +16,12 @@ pub mod rules;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use crate::context::dockerignore::IgnoreMatcher;
 use crate::dockerfile::{DirectiveName, Dockerfile};
-use crate::frontend::ImageConfigSource;
+use crate::frontend::{BaseImageConfig, ImageConfigSource};
 
 pub use config::CheckConfig;
 pub use rules::Rule;
@@ -118,4 +119,29 @@ pub fn lint(dockerfile: &Dockerfile, options: &LintOptions) -> Result<LintReport
     let error = (error_on_finding && !called.is_empty())
         .then(|| format!("lint violation found for rules: {}", called.join(", ")));
     Ok(LintReport { findings, error })
+}
+
+/// An image source that asks its inner source once per reference and platform, so the checks
+/// and the planner of one build share lookups (and pulls: `--pull=always` pulls once).
+pub struct CachedImages<'a> {
+    inner: &'a dyn ImageConfigSource,
+    seen: Mutex<HashMap<(String, String), Result<BaseImageConfig, String>>>,
+}
+
+impl<'a> CachedImages<'a> {
+    pub fn new(inner: &'a dyn ImageConfigSource) -> Self {
+        CachedImages { inner, seen: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl ImageConfigSource for CachedImages<'_> {
+    fn base_config(&self, reference: &str, platform: &str) -> Result<BaseImageConfig, String> {
+        let key = (reference.to_string(), platform.to_string());
+        if let Some(found) = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return found.clone();
+        }
+        let found = self.inner.base_config(reference, platform);
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(key, found.clone());
+        found
+    }
 }

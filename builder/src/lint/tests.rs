@@ -536,3 +536,28 @@ fn ten_megabyte_dockerfile_is_linted_quickly() {
     assert_eq!(report.findings.iter().filter(|f| f.rule.name == "JSONArgsRecommended").count(), stages);
     assert!(took.as_secs_f64() < if cfg!(debug_assertions) { 20.0 } else { 3.0 }, "linting took {took:?}");
 }
+
+/// Counts lookups.
+struct Counting(std::sync::atomic::AtomicUsize);
+
+impl ImageConfigSource for Counting {
+    fn base_config(&self, reference: &str, _platform: &str) -> Result<BaseImageConfig, String> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if reference == "missing" {
+            return Err("no such image".to_string());
+        }
+        Ok(BaseImageConfig::default())
+    }
+}
+
+#[test]
+fn cached_images_ask_once_per_reference_and_platform() {
+    let inner = Counting(std::sync::atomic::AtomicUsize::new(0));
+    let cached = CachedImages::new(&inner);
+    for _ in 0..3 {
+        assert!(cached.base_config("busybox", "linux/amd64").is_ok());
+        assert!(cached.base_config("missing", "linux/amd64").is_err());
+    }
+    assert!(cached.base_config("busybox", "linux/arm64").is_ok());
+    assert_eq!(inner.0.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
