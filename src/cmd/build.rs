@@ -78,8 +78,8 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
     }
     let lint_report = super::build_check::before_build(&dockerfile, &context, &options, &images)?;
     let build_plan = plan(&dockerfile, &options, &images)?;
-    let quiet = args.quiet || matches!(args.progress, ProgressMode::Quiet | ProgressMode::Rawjson);
-    super::build_check::report_before_solving(&lint_report, &context.dockerfile_name, quiet)?;
+    let mode = if args.quiet { ProgressMode::Quiet } else { args.progress };
+    super::build_check::report_before_solving(&lint_report, &context.dockerfile_name, mode, &printer)?;
     for warning in build_plan.warnings.iter().filter(|w| !super::build_check::already_reported(w, &parse_warnings)) {
         printer.event(ProgressEvent::Warning(warning.clone()));
     }

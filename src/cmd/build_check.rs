@@ -11,8 +11,10 @@ use kiln_builder::dockerfile::Dockerfile;
 use kiln_builder::frontend::{plan, ImageConfigSource, PlanOptions};
 use kiln_builder::lint::report::{self, SourceLines};
 use kiln_builder::lint::{lint, LintOptions, LintReport};
+use kiln_builder::solve::{Progress, ProgressEvent};
 
 use crate::output::{out, outln};
+use crate::progress::ProgressMode;
 
 /// `--check` / `--call=…`: what `kiln build` is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,12 +121,27 @@ pub fn before_build(
 }
 
 /// Once the build is planned (a Dockerfile that cannot be planned gets its one error line
-/// alone): the warning list on stderr, as buildx prints it, unless the output is quiet; then
-/// BuildKit's error if the Dockerfile says `# check=error=true` and a rule fired.
-pub fn report_before_solving(report: &LintReport, file_name: &str, quiet: bool) -> Result<()> {
-    if !quiet && !report.findings.is_empty() {
-        eprint!("{}", report::build_summary(&report.findings));
-        eprintln!();
+/// alone): the warning list on stderr, as buildx prints it (with `--progress rawjson`, one
+/// `warnings` record per finding instead; nothing when quiet); then BuildKit's error if the
+/// Dockerfile says `# check=error=true` and a rule fired.
+pub fn report_before_solving(
+    report: &LintReport,
+    file_name: &str,
+    mode: ProgressMode,
+    progress: &dyn Progress,
+) -> Result<()> {
+    match mode {
+        ProgressMode::Quiet => {}
+        ProgressMode::Rawjson => {
+            for finding in &report.findings {
+                progress.event(ProgressEvent::Warning(finding.short()));
+            }
+        }
+        _ if report.findings.is_empty() => {}
+        _ => {
+            eprint!("{}", report::build_summary(&report.findings));
+            eprintln!();
+        }
     }
     fail_on_violation(report, file_name)
 }

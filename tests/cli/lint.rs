@@ -143,6 +143,21 @@ fn build_lists_the_warnings_once_as_buildx() {
     assert!(stderr.contains(" - FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)\n"), "{stderr}");
     assert!(stderr.contains(" - NoEmptyContinuation: Empty continuation line (line 4)\n"), "{stderr}");
     assert_eq!(stderr.matches("Empty continuation line").count(), 1, "once: {stderr}");
+    // rawjson: one warnings record per finding, as BuildKit's progress stream carries them.
+    let out = k.run(&["build", "--progress", "rawjson", &ctx]);
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let records: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("warnings").is_some())
+        .collect();
+    assert_eq!(records.len(), 2, "{stderr}");
+    assert_eq!(
+        records[0]["warnings"][0]["short"],
+        "FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)"
+    );
+    assert!(!stderr.contains("warnings found"), "{stderr}");
     // Quiet builds print only the image ID.
     let out = k.run(&["build", "-q", &ctx]);
     let (stdout, stderr) = text(&out);
