@@ -561,3 +561,33 @@ fn cached_images_ask_once_per_reference_and_platform() {
     assert!(cached.base_config("busybox", "linux/arm64").is_ok());
     assert_eq!(inner.0.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+/// Every Dockerfile of the shared conformance corpus (DESIGN.md §4) lints without a panic, in a
+/// check and in a build; skipped where the corpus is not present.
+#[test]
+fn conformance_corpus_lints_without_panicking() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/dockerfiles");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        eprintln!("skipping: no corpus at {}", dir.display());
+        return;
+    };
+    let mut files = 0;
+    let mut findings = 0;
+    let mut stack: Vec<std::path::PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().flatten().map(|e| e.path()));
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else { continue };
+        let Ok(parsed) = crate::dockerfile::parse_bytes(&bytes) else { continue };
+        files += 1;
+        for all_stages in [false, true] {
+            if let Ok(report) = lint(&parsed, &LintOptions { all_stages, ..LintOptions::default() }) {
+                findings += report.findings.len();
+            }
+        }
+    }
+    eprintln!("linted {files} Dockerfiles, {findings} findings");
+    assert!(files > 100, "the corpus has Dockerfiles");
+}
