@@ -217,8 +217,9 @@ impl<'a> Walk<'a> {
         self.stage_names(&defs);
         self.command_casing(&defs);
         let Ok(build_platform) = Platform::parse(&self.options.host_platform) else { return };
-        let target_platform = match &self.options.platform {
-            Some(p) => match Platform::parse(p) {
+        // A multi-platform build (`a,b`) is checked for its first platform.
+        let target_platform = match self.options.platform.as_deref().map(|p| p.split(',').next().unwrap_or(p)) {
+            Some(p) => match Platform::parse(p.trim()) {
                 Ok(p) => p,
                 Err(_) => return,
             },

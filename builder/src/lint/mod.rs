@@ -35,7 +35,7 @@ pub struct LintOptions<'a> {
     pub build_args: BTreeMap<String, String>,
     /// `--target`; the last stage when `None`.
     pub target: Option<String>,
-    /// `--platform`; the host's when `None`.
+    /// `--platform`; the host's when `None`; the first of a comma-separated list.
     pub platform: Option<String>,
     /// The platform kiln runs on (`linux/amd64`).
     pub host_platform: String,

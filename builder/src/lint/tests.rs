@@ -591,3 +591,13 @@ fn conformance_corpus_lints_without_panicking() {
     eprintln!("linted {files} Dockerfiles, {findings} findings");
     assert!(files > 100, "the corpus has Dockerfiles");
 }
+
+#[test]
+fn a_platform_list_is_checked_for_its_first_platform() {
+    let df = "FROM --platform=$TARGETPLATFORM scratch\nCOPY $X /\n";
+    let parsed = crate::dockerfile::parse(df).unwrap();
+    let options = LintOptions { platform: Some("linux/arm64,linux/amd64".into()), ..LintOptions::default() };
+    let report = lint(&parsed, &options).unwrap();
+    let rules: Vec<&str> = report.findings.iter().map(|f| f.rule.name).collect();
+    assert_eq!(rules, ["RedundantTargetPlatform", "UndefinedVar"]);
+}
