@@ -260,3 +260,27 @@ fn a_dockerfile_that_cannot_be_planned_gets_its_one_error_line_alone() {
     assert!(stdout.starts_with("Check complete, 2 warnings have been found!"), "{stdout}");
     assert!(stderr.contains("Unknown flag: bogus") && stderr.contains(" >>> COPY --bogus f /f"), "{stderr}");
 }
+
+#[test]
+fn check_reports_a_base_image_of_another_platform_once() {
+    let k = Kiln::new();
+    k.import_busybox("busybox");
+    let config = k.ok(&["inspect", "--format", "{{.Architecture}}", "busybox"]);
+    let base_arch = config.trim();
+    let other = if base_arch == "arm64" { "amd64" } else { "arm64" };
+    let ctx = context(&k, "FROM busybox\nCMD [\"sh\"]\n");
+    let out = k.run(&["build", "--check", "--platform", &format!("linux/{other}"), &ctx]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let expected = format!(
+        "Check complete, 1 warning has been found!\n\nWARNING: InvalidBaseImagePlatform\nBase image busybox was \
+         pulled with platform \"linux/{base_arch}\", expected \"linux/{other}\" for current build\nDockerfile:1\n"
+    );
+    assert!(stdout.starts_with(&expected), "{stdout}");
+    // Skipped by the directive like any rule, in a build too (where the planner also notices it).
+    let ctx = context(&k, "# check=skip=InvalidBaseImagePlatform\nFROM busybox\nCMD [\"sh\"]\n");
+    let out = k.run(&["build", "--progress", "plain", "--platform", &format!("linux/{other}"), &ctx]);
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("InvalidBaseImagePlatform"), "{stderr}");
+}
