@@ -440,6 +440,13 @@ pub struct BuildArgs {
     /// --output does; with --output it also names it there)
     #[arg(long)]
     pub load: bool,
+    /// Run BuildKit's build checks on the Dockerfile and report them instead of building
+    /// (shorthand for --call=check; exit status 1 when a check finds something)
+    #[arg(long)]
+    pub check: bool,
+    /// What to do: build (the default), or check[,ignorestatus=true] (see --check)
+    #[arg(long, value_name = "METHOD")]
+    pub call: Option<String>,
 }
 
 #[derive(Args, Debug)]

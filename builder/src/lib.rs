@@ -6,6 +6,7 @@ pub mod context;
 pub mod copy;
 pub mod dockerfile;
 pub mod frontend;
+pub mod lint;
 pub mod plan;
 pub mod shell;
 pub mod solve;

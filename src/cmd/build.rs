@@ -15,6 +15,7 @@ use kiln_cas::{Reference, Store};
 use kiln_runtime::isolation::Isolation;
 use serde_json::json;
 
+use super::build_check::Call;
 use crate::cli::BuildArgs;
 use crate::progress::{Printer, ProgressMode};
 
@@ -29,6 +30,7 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
         args.quiet,
         std::io::stdout().is_terminal(),
     )?;
+    let call = Call::parse(args.check, args.call.as_deref())?;
     let mut build_args = parse_build_args(&args.build_args)?;
     let source_date_epoch = source_date_epoch(args.source_date_epoch, &build_args)?;
     if let Some(epoch) = source_date_epoch {
@@ -58,27 +60,38 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
     let context = BuildContext::open(&spec, &mut std::io::stdin().lock())?;
     let dockerfile =
         kiln_builder::dockerfile::parse_bytes(&context.dockerfile).map_err(|e| e.in_file(&context.dockerfile_name))?;
-    // The parser's warnings now, so they show even when planning fails; the plan repeats them.
+    // The parser's warnings are the checks' NoEmptyContinuation; the plan repeats them.
     let parse_warnings: Vec<String> =
         dockerfile.warnings.iter().map(|w| format!("{}:{}: {}", context.dockerfile_name, w.line, w.message)).collect();
-    for warning in &parse_warnings {
-        printer.event(ProgressEvent::Warning(warning.clone()));
-    }
     let platforms = target_platforms(args.platform.as_deref())?;
-    let images = StoreImages::new(store, policy)
+    let plan_options = |platform: &Option<String>| PlanOptions {
+        build_args: build_args.clone(),
+        target: args.target.clone(),
+        platform: platform.clone(),
+        host_platform: host_platform(),
+        file_name: context.dockerfile_name.clone(),
+    };
+    let store_images = StoreImages::new(store, policy)
         .with_client_options(crate::config::client_options(kiln_cas::registry::ClientOptions::default())?);
+    // The checks and the planner look base images up once between them.
+    let images = kiln_builder::lint::CachedImages::new(&store_images);
+    // The checks look at the first platform's plan (BuildKit lints each; the findings that
+    // depend on the platform are the base-image ones).
+    let first_options = plan_options(&platforms[0]);
+    if let Call::Check { ignore_status } = call {
+        return super::build_check::check(&dockerfile, &context, &first_options, &images, ignore_status);
+    }
+    let lint_report = super::build_check::before_build(&dockerfile, &context, &first_options, &images)?;
+    let mode = if args.quiet { ProgressMode::Quiet } else { args.progress };
     let mut build_plans = Vec::with_capacity(platforms.len());
-    let mut shown = parse_warnings.clone();
+    let mut shown: Vec<String> = Vec::new();
     for platform in &platforms {
-        let options = PlanOptions {
-            build_args: build_args.clone(),
-            target: args.target.clone(),
-            platform: platform.clone(),
-            host_platform: host_platform(),
-            file_name: context.dockerfile_name.clone(),
-        };
-        let build_plan = plan(&dockerfile, &options, &images)?;
-        for warning in &build_plan.warnings {
+        let build_plan = plan(&dockerfile, &plan_options(platform), &images)?;
+        if build_plans.is_empty() {
+            super::build_check::report_before_solving(&lint_report, &context.dockerfile_name, mode, &printer)?;
+        }
+        for warning in build_plan.warnings.iter().filter(|w| !super::build_check::already_reported(w, &parse_warnings))
+        {
             if !shown.contains(warning) {
                 printer.event(ProgressEvent::Warning(warning.clone()));
                 shown.push(warning.clone());

@@ -24,6 +24,7 @@ mod import;
 mod import_url;
 mod info;
 mod kept_layers;
+mod lint;
 mod load;
 mod login_prompt;
 mod mirrors;

@@ -121,6 +121,16 @@ impl IgnoreMatcher {
         excluded
     }
 
+    /// Whether any pattern is a `!` exception (BuildKit's `Exclusions()`).
+    pub fn has_exceptions(&self) -> bool {
+        self.patterns.iter().any(|p| p.exclusion)
+    }
+
+    /// Whether a plain pattern excludes every entry of the context root (`*`, `**`, `**/*`).
+    pub fn excludes_every_root_entry(&self) -> bool {
+        self.patterns.iter().any(|p| !p.exclusion && matches!(p.text.as_str(), "*" | "**" | "**/*"))
+    }
+
     /// Whether some `!` pattern could re-include a path under the excluded directory `dir`, in
     /// which case a context walk must still descend into it.
     pub fn may_reinclude_under(&self, dir: &str) -> bool {

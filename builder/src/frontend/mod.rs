@@ -19,9 +19,9 @@
 //!   body), to be mounted read-only with mode 0755; other heredocs are inside `argv`.
 
 pub mod history;
-mod instructions;
+pub(crate) mod instructions;
 pub mod stages;
-mod suggest;
+pub(crate) mod suggest;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -90,13 +90,7 @@ const D: Case = Case {
 
 /// Cases that differ from docker today, each with the cause in one line. The test fails if a listed
 /// case matches (remove it) or an unlisted one differs.
-pub const KNOWN_DIFFERING: &[(&str, &str)] = &[
-    // newer than docker 20.10
-    (
-        "fail-check-error-newer",
-        "build checks: `# check=error=true` with a FromAsCasing violation fails in current BuildKit, kiln builds",
-    ),
-];
+pub const KNOWN_DIFFERING: &[(&str, &str)] = &[];
 
 pub const CASES: &[Case] = &[
     // ---------------------------------------------------------------- config and metadata
