@@ -440,6 +440,15 @@ pub struct BuildArgs {
     /// --output does; with --output it also names it there)
     #[arg(long)]
     pub load: bool,
+    /// Attach an SPDX SBOM of each image (true, false; buildx's `--sbom`)
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub sbom: Option<String>,
+    /// Attach SLSA v1 provenance (true = mode=min, mode=min, mode=max, false; buildx's `--provenance`)
+    #[arg(long, value_name = "mode=min|max", num_args = 0..=1, default_missing_value = "mode=min")]
+    pub provenance: Option<String>,
+    /// Attestations as buildx spells them: type=sbom, type=provenance[,mode=min|max] (repeatable)
+    #[arg(long = "attest", value_name = "type=…")]
+    pub attest: Vec<String>,
     /// Run BuildKit's build checks on the Dockerfile and report them instead of building
     /// (shorthand for --call=check; exit status 1 when a check finds something)
     #[arg(long)]
@@ -907,6 +916,15 @@ pub struct InspectArgs {
     /// Only this type of object: "container" or "image" (docker looks for a container first)
     #[arg(long = "type")]
     pub kind: Option<String>,
+    /// Print the SBOM (SPDX JSON) attached to the image by `build --sbom`
+    #[arg(long, conflicts_with_all = ["format", "provenance"])]
+    pub sbom: bool,
+    /// Print the SLSA provenance attached to the image by `build --provenance`
+    #[arg(long, conflicts_with = "format")]
+    pub provenance: bool,
+    /// With --sbom/--provenance: only this platform's (os/arch[/variant])
+    #[arg(long)]
+    pub platform: Option<String>,
     #[arg(required = true)]
     pub names: Vec<String>,
 }

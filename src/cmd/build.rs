@@ -11,6 +11,8 @@ use kiln_builder::frontend::{plan, PlanOptions};
 use kiln_builder::solve::{solve, Progress, ProgressEvent, SolveOptions, StepIds, StoreImages};
 use kiln_cas::registry::PullPolicy;
 use kiln_cas::store::lists::NewListEntry;
+
+use super::build_attest::{Attestations, BuildFacts};
 use kiln_cas::{Reference, Store};
 use kiln_runtime::isolation::Isolation;
 use serde_json::json;
@@ -20,6 +22,7 @@ use crate::cli::BuildArgs;
 use crate::progress::{Printer, ProgressMode};
 
 pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
+    let started_on = chrono::Utc::now();
     // Every name is checked before any work is done: nothing is built that could not be tagged.
     let tags = args.tags.iter().map(|t| Reference::parse(t)).collect::<Result<Vec<_>, _>>()?;
     let outputs = super::build_output::plan(
@@ -64,6 +67,7 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
     let parse_warnings: Vec<String> =
         dockerfile.warnings.iter().map(|w| format!("{}:{}: {}", context.dockerfile_name, w.line, w.message)).collect();
     let platforms = target_platforms(args.platform.as_deref())?;
+    let attestations = Attestations::parse(args.sbom.as_deref(), args.provenance.as_deref(), &args.attest)?;
     let plan_options = |platform: &Option<String>| PlanOptions {
         build_args: build_args.clone(),
         target: args.target.clone(),
@@ -131,8 +135,11 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
         }
         return super::reproduce::check(store, &build_plans[0], &solve_options(&platforms[0]));
     }
-    if multi && !outputs.files.is_empty() && !outputs.files.iter().all(|f| f.keeps_platforms()) {
-        bail!("-o type=local and type=tar take one platform; build several with -o type=oci, type=docker or type=registry");
+    if (multi || attestations.any()) && !outputs.files.iter().all(|f| f.keeps_platforms()) {
+        bail!(
+            "-o type=local and type=tar hold one platform's files and no attestations; use -o type=oci, type=docker or \
+             type=registry for several platforms or --sbom/--provenance"
+        );
     }
     // Each platform is its own build, all at once (BuildKit solves them side by side).
     let results: Vec<Result<kiln_builder::solve::BuildOutput, kiln_builder::solve::SolveError>> = if multi {
@@ -169,10 +176,44 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
         printer.note(&spec.export(store, &cache_keys, &image_keys).map_err(anyhow::Error::msg)?);
     }
     let output = &built[0];
-    let result_id = if multi {
-        let entries: Vec<NewListEntry> =
-            built.iter().map(|o| NewListEntry { image: o.image_id.clone(), attestations: Vec::new() }).collect();
+    // Attestations make an index even of one platform's image, as BuildKit's do.
+    let as_list = multi || attestations.any();
+    let result_id = if as_list {
+        let facts = BuildFacts {
+            build_args: &build_args,
+            labels: &labels,
+            target: args.target.as_deref(),
+            dockerfile_name: &context.dockerfile_name,
+            dockerfile: &context.dockerfile,
+            context_digest: match attestations.provenance {
+                Some(_) => Some(
+                    kiln_builder::context::context_digest(&context.dir, &context.ignore)
+                        .with_context(|| format!("hashing the build context {}", context.dir.display()))?,
+                ),
+                None => None,
+            },
+            secret_ids: secrets.keys().cloned().collect(),
+            no_network: args.network.as_deref() == Some("none"),
+            started_on,
+            source_date_epoch,
+            name: tags.first().map(|t| t.familiar()),
+        };
+        let mut entries: Vec<NewListEntry> = Vec::with_capacity(built.len());
+        for (output, build_plan) in built.iter().zip(&build_plans) {
+            let attestations = super::build_attest::predicates(
+                store,
+                &output.image_id,
+                build_plan,
+                attestations,
+                &facts,
+                &mut |warning| printer.event(ProgressEvent::Warning(warning)),
+            )?;
+            entries.push(NewListEntry { image: output.image_id.clone(), attestations });
+        }
         let list = store.add_image_list(&entries, &outputs.store_names, &host_platform())?;
+        if attestations.any() {
+            printer.note("exporting attestation manifests");
+        }
         printer.note(&format!("exporting manifest list {list}"));
         list
     } else {
@@ -194,7 +235,7 @@ pub fn run(store: &Store, args: BuildArgs) -> Result<ExitCode> {
         std::fs::write(path, result_id.to_string()).with_context(|| format!("writing --iidfile {}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
-        let metadata = if multi {
+        let metadata = if as_list {
             json!({
                 "containerimage.digest": result_id.to_string(),
                 "image.name": tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","),

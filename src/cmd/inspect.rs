@@ -12,6 +12,9 @@ use crate::output::{outln, Shape, Template};
 use crate::view::ImageView;
 
 pub fn run(store: &Store, args: InspectArgs) -> Result<ExitCode> {
+    if args.sbom || args.provenance {
+        return attestations(store, &args);
+    }
     let kind = args.kind.as_deref();
     if let Some(kind) = kind.filter(|k| !matches!(*k, "image" | "container")) {
         bail!("unsupported --type \"{kind}\": kiln inspects images and containers");
@@ -322,4 +325,47 @@ mod tests {
         assert_eq!(go_time("2026-12-03T08:41:31.500Z"), "2026-12-03 08:41:31.5 +0000 UTC");
         assert_eq!(go_time("0001-01-01T00:00:00Z"), "0001-01-01 00:00:00 +0000 UTC");
     }
+}
+
+/// `inspect --sbom` / `--provenance`: the predicate attached to each named image, as buildx's
+/// `imagetools inspect --format '{{json .SBOM}}'` shows it: the document itself for an image of
+/// one platform (or with `--platform`), an object keyed by platform otherwise.
+fn attestations(store: &Store, args: &InspectArgs) -> Result<ExitCode> {
+    let (predicate_type, flag) = if args.sbom {
+        (kiln_cas::intoto::PREDICATE_SPDX, "--sbom")
+    } else {
+        (kiln_cas::intoto::PREDICATE_SLSA_V1, "--provenance")
+    };
+    let wanted = args.platform.as_deref().map(kiln_cas::registry::Platform::parse).transpose()?;
+    for name in &args.names {
+        let Some((_, list)) = store.image_list(name)? else {
+            store.index()?.resolve(name)?;
+            bail!("{name} has no attestations: build it with {flag} (kiln keeps them with multi-platform images)");
+        };
+        let mut found: Vec<(String, Value)> = Vec::new();
+        for entry in &list.entries {
+            if wanted.as_ref().is_some_and(|p| !kiln_cas::registry::platform_matches(p, &entry.platform)) {
+                continue;
+            }
+            for attestation in entry.attestations.iter().filter(|a| a.predicate_type == predicate_type) {
+                let bytes = store.read_blob(&attestation.predicate, kiln_cas::attestation::STATEMENT_LIMIT)?;
+                let value: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| anyhow::anyhow!("{name}: the {flag} attestation is not JSON: {e}"))?;
+                found.push((entry.platform.clone(), value));
+            }
+        }
+        let shown = match found.len() {
+            0 => bail!(
+                "{name} has no {predicate_type} attestation{}",
+                match &args.platform {
+                    Some(p) => format!(" for {p}"),
+                    None => String::new(),
+                }
+            ),
+            1 => found.pop().expect("one").1,
+            _ => Value::Object(found.into_iter().collect()),
+        };
+        outln!("{}", serde_json::to_string_pretty(&shown)?);
+    }
+    Ok(ExitCode::SUCCESS)
 }

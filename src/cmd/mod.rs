@@ -2,6 +2,7 @@
 
 mod attach;
 mod build;
+mod build_attest;
 mod build_check;
 mod build_output;
 mod builder;

@@ -412,3 +412,42 @@ mod tests {
         assert!(err.to_string().contains("not supported"), "{err}");
     }
 }
+
+/// A digest of the context's files as a build can see them (those `.dockerignore` leaves in):
+/// blake3 over each one's path, type, mode and content or link target, in path order. It names
+/// the context in provenance (`resolvedDependencies`); it is not a cache key.
+pub fn context_digest(dir: &Path, ignore: &IgnoreMatcher) -> io::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut entries: Vec<(String, PathBuf)> = Vec::new();
+    let mut pending = vec![(String::new(), dir.to_path_buf())];
+    while let Some((prefix, path)) = pending.pop() {
+        for entry in fs::read_dir(&path)? {
+            let entry = entry?;
+            let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            if ignore.is_excluded(&name) && !ignore.may_reinclude_under(&name) {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                pending.push((format!("{name}/"), entry.path()));
+            }
+            if !ignore.is_excluded(&name) {
+                entries.push((name, entry.path()));
+            }
+        }
+    }
+    entries.sort();
+    let mut hasher = blake3::Hasher::new();
+    for (name, path) in &entries {
+        let meta = fs::symlink_metadata(path)?;
+        hasher.update(name.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(&meta.permissions().mode().to_le_bytes());
+        if meta.file_type().is_symlink() {
+            hasher.update(fs::read_link(path)?.as_os_str().as_bytes());
+        } else if meta.is_file() {
+            hasher.update(blake3::Hasher::new().update_mmap(path)?.finalize().as_bytes());
+        }
+        hasher.update(&[0]);
+    }
+    Ok(format!("blake3:{}", hasher.finalize().to_hex()))
+}
