@@ -315,18 +315,6 @@ fn pretty(value: &Value) -> String {
     String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_print_as_go_prints_them() {
-        assert_eq!(go_time("2026-12-03T08:41:31.754085412Z"), "2026-12-03 08:41:31.754085412 +0000 UTC");
-        assert_eq!(go_time("2026-12-03T08:41:31.500Z"), "2026-12-03 08:41:31.5 +0000 UTC");
-        assert_eq!(go_time("0001-01-01T00:00:00Z"), "0001-01-01 00:00:00 +0000 UTC");
-    }
-}
-
 /// `inspect --sbom` / `--provenance`: the predicate attached to each named image, as buildx's
 /// `imagetools inspect --format '{{json .SBOM}}'` shows it: the document itself for an image of
 /// one platform (or with `--platform`), an object keyed by platform otherwise.
@@ -368,4 +356,16 @@ fn attestations(store: &Store, args: &InspectArgs) -> Result<ExitCode> {
         outln!("{}", serde_json::to_string_pretty(&shown)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_print_as_go_prints_them() {
+        assert_eq!(go_time("2026-12-03T08:41:31.754085412Z"), "2026-12-03 08:41:31.754085412 +0000 UTC");
+        assert_eq!(go_time("2026-12-03T08:41:31.500Z"), "2026-12-03 08:41:31.5 +0000 UTC");
+        assert_eq!(go_time("0001-01-01T00:00:00Z"), "0001-01-01 00:00:00 +0000 UTC");
+    }
 }
