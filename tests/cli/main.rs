@@ -4,6 +4,7 @@
 mod harness;
 mod hostile;
 
+mod attestations;
 mod build;
 mod build_config;
 mod build_outputs;

@@ -354,7 +354,7 @@ fn debian_mirror() -> String {
 
 /// A bookworm minbase rootfs tar made by debootstrap, cached in the system temp dir across runs
 /// (it takes minutes to make); None, with a message, when debootstrap or the mirror is missing.
-fn debian_minbase() -> Option<std::path::PathBuf> {
+pub(crate) fn debian_minbase() -> Option<std::path::PathBuf> {
     use std::net::ToSocketAddrs;
     let cached = std::env::temp_dir().join("kiln-test-cache").join("debian-bookworm-minbase-root0700.tar");
     if cached.is_file() {
