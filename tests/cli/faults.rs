@@ -195,6 +195,8 @@ enum Op {
     Build,
     /// `build --isolation chroot`: RUN in a copied tree, the layer its difference (issue 13).
     BuildChroot,
+    /// `build --sbom --provenance`: the image kept as an index with its attestations (issue 16).
+    BuildAttested,
     Load,
     Save,
     Pull,
@@ -246,7 +248,7 @@ impl Case<'_> {
         let root = scene.root();
         match self.op {
             Op::Pull => {}
-            Op::Build | Op::BuildChroot | Op::Load => copy_tree(&self.fx.base_store, &root),
+            Op::Build | Op::BuildChroot | Op::BuildAttested | Op::Load => copy_tree(&self.fx.base_store, &root),
             _ => copy_tree(&self.fx.full_store, &root),
         }
         match self.op {
@@ -275,6 +277,18 @@ impl Case<'_> {
             Op::BuildChroot => {
                 strings(&["build", "-q", "--isolation", "chroot", "-t", "demo:1", "--source-date-epoch", "0", ctx])
             }
+            Op::BuildAttested => strings(&[
+                "build",
+                "-q",
+                "--sbom",
+                "--provenance",
+                "mode=max",
+                "-t",
+                "demo:1",
+                "--source-date-epoch",
+                "0",
+                ctx,
+            ]),
             Op::Load => strings(&["load", "-q", "-i", self.fx.demo_tar.to_str().unwrap()]),
             Op::Save => strings(&["save", "-o", scene.out_tar().to_str().unwrap(), "demo:1"]),
             Op::Pull => vec!["pull".into(), self.registry.unwrap().reference("faults/demo:1")],
@@ -356,6 +370,17 @@ impl Case<'_> {
             _ => {
                 let out = ok_at(&root, &args)?;
                 match self.op {
+                    Op::BuildAttested => {
+                        // The tag names the index, and through it the reference image.
+                        let id = image_id_at(&root, "demo:1")?;
+                        if id != fx.demo_id {
+                            return Err(format!("demo:1 is {id}, the reference is {}", fx.demo_id));
+                        }
+                        let sbom = ok_at(&root, &["inspect", "--sbom", "demo:1"])?;
+                        if !sbom.contains("\"SPDX-2.3\"") {
+                            return Err(format!("inspect --sbom after the kill: {sbom}"));
+                        }
+                    }
                     Op::Build | Op::BuildChroot | Op::Load | Op::Pull => {
                         let reference = if self.op == Op::Pull {
                             self.registry.unwrap().reference("faults/demo:1")
@@ -911,6 +936,12 @@ fn faults_build() {
 #[test]
 fn faults_build_chroot() {
     sweep(Op::BuildChroot);
+}
+
+/// A build that keeps its image as an index with SBOM and provenance attestations.
+#[test]
+fn faults_build_attested() {
+    sweep(Op::BuildAttested);
 }
 
 #[test]

@@ -123,6 +123,22 @@ impl Store {
                 }
             }
         }
+        // A multi-platform image needs its images and the blobs of its index.
+        for (list, record) in &index.lists {
+            let broken = |why: String| FsckProblem::BrokenImage { image: list.clone(), tags: record.tags.clone(), why };
+            for entry in &record.entries {
+                if !index.images.contains_key(&entry.image) {
+                    report
+                        .problems
+                        .push(broken(format!("its {} image {} is not in the store", entry.platform, entry.image)));
+                }
+            }
+            for blob in &record.blobs {
+                if !self.has_blob(blob) {
+                    report.problems.push(broken(format!("blob {blob} of its index is missing")));
+                }
+            }
+        }
         for (tag, image) in &index.tags {
             if !index.images.contains_key(image) {
                 report.problems.push(FsckProblem::TagToUnknownImage { tag: tag.clone(), image: image.clone() });

@@ -359,6 +359,14 @@ mod tests {
         assert_eq!(value["manifests"][0]["platform"]["architecture"], "arm64");
         assert_eq!(value["manifests"][1]["digest"], list.entries[1].manifest.to_string());
         assert!(store.reachable_blobs().unwrap().is_superset(&list.blobs.iter().cloned().collect()));
+        assert!(store.fsck().unwrap().problems.is_empty());
+        // fsck names a list whose index blob went missing.
+        std::fs::remove_file(store.blob_path(&list.entries[1].manifest)).unwrap();
+        let problems: Vec<String> = store.fsck().unwrap().problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            problems.iter().any(|p| p.contains(&list.entries[1].manifest.to_string()) && p.contains("missing")),
+            "{problems:?}"
+        );
         // Retagging the name to a plain image forgets the list.
         store.add_image(&arm, std::slice::from_ref(&tag)).unwrap();
         assert!(store.image_list("multi:1").unwrap().is_none());
