@@ -316,3 +316,82 @@ fn bad_platforms_and_missing_platforms_are_one_clear_line() {
     assert!(err.contains("--all-platforms") && err.contains("--platform"), "{err}");
     k.assert_fsck_clean();
 }
+
+/// The files of an image's top layer in a `docker save` archive (the legacy layout docker 20.10
+/// writes: manifest.json naming `<id>/layer.tar`).
+fn docker_top_layer_files(archive: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("tar").arg("-xf").arg(archive).arg("-C").arg(dir.path()).status().unwrap();
+    assert!(status.success());
+    let manifest = json(&std::fs::read(dir.path().join("manifest.json")).unwrap());
+    let top = manifest[0]["Layers"].as_array().unwrap().last().unwrap().as_str().unwrap().to_string();
+    let mut files = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(dir.path().join(top)).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.header().entry_type() == tar::EntryType::Regular {
+            let path = entry.path().unwrap().to_string_lossy().trim_start_matches("./").to_string();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            files.insert(path, bytes);
+        }
+    }
+    files
+}
+
+/// docker's BuildKit (20.10, `--platform linux/arm64`, RUN under the same QEMU handler) and kiln
+/// agree on an arm64 build: the image's platform, the platform args RUN sees, what RUN ran as.
+#[test]
+fn an_arm64_build_matches_docker_buildkit() {
+    use crate::image_compare::{docker_available, DockerImages};
+    let k = Kiln::new();
+    if !is_root() || !docker_available() {
+        eprintln!("skipping: dockerd is not running");
+        return;
+    }
+    let Some(arm64) = busybox_rootfs_arm64() else { return };
+    // The same arm64 base in both: kiln's import, saved and loaded into docker (docker 20.10's
+    // own `import --platform` records amd64).
+    let base = format!("kilnmp-base-{}:arm64", std::process::id());
+    let out_tag = format!("kilnmp-out-{}:1", std::process::id());
+    let docker = DockerImages { tags: vec![base.clone(), out_tag.clone()] };
+    k.ok(&["import", "--platform", "linux/arm64", arm64.to_str().unwrap(), &base]);
+    let saved = k.path("base.tar");
+    k.ok(&["save", "-o", saved.to_str().unwrap(), &base]);
+    docker.run(&["load", "-i", saved.to_str().unwrap()]);
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {base}\nARG TARGETPLATFORM TARGETOS TARGETARCH TARGETVARIANT BUILDPLATFORM BUILDARCH\n\
+             RUN uname -m > /arch && echo \"$TARGETPLATFORM $TARGETOS $TARGETARCH [$TARGETVARIANT] $BUILDPLATFORM $BUILDARCH\" > /target\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(crate::image_compare::DOCKER)
+        .args(["build", "--network", "host", "--platform", "linux/arm64", "-t", &out_tag, ctx.to_str().unwrap()])
+        .env("DOCKER_BUILDKIT", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker build: {}", crate::image_compare::output_text(&out));
+    let docker_platform = docker.run(&["image", "inspect", "-f", "{{.Os}}/{{.Architecture}}/{{.Variant}}", &out_tag]);
+    let docker_archive = k.path("docker-out.tar");
+    docker.run(&["save", "-o", docker_archive.to_str().unwrap(), &out_tag]);
+    let docker_files = docker_top_layer_files(&docker_archive);
+
+    k.ok(&["build", "--platform", "linux/arm64", "-t", "kout:1", ctx.to_str().unwrap()]);
+    let kiln_platform = k.ok(&["inspect", "-f", "{{.Os}}/{{.Architecture}}/{{.Variant}}", "kout:1"]);
+    assert_eq!(kiln_platform.trim(), docker_platform.trim());
+    let kiln_archive = k.path("kiln-out.tar");
+    k.ok(&["save", "-o", kiln_archive.to_str().unwrap(), "kout:1"]);
+    let kiln_files = docker_top_layer_files(&kiln_archive);
+    for file in ["arch", "target"] {
+        assert_eq!(
+            String::from_utf8_lossy(&kiln_files[file]),
+            String::from_utf8_lossy(&docker_files[file]),
+            "/{file} differs from docker's"
+        );
+    }
+    assert_eq!(String::from_utf8_lossy(&kiln_files["arch"]).trim(), "aarch64");
+}
