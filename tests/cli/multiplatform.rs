@@ -56,17 +56,24 @@ fn image_files(layout: &Path, manifest_digest: &str) -> std::collections::BTreeM
     let manifest = json(&std::fs::read(blob(manifest_digest)).unwrap());
     let mut files = std::collections::BTreeMap::new();
     for layer in manifest["layers"].as_array().unwrap() {
-        let mut archive = tar::Archive::new(std::fs::File::open(blob(layer["digest"].as_str().unwrap())).unwrap());
-        for entry in archive.entries().unwrap() {
-            let mut entry = entry.unwrap();
-            if entry.header().entry_type() != tar::EntryType::Regular {
-                continue;
-            }
-            let path = entry.path().unwrap().to_string_lossy().trim_start_matches("./").to_string();
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
-            files.insert(path, bytes);
+        files.extend(regular_files(&blob(layer["digest"].as_str().unwrap())));
+    }
+    files
+}
+
+/// The regular files of a layer tar, by path.
+fn regular_files(layer: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(layer).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
         }
+        let path = entry.path().unwrap().to_string_lossy().trim_start_matches("./").to_string();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        files.insert(path, bytes);
     }
     files
 }
@@ -325,18 +332,7 @@ fn docker_top_layer_files(archive: &Path) -> std::collections::BTreeMap<String, 
     assert!(status.success());
     let manifest = json(&std::fs::read(dir.path().join("manifest.json")).unwrap());
     let top = manifest[0]["Layers"].as_array().unwrap().last().unwrap().as_str().unwrap().to_string();
-    let mut files = std::collections::BTreeMap::new();
-    let mut archive = tar::Archive::new(std::fs::File::open(dir.path().join(top)).unwrap());
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        if entry.header().entry_type() == tar::EntryType::Regular {
-            let path = entry.path().unwrap().to_string_lossy().trim_start_matches("./").to_string();
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
-            files.insert(path, bytes);
-        }
-    }
-    files
+    regular_files(&dir.path().join(top))
 }
 
 /// docker's BuildKit (20.10, `--platform linux/arm64`, RUN under the same QEMU handler) and kiln

@@ -172,6 +172,15 @@ fn descriptor_digest(d: &Descriptor) -> std::result::Result<Digest, String> {
     Digest::parse(d.digest().as_ref()).map_err(|e| e.to_string())
 }
 
+/// What a reference asks the registry for: its digest, else its tag (`latest` when it has none).
+pub(crate) fn manifest_reference(reference: &Reference) -> String {
+    match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "latest".to_string(),
+    }
+}
+
 /// Pulls `reference` into `store`; `events` hears about each layer (by its compressed digest).
 pub fn pull_image(
     store: &Store,
@@ -182,12 +191,7 @@ pub fn pull_image(
 ) -> Result<PullOutcome> {
     let repo = reference.path();
     let fail = |why: String| Error::Registry { what: format!("{}/{repo}", client.registry()), why };
-    let top_reference = match (reference.digest(), reference.tag()) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.to_string(),
-        (None, None) => "latest".to_string(),
-    };
-    let top = client.get_manifest(repo, &top_reference)?;
+    let top = client.get_manifest(repo, &manifest_reference(reference))?;
     events(PullEvent::Resolved);
     let mut keep = vec![top.clone()];
     let manifest_doc = match classify(&top, None).map_err(fail)? {

@@ -5,7 +5,9 @@ use oci_spec::image::{ImageIndex, ImageManifest};
 use serde_json::Value;
 
 use super::client::Client;
-use super::pull::{classify, pull_image, Kind, Platform, PullEvent, PullOutcome, INDEX_ENTRY_LIMIT};
+use super::pull::{
+    classify, manifest_reference, pull_image, Kind, Platform, PullEvent, PullOutcome, INDEX_ENTRY_LIMIT,
+};
 use crate::image::JSON_LIMIT;
 use crate::store::lists::NewListEntry;
 use crate::store::Store;
@@ -26,12 +28,7 @@ pub fn pull_all_platforms(
 ) -> Result<PullOutcome> {
     let repo = reference.path();
     let fail = |why: String| Error::Registry { what: format!("{}/{repo}", client.registry()), why };
-    let top_reference = match (reference.digest(), reference.tag()) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.to_string(),
-        (None, None) => "latest".to_string(),
-    };
-    let top = client.get_manifest(repo, &top_reference)?;
+    let top = client.get_manifest(repo, &manifest_reference(reference))?;
     if classify(&top, None).map_err(fail)? == Kind::Manifest {
         return pull_image(store, client, reference, host, events);
     }
