@@ -271,6 +271,29 @@ fn a_multi_platform_image_is_saved_loaded_pushed_and_pulled_as_one() {
     assert_eq!(single.ok(&["inspect", "-f", "{{.Architecture}}", &name]).trim(), "amd64");
     assert!(!single.store_state().0.contains("\"lists\""), "a plain pull keeps one platform");
     fresh.assert_fsck_clean();
+
+    // A multi-platform build FROM the pushed index pulls each platform's base, and the tag keeps
+    // both (it does not end up naming only the platform pulled last).
+    let builder = Kiln::new();
+    let ctx2 = builder.path("ctx2");
+    std::fs::create_dir_all(&ctx2).unwrap();
+    std::fs::write(ctx2.join("Dockerfile"), format!("FROM {name}\nRUN uname -m > /arch2\n")).unwrap();
+    builder.ok(&["build", "-q", "--platform", "linux/amd64,linux/arm64", "-t", "child:1", ctx2.to_str().unwrap()]);
+    let (_, base_list) = list_record(&builder, &name);
+    let platforms: Vec<&str> =
+        base_list["entries"].as_array().unwrap().iter().map(|e| e["platform"].as_str().unwrap()).collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    let child_layout = builder.path("child");
+    builder.ok(&["save", "-o", &format!("oci:{}", child_layout.display()), "child:1"]);
+    let top = json(&std::fs::read(child_layout.join("index.json")).unwrap());
+    let digest = top["manifests"][0]["digest"].as_str().unwrap();
+    let index = json(&std::fs::read(child_layout.join("blobs/sha256").join(&digest[7..])).unwrap());
+    for entry in index["manifests"].as_array().unwrap() {
+        let files = image_files(&child_layout, entry["digest"].as_str().unwrap());
+        let want = if entry["platform"]["architecture"] == "arm64" { "aarch64" } else { "x86_64" };
+        assert_eq!(String::from_utf8_lossy(&files["arch2"]).trim(), want);
+        assert_eq!(String::from_utf8_lossy(&files["arch"]).trim(), want, "the base's own file");
+    }
     let _ = registry.kill();
     let _ = registry.wait();
 }

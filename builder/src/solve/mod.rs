@@ -140,6 +140,16 @@ impl<'a> StoreImages<'a> {
     }
 }
 
+impl StoreImages<'_> {
+    /// Whether image `id` is for `platform`'s OS and architecture.
+    fn has_platform(&self, id: &Digest, platform: &str) -> bool {
+        let (Ok(image), Ok(wanted)) = (self.store.image(id), Platform::parse(platform)) else { return true };
+        kiln_cas::registry::platform_matches(&wanted, &image.platform())
+            || (wanted.variant.is_some()
+                && image.platform().starts_with(&format!("{}/{}", wanted.os, wanted.architecture)))
+    }
+}
+
 impl ImageConfigSource for StoreImages<'_> {
     fn base_config(&self, reference: &str, platform: &str) -> Result<BaseImageConfig, String> {
         // Not a reference (a 64-hex name, bad characters): no lookup or pull could find it.
@@ -151,6 +161,16 @@ impl ImageConfigSource for StoreImages<'_> {
             _ => "not in the store".to_string(),
         };
         let id = match (local, self.policy) {
+            // An image of another platform under that name: the registry may have the one asked
+            // for (a multi-platform image pulled for one platform so far). When it cannot be had,
+            // the local image is used and the planner warns (InvalidBaseImagePlatform).
+            (Ok(id), PullPolicy::Missing) if !self.has_platform(&id, platform) => {
+                let wanted = Platform::parse(platform).map_err(|e| e.to_string())?;
+                resolve_or_pull(self.store, &parsed, &wanted, PullPolicy::Always, self.options.clone())
+                    .ok()
+                    .filter(|pulled| self.has_platform(pulled, platform))
+                    .unwrap_or(id)
+            }
             (Ok(id), PullPolicy::Missing | PullPolicy::Never) => id,
             (Err(_), PullPolicy::Never) => return Err(format!("{why_not_local}, and --pull=never forbids pulling it")),
             (_, policy) => {

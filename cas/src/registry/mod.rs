@@ -78,7 +78,13 @@ pub fn resolve_or_pull(
             reference.familiar()
         ))),
         (PullPolicy::Always, _) | (PullPolicy::Missing, None) => {
-            Ok(pull_with_mirrors(store, reference, platform, &options, &mut |_| {})?.id)
+            let id = pull_with_mirrors(store, reference, platform, &options, &mut |_| {})?.id;
+            // A build for several platforms pulls its base once per platform: the tag keeps
+            // every platform pulled (a multi-platform image), not only the last one.
+            if reference.digest().is_none() {
+                store.add_to_list_as_before(&index, reference, &id, &Platform::host().to_string())?;
+            }
+            Ok(id)
         }
     }
 }

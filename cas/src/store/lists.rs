@@ -234,7 +234,19 @@ impl Store {
     /// image replacing any of its own platform. Returns the list's platforms, or `None` when the
     /// tag named nothing else (the caller tags the image as usual).
     pub fn add_to_list(&self, tag: &Reference, image: &Digest, host: &str) -> Result<Option<Vec<String>>> {
-        let index = self.index()?;
+        self.add_to_list_as_before(&self.index()?, tag, image, host)
+    }
+
+    /// [`Store::add_to_list`] with what `tag` named taken from `before`, an earlier reading of
+    /// the index (a pull has retagged it since).
+    pub fn add_to_list_as_before(
+        &self,
+        before: &ImageIndex,
+        tag: &Reference,
+        image: &Digest,
+        host: &str,
+    ) -> Result<Option<Vec<String>>> {
+        let index = before;
         let platform = self.image(image)?.platform();
         let mut entries: Vec<(String, NewListEntry)> = Vec::new();
         if let Some((_, list)) = index.list_of_tag(&tag.to_string()) {
