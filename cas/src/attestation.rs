@@ -214,6 +214,20 @@ struct ManifestLayer {
 /// docker manifest list), in index order then layer order. Entries that are not attestation
 /// manifests are passed over; layers of other media types are ignored, as BuildKit's storage
 /// document says. A missing or corrupt blob is an error naming it.
+/// The `(predicateType, predicate)` of an in-toto statement (the predicate as JSON bytes), as
+/// `load` and `pull` keep them: a list's statements are made again for the manifest it is
+/// handed on as.
+pub fn statement_predicate(bytes: &[u8]) -> std::result::Result<(String, Vec<u8>), String> {
+    let statement: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not an in-toto statement: {e}"))?;
+    match (statement["predicateType"].as_str(), statement.get("predicate")) {
+        (Some(predicate_type), Some(predicate)) => {
+            Ok((predicate_type.to_string(), serde_json::to_vec(predicate).expect("a parsed value serialises")))
+        }
+        _ => Err("an in-toto statement without predicateType or predicate".to_string()),
+    }
+}
+
 pub fn read_attestations(store: &Store, index_bytes: &[u8]) -> Result<Vec<FoundAttestation>> {
     if index_bytes.len() as u64 > MANIFEST_LIMIT {
         return Err(Error::invalid("image index", format!("over the {MANIFEST_LIMIT}-byte limit")));

@@ -46,13 +46,10 @@ const USTAR_SIZE_MAX: u64 = 0o77_777_777_777;
 /// stays small however large the blob is.
 const HASH_WINDOW: u64 = 16 << 20;
 const SMALL_BLOB: u64 = 64 << 10;
-const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+use crate::image::{MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST};
 /// docker writes exactly this (with the space), and tools compare it as text.
 pub(crate) const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion": "1.0.0"}"#;
 pub(crate) const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
-/// The largest index, manifest or attestation statement a list may hold.
-const LIST_BLOB_LIMIT: u64 = 64 << 20;
 pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// An archive ready to be written: every member, by path, in the order they will appear.
@@ -168,9 +165,7 @@ pub fn plan_list(store: &Store, list: &Digest, tags: Vec<Reference>, options: &S
         .get(list)
         .cloned()
         .ok_or_else(|| Error::ImageNotFound(format!("multi-platform image {list}")))?;
-    let host = crate::registry::Platform::host().to_string();
-    let host_image =
-        record.entries.iter().find(|e| e.platform.starts_with(&host)).unwrap_or(&record.entries[0]).image.clone();
+    let host_image = record.host_image(&crate::registry::Platform::host().to_string()).clone();
     let mut images = vec![SavedImage { id: host_image, tags: tags.clone() }];
     for entry in &record.entries {
         if !images.iter().any(|image| image.id == entry.image) {
@@ -298,10 +293,10 @@ fn plan_images_and_lists(
             if members.contains_key(&path) {
                 continue;
             }
-            let bytes = store.read_blob(digest, LIST_BLOB_LIMIT)?;
+            let bytes = store.read_blob(digest, crate::store::lists::LIST_BLOB_LIMIT)?;
             members.insert(path, Member::Bytes(bytes));
         }
-        let size = store.read_blob(&list.digest, LIST_BLOB_LIMIT)?.len() as u64;
+        let size = store.read_blob(&list.digest, crate::store::lists::LIST_BLOB_LIMIT)?.len() as u64;
         for tag in &list.tags {
             let mut entry = IndexEntry::new(&list.digest, size, Some(tag));
             entry.media_type = MEDIA_TYPE_OCI_INDEX;

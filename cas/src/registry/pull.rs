@@ -15,9 +15,8 @@ use crate::image::{Image, JSON_LIMIT, MEDIA_TYPE_DOCKER_CONFIG};
 use crate::store::{StagedBlob, Store};
 use crate::{Digest, Error, Reference, Result};
 
-pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_TYPE_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub use crate::image::{MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST};
 pub const MEDIA_TYPE_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub(crate) const INDEX_ENTRY_LIMIT: usize = 10_000;
 

@@ -2,20 +2,19 @@
 //! BuildKit attached to them, kept in the store as one list (`store/lists.rs`).
 
 use oci_spec::image::{ImageIndex, ImageManifest};
-use serde_json::Value;
 
 use super::client::Client;
 use super::pull::{
     classify, manifest_reference, pull_image, Kind, Platform, PullEvent, PullOutcome, INDEX_ENTRY_LIMIT,
 };
+use crate::attestation::{
+    statement_predicate, ANNOTATION_REFERENCE_DIGEST, ANNOTATION_REFERENCE_TYPE, MEDIA_TYPE_IN_TOTO,
+    REFERENCE_TYPE_ATTESTATION,
+};
 use crate::image::JSON_LIMIT;
 use crate::store::lists::NewListEntry;
 use crate::store::Store;
 use crate::{Digest, Error, Reference, Result};
-
-const ANNOTATION_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
-const ANNOTATION_REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
-const MEDIA_TYPE_IN_TOTO: &str = "application/vnd.in-toto+json";
 
 /// Pulls every image `reference` names; a plain image is pulled as `pull` does. `host` is the
 /// platform whose image the tag names in the plain tag map.
@@ -63,7 +62,7 @@ pub fn pull_all_platforms(
     }
     // Attestations: their statements' predicates, kept with the image they describe.
     for descriptor in index.manifests() {
-        if annotation(descriptor, ANNOTATION_REFERENCE_TYPE).as_deref() != Some("attestation-manifest") {
+        if annotation(descriptor, ANNOTATION_REFERENCE_TYPE).as_deref() != Some(REFERENCE_TYPE_ATTESTATION) {
             continue;
         }
         let Some(subject) = annotation(descriptor, ANNOTATION_REFERENCE_DIGEST) else { continue };
@@ -77,15 +76,9 @@ pub fn pull_all_platforms(
             }
             let digest = Digest::parse(layer.digest().as_ref()).map_err(|e| fail(e.to_string()))?;
             let bytes = client.get_small_blob(repo, &digest, layer.size(), JSON_LIMIT)?;
-            let statement: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| fail(format!("attestation {digest} is not an in-toto statement: {e}")))?;
-            let (Some(predicate_type), Some(predicate)) =
-                (statement["predicateType"].as_str(), statement.get("predicate"))
-            else {
-                return Err(fail(format!("attestation {digest} has no predicateType or predicate")));
-            };
-            let predicate = serde_json::to_vec(predicate).expect("a parsed value serialises");
-            entry.attestations.push((predicate_type.to_string(), predicate));
+            let attestation =
+                statement_predicate(&bytes).map_err(|why| fail(format!("attestation {digest}: {why}")))?;
+            entry.attestations.push(attestation);
         }
     }
     let new_entries: Vec<NewListEntry> = entries.into_iter().map(|(_, e)| e).collect();
@@ -93,13 +86,6 @@ pub fn pull_all_platforms(
     let list = store.add_image_list(&new_entries, &tags, &host.to_string())?;
     store.put_bytes(&top.bytes)?;
     store.record_list_repo_digest(&list, reference, &top.digest)?;
-    let host_image = store
-        .image_list(&list.to_string())?
-        .map(|(_, l)| l)
-        .and_then(|l| l.entries.iter().find(|e| super::platform_matches(host, &e.platform)).map(|e| e.image.clone()));
-    Ok(PullOutcome {
-        id: host_image.unwrap_or_else(|| new_entries[0].image.clone()),
-        digest: top.digest,
-        changed: true,
-    })
+    let record = store.index()?.lists.get(&list).cloned().ok_or_else(|| fail(format!("index {list} was not kept")))?;
+    Ok(PullOutcome { id: record.host_image(&host.to_string()).clone(), digest: top.digest, changed: true })
 }

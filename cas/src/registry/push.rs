@@ -272,8 +272,8 @@ pub fn push_image(
 ) -> Result<PushOutcome> {
     let tag = reference.tag().ok_or_else(|| Error::invalid(reference.to_string(), "push needs a tag"))?;
     let index = store.index()?;
-    if let Some((_, list)) = index.list_of_tag(&reference.to_string()) {
-        return super::push_list::push_list(store, client, reference, list, compression, events);
+    if let Some((list_digest, list)) = index.list_of_tag(&reference.to_string()) {
+        return super::push_list::push_list(store, client, reference, list_digest, list, compression, events);
     }
     let id = index.tags.get(&reference.to_string()).cloned().ok_or_else(|| {
         Error::ImageNotFound(format!(

@@ -7,17 +7,16 @@ use serde_json::{json, Value};
 use super::client::Client;
 use super::pull::record_repo_digest;
 use super::push::{push_blob, push_blobs_of, BlobSource, BlobStatus, LayerCompression, PushOutcome};
-use crate::store::lists::{attestation_manifest, ListRecord, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST};
+use crate::image::{MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST};
+use crate::store::lists::{attestation_manifest, platform_json, ListRecord, LIST_BLOB_LIMIT};
 use crate::store::Store;
 use crate::{Digest, Reference, Result};
-
-/// The largest attestation statement or manifest read back from the store.
-const ATTESTATION_LIMIT: u64 = 64 << 20;
 
 pub fn push_list(
     store: &Store,
     client: &Client,
     reference: &Reference,
+    list_digest: &Digest,
     list: &ListRecord,
     compression: LayerCompression,
     events: &mut (dyn FnMut(&Digest, BlobStatus<'_>) + Send),
@@ -31,24 +30,16 @@ pub fn push_list(
         let digest = Digest::of(&manifest.bytes);
         client.put_manifest(repo, &digest.to_string(), manifest.media_type, &manifest.bytes)?;
         store.put_bytes(&manifest.bytes)?;
-        let mut platform_parts = entry.platform.splitn(3, '/');
-        let mut platform = json!({
-            "os": platform_parts.next().unwrap_or(""),
-            "architecture": platform_parts.next().unwrap_or(""),
-        });
-        if let Some(variant) = platform_parts.next() {
-            platform["variant"] = json!(variant);
-        }
         let descriptor = json!({
             "mediaType": MEDIA_TYPE_OCI_MANIFEST,
             "digest": digest.to_string(),
             "size": manifest.bytes.len(),
-            "platform": platform,
+            "platform": platform_json(&entry.platform),
         });
         if !entry.attestations.is_empty() {
             let mut predicates = Vec::new();
             for a in &entry.attestations {
-                predicates.push((a.predicate_type.clone(), store.read_blob(&a.predicate, ATTESTATION_LIMIT)?));
+                predicates.push((a.predicate_type.clone(), store.read_blob(&a.predicate, LIST_BLOB_LIMIT)?));
             }
             // The statements name the pushed manifest; the blobs are small and go up as they are.
             let (att_descriptor, written) =
@@ -58,7 +49,7 @@ pub fn push_list(
                 let size = store.open_blob(blob)?.size;
                 push_blob(store, client, repo, blob, size, BlobSource::Store { just_compressed: false }, &[])?;
             }
-            let bytes = store.read_blob(manifest_digest, ATTESTATION_LIMIT)?;
+            let bytes = store.read_blob(manifest_digest, LIST_BLOB_LIMIT)?;
             client.put_manifest(repo, &manifest_digest.to_string(), MEDIA_TYPE_OCI_MANIFEST, &bytes)?;
             attestations.push(att_descriptor);
         }
@@ -69,11 +60,7 @@ pub fn push_list(
     let bytes = serde_json::to_vec(&index).expect("index serialises");
     let digest = client.put_manifest(repo, tag, MEDIA_TYPE_OCI_INDEX, &bytes)?;
     store.put_bytes(&bytes)?;
-    for (list_digest, record) in store.index()?.lists.iter() {
-        if record.entries == list.entries {
-            store.record_list_repo_digest(list_digest, reference, &digest)?;
-        }
-    }
+    store.record_list_repo_digest(list_digest, reference, &digest)?;
     for entry in &list.entries {
         record_repo_digest(store, &entry.image, reference, &digest, Vec::new())?;
     }

@@ -15,8 +15,10 @@ use serde_json::{json, Value};
 use super::{ImageIndex, ImageRecord, Store};
 use crate::{Digest, Error, Reference, Result};
 
-pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+use crate::image::{MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST};
+
+/// The largest predicate, statement or attestation manifest read back from the store for a list.
+pub const LIST_BLOB_LIMIT: u64 = 64 << 20;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ListRecord {
@@ -59,6 +61,18 @@ pub struct AttestationRecord {
     pub predicate_type: String,
     /// The predicate's JSON, a store blob.
     pub predicate: Digest,
+}
+
+impl ListRecord {
+    /// The image a tag naming this list names in the plain tag map: the one for `host`.
+    pub fn host_image(&self, host: &str) -> &Digest {
+        &host_entry(&self.entries, host).image
+    }
+}
+
+/// The entry for `host` (`os/arch`, any variant), or the first when the list has none for it.
+fn host_entry<'a>(entries: &'a [ListEntry], host: &str) -> &'a ListEntry {
+    entries.iter().find(|e| e.platform == host || e.platform.starts_with(&format!("{host}/"))).unwrap_or(&entries[0])
 }
 
 /// One image of a list being made: its platform, image ID and attestation predicates.
@@ -130,7 +144,7 @@ impl ImageIndex {
 }
 
 /// The index entry of an image's manifest: its OCI platform from the config.
-fn platform_json(platform: &str) -> Value {
+pub(crate) fn platform_json(platform: &str) -> Value {
     let mut parts = platform.splitn(3, '/');
     let os = parts.next().unwrap_or("");
     let arch = parts.next().unwrap_or("");
@@ -150,6 +164,7 @@ impl Store {
         if entries.is_empty() {
             return Err(Error::invalid("image list", "no images".to_string()));
         }
+        let tag_names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
         let mut blobs = Vec::new();
         let mut manifests = Vec::new();
         let mut attestation_entries = Vec::new();
@@ -174,8 +189,8 @@ impl Store {
                 attestations.push(AttestationRecord { predicate_type: predicate_type.clone(), predicate: digest });
             }
             if !entry.attestations.is_empty() {
-                let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-                let (att_descriptor, written) = attestation_manifest(self, &descriptor, &names, &entry.attestations)?;
+                let (att_descriptor, written) =
+                    attestation_manifest(self, &descriptor, &tag_names, &entry.attestations)?;
                 blobs.extend(written);
                 attestation_entries.push(att_descriptor);
             }
@@ -188,14 +203,8 @@ impl Store {
         let bytes = serde_json::to_vec(&index).expect("index serialises");
         let digest = self.put_bytes(&bytes)?;
         blobs.push(digest.clone());
-        let host_image = records
-            .iter()
-            .find(|e| e.platform == host || e.platform.starts_with(&format!("{host}/")))
-            .unwrap_or(&records[0])
-            .image
-            .clone();
+        let host_image = host_entry(&records, host).image.clone();
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-        let tag_names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
         self.update_index(|index| {
             for record in &records {
                 index
@@ -253,7 +262,7 @@ impl Store {
             for entry in &list.entries {
                 let mut attestations = Vec::new();
                 for a in &entry.attestations {
-                    attestations.push((a.predicate_type.clone(), self.read_blob(&a.predicate, 64 << 20)?));
+                    attestations.push((a.predicate_type.clone(), self.read_blob(&a.predicate, LIST_BLOB_LIMIT)?));
                 }
                 entries.push((entry.platform.clone(), NewListEntry { image: entry.image.clone(), attestations }));
             }

@@ -4,17 +4,14 @@
 //! as one list (`store/lists.rs`). Other archives load as before: the host's image only.
 
 use oci_spec::image::{ImageIndex, ImageManifest};
-use serde_json::Value;
 
 use super::members::Members;
 use super::oci::{check_document_shape, descriptor_tag, is_attestation, read_index_json, IndexWalk, INDEX_TYPES};
-use super::{parse_json, ImagePlan, ENTRY_LIMIT};
+use super::{check_json_value_count, parse_json, ImagePlan, ENTRY_LIMIT};
+use crate::attestation::{statement_predicate, ANNOTATION_REFERENCE_DIGEST, MEDIA_TYPE_IN_TOTO};
 use crate::image::JSON_LIMIT;
 use crate::store::lists::NewListEntry;
 use crate::{Digest, Error, Reference, Result};
-
-const ANNOTATION_REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
-const MEDIA_TYPE_IN_TOTO: &str = "application/vnd.in-toto+json";
 
 /// One multi-platform image to load.
 pub(super) struct ListPlan {
@@ -119,17 +116,9 @@ pub(super) fn plan_lists(members: &Members<'_>) -> Result<Vec<ListPlan>> {
                 let layer_digest = Digest::parse(layer.digest().as_ref())
                     .map_err(|e| Error::invalid(&layer_context, e.to_string()))?;
                 let statement = walk.blob_json(layer, &layer_digest, &layer_context)?;
-                let statement: Value = parse_json(&statement, &layer_context, "in-toto statement")?;
-                let (Some(predicate_type), Some(predicate)) =
-                    (statement["predicateType"].as_str(), statement.get("predicate"))
-                else {
-                    return Err(Error::invalid(
-                        &layer_context,
-                        "an in-toto statement without predicateType or predicate",
-                    ));
-                };
-                let predicate = serde_json::to_vec(predicate).expect("a parsed value serialises");
-                target.attestations.push((predicate_type.to_string(), predicate));
+                check_json_value_count(&statement).map_err(|why| Error::invalid(&layer_context, why))?;
+                let attestation = statement_predicate(&statement).map_err(|why| Error::invalid(&layer_context, why))?;
+                target.attestations.push(attestation);
             }
         }
         if images.is_empty() {
